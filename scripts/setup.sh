@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Set up everything the app and the tests need, skipping what is already there:
+#   1. system packages (ffmpeg, speech synthesisers, KLettres recordings, Chromium) via apt-get;
+#   2. the virtual environment .venv/ at the repository root, created and filled only when it is
+#      missing or requirements.txt changed (its sha256 is stored in .venv/.requirements.sha256);
+#   3. librosa's numba cache (its first call compiles for ~15 s).
+# Environment: XAI_SKIP_APT=1 skips step 1; XAI_VENV_CACHE=DIR keeps the venv in
+# DIR/venv-<requirements hash> and links .venv to it (CI reuses it across fresh clones).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+APT_PACKAGES=(ffmpeg libsndfile1 espeak-ng flite festival festvox-us-slt-hts klettres-data chromium)
+if [[ "${XAI_SKIP_APT:-0}" != 1 ]] && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    SUDO=""
+    [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
+    if [[ $(id -u) -eq 0 || -n "$SUDO" ]]; then
+      log "installing system packages: ${missing[*]}"
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+      log "WARNING: missing system packages (${missing[*]}); install them as root. The app runs"
+      log "without them; corpus building and the browser test need them."
+    fi
+  fi
+fi
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+
+target=.venv
+if [[ -n "${XAI_VENV_CACHE:-}" ]] && [[ ! -e .venv || -L .venv ]]; then
+  target="$XAI_VENV_CACHE/venv-${want:0:16}"
+  ln -sfn "$target" .venv
+fi
+
+have=$(cat .venv/.requirements.sha256 2>/dev/null || true)
+if [[ "$have" != "$want" ]]; then
+  log "creating the virtual environment in $target (Python: $($PYTHON --version 2>&1))"
+  rm -rf "$target"
+  mkdir -p "$(dirname "$target")"
+  "$PYTHON" -m venv "$target"
+  "$target/bin/python" -m pip install -q --upgrade pip
+  log "installing requirements (first time: a few minutes, about 8 GB)"
+  "$target/bin/python" -m pip install -q -r requirements.txt
+  log "warming librosa's numba cache"
+  "$target/bin/python" - <<'PY'
+import numpy as np
+import librosa
+librosa.feature.melspectrogram(y=np.zeros(16000, np.float32), sr=16000)
+PY
+  # Written last: an interrupted install is redone on the next run.
+  echo "$want" > "$target/.requirements.sha256"
+fi
+log "environment ready: .venv ($(.venv/bin/python --version))"

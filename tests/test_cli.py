@@ -1,0 +1,75 @@
+"""The CLI end to end, in a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, needs_tf, needs_torch
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xai_platform", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_models_json_lists_status_and_methods(tiny_config_path):
+    result = run_cli("models", "--json", "--config", str(tiny_config_path))
+    assert result.returncode == 0, result.stderr
+    models = {m["id"]: m for m in json.loads(result.stdout)["models"]}
+    assert {"audio-cnn", "xray-densenet121", "tiny-keras-audio"} <= set(models)
+    for m in models.values():
+        assert m["status"] in ("ready", "untrained: no trained weights: outputs are not a verdict") \
+            or m["status"].startswith("unavailable: ")
+        assert m["framework"] in ("torch", "keras") and m["modality"] in ("audio", "xray")
+    assert "gradcam" in models["tiny-torch-audio"]["methods"]
+
+
+@pytest.mark.parametrize("model_id, fixture", [
+    pytest.param("tiny-torch-audio", "wav_file", marks=needs_torch),
+    pytest.param("tiny-keras-audio", "wav_file", marks=needs_tf),
+    pytest.param("tiny-torch-xray", "png_file", marks=needs_torch),
+    pytest.param("tiny-keras-xray", "png_file", marks=needs_tf),
+])
+def test_explain_json_writes_figure_and_heatmap(request, tmp_path, tiny_config_path, model_id, fixture):
+    source = request.getfixturevalue(fixture)
+    out = tmp_path / "out"
+    result = run_cli("explain", str(source), "--model", model_id, "--method", "gradcam",
+                     "--method", "lime", "--param", "num_samples=100", "--out", str(out),
+                     "--seed", "3", "--json", "--config", str(tiny_config_path))
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads(result.stdout)["results"]
+    assert entry["input"] == str(source) and entry["model"] == model_id
+    probs = entry["prediction"]["probabilities"]
+    assert set(probs) == ({"real", "fake"} if "audio" in model_id else {"normal", "lesion"})
+    assert abs(sum(probs.values()) - 1) < 1e-4
+    assert entry["prediction"]["label"] in probs and entry["prediction"]["untrained"] is True
+    methods = [e["method"] for e in entry["explanations"]]
+    assert methods == ["gradcam", "lime"]
+    for e in entry["explanations"]:
+        assert {"method", "figure", "heatmap", "seconds", "params", "seed"} <= set(e)
+        heatmap = np.load(e["heatmap"])
+        assert heatmap.ndim == 2 and np.isfinite(heatmap).all()
+        with open(e["figure"], "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    lime = entry["explanations"][1]
+    assert lime["seed"] == 3 and lime["params"]["num_samples"] == 100
+
+
+@pytest.mark.parametrize("args, message", [
+    (["explain", "missing.wav", "--model", "audio-cnn"], "missing.wav: file not found"),
+    (["explain", "README.md", "--model", "audio-cnn"], "README.md"),
+    (["explain", "x.wav", "--model", "nope"], "unknown model 'nope'"),
+    (["explain", "x.wav", "--model", "audio-cnn", "--method", "magic"], "unknown method 'magic'"),
+    (["models", "--config", "/does/not/exist.yaml"], "does not exist"),
+])
+def test_bad_input_exits_non_zero_with_one_line(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,212 @@
+"""Explainers: the registry's contract, known answers, reproducibility and the known traps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import HAS_TF, HAS_TORCH, TINY_MODELS, needs_torch
+from region_models import region_handle, region_input, region_mask
+from xai_platform import explainers
+from xai_platform.errors import ExplainerError
+from xai_platform.explainers import all_methods, compatibility, get_method
+
+FAST = {"lime": {"num_samples": 300}, "shap": {"n_evaluations": 200},
+        "integrated_gradients": {"n_steps": 16}}
+FRAMEWORKS = [pytest.param("torch", marks=pytest.mark.skipif(not HAS_TORCH, reason="no torch")),
+              pytest.param("keras", marks=pytest.mark.skipif(not HAS_TF, reason="no tensorflow"))]
+
+
+def test_registry_declares_everything_the_ui_needs():
+    methods = {m.id: m for m in all_methods()}
+    assert {"gradcam", "gradcampp", "lime", "shap", "integrated_gradients", "saliency"} <= set(methods)
+    for m in methods.values():
+        assert m.label and m.description and "20" in m.paper
+        assert m.kind in ("gradient", "perturbation")
+        assert m.specificity in ("model-specific", "model-agnostic")
+        assert set(m.frameworks) == {"torch", "keras"}
+        for p in m.params:
+            assert p.kind in ("int", "float", "choice", "bool")
+            p.validate(p.default, method=m.id)  # defaults lie in their declared range
+    with pytest.raises(ValueError, match="already registered"):
+        explainers.register_method(id="gradcam", label="x", description="x", paper="x",
+                                   kind="gradient", specificity="model-specific")(lambda: None)
+
+
+def test_compatibility_gives_reasons(tiny_config):
+    from dataclasses import replace
+
+    spec = replace(tiny_config.model("tiny-torch-xray"), target_layer=None)
+    reasons = {c.method.id: c.reason for c in compatibility(spec)}
+    assert reasons["gradcam"] == ("Grad-CAM needs a convolutional target layer; model "
+                                  "'tiny-torch-xray' declares none (set target_layer in its "
+                                  "config entry).")
+    assert reasons["lime"] is None and reasons["integrated_gradients"] is None
+
+
+def test_parameters_are_checked_against_declared_ranges(manager):
+    pytest.importorskip("torch")
+    handle = manager.get("tiny-torch-xray")
+    x = np.zeros(handle.input_shape, np.float32)
+    with pytest.raises(ExplainerError, match=r"'num_samples' must lie in \[50, 10000\]"):
+        explainers.run("lime", handle, x, target=0, params={"num_samples": 3})
+    with pytest.raises(ExplainerError, match="no parameter 'patch_bands' for xray"):
+        explainers.run("lime", handle, x, target=0, params={"patch_bands": 4})
+    with pytest.raises(ExplainerError, match="one of"):
+        explainers.run("integrated_gradients", handle, x, target=0, params={"baseline": "noise"})
+    steps = {p.name: p for p in get_method("integrated_gradients").params_for("xray")}["n_steps"]
+    assert (steps.label, steps.minimum, steps.default) == ("Steps", 4, 50)
+
+
+@pytest.mark.parametrize("model_id", [m["id"] for m in TINY_MODELS])
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "saliency", "integrated_gradients",
+                                    "lime", "shap"])
+def test_every_method_on_every_model_kind(manager, model_id, method):
+    """Finite, non-constant heatmap of the input's shape for every compatible pair."""
+    from conftest import chest_like
+
+    spec = manager.spec(model_id)
+    pytest.importorskip("torch" if spec.framework == "torch" else "tensorflow")
+    handle = manager.get(model_id)
+    h, w = spec.input_shape
+    x = chest_like(max(h, w))[:h, :w]
+    if spec.modality == "audio":
+        x = (x - 1.0) * 80.0
+    target = int(np.argmax(handle.predict(x[None])[0]))
+    result = explainers.run(method, handle, x, target=target, params=FAST.get(method), seed=3)
+    h = result.attribution.heatmap
+    assert h.shape == spec.input_shape and h.dtype == np.float32
+    assert np.isfinite(h).all() and h.std() > 0
+    assert result.attribution.n_evaluations >= 1
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("modality", ["xray", "audio"])
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "saliency", "integrated_gradients",
+                                    "lime", "shap"])
+def test_known_region_gets_most_attribution(framework, modality, method):
+    handle = region_handle(framework, modality)
+    x = region_input(modality)
+    params = {"xray": {"n_segments": 40}, "audio": {"patch_bands": 4, "patch_frames": 4}}[modality]
+    params = {k: v for k, v in params.items() if method in ("lime", "shap")}
+    # Perturbation methods at their default budgets: with fewer samples the surrogate's noise
+    # on the irrelevant features is not small against the region's weight.
+    result = explainers.run(method, handle, x, target=1, params=params, seed=0)
+    # Mass of the evidence *for* the class (the positive part of signed maps). The 3x3
+    # convolution reaches one pixel past the region (hence dilate=1).
+    mass = np.maximum(result.attribution.heatmap, 0)
+    inside = mass[region_mask(dilate=1)].sum() / mass.sum()
+    assert inside > 0.85, inside
+
+
+@pytest.mark.parametrize("method", ["lime", "shap"])
+def test_stochastic_methods_are_reproducible_and_record_the_seed(manager, method):
+    pytest.importorskip("torch")
+    handle = manager.get("tiny-torch-audio")
+    x = region_input("audio")[:16, :32]
+    x = np.resize(x, handle.input_shape).astype(np.float32)
+    kw = dict(target=1, params=FAST[method])
+    a = explainers.run(method, handle, x, seed=7, **kw)
+    b = explainers.run(method, handle, x, seed=7, **kw)
+    c = explainers.run(method, handle, x, seed=8, **kw)
+    assert a.seed == 7
+    assert np.array_equal(a.attribution.heatmap, b.attribution.heatmap)  # bitwise
+    assert not np.array_equal(a.attribution.heatmap, c.attribution.heatmap)
+
+
+def test_deterministic_methods_record_no_seed(manager):
+    pytest.importorskip("torch")
+    handle = manager.get("tiny-torch-xray")
+    result = explainers.run("gradcam", handle, np.zeros(handle.input_shape, np.float32),
+                            target=0, seed=5)
+    assert result.seed is None
+
+
+@needs_torch
+def test_no_hook_left_after_an_error(manager):
+    handle = manager.get("tiny-torch-xray")
+    layer = handle.net.get_submodule(handle.spec.target_layer)
+    x = np.zeros((1, *handle.input_shape), np.float32)
+    with pytest.raises(RuntimeError):
+        handle.layer_gradients(x, np.array([7]))  # no class 7: gather fails inside the hook
+    assert len(layer._forward_hooks) == 0
+    assert all(len(m._forward_hooks) == 0 and len(m._backward_hooks) == 0
+               for m in handle.net.modules())
+
+
+@needs_torch
+def test_densenet_inplace_relu_does_not_corrupt_the_activation(monkeypatch):
+    """torchvision's DenseNet applies F.relu(features, inplace=True) right after the usual
+    Grad-CAM layer (features.norm5). The captured activation must be norm5's output, not its
+    ReLU, and the map must equal that of the same network without in-place ops."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision.models import densenet as tv_densenet
+
+    from xai_platform.config import parse_model
+    from xai_platform.models.torch_backend import load
+
+    spec = parse_model({"id": "d", "name": "d", "framework": "torch", "modality": "xray",
+                        "architecture": "densenet121", "weights": None,
+                        "labels": ["a", "b"], "output": "logits",
+                        "target_layer": "features.norm5",
+                        "input": {"size": 64, "channels": 1, "normalize": "unit"}}, source="t")
+    handle = load(spec, device="cpu")
+    x = np.random.default_rng(0).random((1, 64, 64), dtype=np.float32)
+    with torch.no_grad():
+        norm5 = handle.net.features(handle.adapter(torch.from_numpy(x))).numpy()
+    got = handle.layer_gradients(x, np.array([1]))
+    np.testing.assert_allclose(got.activations, norm5, rtol=1e-5, atol=1e-5)
+    assert (got.activations < 0).any()  # pre-ReLU values survived the in-place ReLU
+    cam_inplace = explainers.run("gradcam", handle, x[0], target=1).attribution.heatmap
+
+    real_relu = F.relu
+    monkeypatch.setattr(tv_densenet.F, "relu", lambda t, inplace=False: real_relu(t))
+    cam_plain = explainers.run("gradcam", handle, x[0], target=1).attribution.heatmap
+    np.testing.assert_allclose(cam_inplace, cam_plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_nested_keras_and_one_channel_models(manager, framework):
+    """LIME and SHAP on one-channel X-ray and three-channel models: no channel mismatch;
+    Grad-CAM through a nested Keras model (backbone/Conv_1)."""
+    model_id = {"torch": "tiny-torch-xray", "keras": "tiny-keras-xray"}[framework]
+    handle = manager.get(model_id)
+    x = region_input("xray")
+    for method in ("lime", "shap"):
+        h = explainers.run(method, handle, x, target=1, params=FAST[method]).attribution.heatmap
+        assert h.shape == (32, 32)
+    if framework == "keras":
+        from xai_platform.config import parse_model
+        from xai_platform.models.keras_backend import load
+
+        spec = parse_model({"id": "nested", "name": "n", "framework": "keras", "modality": "xray",
+                            "architecture": "keras_mobilenet_v2", "weights": None,
+                            "labels": ["a", "b"], "output": "logits",
+                            "target_layer": "backbone/Conv_1", "arch_args": {"alpha": 0.35},
+                            "input": {"size": 64, "channels": 3, "normalize": "minus1_1"}},
+                           source="t")
+        nested = load(spec, device="cpu")
+        captured = nested.layer_gradients(np.stack([region_input("xray", 1)] * 2).repeat(2, 1)
+                                          .repeat(2, 2), np.array([0, 1]))
+        assert captured.activations.shape == (2, 1280, 2, 2)
+        assert np.abs(captured.gradients).sum() > 0
+
+
+def test_progress_and_cancel(manager):
+    import threading
+
+    from xai_platform.errors import CancelledError
+
+    pytest.importorskip("torch")
+    handle = manager.get("tiny-torch-xray")
+    seen = []
+    explainers.run("lime", handle, region_input("xray"), target=1,
+                   params={"num_samples": 200}, batch_size=50,
+                   progress=lambda f, what: seen.append(f))
+    assert seen[-1] == 1.0 and len(seen) >= 4
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CancelledError):
+        explainers.run("lime", handle, region_input("xray"), target=1,
+                       params={"num_samples": 200}, cancel=cancel)

@@ -1,0 +1,203 @@
+"""ModelManager and the two framework handles."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, TINY_MODELS, model_entry, needs_tf, needs_torch, write_config
+from xai_platform.config import load_config
+from xai_platform.errors import ModelUnavailableError
+from xai_platform.models import ModelManager
+
+
+def test_import_loads_no_framework():
+    code = ("import sys, xai_platform, xai_platform.config, xai_platform.models, "
+            "xai_platform.explainers, xai_platform.pipeline, xai_platform.cli;"
+            "from xai_platform.explainers import all_methods; all_methods();"
+            "bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_status_of_missing_weights_names_the_file_and_what_to_do(tmp_path):
+    config = load_config([write_config(tmp_path / "c.yaml", [
+        model_entry(id="gone", weights=str(tmp_path / "nope.pt"),
+                    train_command="python -m training.audio --model gone"),
+        model_entry(id="fresh")])], base=None)
+    manager = ModelManager(config)
+    status = manager.status("gone")
+    assert status.state == "unavailable"
+    assert "nope.pt" in status.reason and "needs training: run" in status.reason
+    assert manager.status("fresh").state == "untrained"
+    with pytest.raises(ModelUnavailableError, match="nope.pt"):
+        manager.get("gone")
+
+
+@needs_torch
+def test_loads_once_under_concurrent_requests(manager, monkeypatch):
+    from xai_platform.models import manager as manager_module
+
+    real = manager_module.backend
+    calls = []
+
+    class Slow:
+        def __init__(self, mod):
+            self.mod = mod
+
+        def load(self, spec, **kw):
+            calls.append(spec.id)
+            time.sleep(0.3)
+            return self.mod.load(spec, **kw)
+
+    monkeypatch.setattr(manager_module, "backend", lambda fw: Slow(real(fw)))
+    handles = []
+    threads = [threading.Thread(target=lambda: handles.append(manager.get("tiny-torch-audio")))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["tiny-torch-audio"]
+    assert len({id(h) for h in handles}) == 1
+
+
+@needs_torch
+def test_lru_cache_and_unload(tiny_config):
+    manager = ModelManager(tiny_config, device="cpu", cache_size=1)
+    first = manager.get("tiny-torch-audio")
+    manager.get("tiny-torch-xray")
+    assert manager.loaded() == ["tiny-torch-xray"]
+    assert manager.get("tiny-torch-audio") is not first  # evicted, loaded again
+    manager.unload()
+    assert manager.loaded() == []
+
+
+@needs_torch
+def test_torch_weights_round_trip_and_hash(tmp_path, tiny_config):
+    import torch
+
+    manager = ModelManager(tiny_config, device="cpu")
+    net = manager.get("tiny-torch-xray").net
+    path = tmp_path / "w.pt"
+    torch.save(net.state_dict(), path)
+    config = load_config([write_config(tmp_path / "c.yaml", [
+        TINY_MODELS[1] | {"weights": str(path)}])], base=None)
+    trained = ModelManager(config, device="cpu")
+    assert trained.status("tiny-torch-xray").state == "ready"
+    x = np.random.default_rng(0).random((2, 32, 32), dtype=np.float32)
+    np.testing.assert_allclose(trained.get("tiny-torch-xray").predict(x),
+                               manager.get("tiny-torch-xray").predict(x), atol=1e-6)
+    assert len(trained.weights_hash("tiny-torch-xray")) == 64
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned_by_weights",))
+
+
+@needs_torch
+def test_pickled_code_in_weights_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as fh:
+        pickle.dump({"state_dict": _Exploit()}, fh)
+    config = load_config([write_config(tmp_path / "c.yaml", [
+        model_entry(weights=str(path))])], base=None)
+    manager = ModelManager(config)
+    with pytest.raises(ModelUnavailableError, match="cannot be loaded safely"):
+        manager.get("tiny-torch-audio")
+    assert not (tmp_path / "pwned_by_weights").exists()
+    assert manager.status("tiny-torch-audio").state == "unavailable"  # remembered, app goes on
+
+
+@needs_torch
+def test_mismatched_weights_say_what_to_check(tmp_path, tiny_config):
+    import torch
+
+    net = ModelManager(tiny_config, device="cpu").get("tiny-torch-xray").net
+    path = tmp_path / "w.pt"
+    torch.save(net.state_dict(), path)
+    config = load_config([write_config(tmp_path / "c.yaml", [
+        TINY_MODELS[1] | {"weights": str(path), "arch_args": {"width": 8, "depth": 2}}])],
+        base=None)
+    with pytest.raises(ModelUnavailableError, match="does not fit architecture"):
+        ModelManager(config).get("tiny-torch-xray")
+
+
+@needs_tf
+def test_keras_file_with_code_is_refused_in_safe_mode(tmp_path):
+    import keras
+
+    inputs = keras.Input((32, 32, 1))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    config = load_config([write_config(tmp_path / "c.yaml", [model_entry(
+        id="evil", framework="keras", architecture="keras_file", weights=str(path),
+        modality="xray", output="logits", target_layer=None,
+        input={"size": 32, "channels": 1, "normalize": "unit"})])], base=None)
+    with pytest.raises(ModelUnavailableError, match="safe mode"):
+        ModelManager(config).get("evil")
+
+
+@needs_tf
+def test_keras_file_loads_and_explains(tmp_path):
+    import keras
+
+    inputs = keras.Input((32, 32, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    path = tmp_path / "ok.keras"
+    model.save(path)
+    config = load_config([write_config(tmp_path / "c.yaml", [model_entry(
+        id="user-keras", framework="keras", architecture="keras_file", weights=str(path),
+        modality="xray", labels=["a", "b"], output="probabilities", target_layer="c1",
+        input={"size": 32, "channels": 1, "normalize": "unit"})])], base=None)
+    manager = ModelManager(config)
+    manager.verify()
+    handle = manager.get("user-keras")
+    x = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
+    np.testing.assert_allclose(handle.predict(x), model(x[..., None]).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("model_id", [m["id"] for m in TINY_MODELS])
+def test_handle_contract(manager, model_id):
+    spec = manager.spec(model_id)
+    pytest.importorskip("torch" if spec.framework == "torch" else "tensorflow")
+    handle = manager.get(model_id)
+    x = np.random.default_rng(0).random((5, *spec.input_shape), dtype=np.float32)
+    if spec.modality == "audio":
+        x = -80.0 * x
+    p = handle.predict(x, batch_size=2)
+    assert p.shape == (5, 2) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    grads, scores = handle.input_gradients(x[:2], np.array([0, 1]))
+    assert grads.shape == (2, *spec.input_shape) and np.isfinite(grads).all()
+    captured = handle.layer_gradients(x[:2], np.array([1, 1]))
+    assert captured.activations.ndim == 4 and captured.activations.shape == captured.gradients.shape
+    np.testing.assert_allclose(captured.scores, handle.input_gradients(x[:2], np.array([1, 1]))[1],
+                               rtol=1e-4, atol=1e-5)
+
+
+@needs_torch
+def test_sigmoid_model_explains_the_negated_logit_for_class_zero(manager):
+    handle = manager.get("tiny-torch-audio")  # one sigmoid logit: [real, fake]
+    x = -80.0 * np.random.default_rng(1).random((1, *handle.input_shape), dtype=np.float32)
+    g_real, s_real = handle.input_gradients(x, np.array([0]))
+    g_fake, s_fake = handle.input_gradients(x, np.array([1]))
+    np.testing.assert_allclose(s_real, -s_fake)
+    np.testing.assert_allclose(g_real, -g_fake)
+    p = handle.predict(x)[0]
+    np.testing.assert_allclose(p[1], 1 / (1 + np.exp(-s_fake[0])), rtol=1e-5)

@@ -1,0 +1,265 @@
+"""Command line: the app's pipeline without a browser.
+
+    python -m xai_platform models [--json]
+    python -m xai_platform methods [--json]
+    python -m xai_platform layers --model ID
+    python -m xai_platform explain INPUT... --model ID [--method ID ...] [--out DIR]
+                                   [--seed N] [--param NAME=VALUE ...] [--target LABEL]
+                                   [--window N] [--json]
+
+Errors a user can fix exit with status 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import PlatformConfig, load_config
+from .errors import XAIError
+
+
+def _parse_value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _params(items: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise XAIError(f"--param takes NAME=VALUE, got '{item}'.")
+        out[name.strip()] = _parse_value(value.strip())
+    return out
+
+
+class _Progress:
+    """A one-line progress bar on stderr (stdout stays clean for --json)."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label, self.enabled, self.last = label, enabled, -1.0
+
+    def __call__(self, fraction: float, what: str = "") -> None:
+        if not self.enabled or (fraction - self.last < 0.02 and fraction < 1.0):
+            return
+        self.last = fraction
+        filled = int(fraction * 24)
+        sys.stderr.write(f"\r  {self.label:<22} [{'#' * filled}{'.' * (24 - filled)}] "
+                         f"{fraction:4.0%} {what[:40]:<40}")
+        sys.stderr.flush()
+
+    def done(self, seconds: float) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r  {self.label:<22} done in {seconds:.2f} s{' ' * 60}\n")
+
+
+def _manager(args: argparse.Namespace, config: PlatformConfig):
+    from .models import ModelManager
+
+    return ModelManager(config, device=args.device)
+
+
+def cmd_models(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from .explainers import compatibility
+
+    manager = _manager(args, config)
+    if not args.no_verify:
+        manager.verify()
+    rows = []
+    for spec in manager.specs:
+        comp = compatibility(spec)
+        rows.append({
+            "id": spec.id, "name": spec.name, "framework": spec.framework,
+            "modality": spec.modality, "status": str(manager.status(spec.id)),
+            "state": manager.status(spec.id).state, "labels": list(spec.labels),
+            "weights": str(spec.weights) if spec.weights else None,
+            "methods": [c.method.id for c in comp if c.ok],
+            "not_applicable": {c.method.id: c.reason for c in comp if not c.ok},
+            "notice": spec.notice, "source": spec.source,
+        })
+    if args.json:
+        print(json.dumps({"models": rows}, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['id']:<24} {r['framework']:<6} {r['modality']:<6} {r['status']}")
+        print(f"{'':<24} methods: {', '.join(r['methods']) or 'none'}")
+        for method, reason in r["not_applicable"].items():
+            print(f"{'':<24} not {method}: {reason}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from .explainers import all_methods
+
+    methods = [m.to_dict() for m in all_methods()]
+    if args.json:
+        print(json.dumps({"methods": methods}, indent=2))
+        return 0
+    for m in methods:
+        print(f"{m['id']:<22} {m['label']:<22} {m['kind']}, {m['specificity']}: {m['description']}")
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace, config: PlatformConfig) -> int:
+    handle = _manager(args, config).get(args.model)
+    if handle.framework == "torch":
+        for name, module in handle.net.named_modules():
+            if name:
+                print(f"{name:<40} {type(module).__name__}")
+    else:
+        from .models.keras_backend import _flat_layers  # noqa: F401
+
+        def walk(model, prefix=""):
+            for layer in model.layers:
+                print(f"{prefix}{layer.name:<40} {type(layer).__name__}")
+                if hasattr(layer, "layers"):
+                    walk(layer, prefix=f"{prefix}{layer.name}/")
+
+        walk(handle.model)
+    return 0
+
+
+def _safe_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem)[:80] or "input"
+
+
+def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
+    import numpy as np
+
+    from .explainers import compatible_methods, get_method
+    from .pipeline import analyse, explain, prepare
+    from .visualization.figure import save_png
+
+    manager = _manager(args, config)
+    spec = manager.spec(args.model)
+    methods = args.method or [m.id for m in compatible_methods(spec)][:1] or []
+    for m in methods:
+        reason = get_method(m).reason_incompatible(spec)
+        if reason:
+            raise XAIError(f"method '{m}' does not apply to model '{spec.id}': {reason}")
+    params = _params(args.param)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    handle = manager.get(spec.id)
+    show = not args.json and not args.quiet
+    results = []
+    for source in args.inputs:
+        prepared = prepare(Path(source), spec, settings=config.app)
+        analysis = analyse(handle, prepared)
+        if show:
+            print(f"{source}: {analysis.prediction.verdict}")
+            for note in analysis.notes:
+                print(f"  note: {note}")
+        entry: dict[str, Any] = {
+            "input": str(source), "model": spec.id,
+            "prediction": analysis.prediction.to_dict(), "notes": list(analysis.notes),
+        }
+        if prepared.starts_s is not None and len(prepared.starts_s) > 1 and spec.positive_index is not None:
+            entry["timeline"] = [{"start_s": float(s), "score": float(p[spec.positive_index])}
+                                 for s, p in zip(prepared.starts_s, analysis.window_probabilities)]
+        explanations = []
+        stem = _safe_stem(prepared.name)
+        for method in methods:
+            # Only this method's parameters (a shared --param list may name others').
+            own = {k: v for k, v in params.items()
+                   if any(p.name == k for p in get_method(method).params_for(spec.modality))}
+            bar = _Progress(get_method(method).label, enabled=not args.quiet and sys.stderr.isatty())
+            start = time.perf_counter()
+            expl = explain(handle, analysis, method, window=args.window, target=args.target,
+                           params=own, seed=args.seed, progress=bar)
+            bar.done(time.perf_counter() - start)
+            base = out / f"{stem}__{spec.id}__{method}"
+            figure = save_png(expl, base.with_suffix(".png"))
+            heatmap = base.with_suffix(".npy")
+            np.save(heatmap, expl.heatmap)
+            record = expl.to_record()
+            record.update({"figure": str(figure), "heatmap": str(heatmap)})
+            explanations.append(record)
+            if show:
+                print(f"  {expl.method_label}: {figure} ({expl.seconds:.2f} s, "
+                      f"{expl.n_evaluations} evaluations)")
+        entry["explanations"] = explanations
+        results.append(entry)
+    if args.json:
+        print(json.dumps({"results": results}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m xai_platform",
+                                     description="Explain audio deepfake and chest X-ray models.")
+    parser.add_argument("--version", action="version", version=f"xai_platform {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", action="append", default=[], metavar="PATH",
+                        help="extra model config file or folder (repeatable)")
+    common.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", parents=[common], help="list configured models and their status")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip building architectures to check target layers")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("methods", parents=[common], help="list explanation methods")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("layers", parents=[common], help="list a model's layers (for target_layer)")
+    p.add_argument("--model", required=True)
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("explain", parents=[common], help="predict and explain inputs")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio or image files")
+    p.add_argument("--model", required=True)
+    p.add_argument("--method", action="append", help="method id (repeatable; default: the "
+                                                     "first compatible, see `methods`)")
+    p.add_argument("--out", default="out", help="folder for figures and heatmaps (default: out)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="method parameter (repeatable), e.g. --param num_samples=500")
+    p.add_argument("--target", default=None, help="label to explain (default: the prediction)")
+    p.add_argument("--window", type=int, default=None,
+                   help="audio window to explain (default: the most suspicious)")
+    p.add_argument("--json", action="store_true", help="print results as JSON on stdout")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_explain)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        return int(args.func(args, config) or 0)
+    except XAIError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not a user error: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the "
+              "traceback and report it)", file=sys.stderr)
+        return 1

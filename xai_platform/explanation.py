@@ -1,0 +1,139 @@
+"""Predictions and explanations as data (the renderer and the exporters read these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+UNTRAINED_NOTE = "UNTRAINED model: random weights, the output is not a verdict"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A model's output for one input.
+
+    probabilities: (K,) float32 in [0, 1]; softmax over labels, or independent per label when
+    ``multilabel``. ``threshold`` is the decision threshold on ``labels[positive]`` for a binary
+    model (chosen on validation data) or, for a multi-label model, per-label 0.5 after the
+    library's calibration.
+    """
+
+    labels: tuple[str, ...]
+    probabilities: FloatArray
+    multilabel: bool = False
+    untrained: bool = False
+    positive: int | None = None
+    threshold: float | None = None
+
+    @property
+    def index(self) -> int:
+        """The predicted class: above-threshold positive for binary models, else the argmax."""
+        p = self.probabilities
+        if self.positive is not None and self.threshold is not None and not self.multilabel:
+            return self.positive if p[self.positive] >= self.threshold else 1 - self.positive
+        return int(np.argmax(p))
+
+    @property
+    def label(self) -> str:
+        return self.labels[self.index]
+
+    @property
+    def score(self) -> float:
+        return float(self.probabilities[self.index])
+
+    def ranked(self) -> list[tuple[str, float]]:
+        order = np.argsort(-self.probabilities, kind="stable")
+        return [(self.labels[i], float(self.probabilities[i])) for i in order]
+
+    @property
+    def verdict(self) -> str:
+        """What a user may read as the answer; never a verdict for an untrained model."""
+        if self.untrained:
+            return f"no verdict ({UNTRAINED_NOTE}); highest output: {self.label} {self.score:.1%}"
+        if self.multilabel:
+            found = [f"{lab} {p:.0%}" for lab, p in self.ranked() if p >= 0.5]
+            return "findings: " + (", ".join(found) if found else "none above threshold")
+        return f"{self.label} ({self.score:.1%})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "score": self.score, "untrained": self.untrained,
+                "multilabel": self.multilabel, "threshold": self.threshold,
+                "verdict": self.verdict,
+                "probabilities": {lab: float(p) for lab, p in zip(self.labels, self.probabilities)}}
+
+
+@dataclass(frozen=True)
+class AudioAxes:
+    """How to label a spectrogram: time of the window in the recording and mel band centres."""
+
+    start_s: float
+    duration_s: float
+    mel_centers_hz: FloatArray
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One explanation of one prediction.
+
+    display: (H, W) float32, the input as the model sees it (grayscale in [0, 1], or log-mel dB);
+    heatmap: (H, W) float32, same shape; in [0, 1] for unsigned methods, signed (positive =
+    evidence for ``target``) where ``signed``.
+    """
+
+    model_id: str
+    model_name: str
+    modality: str
+    method: str
+    method_label: str
+    display: FloatArray
+    heatmap: FloatArray
+    signed: bool
+    prediction: Prediction
+    target: int
+    params: dict[str, Any]
+    seed: int | None
+    seconds: float
+    n_evaluations: int
+    axes: AudioAxes | None = None
+    notes: tuple[str, ...] = ()
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target_label(self) -> str:
+        return self.prediction.labels[self.target]
+
+    @property
+    def untrained(self) -> bool:
+        return self.prediction.untrained
+
+    def heatmap_stats(self) -> dict[str, float]:
+        h = self.heatmap
+        flat = np.abs(h).ravel()
+        k = max(1, flat.size // 10)
+        top = np.partition(flat, -k)[-k:].sum() / max(float(flat.sum()), 1e-12)
+        peak = np.unravel_index(int(np.argmax(h)), h.shape)
+        return {"min": float(h.min()), "max": float(h.max()), "mean": float(h.mean()),
+                "std": float(h.std()), "top10_share": float(top),
+                "peak_row": int(peak[0]), "peak_col": int(peak[1])}
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-able description (no arrays): what was explained, how, and what it cost."""
+        record = {
+            "model": self.model_id, "model_name": self.model_name, "modality": self.modality,
+            "method": self.method, "method_label": self.method_label,
+            "target": self.target_label, "prediction": self.prediction.to_dict(),
+            "params": dict(self.params), "seed": self.seed, "seconds": round(self.seconds, 4),
+            "model_evaluations": self.n_evaluations, "signed": self.signed,
+            "heatmap_shape": list(self.heatmap.shape), "heatmap_stats": self.heatmap_stats(),
+            "notes": list(self.notes),
+        }
+        if self.axes is not None:
+            record["window_start_s"] = self.axes.start_s
+            record["window_duration_s"] = self.axes.duration_s
+        return record

@@ -1,0 +1,159 @@
+"""PyTorch network builders.
+
+Every builder takes the :class:`~xai_platform.config.ModelSpec` and returns an ``nn.Module``
+mapping (N, C, H, W) to (N, spec.num_outputs) raw outputs. ``C`` is ``spec.input.channels``:
+with 1, the stem convolution of a torchvision network is rebuilt for one channel ("channel
+adaptation" in the config); with 3, the grayscale plane is repeated by the model handle.
+torchvision weights are never downloaded here (``weights=None``): the project's weights come
+from ``weights/``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import register_architecture
+
+
+def _conv_block(c_in: int, c_out: int, *, pool: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+    ]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class CustomCNN(nn.Module):
+    """A small VGG-style CNN for log-mel spectrograms and X-rays.
+
+    ``features.<i>`` are conv blocks (two 3x3 convs, BN, ReLU, then 2x2 max-pool except the
+    last); ``features.<depth-1>`` is the natural Grad-CAM layer. Head: global average pooling,
+    dropout, linear.
+    """
+
+    def __init__(self, in_channels: int, num_outputs: int, *, width: int = 32, depth: int = 4,
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        blocks, c_in = [], in_channels
+        for i in range(depth):
+            c_out = width * 2 ** min(i, 3)
+            blocks.append(_conv_block(c_in, c_out, pool=i < depth - 1))
+            c_in = c_out
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(c_in, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(x)).flatten(1)
+        return self.classifier(self.dropout(x))
+
+
+@register_architecture("custom_cnn", framework="torch")
+def custom_cnn(spec) -> nn.Module:
+    args = dict(spec.arch_args)
+    return CustomCNN(spec.input.channels, spec.num_outputs, width=int(args.get("width", 32)),
+                     depth=int(args.get("depth", 4)), dropout=float(args.get("dropout", 0.2)))
+
+
+def _replace_stem(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A copy of ``conv`` taking ``in_channels`` inputs (same kernel, stride, padding)."""
+    if conv.in_channels == in_channels:
+        return conv
+    return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                     padding=conv.padding, dilation=conv.dilation, groups=1,
+                     bias=conv.bias is not None)
+
+
+@register_architecture("mobilenet_v2", framework="torch")
+def mobilenet_v2(spec) -> nn.Module:
+    """torchvision MobileNetV2; ``arch_args.width_mult`` (default 1.0). Grad-CAM: ``features.18``."""
+    from torchvision.models import mobilenet_v2 as tv_mobilenet_v2
+
+    args = dict(spec.arch_args)
+    net = tv_mobilenet_v2(weights=None, num_classes=spec.num_outputs,
+                          width_mult=float(args.get("width_mult", 1.0)),
+                          dropout=float(args.get("dropout", 0.2)))
+    net.features[0][0] = _replace_stem(net.features[0][0], spec.input.channels)
+    return net
+
+
+class SlimVGG16(nn.Module):
+    """VGG16's 13 convolutions in the same five stages, at ``width`` of the channels.
+
+    The original three fully-connected layers (120 M parameters) are replaced by global average
+    pooling and one linear layer, so the model fits the weights budget and trains on a CPU.
+    Grad-CAM layer: ``features.29`` (the last ReLU) or ``features.28`` (the last convolution).
+    """
+
+    def __init__(self, in_channels: int, num_outputs: int, *, width: float = 0.25,
+                 batch_norm: bool = False, dropout: float = 0.3) -> None:
+        super().__init__()
+        cfg: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
+                                512, 512, 512, "M", 512, 512, 512]
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+                continue
+            c_out = max(8, int(int(v) * width))
+            layers.append(nn.Conv2d(c_in, c_out, 3, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.ReLU(inplace=True))
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, num_outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+@register_architecture("vgg16_slim", framework="torch")
+def vgg16_slim(spec) -> nn.Module:
+    args = dict(spec.arch_args)
+    return SlimVGG16(spec.input.channels, spec.num_outputs, width=float(args.get("width", 0.25)),
+                     batch_norm=bool(args.get("batch_norm", False)),
+                     dropout=float(args.get("dropout", 0.3)))
+
+
+@register_architecture("resnet18", framework="torch")
+def resnet18(spec) -> nn.Module:
+    """torchvision ResNet-18. Grad-CAM: ``layer4``."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    net = tv_resnet18(weights=None, num_classes=spec.num_outputs)
+    net.conv1 = _replace_stem(net.conv1, spec.input.channels)
+    return net
+
+
+@register_architecture("alexnet", framework="torch")
+def alexnet(spec) -> nn.Module:
+    """torchvision AlexNet. Grad-CAM: ``features.10`` (last conv, followed by an in-place ReLU)."""
+    from torchvision.models import alexnet as tv_alexnet
+
+    args = dict(spec.arch_args)
+    net = tv_alexnet(weights=None, num_classes=spec.num_outputs,
+                     dropout=float(args.get("dropout", 0.5)))
+    net.features[0] = _replace_stem(net.features[0], spec.input.channels)
+    return net
+
+
+@register_architecture("densenet121", framework="torch")
+def densenet121(spec) -> nn.Module:
+    """torchvision DenseNet-121. Grad-CAM: ``features.norm5`` or ``features.denseblock4``.
+
+    Its ``forward`` applies ``F.relu(features, inplace=True)`` after ``features``: the hooks in
+    :mod:`xai_platform.models.torch_backend` hand the network a copy so the captured activation
+    is not overwritten.
+    """
+    from torchvision.models import densenet121 as tv_densenet121
+
+    net = tv_densenet121(weights=None, num_classes=spec.num_outputs)
+    net.features.conv0 = _replace_stem(net.features.conv0, spec.input.channels)
+    return net

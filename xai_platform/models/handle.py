@@ -1,0 +1,154 @@
+"""The one interface both frameworks answer through.
+
+A :class:`ModelHandle` takes a batch of *feature planes* ``x: (N, H, W) float32`` (a grayscale
+X-ray in [0, 1] at the model's size, or a log-mel spectrogram in dB) and returns class
+probabilities ``(N, K)``. Channel repetition and normalisation happen inside the framework, so
+gradients reach the feature plane and perturbation methods never see channels.
+
+Explainers also get what they need from it: activations and gradients of a layer
+(:meth:`layer_gradients`), gradients with respect to the input (:meth:`input_gradients`). The
+*explained score* of class ``k`` depends on the declared output:
+
+==============  =============================  ===============================================
+``output``      probabilities shown            score a gradient method differentiates
+==============  =============================  ===============================================
+logits          softmax(z)                     z_k (the logit)
+probabilities   p (the model's softmax)        log p_k
+sigmoid         [1 - s(z), s(z)]               -z for class 0, +z for class 1
+multilabel      p (per-label, independent)     logit(p_k)
+==============  =============================  ===============================================
+
+so that explaining the negative class of a sigmoid model attributes the negated logit.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..config import ModelSpec
+
+FloatArray = npt.NDArray[np.float32]
+_EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class LayerGradients:
+    """Activations and gradients of one layer, channels first.
+
+    activations, gradients: (N, C, h, w) float32; scores: (N,) float32, the explained score of
+    each row's target.
+    """
+
+    activations: FloatArray
+    gradients: FloatArray
+    scores: FloatArray
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Post-hoc calibration fitted on validation data (from the model card): probabilities are
+    computed from logits / ``temperature``; ``threshold`` is the decision threshold on the
+    positive class. Explained scores (gradients) are not rescaled."""
+
+    temperature: float = 1.0
+    threshold: float | None = None
+
+
+def output_transforms(kind: str, ops: SimpleNamespace, *, temperature: float = 1.0
+                      ) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """(probabilities(raw), scores(raw)) for a declared output kind, written once for any tensor
+    library. ``ops`` provides softmax, sigmoid, log, clip and concat with the usual meanings.
+    ``temperature`` divides logits (``logits`` and ``sigmoid`` outputs) before the probabilities.
+    """
+    inv_t = 1.0 / float(temperature)
+    if kind == "logits":
+        return (lambda raw: ops.softmax(raw * inv_t)), (lambda raw: raw)
+    if kind == "probabilities":
+        return (lambda raw: raw), (lambda raw: ops.log(ops.clip(raw, _EPS, 1.0)))
+    if kind == "sigmoid":
+        def probabilities(raw):
+            p = ops.sigmoid(raw[:, :1] * inv_t)
+            return ops.concat([1.0 - p, p])
+
+        return probabilities, (lambda raw: ops.concat([-raw[:, :1], raw[:, :1]]))
+    if kind == "multilabel":
+        def scores(raw):
+            p = ops.clip(raw, _EPS, 1.0 - _EPS)
+            return ops.log(p) - ops.log(1.0 - p)
+
+        return (lambda raw: raw), scores
+    raise ValueError(f"unknown output kind {kind!r}")
+
+
+class ModelHandle(ABC):
+    """A loaded model of either framework. Thread-safe: calls on one handle are serialised
+    where the framework keeps per-call state on the module (hooks)."""
+
+    framework: str = ""
+
+    def __init__(self, spec: ModelSpec, *, device: str, untrained: bool,
+                 default_batch_size: int = 32, calibration: Calibration | None = None) -> None:
+        self.spec = spec
+        self.device = device
+        self.untrained = untrained
+        self.default_batch_size = default_batch_size
+        self.calibration = calibration or Calibration()
+        self.lock = threading.RLock()
+
+    # --- the framework-specific part -------------------------------------------------------
+    @abstractmethod
+    def _predict_batch(self, x: FloatArray) -> FloatArray:
+        """Probabilities (n, K) for one batch (n, H, W), in inference mode."""
+
+    @abstractmethod
+    def layer_gradients(self, x: FloatArray, targets: npt.NDArray[np.int64], *,
+                        layer: str | None = None) -> LayerGradients:
+        """Activations and gradients of ``layer`` (default: the configured target layer) for
+        the explained score of ``targets[i]`` on row ``i``. Backpropagates to the layer only."""
+
+    @abstractmethod
+    def input_gradients(self, x: FloatArray, targets: npt.NDArray[np.int64]) -> tuple[FloatArray, FloatArray]:
+        """(d score / d x: (N, H, W) float32, scores: (N,) float32) for each row's target."""
+
+    @abstractmethod
+    def layer_output_shape(self, layer: str) -> tuple[int, ...]:
+        """Shape of ``layer``'s output for one input, channels first, e.g. (C, h, w)."""
+
+    @abstractmethod
+    def randomized(self, n_layers: int, *, seed: int = 0) -> ModelHandle:
+        """A copy whose last ``n_layers`` parameterised layers are re-initialised (for the
+        model-parameter randomisation test)."""
+
+    # --- shared ------------------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return self.spec.input_shape
+
+    def check_batch(self, x: np.ndarray) -> FloatArray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3 or tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(f"model '{self.spec.id}' takes (N, {self.input_shape[0]}, "
+                             f"{self.input_shape[1]}) feature planes, got {x.shape}")
+        return np.ascontiguousarray(x)
+
+    def predict(self, x: np.ndarray, *, batch_size: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> FloatArray:
+        """Class probabilities (N, K) float32 for feature planes (N, H, W), in batches."""
+        x = self.check_batch(x)
+        size = batch_size or self.default_batch_size
+        out = []
+        for start in range(0, len(x), size):
+            out.append(self._predict_batch(x[start:start + size]))
+            if progress is not None:
+                progress(min(start + size, len(x)), len(x))
+        return np.concatenate(out, axis=0).astype(np.float32, copy=False)

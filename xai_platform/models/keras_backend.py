@@ -1,0 +1,344 @@
+"""Keras 3 / TensorFlow backend: safe loading and capture of activations and gradients.
+
+Imported only when the first Keras model loads. torch (when installed) is imported before
+TensorFlow: the other order crashes the process inside triton (see SETUP.md).
+
+The target layer may sit inside a nested model (``backbone/Conv_1``). The model's functional
+graph is replayed with that one layer's output recorded, so the tape sees the activation of the
+very call that produced the score, however deep the nesting. Grad-CAM and gradient functions run
+under ``tf.function``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the CLI
+# Import order: torch and torchvision before TensorFlow. The other order segfaults inside
+# triton, which torchvision pulls in through torch._dynamo (measured with TF 2.21, torch 2.14).
+if importlib.util.find_spec("torch") is not None:
+    import torch  # noqa: F401
+if importlib.util.find_spec("torchvision") is not None:
+    import torchvision  # noqa: F401
+
+
+
+def _import_quietly():
+    """Import TensorFlow with its C++ start-up log lines (absl / oneDNN notices, which no
+    environment variable silences in TF 2.21) kept off the terminal; Python errors still raise."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import keras as _keras
+            import tensorflow as _tf
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    return _keras, _tf
+
+
+keras, tf = _import_quietly()
+
+from ..config import KERAS_FILE, ModelSpec  # noqa: E402
+from ..errors import ConfigError, ModelUnavailableError  # noqa: E402
+from .architectures import get_builder  # noqa: E402
+from .handle import (Calibration, FloatArray, LayerGradients, ModelHandle,
+                     output_transforms)  # noqa: E402
+
+_OPS = SimpleNamespace(
+    softmax=lambda t: tf.nn.softmax(t, axis=-1), sigmoid=tf.sigmoid, log=tf.math.log,
+    clip=lambda t, lo, hi: tf.clip_by_value(t, lo, hi), concat=lambda ts: tf.concat(ts, axis=-1))
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_device(requested: str = "auto") -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    if requested == "auto":
+        return "/GPU:0" if gpus else "/CPU:0"
+    if requested.startswith("cuda"):
+        if not gpus:
+            raise ModelUnavailableError(f"device '{requested}' was asked for but TensorFlow sees "
+                                        "no GPU; use --device cpu or install tensorflow[and-cuda].")
+        index = requested.partition(":")[2] or "0"
+        return f"/GPU:{index}"
+    return "/CPU:0"
+
+
+def _adapter(spec: ModelSpec) -> Callable[[tf.Tensor], tf.Tensor]:
+    """(N, H, W) feature planes -> (N, H, W, C) normalised network input (the torch twin is
+    :class:`xai_platform.models.torch_backend.InputAdapter`)."""
+    c, norm = spec.input.channels, spec.input.normalize
+    if norm == "imagenet":
+        mean = _IMAGENET_MEAN if c == 3 else (sum(_IMAGENET_MEAN) / 3,)
+        std = _IMAGENET_STD if c == 3 else (sum(_IMAGENET_STD) / 3,)
+        scale, shift = [1.0 / s for s in std], [-m / s for m, s in zip(mean, std)]
+    elif norm == "xrv":
+        scale, shift = [2048.0] * c, [-1024.0] * c
+    elif norm == "minus1_1":
+        scale, shift = [2.0] * c, [-1.0] * c
+    elif norm == "db":
+        scale, shift = [1.0 / spec.input.top_db] * c, [1.0] * c
+    else:
+        scale, shift = [1.0] * c, [0.0] * c
+    scale_t = tf.constant(scale, dtype=tf.float32)
+    shift_t = tf.constant(shift, dtype=tf.float32)
+
+    def adapt(x: tf.Tensor) -> tf.Tensor:
+        x = tf.repeat(x[..., None], c, axis=-1) if c > 1 else x[..., None]
+        return x * scale_t + shift_t
+
+    return adapt
+
+
+def _graph(model: Any) -> Any:
+    """The functional graph of a model (a Sequential keeps one inside)."""
+    if hasattr(model, "_run_through_graph"):
+        return model
+    inner = getattr(model, "_functional", None)
+    if inner is not None and hasattr(inner, "_run_through_graph"):
+        return inner
+    raise ConfigError(f"model '{model.name}' is not a functional or Sequential Keras model, so its "
+                      "layers cannot be addressed.", key="target_layer",
+                      fix="declare no target_layer (gradient-free methods still apply), or save "
+                          "the model as a functional model.")
+
+
+def resolve_layer(model: Any, path: str, *, spec: ModelSpec) -> list[Any]:
+    """The chain of layers named by ``outer/inner/...``, outermost first."""
+    chain, current = [], model
+    for part in path.split("/"):
+        names = [layer.name for layer in getattr(current, "layers", [])]
+        if part not in names:
+            close = difflib.get_close_matches(part, names, n=3)
+            nested = [n for n in names if hasattr(current.get_layer(n), "layers")]
+            hint = f"close names: {', '.join(close)}. " if close else ""
+            if nested:
+                hint += f"Nested models here: {', '.join(nested)} (address inside as outer/inner)."
+            raise ConfigError(f"layer '{part}' of '{path}' does not exist in '{current.name}'.",
+                              source=f"{spec.source} (model '{spec.id}')", key="target_layer",
+                              fix=hint or "use `python -m xai_platform layers --model ID`.")
+        current = current.get_layer(part)
+        chain.append(current)
+    return chain
+
+
+def call_capturing(model: Any, x: tf.Tensor, chain: list[Any], store: dict[str, tf.Tensor],
+                   tape: tf.GradientTape | None) -> tf.Tensor:
+    """Run ``model`` on ``x``; record the output of ``chain[-1]`` (reached through the nested
+    models ``chain[:-1]``) in ``store['activation']``, watched by ``tape``."""
+    target = chain[0]
+
+    def operation_fn(op: Any) -> Any:
+        if op is not target:
+            return op
+        if len(chain) == 1:
+            def record(*args: Any, **kwargs: Any) -> Any:
+                out = op(*args, **kwargs)
+                if tape is not None:
+                    tape.watch(out)
+                store["activation"] = out
+                return out
+            return record
+        return lambda inputs, *args, **kwargs: call_capturing(op, inputs, chain[1:], store, tape)
+
+    return _graph(model)._run_through_graph(x, operation_fn=operation_fn)
+
+
+class KerasHandle(ModelHandle):
+    framework = "keras"
+
+    def __init__(self, spec: ModelSpec, model: Any, *, device: str, untrained: bool,
+                 default_batch_size: int = 32, calibration: Calibration | None = None) -> None:
+        super().__init__(spec, device=device, untrained=untrained,
+                         default_batch_size=default_batch_size, calibration=calibration)
+        self.model = model
+        self._adapt = _adapter(spec)
+        self._probs, self._scores = output_transforms(
+            spec.output, _OPS, temperature=self.calibration.temperature)
+        h, w = spec.input_shape
+        x_sig = tf.TensorSpec([None, h, w], tf.float32)
+        t_sig = tf.TensorSpec([None], tf.int32)
+        self._predict_fn = tf.function(
+            lambda x: self._probs(self.model(self._adapt(x), training=False)),
+            input_signature=[x_sig], autograph=False)
+        self._input_grad_fn = tf.function(self._input_grads, input_signature=[x_sig, t_sig],
+                                          autograph=False)
+        self._layer_fns: dict[str, Any] = {}
+        self._sigs = (x_sig, t_sig)
+
+    def _input_grads(self, x: tf.Tensor, t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            scores = self._scores(self.model(self._adapt(x), training=False))
+            picked = tf.gather(scores, t, axis=1, batch_dims=1)
+        return tape.gradient(picked, x), picked
+
+    def _layer_fn(self, path: str) -> Any:
+        if path not in self._layer_fns:
+            chain = resolve_layer(self.model, path, spec=self.spec)
+
+            def fn(x: tf.Tensor, t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+                store: dict[str, tf.Tensor] = {}
+                with tf.GradientTape(watch_accessed_variables=False) as tape:
+                    raw = call_capturing(self.model, self._adapt(x), chain, store, tape)
+                    picked = tf.gather(self._scores(raw), t, axis=1, batch_dims=1)
+                act = store["activation"]
+                return act, tape.gradient(picked, act), picked
+
+            self._layer_fns[path] = tf.function(fn, input_signature=list(self._sigs),
+                                                autograph=False)
+        return self._layer_fns[path]
+
+    def _predict_batch(self, x: FloatArray) -> FloatArray:
+        with tf.device(self.device):
+            return self._predict_fn(tf.constant(x)).numpy()
+
+    def layer_gradients(self, x, targets, *, layer=None) -> LayerGradients:
+        path = layer or self.spec.target_layer
+        if path is None:
+            raise ConfigError("no target_layer is declared.", source=self.spec.source,
+                              key="target_layer", fix="declare a convolutional layer.")
+        x = self.check_batch(x)
+        with tf.device(self.device):
+            act, grads, picked = self._layer_fn(path)(
+                tf.constant(x), tf.constant(np.asarray(targets, dtype=np.int32)))
+        if len(act.shape) != 4:
+            raise ConfigError(f"layer '{path}' outputs shape {tuple(act.shape)}, not a "
+                              "convolutional feature map.", source=self.spec.source,
+                              key="target_layer", fix="name a convolutional layer.")
+        # NHWC -> NCHW so the shared CAM math sees one layout.
+        return LayerGradients(np.transpose(act.numpy(), (0, 3, 1, 2)).astype(np.float32),
+                              np.transpose(grads.numpy(), (0, 3, 1, 2)).astype(np.float32),
+                              picked.numpy().astype(np.float32))
+
+    def input_gradients(self, x, targets):
+        x = self.check_batch(x)
+        with tf.device(self.device):
+            grads, picked = self._input_grad_fn(
+                tf.constant(x), tf.constant(np.asarray(targets, dtype=np.int32)))
+        return grads.numpy().astype(np.float32), picked.numpy().astype(np.float32)
+
+    def layer_output_shape(self, layer: str) -> tuple[int, ...]:
+        return layer_output_shape(self.model, self.spec, layer)
+
+    def randomized(self, n_layers: int, *, seed: int = 0) -> KerasHandle:
+        clone = keras.models.clone_model(self.model)
+        clone.set_weights(self.model.get_weights())
+        layers = [la for la in _flat_layers(clone) if la.weights]
+        with _seeded(seed):
+            for layer in layers[len(layers) - n_layers:]:
+                for var in layer.weights:
+                    init = getattr(layer, f"{var.path.rsplit('/', 1)[-1]}_initializer", None)
+                    if init is not None:
+                        var.assign(init(var.shape, dtype=var.dtype))
+        return KerasHandle(self.spec, clone, device=self.device, untrained=True,
+                           default_batch_size=self.default_batch_size, calibration=self.calibration)
+
+
+def _flat_layers(model: Any) -> list[Any]:
+    out = []
+    for layer in model.layers:
+        out.extend(_flat_layers(layer) if hasattr(layer, "layers") else [layer])
+    return out
+
+
+class _seeded:
+    """Seed Keras' global generators for a block, restoring Python's and NumPy's state after."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        self._py, self._np = random.getstate(), np.random.get_state()
+        keras.utils.set_random_seed(self.seed)
+
+    def __exit__(self, *exc: object) -> None:
+        random.setstate(self._py)
+        np.random.set_state(self._np)
+
+
+def layer_output_shape(model: Any, spec: ModelSpec, layer: str) -> tuple[int, ...]:
+    chain = resolve_layer(model, layer, spec=spec)
+    shape = tuple(chain[-1].output.shape[1:])
+    return (shape[-1], *shape[:-1]) if len(shape) == 3 else shape
+
+
+def build_network(spec: ModelSpec, *, seed: int = 0) -> Any:
+    with _seeded(seed):
+        return get_builder(spec.architecture)(spec)
+
+
+def load_model_file(path: Path) -> Any:
+    """A whole saved model, in safe mode: a Lambda layer or custom object that would run code
+    from the file is refused."""
+    if path.suffix != ".keras":
+        raise ModelUnavailableError(f"{path}: only the .keras format loads as a whole model "
+                                    "(legacy .h5 / SavedModel can carry code); re-save it with "
+                                    "model.save('model.keras').")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except FileNotFoundError:
+        raise ModelUnavailableError(f"weights file {path} not found.") from None
+    except Exception as exc:  # keras raises ValueError/TypeError for unsafe or foreign content
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelUnavailableError(f"{path} cannot be loaded in Keras safe mode: {first[:240]}") from None
+
+
+def load(spec: ModelSpec, *, device: str, default_batch_size: int = 32,
+         calibration: Calibration | None = None) -> KerasHandle:
+    if spec.architecture == KERAS_FILE:
+        assert spec.weights is not None
+        model = load_model_file(spec.weights)
+    else:
+        model = build_network(spec)
+        if spec.weights is not None:
+            if not spec.weights.name.endswith(".weights.h5"):
+                raise ModelUnavailableError(f"{spec.weights}: Keras builder weights must be a "
+                                            "'.weights.h5' file (model.save_weights(path)).")
+            if not spec.weights.exists():
+                raise ModelUnavailableError(f"weights file {spec.weights} not found.")
+            try:
+                model.load_weights(spec.weights)
+            except Exception as exc:
+                raise ModelUnavailableError(
+                    f"weights file {spec.weights} does not fit architecture "
+                    f"'{spec.architecture}': {str(exc).splitlines()[0][:200]}") from None
+    expected = (None, *spec.input_shape, spec.input.channels)
+    got = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else None
+    if got is not None and tuple(got) != expected:
+        raise ModelUnavailableError(f"model takes input {got}, but the config declares "
+                                    f"{expected}; fix `input` in the config entry.")
+    return KerasHandle(spec, model, device=resolve_device(device),
+                       untrained=spec.weights is None, default_batch_size=default_batch_size,
+                       calibration=calibration)
+
+
+def verify(spec: ModelSpec) -> None:
+    """Check the target layer exists and is a conv map."""
+    if spec.target_layer is None:
+        return
+    if spec.architecture == KERAS_FILE:
+        if spec.weights is None or not spec.weights.exists():
+            return  # reported as unavailable by the manager
+        try:
+            model = load_model_file(spec.weights)
+        except ModelUnavailableError:
+            return  # reported as unavailable when it is used
+    else:
+        model = build_network(spec)
+    shape = layer_output_shape(model, spec, spec.target_layer)
+    if len(shape) != 3:
+        raise ConfigError(f"layer '{spec.target_layer}' outputs shape {shape}, not a "
+                          "convolutional feature map.", source=f"{spec.source} (model '{spec.id}')",
+                          key="target_layer", fix="name a convolutional layer.")

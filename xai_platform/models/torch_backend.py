@@ -1,0 +1,290 @@
+"""PyTorch backend: loading (``weights_only=True``) and capture of activations and gradients.
+
+Imported only when the first PyTorch model loads.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import ModelSpec
+from ..errors import ConfigError, ModelUnavailableError
+from .architectures import get_builder
+from .handle import (Calibration, FloatArray, LayerGradients, ModelHandle,
+                     output_transforms)
+
+_OPS = SimpleNamespace(
+    softmax=lambda t: torch.softmax(t, dim=-1), sigmoid=torch.sigmoid, log=torch.log,
+    clip=lambda t, lo, hi: torch.clamp(t, lo, hi), concat=lambda ts: torch.cat(ts, dim=-1))
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_device(requested: str = "auto") -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelUnavailableError(f"device '{requested}' was asked for but PyTorch sees no CUDA "
+                                    "GPU; use --device cpu or install a CUDA build (SETUP.md).")
+    return requested
+
+
+class InputAdapter(nn.Module):
+    """(N, H, W) feature planes -> (N, C, H, W) network input, normalised as the config says."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.channels = spec.input.channels
+        norm = spec.input.normalize
+        c = self.channels
+        if norm == "imagenet":
+            mean = _IMAGENET_MEAN if c == 3 else (sum(_IMAGENET_MEAN) / 3,)
+            std = _IMAGENET_STD if c == 3 else (sum(_IMAGENET_STD) / 3,)
+            scale = [1.0 / s for s in std]
+            shift = [-m / s for m, s in zip(mean, std)]
+        elif norm == "xrv":  # torchxrayvision: [0, 1] -> [-1024, 1024]
+            scale, shift = [2048.0] * c, [-1024.0] * c
+        elif norm == "minus1_1":
+            scale, shift = [2.0] * c, [-1.0] * c
+        elif norm == "db":  # log-mel in [-top_db, 0] dB -> [0, 1]
+            top_db = spec.input.top_db
+            scale, shift = [1.0 / top_db] * c, [1.0] * c
+        else:  # unit, none
+            scale, shift = [1.0] * c, [0.0] * c
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32).view(1, c, 1, 1))
+        self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32).view(1, c, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unsqueeze(1).expand(-1, self.channels, -1, -1)
+        return x * self.scale + self.shift
+
+
+def layer_names(net: nn.Module) -> list[str]:
+    return [name for name, _ in net.named_modules() if name]
+
+
+def find_layer(net: nn.Module, name: str, *, spec: ModelSpec) -> nn.Module:
+    try:
+        return net.get_submodule(name)
+    except AttributeError:
+        close = difflib.get_close_matches(name, layer_names(net), n=3)
+        hint = f"e.g. {', '.join(close)}" if close else "run `python -m xai_platform layers --model ID`"
+        raise ConfigError(f"layer '{name}' does not exist in {spec.architecture}.",
+                          source=f"{spec.source} (model '{spec.id}')", key="target_layer",
+                          fix=f"name a module by its dotted path ({hint}).") from None
+
+
+@contextmanager
+def capture(layer: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Capture ``layer``'s output as a fresh leaf that gradients stop at.
+
+    The hook replaces the output by ``leaf.clone()``: backpropagation from the score ends at the
+    leaf (no gradient to the input or earlier layers), and an in-place op after the layer
+    (DenseNet's ``F.relu(..., inplace=True)``, AlexNet's ``ReLU(inplace=True)``) modifies the
+    clone, never the captured activation. The hook is removed on exit, also after an error.
+    """
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"target layer returns {type(output).__name__}, not a tensor")
+        leaf = output.detach().requires_grad_(True)
+        store["activation"] = leaf
+        return leaf.clone()
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+class TorchHandle(ModelHandle):
+    framework = "torch"
+
+    def __init__(self, spec: ModelSpec, net: nn.Module, *, device: str, untrained: bool,
+                 default_batch_size: int = 32, calibration: Calibration | None = None) -> None:
+        super().__init__(spec, device=device, untrained=untrained,
+                         default_batch_size=default_batch_size, calibration=calibration)
+        net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.net = net.to(device)
+        self.adapter = InputAdapter(spec).to(device)
+        self._probs, self._scores = output_transforms(
+            spec.output, _OPS, temperature=self.calibration.temperature)
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+
+    def _raw(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.adapter(x))
+
+    def _predict_batch(self, x: FloatArray) -> FloatArray:
+        with self.lock, torch.inference_mode():
+            return self._probs(self._raw(self._tensor(x))).float().cpu().numpy()
+
+    def predict_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities for a batch already on the device (perturbations built there)."""
+        with self.lock, torch.inference_mode():
+            return self._probs(self._raw(x)).float()
+
+    def layer_gradients(self, x, targets, *, layer=None) -> LayerGradients:
+        name = layer or self.spec.target_layer
+        if name is None:
+            raise ConfigError("no target_layer is declared.", source=self.spec.source,
+                              key="target_layer", fix="declare a convolutional layer.")
+        module = find_layer(self.net, name, spec=self.spec)
+        x = self.check_batch(x)
+        t = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=self.device)
+        with self.lock, torch.enable_grad(), capture(module) as store:
+            scores = self._scores(self._raw(self._tensor(x)))
+            picked = scores.gather(1, t[:, None])[:, 0]
+            act = store["activation"]
+            (grads,) = torch.autograd.grad(picked.sum(), act)
+        if act.ndim != 4:
+            raise ConfigError(f"layer '{name}' outputs shape {tuple(act.shape)}, not a "
+                              "convolutional feature map (N, C, h, w).", source=self.spec.source,
+                              key="target_layer", fix="name a convolutional layer or block.")
+        return LayerGradients(act.detach().float().cpu().numpy(),
+                              grads.detach().float().cpu().numpy(),
+                              picked.detach().float().cpu().numpy())
+
+    def input_gradients(self, x, targets):
+        x = self.check_batch(x)
+        t = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=self.device)
+        with self.lock, torch.enable_grad():
+            xt = self._tensor(x).requires_grad_(True)
+            picked = self._scores(self._raw(xt)).gather(1, t[:, None])[:, 0]
+            (grads,) = torch.autograd.grad(picked.sum(), xt)
+        return grads.float().cpu().numpy(), picked.detach().float().cpu().numpy()
+
+    def layer_output_shape(self, layer: str) -> tuple[int, ...]:
+        return layer_output_shape(self.net, self.spec, layer)
+
+    def randomized(self, n_layers: int, *, seed: int = 0) -> TorchHandle:
+        net = copy.deepcopy(self.net).cpu()
+        layers = [m for m in net.modules() if hasattr(m, "reset_parameters")
+                  and any(True for _ in m.parameters(recurse=False))]
+        gen_state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(seed)
+            for module in layers[len(layers) - n_layers:]:
+                module.reset_parameters()
+        finally:
+            torch.random.set_rng_state(gen_state)
+        return TorchHandle(self.spec, net, device=self.device, untrained=True,
+                           default_batch_size=self.default_batch_size, calibration=self.calibration)
+
+
+def layer_output_shape(net: nn.Module, spec: ModelSpec, layer: str) -> tuple[int, ...]:
+    """Output shape of ``layer`` for one input, found by a forward pass on the meta device."""
+    module = find_layer(net, layer, spec=spec)
+    shapes: list[tuple[int, ...]] = []
+    hook = module.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape[1:]))
+                                        if isinstance(out, torch.Tensor) else None)
+    try:
+        h, w = spec.input_shape
+        param = next(net.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with torch.no_grad():
+            net(torch.zeros(1, spec.input.channels, h, w, device=device))
+    finally:
+        hook.remove()
+    if not shapes:
+        raise ConfigError(f"layer '{layer}' is never called in the forward pass.",
+                          source=f"{spec.source} (model '{spec.id}')", key="target_layer",
+                          fix="name a module the network's forward uses.")
+    return shapes[0]
+
+
+def build_network(spec: ModelSpec, *, seed: int = 0, meta: bool = False) -> nn.Module:
+    """The architecture, randomly initialised from ``seed`` (so an untrained model is the same
+    network every time), or on the meta device (shapes only, no memory) for verification."""
+    builder = get_builder(spec.architecture)
+    if meta:
+        with torch.device("meta"):
+            return builder(spec)
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        return builder(spec)
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+        if all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return {k.removeprefix("module."): v for k, v in obj.items()}
+    raise ModelUnavailableError(f"{path} does not hold a state_dict (a mapping of parameter "
+                                "names to tensors); save weights with torch.save(model.state_dict(), path).")
+
+
+def load_weights(net: nn.Module, spec: ModelSpec, path: Path) -> None:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelUnavailableError(f"weights file {path} not found.") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelUnavailableError(
+            f"weights file {path} cannot be loaded safely (weights_only=True): {first[:200]}. "
+            "Only plain state_dicts load; a file that pickles code is refused.") from None
+    state = _state_dict(obj, path)
+    missing, unexpected = [], []
+    try:
+        result = net.load_state_dict(state, strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    except RuntimeError as exc:
+        raise ModelUnavailableError(f"weights file {path} does not fit architecture "
+                                    f"'{spec.architecture}': {str(exc).splitlines()[1:2]}") from None
+    if missing or unexpected:
+        raise ModelUnavailableError(
+            f"weights file {path} does not fit architecture '{spec.architecture}' "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); check `architecture`, "
+            "`arch_args`, `labels` and `input.channels` in the config entry.")
+
+
+def load(spec: ModelSpec, *, device: str, default_batch_size: int = 32,
+         calibration: Calibration | None = None) -> TorchHandle:
+    net = build_network(spec)
+    if spec.weights is not None:
+        load_weights(net, spec, spec.weights)
+    return TorchHandle(spec, net, device=resolve_device(device), untrained=spec.weights is None,
+                       default_batch_size=default_batch_size, calibration=calibration)
+
+
+def verify(spec: ModelSpec) -> None:
+    """Build the architecture on the meta device and check the target layer is a conv map."""
+    if spec.target_layer is None:
+        return
+    try:
+        net = build_network(spec, meta=True)
+        shape = layer_output_shape(net, spec, spec.target_layer)
+    except ConfigError:
+        raise
+    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: use the CPU
+        net = build_network(spec)
+        shape = layer_output_shape(net, spec, spec.target_layer)
+    if len(shape) != 3:
+        raise ConfigError(f"layer '{spec.target_layer}' outputs shape {shape}, not a "
+                          "convolutional feature map (C, h, w).",
+                          source=f"{spec.source} (model '{spec.id}')", key="target_layer",
+                          fix="name a convolutional layer or block.")

@@ -1,0 +1,1 @@
+"""Input preprocessing: audio (decode, resample, log-mel) and images (PNG / JPEG / DICOM X-rays)."""
