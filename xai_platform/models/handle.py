@@ -109,6 +109,10 @@ class ModelHandle(ABC):
         """Probabilities (n, K) for one batch (n, H, W), in inference mode."""
 
     @abstractmethod
+    def _scores_batch(self, x: FloatArray) -> FloatArray:
+        """Explained scores (n, K) for one batch (see the module docstring), in inference mode."""
+
+    @abstractmethod
     def layer_gradients(self, x: FloatArray, targets: npt.NDArray[np.int64], *,
                         layer: str | None = None) -> LayerGradients:
         """Activations and gradients of ``layer`` (default: the configured target layer) for
@@ -141,14 +145,23 @@ class ModelHandle(ABC):
                              f"{self.input_shape[1]}) feature planes, got {x.shape}")
         return np.ascontiguousarray(x)
 
-    def predict(self, x: np.ndarray, *, batch_size: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> FloatArray:
-        """Class probabilities (N, K) float32 for feature planes (N, H, W), in batches."""
+    def _batched(self, fn: Callable[[FloatArray], FloatArray], x: np.ndarray,
+                 batch_size: int | None, progress: Callable[[int, int], None] | None) -> FloatArray:
         x = self.check_batch(x)
         size = batch_size or self.default_batch_size
         out = []
         for start in range(0, len(x), size):
-            out.append(self._predict_batch(x[start:start + size]))
+            out.append(fn(x[start:start + size]))
             if progress is not None:
                 progress(min(start + size, len(x)), len(x))
         return np.concatenate(out, axis=0).astype(np.float32, copy=False)
+
+    def predict(self, x: np.ndarray, *, batch_size: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> FloatArray:
+        """Class probabilities (N, K) float32 for feature planes (N, H, W), in batches."""
+        return self._batched(self._predict_batch, x, batch_size, progress)
+
+    def scores(self, x: np.ndarray, *, batch_size: int | None = None) -> FloatArray:
+        """Explained scores (N, K) float32, e.g. logits, before any calibration (training and
+        calibration use these)."""
+        return self._batched(self._scores_batch, x, batch_size, None)

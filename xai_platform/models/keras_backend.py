@@ -172,6 +172,9 @@ class KerasHandle(ModelHandle):
         self._predict_fn = tf.function(
             lambda x: self._probs(self.model(self._adapt(x), training=False)),
             input_signature=[x_sig], autograph=False)
+        self._scores_fn = tf.function(
+            lambda x: self._scores(self.model(self._adapt(x), training=False)),
+            input_signature=[x_sig], autograph=False)
         self._input_grad_fn = tf.function(self._input_grads, input_signature=[x_sig, t_sig],
                                           autograph=False)
         self._layer_fns: dict[str, Any] = {}
@@ -203,6 +206,10 @@ class KerasHandle(ModelHandle):
     def _predict_batch(self, x: FloatArray) -> FloatArray:
         with tf.device(self.device):
             return self._predict_fn(tf.constant(x)).numpy()
+
+    def _scores_batch(self, x: FloatArray) -> FloatArray:
+        with tf.device(self.device):
+            return self._scores_fn(tf.constant(x)).numpy()
 
     def layer_gradients(self, x, targets, *, layer=None) -> LayerGradients:
         path = layer or self.spec.target_layer

@@ -136,6 +136,10 @@ class TorchHandle(ModelHandle):
         with self.lock, torch.inference_mode():
             return self._probs(self._raw(self._tensor(x))).float().cpu().numpy()
 
+    def _scores_batch(self, x: FloatArray) -> FloatArray:
+        with self.lock, torch.inference_mode():
+            return self._scores(self._raw(self._tensor(x))).float().cpu().numpy()
+
     def predict_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities for a batch already on the device (perturbations built there)."""
         with self.lock, torch.inference_mode():

@@ -124,23 +124,61 @@ def vgg16_slim(spec) -> nn.Module:
 
 @register_architecture("resnet18", framework="torch")
 def resnet18(spec) -> nn.Module:
-    """torchvision ResNet-18. Grad-CAM: ``layer4``."""
-    from torchvision.models import resnet18 as tv_resnet18
+    """ResNet-18 (torchvision's BasicBlock, layers [2, 2, 2, 2]) at ``arch_args.width`` base
+    channels (64 as in the paper; 32 gives a quarter of the parameters). Grad-CAM: ``layer4``."""
+    from torchvision.models.resnet import BasicBlock, ResNet
 
-    net = tv_resnet18(weights=None, num_classes=spec.num_outputs)
+    width = int(dict(spec.arch_args).get("width", 64))
+    net = (ResNet(BasicBlock, [2, 2, 2, 2], num_classes=spec.num_outputs) if width == 64
+           else _narrow_resnet(width, spec.num_outputs))
     net.conv1 = _replace_stem(net.conv1, spec.input.channels)
     return net
 
 
+def _narrow_resnet(width: int, num_outputs: int) -> nn.Module:
+    """torchvision's ResNet-18 with every stage's width scaled by ``width / 64``."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    class NarrowResNet(ResNet):
+        def __init__(self) -> None:
+            nn.Module.__init__(self)
+            self._norm_layer = nn.BatchNorm2d
+            self.inplanes, self.dilation, self.groups, self.base_width = width, 1, 1, 64
+            self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+            self.layer1 = self._make_layer(BasicBlock, width, 2)
+            self.layer2 = self._make_layer(BasicBlock, width * 2, 2, stride=2)
+            self.layer3 = self._make_layer(BasicBlock, width * 4, 2, stride=2)
+            self.layer4 = self._make_layer(BasicBlock, width * 8, 2, stride=2)
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(width * 8, num_outputs)
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    return NarrowResNet()
+
+
 @register_architecture("alexnet", framework="torch")
 def alexnet(spec) -> nn.Module:
-    """torchvision AlexNet. Grad-CAM: ``features.10`` (last conv, followed by an in-place ReLU)."""
+    """torchvision AlexNet. Grad-CAM: ``features.10`` (last conv, followed by an in-place ReLU).
+
+    ``arch_args.head: gap`` replaces the three fully-connected layers (58 M of its 61 M
+    parameters) by global average pooling, dropout and one linear layer, so it fits the weights
+    budget; ``head: original`` keeps torchvision's classifier.
+    """
     from torchvision.models import alexnet as tv_alexnet
 
     args = dict(spec.arch_args)
     net = tv_alexnet(weights=None, num_classes=spec.num_outputs,
                      dropout=float(args.get("dropout", 0.5)))
     net.features[0] = _replace_stem(net.features[0], spec.input.channels)
+    if args.get("head", "original") == "gap":
+        net.avgpool = nn.AdaptiveAvgPool2d(1)
+        net.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(float(args.get("dropout", 0.5))),
+                                       nn.Linear(256, spec.num_outputs))
     return net
 
 

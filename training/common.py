@@ -1,0 +1,401 @@
+"""What the training scripts share, for both frameworks.
+
+* a resumable training loop (:func:`train`) over feature planes ``(N, H, W)``: the network is
+  trained behind the *same* input adapter the app uses (channel repetition, normalisation), so
+  what is trained is exactly what is served;
+* metrics for binary detectors: ROC AUC, EER, sensitivity at a specificity, false-alarm and
+  miss rates at a threshold;
+* calibration fitted on validation data: a temperature on the positive logit and a decision
+  threshold, stored in the model card where :class:`xai_platform.models.ModelManager` reads them;
+* the model card (JSON for the app, Markdown for people) and a reliability diagram.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xai_platform.config import ModelSpec
+from xai_platform.models.cards import card_path
+
+Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores))
+
+
+def equal_error_rate(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(EER, threshold at which false-alarm and miss rates are equal), by interpolating the ROC."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    fnr = 1.0 - tpr
+    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    # Interpolate between the two ROC points around the crossing.
+    j = min(i + 1, len(fpr) - 1)
+    d0, d1 = fnr[i] - fpr[i], fnr[j] - fpr[j]
+    w = d0 / (d0 - d1) if d0 != d1 else 0.0
+    w = float(np.clip(w, 0.0, 1.0))
+    eer = (fpr[i] + w * (fpr[j] - fpr[i]) + fnr[i] + w * (fnr[j] - fnr[i])) / 2
+    threshold = float(thresholds[i]) if np.isfinite(thresholds[i]) else float(thresholds[j])
+    return float(eer), threshold
+
+
+def sensitivity_at_specificity(scores: np.ndarray, labels: np.ndarray,
+                               specificity: float = 0.9) -> float:
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    ok = fpr <= 1.0 - specificity
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def rates_at(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    """false_alarm: negatives called positive (real speech called fake, normal called lesion);
+    miss: positives called negative."""
+    predicted = probabilities >= threshold
+    neg, pos = labels == 0, labels == 1
+    return {"false_alarm_rate": float(predicted[neg].mean()) if neg.any() else float("nan"),
+            "miss_rate": float((~predicted[pos]).mean()) if pos.any() else float("nan"),
+            "accuracy": float((predicted == pos).mean())}
+
+
+def positive_logit(spec: ModelSpec, scores: np.ndarray) -> np.ndarray:
+    """The logit of the positive class from a handle's explained scores (N, K): the logit itself
+    for a sigmoid model (scores are [-z, z]), the logit difference for a 2-way softmax (log-
+    probability difference for a probabilities head). The app divides this by the card's
+    temperature."""
+    positive = spec.positive_index
+    if positive is None or scores.shape[1] != 2:
+        raise ValueError("binary models only")
+    if spec.output == "sigmoid":
+        return scores[:, positive].astype(np.float64)
+    return (scores[:, positive] - scores[:, 1 - positive]).astype(np.float64)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature T minimising the validation log-loss of sigmoid(logit / T) (Guo et al., 2017)."""
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(logits, np.float64)
+    y = np.asarray(labels, np.float64)
+
+    def nll(log_t: float) -> float:
+        s = z / np.exp(log_t)
+        return float(np.mean(np.logaddexp(0, s) - y * s))
+
+    best = minimize_scalar(nll, bounds=(-4, 4), method="bounded")
+    return float(np.exp(best.x))
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def choose_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Decision threshold chosen on validation data: the equal-error point (false alarms and
+    misses equally likely), so the verdict users see is balanced, not only the ranking."""
+    return float(np.clip(equal_error_rate(probabilities, labels)[1], 1e-4, 1 - 1e-4))
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Reliability diagram data and the expected calibration error."""
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(probabilities, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        sel = idx == b
+        if not sel.any():
+            continue
+        conf, acc = float(probabilities[sel].mean()), float(labels[sel].mean())
+        rows.append({"bin": [float(edges[b]), float(edges[b + 1])], "count": int(sel.sum()),
+                     "mean_probability": conf, "fraction_positive": acc})
+        ece += sel.mean() * abs(conf - acc)
+    return {"bins": rows, "ece": float(ece)}
+
+
+def plot_reliability(before: dict[str, Any], after: dict[str, Any], path: Path, *, title: str) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.4, 4.2), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect")
+    for data, label, style in ((before, "raw", "o-"), (after, "calibrated", "s-")):
+        xs = [r["mean_probability"] for r in data["bins"]]
+        ys = [r["fraction_positive"] for r in data["bins"]]
+        ax.plot(xs, ys, style, ms=4, label=f"{label} (ECE {data['ece']:.3f})")
+    ax.set_xlabel("predicted probability of the positive class")
+    ax.set_ylabel("observed fraction positive")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def binary_report(spec: ModelSpec, scores: np.ndarray, labels: np.ndarray, *,
+                  temperature: float, threshold: float) -> dict[str, Any]:
+    """Every figure a card reports for one split, from a handle's explained scores.
+    ``labels``: 1 for the positive class."""
+    z = positive_logit(spec, scores)
+    p = sigmoid(z / temperature)
+    eer, _ = equal_error_rate(z, labels)
+    return {"n": int(len(labels)), "n_positive": int(labels.sum()), "roc_auc": roc_auc(z, labels),
+            "eer": eer, "sensitivity_at_90_specificity": sensitivity_at_specificity(z, labels, 0.9),
+            **rates_at(p, labels, threshold), "threshold": threshold,
+            "reliability": reliability(p, labels)}
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    threads: int | None = None
+    time_limit_s: float | None = None  # stop after the epoch that crosses it
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+class Progress:
+    """A progress line on stderr: epoch, batch, loss, validation metric, time."""
+
+    def __init__(self, total_epochs: int) -> None:
+        self.total, self.start = total_epochs, time.time()
+
+    def batch(self, epoch: int, i: int, n: int, loss: float) -> None:
+        if i % 5 == 0 or i == n:
+            sys.stderr.write(f"\r  epoch {epoch}/{self.total} batch {i}/{n} loss {loss:.4f} "
+                             f"[{time.time() - self.start:.0f} s]   ")
+            sys.stderr.flush()
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        text = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        sys.stderr.write(f"\r  epoch {epoch}/{self.total} done: {text} "
+                         f"[{time.time() - self.start:.0f} s]{' ' * 20}\n")
+
+
+def _labels_for_loss(spec: ModelSpec, y: np.ndarray) -> np.ndarray:
+    return y.astype(np.float32) if spec.output == "sigmoid" else y.astype(np.int64)
+
+
+def train(spec: ModelSpec, network: Any, train_x: np.ndarray, train_y: np.ndarray,
+          val_x: np.ndarray, val_y: np.ndarray, config: TrainConfig, *,
+          checkpoint: Path | None = None, augment: Augment | None = None) -> dict[str, Any]:
+    """Train ``network`` (a torch module or Keras model built from ``spec``) on feature planes.
+
+    x: (N, H, W) float32 feature planes; y: (N,) int class indices. Resumable: with a
+    ``checkpoint`` path the state after every epoch is saved there, and a later call continues
+    from it. The weights of the epoch with the best validation ROC AUC (binary) or accuracy are
+    kept. Returns the training history.
+    """
+    fit = _train_torch if spec.framework == "torch" else _train_keras
+    return fit(spec, network, train_x, train_y, val_x, val_y, config, checkpoint, augment)
+
+
+def _val_metric(spec: ModelSpec, scores: np.ndarray, y: np.ndarray) -> float:
+    positive = spec.positive_index
+    if positive is not None and len(np.unique(y)) == 2:
+        return roc_auc(positive_logit(spec, scores), y == positive)
+    return float((scores.argmax(axis=1) == y).mean())
+
+
+def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, augment):
+    import torch
+    from torch import nn
+
+    from xai_platform.models.torch_backend import InputAdapter, TorchHandle
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    set_seed(config.seed)
+    adapter = InputAdapter(spec)
+    model = nn.Sequential(adapter, net)
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, epochs=config.epochs,
+        steps_per_epoch=max(1, int(np.ceil(len(train_x) / config.batch_size))))
+    loss_fn = nn.BCEWithLogitsLoss() if spec.output == "sigmoid" else nn.CrossEntropyLoss()
+    history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_metric": -np.inf}
+    start_epoch, best_state = 0, None
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own file
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        history, best_state, start_epoch = state["history"], state["best"], state["epoch"]
+        sys.stderr.write(f"  resuming from {checkpoint} after epoch {start_epoch}\n")
+    rng = np.random.default_rng(config.seed + start_epoch)
+    progress = Progress(config.epochs)
+    targets = _labels_for_loss(spec, train_y)
+    t0 = time.time()
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        net.train()
+        order = rng.permutation(len(train_x))
+        n_batches = int(np.ceil(len(order) / config.batch_size))
+        losses = []
+        for i in range(n_batches):
+            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+            xb = train_x[idx].astype(np.float32)
+            if augment is not None:
+                xb = augment(xb, rng)
+            out = model(torch.from_numpy(xb))
+            yb = torch.from_numpy(targets[idx])
+            loss = loss_fn(out[:, 0], yb) if spec.output == "sigmoid" else loss_fn(out, yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            progress.batch(epoch, i + 1, n_batches, float(np.mean(losses[-20:])))
+        handle = TorchHandle(spec, net, device="cpu", untrained=False)
+        metric = _val_metric(spec, handle.scores(val_x, batch_size=64), val_y)
+        for p in net.parameters():  # the handle froze them for inference
+            p.requires_grad_(True)
+        history["epochs"].append({"epoch": epoch, "loss": float(np.mean(losses)), "val": metric})
+        if metric > history["best_metric"]:
+            history["best_metric"], history["best_epoch"] = metric, epoch
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        progress.epoch(epoch, {"loss": float(np.mean(losses)), "val": metric})
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "history": history, "best": best_state, "epoch": epoch}, checkpoint)
+        if config.time_limit_s and time.time() - t0 > config.time_limit_s:
+            sys.stderr.write(f"  time limit reached after epoch {epoch}\n")
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    return history
+
+
+def _train_keras(spec, model, train_x, train_y, val_x, val_y, config, checkpoint, augment):
+    import keras
+    import tensorflow as tf
+
+    from xai_platform.models.keras_backend import KerasHandle, _adapter
+
+    set_seed(config.seed)
+    keras.utils.set_random_seed(config.seed)
+    adapt = _adapter(spec)
+    n_out = spec.num_outputs
+    if spec.output == "sigmoid":
+        loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
+    else:
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=spec.output == "logits")
+    steps = max(1, int(np.ceil(len(train_x) / config.batch_size)))
+    schedule = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=steps * config.epochs,
+                                                      warmup_target=None)
+    opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+    targets = _labels_for_loss(spec, train_y)
+
+    @tf.function(autograph=False)
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            out = model(adapt(xb), training=True)
+            loss = loss_fn(yb, out[:, 0] if n_out == 1 and spec.output == "sigmoid" else out)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_metric": -np.inf}
+    start_epoch, best_weights = 0, None
+    state_file = checkpoint.with_suffix(".json") if checkpoint is not None else None
+    if checkpoint is not None and state_file.exists():
+        saved = json.loads(state_file.read_text())
+        model.load_weights(checkpoint)
+        history, start_epoch = saved["history"], saved["epoch"]
+        sys.stderr.write(f"  resuming from {checkpoint} after epoch {start_epoch} (optimizer "
+                         "state restarts)\n")
+    rng = np.random.default_rng(config.seed + start_epoch)
+    progress = Progress(config.epochs)
+    t0 = time.time()
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        order = rng.permutation(len(train_x))
+        losses = []
+        for i in range(steps):
+            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+            xb = train_x[idx].astype(np.float32)
+            if augment is not None:
+                xb = augment(xb, rng)
+            losses.append(float(step(tf.constant(xb), tf.constant(targets[idx]))))
+            progress.batch(epoch, i + 1, steps, float(np.mean(losses[-20:])))
+        handle = KerasHandle(spec, model, device="/CPU:0", untrained=False)
+        metric = _val_metric(spec, handle.scores(val_x, batch_size=64), val_y)
+        history["epochs"].append({"epoch": epoch, "loss": float(np.mean(losses)), "val": metric})
+        if metric > history["best_metric"]:
+            history["best_metric"], history["best_epoch"] = metric, epoch
+            best_weights = model.get_weights()
+        progress.epoch(epoch, {"loss": float(np.mean(losses)), "val": metric})
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            model.save_weights(checkpoint)
+            state_file.write_text(json.dumps({"history": history, "epoch": epoch}))
+        if config.time_limit_s and time.time() - t0 > config.time_limit_s:
+            sys.stderr.write(f"  time limit reached after epoch {epoch}\n")
+            break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    return history
+
+
+# --------------------------------------------------------------------------------------------
+# Saving
+
+
+def save_weights(spec: ModelSpec, network: Any, path: Path, *, half: bool = True) -> Path:
+    """PyTorch: a plain state_dict (float16 when ``half``, to fit the repository's weights
+    budget; it loads into the float32 network unchanged). Keras: ``.weights.h5``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if spec.framework == "torch":
+        import torch
+
+        state = {k: (v.half() if half and v.is_floating_point() else v)
+                 for k, v in network.state_dict().items()}
+        torch.save(state, path)
+    else:
+        if not path.name.endswith(".weights.h5"):
+            raise ValueError("Keras weights must be saved as .weights.h5")
+        network.save_weights(path)
+    return path
+
+
+def write_card(weights: Path, card: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    """The model card beside the weights: JSON (read by the app) and Markdown (for people)."""
+    json_path, md_path = card_path(weights, kind="json"), card_path(weights, kind="md")
+    json_path.write_text(json.dumps(card, indent=2, default=float) + "\n")
+    md_path.write_text(markdown)
+    return json_path, md_path
