@@ -1,0 +1,187 @@
+"""Classification page: one prediction, one method, its parameters and seed, the figure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from ..explainers import Param, all_methods, get_method
+from .common import figure_image, input_path, method_details_markdown, user_errors
+from .service import Service, Session
+
+AUTO_WINDOW = "most suspicious"
+PREDICTED = "predicted class"
+
+
+@dataclass(frozen=True)
+class ParamSlot:
+    method: str
+    param: Param
+
+
+def param_slots() -> list[ParamSlot]:
+    return [ParamSlot(m.id, p) for m in all_methods() for p in m.params]
+
+
+def control_for(param: Param) -> gr.components.Component:
+    """A Gradio control built from the range the registry declares."""
+    kw = dict(label=param.label, info=param.help or None, visible=False, interactive=True)
+    if param.kind == "bool":
+        return gr.Checkbox(value=param.default, **kw)
+    if param.kind == "choice":
+        return gr.Dropdown(choices=list(param.choices), value=param.default, **kw)
+    step = param.step or (1 if param.kind == "int" else 0.01)
+    return gr.Slider(minimum=param.minimum, maximum=param.maximum, value=param.default, step=step,
+                     **kw)
+
+
+# --- handlers (plain functions) -------------------------------------------------------------
+
+def method_choices(service: Service, model_id: str | None) -> tuple[list[tuple[str, str]], str | None, str]:
+    """(choices (label, id) of the compatible methods, default, markdown of the hidden ones)."""
+    if not model_id:
+        return [], None, ""
+    ok, hidden = service.methods(model_id)
+    choices = [(f"{get_method(m).label}: {get_method(m).description}", m) for m in ok]
+    lines = [f"- **{label}** hidden: {reason}" for label, reason in hidden.items()]
+    return choices, (ok[0] if ok else None), "\n".join(lines)
+
+
+def slot_visibility(service: Service, model_id: str | None, method_id: str | None) -> list[bool]:
+    modality = service.spec(model_id).modality if model_id else None
+    return [s.method == method_id and (not s.param.modalities or modality in s.param.modalities)
+            for s in param_slots()]
+
+
+def collect_params(method_id: str, modality: str, values: list[Any]) -> dict[str, Any]:
+    """The selected method's parameter values from the flat list of controls."""
+    out = {}
+    for slot, value in zip(param_slots(), values):
+        if slot.method == method_id and (not slot.param.modalities or modality in slot.param.modalities):
+            out[slot.param.name] = value
+    return out
+
+
+def window_choices(service: Service, session: Session, path: str | None, model_id: str) -> list[str]:
+    analysis = service.analyse(session, path, model_id)
+    starts = analysis.prepared.starts_s
+    if starts is None or len(starts) < 2:
+        return [AUTO_WINDOW]
+    duration = service.spec(model_id).input.duration
+    return [AUTO_WINDOW] + [f"{i + 1}: {s:.1f}-{s + duration:.1f} s" for i, s in enumerate(starts)]
+
+
+def parse_window(choice: str | None) -> int | None:
+    if not choice or choice == AUTO_WINDOW:
+        return None
+    return int(choice.split(":", 1)[0]) - 1
+
+
+def run_explain(service: Service, session: Session, modality: str, audio: str | None,
+                image: str | None, model_id: str, method_id: str, seed: float, window: str | None,
+                target: str | None, values: list[Any], progress=None):
+    """Everything the page shows for one explanation."""
+    path = input_path(modality, audio, image)
+    if not method_id:
+        raise gr.Error("Choose a method first.")
+    params = collect_params(method_id, modality, values)
+    report = (lambda f, what: progress(f, desc=what)) if progress is not None else None
+    expl = service.explain(session, path, model_id, method_id, params=params, seed=int(seed or 0),
+                           window=parse_window(window),
+                           target=None if target in (None, "", PREDICTED) else target,
+                           progress=report)
+    png, record = service.export(session, expl)
+    summary = (f"**{expl.method_label}** explaining **{expl.target_label}** · "
+               f"{expl.seconds:.2f} s · {expl.n_evaluations} model evaluations"
+               + (f" · seed {expl.seed}" if expl.seed is not None else "")
+               + ("  \n**Untrained model: this explains random weights, not a verdict.**"
+                  if expl.untrained else ""))
+    readouts = clip_kept = clip_removed = None
+    clips_md = ""
+    if expl.modality == "audio":
+        from ..visualization.readouts import render_readouts, top_bands
+
+        readouts = render_readouts(expl)
+        clips, clip_kept, clip_removed = service.listening(session, path, expl)
+        bands = ", ".join(f"{hz:.0f} Hz ({share:.0%})" for hz, share in top_bands(expl))
+        clips_md = (f"Listen: the top {clips.share:.0%} of the time-frequency cells kept "
+                    f"(p({clips.target_label}) = {clips.score_kept:.1%}) and removed "
+                    f"(p = {clips.score_removed:.1%}); the original window scores "
+                    f"{clips.score_original:.1%}. Strongest bands: {bands}.")
+    return (figure_image(expl), summary, service.record(expl), [str(png), str(record)],
+            readouts, clip_kept and str(clip_kept), clip_removed and str(clip_removed), clips_md)
+
+
+# --- layout ---------------------------------------------------------------------------------
+
+def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[str, Any]:
+    with gr.Row():
+        with gr.Column(scale=2):
+            method = gr.Dropdown(label="Method (only those that apply to this model)", choices=[])
+            details = gr.Markdown()
+            hidden = gr.Markdown()
+        with gr.Column(scale=1):
+            seed = gr.Number(value=0, precision=0, label="Seed (LIME, SHAP)")
+            window = gr.Dropdown(label="Audio window", choices=[AUTO_WINDOW], value=AUTO_WINDOW,
+                                 visible=True)
+            target = gr.Dropdown(label="Explain which class", choices=[PREDICTED], value=PREDICTED)
+    slots = param_slots()
+    with gr.Row():
+        controls = [control_for(s.param) for s in slots]
+    with gr.Row():
+        explain_btn = gr.Button("Explain", variant="primary")
+        cancel_btn = gr.Button("Cancel", variant="stop")
+    summary = gr.Markdown()
+    figure = gr.Image(label="input | heatmap | overlay", type="numpy", interactive=False)
+    with gr.Row(visible=True) as audio_row:
+        readouts = gr.Plot(label="attribution per frequency band and per time segment")
+        with gr.Column():
+            clips_md = gr.Markdown()
+            clip_kept = gr.Audio(label="important regions kept", interactive=False)
+            clip_removed = gr.Audio(label="important regions removed", interactive=False)
+    with gr.Row():
+        downloads = gr.File(label="Download figure (PNG) and record (JSON)", file_count="multiple",
+                            interactive=False)
+        record = gr.JSON(label="Explanation record")
+
+    model = header["model"]
+
+    @user_errors
+    def on_model(model_id):
+        choices, default, hidden_md = method_choices(service, model_id)
+        labels = list(service.spec(model_id).labels) if model_id else []
+        return (gr.update(choices=choices, value=default), hidden_md,
+                gr.update(choices=[PREDICTED, *labels], value=PREDICTED))
+
+    @user_errors
+    def on_method(model_id, method_id):
+        visible = slot_visibility(service, model_id, method_id)
+        return [method_details_markdown(method_id) if method_id else "",
+                *[gr.update(visible=v) for v in visible]]
+
+    @user_errors
+    def on_explain(sess, modality, audio, image, model_id, method_id, seed_v, window_v, target_v,
+                   *values, progress=gr.Progress()):
+        out = run_explain(service, sess, modality, audio, image, model_id, method_id, seed_v,
+                          window_v, target_v, list(values), progress=progress)
+        return (*out, gr.update(visible=modality == "audio"))
+
+    def on_cancel(sess):
+        sess.cancel.set()
+        gr.Info("Cancelling: the running explanation stops at its next batch.")
+
+    model.change(on_model, [model], [method, hidden, target])
+    method.change(on_method, [model, method], [details, *controls])
+    event = explain_btn.click(
+        on_explain,
+        [session, header["modality"], header["audio"], header["image"], model, method, seed,
+         window, target, *controls],
+        [figure, summary, record, downloads, readouts, clip_kept, clip_removed, clips_md, audio_row],
+        api_visibility="private")
+    cancel_btn.click(on_cancel, [session], None, cancels=[event], queue=False,
+                     api_visibility="private")
+    return {"method": method, "window": window, "target": target, "figure": figure,
+            "summary": summary, "explain": explain_btn, "on_model": on_model,
+            "hidden": hidden}

@@ -1,0 +1,171 @@
+"""What both pages share: the input header (modality, model, upload, prediction), error
+handling at the UI edge, and small renderers. Handlers are plain functions of plain values."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from ..errors import XAIError
+from ..explanation import Explanation
+from .service import Service, Session
+
+log = logging.getLogger("xai_platform.ui")
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"]
+MODALITY_LABELS = {"audio": "Audio: real or synthetic voice?", "xray": "Chest X-ray"}
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn platform errors into a readable message (``gr.Error``) and anything unexpected into
+    a short one; the traceback goes to the server log, never to the page."""
+
+    def report(exc: Exception) -> gr.Error:
+        if isinstance(exc, gr.Error):
+            return exc
+        if isinstance(exc, XAIError):
+            return gr.Error(str(exc), title="Cannot do that")
+        log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
+        return gr.Error(f"Something went wrong ({type(exc).__name__}: {str(exc)[:200]}). "
+                        "The app is still running; try again or another input.", title="Error")
+
+    if _is_generator(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args: Any, **kwargs: Any):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - the UI edge
+                raise report(exc) from None
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the UI edge
+            raise report(exc) from None
+
+    return wrapper
+
+
+def _is_generator(fn: Callable[..., Any]) -> bool:
+    import inspect
+
+    return inspect.isgeneratorfunction(fn)
+
+
+def input_path(modality: str, audio: str | None, image: str | None) -> str | None:
+    return audio if modality == "audio" else image
+
+
+def model_choices(service: Service, modality: str) -> tuple[list[tuple[str, str]], str | None]:
+    rows = service.models(modality)
+    choices = [(r.label, r.id) for r in rows]
+    usable = [r.id for r in rows if r.state == "ready"] or [r.id for r in rows if r.state != "unavailable"]
+    return choices, (usable[0] if usable else (rows[0].id if rows else None))
+
+
+def model_status_markdown(service: Service, model_id: str | None) -> str:
+    if not model_id:
+        return "No model for this modality is configured."
+    row = next(r for r in service.models() if r.id == model_id)
+    spec = service.spec(model_id)
+    if row.state == "unavailable":
+        head = f"**Unavailable.** {row.reason}"
+    elif row.state == "untrained":
+        head = ("**Untrained model**: it has no trained weights, so its outputs are random and "
+                "never a verdict. Use it to try the explainers only.")
+    else:
+        head = "**Ready.**"
+    card = service.manager.card(model_id) or {}
+    metrics = card.get("metrics", {}).get("test", {}) if isinstance(card.get("metrics"), dict) else {}
+    extra = []
+    if metrics:
+        shown = {k: metrics[k] for k in ("roc_auc", "eer", "accuracy") if k in metrics}
+        extra.append("Test split: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
+    if row.notice:
+        extra.append(f"*{row.notice}*")
+    desc = spec.description or ""
+    return "  \n".join([head, f"{spec.framework} · {desc}".strip(" ·"), *extra])
+
+
+def prediction_outputs(service: Service, session: Session, path: str | None, model_id: str):
+    """(label dict for gr.Label, verdict markdown, timeline figure or None) for an input."""
+    analysis = service.analyse(session, path, model_id)
+    p = analysis.prediction
+    label = {lab: float(v) for lab, v in zip(p.labels, p.probabilities)}
+    lines = [f"### {'No verdict' if p.untrained else p.verdict}"]
+    if p.untrained:
+        lines.append(f"Highest output: {p.label} {p.score:.1%}. **The model is untrained: this "
+                     "is not a verdict.**")
+    if p.multilabel:
+        lines.append("Ranked findings (probabilities after the library's calibrated thresholds; "
+                     "0.5 is the decision point): " + ", ".join(f"{lab} {v:.0%}" for lab, v in p.ranked()[:5]))
+    elif p.threshold is not None and p.positive is not None:
+        lines.append(f"Decision threshold on '{p.labels[p.positive]}': {p.threshold:.2f}.")
+    lines += [f"- {note}" for note in analysis.notes]
+    timeline = service.timeline(analysis)
+    return label, "\n".join(lines), (timeline_figure(timeline, analysis) if len(timeline) > 1 else None)
+
+
+def timeline_figure(timeline: list[tuple[float, float]], analysis) -> Any:
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ..visualization.figure import STYLE
+
+    spec_labels = analysis.prediction.labels
+    positive = analysis.prediction.positive
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(7.5, 2.2), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        xs = [t for t, _ in timeline]
+        ys = [v for _, v in timeline]
+        ax.plot(xs, ys, "o-", color="#b2182b")
+        if analysis.prediction.threshold is not None:
+            ax.axhline(analysis.prediction.threshold, color="grey", ls="--", lw=1,
+                       label="threshold")
+        ax.axvline(xs[analysis.suspicious_window], color="#2166ac", lw=1,
+                   label="explained window")
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("window start (s)")
+        ax.set_ylabel(f"p({spec_labels[positive] if positive is not None else 'class'})")
+        ax.legend(fontsize=7, loc="upper right")
+        ax.set_title("score per window", fontsize=9)
+    return fig
+
+
+def figure_image(expl: Explanation) -> np.ndarray:
+    """The three-panel figure as an RGB array for gr.Image."""
+    from ..visualization.figure import render
+
+    fig = render(expl, dpi=90)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def method_details_markdown(method_id: str) -> str:
+    from ..explainers import get_method
+
+    m = get_method(method_id)
+    return (f"**{m.label}** ({m.kind}, {m.specificity}{', stochastic: seeded' if m.stochastic else ''})"
+            f"  \n{m.description}  \n*Paper:* {m.paper}  \n*Caveats:* {m.caveats}")
+
+
+def example_files(modality: str) -> list[str]:
+    folder = EXAMPLES / ("audio" if modality == "audio" else "xray")
+    if not folder.is_dir():
+        return []
+    kinds = (".wav", ".flac", ".ogg", ".mp3") if modality == "audio" else tuple(IMAGE_TYPES)
+    return sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in kinds)

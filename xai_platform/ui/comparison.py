@@ -1,0 +1,98 @@
+"""XAI Comparison page: several methods side by side for the same input and model.
+
+Methods run fastest first and each result appears as soon as it is ready (the handler is a
+generator). Results are cached per session, so asking again for the same input, model, method,
+parameters and seed shows the stored explanation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from ..explainers import all_methods, get_method
+from ..explanation import Explanation
+from .common import figure_image, input_path, method_details_markdown, user_errors
+from .service import Service, Session
+
+
+def caption(expl: Explanation) -> str:
+    seed = f" · seed {expl.seed}" if expl.seed is not None else ""
+    return (f"### {expl.method_label}\n{expl.seconds:.2f} s · {expl.n_evaluations} model "
+            f"evaluations{seed} · explaining '{expl.target_label}'")
+
+
+def compare(service: Service, session: Session, modality: str, audio: str | None,
+            image: str | None, model_id: str, methods: list[str], seed: int, progress=None):
+    """Yield (done, total, method id, explanation) as each method finishes, fastest first."""
+    path = input_path(modality, audio, image)
+    if not methods:
+        raise gr.Error("Tick at least one method.")
+    order = sorted(methods, key=lambda m: (get_method(m).speed, m))
+    for i, method in enumerate(order):
+        def report(f: float, what: str, i=i, label=get_method(method).label) -> None:
+            if progress is not None:
+                progress((i + f) / len(order), desc=f"{label}: {what}")
+        expl = service.explain(session, path, model_id, method, seed=int(seed or 0),
+                               progress=report)
+        yield i + 1, len(order), method, expl
+
+
+def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[str, Any]:
+    methods_all = all_methods()
+    with gr.Row():
+        methods = gr.CheckboxGroup(label="Methods (default: all that apply)", choices=[])
+        seed = gr.Number(value=0, precision=0, label="Seed", scale=0, min_width=120)
+    hidden = gr.Markdown()
+    with gr.Row():
+        run = gr.Button("Compare", variant="primary")
+        cancel = gr.Button("Cancel", variant="stop")
+    status = gr.Markdown()
+    images, captions, details = [], [], []
+    columns = 2
+    slots = []
+    for row_start in range(0, len(methods_all), columns):
+        with gr.Row(equal_height=False):
+            for _ in methods_all[row_start:row_start + columns]:
+                with gr.Column(visible=False, min_width=320) as col:
+                    captions.append(gr.Markdown())
+                    images.append(gr.Image(type="numpy", interactive=False, show_label=False))
+                    with gr.Accordion("What this method computes", open=False):
+                        details.append(gr.Markdown())
+                slots.append(col)
+
+    @user_errors
+    def on_model(model_id):
+        ok, why_not = service.methods(model_id) if model_id else ([], {})
+        hidden_md = "\n".join(f"- **{label}** hidden: {reason}" for label, reason in why_not.items())
+        choices = [(get_method(m).label, m) for m in ok]
+        return gr.update(choices=choices, value=ok), hidden_md
+
+    @user_errors
+    def on_compare(sess, modality, audio, image, model_id, chosen, seed_v, progress=gr.Progress()):
+        n = len(slots)
+        cols = [gr.update(visible=False)] * n
+        caps, imgs, dets = [""] * n, [None] * n, [""] * n
+        yield (f"Running {len(chosen or [])} methods...", *cols, *caps, *imgs, *dets)
+        for done, total, method, expl in compare(service, sess, modality, audio, image, model_id,
+                                                 list(chosen or []), seed_v, progress=progress):
+            k = done - 1
+            cols[k] = gr.update(visible=True)
+            caps[k] = caption(expl)
+            imgs[k] = figure_image(expl)
+            dets[k] = method_details_markdown(method)
+            yield (f"{done} of {total} methods done" + (" (untrained model: no verdict)"
+                                                        if expl.untrained else ""),
+                   *cols, *caps, *imgs, *dets)
+
+    def on_cancel(sess):
+        sess.cancel.set()
+
+    header["model"].change(on_model, [header["model"]], [methods, hidden])
+    event = run.click(on_compare, [session, header["modality"], header["audio"], header["image"],
+                                   header["model"], methods, seed],
+                      [status, *slots, *captions, *images, *details], api_visibility="private")
+    cancel.click(on_cancel, [session], None, cancels=[event], queue=False, api_visibility="private")
+    return {"methods": methods, "hidden": hidden, "run": run, "status": status,
+            "on_model": on_model}

@@ -1,0 +1,221 @@
+"""What the pages and the API endpoints call: plain functions over a shared ModelManager and a
+per-session cache. Nothing here imports Gradio, so it is tested without a browser.
+
+Isolation between users: every request builds its own explainer context (seed, RNG, progress,
+cancel flag); models are shared but their hooks are taken under the handle's lock and removed
+before it is released; caches live in the :class:`Session` each browser tab owns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config import AppSettings, ModelSpec
+from ..errors import InputError
+from ..explainers import compatibility, get_method
+from ..explanation import Explanation
+from ..models import ModelManager
+from ..pipeline import Analysis, analyse, explain, prepare
+
+_LIBRARIES = ("numpy", "torch", "torchvision", "tensorflow-cpu", "tensorflow", "keras", "captum",
+              "grad-cam", "shap", "lime", "librosa", "torchxrayvision", "pydicom", "gradio")
+
+
+def library_versions() -> dict[str, str]:
+    out = {"xai_platform": __version__}
+    for name in _LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Session:
+    """One browser session's state: caches and a cancel flag. Kept in ``gr.State``, never in a
+    module global, so no result or flag crosses users."""
+
+    max_explanations = 64
+    max_analyses = 16
+
+    def __init__(self) -> None:
+        self.explanations: OrderedDict[tuple, Explanation] = OrderedDict()
+        self.analyses: OrderedDict[tuple, Analysis] = OrderedDict()
+        self.cancel = threading.Event()
+        self.computed = 0  # explanations actually computed (cache misses), for tests and stats
+        self._dir: Path | None = None
+
+    @property
+    def dir(self) -> Path:
+        """A private folder for this session's exports (figures, JSON records, clips)."""
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="xai-session-"))
+        return self._dir
+
+    def close(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __deepcopy__(self, memo: dict) -> Session:  # gr.State copies its initial value per user
+        return Session()
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    id: str
+    name: str
+    modality: str
+    framework: str
+    state: str
+    reason: str
+    notice: str
+
+    @property
+    def label(self) -> str:
+        tag = {"ready": "", "untrained": " (untrained: no verdict)",
+               "unavailable": " (unavailable)"}[self.state]
+        return f"{self.name}{tag}"
+
+
+class Service:
+    """The platform behind the UI: models, inputs, predictions, explanations, exports."""
+
+    def __init__(self, manager: ModelManager, settings: AppSettings | None = None) -> None:
+        self.manager = manager
+        self.settings = settings or manager.config.app
+
+    # --- catalogue ----------------------------------------------------------------------------
+    def models(self, modality: str | None = None) -> list[ModelRow]:
+        rows = []
+        for spec in self.manager.specs:
+            if modality and spec.modality != modality:
+                continue
+            status = self.manager.status(spec.id)
+            rows.append(ModelRow(spec.id, spec.name, spec.modality, spec.framework, status.state,
+                                 status.reason, spec.notice))
+        return rows
+
+    def spec(self, model_id: str) -> ModelSpec:
+        return self.manager.spec(model_id)
+
+    def methods(self, model_id: str) -> tuple[list[str], dict[str, str]]:
+        """(ids of the methods that apply, {method label: why not} for the others)."""
+        comp = compatibility(self.spec(model_id))
+        return ([c.method.id for c in comp if c.ok],
+                {c.method.label: c.reason for c in comp if not c.ok})
+
+    # --- prediction ---------------------------------------------------------------------------
+    def analyse(self, session: Session, path: str | Path | None, model_id: str) -> Analysis:
+        if not path:
+            raise InputError("No input yet: upload a file (or record audio) first.")
+        path = Path(path)
+        size_mb = path.stat().st_size / 1e6 if path.exists() else 0
+        if size_mb > self.settings.max_upload_mb:
+            raise InputError(f"The file is {size_mb:.0f} MB; the limit is "
+                             f"{self.settings.max_upload_mb:.0f} MB (app.max_upload_mb).")
+        key = (file_digest(path), model_id)
+        if key not in session.analyses:
+            handle = self.manager.get(model_id)
+            prepared = prepare(path, handle.spec, settings=self.settings, name=path.name)
+            session.analyses[key] = analyse(handle, prepared)
+            while len(session.analyses) > session.max_analyses:
+                session.analyses.popitem(last=False)
+        session.analyses.move_to_end(key)
+        return session.analyses[key]
+
+    # --- explanation --------------------------------------------------------------------------
+    def explain(self, session: Session, path: str | Path | None, model_id: str, method: str, *,
+                params: dict[str, Any] | None = None, seed: int = 0, window: int | None = None,
+                target: str | None = None,
+                progress: Callable[[float, str], None] | None = None) -> Explanation:
+        """One explanation, computed once per session for the same input, model, method,
+        parameters, seed, window and target."""
+        analysis = self.analyse(session, path, model_id)
+        spec = self.spec(model_id)
+        info = get_method(method)
+        resolved = info.resolve_params(params, modality=spec.modality)
+        used_seed = int(seed) if info.stochastic else None
+        key = (file_digest(path), model_id, method, json.dumps(resolved, sort_keys=True),
+               used_seed, window, target)
+        cached = session.explanations.get(key)
+        if cached is not None:
+            session.explanations.move_to_end(key)
+            return cached
+        session.cancel.clear()
+        expl = explain(self.manager.get(model_id), analysis, method, window=window, target=target,
+                       params=resolved, seed=int(seed), progress=progress, cancel=session.cancel)
+        session.computed += 1
+        session.explanations[key] = expl
+        while len(session.explanations) > session.max_explanations:
+            session.explanations.popitem(last=False)
+        return expl
+
+    # --- exports ------------------------------------------------------------------------------
+    def record(self, expl: Explanation) -> dict[str, Any]:
+        """The JSON record of an explanation: model and weights hash, method, parameters, seed,
+        library versions, timings."""
+        spec = self.spec(expl.model_id)
+        record = expl.to_record()
+        record.update({"weights": str(spec.weights) if spec.weights else None,
+                       "weights_sha256": self.manager.weights_hash(expl.model_id),
+                       "framework": spec.framework, "libraries": library_versions()})
+        return record
+
+    def export(self, session: Session, expl: Explanation) -> tuple[Path, Path]:
+        """Write the figure (PNG) and the JSON record into the session's folder."""
+        from ..visualization.figure import save_png
+
+        tag = hashlib.sha256(json.dumps(expl.to_record(), sort_keys=True, default=str)
+                             .encode()).hexdigest()[:10]
+        stem = f"{expl.model_id}__{expl.method}__{tag}"
+        png = save_png(expl, session.dir / f"{stem}.png")
+        record = session.dir / f"{stem}.json"
+        record.write_text(json.dumps(self.record(expl), indent=2))
+        return png, record
+
+    def listening(self, session: Session, path: str | Path, expl: Explanation):
+        """The two listening clips of an audio explanation, written into the session folder."""
+        from ..listening import listening_clips, save_clips
+
+        analysis = self.analyse(session, path, expl.model_id)
+        window = int(expl.extras.get("window", 0))
+        wave = analysis.prepared.waveforms[window]
+        clips = listening_clips(self.manager.get(expl.model_id), expl, wave)
+        kept, removed = save_clips(clips, session.dir / f"{expl.model_id}__{expl.method}__w{window}")
+        return clips, kept, removed
+
+    def timeline(self, analysis: Analysis) -> list[tuple[float, float]]:
+        """(window start in s, probability of the positive class) for each window."""
+        spec = self.spec(analysis.model_id)
+        positive = spec.positive_index
+        starts = analysis.prepared.starts_s
+        if starts is None or positive is None:
+            return []
+        return [(float(s), float(p)) for s, p in zip(starts, analysis.window_probabilities[:, positive])]
+
+
+def heatmap_summary(expl: Explanation) -> dict[str, Any]:
+    stats = expl.heatmap_stats()
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in stats.items()}
+
+
+__all__ = ["ModelRow", "Service", "Session", "file_digest", "heatmap_summary", "library_versions"]
