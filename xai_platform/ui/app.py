@@ -18,7 +18,7 @@ from ..models import ModelManager
 from . import classification, comparison
 from .common import (IMAGE_TYPES, MODALITY_LABELS, example_files, input_path, model_choices,
                      model_status_markdown, prediction_outputs, user_errors)
-from .service import Service, Session, heatmap_summary
+from .service import SESSION_ROOT, Service, Session, heatmap_summary
 
 log = logging.getLogger("xai_platform.ui")
 
@@ -104,7 +104,9 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
             return (gr.update(choices=new_choices, value=value), gr.update(visible=mod == "audio"),
                     gr.update(visible=mod == "xray"), gr.update(visible=False),
                     gr.update(visible=mod == "audio"), gr.update(visible=mod == "xray"),
-                    None, "", gr.update(visible=False))
+                    None, "", gr.update(visible=False),
+                    gr.update(visible=mod == "audio", choices=[classification.AUTO_WINDOW],
+                              value=classification.AUTO_WINDOW))
 
         @user_errors
         def on_model_status(model_id):
@@ -125,7 +127,7 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
 
         modality.change(on_modality, [modality],
                         [model, audio, image, preview, audio_ex_col, image_ex_col, label, verdict,
-                         timeline], api_visibility="private")
+                         timeline, cls["window"]], api_visibility="private")
         model.change(on_model_status, [model], [status, label, verdict], api_visibility="private")
         image.change(on_image, [image], [preview], api_visibility="private")
         predict_btn.click(on_predict, [session, modality, audio, image, model],
@@ -177,13 +179,16 @@ def register_api(service: Service) -> None:
                 seed: int = 0, target: str | None = None,
                 window: int | None = None) -> tuple[dict, FileData, FileData]:
         """Explain one prediction with one method: the JSON record (prediction, method,
-        parameters, seed, heatmap statistics, timings), the figure (PNG) and the record file."""
+        parameters, seed, heatmap statistics, timings, weights hash, library versions), the
+        figure (PNG) and the heatmap itself (.npy, float32)."""
         sess = fresh()
         expl = service.explain(sess, path_of(file), model, method, params=params, seed=seed,
                                target=target, window=window)
-        png, record = service.export(sess, expl)
+        png, _ = service.export(sess, expl)
+        heatmap = png.with_suffix(".npy")
+        np.save(heatmap, expl.heatmap)
         out = service.record(expl) | {"heatmap_stats": heatmap_summary(expl)}
-        return out, FileData(path=str(png)), FileData(path=str(record))
+        return out, FileData(path=str(png)), FileData(path=str(heatmap))
 
     def compare(file: FileData, model: str, methods: list[str] | None = None,
                 seed: int = 0) -> tuple[dict, list[FileData]]:
@@ -217,8 +222,10 @@ def register_api(service: Service) -> None:
 def launch(demo: gr.Blocks, *, host: str, port: int, share: bool, auth: Any, concurrency: int,
            prevent_thread_lock: bool = False) -> gr.Blocks:
     demo.queue(default_concurrency_limit=concurrency)
+    SESSION_ROOT.mkdir(parents=True, exist_ok=True)
     demo.launch(server_name=host, server_port=port, share=share, auth=auth, show_error=False,
-                quiet=False, prevent_thread_lock=True, footer_links=["api", "gradio"])
+                quiet=False, prevent_thread_lock=True, footer_links=["api", "gradio"],
+                allowed_paths=[str(SESSION_ROOT)])
     local = f"http://{host}:{port}"
     if share and not getattr(demo, "share_url", None):
         print(f"[xai] The public share link could not be created (no internet or the tunnel is "

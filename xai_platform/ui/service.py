@@ -28,6 +28,10 @@ from ..explanation import Explanation
 from ..models import ModelManager
 from ..pipeline import Analysis, analyse, explain, prepare
 
+#: Session folders live here; the app serves files from it (Gradio's allowed_paths), and every
+#: folder has an unguessable random name.
+SESSION_ROOT = Path(tempfile.gettempdir()) / "xai-platform-sessions"
+
 _LIBRARIES = ("numpy", "torch", "torchvision", "tensorflow-cpu", "tensorflow", "keras", "captum",
               "grad-cam", "shap", "lime", "librosa", "torchxrayvision", "pydicom", "gradio")
 
@@ -68,7 +72,8 @@ class Session:
     def dir(self) -> Path:
         """A private folder for this session's exports (figures, JSON records, clips)."""
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="xai-session-"))
+            SESSION_ROOT.mkdir(parents=True, exist_ok=True)
+            self._dir = Path(tempfile.mkdtemp(prefix="s-", dir=SESSION_ROOT))
         return self._dir
 
     def close(self) -> None:

@@ -1,0 +1,107 @@
+"""End to end in headless Chromium: the real app (project config), an audio file and an X-ray,
+both pages, a comparison. The screenshots it takes are the ones in the README.
+
+Needs Debian's chromium (/usr/bin/chromium, installed by scripts/setup.sh) and Playwright's
+Python package; never `playwright install`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import HAS_TORCH, ROOT, chest_like, tone
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+SHOTS = ROOT / "docs" / "screenshots"
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+    pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+    from xai_platform.ui.app import build_app, launch
+
+    config = load_config()
+    demo = build_app(ModelManager(config, device="cpu"), config.app)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch(demo, host="127.0.0.1", port=port, share=False, auth=None, concurrency=2,
+           prevent_thread_lock=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    import soundfile as sf
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("browser")
+    wav = folder / "voice.wav"
+    sf.write(wav, tone(3.0, sr=22050, freq=180.0), 22050)
+    png = folder / "chest.png"
+    Image.fromarray((chest_like(256) * 255).astype(np.uint8)).save(png)
+    return wav, png
+
+
+def test_both_pages_in_a_real_browser(app_url, files):
+    from playwright.sync_api import expect, sync_playwright
+
+    wav, png = files
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+        page.goto(app_url)
+        expect(page.get_by_role("button", name="Predict")).to_be_visible(timeout=60_000)
+
+        # Audio: upload, predict, explain (Classification page).
+        page.locator("input[type=file]").first.set_input_files(str(wav))
+        page.wait_for_timeout(1500)
+        page.get_by_role("button", name="Predict").click()
+        expect(page.get_by_text(re.compile(r"windows of 2 s"))).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("score per window", exact=False).first).to_be_visible()
+        page.get_by_role("button", name="Explain").click()
+        expect(page.get_by_text(re.compile(r"model evaluations"))).to_be_visible(timeout=120_000)
+        expect(page.get_by_text("important regions kept").first).to_be_visible()
+        page.screenshot(path=str(SHOTS / "classification.png"), full_page=True)
+
+        # XAI Comparison: every compatible method, side by side.
+        page.get_by_role("tab", name="XAI Comparison").click()
+        page.get_by_role("button", name="Compare").click()
+        expect(page.get_by_text(re.compile(r"(\d) of \1 methods done"))).to_be_visible(
+            timeout=300_000)
+        for label in ("Grad-CAM", "Integrated Gradients", "LIME", "SHAP (Kernel)"):
+            expect(page.get_by_role("heading", name=label, exact=True)).to_be_visible()
+        page.screenshot(path=str(SHOTS / "comparison.png"), full_page=True)
+
+        # X-ray: switch modality, upload, predict, explain.
+        page.get_by_label("Chest X-ray").check()
+        page.wait_for_timeout(1000)
+        page.locator("input[type=file]").last.set_input_files(str(png))
+        expect(page.get_by_text("X-ray as loaded").first).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Predict").click()
+        expect(page.get_by_text(re.compile(r"normal|lesion|No Finding|verdict", re.I)).first) \
+            .to_be_visible(timeout=60_000)
+        page.get_by_role("tab", name="Classification").click()
+        page.get_by_role("button", name="Explain").click()
+        # The summary now names an X-ray class, not the audio one explained before.
+        expect(page.get_by_text(re.compile(r"explaining (?!fake|real)\S+ · .*model evaluations"))
+               .first).to_be_visible(timeout=120_000)
+        page.screenshot(path=str(SHOTS / "xray.png"), full_page=True)
+        assert not page.get_by_text("Traceback").count()
+        browser.close()

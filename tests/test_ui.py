@@ -1,0 +1,224 @@
+"""The app: page handlers as plain functions, every API endpoint through gradio_client, and
+isolation of concurrent requests on one shared model."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import HAS_TORCH, chest_like, tone
+
+pytestmark = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
+
+
+@pytest.fixture
+def service(manager):
+    from xai_platform.ui.service import Service
+
+    return Service(manager)
+
+
+@pytest.fixture
+def session():
+    from xai_platform.ui.service import Session
+
+    s = Session()
+    yield s
+    s.close()
+
+
+def test_model_list_marks_untrained_models(service):
+    rows = service.models("audio")
+    assert {r.id for r in rows} == {"tiny-torch-audio", "tiny-keras-audio"}
+    assert all(r.state == "untrained" and "untrained" in r.label for r in rows)
+
+
+def test_prediction_of_an_untrained_model_is_not_a_verdict(service, session, wav_file):
+    from xai_platform.ui.common import prediction_outputs
+
+    label, verdict, _ = prediction_outputs(service, session, str(wav_file), "tiny-torch-audio")
+    assert set(label) == {"real", "fake"} and abs(sum(label.values()) - 1) < 1e-5
+    assert verdict.startswith("### No verdict") and "not a verdict" in verdict
+
+
+def test_same_request_is_computed_once_per_session(service, session, png_file):
+    kw = dict(params={"num_samples": 100}, seed=1)
+    a = service.explain(session, str(png_file), "tiny-torch-xray", "lime", **kw)
+    b = service.explain(session, str(png_file), "tiny-torch-xray", "lime", **kw)
+    assert a is b and session.computed == 1
+    service.explain(session, str(png_file), "tiny-torch-xray", "lime", params={"num_samples": 100},
+                    seed=2)
+    service.explain(session, str(png_file), "tiny-torch-xray", "gradcam", seed=1)
+    service.explain(session, str(png_file), "tiny-torch-xray", "gradcam", seed=2)  # seed unused
+    assert session.computed == 3
+
+
+def test_classification_handler_returns_figure_record_and_downloads(service, session, wav_file):
+    from xai_platform.ui.classification import collect_params, param_slots, run_explain
+
+    values = [s.param.default for s in param_slots()]
+    out = run_explain(service, session, "audio", str(wav_file), None, "tiny-torch-audio",
+                      "integrated_gradients", 0, None, None, values)
+    figure, summary, record, downloads, readouts, kept, removed, clips_md = out
+    assert figure.ndim == 3 and figure.shape[2] == 3 and figure.shape[1] > 800
+    assert "Integrated Gradients" in summary and "Untrained model" in summary
+    assert record["method"] == "integrated_gradients" and "libraries" in record
+    assert record["libraries"]["xai_platform"] and "torch" in record["libraries"]
+    assert len(downloads) == 2 and downloads[0].endswith(".png") and downloads[1].endswith(".json")
+    assert readouts is not None and kept.endswith("_kept.wav") and removed.endswith("_removed.wav")
+    assert "Listen" in clips_md
+    assert collect_params("lime", "xray", values) == {"num_samples": 1000, "kernel_width": 0.25,
+                                                      "n_segments": 60, "compactness": 0.2}
+
+
+def test_comparison_runs_fastest_first(service, session, png_file):
+    from xai_platform.ui.comparison import compare
+
+    order = [m for _, _, m, _ in compare(service, session, "xray", None, str(png_file),
+                                         "tiny-torch-xray", ["lime", "gradcam", "shap"], 0)]
+    assert order == ["gradcam", "shap", "lime"]
+
+
+def test_errors_reach_the_user_as_messages(service, session, tmp_path):
+    import gradio as gr
+
+    from xai_platform.ui.common import user_errors
+
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00not really audio")
+
+    @user_errors
+    def handler():
+        return service.analyse(session, str(bad), "tiny-torch-audio")
+
+    with pytest.raises(gr.Error, match="broken.wav"):
+        handler()
+
+    @user_errors
+    def crashing():
+        raise ZeroDivisionError("boom")
+
+    with pytest.raises(gr.Error, match="still running"):
+        crashing()
+
+
+# --- the served app, through gradio_client ---------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from conftest import TINY_MODELS, write_config
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+    from xai_platform.ui.app import build_app, launch
+
+    folder = tmp_path_factory.mktemp("app")
+    torch_models = [m for m in TINY_MODELS if m["framework"] == "torch"]
+    config = load_config([write_config(folder / "tiny.yaml", torch_models)], base=None)
+    manager = ModelManager(config, device="cpu")
+    demo = build_app(manager, config.app)
+    port = _free_port()
+    launch(demo, host="127.0.0.1", port=port, share=False, auth=None, concurrency=4,
+           prevent_thread_lock=True)
+    yield f"http://127.0.0.1:{port}/", folder
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def inputs(served):
+    import soundfile as sf
+    from PIL import Image
+
+    _, folder = served
+    wav = folder / "voice.wav"
+    sf.write(wav, tone(1.5, sr=16000), 16000)
+    pngs = []
+    for seed in (0, 1):
+        path = folder / f"chest{seed}.png"
+        Image.fromarray((chest_like(96, seed=seed) * 255).astype(np.uint8)).save(path)
+        pngs.append(path)
+    return wav, pngs
+
+
+def _client(url):
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def test_api_models_and_predict(served, inputs):
+    from gradio_client import handle_file
+
+    url, _ = served
+    client = _client(url)
+    models = client.predict(api_name="/models")["models"]
+    assert {m["id"] for m in models} == {"tiny-torch-audio", "tiny-torch-xray"}
+    result = client.predict(handle_file(str(inputs[0])), "tiny-torch-audio", api_name="/predict")
+    assert result["prediction"]["untrained"] is True
+    assert set(result["prediction"]["probabilities"]) == {"real", "fake"}
+    assert len(result["timeline"]) >= 2
+
+
+def test_api_explain_returns_record_figure_and_heatmap(served, inputs):
+    from gradio_client import handle_file
+
+    url, _ = served
+    record, figure, heatmap = _client(url).predict(
+        handle_file(str(inputs[1][0])), "tiny-torch-xray", "lime", {"num_samples": 100}, 5,
+        api_name="/explain")
+    assert record["method"] == "lime" and record["seed"] == 5
+    assert record["params"]["num_samples"] == 100 and "heatmap_stats" in record
+    assert open(figure, "rb").read(4) == b"\x89PNG"
+    assert np.load(heatmap).shape == (32, 32)
+
+
+def test_api_compare_and_errors(served, inputs):
+    from gradio_client import handle_file
+
+    url, _ = served
+    client = _client(url)
+    summary, figures = client.predict(handle_file(str(inputs[1][0])), "tiny-torch-xray",
+                                      ["gradcam", "saliency"], 0, api_name="/compare")
+    assert [r["method"] for r in summary["results"]] == ["gradcam", "saliency"]
+    assert len(figures) == 2
+    with pytest.raises(Exception, match="unknown method"):
+        client.predict(handle_file(str(inputs[1][0])), "tiny-torch-xray", "magic", None, 0,
+                       api_name="/explain")
+    # The app goes on serving after an error.
+    assert client.predict(api_name="/models")["models"]
+
+
+def test_concurrent_clients_get_the_heatmaps_they_get_alone(served, inputs):
+    from gradio_client import handle_file
+
+    url, _ = served
+    jobs = [(inputs[1][0], "lime", 11), (inputs[1][1], "integrated_gradients", 0),
+            (inputs[1][1], "lime", 12), (inputs[1][0], "gradcam", 0)]
+
+    def run(path, method, seed):
+        _, _, heatmap = _client(url).predict(handle_file(str(path)), "tiny-torch-xray", method,
+                                             {"num_samples": 200} if method == "lime" else None,
+                                             seed, api_name="/explain")
+        return np.load(heatmap)
+
+    alone = [run(*job) for job in jobs]
+    together: list = [None] * len(jobs)
+
+    def worker(i):
+        together[i] = run(*jobs[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(alone, together):
+        assert np.array_equal(a, b)
