@@ -200,6 +200,19 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from .bench import run_bench
+
+    manager = _manager(args, config)
+    models = args.model or [s.id for s in manager.specs if manager.status(s.id).usable][:2]
+    params: dict[str, dict[str, Any]] = {
+        "lime": {"num_samples": args.lime_samples}, "shap": {"n_evaluations": args.shap_evals},
+        "integrated_gradients": {"n_steps": args.ig_steps}}
+    return run_bench(manager, models, methods=args.method, repeats=args.repeats,
+                     batch_size=args.batch_size, params=params, baselines=args.baselines,
+                     as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m xai_platform",
                                      description="Explain audio deepfake and chest X-ray models.")
@@ -240,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print results as JSON on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("bench", parents=[common], help="time every method against plain forward "
+                                                      "passes of the same model")
+    p.add_argument("--model", action="append", help="model id (repeatable; default: two models)")
+    p.add_argument("--method", action="append", help="method id (repeatable; default: all)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per method (median reported)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lime-samples", type=int, default=1000)
+    p.add_argument("--shap-evals", type=int, default=500)
+    p.add_argument("--ig-steps", type=int, default=50)
+    p.add_argument("--baselines", action="store_true",
+                   help="also time lime_image (batch 10, quickshift), shap.KernelExplainer and "
+                        "pytorch-grad-cam called the usual way")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
