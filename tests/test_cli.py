@@ -58,16 +58,27 @@ def test_explain_json_writes_figure_and_heatmap(request, tmp_path, tiny_config_p
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     lime = entry["explanations"][1]
     assert lime["seed"] == 3 and lime["params"]["num_samples"] == 100
+    if "audio" in model_id:  # explanations you can listen to, each re-scored by the model
+        listening = lime["listening"]
+        for key in ("kept", "removed"):
+            assert listening[key].endswith(f"_{key}.wav")
+            import soundfile as sf
+
+            assert sf.info(listening[key]).samplerate == 8000
+        assert 0 <= listening["score_kept"] <= 1 and 0 <= listening["score_removed"] <= 1
 
 
 @pytest.mark.parametrize("args, message", [
-    (["explain", "missing.wav", "--model", "audio-cnn"], "missing.wav: file not found"),
-    (["explain", "README.md", "--model", "audio-cnn"], "README.md"),
+    (["explain", "missing.wav", "--model", "tiny-torch-audio"], "missing.wav: file not found"),
+    (["explain", "README.md", "--model", "tiny-torch-audio"], "README.md"),
     (["explain", "x.wav", "--model", "nope"], "unknown model 'nope'"),
-    (["explain", "x.wav", "--model", "audio-cnn", "--method", "magic"], "unknown method 'magic'"),
+    (["explain", "x.wav", "--model", "tiny-torch-audio", "--method", "magic"],
+     "unknown method 'magic'"),
     (["models", "--config", "/does/not/exist.yaml"], "does not exist"),
 ])
-def test_bad_input_exits_non_zero_with_one_line(args, message):
+def test_bad_input_exits_non_zero_with_one_line(tiny_config_path, args, message):
+    if "--config" not in args:
+        args = [*args, "--config", str(tiny_config_path)]
     result = run_cli(*args)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]

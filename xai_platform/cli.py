@@ -153,6 +153,9 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
         if reason:
             raise XAIError(f"method '{m}' does not apply to model '{spec.id}': {reason}")
     params = _params(args.param)
+    for source in args.inputs:  # before loading the model: a typo should fail fast
+        if not Path(source).is_file():
+            raise XAIError(f"{source}: file not found. Check the path.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     handle = manager.get(spec.id)
@@ -189,6 +192,18 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
             np.save(heatmap, expl.heatmap)
             record = expl.to_record()
             record.update({"figure": str(figure), "heatmap": str(heatmap)})
+            if expl.modality == "audio" and prepared.waveforms is not None:
+                from .listening import listening_clips, save_clips
+
+                clips = listening_clips(handle, expl, prepared.waveforms[expl.extras["window"]])
+                kept, removed = save_clips(clips, base)
+                record["listening"] = {
+                    "kept": str(kept), "removed": str(removed), "share": clips.share,
+                    "score_original": clips.score_original, "score_kept": clips.score_kept,
+                    "score_removed": clips.score_removed}
+                if show:
+                    print(f"    listen: {kept} (p={clips.score_kept:.1%}), {removed} "
+                          f"(p={clips.score_removed:.1%}); original {clips.score_original:.1%}")
             explanations.append(record)
             if show:
                 print(f"  {expl.method_label}: {figure} ({expl.seconds:.2f} s, "
