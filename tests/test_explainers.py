@@ -210,3 +210,61 @@ def test_progress_and_cancel(manager):
     with pytest.raises(CancelledError):
         explainers.run("lime", handle, region_input("xray"), target=1,
                        params={"num_samples": 200}, cancel=cancel)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_perturbations_built_on_the_device_match_the_numpy_path(framework):
+    """The GPU path (perturbed inputs built by the framework) gives the same probabilities as
+    the NumPy path; run here on the CPU, where both exist."""
+    from xai_platform.explainers.perturbation import _device_builder, grid_segments, masked_value
+
+    handle = region_handle(framework, "xray")
+    x = region_input("xray")
+    base = masked_value(x, "xray")
+    segments = grid_segments(x.shape, patch_rows=4, patch_cols=4)
+    z = np.random.default_rng(0).integers(0, 2, (8, int(segments.max()) + 1)).astype(bool)
+    expected = handle.predict(np.where(z[:, segments], x[None], base[None]).astype(np.float32))
+    np.testing.assert_allclose(_device_builder(handle, x, base, segments)(z), expected, atol=1e-6)
+
+
+CHEAP = {"lime": {"num_samples": 50}, "shap": {"n_evaluations": 32},
+         "integrated_gradients": {"n_steps": 4}}
+
+
+def _configured_pairs():
+    from xai_platform.config import load_config
+
+    config = load_config()
+    return [(spec.id, m.id) for spec in config.models for m in explainers.compatible_methods(spec)]
+
+
+@pytest.mark.parametrize("model_id, method", _configured_pairs())
+def test_every_configured_model_and_compatible_method(model_id, method):
+    """The issue's contract on the shipped config: finite, non-constant heatmap of the input's
+    shape (cheap parameters: this checks wiring, not quality)."""
+    from xai_platform.bench import sample_input
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+
+    manager = _shared_manager(load_config)
+    status = manager.status(model_id)
+    if not status.usable:
+        pytest.skip(f"{model_id} is {status}")
+    handle = manager.get(model_id)
+    x = sample_input(handle)
+    target = int(np.argmax(handle.predict(x[None])[0]))
+    h = explainers.run(method, handle, x, target=target, params=CHEAP.get(method), seed=0)
+    heatmap = h.attribution.heatmap
+    assert heatmap.shape == handle.input_shape and np.isfinite(heatmap).all()
+    assert heatmap.std() > 0
+
+
+_MANAGERS: dict = {}
+
+
+def _shared_manager(load_config):
+    from xai_platform.models import ModelManager
+
+    if "project" not in _MANAGERS:
+        _MANAGERS["project"] = ModelManager(load_config(), device="cpu", cache_size=2)
+    return _MANAGERS["project"]

@@ -85,30 +85,49 @@ def evaluate_coalitions(model: ModelHandle, x: FloatArray, baseline: FloatArray,
                         ctx: ExplainContext, *, what: str = "evaluating perturbations") -> FloatArray:
     """Probabilities (n, K) for each coalition row (n, M): feature ``m`` kept where True,
     replaced by ``baseline`` where False. Built and evaluated ``ctx.batch_size`` at a time; on a
-    CUDA PyTorch model the perturbed inputs are built on the GPU.
+    GPU the perturbed inputs are built there (only the 0/1 coalitions cross the bus).
     """
     n = len(coalitions)
-    out: list[np.ndarray] = []
     device = str(getattr(model, "device", "cpu"))
-    if model.framework == "torch" and device.startswith("cuda"):
+    on_gpu = device.startswith("cuda") or "GPU" in device
+    build = _device_builder(model, x, baseline, segments) if on_gpu else None
+    out: list[np.ndarray] = []
+    for start in range(0, n, ctx.batch_size):
+        z = coalitions[start:start + ctx.batch_size]
+        if build is not None:
+            out.append(build(z))
+        else:
+            batch = np.where(z[:, segments], x[None], baseline[None]).astype(np.float32)
+            out.append(model.predict(batch, batch_size=len(batch)))
+        ctx.report(start + len(z), n, what)
+    return np.concatenate(out).astype(np.float32)
+
+
+def _device_builder(model: ModelHandle, x: FloatArray, baseline: FloatArray, segments: IntArray):
+    """z (b, M) bool -> probabilities (b, K), with the perturbed batch built on the model's GPU."""
+    if model.framework == "torch":
         import torch
 
-        xt = torch.from_numpy(x).to(device)
-        bt = torch.from_numpy(baseline).to(device)
-        seg = torch.from_numpy(segments).to(device)
-        for start in range(0, n, ctx.batch_size):
-            z = torch.from_numpy(coalitions[start:start + ctx.batch_size]).to(device)
-            keep = z[:, seg]  # (b, H, W)
-            batch = torch.where(keep, xt, bt)
-            out.append(model.predict_tensor(batch).cpu().numpy())
-            ctx.report(start + len(z), n, what)
-        return np.concatenate(out).astype(np.float32)
-    for start in range(0, n, ctx.batch_size):
-        keep = coalitions[start:start + ctx.batch_size][:, segments]  # (b, H, W)
-        batch = np.where(keep, x[None], baseline[None]).astype(np.float32)
-        out.append(model.predict(batch, batch_size=len(batch)))
-        ctx.report(start + len(batch), n, what)
-    return np.concatenate(out).astype(np.float32)
+        xt, bt = (torch.from_numpy(a).to(model.device) for a in (x, baseline))
+        seg = torch.from_numpy(segments).to(model.device)
+
+        def build(z: np.ndarray) -> np.ndarray:
+            keep = torch.from_numpy(z).to(model.device)[:, seg]  # (b, H, W)
+            return model.predict_tensor(torch.where(keep, xt, bt)).cpu().numpy()
+
+        return build
+    import tensorflow as tf
+
+    with tf.device(model.device):
+        xt, bt = tf.constant(x), tf.constant(baseline)
+        seg = tf.constant(segments)
+
+    def build(z: np.ndarray) -> np.ndarray:
+        with tf.device(model.device):
+            keep = tf.gather(tf.constant(z), seg, axis=1)  # (b, H, W)
+            return model.predict_tensor(tf.where(keep, xt, bt)).numpy()
+
+    return build
 
 
 def paint(segments: IntArray, values: np.ndarray) -> FloatArray:

@@ -207,6 +207,11 @@ class KerasHandle(ModelHandle):
         with tf.device(self.device):
             return self._predict_fn(tf.constant(x)).numpy()
 
+    def predict_tensor(self, x: tf.Tensor) -> tf.Tensor:
+        """Probabilities for a batch already on the device (perturbations built there)."""
+        with tf.device(self.device):
+            return self._predict_fn(x)
+
     def _scores_batch(self, x: FloatArray) -> FloatArray:
         with tf.device(self.device):
             return self._scores_fn(tf.constant(x)).numpy()
