@@ -75,7 +75,7 @@ def integrated_gradients(model: ModelHandle, x: FloatArray, *, target: int, ctx:
     alphas, weights = _RULES[rule](n_steps)
     delta = (x - base).astype(np.float32)
     total = np.zeros_like(x, dtype=np.float64)
-    endpoint_scores = model.input_gradients(np.stack([base, x]), np.array([target, target]))[1]
+    endpoint_scores = model.scores(np.stack([base, x]))[:, target]
     for start in range(0, n_steps, ctx.batch_size):
         a = alphas[start:start + ctx.batch_size].astype(np.float32)
         batch = base[None] + a[:, None, None] * delta[None]
