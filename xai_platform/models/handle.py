@@ -88,6 +88,32 @@ def output_transforms(kind: str, ops: SimpleNamespace, *, temperature: float = 1
     raise ValueError(f"unknown output kind {kind!r}")
 
 
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalization(spec: ModelSpec) -> tuple[list[float], list[float]]:
+    """Per-channel (scale, shift) so that network input = plane * scale + shift, for the
+    config's ``input.normalize`` (both backends apply exactly this):
+
+    imagenet: (x - mean) / std (gray: the channel means); xrv: [0, 1] -> [-1024, 1024]
+    (torchxrayvision); minus1_1: [0, 1] -> [-1, 1]; db: [-top_db, 0] dB -> [0, 1];
+    unit / none: unchanged.
+    """
+    c, norm = spec.input.channels, spec.input.normalize
+    if norm == "imagenet":
+        mean = _IMAGENET_MEAN if c == 3 else (sum(_IMAGENET_MEAN) / 3,)
+        std = _IMAGENET_STD if c == 3 else (sum(_IMAGENET_STD) / 3,)
+        return [1.0 / s for s in std], [-m / s for m, s in zip(mean, std)]
+    if norm == "xrv":
+        return [2048.0] * c, [-1024.0] * c
+    if norm == "minus1_1":
+        return [2.0] * c, [-1.0] * c
+    if norm == "db":
+        return [1.0 / spec.input.top_db] * c, [1.0] * c
+    return [1.0] * c, [0.0] * c
+
+
 class ModelHandle(ABC):
     """A loaded model of either framework. Thread-safe: calls on one handle are serialised
     where the framework keeps per-call state on the module (hooks)."""

@@ -52,14 +52,12 @@ keras, tf = _import_quietly()
 from ..config import KERAS_FILE, ModelSpec  # noqa: E402
 from ..errors import ConfigError, ModelUnavailableError  # noqa: E402
 from .architectures import get_builder  # noqa: E402
-from .handle import (Calibration, FloatArray, LayerGradients, ModelHandle,
+from .handle import (Calibration, FloatArray, LayerGradients, ModelHandle, normalization,
                      output_transforms)  # noqa: E402
 
 _OPS = SimpleNamespace(
     softmax=lambda t: tf.nn.softmax(t, axis=-1), sigmoid=tf.sigmoid, log=tf.math.log,
     clip=lambda t, lo, hi: tf.clip_by_value(t, lo, hi), concat=lambda ts: tf.concat(ts, axis=-1))
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def resolve_device(requested: str = "auto") -> str:
@@ -76,21 +74,10 @@ def resolve_device(requested: str = "auto") -> str:
 
 
 def _adapter(spec: ModelSpec) -> Callable[[tf.Tensor], tf.Tensor]:
-    """(N, H, W) feature planes -> (N, H, W, C) normalised network input (the torch twin is
-    :class:`xai_platform.models.torch_backend.InputAdapter`)."""
-    c, norm = spec.input.channels, spec.input.normalize
-    if norm == "imagenet":
-        mean = _IMAGENET_MEAN if c == 3 else (sum(_IMAGENET_MEAN) / 3,)
-        std = _IMAGENET_STD if c == 3 else (sum(_IMAGENET_STD) / 3,)
-        scale, shift = [1.0 / s for s in std], [-m / s for m, s in zip(mean, std)]
-    elif norm == "xrv":
-        scale, shift = [2048.0] * c, [-1024.0] * c
-    elif norm == "minus1_1":
-        scale, shift = [2.0] * c, [-1.0] * c
-    elif norm == "db":
-        scale, shift = [1.0 / spec.input.top_db] * c, [1.0] * c
-    else:
-        scale, shift = [1.0] * c, [0.0] * c
+    """(N, H, W) feature planes -> (N, H, W, C) normalised network input
+    (:func:`xai_platform.models.handle.normalization`, as the PyTorch backend)."""
+    c = spec.input.channels
+    scale, shift = normalization(spec)
     scale_t = tf.constant(scale, dtype=tf.float32)
     shift_t = tf.constant(shift, dtype=tf.float32)
 

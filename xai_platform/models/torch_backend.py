@@ -21,15 +21,13 @@ from torch import nn
 from ..config import ModelSpec
 from ..errors import ConfigError, ModelUnavailableError
 from .architectures import get_builder
-from .handle import (Calibration, FloatArray, LayerGradients, ModelHandle,
+from .handle import (Calibration, FloatArray, LayerGradients, ModelHandle, normalization,
                      output_transforms)
 
 _OPS = SimpleNamespace(
     softmax=lambda t: torch.softmax(t, dim=-1), sigmoid=torch.sigmoid, log=torch.log,
     clip=lambda t, lo, hi: torch.clamp(t, lo, hi), concat=lambda ts: torch.cat(ts, dim=-1))
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def resolve_device(requested: str = "auto") -> str:
@@ -42,27 +40,13 @@ def resolve_device(requested: str = "auto") -> str:
 
 
 class InputAdapter(nn.Module):
-    """(N, H, W) feature planes -> (N, C, H, W) network input, normalised as the config says."""
+    """(N, H, W) feature planes -> (N, C, H, W) network input, normalised as the config says
+    (:func:`xai_platform.models.handle.normalization`)."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
-        self.channels = spec.input.channels
-        norm = spec.input.normalize
-        c = self.channels
-        if norm == "imagenet":
-            mean = _IMAGENET_MEAN if c == 3 else (sum(_IMAGENET_MEAN) / 3,)
-            std = _IMAGENET_STD if c == 3 else (sum(_IMAGENET_STD) / 3,)
-            scale = [1.0 / s for s in std]
-            shift = [-m / s for m, s in zip(mean, std)]
-        elif norm == "xrv":  # torchxrayvision: [0, 1] -> [-1024, 1024]
-            scale, shift = [2048.0] * c, [-1024.0] * c
-        elif norm == "minus1_1":
-            scale, shift = [2.0] * c, [-1.0] * c
-        elif norm == "db":  # log-mel in [-top_db, 0] dB -> [0, 1]
-            top_db = spec.input.top_db
-            scale, shift = [1.0 / top_db] * c, [1.0] * c
-        else:  # unit, none
-            scale, shift = [1.0] * c, [0.0] * c
+        self.channels = c = spec.input.channels
+        scale, shift = normalization(spec)
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32).view(1, c, 1, 1))
         self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32).view(1, c, 1, 1))
 

@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..explainers import compatibility, get_method
 from ..explanation import Explanation
 from ..models import ModelManager
+from ..models.manager import sha256 as file_digest
 from ..pipeline import Analysis, analyse, explain, prepare
 
 #: Session folders live here; the app serves files from it (Gradio's allowed_paths), and every
@@ -44,14 +45,6 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return out
-
-
-def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Session:
