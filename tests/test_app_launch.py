@@ -1,0 +1,83 @@
+"""`python app.py` as a user starts it: flags, a share link that cannot be made offline, auth."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT, TINY_MODELS, write_config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(args: list[str], env: dict | None = None) -> tuple[subprocess.Popen, list[str]]:
+    proc = subprocess.Popen([sys.executable, "app.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+    lines: list[str] = []
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if "Serving on" in line:
+            return proc, lines
+    proc.kill()
+    raise AssertionError("app did not start:\n" + "".join(lines))
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    models = [m for m in TINY_MODELS if m["framework"] == "torch"]
+    return write_config(tmp_path / "tiny.yaml", models)
+
+
+def test_share_without_internet_still_serves_locally(tiny):
+    port = _free_port()
+    proc, lines = _start(["--port", str(port), "--share", "--no-verify", "--config", str(tiny)],
+                         env={"GRADIO_SHARE_SERVER_ADDRESS": "127.0.0.1:9"})
+    try:
+        text = "".join(lines)
+        assert "share link could not be created" in text and "runs locally" in text
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:
+            assert response.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_auth_protects_the_api(tiny):
+    from gradio_client import Client
+
+    port = _free_port()
+    proc, _ = _start(["--port", str(port), "--no-verify", "--config", str(tiny)],
+                     env={"XAI_AUTH": "alice:s3cret"})
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        with pytest.raises(Exception):
+            Client(url, verbose=False).predict(api_name="/models")
+        client = Client(url, auth=("alice", "s3cret"), verbose=False)
+        assert client.predict(api_name="/models")["models"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_bad_config_stops_start_up_with_one_line(tmp_path):
+    bad = write_config(tmp_path / "bad.yaml", [TINY_MODELS[0] | {"colour": "red"}])
+    result = subprocess.run([sys.executable, "app.py", "--config", str(bad)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and "colour" in result.stderr
+    assert "Traceback" not in result.stderr
