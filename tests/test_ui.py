@@ -222,3 +222,22 @@ def test_concurrent_clients_get_the_heatmaps_they_get_alone(served, inputs):
         t.join()
     for a, b in zip(alone, together):
         assert np.array_equal(a, b)
+
+
+def test_a_running_explanation_can_be_cancelled(service, session, png_file):
+    from xai_platform.errors import CancelledError
+
+    calls = []
+
+    def progress(fraction, what):  # the Cancel button sets the session's flag mid-run
+        calls.append(fraction)
+        if len(calls) == 2:
+            session.cancel.set()
+
+    with pytest.raises(CancelledError, match="cancelled"):
+        service.explain(session, str(png_file), "tiny-torch-xray", "lime",
+                        params={"num_samples": 2000}, progress=progress)
+    assert 2 <= len(calls) < 10  # stopped at the next batch, not after 2000 samples
+    # Nothing half-done was cached, and the next request runs normally.
+    result = service.explain(session, str(png_file), "tiny-torch-xray", "gradcam")
+    assert result.heatmap.shape == (32, 32) and session.computed == 1
