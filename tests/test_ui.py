@@ -77,9 +77,23 @@ def test_classification_handler_returns_figure_record_and_downloads(service, ses
 def test_comparison_runs_fastest_first(service, session, png_file):
     from xai_platform.ui.comparison import compare
 
-    order = [m for _, _, m, _ in compare(service, session, "xray", None, str(png_file),
-                                         "tiny-torch-xray", ["lime", "gradcam", "shap"], 0)]
-    assert order == ["gradcam", "shap", "lime"]
+    results = list(compare(service, session, "xray", None, str(png_file), "tiny-torch-xray",
+                           ["lime", "gradcam", "shap"], 0, metrics=("faithfulness", "randomization")))
+    assert [method for _, _, method, _, _ in results] == ["gradcam", "shap", "lime"]
+    cards = {method: card for _, _, method, _, card in results}
+    for card in cards.values():  # a scorecard under each figure, with its cost
+        assert {"deletion_auc", "insertion_auc", "randomization_rho"} <= set(card.values)
+        assert card.metric_cost.evaluations > 0
+    from xai_platform.ui.comparison import summary_outputs
+
+    text, figure = summary_outputs({m: e for _, _, m, e, _ in results}, cards)
+    assert "Which explanation to trust" in text and "Grad-CAM" in text
+    assert figure is not None  # the agreement matrix
+    # Scores are cached with the explanations: asking again computes nothing.
+    computed = session.computed
+    list(compare(service, session, "xray", None, str(png_file), "tiny-torch-xray", ["gradcam"], 0,
+                 metrics=("faithfulness", "randomization")))
+    assert session.computed == computed
 
 
 def test_errors_reach_the_user_as_messages(service, session, tmp_path):

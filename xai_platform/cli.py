@@ -6,6 +6,9 @@
     python -m xai_platform explain INPUT... --model ID [--method ID ...] [--out DIR]
                                    [--seed N] [--param NAME=VALUE ...] [--target LABEL]
                                    [--window N] [--json]
+    python -m xai_platform bench [--model ID ...] [--baselines]
+    python -m xai_platform evaluate --model ID --data DIR|benchmark [--method ID ...] [--n N]
+                                    --out DIR
 
 Errors a user can fix exit with status 2 and one line on stderr, never a traceback.
 """
@@ -228,6 +231,12 @@ def cmd_bench(args: argparse.Namespace, config: PlatformConfig) -> int:
                      as_json=args.json)
 
 
+def cmd_evaluate(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from .evaluation.report import main as evaluate_main
+
+    return evaluate_main(args, config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m xai_platform",
                                      description="Explain audio deepfake and chest X-ray models.")
@@ -283,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "pytorch-grad-cam called the usual way")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
+
+    from .evaluation.report import add_arguments as evaluate_arguments
+
+    p = sub.add_parser("evaluate", parents=[common],
+                       help="score explanation quality over a data set (CSV + report)")
+    evaluate_arguments(p)
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -23,9 +23,17 @@ def caption(expl: Explanation) -> str:
             f"evaluations{seed} · explaining '{expl.target_label}'")
 
 
+METRICS = [("faithfulness (deletion / insertion)", "faithfulness"),
+           ("sanity (model randomisation)", "randomization"),
+           ("stability over 5 seeds (LIME, SHAP)", "stability")]
+DEFAULT_METRICS = ["faithfulness", "randomization"]
+
+
 def compare(service: Service, session: Session, modality: str, audio: str | None,
-            image: str | None, model_id: str, methods: list[str], seed: int, progress=None):
-    """Yield (done, total, method id, explanation) as each method finishes, fastest first."""
+            image: str | None, model_id: str, methods: list[str], seed: int, progress=None,
+            metrics: tuple[str, ...] = ()):
+    """Yield (done, total, method id, explanation, scorecard or None) as each method finishes,
+    fastest first; the scorecard when ``metrics`` are asked for."""
     path = input_path(modality, audio, image)
     if not methods:
         raise gr.Error("Tick at least one method.")
@@ -36,7 +44,29 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
                 progress((i + f) / len(order), desc=f"{label}: {what}")
         expl = service.explain(session, path, model_id, method, seed=int(seed or 0),
                                progress=report)
-        yield i + 1, len(order), method, expl
+        if metrics:
+            report(1.0, "scoring the explanation")
+        card = service.score(session, expl, tuple(metrics)) if metrics else None
+        yield i + 1, len(order), method, expl, card
+
+
+def summary_outputs(explanations: dict[str, Explanation], cards: dict[str, Any]):
+    """(ranking markdown, agreement figure or None) for the finished comparison."""
+    from ..evaluation.metrics import agreement
+    from ..evaluation.scorecard import rank_methods, ranking_markdown, render_agreement
+
+    labels = {k: e.method_label for k, e in explanations.items()}
+    text = ""
+    if cards:
+        text = ("### Which explanation to trust for this input\n"
+                "Methods ranked by their mean rank over the metrics (lower is better; each "
+                "scorecard has the values):\n\n" + ranking_markdown(rank_methods(cards), labels))
+    figure = None
+    if len(explanations) > 1:
+        matrix = agreement({k: e.heatmap for k, e in explanations.items()})
+        figure = render_agreement(matrix["spearman"], [labels[k] for k in matrix["methods"]],
+                                  title="agreement: rank correlation between the maps")
+    return text, figure
 
 
 def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[str, Any]:
@@ -45,11 +75,14 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         methods = gr.CheckboxGroup(label="Methods (default: all that apply)", choices=[])
         seed = gr.Number(value=0, precision=0, label="Seed", scale=0, min_width=120)
     hidden = gr.Markdown()
+    metrics = gr.CheckboxGroup(METRICS, value=DEFAULT_METRICS,
+                               label="Score the explanations (each metric costs extra model "
+                                     "evaluations, shown in the scorecards; untick all to skip)")
     with gr.Row():
         run = gr.Button("Compare", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
     status = gr.Markdown()
-    images, captions, details = [], [], []
+    images, captions, details, scores = [], [], [], []
     columns = 2
     slots = []
     for row_start in range(0, len(methods_all), columns):
@@ -58,9 +91,13 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
                 with gr.Column(visible=False, min_width=320) as col:
                     captions.append(gr.Markdown())
                     images.append(gr.Image(type="numpy", interactive=False, show_label=False))
+                    scores.append(gr.Markdown())
                     with gr.Accordion("What this method computes", open=False):
                         details.append(gr.Markdown())
                 slots.append(col)
+    with gr.Row():
+        ranking = gr.Markdown()
+        agreement_plot = gr.Plot(label="Agreement between methods", visible=False)
 
     @user_errors
     def on_model(model_id):
@@ -70,29 +107,45 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         return gr.update(choices=choices, value=ok), hidden_md
 
     @user_errors
-    def on_compare(sess, modality, audio, image, model_id, chosen, seed_v, progress=gr.Progress()):
+    def on_compare(sess, modality, audio, image, model_id, chosen, seed_v, chosen_metrics,
+                   progress=gr.Progress()):
         n = len(slots)
         cols = [gr.update(visible=False)] * n
-        caps, imgs, dets = [""] * n, [None] * n, [""] * n
-        yield (f"Running {len(chosen or [])} methods...", *cols, *caps, *imgs, *dets)
-        for done, total, method, expl in compare(service, sess, modality, audio, image, model_id,
-                                                 list(chosen or []), seed_v, progress=progress):
+        caps, imgs, dets, cards_md = [""] * n, [None] * n, [""] * n, [""] * n
+        explanations, cards = {}, {}
+        hidden_plot = gr.update(visible=False, value=None)
+        yield (f"Running {len(chosen or [])} methods...", *cols, *caps, *imgs, *dets, *cards_md,
+               "", hidden_plot)
+        for done, total, method, expl, card in compare(
+                service, sess, modality, audio, image, model_id, list(chosen or []), seed_v,
+                progress=progress, metrics=tuple(chosen_metrics or ())):
             k = done - 1
+            explanations[method] = expl
             cols[k] = gr.update(visible=True)
             caps[k] = caption(expl)
             imgs[k] = figure_image(expl)
             dets[k] = method_details_markdown(method)
-            yield (f"{done} of {total} methods done" + (" (untrained model: no verdict)"
-                                                        if expl.untrained else ""),
-                   *cols, *caps, *imgs, *dets)
+            if card is not None:
+                from ..evaluation.scorecard import scorecard_markdown
+
+                cards[method] = card
+                cards_md[k] = scorecard_markdown(card)
+            note = " (untrained model: no verdict)" if expl.untrained else ""
+            yield (f"{done} of {total} methods done{note}", *cols, *caps, *imgs, *dets,
+                   *cards_md, "", hidden_plot)
+        text, figure = summary_outputs(explanations, cards)
+        yield (f"{len(explanations)} of {len(explanations)} methods done", *cols, *caps, *imgs,
+               *dets, *cards_md, text,
+               gr.update(visible=figure is not None, value=figure))
 
     def on_cancel(sess):
         sess.cancel.set()
 
     header["model"].change(on_model, [header["model"]], [methods, hidden])
     event = run.click(on_compare, [session, header["modality"], header["audio"], header["image"],
-                                   header["model"], methods, seed],
-                      [status, *slots, *captions, *images, *details], api_visibility="private")
+                                   header["model"], methods, seed, metrics],
+                      [status, *slots, *captions, *images, *details, *scores, ranking,
+                       agreement_plot], api_visibility="private")
     cancel.click(on_cancel, [session], None, cancels=[event], queue=False, api_visibility="private")
     return {"methods": methods, "hidden": hidden, "run": run, "status": status,
             "on_model": on_model}

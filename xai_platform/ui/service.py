@@ -57,6 +57,7 @@ class Session:
     def __init__(self) -> None:
         self.explanations: OrderedDict[tuple, Explanation] = OrderedDict()
         self.analyses: OrderedDict[tuple, Analysis] = OrderedDict()
+        self.scorecards: dict[tuple, Any] = {}
         self.cancel = threading.Event()
         self.computed = 0  # explanations actually computed (cache misses), for tests and stats
         self._dir: Path | None = None
@@ -100,6 +101,8 @@ class Service:
     def __init__(self, manager: ModelManager, settings: AppSettings | None = None) -> None:
         self.manager = manager
         self.settings = settings or manager.config.app
+        self._lock = threading.Lock()
+        self._randomized: dict[str, tuple] = {}
 
     # --- catalogue ----------------------------------------------------------------------------
     def models(self, modality: str | None = None) -> list[ModelRow]:
@@ -166,6 +169,34 @@ class Service:
         while len(session.explanations) > session.max_explanations:
             session.explanations.popitem(last=False)
         return expl
+
+    # --- explanation quality -------------------------------------------------------------------
+    def randomized(self, model_id: str):
+        """The model with its top layers re-initialised (for the randomisation test), built once
+        per loaded model and shared read-only."""
+        handle = self.manager.get(model_id)
+        with self._lock:
+            cached = self._randomized.get(model_id)
+            if cached is None or cached[0] is not handle:
+                from ..evaluation.metrics import RANDOMIZE_LAYERS
+
+                cached = (handle, handle.randomized(RANDOMIZE_LAYERS, seed=0))
+                self._randomized[model_id] = cached
+        return cached[1]
+
+    def score(self, session: Session, expl: Explanation, metrics: tuple[str, ...]):
+        """The scorecard of one explanation (cached per session)."""
+        from ..evaluation.scorecard import score_explanation
+
+        key = (id(expl), tuple(sorted(metrics)))
+        if key not in session.scorecards:
+            randomized = self.randomized(expl.model_id) if "randomization" in metrics else None
+            session.scorecards[key] = score_explanation(
+                self.manager.get(expl.model_id), None, expl, metrics=metrics,
+                randomized=randomized)
+            while len(session.scorecards) > session.max_explanations:
+                session.scorecards.pop(next(iter(session.scorecards)))
+        return session.scorecards[key]
 
     # --- exports ------------------------------------------------------------------------------
     def record(self, expl: Explanation) -> dict[str, Any]:
