@@ -83,10 +83,14 @@ def test_both_pages_in_a_real_browser(app_url, files):
         # XAI Comparison: every compatible method, side by side.
         page.get_by_role("tab", name="XAI Comparison").click()
         page.get_by_role("button", name="Compare").click()
-        expect(page.get_by_text(re.compile(r"(\d) of \1 methods done"))).to_be_visible(
-            timeout=300_000)
+        expect(page.get_by_text(re.compile(r"All \d methods done"))).to_be_visible(
+            timeout=600_000)
         for label in ("Grad-CAM", "Integrated Gradients", "LIME", "SHAP (Kernel)"):
             expect(page.get_by_role("heading", name=label, exact=True)).to_be_visible()
+        # The scorecards, the ranking and the agreement matrix.
+        expect(page.get_by_text("Which explanation to trust for this input")).to_be_visible()
+        expect(page.get_by_text("Insertion AUC").first).to_be_visible()
+        expect(page.get_by_text("Agreement between methods").first).to_be_visible()
         page.screenshot(path=str(SHOTS / "comparison.png"), full_page=True)
 
         # X-ray: switch modality, upload, predict, explain.

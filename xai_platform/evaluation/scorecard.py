@@ -241,10 +241,13 @@ def _flags(values: Mapping[str, float], focus: Mapping[str, Any] | None,
             f"({values['insertion_auc']:.2f}): for this input the map orders pixels no better "
             "than chance.")
     if values.get("randomization_passed") == 0.0:
+        rho = values["randomization_rho"]
+        how = "hardly changes" if rho > 0 else "keeps its structure (inverted)"
         flags["fails_randomization"] = (
-            f"Fails the randomisation test (rho {values['randomization_rho']:.2f}, pass below "
-            f"{m.RANDOMIZATION_THRESHOLD:g}): the map hardly changes when the model's top layer "
-            "is re-initialised, so it may show the input rather than what the model learned.")
+            f"Fails the randomisation test (rho {rho:.2f}, pass below "
+            f"{m.RANDOMIZATION_THRESHOLD:g} in magnitude): the map {how} when the model's top "
+            "layers are re-initialised, so it may show the input rather than what the model "
+            "learned.")
     if details.get("stochastic") and values.get("stability_spearman", 1.0) < STABILITY_THRESHOLD:
         flags["unstable"] = (
             f"Unstable across seeds (mean rho {values['stability_spearman']:.2f}): raise the "

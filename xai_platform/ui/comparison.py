@@ -134,7 +134,9 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
             yield (f"{done} of {total} methods done{note}", *cols, *caps, *imgs, *dets,
                    *cards_md, "", hidden_plot)
         text, figure = summary_outputs(explanations, cards)
-        yield (f"{len(explanations)} of {len(explanations)} methods done", *cols, *caps, *imgs,
+        yield (f"All {len(explanations)} methods done." + (" Ranking and agreement below."
+                                                           if len(explanations) > 1 else ""),
+               *cols, *caps, *imgs,
                *dets, *cards_md, text,
                gr.update(visible=figure is not None, value=figure))
 
