@@ -232,9 +232,12 @@ def randomization_test(model: ModelHandle, x: np.ndarray, method: Method, *, tar
     Explains ``x`` with the trained model (or takes ``heatmap``, already computed) and with
     ``model.randomized(n_layers, seed=seed)`` (its top ``n_layers`` parameterised layers
     re-initialised; pass ``randomized`` to reuse one across inputs), then compares the maps.
-    A method **passes** when ``|spearman|`` is below
+    A method **passes** when both ``|spearman|`` and ``|spearman_abs|`` are below
     ``threshold`` (default :data:`RANDOMIZATION_THRESHOLD`): its map depends on what the model
-    learned. An edge detector that ignores the model gets rho = 1 and fails. For a stochastic
+    learned. Both, because a signed map can flip its sign under a new classifier while its
+    magnitudes, what a user sees as "where", keep the input's structure (Integrated Gradients
+    on the audio benchmark: rho -0.33, magnitudes 0.79; Adebayo et al. report both). An edge
+    detector that ignores the model gets rho = 1 and fails. For a stochastic
     method read rho against its seed-to-seed correlation (:func:`stability`): sampling noise
     alone lowers it.
 
@@ -252,8 +255,10 @@ def randomization_test(model: ModelHandle, x: np.ndarray, method: Method, *, tar
     other, more = explain_map(randomized, x, method, target=target, params=params, seed=seed,
                               batch_size=batch_size)
     rho = spearman(heatmap, other)
-    return {"spearman": rho, "spearman_abs": spearman(np.abs(heatmap), np.abs(other)),
-            "ssim": ssim(heatmap, other), "passed": bool(abs(rho) < threshold),
+    rho_abs = spearman(np.abs(heatmap), np.abs(other))
+    return {"spearman": rho, "spearman_abs": rho_abs,
+            "ssim": ssim(heatmap, other),
+            "passed": bool(max(abs(rho), abs(rho_abs)) < threshold),
             "threshold": threshold, "n_layers": int(n_layers),
             "n_evaluations": evaluations + more, "seconds": time.perf_counter() - start}
 

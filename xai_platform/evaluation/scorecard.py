@@ -9,7 +9,8 @@ criterion           better              why
 ==================  ==================  ===================================================
 insertion_auc       higher              the top pixels alone restore the score (faithful)
 deletion_auc        lower               removing the top pixels destroys it (faithful)
-randomization_rho   closer to 0 (|.|)   the map depends on what the model learned (sane)
+randomization_rho   closer to 0 (|.|)   the map depends on what the model learned (sane);
+(and of magnitudes)                     the same for |map|
 pointing_game,      higher              where a ground-truth region exists
 top_k_iou,
 mass_inside
@@ -80,8 +81,9 @@ FLAGS = {"chance_order": "Ranks pixels no better than chance",
 """Flag codes (CSV column ``flags``) and their short titles."""
 
 
-RANKING_CRITERIA = ("insertion_auc", "deletion_auc", "randomization_rho", "pointing_game",
-                    "top_k_iou", "mass_inside", "lung_share")
+RANKING_CRITERIA = ("insertion_auc", "deletion_auc", "randomization_rho",
+                    "randomization_rho_abs", "pointing_game", "top_k_iou", "mass_inside",
+                    "lung_share")
 
 
 @dataclass(frozen=True)
@@ -241,13 +243,15 @@ def _flags(values: Mapping[str, float], focus: Mapping[str, Any] | None,
             f"({values['insertion_auc']:.2f}): for this input the map orders pixels no better "
             "than chance.")
     if values.get("randomization_passed") == 0.0:
-        rho = values["randomization_rho"]
-        how = "hardly changes" if rho > 0 else "keeps its structure (inverted)"
+        rho, rho_abs = values["randomization_rho"], values["randomization_rho_abs"]
+        how = ("hardly changes" if rho >= m.RANDOMIZATION_THRESHOLD else
+               "keeps its structure, inverted," if rho <= -m.RANDOMIZATION_THRESHOLD else
+               "keeps where its strong values are")
         flags["fails_randomization"] = (
-            f"Fails the randomisation test (rho {rho:.2f}, pass below "
-            f"{m.RANDOMIZATION_THRESHOLD:g} in magnitude): the map {how} when the model's top "
-            "layers are re-initialised, so it may show the input rather than what the model "
-            "learned.")
+            f"Fails the randomisation test (rho {rho:.2f}, of magnitudes {rho_abs:.2f}; both "
+            f"must be below {m.RANDOMIZATION_THRESHOLD:g} in size): the map {how} when the "
+            "model's top layers are re-initialised, so it may show the input rather than what "
+            "the model learned.")
     if details.get("stochastic") and values.get("stability_spearman", 1.0) < STABILITY_THRESHOLD:
         flags["unstable"] = (
             f"Unstable across seeds (mean rho {values['stability_spearman']:.2f}): raise the "
@@ -371,7 +375,7 @@ def _cost_text(cost: Cost | None) -> str:
     return f"{cost.seconds:.2f} s, {cost.evaluations} evals"
 
 
-COMPACT_HIDDEN = ("randomization_rho_abs", "randomization_ssim", "randomization_passed",
+COMPACT_HIDDEN = ("randomization_ssim", "randomization_passed",
                   "stability_pixel_std")
 
 
