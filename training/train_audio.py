@@ -69,8 +69,8 @@ _AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus")
 
 @dataclass(frozen=True)
 class Clip:
-    """One labelled recording: ``label`` is real or fake; ``group`` is what the split keeps
-    apart (the language for the offline corpus)."""
+    """One labelled recording: ``label`` is real or fake; ``split`` is train, validation or
+    test (the offline corpus splits by ``language``)."""
 
     path: Path
     label: str
@@ -302,22 +302,54 @@ def default_out(spec: ModelSpec) -> Path:
     return ROOT / "weights" / "audio" / f"{spec.id}{ext}"
 
 
-def spec_augment(top_db: float) -> common.Augment:
-    """SpecAugment-style masks (Park et al., 2019): up to one band of <= 8 mel bins and one
-    span of <= 16 frames set to the dB floor, each with probability 1/2, on both classes."""
+AUGMENTATIONS = {
+    "masks": "SpecAugment masks (one band <= 8 mel bins, one span <= 16 frames, p = 0.5 each)",
+    "warp": "SpecAugment masks, plus a shift of +-2 mel bands and a time stretch of 0.85-1.15 "
+            "(p = 0.5 each; vocal-tract-length and speaking-rate perturbation)",
+    "none": "none",
+}
+
+
+def augmentation(kind: str, top_db: float) -> common.Augment | None:
+    """Feature-domain augmentation applied alike to both classes (see :data:`AUGMENTATIONS`).
+
+    Masks follow SpecAugment (Park et al., 2019), set to the dB floor. ``warp`` adds a small
+    shift along the mel axis and a time stretch, which mimic other speakers and speaking rates
+    (the training set has few real speakers; test speakers are all new).
+    """
+    if kind not in AUGMENTATIONS:
+        raise SystemExit(f"unknown augmentation '{kind}'; use one of {', '.join(AUGMENTATIONS)}.")
+    if kind == "none":
+        return None
+    floor = -float(top_db)
 
     def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         x = x.copy()
         n, h, w = x.shape
         for i in range(n):
+            if kind == "warp" and rng.random() < 0.5:
+                k = int(rng.choice([-2, -1, 1, 2]))
+                x[i] = np.roll(x[i], k, axis=0)
+                if k > 0:  # the bands rolled round to the other edge repeat the edge band
+                    x[i, :k] = x[i, k]
+                else:
+                    x[i, k:] = x[i, k - 1]
+            if kind == "warp" and rng.random() < 0.5:
+                factor = rng.uniform(0.85, 1.15)
+                src = np.arange(w) * factor
+                lo = np.clip(np.floor(src).astype(int), 0, w - 1)
+                hi = np.clip(lo + 1, 0, w - 1)
+                frac = (src - np.floor(src)).astype(np.float32)
+                row = x[i, :, lo] * (1 - frac)[:, None] + x[i, :, hi] * frac[:, None]
+                x[i] = np.where(src[None, :] <= w - 1, row.T, floor)
             if rng.random() < 0.5:
                 f = int(rng.integers(1, 9))
                 f0 = int(rng.integers(0, h - f + 1))
-                x[i, f0:f0 + f] = -top_db
+                x[i, f0:f0 + f] = floor
             if rng.random() < 0.5:
                 t = int(rng.integers(1, 17))
                 t0 = int(rng.integers(0, w - t + 1))
-                x[i, :, t0:t0 + t] = -top_db
+                x[i, :, t0:t0 + t] = floor
         return x
 
     return augment
@@ -464,7 +496,9 @@ def markdown_card(card: dict[str, Any]) -> str:
             f"after temperature scaling with T = {cal['temperature']:.3f}). Expected "
             f"calibration error on test: {t['reliability']['ece']:.3f} after, "
             f"{card['metrics']['test_uncalibrated_ece']:.3f} before; "
-            f"reliability diagram: `{card['reliability_diagram']}`.", "",
+            f"reliability diagram: `{card['reliability_diagram']}`. The probabilities are "
+            f"calibrated for validation's class mix ({_pct(m['validation']['n_positive'] / m['validation']['n'])} "
+            "fake); where fakes are rarer, read them as too high.", "",
     ]
     if m.get("robustness"):
         lines += ["Robustness rows: every test clip, real and fake alike, degraded the same way "
@@ -495,6 +529,9 @@ def markdown_card(card: dict[str, Any]) -> str:
                              f"above 4 kHz {_pct(r['share_above_4khz'])}")
     d, tr = card["data"], card["training"]
     lines += ["", "## Data", "", f"- source: {d['kind']} (`{d['root']}`)"]
+    if d.get("corpus", {}).get("command"):
+        lines.append(f"- built by: `{d['corpus']['command']}` (seeded per clip; the split is "
+                     "by language, see docs/AUDIO.md)")
     for split, s in d["splits"].items():
         lines.append(f"- {split}: {s['real']} real / {s['fake']} fake clips, {s['windows']} "
                      f"windows; languages {', '.join(s['languages']) or 'n/a'}; generators "
@@ -523,7 +560,7 @@ def markdown_card(card: dict[str, Any]) -> str:
 def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
         time_limit: float | None = None, batch_size: int = 32, lr: float = 1e-3,
         threads: int = 1, cache_dir: Path | None = None, checkpoint: Path | None = None,
-        subset: str | None = None, robustness: bool = True,
+        subset: str | None = None, robustness: bool = True, augment: str = "masks",
         explain: Sequence[str] = ("gradcam", "integrated_gradients"), explain_clips: int = 100,
         command: str = "") -> dict[str, Any]:
     """Train, save, reload, calibrate, evaluate and write the card. Returns the card."""
@@ -540,7 +577,7 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
     t_train = time.time()
     history = common.train(spec, network, sets["train"].x, sets["train"].y,
                            sets["validation"].x, sets["validation"].y, config,
-                           checkpoint=checkpoint, augment=spec_augment(spec.input.top_db))
+                           checkpoint=checkpoint, augment=augmentation(augment, spec.input.top_db))
     train_seconds = time.time() - t_train
     common.save_weights(spec, network, out)
     handle = load_saved(spec, out)  # every figure below is for the file as shipped
@@ -601,8 +638,8 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
         "training": {"command": command, "seed": seed, "epochs": epochs,
                      "epochs_run": len(history["epochs"]), "best_epoch": history["best_epoch"],
                      "batch_size": batch_size, "lr": lr, "threads": threads,
-                     "time_limit_s": time_limit, "augmentation": "SpecAugment masks (one band "
-                     "<= 8 mel bins, one span <= 16 frames, p = 0.5 each), both classes",
+                     "time_limit_s": time_limit,
+                     "augmentation": f"{augment}: {AUGMENTATIONS[augment]}, both classes",
                      "train_seconds": train_seconds,
                      "seconds_per_epoch": train_seconds / max(1, len(history["epochs"])),
                      "other_seconds": time.time() - t_start - train_seconds,
@@ -635,8 +672,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="feature cache (default: data/feature_cache)")
     parser.add_argument("--run-dir", type=Path, default=None,
-                        help="checkpoint folder (default: runs/audio/<model>-seed<seed>)")
+                        help="checkpoint folder (default: runs/audio/<model>-seed<seed>-<hash "
+                             "of the data and training settings>)")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    parser.add_argument("--augment", choices=tuple(AUGMENTATIONS), default="masks",
+                        help="feature-domain augmentation of both classes")
     parser.add_argument("--no-robustness", action="store_true")
     parser.add_argument("--explain", default="gradcam,integrated_gradients",
                         help="methods for the band summary ('' for none)")
@@ -647,7 +687,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = (args.out or default_out(spec)).resolve()
     if spec.framework == "keras" and not out.name.endswith(".weights.h5"):
         raise SystemExit("Keras weights must be a .weights.h5 file; fix --out.")
-    run_dir = args.run_dir or ROOT / "runs" / "audio" / f"{spec.id}-seed{args.seed}"
+    # One checkpoint folder per set of training settings: a run with other settings never
+    # resumes from a checkpoint made under different ones (its schedule would not fit).
+    settings = json.dumps([str(args.data.resolve()), args.epochs, args.batch_size, args.lr,
+                           args.augment, args.for_subset])
+    tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
+    run_dir = args.run_dir or ROOT / "runs" / "audio" / f"{spec.id}-seed{args.seed}-{tag}"
     checkpoint = run_dir / ("checkpoint.pt" if spec.framework == "torch"
                             else "checkpoint.weights.h5")
     if args.fresh:
@@ -658,7 +703,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                time_limit=args.time_limit, batch_size=args.batch_size, lr=args.lr,
                threads=args.threads, cache_dir=args.cache_dir or ROOT / "data" / "feature_cache",
                checkpoint=checkpoint, subset=args.for_subset,
-               robustness=not args.no_robustness,
+               robustness=not args.no_robustness, augment=args.augment,
                explain=[m for m in args.explain.split(",") if m],
                explain_clips=args.explain_clips, command=shlex.join(words))
     t = card["metrics"]["test"]

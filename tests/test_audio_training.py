@@ -1,0 +1,217 @@
+"""Audio training: the corpus builder, the Fake-or-Real loader, the training feature path (the
+same arrays as inference) and one epoch on a tiny generated corpus that the app then loads."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from conftest import needs_torch
+from training import audio_corpus, train_audio
+from xai_platform.config import load_config
+from xai_platform.models import ModelManager
+from xai_platform.pipeline import prepare
+
+TINY_INPUT = {"sample_rate": 8000, "duration": 0.5, "n_fft": 256, "hop_length": 128,
+              "n_mels": 16, "fmin": 20.0, "fmax": 4000.0, "top_db": 80.0, "normalize": "db"}
+
+
+def voice(rng: np.random.Generator, sr: int, seconds: float, *, fake: bool) -> np.ndarray:
+    """A crude vowel: harmonics of a wobbling f0 with breath noise (real), or a strict pulse
+    train with no noise at all (fake)."""
+    t = np.arange(int(sr * seconds)) / sr
+    f0 = rng.uniform(100, 220)
+    if fake:
+        wave = np.sign(np.sin(2 * np.pi * f0 * t)) * 0.3
+    else:
+        phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.03 * np.sin(2 * np.pi * 5 * t))) / sr
+        wave = sum(np.sin(k * phase) / k for k in range(1, 8)) * 0.2
+        wave += rng.normal(0, 0.02, len(t))
+    return (wave * np.hanning(len(t))).astype(np.float32)
+
+
+def tiny_corpus(root: Path, *, per_class: int = 6, seed: int = 0) -> Path:
+    """A corpus in the offline layout (metadata.csv + clips), one language per split."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split, lang in (("train", "aa"), ("validation", "bb"), ("test", "cc")):
+        for label in ("real", "fake"):
+            for i in range(per_class):
+                rel = f"clips/{split}/{label}/{lang}/{label}-{i}.wav"
+                path = root / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sr = 16000 if label == "real" else 22050  # any rate: the loader resamples
+                sf.write(path, voice(rng, sr, rng.uniform(0.3, 0.8), fake=label == "fake"), sr)
+                rows.append({"path": rel, "label": label, "language": lang,
+                             "speaker": f"{label}-{lang}", "split": split,
+                             "generator": "klettres" if label == "real" else "espeak-ng",
+                             "text": "a", "duration": "", "speech_duration": "", "source": "",
+                             "params": ""})
+    with open(root / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=audio_corpus.METADATA_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+# --------------------------------------------------------------------------------------------
+# One feature path
+
+
+@pytest.mark.parametrize("seconds, channels, sr", [(0.7, 1, 22050), (3.3, 2, 44100)])
+def test_training_features_equal_inference_features(tmp_path, seconds, channels, sr):
+    spec = load_config().model("audio-cnn")
+    rng = np.random.default_rng(1)
+    wave = voice(rng, sr, seconds, fake=False)
+    data = np.stack([wave, 0.5 * wave], axis=1) if channels == 2 else wave
+    path = tmp_path / "clip.flac"
+    sf.write(path, data, sr)
+    trained_on = train_audio.clip_features(path, spec.input)
+    served = prepare(path, spec).planes
+    assert trained_on.shape == served.shape == (len(served), *spec.input_shape)
+    np.testing.assert_array_equal(trained_on, served)
+
+
+# --------------------------------------------------------------------------------------------
+# Data sources
+
+
+def test_fake_or_real_layout_is_read(tmp_path):
+    rng = np.random.default_rng(0)
+    base = tmp_path / "for-2sec"
+    for folder in ("training", "validation", "testing"):
+        for label in ("real", "fake"):
+            for i in range(2):
+                path = base / folder / label / f"file{i}.wav"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(path, voice(rng, 16000, 0.3, fake=label == "fake"), 16000)
+    (base / "training" / "real" / "notes.txt").write_text("not audio")
+
+    for root in (tmp_path, base):  # the dataset root, or the subset folder itself
+        clips, info = train_audio.load_clips(root)
+        assert info["kind"] == "Fake-or-Real" and info["root"] == str(base)
+        assert len(clips) == 12
+        assert {(c.split, c.label) for c in clips} == {
+            (s, lab) for s in ("train", "validation", "test") for lab in ("real", "fake")}
+        assert all(c.path.suffix == ".wav" and c.path.parent.name == c.label for c in clips)
+    assert train_audio.load_clips(tmp_path, subset="for-2sec")[0] == clips
+
+    with pytest.raises(SystemExit, match="neither the offline corpus"):
+        train_audio.load_clips(tmp_path, subset="for-rerec")
+    shutil.rmtree(base / "testing" / "fake")
+    (base / "testing" / "fake").mkdir()
+    with pytest.raises(SystemExit, match="test split .* needs both real and fake"):
+        train_audio.load_clips(tmp_path)
+
+
+def _klettres_tree(root: Path, languages: dict[str, list[str]]) -> Path:
+    rng = np.random.default_rng(0)
+    for lang, texts in languages.items():
+        (root / lang / "alpha").mkdir(parents=True)
+        sounds = []
+        for i, text in enumerate(texts):
+            sf.write(root / lang / "alpha" / f"{i}.ogg", voice(rng, 44100, 0.6, fake=False),
+                     44100, format="OGG", subtype="VORBIS")
+            sounds.append(f'<sound name="{text}" file="{lang}/alpha/{i}.ogg" />')
+        (root / lang / "sounds.xml").write_text(
+            f'<klettres><language code="{lang}"><alphabet>{"".join(sounds)}</alphabet>'
+            "</language></klettres>", encoding="utf-8")
+    return root
+
+
+def test_corpus_plan_splits_by_language(tmp_path):
+    root = _klettres_tree(tmp_path / "kl", {"en": ["A", "BA"], "de": ["Ä"], "it": ["C"],
+                                            "ml": ["അ"]})
+    recordings = audio_corpus.read_klettres(root)
+    assert {(r.language, r.text) for r in recordings} == {
+        ("en", "A"), ("en", "BA"), ("de", "Ä"), ("it", "C"), ("ml", "അ")}
+    items = audio_corpus.plan(recordings, test=("de",), validation=("it",))
+    assert len({it.key for it in items}) == len(items)
+    split_of = {}
+    for it in items:
+        assert split_of.setdefault(it.language, it.split) == it.split  # never by clip
+    assert split_of == {"en": "train", "ml": "train", "de": "test", "it": "validation"}
+    english = [it for it in items if it.language == "en"]
+    assert {it.generator for it in english} == {"klettres", "espeak-ng", "flite", "festival"}
+    assert {it.generator for it in items if it.language == "ml"} == {"klettres", "espeak-ng"}
+    # Training reals get two augmented copies; per-clip randomness depends on the key only.
+    assert sum(it.label == "real" for it in english) == 4
+    a = audio_corpus.item_rng(0, items[0].key).random(3)
+    assert np.array_equal(a, audio_corpus.item_rng(0, items[0].key).random(3))
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_corpus_builds_and_resumes(tmp_path):
+    root = _klettres_tree(tmp_path / "kl", {"en": ["A", "B"], "de": ["C", "D"], "it": ["E", "F"]})
+    out = tmp_path / "corpus"
+    kwargs = dict(klettres_root=root, generators=("espeak-ng",), real_copies=1,
+                  espeak_per_text=1, test=("de",), validation=("it",))
+    summary = audio_corpus.build_corpus(out, **kwargs)
+    with open(out / "metadata.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12 and set(audio_corpus.METADATA_FIELDS) <= set(rows[0])
+    for split in ("train", "validation", "test"):
+        assert summary["splits"][split]["real"] == summary["splits"][split]["fake"] == 2
+    for row in rows:
+        info = sf.info(out / row["path"])
+        assert info.samplerate == 16000 and info.channels == 1
+        assert abs(info.duration - float(row["duration"])) < 1e-3
+        assert row["generator"] == ("klettres" if row["label"] == "real" else "espeak-ng")
+    stamp = {r["path"]: (out / r["path"]).stat().st_mtime_ns for r in rows}
+    audio_corpus.build_corpus(out, **kwargs)  # resumes: nothing is built again
+    assert stamp == {r["path"]: (out / r["path"]).stat().st_mtime_ns for r in rows}
+
+
+# --------------------------------------------------------------------------------------------
+# One epoch, then the app loads it
+
+
+@needs_torch
+def test_one_epoch_writes_weights_and_card_the_app_loads(tmp_path):
+    data = tiny_corpus(tmp_path / "corpus")
+    weights = tmp_path / "weights" / "tiny-audio.pt"
+    entry = {"id": "tiny-train-audio", "name": "Tiny trained audio", "framework": "torch",
+             "modality": "audio", "architecture": "custom_cnn", "weights": str(weights),
+             "labels": ["real", "fake"], "positive_label": "fake", "output": "sigmoid",
+             "target_layer": "features.1", "arch_args": {"width": 4, "depth": 2},
+             "input": TINY_INPUT, "train_command": "python -m training.train_audio ..."}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"models": [entry]}), encoding="utf-8")
+    manager = ModelManager(load_config([config]))
+    assert "needs training" in manager.status("tiny-train-audio").reason
+
+    card = train_audio.main(["--model", "tiny-train-audio", "--config", str(config),
+                             "--data", str(data), "--epochs", "1", "--batch-size", "8",
+                             "--cache-dir", str(tmp_path / "cache"),
+                             "--run-dir", str(tmp_path / "run"), "--explain", "gradcam",
+                             "--explain-clips", "4"])
+    assert weights.is_file() and (tmp_path / "weights" / "tiny-audio.card.md").is_file()
+    assert (tmp_path / "weights" / "tiny-audio.reliability.png").is_file()
+    saved = json.loads((tmp_path / "weights" / "tiny-audio.card.json").read_text())
+    assert saved["calibration"] == pytest.approx(card["calibration"])
+    assert saved["training"]["epochs_run"] == 1
+    test_data = saved["data"]["splits"]["test"]
+    assert test_data.pop("windows") >= 12  # clips longer than the window give several
+    assert test_data == {"real": 6, "fake": 6, "languages": ["cc"],
+                         "generators": ["espeak-ng", "klettres"]}
+    test = saved["metrics"]["test"]
+    for key in ("accuracy", "eer", "roc_auc", "false_alarm_rate", "miss_rate"):
+        assert 0.0 <= test[key] <= 1.0
+    assert set(saved["metrics"]["robustness"]) == set(train_audio.DEGRADATIONS)
+    assert "top_bands" in next(iter(saved["explanations"]["gradcam"].values()))
+
+    manager = ModelManager(load_config([config]))
+    assert manager.status("tiny-train-audio").state == "ready"
+    handle = manager.get("tiny-train-audio")
+    assert not handle.untrained
+    assert handle.calibration.threshold == pytest.approx(saved["calibration"]["threshold"])
+    assert handle.calibration.temperature == pytest.approx(saved["calibration"]["temperature"])
+    # The feature cache is reused: a second run reads it (same arrays, no decoding).
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3 + len(train_audio.DEGRADATIONS)
