@@ -257,7 +257,10 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
         sched.load_state_dict(state["sched"])
         history, best_state, start_epoch = state["history"], state["best"], state["epoch"]
         sys.stderr.write(f"  resuming from {checkpoint} after epoch {start_epoch}\n")
-    rng = np.random.default_rng(config.seed + start_epoch)
+    rng = np.random.default_rng(config.seed)
+    if start_epoch:  # continue the same random streams: a resumed run equals an uninterrupted one
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
     progress = Progress(config.epochs)
     targets = _labels_for_loss(spec, train_y)
     t0 = time.time()
@@ -292,7 +295,9 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "history": history, "best": best_state, "epoch": epoch}, checkpoint)
+                        "history": history, "best": best_state, "epoch": epoch,
+                        "numpy_rng": rng.bit_generator.state,
+                        "torch_rng": torch.get_rng_state()}, checkpoint)
         if config.time_limit_s and time.time() - t0 > config.time_limit_s:
             sys.stderr.write(f"  time limit reached after epoch {epoch}\n")
             break
@@ -338,9 +343,12 @@ def _train_keras(spec, model, train_x, train_y, val_x, val_y, config, checkpoint
         saved = json.loads(state_file.read_text())
         model.load_weights(checkpoint)
         history, start_epoch = saved["history"], saved["epoch"]
+        numpy_state = saved["numpy_rng"]
         sys.stderr.write(f"  resuming from {checkpoint} after epoch {start_epoch} (optimizer "
                          "state restarts)\n")
-    rng = np.random.default_rng(config.seed + start_epoch)
+    rng = np.random.default_rng(config.seed)
+    if start_epoch:
+        rng.bit_generator.state = numpy_state
     progress = Progress(config.epochs)
     t0 = time.time()
     for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -363,7 +371,8 @@ def _train_keras(spec, model, train_x, train_y, val_x, val_y, config, checkpoint
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             model.save_weights(checkpoint)
-            state_file.write_text(json.dumps({"history": history, "epoch": epoch}))
+            state_file.write_text(json.dumps({"history": history, "epoch": epoch,
+                                              "numpy_rng": rng.bit_generator.state}))
         if config.time_limit_s and time.time() - t0 > config.time_limit_s:
             sys.stderr.write(f"  time limit reached after epoch {epoch}\n")
             break

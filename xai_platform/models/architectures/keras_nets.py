@@ -31,7 +31,8 @@ def keras_cnn(spec):
     for i in range(1, depth + 1):
         c = width * 2 ** min(i - 1, 3)
         x = layers.Conv2D(c, 3, padding="same", use_bias=False, name=f"conv{i}a")(x)
-        x = layers.BatchNormalization(name=f"bn{i}a")(x)
+        # momentum 0.9 (Keras default 0.99): running statistics usable after a few hundred steps
+        x = layers.BatchNormalization(momentum=0.9, name=f"bn{i}a")(x)
         x = layers.ReLU(name=f"relu{i}a")(x)
         x = layers.Conv2D(c, 3, padding="same", activation="relu", name=f"conv{i}b")(x)
         if i < depth:
