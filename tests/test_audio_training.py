@@ -215,3 +215,40 @@ def test_one_epoch_writes_weights_and_card_the_app_loads(tmp_path):
     assert handle.calibration.temperature == pytest.approx(saved["calibration"]["temperature"])
     # The feature cache is reused: a second run reads it (same arrays, no decoding).
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 3 + len(train_audio.DEGRADATIONS)
+
+
+# --------------------------------------------------------------------------------------------
+# Training-only helpers: augmentation and the per-language cap
+
+
+@pytest.mark.parametrize("kind", [k for k in train_audio.AUGMENTATIONS if k != "none"])
+def test_augmentations_keep_the_db_range_and_are_seeded(kind):
+    rng = np.random.default_rng(0)
+    x = np.clip(rng.normal(-40, 15, (8, 16, 40)), -80, 0).astype(np.float32)
+    x[:, :, :5] = -80.0  # digital silence
+    x[:, 0, 10] = 0.0
+    augment = train_audio.augmentation(kind, 80.0)
+    a = augment(x, np.random.default_rng(1))
+    b = augment(x, np.random.default_rng(1))
+    assert a.shape == x.shape and a.dtype == np.float32
+    assert np.array_equal(a, b)
+    assert a.min() >= -80.0 - 1e-3 and a.max() <= 0.0
+    assert not np.array_equal(a, x)
+
+
+def test_cap_per_language_keeps_whole_clips():
+    clips = [train_audio.Clip(Path(f"{lang}{label}{i}.wav"), label, "train", lang)
+             for lang, n in (("ml", 5), ("da", 2)) for label in ("real", "fake") for i in range(n)]
+    owners = np.repeat(np.arange(len(clips)), 2)  # two windows per clip
+    y_clip = np.array([int(c.label == "fake") for c in clips])
+    fs = train_audio.FeatureSet(np.arange(len(owners), dtype=np.float32)[:, None, None],
+                                y_clip[owners], owners, clips, y_clip)
+    capped = train_audio.cap_per_language(fs, 3, seed=0)
+    langs = [(c.language, c.label) for c in capped.clips]
+    assert sorted(langs) == sorted([("ml", "real")] * 3 + [("ml", "fake")] * 3
+                                   + [("da", "real")] * 2 + [("da", "fake")] * 2)
+    assert len(capped.x) == 2 * len(capped.clips)
+    assert np.array_equal(capped.y, capped.y_clip[capped.clip])
+    kept = {c.path for c in capped.clips}
+    assert {clips[o].path for o in owners[np.isin(fs.x[:, 0, 0], capped.x[:, 0, 0])]} == kept
+    assert train_audio.cap_per_language(fs, None, seed=0) is fs

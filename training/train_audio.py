@@ -232,6 +232,25 @@ def feature_set(clips: Sequence[Clip], spec: ModelSpec, split: str, *, cache_dir
     return FeatureSet(x, y, clip, keep, np.array([index[c.label] for c in keep], np.int64))
 
 
+def cap_per_language(fs: FeatureSet, n: int | None, *, seed: int) -> FeatureSet:
+    """At most ``n`` clips of each (language, label) in ``fs`` (a seeded choice; all their
+    windows kept), so that one large language (Malayalam: 28% of the corpus) does not set what
+    "real" sounds like. ``None``: ``fs`` unchanged."""
+    if n is None:
+        return fs
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, c in enumerate(fs.clips):
+        groups.setdefault((c.language, c.label), []).append(i)
+    keep = sorted(i for key in sorted(groups) for i in (
+        groups[key] if len(groups[key]) <= n else rng.choice(groups[key], n, replace=False)))
+    new_index = np.full(len(fs.clips), -1, np.int64)
+    new_index[keep] = np.arange(len(keep))
+    sel = new_index[fs.clip] >= 0
+    return FeatureSet(fs.x[sel], fs.y[sel], new_index[fs.clip[sel]], [fs.clips[i] for i in keep],
+                      fs.y_clip[keep])
+
+
 # Degradations applied alike to real and fake test clips (the artefact check).
 
 
@@ -306,16 +325,74 @@ AUGMENTATIONS = {
     "masks": "SpecAugment masks (one band <= 8 mel bins, one span <= 16 frames, p = 0.5 each)",
     "warp": "SpecAugment masks, plus a shift of +-2 mel bands and a time stretch of 0.85-1.15 "
             "(p = 0.5 each; vocal-tract-length and speaking-rate perturbation)",
+    "channel": "SpecAugment masks, plus recording-channel variation (p = 0.5 each): a random "
+               "EQ (tilt +-6 dB over the bands and one +-6 dB bump), a noise floor 40-70 dB "
+               "below the peak, a noise gate (frames quieter than 35-60 dB below the peak set "
+               "to the floor, p = 0.25) and a time shift of up to +-0.5 s",
+    "channel_warp": "channel, plus warp's band shift and time stretch",
     "none": "none",
 }
+
+
+def _warp(x: np.ndarray, rng: np.random.Generator, floor: float) -> np.ndarray:
+    """x: (H, W) dB plane; a +-2 band shift and a 0.85-1.15 time stretch, p = 0.5 each."""
+    h, w = x.shape
+    if rng.random() < 0.5:
+        k = int(rng.choice([-2, -1, 1, 2]))
+        x = np.roll(x, k, axis=0)
+        if k > 0:  # the bands rolled round to the other edge repeat the edge band
+            x[:k] = x[k]
+        else:
+            x[k:] = x[k - 1]
+    if rng.random() < 0.5:
+        factor = rng.uniform(0.85, 1.15)
+        src = np.arange(w) * factor
+        lo = np.clip(np.floor(src).astype(int), 0, w - 1)
+        hi = np.clip(lo + 1, 0, w - 1)
+        frac = (src - np.floor(src)).astype(np.float32)
+        row = x[:, lo] * (1 - frac)[None, :] + x[:, hi] * frac[None, :]
+        x = np.where(src[None, :] <= w - 1, row, floor).astype(np.float32)
+    return x
+
+
+def _channel(x: np.ndarray, rng: np.random.Generator, floor: float) -> np.ndarray:
+    """x: (H, W) dB plane relative to its peak, floored at ``floor``; recording-channel
+    variation that carries no label: EQ, a noise floor, a noise gate and a time shift. The
+    plane is re-referenced to its peak and floored again, as :func:`log_mel` would."""
+    h, w = x.shape
+    live = x > floor + 1e-3  # digital silence stays silent under EQ
+    if rng.random() < 0.5:
+        bands = np.linspace(-1.0, 1.0, h, dtype=np.float32)
+        curve = rng.uniform(-6, 6) * bands
+        centre, width = rng.uniform(-1, 1), rng.uniform(0.1, 0.4)
+        curve += rng.uniform(-6, 6) * np.exp(-0.5 * ((bands - centre) / width) ** 2)
+        x = np.where(live, x + curve[:, None].astype(np.float32), floor)
+    if rng.random() < 0.5:
+        level = rng.uniform(-70, -40) + x.max()
+        noise = level + rng.normal(0, 3, size=x.shape)
+        x = 10 * np.log10(10 ** (x / 10) + 10 ** (noise / 10))
+    if rng.random() < 0.25:
+        gate = x.max() + rng.uniform(-60, -35)
+        x = np.where(x.max(axis=0, keepdims=True) < gate, floor, x)
+    if rng.random() < 0.5:
+        k = int(rng.integers(-w // 4, w // 4 + 1))
+        x = np.roll(x, k, axis=1)
+        if k > 0:
+            x[:, :k] = floor
+        elif k < 0:
+            x[:, k:] = floor
+    return np.clip(x - x.max(), floor, 0).astype(np.float32)
 
 
 def augmentation(kind: str, top_db: float) -> common.Augment | None:
     """Feature-domain augmentation applied alike to both classes (see :data:`AUGMENTATIONS`).
 
-    Masks follow SpecAugment (Park et al., 2019), set to the dB floor. ``warp`` adds a small
-    shift along the mel axis and a time stretch, which mimic other speakers and speaking rates
-    (the training set has few real speakers; test speakers are all new).
+    x: (N, H, W) float32 dB planes in [-top_db, 0]; returned in the same range. Masks follow
+    SpecAugment (Park et al., 2019), set to the dB floor. ``warp`` adds a small shift along
+    the mel axis and a time stretch, which mimic other speakers and speaking rates (the
+    training set has few real speakers; test speakers are all new). ``channel`` varies what a
+    recording set-up changes (EQ, noise floor, noise gate, where the speech sits), so that
+    none of it can stand in for the label.
     """
     if kind not in AUGMENTATIONS:
         raise SystemExit(f"unknown augmentation '{kind}'; use one of {', '.join(AUGMENTATIONS)}.")
@@ -327,21 +404,10 @@ def augmentation(kind: str, top_db: float) -> common.Augment | None:
         x = x.copy()
         n, h, w = x.shape
         for i in range(n):
-            if kind == "warp" and rng.random() < 0.5:
-                k = int(rng.choice([-2, -1, 1, 2]))
-                x[i] = np.roll(x[i], k, axis=0)
-                if k > 0:  # the bands rolled round to the other edge repeat the edge band
-                    x[i, :k] = x[i, k]
-                else:
-                    x[i, k:] = x[i, k - 1]
-            if kind == "warp" and rng.random() < 0.5:
-                factor = rng.uniform(0.85, 1.15)
-                src = np.arange(w) * factor
-                lo = np.clip(np.floor(src).astype(int), 0, w - 1)
-                hi = np.clip(lo + 1, 0, w - 1)
-                frac = (src - np.floor(src)).astype(np.float32)
-                row = x[i, :, lo] * (1 - frac)[:, None] + x[i, :, hi] * frac[:, None]
-                x[i] = np.where(src[None, :] <= w - 1, row.T, floor)
+            if kind in ("warp", "channel_warp"):
+                x[i] = _warp(x[i], rng, floor)
+            if kind in ("channel", "channel_warp"):
+                x[i] = _channel(x[i], rng, floor)
             if rng.random() < 0.5:
                 f = int(rng.integers(1, 9))
                 f0 = int(rng.integers(0, h - f + 1))
@@ -542,6 +608,9 @@ def markdown_card(card: dict[str, Any]) -> str:
               f"- command: `{tr['command']}`", f"- seed {tr['seed']}; {tr['epochs_run']} of "
               f"{tr['epochs']} epochs (best validation AUC at epoch {tr['best_epoch']}); batch "
               f"{tr['batch_size']}, lr {tr['lr']}; {tr['threads']} CPU thread(s)",
+              f"- augmentation (training windows only): {tr.get('augmentation', 'n/a')}"
+              + (f"; at most {tr['cap_per_language']} clips per language and label"
+                 if tr.get("cap_per_language") else ""),
               f"- training time {tr['train_seconds']:.0f} s ({tr['seconds_per_epoch']:.0f} s per "
               f"epoch), feature extraction and evaluation {tr['other_seconds']:.0f} s",
               f"- weights: `{card['weights']['file']}` ({card['weights']['bytes'] / 1e6:.2f} MB, "
@@ -561,6 +630,7 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
         time_limit: float | None = None, batch_size: int = 32, lr: float = 1e-3,
         threads: int = 1, cache_dir: Path | None = None, checkpoint: Path | None = None,
         subset: str | None = None, robustness: bool = True, augment: str = "masks",
+        cap_language: int | None = None,
         explain: Sequence[str] = ("gradcam", "integrated_gradients"), explain_clips: int = 100,
         command: str = "") -> dict[str, Any]:
     """Train, save, reload, calibrate, evaluate and write the card. Returns the card."""
@@ -571,14 +641,22 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
     t_start = time.time()
     clips, info = load_clips(data, subset)
     sets = {s: feature_set(clips, spec, s, cache_dir=cache_dir) for s in SPLITS}
+    sets["train"] = cap_per_language(sets["train"], cap_language, seed=seed)
     network = build(spec, seed=seed, threads=threads)
     config = common.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                                 threads=threads, time_limit_s=time_limit)
+    # Training seconds summed over the sessions of a resumed run (checkpoints keep no clock).
+    timing = checkpoint.with_name("timing.json") if checkpoint is not None else None
+    earlier = (json.loads(timing.read_text())["train_seconds"]
+               if timing is not None and timing.is_file() and checkpoint.exists() else 0.0)
     t_train = time.time()
     history = common.train(spec, network, sets["train"].x, sets["train"].y,
                            sets["validation"].x, sets["validation"].y, config,
                            checkpoint=checkpoint, augment=augmentation(augment, spec.input.top_db))
-    train_seconds = time.time() - t_train
+    train_seconds = earlier + time.time() - t_train
+    if timing is not None:
+        timing.parent.mkdir(parents=True, exist_ok=True)
+        timing.write_text(json.dumps({"train_seconds": train_seconds}) + "\n")
     common.save_weights(spec, network, out)
     handle = load_saved(spec, out)  # every figure below is for the file as shipped
 
@@ -640,6 +718,7 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
                      "batch_size": batch_size, "lr": lr, "threads": threads,
                      "time_limit_s": time_limit,
                      "augmentation": f"{augment}: {AUGMENTATIONS[augment]}, both classes",
+                     "cap_per_language": cap_language,
                      "train_seconds": train_seconds,
                      "seconds_per_epoch": train_seconds / max(1, len(history["epochs"])),
                      "other_seconds": time.time() - t_start - train_seconds,
@@ -677,6 +756,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     parser.add_argument("--augment", choices=tuple(AUGMENTATIONS), default="masks",
                         help="feature-domain augmentation of both classes")
+    parser.add_argument("--cap-per-language", type=int, default=None, metavar="N",
+                        help="train on at most N clips per language and label (seeded choice)")
     parser.add_argument("--no-robustness", action="store_true")
     parser.add_argument("--explain", default="gradcam,integrated_gradients",
                         help="methods for the band summary ('' for none)")
@@ -690,7 +771,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # One checkpoint folder per set of training settings: a run with other settings never
     # resumes from a checkpoint made under different ones (its schedule would not fit).
     settings = json.dumps([str(args.data.resolve()), args.epochs, args.batch_size, args.lr,
-                           args.augment, args.for_subset])
+                           args.augment, args.for_subset]
+                          + ([args.cap_per_language] if args.cap_per_language else []))
     tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
     run_dir = args.run_dir or ROOT / "runs" / "audio" / f"{spec.id}-seed{args.seed}-{tag}"
     checkpoint = run_dir / ("checkpoint.pt" if spec.framework == "torch"
@@ -704,6 +786,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                threads=args.threads, cache_dir=args.cache_dir or ROOT / "data" / "feature_cache",
                checkpoint=checkpoint, subset=args.for_subset,
                robustness=not args.no_robustness, augment=args.augment,
+               cap_language=args.cap_per_language,
                explain=[m for m in args.explain.split(",") if m],
                explain_clips=args.explain_clips, command=shlex.join(words))
     t = card["metrics"]["test"]
