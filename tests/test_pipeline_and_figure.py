@@ -64,3 +64,28 @@ def test_figure_has_three_panels_and_a_title(request, manager, model_id, fixture
         assert axes[0].get_xlabel() == "time (s)" and "Hz" in axes[0].get_ylabel()
     png = to_png(expl)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+@needs_torch
+def test_a_map_that_shows_nothing_says_so(manager, png_file):
+    """A model whose output ignores its input (all weights zero: saturated or dead) gives LIME a
+    zero map; the user is told it is flat instead of being shown an empty picture as an answer."""
+    import torch
+
+    handle = manager.get("tiny-torch-xray")
+    with torch.no_grad():
+        for p in handle.net.parameters():
+            p.zero_()
+    analysis = analyse(handle, prepare(png_file, handle.spec))
+    expl = explain(handle, analysis, "lime", params={"num_samples": 50})
+    assert expl.flat
+    assert any("map is flat" in n for n in expl.to_record()["notes"])
+    assert explain(handle, analysis, "gradcam").flat  # gradients of a constant are zero too
+
+
+@needs_torch
+def test_a_live_map_is_not_called_flat(manager, png_file):
+    handle = manager.get("tiny-torch-xray")
+    expl = explain(handle, analyse(handle, prepare(png_file, handle.spec)), "lime",
+                   params={"num_samples": 50})
+    assert not expl.flat and not any("flat" in n for n in expl.to_record()["notes"])

@@ -17,9 +17,9 @@ Backgrounds (see docs/XRAY.md):
   and is never trained on (``--real-split`` changes that).
 
 Each rendered background gives a pair: a ``normal`` image and a ``lesion`` image with one
-inserted opacity (nodule 3.5-8 % or mass 8-15 % of the image width; sharp, ill-defined,
-spiculated or lobulated; contrast 0.06-0.24 against the local lung) whose whole extent lies
-inside the lung mask. Both images of a pair get independent finishing (blur, gamma, noise), so
+inserted opacity (nodule 4.5-9 % or mass 9-16 % of the image width; sharp, ill-defined,
+spiculated or lobulated; peak contrast 0.12-0.32 against the local lung) whose whole extent
+lies inside the lung mask. Both images of a pair get independent finishing (blur, gamma, noise), so
 nothing but the lesion tells them apart.
 
 Splits are by background: a lung mask (grouped by patient or paper, from its file name) or the
@@ -52,9 +52,9 @@ BoolImage = npt.NDArray[np.bool_]
 
 SPLITS = ("train", "val", "test", "real")
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
-LESION_TYPES = {"nodule": (0.035, 0.08), "mass": (0.08, 0.15)}  # diameter / image width
+LESION_TYPES = {"nodule": (0.045, 0.09), "mass": (0.09, 0.16)}  # diameter / image width
 EDGES = ("sharp", "ill-defined", "spiculated", "lobulated")
-CONTRAST = (0.06, 0.24)
+CONTRAST = (0.12, 0.32)
 METADATA_FIELDS = ("id", "path", "label", "split", "pair", "background_source", "background_id",
                    "lung_mask_id", "lung_mask_path", "lesion_mask_path", "lesion_type",
                    "lesion_edge", "lesion_diameter_px", "lesion_diameter_frac",
@@ -105,9 +105,9 @@ def mask_group(name: str) -> str:
     return stem
 
 
-def load_lung_masks(archive: Path | None = None) -> list[LungMask]:
-    """The usable masks (both lungs present), sorted by id."""
-    masks = []
+def load_lung_masks(archive: Path | None = None, *, limit: int | None = None) -> list[LungMask]:
+    """The usable masks (both lungs present), sorted by id (the first ``limit`` of them)."""
+    masks: list[LungMask] = []
     with zipfile.ZipFile(archive or mask_archive()) as zf:
         for name in sorted(n for n in zf.namelist() if not n.endswith("/")):
             im = Image.open(io.BytesIO(zf.read(name))).convert("L")
@@ -119,6 +119,8 @@ def load_lung_masks(archive: Path | None = None) -> list[LungMask]:
                 continue  # empty, or only one lung drawn
             stem = Path(name).name
             masks.append(LungMask(id=stem, group=mask_group(stem), mask=mask))
+            if limit is not None and len(masks) >= limit:
+                break
     return masks
 
 
@@ -151,7 +153,7 @@ def _smooth(x: np.ndarray, sigma: float) -> FloatImage:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
 def frame_mask(mask: BoolImage, size: int, rng: np.random.Generator) -> BoolImage:
@@ -327,7 +329,8 @@ class Lesion:
     area_px: int
 
 
-def insert_lesion(img: FloatImage, lung: BoolImage, rng: np.random.Generator
+def insert_lesion(img: FloatImage, lung: BoolImage, rng: np.random.Generator, *,
+                  contrast_range: tuple[float, float] = CONTRAST
                   ) -> tuple[FloatImage, BoolImage, Lesion]:
     """Add one nodule or mass inside the lungs; returns (image, lesion mask, description).
 
@@ -389,7 +392,7 @@ def insert_lesion(img: FloatImage, lung: BoolImage, rng: np.random.Generator
     patch = img[y_lo:y_hi, x_lo:x_hi]
     local = float(np.median(patch[lung[y_lo:y_hi, x_lo:x_hi]])) if lung[y_lo:y_hi, x_lo:x_hi].any() \
         else float(patch.mean())
-    contrast = float(min(rng.uniform(*CONTRAST), 0.8 * (1 - local)))
+    contrast = float(min(rng.uniform(*contrast_range), 0.8 * (1 - local)))
     k = -math.log(1 - contrast / max(1 - local, 1e-3))
     out = img.copy()
     out[y_lo:y_hi, x_lo:x_hi] = 1 - (1 - patch) * np.exp(-k * profile)
@@ -436,6 +439,7 @@ def _save_png(path: Path, img: np.ndarray) -> None:
 
 
 def generate(out: Path, *, n: int = 4000, size: int = 256, seed: int = 0,
+             contrast: tuple[float, float] = CONTRAST,
              real_split: str = "real", real_fraction: float = 0.1,
              masks: list[LungMask] | None = None, quiet: bool = False) -> Path:
     """Write the benchmark under ``out``; returns the path of ``metadata.csv``."""
@@ -466,7 +470,8 @@ def generate(out: Path, *, n: int = 4000, size: int = 256, seed: int = 0,
             pair = f"{split}-{j:05d}"
             lung_path = Path("lung_masks") / split / f"{pair}.png"
             _save_png(out / lung_path, lung.astype(np.uint8) * 255)
-            lesioned, lesion_mask, lesion = insert_lesion(base, lung, pair_rng)
+            lesioned, lesion_mask, lesion = insert_lesion(base, lung, pair_rng,
+                                                          contrast_range=contrast)
             for label, img in (("normal", base), ("lesion", lesioned)):
                 image_id = f"{pair}-{label}"
                 path = Path("images") / split / f"{image_id}.png"
@@ -499,14 +504,16 @@ def generate(out: Path, *, n: int = 4000, size: int = 256, seed: int = 0,
     summary = {
         "command": "python -m training.xray_benchmark " + " ".join(
             [f"--out {out}", f"--n {n}", f"--size {size}", f"--seed {seed}",
-             f"--real-split {real_split}", f"--real-fraction {real_fraction}"]),
+             f"--real-split {real_split}", f"--real-fraction {real_fraction}"]
+            + ([f"--contrast {contrast[0]:g} {contrast[1]:g}"] if tuple(contrast) != CONTRAST
+               else [])),
         "seed": seed, "size": size, "n_images": len(rows),
         "images": {s: sum(1 for r in rows if r["split"] == s) for s in SPLITS},
         "lung_masks": {s: len(v) for s, v in split_masks.items()},
         "lung_mask_groups": {s: len({m.group for m in v}) for s, v in split_masks.items()},
         "real_background": {"file": rg1_id, "split": real_split},
         "lesion_types": {k: list(v) for k, v in LESION_TYPES.items()},
-        "contrast": list(CONTRAST), "edges": list(EDGES),
+        "contrast": list(contrast), "edges": list(EDGES),
         "split_masks": {s: sorted(m.id for m in v) for s, v in split_masks.items()},
         "seconds": round(time.time() - t0, 1),
     }
@@ -526,6 +533,73 @@ def _sources(synthetic: int, real: int, pool: list[LungMask], rng: np.random.Gen
         yield None
 
 
+def export_examples(root: Path, out: Path) -> list[Path]:
+    """Copy a few test and real-split pairs (normal + lesion, with the lesion masks) and the
+    real radiograph as a de-identified DICOM into ``out`` (the app's examples)."""
+    with open(root / "metadata.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    positives = {r["pair"]: r for r in rows if r["label"] == "lesion"}
+
+    def pick(split: str, kind: str) -> dict[str, str]:
+        found = [r for r in positives.values() if r["split"] == split and r["lesion_type"] == kind
+                 and float(r["lesion_contrast"]) >= 0.2  # clearly visible, whole in the lung
+                 and int(r["lesion_area_px"]) >= 0.7 * math.pi * float(r["lesion_diameter_px"]) ** 2 / 4]
+        return sorted(found, key=lambda r: r["id"])[0]
+
+    chosen = [pick("test", "nodule"), pick("test", "mass"), pick("real", "mass")]
+    out.mkdir(parents=True, exist_ok=True)
+    written, table = [], []
+    for r in chosen:
+        normal = next(x for x in rows if x["pair"] == r["pair"] and x["label"] == "normal")
+        stem = f"{r['background_source']}-{r['lesion_type']}"
+        for row, name in ((r, f"{stem}-lesion.png"), (normal, f"{stem}-normal.png")):
+            (out / name).write_bytes((root / row["path"]).read_bytes())
+            written.append(out / name)
+        mask_name = f"{stem}-lesion.mask.png"
+        (out / mask_name).write_bytes((root / r["lesion_mask_path"]).read_bytes())
+        written.append(out / mask_name)
+        for row, name in ((r, f"{stem}-lesion.png"), (normal, f"{stem}-normal.png")):
+            table.append({"file": name, "label": row["label"], "source": row["id"],
+                          "background": row["background_source"],
+                          "lesion_mask": mask_name if row["label"] == "lesion" else "",
+                          "lesion_type": row["lesion_type"], "lesion_edge": row["lesion_edge"],
+                          "lesion_diameter_px": row["lesion_diameter_px"],
+                          "lesion_contrast": row["lesion_contrast"]})
+    with open(out / "examples.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    written += [out / "examples.csv", export_radiograph(out / "rg1-chest-pa.dcm")]
+    return written
+
+
+def export_radiograph(path: Path) -> Path:
+    """pydicom-data's RG1 (JPEG 2000, 1955 x 1841, 15-bit MONOCHROME1, ~0.7 MB) with the
+    identifying tags removed or replaced and new UIDs; the pixel data is copied unchanged."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(get_testdata_file("RG1_J2KI.dcm", download=False))
+    for keyword in ("PatientBirthDate", "OtherPatientIDs", "InstitutionName",
+                    "InstitutionalDepartmentName", "ReferringPhysicianName", "StationName",
+                    "DeviceSerialNumber", "AccessionNumber", "SourceImageSequence",
+                    "InstanceCreatorUID", "StudyID"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.remove_private_tags()
+    ds.PatientName, ds.PatientID = "Anonymous^RG1", "RG1-EXAMPLE"
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = "xai_platform example: identifying tags removed, UIDs replaced"
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=["xai_platform", "rg1", "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=["xai_platform", "rg1", "series"])
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=["xai_platform", "rg1", "instance"])
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.xray_benchmark",
                                      description=__doc__.split("\n\n")[0])
@@ -537,10 +611,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the real radiograph's images go (default: their own split)")
     parser.add_argument("--real-fraction", type=float, default=0.1,
                         help="share of the images drawn on the real radiograph")
+    parser.add_argument("--contrast", type=float, nargs=2, default=CONTRAST, metavar=("LO", "HI"),
+                        help=f"range of the lesions' peak contrast (default {CONTRAST[0]:g} "
+                             f"{CONTRAST[1]:g}); higher makes an easier set, e.g. for a warm-up")
+    parser.add_argument("--export-examples", type=Path, default=None, metavar="DIR",
+                        help="copy a few pairs of the benchmark at --out and the real "
+                             "radiograph (DICOM) into DIR, then stop")
     args = parser.parse_args(argv)
+    if args.export_examples is not None:
+        for path in export_examples(args.out, args.export_examples):
+            print(f"wrote {path}")
+        return 0
     if args.n < 8 or args.size < 64:
         parser.error("use --n >= 8 and --size >= 64")
     meta = generate(args.out, n=args.n, size=args.size, seed=args.seed,
+                    contrast=tuple(args.contrast),
                     real_split=args.real_split, real_fraction=args.real_fraction)
     print(f"wrote {meta}")
     return 0

@@ -189,6 +189,8 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
             expl = explain(handle, analysis, method, window=args.window, target=args.target,
                            params=own, seed=args.seed, progress=bar)
             bar.done(time.perf_counter() - start)
+            if expl.flat and not args.quiet:
+                print(f"  warning: {expl.flat_note}", file=sys.stderr)
             base = out / f"{stem}__{spec.id}__{method}"
             figure = save_png(expl, base.with_suffix(".png"))
             heatmap = base.with_suffix(".npy")

@@ -112,6 +112,17 @@ class Explanation:
     def untrained(self) -> bool:
         return self.prediction.untrained
 
+    @property
+    def flat(self) -> bool:
+        """True when the map is the same value everywhere: it shows nothing."""
+        return bool(np.ptp(self.heatmap) == 0)
+
+    @property
+    def flat_note(self) -> str:
+        return (f"This map is flat: the score for '{self.target_label}' did not change under "
+                f"{self.method_label}'s evaluations, so it points at nothing. A saturated or "
+                "untrained model does this; try another method or input.")
+
     def heatmap_stats(self) -> dict[str, float]:
         h = self.heatmap
         flat = np.abs(h).ravel()
@@ -131,7 +142,7 @@ class Explanation:
             "params": dict(self.params), "seed": self.seed, "seconds": round(self.seconds, 4),
             "model_evaluations": self.n_evaluations, "signed": self.signed,
             "heatmap_shape": list(self.heatmap.shape), "heatmap_stats": self.heatmap_stats(),
-            "notes": list(self.notes),
+            "notes": list(self.notes) + ([self.flat_note] if self.flat else []),
         }
         if self.axes is not None:
             record["window_start_s"] = self.axes.start_s

@@ -97,7 +97,8 @@ def run_explain(service: Service, session: Session, modality: str, audio: str | 
                f"{expl.seconds:.2f} s · {expl.n_evaluations} model evaluations"
                + (f" · seed {expl.seed}" if expl.seed is not None else "")
                + ("  \n**Untrained model: this explains random weights, not a verdict.**"
-                  if expl.untrained else ""))
+                  if expl.untrained else "")
+               + (f"  \n**{expl.flat_note}**" if expl.flat else ""))
     readouts = clip_kept = clip_removed = None
     clips_md = ""
     if expl.modality == "audio":

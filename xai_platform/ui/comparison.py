@@ -20,7 +20,8 @@ from .service import Service, Session
 def caption(expl: Explanation) -> str:
     seed = f" · seed {expl.seed}" if expl.seed is not None else ""
     return (f"### {expl.method_label}\n{expl.seconds:.2f} s · {expl.n_evaluations} model "
-            f"evaluations{seed} · explaining '{expl.target_label}'")
+            f"evaluations{seed} · explaining '{expl.target_label}'"
+            + (f"\n\n**{expl.flat_note}**" if expl.flat else ""))
 
 
 METRICS = [("faithfulness (deletion / insertion)", "faithfulness"),

@@ -59,25 +59,30 @@ def custom_cnn(spec) -> nn.Module:
                      depth=int(args.get("depth", 4)), dropout=float(args.get("dropout", 0.2)))
 
 
-def _replace_stem(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
-    """A copy of ``conv`` taking ``in_channels`` inputs (same kernel, stride, padding)."""
-    if conv.in_channels == in_channels:
+def _replace_stem(conv: nn.Conv2d, in_channels: int, stride: int | None = None) -> nn.Conv2d:
+    """A copy of ``conv`` taking ``in_channels`` inputs (same kernel and padding; the same
+    stride unless ``stride`` is given: ``arch_args.stem_stride``, e.g. 1 so that a small input
+    keeps its detail before the first downsampling)."""
+    new_stride = conv.stride if stride is None else (int(stride), int(stride))
+    if conv.in_channels == in_channels and new_stride == conv.stride:
         return conv
-    return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+    return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, stride=new_stride,
                      padding=conv.padding, dilation=conv.dilation, groups=1,
                      bias=conv.bias is not None)
 
 
 @register_architecture("mobilenet_v2", framework="torch")
 def mobilenet_v2(spec) -> nn.Module:
-    """torchvision MobileNetV2; ``arch_args.width_mult`` (default 1.0). Grad-CAM: ``features.18``."""
+    """torchvision MobileNetV2; ``arch_args.width_mult`` (default 1.0), ``stem_stride`` (default
+    2, torchvision's). Grad-CAM: ``features.18``."""
     from torchvision.models import mobilenet_v2 as tv_mobilenet_v2
 
     args = dict(spec.arch_args)
     net = tv_mobilenet_v2(weights=None, num_classes=spec.num_outputs,
                           width_mult=float(args.get("width_mult", 1.0)),
                           dropout=float(args.get("dropout", 0.2)))
-    net.features[0][0] = _replace_stem(net.features[0][0], spec.input.channels)
+    net.features[0][0] = _replace_stem(net.features[0][0], spec.input.channels,
+                                       args.get("stem_stride"))
     return net
 
 
@@ -174,7 +179,7 @@ def alexnet(spec) -> nn.Module:
     args = dict(spec.arch_args)
     net = tv_alexnet(weights=None, num_classes=spec.num_outputs,
                      dropout=float(args.get("dropout", 0.5)))
-    net.features[0] = _replace_stem(net.features[0], spec.input.channels)
+    net.features[0] = _replace_stem(net.features[0], spec.input.channels, args.get("stem_stride"))
     if args.get("head", "original") == "gap":
         net.avgpool = nn.AdaptiveAvgPool2d(1)
         net.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(float(args.get("dropout", 0.5))),
@@ -192,6 +197,8 @@ def densenet121(spec) -> nn.Module:
     """
     from torchvision.models import densenet121 as tv_densenet121
 
+    args = dict(spec.arch_args)
     net = tv_densenet121(weights=None, num_classes=spec.num_outputs)
-    net.features.conv0 = _replace_stem(net.features.conv0, spec.input.channels)
+    net.features.conv0 = _replace_stem(net.features.conv0, spec.input.channels,
+                                       args.get("stem_stride"))
     return net
