@@ -84,3 +84,26 @@ def test_bad_input_exits_non_zero_with_one_line(tiny_config_path, args, message)
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+@needs_torch
+@needs_tf
+def test_bench_prints_cost_per_method_with_library_baselines(tiny_config_path):
+    """The benchmark's table: every method and the libraries called the usual way, with model
+    evaluations and the ratio to plain forward passes (figures, not assertions on speed)."""
+    args = ("bench", "--config", str(tiny_config_path), "--model", "tiny-torch-xray",
+            "--model", "tiny-keras-audio", "--baselines", "--repeats", "1", "--lime-samples", "60",
+            "--shap-evals", "40", "--ig-steps", "4")
+    table = run_cli(*args)
+    assert table.returncode == 0, table.stderr
+    assert "%|" not in table.stdout + table.stderr  # no library progress bars in the table
+    for name in ("gradcam", "integrated_gradients", "lime (lime_image, batch 10, quickshift)",
+                 "shap (KernelExplainer)", "gradcam (pytorch-grad-cam)"):
+        assert name in table.stdout
+    rows = json.loads(run_cli(*args, "--json").stdout)["rows"]
+    by = {(r["model"], r["method"]): r for r in rows}
+    assert by[("tiny-torch-xray", "lime")]["evaluations"] == 60
+    assert by[("tiny-keras-audio", "gradcam")]["evaluations"] == 1
+    assert by[("tiny-torch-xray", "integrated_gradients")]["evaluations"] >= 4
+    assert all(r["seconds"] > 0 and r["forward_seconds"] > 0 and np.isfinite(r["ratio"])
+               for r in rows)

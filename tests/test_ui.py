@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,3 +256,13 @@ def test_a_running_explanation_can_be_cancelled(service, session, png_file):
     # Nothing half-done was cached, and the next request runs normally.
     result = service.explain(session, str(png_file), "tiny-torch-xray", "gradcam")
     assert result.heatmap.shape == (32, 32) and session.computed == 1
+
+
+def test_examples_offered_are_inputs_not_masks():
+    from xai_platform.ui.common import example_files
+
+    xray = [Path(p).name for p in example_files("xray")]
+    assert "rg1-chest-pa.dcm" in xray and any(n.endswith("-lesion.png") for n in xray)
+    assert not any(n.endswith(".mask.png") or n.endswith(".csv") for n in xray)
+    assert example_files("audio") and all(Path(p).suffix in (".wav", ".flac", ".ogg", ".mp3")
+                                          for p in example_files("audio"))

@@ -16,6 +16,7 @@ import json
 import statistics
 import sys
 import time
+from unittest import mock
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -118,11 +119,13 @@ def baseline_rows(handle: ModelHandle, x: np.ndarray, target: int, *, params, re
     def plain_lime():
         explainer = lime_image.LimeImageExplainer(random_state=0)
         img = x if handle.spec.modality == "xray" else (x - x.min()) / (np.ptp(x) or 1.0)
-        return explainer.explain_instance(
-            img.astype(np.float64), lambda imgs: handle.predict(
-                imgs[..., 0] if handle.spec.modality == "xray"
-                else imgs[..., 0] * (np.ptp(x) or 1.0) + x.min(), batch_size=10),
-            top_labels=None, labels=(target,), num_samples=n_lime, batch_size=10)
+        # lime_image draws an unconditional tqdm bar into the printed table; mute only that.
+        with mock.patch.object(lime_image, "tqdm", lambda items, **_: items):
+            return explainer.explain_instance(
+                img.astype(np.float64), lambda imgs: handle.predict(
+                    imgs[..., 0] if handle.spec.modality == "xray"
+                    else imgs[..., 0] * (np.ptp(x) or 1.0) + x.min(), batch_size=10),
+                top_labels=None, labels=(target,), num_samples=n_lime, batch_size=10)
 
     seconds, _ = _median_time(plain_lime, repeats)
     ref = forward_seconds(handle, x, n_lime, batch_size, 1)

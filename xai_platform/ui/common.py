@@ -168,4 +168,7 @@ def example_files(modality: str) -> list[str]:
     if not folder.is_dir():
         return []
     kinds = (".wav", ".flac", ".ogg", ".mp3") if modality == "audio" else tuple(IMAGE_TYPES)
-    return sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in kinds)
+    # Ground-truth masks (``*.mask.png``) sit beside the images for the tests and the quality
+    # report; they are not inputs.
+    return sorted(str(p) for p in folder.iterdir()
+                  if p.suffix.lower() in kinds and not p.name.endswith(".mask.png"))
