@@ -50,11 +50,17 @@ def files(tmp_path_factory):
     import soundfile as sf
     from PIL import Image
 
+    # The shipped examples (what a user clicks first; the screenshots show them), else
+    # generated stand-ins.
+    wav = ROOT / "examples" / "audio" / "fake_espeak_de_letters_long.wav"
+    png = ROOT / "examples" / "xray" / "synthetic-mass-lesion.png"
     folder = tmp_path_factory.mktemp("browser")
-    wav = folder / "voice.wav"
-    sf.write(wav, tone(3.0, sr=22050, freq=180.0), 22050)
-    png = folder / "chest.png"
-    Image.fromarray((chest_like(256) * 255).astype(np.uint8)).save(png)
+    if not wav.is_file():
+        wav = folder / "voice.wav"
+        sf.write(wav, tone(3.0, sr=22050, freq=180.0), 22050)
+    if not png.is_file():
+        png = folder / "chest.png"
+        Image.fromarray((chest_like(256) * 255).astype(np.uint8)).save(png)
     return wav, png
 
 
