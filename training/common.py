@@ -225,6 +225,19 @@ def train(spec: ModelSpec, network: Any, train_x: np.ndarray, train_y: np.ndarra
     return fit(spec, network, train_x, train_y, val_x, val_y, config, checkpoint, augment)
 
 
+def _epoch_batches(train_x: np.ndarray, n_batches: int, batch_size: int, augment, rng):
+    """One epoch's shuffled batches, augmented: (index, rows, float32 batch). Both frameworks
+    draw the permutation, then each batch's augmentation, from ``rng`` in this order (resuming
+    restores ``rng``, so a resumed run sees the same batches)."""
+    order = rng.permutation(len(train_x))
+    for i in range(n_batches):
+        idx = order[i * batch_size:(i + 1) * batch_size]
+        xb = train_x[idx].astype(np.float32)
+        if augment is not None:
+            xb = augment(xb, rng)
+        yield i, idx, xb
+
+
 def _val_metric(spec: ModelSpec, scores: np.ndarray, y: np.ndarray) -> float:
     positive = spec.positive_index
     if positive is not None and len(np.unique(y)) == 2:
@@ -266,14 +279,9 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
     t0 = time.time()
     for epoch in range(start_epoch + 1, config.epochs + 1):
         net.train()
-        order = rng.permutation(len(train_x))
-        n_batches = int(np.ceil(len(order) / config.batch_size))
+        n_batches = int(np.ceil(len(train_x) / config.batch_size))
         losses = []
-        for i in range(n_batches):
-            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-            xb = train_x[idx].astype(np.float32)
-            if augment is not None:
-                xb = augment(xb, rng)
+        for i, idx, xb in _epoch_batches(train_x, n_batches, config.batch_size, augment, rng):
             out = model(torch.from_numpy(xb))
             yb = torch.from_numpy(targets[idx])
             loss = loss_fn(out[:, 0], yb) if spec.output == "sigmoid" else loss_fn(out, yb)
@@ -352,13 +360,8 @@ def _train_keras(spec, model, train_x, train_y, val_x, val_y, config, checkpoint
     progress = Progress(config.epochs)
     t0 = time.time()
     for epoch in range(start_epoch + 1, config.epochs + 1):
-        order = rng.permutation(len(train_x))
         losses = []
-        for i in range(steps):
-            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-            xb = train_x[idx].astype(np.float32)
-            if augment is not None:
-                xb = augment(xb, rng)
+        for i, idx, xb in _epoch_batches(train_x, steps, config.batch_size, augment, rng):
             losses.append(float(step(tf.constant(xb), tf.constant(targets[idx]))))
             progress.batch(epoch, i + 1, steps, float(np.mean(losses[-20:])))
         handle = KerasHandle(spec, model, device="/CPU:0", untrained=False)
