@@ -360,6 +360,18 @@ def test_evaluate_writes_csv_report_and_plots(tmp_path, xray_folder, capsys):
     assert {"insertion_auc.png", "runtime.png", "agreement_spearman.png"} <= set(plots)
     captured = capsys.readouterr()
     assert "[3/3] broken.png skipped" in captured.err and "metrics.csv" in captured.out
+    # The model-free controls sit beside the methods, on the same inputs and masks.
+    assert "## Controls: maps that ignore the model" in text
+    for row in rows:
+        assert 0 <= float(row["control_mass_inside"]) <= 1
+        assert float(row["region_fraction"]) == pytest.approx(100 / 64 ** 2, rel=1e-5)
+
+
+def test_input_control_is_the_intensity_above_the_floor():
+    display = np.array([[-80.0, -20.0], [-50.0, -80.0]], np.float32)  # dB
+    np.testing.assert_array_equal(m.input_control(display), [[0, 60], [30, 0]])
+    region = np.array([[False, True], [False, False]])
+    assert m.localisation(m.input_control(display), region, signed=False)["pointing_game"] == 1
 
 
 def test_evaluate_audio_folder_without_metadata(tmp_path, wav_file, manager):

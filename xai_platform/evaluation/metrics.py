@@ -44,8 +44,9 @@ classifier and the last convolution with its normalisation. With the classifier 
 Grad-CAM, saliency and IG keep rank correlations of 0.8-0.9 on the trained audio CNN: their maps
 are dominated by the last feature maps, which a new classifier only re-weights."""
 RANDOMIZATION_THRESHOLD = 0.5
-"""The randomisation test passes when |rho| between the trained and the randomised model's maps
-is below this: the map changed a lot when what the model learned was destroyed."""
+"""The randomisation test passes when |rho| between the trained and the randomised model's maps,
+and |rho| between their magnitudes, are both below this: the map changed a lot when what the
+model learned was destroyed (a sign flip alone does not count as a change)."""
 MIN_LUNG_SHARE = 0.5
 """X-ray focus flags a map with less than this share of its mass inside the lung fields."""
 MAX_BORDER_SHARE = 0.5
@@ -365,6 +366,15 @@ def localisation(heatmap: np.ndarray, region_mask: np.ndarray, *, signed: bool,
             "top_k_iou": float((top & region).sum() / (top | region).sum()),
             "mass_inside": region_share(h, region, signed=signed),
             "region_fraction": area / region.size}
+
+
+def input_control(display: np.ndarray) -> np.ndarray:
+    """A map that ignores the model: the input's own intensity above its minimum (log-mel dB
+    above the window's floor; X-ray brightness). Scored for localisation as a control, like
+    Adebayo et al.'s edge detector: a method that localises no better than this shows where the
+    input is loud or bright, not necessarily what the model used."""
+    d = _plane(display, "display").astype(np.float32)
+    return d - float(d.min())
 
 
 def border_mask(shape: tuple[int, int], border: float = 0.05) -> BoolArray:

@@ -269,12 +269,18 @@ def _evaluate_item(handle: ModelHandle, item: Item, folder: Path, methods: Seque
     lungs = load_mask(item.lung_mask, shape, settings) if item.lung_mask else None
     target = spec.labels.index(item.label) if item.label in spec.labels else None
     rows, heatmaps = [], {}
+    control = None
     for method in methods:
         expl = explain(handle, analysis, method, target=target, seed=seed, batch_size=batch_size)
+        if lesion is not None and control is None:
+            control = m.localisation(m.input_control(expl.display), lesion, signed=False)
         card = score_explanation(handle, None, expl, metrics=metrics, region_mask=lesion,
                                  lung_mask=lungs, batch_size=batch_size, randomized=randomized)
         heatmaps[method] = expl.heatmap
         rows.append(_row(item, folder, expl, card))
+        if control is not None:  # the same for every method of this input
+            rows[-1].update({f"control_{k}": control[k] for k in CONTROL})
+            rows[-1]["region_fraction"] = control["region_fraction"]
         say(f"{method}: explained in {expl.seconds:.2f} s, scored in "
             f"{card.metric_cost.seconds:.2f} s")
     if len(methods) < 2:
@@ -406,6 +412,40 @@ def _table(head: Sequence[str], body: list[list[str]]) -> list[str]:
             + ["| " + " | ".join(row) + " |" for row in body])
 
 
+CONTROL = {"pointing_game": "Pointing game", "top_k_iou": "Top-k IoU with region",
+           "mass_inside": "Share inside region"}
+
+
+def _control_section(rows: list[dict[str, Any]], methods: Sequence[str],
+                     stats: dict[tuple[str, str], tuple[float, float, float, int]],
+                     n_inputs: int, seed: int) -> list[str]:
+    """Localisation of two maps that ignore the model, beside the methods' (where masks exist):
+    a uniform map (chance: the region's area share) and the input's own intensity
+    (:func:`~xai_platform.evaluation.metrics.input_control`)."""
+    first = methods[0]
+    own = [r for r in rows if r["method"] == first and "control_pointing_game" in r]
+    if not own:
+        return []
+    chance = bootstrap_ci([float(r["region_fraction"]) for r in own], seed=seed)
+    body = []
+    for key, label in CONTROL.items():
+        control = bootstrap_ci([float(r[f"control_{key}"]) for r in own], seed=seed)
+        scored = [k for k in methods if np.isfinite(stats[k, key][0])] \
+            if all((k, key) in stats for k in methods) else []
+        best = max(scored, key=lambda k: stats[k, key][0]) if scored else None
+        body.append([label, _cell(control, n_inputs),
+                     "" if key == "pointing_game" else _cell(chance, n_inputs),
+                     f"{_method_labels([best])[best]}: {_cell(stats[best, key], n_inputs)}"
+                     if best else ""])
+    return (["", "## Controls: maps that ignore the model", "",
+             "The same localisation scores for the input's own intensity (dB above the window's "
+             "floor for audio, brightness for an X-ray) and for a uniform map (chance: the "
+             "region's share of the plane). A method that localises no better than the input "
+             "control points at what is loud or bright, which need not be what the model "
+             "used; the randomisation test above tells the two apart.", ""]
+            + _table(["Metric", "Input intensity", "Uniform (chance)", "Best method"], body))
+
+
 def write_report(rows: list[dict[str, Any]], methods: Sequence[str],
                  agreements: list[dict[str, Any]], path: Path, *, spec, folder: Path,
                  command: str, metrics: Sequence[str], seed: int, plots: list[Path],
@@ -473,6 +513,7 @@ def write_report(rows: list[dict[str, Any]], methods: Sequence[str],
                         [[names[i]] + [f"{rho[i, j]:.2f} ({iou[i, j]:.2f})"
                                        for j in range(len(methods))]
                          for i in range(len(methods))])
+    lines += _control_section(rows, methods, stats, n_inputs, seed)
     if skipped:
         lines += ["", f"## Skipped inputs ({len(skipped)})", ""] + [f"- {x}" for x in skipped]
     lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]

@@ -74,13 +74,22 @@ def _replace_stem(conv: nn.Conv2d, in_channels: int, stride: int | None = None) 
 @register_architecture("mobilenet_v2", framework="torch")
 def mobilenet_v2(spec) -> nn.Module:
     """torchvision MobileNetV2; ``arch_args.width_mult`` (default 1.0), ``stem_stride`` (default
-    2, torchvision's). Grad-CAM: ``features.18``."""
-    from torchvision.models import mobilenet_v2 as tv_mobilenet_v2
+    2, torchvision's), ``pool``: ``avg`` (torchvision's global average pooling, default) or
+    ``max`` (global max pooling: "is there a lesion anywhere" as the strongest location's
+    evidence, Oquab et al., CVPR 2015). Grad-CAM: ``features.18``."""
+    from torchvision.models import MobileNetV2
+
+    class MaxPooledMobileNetV2(MobileNetV2):
+        def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(torch.amax(self.features(x), dim=(2, 3)))
 
     args = dict(spec.arch_args)
-    net = tv_mobilenet_v2(weights=None, num_classes=spec.num_outputs,
-                          width_mult=float(args.get("width_mult", 1.0)),
-                          dropout=float(args.get("dropout", 0.2)))
+    pool = args.get("pool", "avg")
+    if pool not in ("avg", "max"):
+        raise ValueError(f"arch_args.pool must be 'avg' or 'max', not {pool!r}")
+    net = (MaxPooledMobileNetV2 if pool == "max" else MobileNetV2)(
+        num_classes=spec.num_outputs, width_mult=float(args.get("width_mult", 1.0)),
+        dropout=float(args.get("dropout", 0.2)))
     net.features[0][0] = _replace_stem(net.features[0][0], spec.input.channels,
                                        args.get("stem_stride"))
     return net
