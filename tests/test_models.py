@@ -201,3 +201,37 @@ def test_sigmoid_model_explains_the_negated_logit_for_class_zero(manager):
     np.testing.assert_allclose(g_real, -g_fake)
     p = handle.predict(x)[0]
     np.testing.assert_allclose(p[1], 1 / (1 + np.exp(-s_fake[0])), rtol=1e-5)
+
+
+@needs_torch
+def test_mobilenet_v2_stem_and_pool_options():
+    """arch_args declared in config change the network as documented: stem_stride 1 keeps twice
+    the resolution at the Grad-CAM layer, pool: max reads the strongest location; a bad value
+    is refused with the allowed ones."""
+    import torch
+
+    from xai_platform.config import parse_model
+    from xai_platform.models.torch_backend import load
+
+    def spec(**arch_args):
+        return parse_model({"id": "m", "name": "m", "framework": "torch", "modality": "xray",
+                            "architecture": "mobilenet_v2", "weights": None,
+                            "arch_args": {"width_mult": 0.35, **arch_args},
+                            "labels": ["normal", "lesion"], "output": "logits",
+                            "target_layer": "features.18",
+                            "input": {"size": 64, "channels": 1, "normalize": "unit"}},
+                           source="t")
+
+    x = np.random.default_rng(0).random((2, 64, 64), dtype=np.float32)
+    plain = load(spec(), device="cpu")
+    fine = load(spec(stem_stride=1), device="cpu")
+    assert plain.layer_gradients(x, np.array([1, 1])).activations.shape[-2:] == (2, 2)
+    assert fine.layer_gradients(x, np.array([1, 1])).activations.shape[-2:] == (4, 4)
+    maxed = load(spec(pool="max"), device="cpu")
+    with torch.no_grad():
+        feats = maxed.net.features(maxed.adapter(torch.from_numpy(x)))
+        expected = maxed.net.classifier(feats.amax(dim=(2, 3)))
+        np.testing.assert_allclose(maxed.net(maxed.adapter(torch.from_numpy(x))).numpy(),
+                                   expected.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(Exception, match="'avg' or 'max'"):
+        load(spec(pool="median"), device="cpu")
