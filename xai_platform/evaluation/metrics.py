@@ -243,7 +243,8 @@ def randomization_test(model: ModelHandle, x: np.ndarray, method: Method, *, tar
     alone lowers it.
 
     Returns spearman (rho of the maps, [-1, 1]), spearman_abs (of their magnitudes), ssim
-    ([-1, 1]), passed, threshold, n_layers, n_evaluations, seconds.
+    ([-1, 1]), passed, threshold, n_layers, n_evaluations, seconds, and randomized_heatmap
+    (the randomised model's map, (H, W), e.g. to localise it as a control).
     """
     start = time.perf_counter()
     evaluations = 0
@@ -261,7 +262,8 @@ def randomization_test(model: ModelHandle, x: np.ndarray, method: Method, *, tar
             "ssim": ssim(heatmap, other),
             "passed": bool(max(abs(rho), abs(rho_abs)) < threshold),
             "threshold": threshold, "n_layers": int(n_layers),
-            "n_evaluations": evaluations + more, "seconds": time.perf_counter() - start}
+            "n_evaluations": evaluations + more, "seconds": time.perf_counter() - start,
+            "randomized_heatmap": other}
 
 
 # --- stability -------------------------------------------------------------------------------
@@ -409,7 +411,7 @@ def xray_focus(heatmap: np.ndarray, lung_mask: np.ndarray | None, *, border: flo
     message = ""
     if reasons:
         message = ("; ".join(reasons).capitalize()
-                   + ": the explanation leans on labels, markers or borders rather than the "
-                     "lungs; check the model for shortcuts.")
+                   + ": the explanation points mostly outside the lungs (labels, markers, "
+                     "borders or other anatomy); check the model for shortcuts.")
     return {"lung_share": lung_share, "border_share": border_share, "flagged": bool(reasons),
             "message": message}

@@ -442,7 +442,9 @@ def _control_section(rows: list[dict[str, Any]], methods: Sequence[str],
              "floor for audio, brightness for an X-ray) and for a uniform map (chance: the "
              "region's share of the plane). A method that localises no better than the input "
              "control points at what is loud or bright, which need not be what the model "
-             "used; the randomisation test above tells the two apart.", ""]
+             "used. The metrics table above also scores each method's map of the randomised "
+             "model (\"randomised model (control)\"): a method that finds the region as well "
+             "without what the model learned shows the input's structure there.", ""]
             + _table(["Metric", "Input intensity", "Uniform (chance)", "Best method"], body))
 
 

@@ -71,13 +71,20 @@ VALUES: dict[str, Value] = {
     "pointing_game": Value("Pointing game", "higher", "localisation"),
     "top_k_iou": Value("Top-k IoU with region", "higher", "localisation"),
     "mass_inside": Value("Share inside region", "higher", "localisation"),
+    # Controls (not ranked): the same localisation for the randomised model's map. A method
+    # whose map finds the region as well with what the model learned destroyed shows the
+    # input's structure there, not the model's evidence.
+    "randomized_pointing_game": Value("Pointing game, randomised model (control)", "",
+                                      "localisation"),
+    "randomized_mass_inside": Value("Share inside region, randomised model (control)", "",
+                                    "localisation"),
     "lung_share": Value("Share inside lungs", "higher", "xray_focus"),
     "border_share": Value("Share on border", "lower", "xray_focus"),
 }
 FLAGS = {"chance_order": "Ranks pixels no better than chance",
          "fails_randomization": "Fails the randomisation test",
          "unstable": "Unstable across seeds",
-         "off_lungs": "Leans on labels, markers or borders"}
+         "off_lungs": "Points mostly outside the lungs"}
 """Flag codes (CSV column ``flags``) and their short titles."""
 
 
@@ -219,6 +226,10 @@ def score_explanation(model: ModelHandle, x: np.ndarray | None,
         loc = m.localisation(heatmap, region_mask, signed=signed)
         values |= {k: loc[k] for k in ("pointing_game", "top_k_iou", "mass_inside")}
         details["region_fraction"] = loc["region_fraction"]
+        if "randomization" in metrics:
+            control = m.localisation(r["randomized_heatmap"], region_mask, signed=signed)
+            values |= {"randomized_pointing_game": control["pointing_game"],
+                       "randomized_mass_inside": control["mass_inside"]}
         costs["localisation"] = Cost(time.perf_counter() - start, 0)
     focus = None
     if lung_mask is not None and modality == "xray":
