@@ -94,6 +94,9 @@ def bench_model(handle: ModelHandle, methods: Sequence[str], *, repeats: int, ba
         if info.reason_incompatible(handle.spec):
             continue
         p = params.get(method, {})
+        if info.kind == "gradient":  # one untimed call: tf.function tracing, first allocations
+            explainers.run(method, handle, x, target=target, params=p, seed=0,
+                           batch_size=batch_size)
         seconds, result = _median_time(
             lambda: explainers.run(method, handle, x, target=target, params=p, seed=0,
                                    batch_size=batch_size), repeats)
