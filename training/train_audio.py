@@ -52,6 +52,7 @@ import soundfile as sf
 from xai_platform.config import ROOT, AudioInput, ModelSpec, load_config
 from xai_platform.errors import InputError
 from xai_platform.models.cards import card_stem
+from xai_platform.models.manager import sha256
 from xai_platform.preprocessing import audio
 
 from . import common
@@ -119,7 +120,7 @@ def load_clips(data: Path, subset: str | None = None) -> tuple[list[Clip], dict[
     if (data / "metadata.csv").is_file():
         clips = load_corpus(data)
         info: dict[str, Any] = {"kind": "offline corpus", "root": str(data),
-                                "metadata_sha256": _sha256(data / "metadata.csv")}
+                                "metadata_sha256": sha256(data / "metadata.csv")}
         summary = data / "corpus.json"
         if summary.is_file():
             corpus = json.loads(summary.read_text(encoding="utf-8"))
@@ -135,10 +136,6 @@ def load_clips(data: Path, subset: str | None = None) -> tuple[list[Clip], dict[
             raise SystemExit(f"the {split} split of {data} has labels {sorted(labels)}; every "
                              "split needs both real and fake clips.")
     return clips, info
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -723,7 +720,7 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
                      "seconds_per_epoch": train_seconds / max(1, len(history["epochs"])),
                      "other_seconds": time.time() - t_start - train_seconds,
                      "history": history["epochs"]},
-        "weights": {"file": out.name, "bytes": out.stat().st_size, "sha256": _sha256(out),
+        "weights": {"file": out.name, "bytes": out.stat().st_size, "sha256": sha256(out),
                     "dtype": "float16 state dict" if spec.framework == "torch" else "float32"},
     }
     common.write_card(out, card, markdown_card(card))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import platform
@@ -41,6 +40,7 @@ import numpy as np
 from training import common
 from xai_platform.config import ModelSpec, load_config
 from xai_platform.models.cards import card_stem
+from xai_platform.models.manager import sha256
 from xai_platform.preprocessing.image import load_image, to_model_plane
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,10 +265,6 @@ def _checkpoint(spec: ModelSpec, run_dir: Path) -> Path:
     return run_dir / spec.id / name
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in ("torch", "torchvision", "tensorflow", "keras", "numpy"):
@@ -390,7 +386,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "weight_decay": args.weight_decay, "augment": not args.no_augment,
                      "seed": args.seed, "threads": args.threads, "time_limit_s": args.time_limit},
         "weights": {"file": weights.name, "bytes": weights.stat().st_size,
-                    "sha256": _sha256(weights) if weights.is_file() else None,
+                    "sha256": sha256(weights) if weights.is_file() else None,
                     "dtype": "float16" if spec.framework == "torch" else "float32"},
         "reliability_figure": figure.name,
         "command": command, "environment": _versions(),

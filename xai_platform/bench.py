@@ -16,10 +16,10 @@ import json
 import statistics
 import sys
 import time
-from unittest import mock
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -94,12 +94,13 @@ def bench_model(handle: ModelHandle, methods: Sequence[str], *, repeats: int, ba
         if info.reason_incompatible(handle.spec):
             continue
         p = params.get(method, {})
+        def call():
+            return explainers.run(method, handle, x, target=target, params=p, seed=0,
+                                  batch_size=batch_size)
+
         if info.kind == "gradient":  # one untimed call: tf.function tracing, first allocations
-            explainers.run(method, handle, x, target=target, params=p, seed=0,
-                           batch_size=batch_size)
-        seconds, result = _median_time(
-            lambda: explainers.run(method, handle, x, target=target, params=p, seed=0,
-                                   batch_size=batch_size), repeats)
+            call()
+        seconds, result = _median_time(call, repeats)
         n = result.attribution.n_evaluations
         ref = one_forward if n == 1 else forward_seconds(handle, x, n, batch_size, repeats)
         rows.append(Row(handle.spec.id, method, seconds, n, ref, seconds / ref))

@@ -430,8 +430,8 @@ def _control_section(rows: list[dict[str, Any]], methods: Sequence[str],
     body = []
     for key, label in CONTROL.items():
         control = bootstrap_ci([float(r[f"control_{key}"]) for r in own], seed=seed)
-        scored = [k for k in methods if np.isfinite(stats[k, key][0])] \
-            if all((k, key) in stats for k in methods) else []
+        # Rows with a control have a region mask, so every method has this column.
+        scored = [k for k in methods if np.isfinite(stats[k, key][0])]
         best = max(scored, key=lambda k: stats[k, key][0]) if scored else None
         body.append([label, _cell(control, n_inputs),
                      "" if key == "pointing_game" else _cell(chance, n_inputs),
