@@ -17,6 +17,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -411,3 +412,11 @@ def write_card(weights: Path, card: dict[str, Any], markdown: str) -> tuple[Path
     json_path.write_text(json.dumps(card, indent=2, default=float) + "\n")
     md_path.write_text(markdown)
     return json_path, md_path
+
+
+def load_saved(spec: ModelSpec, weights: Path) -> Any:
+    """The saved file loaded by the app's own loader (fp16 state dict included), so that the
+    figures a model card reports are those of the file as shipped."""
+    from xai_platform.models.manager import backend
+
+    return backend(spec.framework).load(dataclasses.replace(spec, weights=weights), device="cpu")

@@ -304,13 +304,6 @@ def build(spec: ModelSpec, *, seed: int, threads: int) -> Any:
     return build_network(spec, seed=seed)
 
 
-def load_saved(spec: ModelSpec, weights: Path) -> Any:
-    """The saved file loaded by the app's own loader (fp16 state dict included)."""
-    from xai_platform.models.manager import backend
-
-    return backend(spec.framework).load(dataclasses.replace(spec, weights=weights), device="cpu")
-
-
 def default_out(spec: ModelSpec) -> Path:
     if spec.weights is not None:
         return spec.weights
@@ -655,7 +648,7 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
         timing.parent.mkdir(parents=True, exist_ok=True)
         timing.write_text(json.dumps({"train_seconds": train_seconds}) + "\n")
     common.save_weights(spec, network, out)
-    handle = load_saved(spec, out)  # every figure below is for the file as shipped
+    handle = common.load_saved(spec, out)  # every figure below is for the file as shipped
 
     z = {s: window_logits(handle, fs.x) for s, fs in sets.items()}
     val = sets["validation"]

@@ -250,16 +250,6 @@ def _warm_up(spec: ModelSpec, net: Any, args: argparse.Namespace) -> dict[str, A
             "seconds": round(time.time() - t0, 1)}
 
 
-def _handle(spec: ModelSpec, net: Any):
-    if spec.framework == "torch":
-        from xai_platform.models.torch_backend import TorchHandle
-
-        return TorchHandle(spec, net, device="cpu", untrained=False)
-    from xai_platform.models.keras_backend import KerasHandle
-
-    return KerasHandle(spec, net, device="/CPU:0", untrained=False)
-
-
 def _checkpoint(spec: ModelSpec, run_dir: Path) -> Path:
     name = "checkpoint.pt" if spec.framework == "torch" else "checkpoint.weights.h5"
     return run_dir / spec.id / name
@@ -347,7 +337,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            checkpoint=checkpoint, augment=None if args.no_augment else augment)
     train_seconds = time.time() - t_train
 
-    handle = _handle(spec, net)
+    weights = Path(weights)
+    common.save_weights(spec, net, weights)
+    handle = common.load_saved(spec, weights)  # every figure below is for the file as shipped
     scores = {name: handle.scores(split.x, batch_size=64) for name, split in data.splits.items()}
     truth = {name: (split.y == positive).astype(np.int64) for name, split in data.splits.items()}
     z_val = common.positive_logit(spec, scores["val"])
@@ -358,8 +350,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                for name in data.splits}
     raw_val = common.reliability(common.sigmoid(z_val), truth["val"])
 
-    weights = Path(weights)
-    common.save_weights(spec, net, weights)
     stem = card_stem(weights)
     figure = stem.with_name(f"{stem.name}.reliability.png")
     common.plot_reliability(raw_val, metrics["val"]["reliability"], figure,
