@@ -277,18 +277,27 @@ def test_shipped_detectors_find_the_example_lesions(framework):
     for spec in specs:
         assert manager.status(spec.id).state == "ready"
         card = manager.card(spec.id)
-        # A shipped detector must detect (the target, 0.95, is tracked in docs/XRAY.md;
-        # DenseNet-121 ships at 0.94 and says so in its description).
+        # A shipped detector must detect (the target, 0.95, is tracked in docs/XRAY.md; a
+        # model shipped below it must say so in its description).
         assert card["metrics"]["test"]["roc_auc"] >= 0.9 and card["notice"] == spec.notice
         if card["metrics"]["test"]["roc_auc"] < 0.95:
             assert "below the 0.95 target" in spec.description
+        if card.get("mask_supervision"):  # users comparing explanations must be told
+            assert "lesion masks" in spec.description
+            assert all(layer in spec.description for layer in card["mask_supervision"]["layers"])
         handle = manager.get(spec.id)
-        for kind in ("nodule", "mass"):
-            planes = np.stack([to_model_plane(load_image(EXAMPLES / f"synthetic-{kind}-{label}.png")
-                                              .pixels, spec.input_shape)
-                               for label in ("normal", "lesion")])
-            p = handle.predict(planes)[:, spec.positive_index]
-            assert p[1] > p[0], f"{spec.id}: {kind} pair {p}"
+        threshold = handle.calibration.threshold
+        assert threshold is not None, f"{spec.id}: the card carries no decision threshold"
+        files = ["synthetic-nodule-lesion", "synthetic-mass-lesion", "synthetic-nodule-normal"]
+        planes = np.stack([to_model_plane(load_image(EXAMPLES / f"{f}.png").pixels, spec.input_shape)
+                           for f in files])
+        p = handle.predict(planes)[:, spec.positive_index]
+        # The verdicts a user sees on the examples: both lesions called "lesion", the clean normal
+        # called "normal". synthetic-mass-normal is left out on purpose: its drawn anatomy holds a
+        # small bright vessel crossing that DenseNet-121 and MobileNetV2 call a lesion (their test
+        # false-alarm rate is 0.14, in their cards); the app shows that false alarm as it is.
+        assert p[0] >= threshold and p[1] >= threshold, f"{spec.id}: missed a lesion {p[:2]}"
+        assert p[2] < threshold, f"{spec.id}: false alarm on the clean normal {p[2]}"
 
 
 @needs_torch
@@ -303,3 +312,57 @@ def test_training_is_reproducible_by_its_command(tmp_path, benchmark):
     (first, auc_a), (second, auc_b) = states
     assert auc_a == auc_b
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_augmentation_moves_masks_with_the_image_and_draws_the_same():
+    from training.train_xray import augment
+
+    rng_x = np.random.default_rng(5)
+    x = rng_x.random((6, 50, 50), dtype=np.float32) * 0.4
+    masks = np.zeros((6, 50, 50), bool)
+    masks[:, 20:26, 30:34] = True
+    x[masks] = 1.0  # a marker the photometric steps keep brightest
+    plain = augment(x.copy(), np.random.default_rng(1))
+    moved_x, moved = augment(x.copy(), np.random.default_rng(1), masks=masks)
+    assert np.array_equal(plain, moved_x)  # the masks do not change the random stream
+    assert moved.sum() == masks.sum()  # shifted and flipped, never cut (the pad is 2 px)
+    for image, mask in zip(moved_x, moved):
+        assert image[mask].min() > np.percentile(image[~mask], 99)
+
+
+@needs_torch
+def test_mask_supervision_trains_and_leaves_no_head_in_the_weights(tmp_path, benchmark):
+    import torch
+
+    weights = tmp_path / "w" / "tiny-lesion.pt"
+    card, manager = _train_one_epoch(tmp_path, benchmark, _tiny_entry(weights),
+                                     "--mask-weight", "2")
+    assert card["mask_supervision"]["layers"] == ["features.1"]
+    assert card["mask_supervision"]["weight"] == 2.0
+    assert "Mask supervision" in (weights.parent / "tiny-lesion.card.md").read_text()
+    handle = manager.get("tiny-lesion")
+    assert manager.status("tiny-lesion").state == "ready"
+    state = torch.load(weights, weights_only=True)
+    assert set(state) == set(handle.net.state_dict())  # the plain architecture, no extra head
+    # the training hook is gone: explaining the loaded and the trained net leaves no extra hooks
+    from training.common import MaskSupervision, train, TrainConfig
+    from xai_platform.models.torch_backend import build_network
+
+    spec = load_config([write_config(tmp_path / "again.yaml", [_tiny_entry(weights)])],
+                       base=None).model("tiny-lesion")
+    net = build_network(spec, seed=0)
+    x = np.random.default_rng(0).random((8, 32, 32), dtype=np.float32)
+    y = np.array([0, 1] * 4)
+    m = np.zeros((8, 32, 32), bool)
+    m[1::2, 10:14, 10:14] = True
+    train(spec, net, x, y, x, y, TrainConfig(epochs=1, batch_size=4),
+          masks=MaskSupervision(m, ("features.0", "features.1"), 1.0))
+    assert all(not mod._forward_hooks for mod in net.modules())
+
+
+def test_mask_supervision_is_refused_where_there_are_no_masks(tmp_path, benchmark):
+    entry = _tiny_entry(tmp_path / "k.weights.h5", id="tiny-keras", framework="keras",
+                        architecture="keras_cnn", target_layer="conv2b",
+                        input={"size": 32, "channels": 1, "normalize": "minus1_1"})
+    with pytest.raises(SystemExit, match="PyTorch models only"):
+        _train_one_epoch(tmp_path, benchmark, entry, "--mask-weight", "1")

@@ -208,35 +208,69 @@ class Progress:
                          f"[{time.time() - self.start:.0f} s]{' ' * 20}\n")
 
 
+@dataclass
+class MaskSupervision:
+    """Training-only dense supervision from ground-truth regions (the lesion benchmark's masks).
+
+    For each of ``layers``, a 1x1 convolution reads the layer's feature map and predicts, per
+    cell, whether the region touches that cell (its bias starts at the prior log-odds of such
+    cells, so the first steps are not spent learning that most cells are empty); the mean of
+    their binary cross-entropies, times ``weight``, is added to the classification loss. The
+    convolutions are thrown away after training: the saved network is the plain architecture,
+    loaded by the app like any other. It gives a network that does not find small faint
+    targets from the image-level label alone a signal in every cell, at the price that
+    explanations at these layers were trained towards the regions (say so wherever their
+    localisation is scored).
+
+    masks: (N, H, W) bool, aligned with the training planes (all False for negatives).
+    """
+
+    masks: np.ndarray
+    layers: tuple[str, ...]
+    weight: float = 1.0
+
+
 def _labels_for_loss(spec: ModelSpec, y: np.ndarray) -> np.ndarray:
     return y.astype(np.float32) if spec.output == "sigmoid" else y.astype(np.int64)
 
 
 def train(spec: ModelSpec, network: Any, train_x: np.ndarray, train_y: np.ndarray,
           val_x: np.ndarray, val_y: np.ndarray, config: TrainConfig, *,
-          checkpoint: Path | None = None, augment: Augment | None = None) -> dict[str, Any]:
+          checkpoint: Path | None = None, augment: Augment | None = None,
+          masks: MaskSupervision | None = None) -> dict[str, Any]:
     """Train ``network`` (a torch module or Keras model built from ``spec``) on feature planes.
 
     x: (N, H, W) float32 feature planes; y: (N,) int class indices. Resumable: with a
     ``checkpoint`` path the state after every epoch is saved there, and a later call continues
     from it. The weights of the epoch with the best validation ROC AUC (binary) or accuracy are
-    kept. Returns the training history.
+    kept. ``masks`` (PyTorch only) adds :class:`MaskSupervision`; ``augment`` must then take
+    and return the masks too (``augment(x, rng, masks=m) -> (x, m)``), moving them with the
+    image. Returns the training history.
     """
-    fit = _train_torch if spec.framework == "torch" else _train_keras
-    return fit(spec, network, train_x, train_y, val_x, val_y, config, checkpoint, augment)
+    if spec.framework == "torch":
+        return _train_torch(spec, network, train_x, train_y, val_x, val_y, config, checkpoint,
+                            augment, masks)
+    if masks is not None:
+        raise ValueError("mask supervision is implemented for PyTorch models only")
+    return _train_keras(spec, network, train_x, train_y, val_x, val_y, config, checkpoint, augment)
 
 
-def _epoch_batches(train_x: np.ndarray, n_batches: int, batch_size: int, augment, rng):
-    """One epoch's shuffled batches, augmented: (index, rows, float32 batch). Both frameworks
-    draw the permutation, then each batch's augmentation, from ``rng`` in this order (resuming
-    restores ``rng``, so a resumed run sees the same batches)."""
+def _epoch_batches(train_x: np.ndarray, n_batches: int, batch_size: int, augment, rng,
+                   masks: np.ndarray | None = None):
+    """One epoch's shuffled batches, augmented: (index, rows, float32 batch, masks or None).
+    Both frameworks draw the permutation, then each batch's augmentation, from ``rng`` in this
+    order (resuming restores ``rng``, so a resumed run sees the same batches)."""
     order = rng.permutation(len(train_x))
     for i in range(n_batches):
         idx = order[i * batch_size:(i + 1) * batch_size]
         xb = train_x[idx].astype(np.float32)
+        mb = None if masks is None else masks[idx]
         if augment is not None:
-            xb = augment(xb, rng)
-        yield i, idx, xb
+            if mb is None:
+                xb = augment(xb, rng)
+            else:
+                xb, mb = augment(xb, rng, masks=mb)
+        yield i, idx, xb, mb
 
 
 def _val_metric(spec: ModelSpec, scores: np.ndarray, y: np.ndarray) -> float:
@@ -246,7 +280,61 @@ def _val_metric(spec: ModelSpec, scores: np.ndarray, y: np.ndarray) -> float:
     return float((scores.argmax(axis=1) == y).mean())
 
 
-def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, augment):
+class _MaskHeads:
+    """The training-only heads of :class:`MaskSupervision`: forward hooks keep each layer's
+    output, a 1x1 convolution per layer turns it into one logit per cell."""
+
+    def __init__(self, net, model, sup: MaskSupervision, shape: tuple[int, int]) -> None:
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+        self.weight, self.features = sup.weight, {}
+        self.hooks = [net.get_submodule(name).register_forward_hook(self._keeper(name))
+                      for name in sup.layers]
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *shape))
+        net.train(was_training)
+        self.convs = nn.ModuleDict()
+        all_masks = torch.from_numpy(sup.masks.astype(np.float32))[:, None]
+        for i, name in enumerate(sup.layers):
+            feature = self.features.get(name)
+            if feature is None or feature.ndim != 4:
+                self.remove()
+                raise ValueError(f"layer '{name}' gives no (N, C, H, W) feature map")
+            conv = nn.Conv2d(feature.shape[1], 1, kernel_size=1)
+            rate = float(F.adaptive_max_pool2d(all_masks, feature.shape[-2:]).mean())
+            rate = min(max(rate, 1e-4), 1 - 1e-4)
+            nn.init.constant_(conv.bias, float(np.log(rate / (1 - rate))))
+            self.convs[str(i)] = conv
+        self.layers = list(sup.layers)
+
+    def _keeper(self, name: str):
+        def keep(_module, _inputs, output) -> None:
+            self.features[name] = output
+        return keep
+
+    def remove(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+
+    def loss(self, masks: np.ndarray):
+        import torch
+        import torch.nn.functional as F
+
+        truth = torch.from_numpy(masks.astype(np.float32))[:, None]
+        losses = []
+        for i, name in enumerate(self.layers):
+            logits = self.convs[str(i)](self.features[name])
+            cells = F.adaptive_max_pool2d(truth, logits.shape[-2:])
+            losses.append(F.binary_cross_entropy_with_logits(logits, cells))
+        return self.weight * torch.stack(losses).mean()
+
+
+def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, augment,
+                 masks=None):
     import torch
     from torch import nn
 
@@ -257,7 +345,9 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
     set_seed(config.seed)
     adapter = InputAdapter(spec)
     model = nn.Sequential(adapter, net)
-    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    head = None if masks is None else _MaskHeads(net, model, masks, train_x.shape[1:])
+    params = list(net.parameters()) + ([] if head is None else list(head.convs.parameters()))
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=config.lr, epochs=config.epochs,
         steps_per_epoch=max(1, int(np.ceil(len(train_x) / config.batch_size))))
@@ -267,6 +357,8 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own file
         net.load_state_dict(state["net"])
+        if head is not None:
+            head.convs.load_state_dict(state["mask_head"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         history, best_state, start_epoch = state["history"], state["best"], state["epoch"]
@@ -282,10 +374,14 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
         net.train()
         n_batches = int(np.ceil(len(train_x) / config.batch_size))
         losses = []
-        for i, idx, xb in _epoch_batches(train_x, n_batches, config.batch_size, augment, rng):
+        batches = _epoch_batches(train_x, n_batches, config.batch_size, augment, rng,
+                                 None if masks is None else masks.masks)
+        for i, idx, xb, mb in batches:
             out = model(torch.from_numpy(xb))
             yb = torch.from_numpy(targets[idx])
             loss = loss_fn(out[:, 0], yb) if spec.output == "sigmoid" else loss_fn(out, yb)
+            if head is not None:
+                loss = loss + head.loss(mb)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -304,12 +400,15 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "mask_head": None if head is None else head.convs.state_dict(),
                         "history": history, "best": best_state, "epoch": epoch,
                         "numpy_rng": rng.bit_generator.state,
                         "torch_rng": torch.get_rng_state()}, checkpoint)
         if config.time_limit_s and time.time() - t0 > config.time_limit_s:
             sys.stderr.write(f"  time limit reached after epoch {epoch}\n")
             break
+    if head is not None:
+        head.remove()
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
@@ -362,7 +461,7 @@ def _train_keras(spec, model, train_x, train_y, val_x, val_y, config, checkpoint
     t0 = time.time()
     for epoch in range(start_epoch + 1, config.epochs + 1):
         losses = []
-        for i, idx, xb in _epoch_batches(train_x, steps, config.batch_size, augment, rng):
+        for i, idx, xb, _ in _epoch_batches(train_x, steps, config.batch_size, augment, rng):
             losses.append(float(step(tf.constant(xb), tf.constant(targets[idx]))))
             progress.batch(epoch, i + 1, steps, float(np.mean(losses[-20:])))
         handle = KerasHandle(spec, model, device="/CPU:0", untrained=False)

@@ -54,6 +54,7 @@ class Split:
     x: np.ndarray
     y: np.ndarray
     ids: list[str]
+    masks: np.ndarray | None = None  # (N, H, W) bool lesion masks (benchmark, on request)
 
     def counts(self, positive: int) -> dict[str, int]:
         return {"n": int(len(self.y)), "n_positive": int((self.y == positive).sum())}
@@ -94,19 +95,30 @@ def _load_split(label: str, items: list[tuple[Path, bool, str]], spec: ModelSpec
     return Split(x, y, [item_id for _, _, item_id in items])
 
 
-def read_benchmark(root: Path, spec: ModelSpec, *, limit: int | None = None) -> Dataset:
+def _lesion_masks(root: Path, rows: list[dict[str, str]], shape: tuple[int, int]) -> np.ndarray:
+    """Each row's lesion mask on the model's grid (the same crop and resize as the image),
+    all False for a normal image."""
+    out = np.zeros((len(rows), *shape), bool)
+    for i, row in enumerate(rows):
+        if row.get("lesion_mask_path"):
+            out[i] = to_model_plane(load_image(root / row["lesion_mask_path"]).pixels, shape) > 0.5
+    return out
+
+
+def read_benchmark(root: Path, spec: ModelSpec, *, limit: int | None = None,
+                   masks: bool = False) -> Dataset:
     """The lesion benchmark's splits (``limit``: at most that many images per split, for tests
-    and quick checks)."""
+    and quick checks; ``masks``: the training split's lesion masks too)."""
     with open(root / "metadata.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     splits = {}
     for name in ("train", "val", "test", "real"):
-        items = [(root / r["path"], r["label"] == "lesion", r["id"]) for r in rows
-                 if r["split"] == name]
-        if limit is not None:
-            items = items[:limit]
+        chosen = [r for r in rows if r["split"] == name][:limit]
+        items = [(root / r["path"], r["label"] == "lesion", r["id"]) for r in chosen]
         if items:
             splits[name] = _load_split(name, items, spec)
+            if masks and name == "train":
+                splits[name].masks = _lesion_masks(root, chosen, spec.input_shape)
     info = root / "benchmark.json"
     summary = json.loads(info.read_text()) if info.exists() else {}
     details = {k: summary[k] for k in ("command", "seed", "size", "images", "lung_masks",
@@ -180,8 +192,11 @@ def read_chexpert(root: Path, spec: ModelSpec, *, uncertain: str = "ignore",
 
 def read_data(root: Path, spec: ModelSpec, args: argparse.Namespace) -> Dataset:
     if (root / "metadata.csv").exists():
-        return read_benchmark(root, spec, limit=args.limit)
+        return read_benchmark(root, spec, limit=args.limit, masks=args.mask_weight > 0)
     if (root / "train.csv").exists() and (root / "valid.csv").exists():
+        if args.mask_weight > 0:
+            raise SystemExit("--mask-weight needs lesion masks, which only the lesion benchmark "
+                             "has; CheXpert gives image-level labels.")
         return read_chexpert(root, spec, uncertain=args.uncertain, val_fraction=args.val_fraction,
                              max_images=args.max_images, seed=args.seed)
     raise SystemExit(f"{root} is neither the lesion benchmark (metadata.csv; make it with "
@@ -193,22 +208,31 @@ def read_data(root: Path, spec: ModelSpec, args: argparse.Namespace) -> Dataset:
 # Training
 
 
-def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def augment(x: np.ndarray, rng: np.random.Generator, *, masks: np.ndarray | None = None):
     """Online augmentation of a batch (B, H, W) in [0, 1]: shifts, flips, gamma, contrast,
-    noise. None of them moves a lesion out of the image or changes the label."""
+    noise. None of them moves a lesion out of the image or changes the label. With ``masks``
+    (B, H, W) the same shifts and flips move them too, and ``(x, masks)`` is returned; the
+    random draws are the same either way."""
     b, h, w = x.shape
     out = np.empty_like(x)
     pad = max(1, h // 25)
     padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    moved = None if masks is None else np.empty_like(masks)
+    padded_masks = None if masks is None else np.pad(masks, ((0, 0), (pad, pad), (pad, pad)))
     for i in range(b):
         dy, dx = rng.integers(0, 2 * pad + 1, size=2)
         out[i] = padded[i, dy:dy + h, dx:dx + w]
+        if moved is not None:
+            moved[i] = padded_masks[i, dy:dy + h, dx:dx + w]
     flip = rng.random(b) < 0.5
     out[flip] = out[flip, :, ::-1]
+    if moved is not None:
+        moved[flip] = moved[flip, :, ::-1]
     out = np.clip(out, 0, 1) ** np.exp(rng.normal(0, 0.15, (b, 1, 1))).astype(np.float32)
     out = (out - 0.5) * rng.uniform(0.9, 1.1, (b, 1, 1)) + 0.5 + rng.uniform(-0.04, 0.04, (b, 1, 1))
     out += rng.normal(0, 1, out.shape).astype(np.float32) * rng.uniform(0, 0.012, (b, 1, 1))
-    return np.clip(out, 0, 1).astype(np.float32)
+    out = np.clip(out, 0, 1).astype(np.float32)
+    return out if moved is None else (out, moved)
 
 
 def _limit_threads(spec: ModelSpec, threads: int) -> None:
@@ -243,11 +267,20 @@ def _warm_up(spec: ModelSpec, net: Any, args: argparse.Namespace) -> dict[str, A
     sys.stderr.write(f"  warm-up on {args.warmup_data} for {args.warmup_epochs} epochs\n")
     history = common.train(spec, net, warm.splits["train"].x, warm.splits["train"].y,
                            warm.splits["val"].x, warm.splits["val"].y, cfg,
-                           augment=None if args.no_augment else augment)
+                           augment=None if args.no_augment else augment,
+                           masks=_mask_supervision(spec, warm.splits["train"], args))
     return {"data": str(args.warmup_data), "kind": warm.kind, **warm.details,
             "epochs": args.warmup_epochs, "best_epoch": history["best_epoch"],
             "best_val_auc": history["best_metric"], "history": history["epochs"],
             "seconds": round(time.time() - t0, 1)}
+
+
+def _mask_supervision(spec: ModelSpec, split: Split,
+                      args: argparse.Namespace) -> common.MaskSupervision | None:
+    if args.mask_weight <= 0:
+        return None
+    layers = tuple(args.mask_layer or [spec.target_layer])
+    return common.MaskSupervision(split.masks, layers, args.mask_weight)
 
 
 def _checkpoint(spec: ModelSpec, run_dir: Path) -> Path:
@@ -276,6 +309,11 @@ def _markdown(card: dict[str, Any]) -> str:
               *([f"- Warm-up: {card['warmup']['epochs']} epochs on `{card['warmup']['data']}` "
                  f"(contrast {card['warmup'].get('contrast')}), best validation AUC "
                  f"{card['warmup']['best_val_auc']:.3f}"] if card.get("warmup") else []),
+              *([f"- Mask supervision (training only): layers "
+                 f"{', '.join(f'`{x}`' for x in card['mask_supervision']['layers'])}, "
+                 f"weight {card['mask_supervision']['weight']:g}; "
+                 f"{card['mask_supervision']['what'].split(': ', 1)[1]}"]
+                if card.get("mask_supervision") else []),
               f"- Trained {card['training']['epochs_run']} epochs in "
               f"{card['training']['seconds']:.0f} s (best epoch {card['training']['best_epoch']})",
               f"- Calibration (validation): temperature {card['calibration']['temperature']:.3f}, "
@@ -298,6 +336,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"'{spec.id}' is not a binary X-ray model (labels {list(spec.labels)}, "
                          f"output {spec.output}). TorchXRayVision models are not trained here: "
                          "see `python -m xai_platform.models.architectures.xrv_nets list`.")
+    if args.mask_weight > 0 and spec.framework != "torch":
+        raise SystemExit("--mask-weight is implemented for PyTorch models only.")
     weights = args.out or spec.weights
     if weights is None:
         raise SystemExit(f"'{spec.id}' has `weights: null`; set a path in its config entry "
@@ -333,8 +373,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     warmup = _warm_up(spec, net, args) if args.warmup_data is not None else None
     train_split, val_split = data.splits["train"], data.splits["val"]
     t_train = time.time()
+    supervision = _mask_supervision(spec, train_split, args)
     history = common.train(spec, net, train_split.x, train_split.y, val_split.x, val_split.y, cfg,
-                           checkpoint=checkpoint, augment=None if args.no_augment else augment)
+                           checkpoint=checkpoint, augment=None if args.no_augment else augment,
+                           masks=supervision)
     train_seconds = time.time() - t_train
 
     weights = Path(weights)
@@ -365,6 +407,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "data": {"kind": data.kind, "root": str(args.data), **data.details},
         "splits": {name: split.counts(positive) for name, split in data.splits.items()},
         "warmup": warmup,
+        "mask_supervision": None if supervision is None else {
+            "layers": list(supervision.layers), "weight": supervision.weight,
+            "what": "training only: a 1x1 convolution on each of these layers predicted which "
+                    "cells hold the lesion (benchmark masks), their loss added to the "
+                    "classification loss; the heads are not in the weights. Explanations at "
+                    "these layers were trained towards the lesions: their localisation scores "
+                    "are not a fair test."},
         "metrics": metrics,
         "calibration": {"temperature": temperature, "threshold": threshold, "fitted_on": "val"},
         "training": {"epochs": args.epochs, "epochs_run": epochs_run,
@@ -412,6 +461,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-data", type=Path, default=None,
                         help="an easier benchmark to train on first (curriculum)")
     parser.add_argument("--warmup-epochs", type=int, default=3)
+    parser.add_argument("--mask-weight", type=float, default=0.0,
+                        help="benchmark, PyTorch: add a training-only loss that predicts the "
+                             "lesion mask from --mask-layer's cells, times this weight (0: off)")
+    parser.add_argument("--mask-layer", action="append", default=None,
+                        help="a layer for --mask-weight (repeatable; default: the model's "
+                             "target_layer)")
     parser.add_argument("--out", type=Path, default=None,
                         help="weights file (default: the config entry's `weights`)")
     parser.add_argument("--limit", type=int, default=None,
