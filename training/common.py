@@ -190,6 +190,33 @@ def set_seed(seed: int) -> None:
         pass
 
 
+def limit_threads(framework: str, threads: int, *, interop: int = 1,
+                  deterministic: bool = True) -> None:
+    """CPU threads for training on a shared machine: ``threads`` inside each operation and
+    ``interop`` operations at once; for Keras, ``deterministic`` turns on TensorFlow's op
+    determinism. Settings a framework has already fixed in this process are left as they are.
+    torch is imported before TensorFlow (the other order crashes this machine)."""
+    if framework == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(interop)
+        except RuntimeError:  # only settable before the first parallel work
+            pass
+        return
+    from xai_platform.models import keras_backend  # imports torch first, then TensorFlow
+
+    tf = keras_backend.tf
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(interop)
+    except RuntimeError:  # TensorFlow already started in this process
+        pass
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
 class Progress:
     """A progress line on stderr: epoch, batch, loss, validation metric, time."""
 

@@ -285,22 +285,14 @@ DEGRADATIONS: dict[str, tuple[Transform, str]] = {
 
 
 def build(spec: ModelSpec, *, seed: int, threads: int) -> Any:
+    # The shipped audio models were trained with these settings (inter-op = threads, no
+    # TensorFlow op determinism); X-ray training uses the defaults. Changing them here changes
+    # the Keras results, so it waits for the next retraining of the audio models.
+    common.limit_threads(spec.framework, threads, interop=threads, deterministic=False)
     if spec.framework == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
         from xai_platform.models.torch_backend import build_network
     else:
-        from xai_platform.models import keras_backend
-
-        import tensorflow as tf
-
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:  # already initialised in this process
-            pass
-        build_network = keras_backend.build_network
+        from xai_platform.models.keras_backend import build_network
     return build_network(spec, seed=seed)
 
 

@@ -235,27 +235,6 @@ def augment(x: np.ndarray, rng: np.random.Generator, *, masks: np.ndarray | None
     return out if moved is None else (out, moved)
 
 
-def _limit_threads(spec: ModelSpec, threads: int) -> None:
-    if spec.framework == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:  # only settable before the first parallel work
-            pass
-    else:
-        from xai_platform.models import keras_backend  # torch first, then TensorFlow
-
-        tf = keras_backend.tf
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # TensorFlow already started in this process
-            pass
-        tf.config.experimental.enable_op_determinism()
-
-
 def _warm_up(spec: ModelSpec, net: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Curriculum: train first on an easier benchmark (``--warmup-data``, e.g. made with
     ``--contrast 0.35 0.6``), keeping its best epoch, so that networks which do not pick up
@@ -347,7 +326,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from xai_platform.models.manager import backend
 
-    _limit_threads(spec, args.threads)
+    common.limit_threads(spec.framework, args.threads)
     data = read_data(args.data.expanduser(), spec, args)
     if not {"train", "val", "test"} <= set(data.splits):
         raise SystemExit(f"{args.data} gives splits {sorted(data.splits)}; train, val and test "
