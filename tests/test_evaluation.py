@@ -355,6 +355,7 @@ def test_evaluate_writes_csv_report_and_plots(tmp_path, xray_folder, capsys):
     assert "python -m xai_platform evaluate --model tiny-torch-xray" in text
     assert {code for r in rows for code in r["flags"].split()} <= set(scorecard.FLAGS)
     assert "## Skipped inputs (1)" in text and "broken.png" in text
+    assert "not an independent test" not in text  # no mask supervision in this model's card
     assert "--method gradcam --method saliency" in text and "--seed 3" in text
     plots = sorted(p.name for p in (out / "plots").iterdir())
     assert {"insertion_auc.png", "runtime.png", "agreement_spearman.png"} <= set(plots)
@@ -365,6 +366,20 @@ def test_evaluate_writes_csv_report_and_plots(tmp_path, xray_folder, capsys):
     for row in rows:
         assert 0 <= float(row["control_mass_inside"]) <= 1
         assert float(row["region_fraction"]) == pytest.approx(100 / 64 ** 2, rel=1e-5)
+
+
+def test_report_warns_when_the_model_was_trained_on_the_masks(tmp_path, xray_folder, monkeypatch):
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+
+    config = load_config([write_config(tmp_path / "tiny.yaml", TINY_MODELS)], base=None)
+    card = {"mask_supervision": {"layers": ["features.3"], "weight": 10.0}}
+    monkeypatch.setattr(ModelManager, "card", lambda self, model_id: card)
+    paths = report.evaluate(ModelManager(config, device="cpu"), "tiny-torch-xray", xray_folder,
+                            methods=["saliency"], out=tmp_path / "r", metrics=("faithfulness",),
+                            progress=False)
+    text = paths["report"].read_text()
+    assert "Localisation here is not an independent test" in text and "`features.3`" in text
 
 
 def test_input_control_is_the_intensity_above_the_floor():

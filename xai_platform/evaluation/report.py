@@ -249,7 +249,8 @@ def evaluate(manager: ModelManager, model_id: str, data: str | Path, *,
     plots = write_plots(rows, methods, agreements, out / "plots", seed=seed)
     report = write_report(rows, methods, agreements, out / "report.md", spec=spec,
                           folder=folder, command=command, metrics=metrics, seed=seed,
-                          plots=plots, skipped=skipped, n_layers=n_layers)
+                          plots=plots, skipped=skipped, n_layers=n_layers,
+                          mask_supervision=(manager.card(model_id) or {}).get("mask_supervision"))
     return {"csv": csv_path, "report": report, "plots": plots}
 
 
@@ -451,8 +452,10 @@ def _control_section(rows: list[dict[str, Any]], methods: Sequence[str],
 def write_report(rows: list[dict[str, Any]], methods: Sequence[str],
                  agreements: list[dict[str, Any]], path: Path, *, spec, folder: Path,
                  command: str, metrics: Sequence[str], seed: int, plots: list[Path],
-                 skipped: Sequence[str] = (), n_layers: int = RANDOMIZE_LAYERS) -> Path:
-    """The Markdown report (see the module docstring)."""
+                 skipped: Sequence[str] = (), n_layers: int = RANDOMIZE_LAYERS,
+                 mask_supervision: dict[str, Any] | None = None) -> Path:
+    """The Markdown report (see the module docstring). ``mask_supervision`` (from the model
+    card) adds a warning that the model was trained towards the ground-truth regions."""
     labels = _method_labels(methods)
     names = list(labels.values())
     columns = _metric_columns(rows)
@@ -470,6 +473,7 @@ def write_report(rows: list[dict[str, Any]], methods: Sequence[str],
              + (f"; the randomisation test re-initialises the top {n_layers} parameterised "
                 f"layer(s)" if "randomization" in metrics else "") + ". Reproduce with:", "",
              f"    {command}", "",
+             *_supervision_warning(mask_supervision),
              "## Ranking", "",
              "Mean rank over insertion AUC (high), deletion AUC (low), mean randomisation "
              "|rho| (low) and, where ground truth exists, pointing game, top-k IoU, share "
@@ -521,6 +525,16 @@ def write_report(rows: list[dict[str, Any]], methods: Sequence[str],
     lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
     path.write_text("\n".join(lines))
     return path
+
+
+def _supervision_warning(mask_supervision: dict[str, Any] | None) -> list[str]:
+    if not mask_supervision:
+        return []
+    layers = ", ".join(f"`{x}`" for x in mask_supervision.get("layers", ())) or "(unnamed)"
+    return [f"> **Localisation here is not an independent test.** This model was trained with "
+            f"the benchmark's lesion masks as a second loss at {layers} (weight "
+            f"{mask_supervision.get('weight')}): maps read at these layers, or after them, were "
+            "trained towards the very regions they are scored against.", ""]
 
 
 # --- command line ----------------------------------------------------------------------------
