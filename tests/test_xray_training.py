@@ -360,7 +360,7 @@ def test_mask_supervision_trains_and_leaves_no_head_in_the_weights(tmp_path, ben
     assert all(not mod._forward_hooks for mod in net.modules())
 
 
-def test_mask_supervision_is_refused_where_there_are_no_masks(tmp_path, benchmark):
+def test_mask_supervision_is_refused_for_keras_models(tmp_path, benchmark):
     entry = _tiny_entry(tmp_path / "k.weights.h5", id="tiny-keras", framework="keras",
                         architecture="keras_cnn", target_layer="conv2b",
                         input={"size": 32, "channels": 1, "normalize": "minus1_1"})

@@ -397,45 +397,49 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
     progress = Progress(config.epochs)
     targets = _labels_for_loss(spec, train_y)
     t0 = time.time()
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        net.train()
-        n_batches = int(np.ceil(len(train_x) / config.batch_size))
-        losses = []
-        batches = _epoch_batches(train_x, n_batches, config.batch_size, augment, rng,
-                                 None if masks is None else masks.masks)
-        for i, idx, xb, mb in batches:
-            out = model(torch.from_numpy(xb))
-            yb = torch.from_numpy(targets[idx])
-            loss = loss_fn(out[:, 0], yb) if spec.output == "sigmoid" else loss_fn(out, yb)
-            if head is not None:
-                loss = loss + head.loss(mb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            progress.batch(epoch, i + 1, n_batches, float(np.mean(losses[-20:])))
-        handle = TorchHandle(spec, net, device="cpu", untrained=False)
-        metric = _val_metric(spec, handle.scores(val_x, batch_size=64), val_y)
-        for p in net.parameters():  # the handle froze them for inference
-            p.requires_grad_(True)
-        history["epochs"].append({"epoch": epoch, "loss": float(np.mean(losses)), "val": metric})
-        if metric > history["best_metric"]:
-            history["best_metric"], history["best_epoch"] = metric, epoch
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        progress.epoch(epoch, {"loss": float(np.mean(losses)), "val": metric})
-        if checkpoint is not None:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "mask_head": None if head is None else head.convs.state_dict(),
-                        "history": history, "best": best_state, "epoch": epoch,
-                        "numpy_rng": rng.bit_generator.state,
-                        "torch_rng": torch.get_rng_state()}, checkpoint)
-        if config.time_limit_s and time.time() - t0 > config.time_limit_s:
-            sys.stderr.write(f"  time limit reached after epoch {epoch}\n")
-            break
-    if head is not None:
-        head.remove()
+    try:  # the hooks go even when training stops with an error
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            net.train()
+            n_batches = int(np.ceil(len(train_x) / config.batch_size))
+            losses = []
+            batches = _epoch_batches(train_x, n_batches, config.batch_size, augment, rng,
+                                     None if masks is None else masks.masks)
+            for i, idx, xb, mb in batches:
+                out = model(torch.from_numpy(xb))
+                yb = torch.from_numpy(targets[idx])
+                loss = loss_fn(out[:, 0], yb) if spec.output == "sigmoid" else loss_fn(out, yb)
+                if head is not None:
+                    loss = loss + head.loss(mb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                progress.batch(epoch, i + 1, n_batches, float(np.mean(losses[-20:])))
+            handle = TorchHandle(spec, net, device="cpu", untrained=False)
+            metric = _val_metric(spec, handle.scores(val_x, batch_size=64), val_y)
+            for p in net.parameters():  # the handle froze them for inference
+                p.requires_grad_(True)
+            history["epochs"].append({"epoch": epoch, "loss": float(np.mean(losses)),
+                                      "val": metric})
+            if metric > history["best_metric"]:
+                history["best_metric"], history["best_epoch"] = metric, epoch
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            progress.epoch(epoch, {"loss": float(np.mean(losses)), "val": metric})
+            if checkpoint is not None:
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"net": net.state_dict(), "opt": opt.state_dict(),
+                            "sched": sched.state_dict(),
+                            "mask_head": None if head is None else head.convs.state_dict(),
+                            "history": history, "best": best_state, "epoch": epoch,
+                            "numpy_rng": rng.bit_generator.state,
+                            "torch_rng": torch.get_rng_state()}, checkpoint)
+            if config.time_limit_s and time.time() - t0 > config.time_limit_s:
+                sys.stderr.write(f"  time limit reached after epoch {epoch}\n")
+                break
+    finally:
+        if head is not None:
+            head.remove()
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
