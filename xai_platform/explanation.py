@@ -119,6 +119,12 @@ class Explanation:
 
     @property
     def flat_note(self) -> str:
+        if self.extras.get("no_positive_evidence"):
+            return (f"This map is flat: {self.method_label} found no part of layer "
+                    f"'{self.extras.get('layer')}' whose features raise the score for "
+                    f"'{self.target_label}' (every weighted cell is negative, and the method "
+                    "keeps only positive evidence). The model gives no localised reason for this "
+                    "class at that layer; try Integrated Gradients, LIME or SHAP.")
         return (f"This map is flat: the score for '{self.target_label}' did not change under "
                 f"{self.method_label}'s evaluations, so it points at nothing. A saturated or "
                 "untrained model does this; try another method or input.")

@@ -56,9 +56,11 @@ def _cam(model: ModelHandle, x: FloatArray, target: int, ctx: ExplainContext, we
     heatmap = cam_from_weights(captured.activations, weigh(captured.activations,
                                                           captured.gradients), x.shape)[0]
     ctx.report(1, 1)
-    return Attribution(heatmap, n_evaluations=1,
-                       extras={"layer": model.spec.target_layer,
-                               "layer_shape": list(captured.activations.shape[1:])})
+    extras = {"layer": model.spec.target_layer,
+              "layer_shape": list(captured.activations.shape[1:])}
+    if not heatmap.any():  # the ReLU removed everything: no cell raises the target's score
+        extras["no_positive_evidence"] = True
+    return Attribution(heatmap, n_evaluations=1, extras=extras)
 
 
 @register_method(
