@@ -4,6 +4,7 @@ same arrays as inference) and one epoch on a tiny generated corpus that the app 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -253,6 +254,43 @@ def test_cap_per_language_keeps_whole_clips():
     assert {clips[o].path for o in owners[np.isin(fs.x[:, 0, 0], capped.x[:, 0, 0])]} == kept
     assert train_audio.cap_per_language(fs, None, seed=0) is fs
 
+
+
+def test_match_speech_duration_removes_the_length_cue():
+    """After matching, speech length says nothing about the label within any language (equal
+    real and fake counts per bin), whole clips are kept, and data without speech lengths
+    (Fake-or-Real) is refused with what the option needs."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    clips = []
+    for lang, n in (("ml", 60), ("es", 30)):
+        for label in ("real", "fake"):
+            # Reals last longer than fakes, as eSpeak NG's rate floor leaves Malayalam.
+            mean = 0.9 if label == "real" and lang == "ml" else 0.5
+            clips += [train_audio.Clip(Path(f"{lang}{label}{i}.wav"), label, "train", lang,
+                                       speech_seconds=max(0.1, float(rng.normal(mean, 0.2))))
+                      for i in range(n)]
+    owners = np.repeat(np.arange(len(clips)), 2)
+    y_clip = np.array([int(c.label == "fake") for c in clips])
+    fs = train_audio.FeatureSet(np.arange(len(owners), dtype=np.float32)[:, None, None],
+                                y_clip[owners], owners, clips, y_clip)
+    speech = lambda s: np.array([c.speech_seconds for c in s.clips])  # noqa: E731
+    assert roc_auc_score(fs.y_clip, -speech(fs)) > 0.65
+    matched = train_audio.match_speech_duration(fs, 0.1, seed=0)
+    for lang in ("ml", "es"):
+        for b in range(20):
+            sel = [c for c in matched.clips if c.language == lang
+                   and int(c.speech_seconds // 0.1) == b]
+            assert sum(c.label == "real" for c in sel) == sum(c.label == "fake" for c in sel)
+    assert abs(roc_auc_score(matched.y_clip, -speech(matched)) - 0.5) < 0.05
+    assert len(matched.x) == 2 * len(matched.clips) < len(fs.x)
+    assert np.array_equal(matched.y, matched.y_clip[matched.clip])
+    assert train_audio.match_speech_duration(fs, None, seed=0) is fs
+    unknown = dataclasses.replace(fs, clips=[dataclasses.replace(c, speech_seconds=None)
+                                             for c in fs.clips])
+    with pytest.raises(SystemExit, match="speech_duration column"):
+        train_audio.match_speech_duration(unknown, 0.1, seed=0)
 
 # --------------------------------------------------------------------------------------------
 # ImageNet initialisation (EfficientNet-Lite0, the only ImageNet weights installable offline)

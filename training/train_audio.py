@@ -79,13 +79,16 @@ class Clip:
     language: str = ""
     generator: str = ""
     speaker: str = ""
+    speech_seconds: float | None = None  # trimmed speech length (the corpus's metadata)
 
 
 def load_corpus(root: Path) -> list[Clip]:
     """The offline corpus's ``metadata.csv`` (see :mod:`training.audio_corpus`)."""
     with open(root / "metadata.csv", newline="", encoding="utf-8") as fh:
         return [Clip(root / r["path"], r["label"], r["split"], r.get("language", ""),
-                     r.get("generator", ""), r.get("speaker", "")) for r in csv.DictReader(fh)]
+                     r.get("generator", ""), r.get("speaker", ""),
+                     float(r["speech_duration"]) if r.get("speech_duration") else None)
+                for r in csv.DictReader(fh)]
 
 
 def find_for_subset(root: Path, subset: str | None = None) -> Path:
@@ -241,6 +244,38 @@ def cap_per_language(fs: FeatureSet, n: int | None, *, seed: int) -> FeatureSet:
         groups.setdefault((c.language, c.label), []).append(i)
     keep = sorted(i for key in sorted(groups) for i in (
         groups[key] if len(groups[key]) <= n else rng.choice(groups[key], n, replace=False)))
+    return _keep_clips(fs, keep)
+
+
+def match_speech_duration(fs: FeatureSet, bin_s: float | None, *, seed: int) -> FeatureSet:
+    """Within each language, as many real as fake clips in every ``bin_s``-second bin of
+    trimmed speech length (a seeded choice of the larger class; all their windows kept), so
+    that how long the speech lasts carries no label. The corpus matches the synthesisers' rate
+    to the real clip, but eSpeak NG cannot speak slower than 80 words per minute: Malayalam,
+    Hungarian and Arabic reals are far longer than their fakes, and speech length alone
+    separates the training classes (ROC AUC 0.64; docs/AUDIO.md). ``None``: ``fs`` unchanged."""
+    if bin_s is None:
+        return fs
+    if any(c.speech_seconds is None for c in fs.clips):
+        raise SystemExit("--match-speech-duration needs the speech length of every clip (the "
+                         "offline corpus's speech_duration column); this data has none.")
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple[str, int], dict[str, list[int]]] = {}
+    for i, c in enumerate(fs.clips):
+        bin_ = int(float(c.speech_seconds) // bin_s)
+        groups.setdefault((c.language, bin_), {"real": [], "fake": []})[c.label].append(i)
+    keep: list[int] = []
+    for key in sorted(groups):
+        n = min(len(v) for v in groups[key].values())
+        for label in ("real", "fake"):
+            ids = groups[key][label]
+            keep.extend(ids if len(ids) == n else rng.choice(ids, n, replace=False).tolist())
+    return _keep_clips(fs, sorted(keep))
+
+
+def _keep_clips(fs: FeatureSet, keep: Sequence[int]) -> FeatureSet:
+    """``fs`` restricted to the clips ``keep`` (indices into ``fs.clips``, sorted), with all
+    their windows."""
     new_index = np.full(len(fs.clips), -1, np.int64)
     new_index[keep] = np.arange(len(keep))
     sel = new_index[fs.clip] >= 0
@@ -593,7 +628,10 @@ def markdown_card(card: dict[str, Any]) -> str:
               f"- initialisation: {tr.get('init', 'random (seeded)')}",
               f"- augmentation (training windows only): {tr.get('augmentation', 'n/a')}"
               + (f"; at most {tr['cap_per_language']} clips per language and label"
-                 if tr.get("cap_per_language") else ""),
+                 if tr.get("cap_per_language") else "")
+              + (f"; as many real as fake clips per language and "
+                 f"{tr['match_speech_duration_s']} s bin of speech length"
+                 if tr.get("match_speech_duration_s") else ""),
               f"- training time {tr['train_seconds']:.0f} s ({tr['seconds_per_epoch']:.0f} s per "
               f"epoch), feature extraction and evaluation {tr['other_seconds']:.0f} s",
               f"- weights: `{card['weights']['file']}` ({card['weights']['bytes'] / 1e6:.2f} MB, "
@@ -614,6 +652,7 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
         threads: int = 1, cache_dir: Path | None = None, checkpoint: Path | None = None,
         subset: str | None = None, robustness: bool = True, augment: str = "masks",
         cap_language: int | None = None, init: str = "random",
+        match_duration: float | None = None,
         explain: Sequence[str] = ("gradcam", "integrated_gradients"), explain_clips: int = 100,
         command: str = "") -> dict[str, Any]:
     """Train, save, reload, calibrate, evaluate and write the card. Returns the card."""
@@ -625,6 +664,7 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
     clips, info = load_clips(data, subset)
     sets = {s: feature_set(clips, spec, s, cache_dir=cache_dir) for s in SPLITS}
     sets["train"] = cap_per_language(sets["train"], cap_language, seed=seed)
+    sets["train"] = match_speech_duration(sets["train"], match_duration, seed=seed)
     network = build(spec, seed=seed, threads=threads)
     init_note = common.imagenet_init(spec, network) if init == "imagenet" else "random (seeded)"
     config = common.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
@@ -703,6 +743,7 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
                      "time_limit_s": time_limit,
                      "augmentation": f"{augment}: {AUGMENTATIONS[augment]}, both classes",
                      "cap_per_language": cap_language, "init": init_note,
+                     "match_speech_duration_s": match_duration,
                      "train_seconds": train_seconds,
                      "seconds_per_epoch": train_seconds / max(1, len(history["epochs"])),
                      "other_seconds": time.time() - t_start - train_seconds,
@@ -742,6 +783,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="feature-domain augmentation of both classes")
     parser.add_argument("--cap-per-language", type=int, default=None, metavar="N",
                         help="train on at most N clips per language and label (seeded choice)")
+    parser.add_argument("--match-speech-duration", type=float, default=None, metavar="BIN_S",
+                        help="train on as many real as fake clips per language and BIN_S-second "
+                             "bin of speech length (offline corpus; a seeded choice)")
     parser.add_argument("--init", choices=("random", "imagenet"), default="random",
                         help="imagenet: start from the ImageNet weights shipped in a registry "
                              "package (efficientnet_lite0 only; see training.common.IMAGENET_INIT)")
@@ -760,7 +804,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings = json.dumps([str(args.data.resolve()), args.epochs, args.batch_size, args.lr,
                            args.augment, args.for_subset]
                           + ([args.cap_per_language] if args.cap_per_language else [])
-                          + ([args.init] if args.init != "random" else []))
+                          + ([args.init] if args.init != "random" else [])
+                          + ([args.match_speech_duration] if args.match_speech_duration else []))
     tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
     run_dir = args.run_dir or ROOT / "runs" / "audio" / f"{spec.id}-seed{args.seed}-{tag}"
     checkpoint = run_dir / ("checkpoint.pt" if spec.framework == "torch"
@@ -775,6 +820,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                checkpoint=checkpoint, subset=args.for_subset,
                robustness=not args.no_robustness, augment=args.augment,
                cap_language=args.cap_per_language, init=args.init,
+               match_duration=args.match_speech_duration,
                explain=[m for m in args.explain.split(",") if m],
                explain_clips=args.explain_clips, command=shlex.join(words))
     t = card["metrics"]["test"]
