@@ -677,7 +677,8 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
     history = common.train(spec, network, sets["train"].x, sets["train"].y,
                            sets["validation"].x, sets["validation"].y, config,
                            checkpoint=checkpoint, augment=augmentation(augment, spec.input.top_db))
-    train_seconds = earlier + time.time() - t_train
+    this_session = time.time() - t_train
+    train_seconds = earlier + this_session
     if timing is not None:
         timing.parent.mkdir(parents=True, exist_ok=True)
         timing.write_text(json.dumps({"train_seconds": train_seconds}) + "\n")
@@ -746,7 +747,8 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
                      "match_speech_duration_s": match_duration,
                      "train_seconds": train_seconds,
                      "seconds_per_epoch": train_seconds / max(1, len(history["epochs"])),
-                     "other_seconds": time.time() - t_start - train_seconds,
+                     # this session's time outside training (a resumed run trained earlier too)
+                     "other_seconds": time.time() - t_start - this_session,
                      "history": history["epochs"]},
         "weights": {"file": out.name, "bytes": out.stat().st_size, "sha256": sha256(out),
                     "dtype": "float16 state dict" if spec.framework == "torch" else "float32"},
