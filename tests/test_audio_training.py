@@ -255,7 +255,6 @@ def test_cap_per_language_keeps_whole_clips():
     assert train_audio.cap_per_language(fs, None, seed=0) is fs
 
 
-
 def test_match_speech_duration_removes_the_length_cue():
     """After matching, speech length says nothing about the label within any language (equal
     real and fake counts per bin), whole clips are kept, and data without speech lengths
@@ -291,6 +290,7 @@ def test_match_speech_duration_removes_the_length_cue():
                                              for c in fs.clips])
     with pytest.raises(SystemExit, match="speech_duration column"):
         train_audio.match_speech_duration(unknown, 0.1, seed=0)
+
 
 # --------------------------------------------------------------------------------------------
 # ImageNet initialisation (EfficientNet-Lite0, the only ImageNet weights installable offline)
@@ -352,8 +352,8 @@ AUDIO_EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "audio"
 def test_shipped_audio_detectors_give_the_right_verdicts_on_the_examples():
     """Every shipped audio detector (PyTorch and Keras) loads with the card's calibration and
     calls the example recordings (test languages, never heard in training) what they are, at
-    its card's threshold, with the app's verdict rule; its card reports figures for the
-    test languages and how it was initialised."""
+    its card's threshold, with the app's verdict rule; its card reports figures for test
+    languages kept out of training."""
     from xai_platform.pipeline import analyse
 
     config = load_config()

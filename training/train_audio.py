@@ -262,7 +262,7 @@ def match_speech_duration(fs: FeatureSet, bin_s: float | None, *, seed: int) -> 
     rng = np.random.default_rng(seed)
     groups: dict[tuple[str, int], dict[str, list[int]]] = {}
     for i, c in enumerate(fs.clips):
-        bin_ = int(float(c.speech_seconds) // bin_s)
+        bin_ = int(c.speech_seconds // bin_s)
         groups.setdefault((c.language, bin_), {"real": [], "fake": []})[c.label].append(i)
     keep: list[int] = []
     for key in sorted(groups):
