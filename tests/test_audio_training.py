@@ -292,6 +292,42 @@ def test_match_speech_duration_removes_the_length_cue():
         train_audio.match_speech_duration(unknown, 0.1, seed=0)
 
 
+def test_resplit_moves_languages_but_never_touches_test():
+    """Folds and learning curves: languages of the training and validation splits can be
+    regrouped (whole clips, windows with their clip), a language left out of both is dropped,
+    and a test language can never be moved into training or validation."""
+    def split_set(split, langs):
+        clips = [train_audio.Clip(Path(f"{split}{lang}{label}{i}.wav"), label, split, lang)
+                 for lang in langs for label in ("real", "fake") for i in range(3)]
+        owners = np.repeat(np.arange(len(clips)), 2)
+        y_clip = np.array([int(c.label == "fake") for c in clips])
+        return train_audio.FeatureSet(owners.astype(np.float32)[:, None, None],
+                                      y_clip[owners], owners, clips, y_clip)
+
+    sets = {"train": split_set("train", ["ar", "da", "es"]),
+            "validation": split_set("validation", ["cs", "uk"]),
+            "test": split_set("test", ["he"])}
+    new = train_audio.resplit(sets, train=["ar", "cs"], validation=["da"])
+    langs = lambda fs: sorted({c.language for c in fs.clips})  # noqa: E731
+    assert langs(new["train"]) == ["ar", "cs"] and langs(new["validation"]) == ["da"]
+    assert new["test"] is sets["test"]
+    for fs in new.values():
+        assert len(fs.x) == 2 * len(fs.clips)
+        assert np.array_equal(fs.y, fs.y_clip[fs.clip])
+        # each window still belongs to its own clip (x held the clip's original index)
+        for split_name, old in sets.items():
+            for i, c in enumerate(fs.clips):
+                if c in old.clips:
+                    assert set(fs.x[fs.clip == i].ravel()) == {old.clips.index(c)}
+    assert train_audio.resplit(sets) is sets
+    with pytest.raises(SystemExit, match="he are test languages"):
+        train_audio.resplit(sets, train=["ar", "he"])
+    with pytest.raises(SystemExit, match="training and validation at once"):
+        train_audio.resplit(sets, train=["ar"], validation=["ar", "cs"])
+    with pytest.raises(SystemExit, match="no clips for xx"):
+        train_audio.resplit(sets, validation=["xx"])
+
+
 # --------------------------------------------------------------------------------------------
 # ImageNet initialisation (EfficientNet-Lite0, the only ImageNet weights installable offline)
 

@@ -273,6 +273,53 @@ def match_speech_duration(fs: FeatureSet, bin_s: float | None, *, seed: int) -> 
     return _keep_clips(fs, sorted(keep))
 
 
+def resplit(sets: dict[str, FeatureSet], *, train: Sequence[str] | None = None,
+            validation: Sequence[str] | None = None) -> dict[str, FeatureSet]:
+    """The training and validation languages chosen anew from those two splits (for
+    folds over languages and learning curves); the test split is never touched, and a test
+    language cannot be moved into training or validation. ``None`` keeps a split's languages;
+    a language listed in neither is left out."""
+    if train is None and validation is None:
+        return sets
+    pool = {s: sets[s] for s in ("train", "validation")}
+    known = {c.language for fs in pool.values() for c in fs.clips}
+    held_out = {c.language for c in sets["test"].clips}
+    chosen = {"train": list(train) if train is not None else
+              sorted({c.language for c in pool["train"].clips}),
+              "validation": list(validation) if validation is not None else
+              sorted({c.language for c in pool["validation"].clips})}
+    for split, langs in chosen.items():
+        bad = sorted(set(langs) & held_out)
+        if bad:
+            raise SystemExit(f"{', '.join(bad)} are test languages; the test split stays "
+                             "unseen, so they cannot go into training or validation.")
+        unknown = sorted(set(langs) - known)
+        if unknown:
+            raise SystemExit(f"no clips for {', '.join(unknown)} in the training or validation "
+                             f"split; the languages there are {', '.join(sorted(known))}.")
+    both = sorted(set(chosen["train"]) & set(chosen["validation"]))
+    if both:
+        raise SystemExit(f"{', '.join(both)} would be in training and validation at once.")
+    out = dict(sets)
+    for split, langs in chosen.items():
+        parts = [_keep_clips(fs, [i for i, c in enumerate(fs.clips) if c.language in langs])
+                 for fs in pool.values()]
+        out[split] = _concat(parts)
+        labels = set(out[split].y_clip.tolist())
+        if len(labels) != 2:
+            raise SystemExit(f"the new {split} split ({', '.join(langs)}) needs real and fake "
+                             "clips.")
+    return out
+
+
+def _concat(parts: Sequence[FeatureSet]) -> FeatureSet:
+    offsets = np.cumsum([0] + [len(p.clips) for p in parts[:-1]])
+    return FeatureSet(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
+                      np.concatenate([p.clip + o for p, o in zip(parts, offsets)]),
+                      [c for p in parts for c in p.clips],
+                      np.concatenate([p.y_clip for p in parts]))
+
+
 def _keep_clips(fs: FeatureSet, keep: Sequence[int]) -> FeatureSet:
     """``fs`` restricted to the clips ``keep`` (indices into ``fs.clips``, sorted), with all
     their windows."""
@@ -653,6 +700,8 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
         subset: str | None = None, robustness: bool = True, augment: str = "masks",
         cap_language: int | None = None, init: str = "random",
         match_duration: float | None = None,
+        train_languages: Sequence[str] | None = None,
+        validation_languages: Sequence[str] | None = None,
         explain: Sequence[str] = ("gradcam", "integrated_gradients"), explain_clips: int = 100,
         command: str = "") -> dict[str, Any]:
     """Train, save, reload, calibrate, evaluate and write the card. Returns the card."""
@@ -663,6 +712,7 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
     t_start = time.time()
     clips, info = load_clips(data, subset)
     sets = {s: feature_set(clips, spec, s, cache_dir=cache_dir) for s in SPLITS}
+    sets = resplit(sets, train=train_languages, validation=validation_languages)
     sets["train"] = cap_per_language(sets["train"], cap_language, seed=seed)
     sets["train"] = match_speech_duration(sets["train"], match_duration, seed=seed)
     network = build(spec, seed=seed, threads=threads)
@@ -745,6 +795,8 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
                      "augmentation": f"{augment}: {AUGMENTATIONS[augment]}, both classes",
                      "cap_per_language": cap_language, "init": init_note,
                      "match_speech_duration_s": match_duration,
+                     "languages_chosen": {"train": train_languages,
+                                          "validation": validation_languages},
                      "train_seconds": train_seconds,
                      "seconds_per_epoch": train_seconds / max(1, len(history["epochs"])),
                      # this session's time outside training (a resumed run trained earlier too)
@@ -755,6 +807,10 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
     }
     common.write_card(out, card, markdown_card(card))
     return card
+
+
+def _languages(text: str | None) -> list[str] | None:
+    return None if text is None else [w.strip() for w in text.split(",") if w.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -788,6 +844,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--match-speech-duration", type=float, default=None, metavar="BIN_S",
                         help="train on as many real as fake clips per language and BIN_S-second "
                              "bin of speech length (offline corpus; a seeded choice)")
+    parser.add_argument("--train-languages", default=None, metavar="L1,L2",
+                        help="train on these languages of the training and validation splits "
+                             "(folds, learning curves; test languages are refused)")
+    parser.add_argument("--validation-languages", default=None, metavar="L1,L2",
+                        help="validate (best epoch, temperature, threshold) on these languages "
+                             "of the training and validation splits")
     parser.add_argument("--init", choices=("random", "imagenet"), default="random",
                         help="imagenet: start from the ImageNet weights shipped in a registry "
                              "package (efficientnet_lite0 only; see training.common.IMAGENET_INIT)")
@@ -807,7 +869,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                            args.augment, args.for_subset]
                           + ([args.cap_per_language] if args.cap_per_language else [])
                           + ([args.init] if args.init != "random" else [])
-                          + ([args.match_speech_duration] if args.match_speech_duration else []))
+                          + ([args.match_speech_duration] if args.match_speech_duration else [])
+                          + ([args.train_languages, args.validation_languages]
+                             if args.train_languages or args.validation_languages else []))
     tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
     run_dir = args.run_dir or ROOT / "runs" / "audio" / f"{spec.id}-seed{args.seed}-{tag}"
     checkpoint = run_dir / ("checkpoint.pt" if spec.framework == "torch"
@@ -823,6 +887,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                robustness=not args.no_robustness, augment=args.augment,
                cap_language=args.cap_per_language, init=args.init,
                match_duration=args.match_speech_duration,
+               train_languages=_languages(args.train_languages),
+               validation_languages=_languages(args.validation_languages),
                explain=[m for m in args.explain.split(",") if m],
                explain_clips=args.explain_clips, command=shlex.join(words))
     t = card["metrics"]["test"]
