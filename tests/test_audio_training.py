@@ -315,7 +315,7 @@ def test_resplit_moves_languages_but_never_touches_test():
         assert len(fs.x) == 2 * len(fs.clips)
         assert np.array_equal(fs.y, fs.y_clip[fs.clip])
         # each window still belongs to its own clip (x held the clip's original index)
-        for split_name, old in sets.items():
+        for old in sets.values():
             for i, c in enumerate(fs.clips):
                 if c in old.clips:
                     assert set(fs.x[fs.clip == i].ravel()) == {old.clips.index(c)}

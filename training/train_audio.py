@@ -284,10 +284,9 @@ def resplit(sets: dict[str, FeatureSet], *, train: Sequence[str] | None = None,
     pool = {s: sets[s] for s in ("train", "validation")}
     known = {c.language for fs in pool.values() for c in fs.clips}
     held_out = {c.language for c in sets["test"].clips}
-    chosen = {"train": list(train) if train is not None else
-              sorted({c.language for c in pool["train"].clips}),
-              "validation": list(validation) if validation is not None else
-              sorted({c.language for c in pool["validation"].clips})}
+    chosen = {split: list(langs) if langs is not None else
+              sorted({c.language for c in pool[split].clips})
+              for split, langs in (("train", train), ("validation", validation))}
     for split, langs in chosen.items():
         bad = sorted(set(langs) & held_out)
         if bad:
@@ -795,8 +794,6 @@ def run(spec: ModelSpec, data: Path, *, out: Path, epochs: int, seed: int = 0,
                      "augmentation": f"{augment}: {AUGMENTATIONS[augment]}, both classes",
                      "cap_per_language": cap_language, "init": init_note,
                      "match_speech_duration_s": match_duration,
-                     "languages_chosen": {"train": train_languages,
-                                          "validation": validation_languages},
                      "train_seconds": train_seconds,
                      "seconds_per_epoch": train_seconds / max(1, len(history["epochs"])),
                      # this session's time outside training (a resumed run trained earlier too)
