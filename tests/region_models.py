@@ -12,7 +12,8 @@ import dataclasses
 
 import numpy as np
 
-from xai_platform.config import ImageInput, ModelSpec, parse_model
+from xai_platform.config import ModelSpec, parse_model
+from xai_platform.modalities.xray import ImageInput
 
 SIZE = 32
 REGION = (8, 20, 12, 24)  # rows r0:r1, cols c0:c1, aligned to 4-pixel patches
@@ -55,7 +56,7 @@ def torch_region_handle(modality: str):
     import torch
     from torch import nn
 
-    from xai_platform.models.torch_backend import TorchHandle
+    from xai_platform.models.formats.torch import TorchHandle
 
     class Gate(nn.Module):
         def __init__(self, mask: np.ndarray) -> None:
@@ -87,7 +88,7 @@ def torch_region_handle(modality: str):
 def keras_region_handle(modality: str):
     import keras
 
-    from xai_platform.models.keras_backend import KerasHandle
+    from xai_platform.models.formats.keras import KerasHandle
 
     class Gate(keras.layers.Layer):
         def __init__(self, mask: np.ndarray, **kw) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from xai_platform.config import AudioInput
+from xai_platform.modalities.audio import AudioInput
 from xai_platform.errors import InputError
 from xai_platform.preprocessing import audio
 

@@ -10,7 +10,13 @@ from xai_platform.errors import ConfigError
 
 
 def _load(tmp_path, models, **kw):
-    return load_config([write_config(tmp_path / "user.yaml", models, **kw)], base=None)
+    """The config as the app and the CLI take it: parsed, then catalogued by the model manager
+    (which checks the model side: format and architecture)."""
+    from xai_platform.models import ModelManager
+
+    config = load_config([write_config(tmp_path / "user.yaml", models, **kw)], base=None)
+    ModelManager(config)
+    return config
 
 
 def test_project_config_is_valid():

@@ -48,7 +48,7 @@ def linear_region_handle():
     import torch
     from torch import nn
 
-    from xai_platform.models.torch_backend import TorchHandle
+    from xai_platform.models.formats.torch import TorchHandle
 
     class LinearRegionNet(nn.Module):
         def __init__(self) -> None:

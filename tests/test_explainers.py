@@ -18,14 +18,18 @@ FRAMEWORKS = [pytest.param("torch", marks=pytest.mark.skipif(not HAS_TORCH, reas
 
 
 def test_registry_declares_everything_the_ui_needs():
+    from xai_platform.modalities import modality_names
+    from xai_platform.models.formats import get_format
+
     methods = {m.id: m for m in all_methods()}
     assert {"gradcam", "gradcampp", "lime", "shap", "integrated_gradients", "saliency"} <= set(methods)
     for m in methods.values():
         assert m.label and m.description and "20" in m.paper
         assert m.kind in ("gradient", "perturbation")
         assert m.specificity in ("model-specific", "model-agnostic")
-        assert set(m.frameworks) == {"torch", "keras"}
-        for p in m.params:
+        # every method runs on both built-in formats (their capabilities cover its needs)
+        assert all(not get_format(f).capabilities.missing(m.needs) for f in ("torch", "keras"))
+        for p in {p for modality in modality_names() for p in m.params_for(modality)}:
             assert p.kind in ("int", "float", "choice", "bool")
             p.validate(p.default, method=m.id)  # defaults lie in their declared range
     with pytest.raises(ValueError, match="already registered"):
@@ -144,7 +148,7 @@ def test_densenet_inplace_relu_does_not_corrupt_the_activation(monkeypatch):
     from torchvision.models import densenet as tv_densenet
 
     from xai_platform.config import parse_model
-    from xai_platform.models.torch_backend import load
+    from xai_platform.models.formats.torch import load
 
     spec = parse_model({"id": "d", "name": "d", "framework": "torch", "modality": "xray",
                         "architecture": "densenet121", "weights": None,
@@ -178,7 +182,7 @@ def test_nested_keras_and_one_channel_models(manager, framework):
         assert h.shape == (32, 32)
     if framework == "keras":
         from xai_platform.config import parse_model
-        from xai_platform.models.keras_backend import load
+        from xai_platform.models.formats.keras import load
 
         spec = parse_model({"id": "nested", "name": "n", "framework": "keras", "modality": "xray",
                             "architecture": "keras_mobilenet_v2", "weights": None,
@@ -216,7 +220,7 @@ def test_progress_and_cancel(manager):
 def test_perturbations_built_on_the_device_match_the_numpy_path(framework):
     """The GPU path (perturbed inputs built by the framework) gives the same probabilities as
     the NumPy path; run here on the CPU, where both exist."""
-    from xai_platform.explainers.perturbation import _device_builder, grid_segments, masked_value
+    from xai_platform.explainers.perturbation import grid_segments, masked_value
 
     handle = region_handle(framework, "xray")
     x = region_input("xray")
@@ -224,7 +228,8 @@ def test_perturbations_built_on_the_device_match_the_numpy_path(framework):
     segments = grid_segments(x.shape, patch_rows=4, patch_cols=4)
     z = np.random.default_rng(0).integers(0, 2, (8, int(segments.max()) + 1)).astype(bool)
     expected = handle.predict(np.where(z[:, segments], x[None], base[None]).astype(np.float32))
-    np.testing.assert_allclose(_device_builder(handle, x, base, segments)(z), expected, atol=1e-6)
+    np.testing.assert_allclose(handle.device_coalition_evaluator(x, base, segments)(z), expected,
+                               atol=1e-6)
 
 
 CHEAP = {"lime": {"num_samples": 50}, "shap": {"n_evaluations": 32},

@@ -46,19 +46,22 @@ def test_status_of_missing_weights_names_the_file_and_what_to_do(tmp_path):
 def test_loads_once_under_concurrent_requests(manager, monkeypatch):
     from xai_platform.models import manager as manager_module
 
-    real = manager_module.backend
+    real = manager_module.get_format
     calls = []
 
     class Slow:
         def __init__(self, mod):
             self.mod = mod
 
+        def __getattr__(self, name):
+            return getattr(self.mod, name)
+
         def load(self, spec, **kw):
             calls.append(spec.id)
             time.sleep(0.3)
             return self.mod.load(spec, **kw)
 
-    monkeypatch.setattr(manager_module, "backend", lambda fw: Slow(real(fw)))
+    monkeypatch.setattr(manager_module, "get_format", lambda fw, **kw: Slow(real(fw)))
     handles = []
     threads = [threading.Thread(target=lambda: handles.append(manager.get("tiny-torch-audio")))
                for _ in range(4)]
@@ -211,7 +214,7 @@ def test_mobilenet_v2_stem_and_pool_options():
     import torch
 
     from xai_platform.config import parse_model
-    from xai_platform.models.torch_backend import load
+    from xai_platform.models.formats.torch import load
 
     def spec(**arch_args):
         return parse_model({"id": "m", "name": "m", "framework": "torch", "modality": "xray",

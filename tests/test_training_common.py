@@ -13,7 +13,7 @@ def test_resumed_training_equals_uninterrupted(tmp_path, tiny_config):
     import torch
 
     from training.common import TrainConfig, train
-    from xai_platform.models.torch_backend import build_network
+    from xai_platform.models.formats.torch import build_network
 
     spec = tiny_config.model("tiny-torch-xray")
     rng = np.random.default_rng(0)

@@ -17,14 +17,14 @@ pytestmark = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed"
 
 @pytest.fixture
 def service(manager):
-    from xai_platform.ui.service import Service
+    from xai_platform.service import Service
 
     return Service(manager)
 
 
 @pytest.fixture
 def session():
-    from xai_platform.ui.service import Session
+    from xai_platform.service import Session
 
     s = Session()
     yield s

@@ -346,7 +346,7 @@ def test_mask_supervision_trains_and_leaves_no_head_in_the_weights(tmp_path, ben
     assert set(state) == set(handle.net.state_dict())  # the plain architecture, no extra head
     # the training hook is gone: explaining the loaded and the trained net leaves no extra hooks
     from training.common import MaskSupervision, train, TrainConfig
-    from xai_platform.models.torch_backend import build_network
+    from xai_platform.models.formats.torch import build_network
 
     spec = load_config([write_config(tmp_path / "again.yaml", [_tiny_entry(weights)])],
                        base=None).model("tiny-lesion")

@@ -137,7 +137,7 @@ def test_repo_config_labels_match_the_library():
 
 
 def test_wrong_labels_are_refused_with_the_right_list(tmp_path):
-    from xai_platform.models.torch_backend import build_network
+    from xai_platform.models.formats.torch import build_network
 
     entry = xrv_entry("bad", CHEX, tmp_path / "w.pt")
     entry["labels"][0], entry["labels"][1] = entry["labels"][1], entry["labels"][0]

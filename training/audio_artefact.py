@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from xai_platform.config import AudioInput, load_config
+from xai_platform.config import load_config
+from xai_platform.modalities.audio import AudioInput
 from xai_platform.preprocessing import audio
 
 from .audio_corpus import KLETTRES_ROOT, read_klettres, split_of

@@ -206,9 +206,9 @@ def limit_threads(framework: str, threads: int, *, interop: int = 1,
         except RuntimeError:  # only settable before the first parallel work
             pass
         return
-    from xai_platform.models import keras_backend  # imports torch first, then TensorFlow
+    from xai_platform.models.formats.keras import _frameworks  # imports torch first, then TensorFlow
 
-    tf = keras_backend.tf
+    _, tf = _frameworks()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(interop)
@@ -366,7 +366,7 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
     import torch
     from torch import nn
 
-    from xai_platform.models.torch_backend import InputAdapter, TorchHandle
+    from xai_platform.models.formats.torch import InputAdapter, TorchHandle
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -451,7 +451,7 @@ def _train_keras(spec, model, train_x, train_y, val_x, val_y, config, checkpoint
     import keras
     import tensorflow as tf
 
-    from xai_platform.models.keras_backend import KerasHandle, _adapter
+    from xai_platform.models.formats.keras import KerasHandle, _adapter
 
     set_seed(config.seed)
     keras.utils.set_random_seed(config.seed)
@@ -548,9 +548,9 @@ def write_card(weights: Path, card: dict[str, Any], markdown: str) -> tuple[Path
 def load_saved(spec: ModelSpec, weights: Path) -> Any:
     """The saved file loaded by the app's own loader (fp16 state dict included), so that the
     figures a model card reports are those of the file as shipped."""
-    from xai_platform.models.manager import backend
+    from xai_platform.models.formats import get_format
 
-    return backend(spec.framework).load(dataclasses.replace(spec, weights=weights), device="cpu")
+    return get_format(spec.framework).load(dataclasses.replace(spec, weights=weights), device="cpu")
 
 
 def _efficientnet_lite0_weights() -> str:

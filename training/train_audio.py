@@ -49,7 +49,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from xai_platform.config import ROOT, AudioInput, ModelSpec, load_config
+from xai_platform.config import ROOT, ModelSpec, load_config
+from xai_platform.modalities.audio import AudioInput
 from xai_platform.errors import InputError
 from xai_platform.models.cards import card_stem
 from xai_platform.models.manager import sha256
@@ -371,9 +372,9 @@ def build(spec: ModelSpec, *, seed: int, threads: int) -> Any:
     # the Keras results, so it waits for the next retraining of the audio models.
     common.limit_threads(spec.framework, threads, interop=threads, deterministic=False)
     if spec.framework == "torch":
-        from xai_platform.models.torch_backend import build_network
+        from xai_platform.models.formats.torch import build_network
     else:
-        from xai_platform.models.keras_backend import build_network
+        from xai_platform.models.formats.keras import build_network
     return build_network(spec, seed=seed)
 
 

@@ -324,7 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     command = "python -m training.train_xray " + " ".join(shlex.quote(a) for a in args.argv)
     t_start = time.time()
 
-    from xai_platform.models.manager import backend
+    from xai_platform.models.formats import get_format
 
     common.limit_threads(spec.framework, args.threads)
     data = read_data(args.data.expanduser(), spec, args)
@@ -337,7 +337,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if counts["n_positive"] in (0, counts["n"]):
             raise SystemExit(f"the {name} split has only one class ({counts}); use more data.")
 
-    net = backend(spec.framework).build_network(spec, seed=args.seed)
+    net = get_format(spec.framework).build_network(spec, seed=args.seed)
     if spec.framework == "torch":  # about 3x faster convolutions on a CPU (measured)
         import torch
 

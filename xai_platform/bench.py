@@ -24,8 +24,9 @@ from unittest import mock
 import numpy as np
 
 from . import explainers
-from .models import ModelManager
+from .modalities import get_modality
 from .models.handle import ModelHandle
+from .service import Service
 
 DEFAULT_PARAMS = {"lime": {"num_samples": 1000}, "shap": {"n_evaluations": 500},
                   "integrated_gradients": {"n_steps": 50}}
@@ -52,19 +53,10 @@ def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
 
 
 def sample_input(handle: ModelHandle, seed: int = 0) -> np.ndarray:
-    """A structured feature plane: a chest-like image or a harmonic spectrogram in dB."""
-    h, w = handle.input_shape
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
-    if handle.spec.modality == "audio":
-        harmonics = sum(np.exp(-((yy * h - k * h / 9) ** 2) / 4.0) for k in range(1, 8))
-        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * xx)
-        plane = -80 + 75 * np.clip(harmonics * envelope + 0.1 * rng.random((h, w)), 0, 1)
-    else:
-        lungs = np.exp(-(((xx - 0.3) / 0.15) ** 2 + ((yy - 0.5) / 0.3) ** 2)) + \
-            np.exp(-(((xx - 0.7) / 0.15) ** 2 + ((yy - 0.5) / 0.3) ** 2))
-        plane = np.clip(0.75 - 0.45 * lungs + 0.03 * rng.standard_normal((h, w)), 0, 1)
-    return plane.astype(np.float32)
+    """A structured feature plane of the model's modality (e.g. a chest-like image, a harmonic
+    spectrogram in dB): (H, W) float32."""
+    return get_modality(handle.spec.modality).sample_plane(handle.spec,
+                                                           np.random.default_rng(seed))
 
 
 def forward_seconds(handle: ModelHandle, x: np.ndarray, n: int, batch_size: int,
@@ -120,15 +112,16 @@ def baseline_rows(handle: ModelHandle, x: np.ndarray, target: int, *, params, re
     rows = []
     n_lime = params.get("lime", {}).get("num_samples", 1000)
 
+    modality = get_modality(handle.spec.modality)
+
     def plain_lime():
         explainer = lime_image.LimeImageExplainer(random_state=0)
-        img = x if handle.spec.modality == "xray" else (x - x.min()) / (np.ptp(x) or 1.0)
+        img = modality.to_unit(x)  # lime_image segments images in [0, 1]
         # lime_image draws an unconditional tqdm bar into the printed table; mute only that.
         with mock.patch.object(lime_image, "tqdm", lambda items, **_: items):
             return explainer.explain_instance(
                 img.astype(np.float64), lambda imgs: handle.predict(
-                    imgs[..., 0] if handle.spec.modality == "xray"
-                    else imgs[..., 0] * (np.ptp(x) or 1.0) + x.min(), batch_size=10),
+                    modality.from_unit(imgs[..., 0], x), batch_size=10),
                 top_labels=None, labels=(target,), num_samples=n_lime, batch_size=10)
 
     seconds, _ = _median_time(plain_lime, repeats)
@@ -159,35 +152,8 @@ def baseline_rows(handle: ModelHandle, x: np.ndarray, target: int, *, params, re
     ref = forward_seconds(handle, x, n_shap, batch_size, 1)
     rows.append(Row(handle.spec.id, "shap (KernelExplainer)", seconds, n_shap, ref, seconds / ref))
 
-    if handle.framework == "torch" and handle.spec.target_layer:
-        import torch
-        from pytorch_grad_cam import GradCAM
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-        class Wrapped(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.net, self.adapter = handle.net, handle.adapter
-
-            def forward(self, t):
-                return self.net(self.adapter(t[:, 0]))
-
-        layer = handle.net.get_submodule(handle.spec.target_layer)
-        tensor = torch.from_numpy(x)[None, None].to(handle.device)
-
-        def plain_cam():
-            for p in handle.net.parameters():
-                p.requires_grad_(True)
-            try:
-                with GradCAM(model=Wrapped().eval(), target_layers=[layer]) as cam:
-                    return cam(tensor, targets=[ClassifierOutputTarget(cam_target)])
-            finally:
-                for p in handle.net.parameters():
-                    p.requires_grad_(False)
-
-        # pytorch-grad-cam indexes the raw outputs: a one-logit (sigmoid) model has only index 0.
-        cam_target = min(target, handle.spec.num_outputs - 1)
-        seconds, _ = _median_time(plain_cam, max(repeats, 3))
+    if handle.capabilities.reference_cam and handle.spec.target_layer:
+        seconds, _ = _median_time(lambda: handle.reference_gradcam(x, target), max(repeats, 3))
         rows.append(Row(handle.spec.id, "gradcam (pytorch-grad-cam)", seconds, 1, one_forward,
                         seconds / one_forward))
     for row in rows:
@@ -204,7 +170,7 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def run_bench(manager: ModelManager, model_ids: Sequence[str], *, methods: Sequence[str] | None,
+def run_bench(service: Service, model_ids: Sequence[str], *, methods: Sequence[str] | None,
               repeats: int, batch_size: int | None, params: dict[str, dict[str, Any]],
               baselines: bool, as_json: bool) -> int:
     import platform
@@ -212,7 +178,7 @@ def run_bench(manager: ModelManager, model_ids: Sequence[str], *, methods: Seque
     rows: list[Row] = []
     methods = list(methods or [m.id for m in explainers.all_methods()])
     for model_id in model_ids:
-        handle = manager.get(model_id)
+        handle = service.manager.get(model_id)
         bs = batch_size or handle.default_batch_size
         print(f"{model_id} ({handle.framework}, {handle.device}, input {handle.input_shape}, "
               f"batch {bs})", file=sys.stderr)

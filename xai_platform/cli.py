@@ -120,20 +120,11 @@ def cmd_methods(args: argparse.Namespace, config: PlatformConfig) -> int:
 
 def cmd_layers(args: argparse.Namespace, config: PlatformConfig) -> int:
     handle = _manager(args, config).get(args.model)
-    if handle.framework == "torch":
-        for name, module in handle.net.named_modules():
-            if name:
-                print(f"{name:<40} {type(module).__name__}")
-    else:
-        from .models.keras_backend import _flat_layers  # noqa: F401
-
-        def walk(model, prefix=""):
-            for layer in model.layers:
-                print(f"{prefix}{layer.name:<40} {type(layer).__name__}")
-                if hasattr(layer, "layers"):
-                    walk(layer, prefix=f"{prefix}{layer.name}/")
-
-        walk(handle.model)
+    layers = handle.layers()
+    if not layers:
+        print(f"model '{args.model}' has no addressable layers ({handle.framework}).")
+    for name, kind in layers:
+        print(f"{name:<40} {kind}")
     return 0
 
 
@@ -142,14 +133,11 @@ def _safe_stem(name: str) -> str:
 
 
 def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
-    import numpy as np
-
     from .explainers import compatible_methods, get_method
-    from .pipeline import analyse, explain, prepare
-    from .visualization.figure import save_png
+    from .service import Service, Session
 
-    manager = _manager(args, config)
-    spec = manager.spec(args.model)
+    service = Service(_manager(args, config), config.app)
+    spec = service.spec(args.model)
     methods = args.method or [m.id for m in compatible_methods(spec)][:1] or []
     for m in methods:
         reason = get_method(m).reason_incompatible(spec)
@@ -161,12 +149,11 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
             raise XAIError(f"{source}: file not found. Check the path.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    handle = manager.get(spec.id)
+    session = Session(folder=out)
     show = not args.json and not args.quiet
     results = []
     for source in args.inputs:
-        prepared = prepare(Path(source), spec, settings=config.app)
-        analysis = analyse(handle, prepared)
+        analysis = service.analyse(session, source, spec.id)
         if show:
             print(f"{source}: {analysis.prediction.verdict}")
             for note in analysis.notes:
@@ -175,40 +162,30 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
             "input": str(source), "model": spec.id,
             "prediction": analysis.prediction.to_dict(), "notes": list(analysis.notes),
         }
-        if prepared.starts_s is not None and len(prepared.starts_s) > 1 and spec.positive_index is not None:
-            entry["timeline"] = [{"start_s": float(s), "score": float(p[spec.positive_index])}
-                                 for s, p in zip(prepared.starts_s, analysis.window_probabilities)]
+        timeline = service.timeline(analysis)
+        if len(timeline) > 1:
+            entry["timeline"] = [{"start_s": s, "score": p} for s, p in timeline]
         explanations = []
-        stem = _safe_stem(prepared.name)
+        stem = _safe_stem(analysis.prepared.name)
         for method in methods:
             # Only this method's parameters (a shared --param list may name others').
             own = {k: v for k, v in params.items()
                    if any(p.name == k for p in get_method(method).params_for(spec.modality))}
             bar = _Progress(get_method(method).label, enabled=not args.quiet and sys.stderr.isatty())
             start = time.perf_counter()
-            expl = explain(handle, analysis, method, window=args.window, target=args.target,
-                           params=own, seed=args.seed, progress=bar)
+            expl = service.explain(session, source, spec.id, method, window=args.window,
+                                   target=args.target, params=own, seed=args.seed, progress=bar)
             bar.done(time.perf_counter() - start)
             if expl.flat and not args.quiet:
                 print(f"  warning: {expl.flat_note}", file=sys.stderr)
-            base = out / f"{stem}__{spec.id}__{method}"
-            figure = save_png(expl, base.with_suffix(".png"))
-            heatmap = base.with_suffix(".npy")
-            np.save(heatmap, expl.heatmap)
-            record = expl.to_record()
-            record.update({"figure": str(figure), "heatmap": str(heatmap)})
-            if expl.modality == "audio" and prepared.waveforms is not None:
-                from .listening import listening_clips, save_clips
-
-                clips = listening_clips(handle, expl, prepared.waveforms[expl.extras["window"]])
-                kept, removed = save_clips(clips, base)
-                record["listening"] = {
-                    "kept": str(kept), "removed": str(removed), "share": clips.share,
-                    "score_original": clips.score_original, "score_kept": clips.score_kept,
-                    "score_removed": clips.score_removed}
+            base = f"{stem}__{spec.id}__{method}"
+            figure, _, heatmap = service.export(session, expl, stem=base)
+            record = service.record(expl) | {"figure": str(figure), "heatmap": str(heatmap)}
+            readout = service.readout(session, source, expl, stem=base)
+            if readout is not None and readout.record:
+                record["listening"] = dict(readout.record)
                 if show:
-                    print(f"    listen: {kept} (p={clips.score_kept:.1%}), {removed} "
-                          f"(p={clips.score_removed:.1%}); original {clips.score_original:.1%}")
+                    print(f"    {readout.text}")
             explanations.append(record)
             if show:
                 print(f"  {expl.method_label}: {figure} ({expl.seconds:.2f} s, "
@@ -222,13 +199,14 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
 
 def cmd_bench(args: argparse.Namespace, config: PlatformConfig) -> int:
     from .bench import run_bench
+    from .service import Service
 
     manager = _manager(args, config)
     models = args.model or [s.id for s in manager.specs if manager.status(s.id).usable][:2]
     params: dict[str, dict[str, Any]] = {
         "lime": {"num_samples": args.lime_samples}, "shap": {"n_evaluations": args.shap_evals},
         "integrated_gradients": {"n_steps": args.ig_steps}}
-    return run_bench(manager, models, methods=args.method, repeats=args.repeats,
+    return run_bench(Service(manager, config.app), models, methods=args.method, repeats=args.repeats,
                      batch_size=args.batch_size, params=params, baselines=args.baselines,
                      as_json=args.json)
 

@@ -68,22 +68,13 @@ class Prediction:
 
 
 @dataclass(frozen=True)
-class AudioAxes:
-    """How to label a spectrogram: time of the window in the recording and mel band centres."""
-
-    start_s: float
-    duration_s: float
-    mel_centers_hz: FloatArray
-    sample_rate: int
-
-
-@dataclass(frozen=True)
 class Explanation:
     """One explanation of one prediction.
 
     display: (H, W) float32, the input as the model sees it (grayscale in [0, 1], or log-mel dB);
     heatmap: (H, W) float32, same shape; in [0, 1] for unsigned methods, signed (positive =
-    evidence for ``target``) where ``signed``.
+    evidence for ``target``) where ``signed``; axes: the modality's display axes (e.g. time
+    and frequency of an audio window), None for plain pixels.
     """
 
     model_id: str
@@ -100,7 +91,7 @@ class Explanation:
     seed: int | None
     seconds: float
     n_evaluations: int
-    axes: AudioAxes | None = None
+    axes: Any = None
     notes: tuple[str, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -150,7 +141,7 @@ class Explanation:
             "heatmap_shape": list(self.heatmap.shape), "heatmap_stats": self.heatmap_stats(),
             "notes": list(self.notes) + ([self.flat_note] if self.flat else []),
         }
-        if self.axes is not None:
-            record["window_start_s"] = self.axes.start_s
-            record["window_duration_s"] = self.axes.duration_s
+        from .modalities import get_modality
+
+        record.update(get_modality(self.modality).record(self))
         return record

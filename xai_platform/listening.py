@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import AudioInput
+from .modalities.audio import AudioInput
 from .explanation import Explanation, FloatArray
 from .models.handle import ModelHandle
 

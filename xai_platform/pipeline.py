@@ -1,7 +1,9 @@
-"""The pipeline the CLI and the app share: input -> feature planes -> prediction -> explanation.
+"""The pipeline under the service: input -> feature planes -> prediction -> explanation.
 
-Audio is scored in overlapping windows (see :func:`xai_platform.preprocessing.audio.split_windows`).
-**Overall verdict rule**: the recording's probability of each class is the mean of the window
+The input's modality (:mod:`xai_platform.modalities`) decodes it into one feature plane, or one
+per window for inputs scored in windows over time (audio: see
+:func:`xai_platform.preprocessing.audio.split_windows`).
+**Overall verdict rule**: the input's probability of each class is the mean of the window
 probabilities; a binary model calls it positive (e.g. "fake") when that mean reaches the
 model's decision threshold (from its card; 0.5 without one). The per-window scores are kept as a
 timeline, and an explanation is computed for the *most suspicious* window (highest probability
@@ -19,31 +21,11 @@ from typing import Any
 import numpy as np
 
 from . import explainers
-from .config import AppSettings, AudioInput, ImageInput, ModelSpec
+from .config import AppSettings, ModelSpec
 from .errors import ExplainerError, InputError
-from .explanation import AudioAxes, Explanation, FloatArray, Prediction, UNTRAINED_NOTE
+from .explanation import Explanation, FloatArray, Prediction, UNTRAINED_NOTE
+from .modalities import PreparedInput, Source, get_modality
 from .models.handle import ModelHandle
-
-Source = str | Path | bytes | tuple[int, Any]
-
-
-@dataclass(frozen=True)
-class PreparedInput:
-    """An input made ready for one model.
-
-    planes: (n, H, W) float32, one feature plane per window (audio) or one (image);
-    starts_s: (n,) window start times in seconds (audio) or None.
-    """
-
-    name: str
-    modality: str
-    planes: FloatArray
-    starts_s: np.ndarray | None = None
-    notes: tuple[str, ...] = ()
-    waveforms: FloatArray | None = None  # (n, n_samples) audio of each window
-    sample_rate: int | None = None
-    duration_s: float | None = None
-    original: FloatArray | None = None  # the full-resolution grayscale image
 
 
 def _name(source: Source, name: str | None) -> str:
@@ -56,35 +38,11 @@ def _name(source: Source, name: str | None) -> str:
 
 def prepare(source: Source, spec: ModelSpec, *, settings: AppSettings = AppSettings(),
             name: str | None = None) -> PreparedInput:
-    """Decode ``source`` and build the feature planes ``spec`` expects."""
+    """Decode ``source`` and build the feature planes ``spec`` expects (its modality's work)."""
     label = _name(source, name)
     if isinstance(source, (str, Path)) and not Path(source).exists():
         raise InputError(f"{label}: file not found. Check the path.")
-    if spec.modality == "audio":
-        assert isinstance(spec.input, AudioInput)
-        from .preprocessing import audio
-
-        windows = audio.load_for_model(source, spec.input, max_seconds=settings.max_audio_seconds)
-        planes = audio.features(windows, spec.input)
-        notes = []
-        if windows.padded:
-            notes.append(f"The recording ({windows.duration:.2f} s) is shorter than the model's "
-                         f"{spec.input.duration:g} s window: it was padded with silence.")
-        elif len(planes) > 1:
-            notes.append(f"{windows.duration:.1f} s scored in {len(planes)} overlapping windows "
-                         f"of {spec.input.duration:g} s.")
-        return PreparedInput(label, "audio", planes, starts_s=np.asarray(windows.starts),
-                             notes=tuple(notes), waveforms=windows.windows,
-                             sample_rate=windows.sample_rate, duration_s=windows.duration)
-    assert isinstance(spec.input, ImageInput)
-    if isinstance(source, tuple):
-        raise InputError("An X-ray model needs an image file (PNG, JPEG or DICOM), not audio.")
-    from .preprocessing import image
-
-    loaded = image.load_image(source, max_pixels=settings.max_image_pixels, name=label)
-    plane = image.to_model_plane(loaded.pixels, spec.input.size)
-    return PreparedInput(label, "xray", plane[None].astype(np.float32), notes=loaded.notes,
-                         original=loaded.pixels)
+    return get_modality(spec.modality).prepare(source, spec, settings=settings, name=label)
 
 
 @dataclass(frozen=True)
@@ -158,19 +116,14 @@ def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int 
     x = prepared.planes[w]
     result = explainers.run(method, model, x, target=t, params=params, seed=seed,
                             batch_size=batch_size, progress=progress, cancel=cancel)
-    axes = None
     notes = list(analysis.notes)
-    if prepared.modality == "audio":
-        from .preprocessing import audio
-
-        assert isinstance(spec.input, AudioInput)
-        axes = AudioAxes(start_s=float(prepared.starts_s[w]) if prepared.starts_s is not None
-                         else 0.0, duration_s=spec.input.duration,
-                         mel_centers_hz=audio.mel_centers_hz(spec.input).astype(np.float32),
-                         sample_rate=spec.input.sample_rate)
-        if len(prepared.planes) > 1:
-            notes.append(f"Explained window {w + 1} of {len(prepared.planes)} "
-                         f"({axes.start_s:.2f}-{axes.start_s + axes.duration_s:.2f} s).")
+    modality = get_modality(spec.modality)
+    axes = modality.axes(spec, prepared, w)
+    length = modality.window_seconds(spec)
+    if len(prepared.planes) > 1 and prepared.starts_s is not None and length is not None:
+        start = float(prepared.starts_s[w])
+        notes.append(f"Explained window {w + 1} of {len(prepared.planes)} "
+                     f"({start:.2f}-{start + length:.2f} s).")
     return Explanation(
         model_id=spec.id, model_name=spec.name, modality=spec.modality, method=result.method.id,
         method_label=result.method.label, display=x, heatmap=result.attribution.heatmap,

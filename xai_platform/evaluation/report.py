@@ -8,10 +8,10 @@ and optionally ``label``, ``split``, ``lesion_mask`` and ``lung_mask``, or their
 forms; paths relative to the folder). With a ``split`` column only ``split == test`` (or
 ``--split``) is evaluated. Masks (PNG/JPEG/DICOM or ``.npy``; for audio, over the explained
 window's spectrogram) go through the model's own image geometry (center crop, resize) and give
-localisation and lung focus. ``benchmark`` is ``data/xray_benchmark`` or ``data/audio_corpus``
-by the model's modality.
+localisation and lung focus. ``benchmark`` is the benchmark the model's modality declares
+(``data/xray_benchmark``, ``data/audio_corpus``).
 
-Each input goes through :mod:`xai_platform.pipeline` as in the app. The explained class is the
+Each input goes through :class:`xai_platform.service.Service` as in the app. The explained class is the
 input's ``label`` when the model has it (localisation scores the evidence for the lesion that
 is there), else the prediction. ``--n`` draws that many inputs at random from ``--seed``.
 
@@ -36,11 +36,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import explainers
-from ..config import ROOT, AppSettings, PlatformConfig
+from ..config import ROOT, PlatformConfig
 from ..errors import InputError, XAIError
 from ..explanation import Explanation
+from ..modalities import get_modality
 from ..models.handle import ModelHandle
-from ..pipeline import analyse, explain, prepare
+from ..service import Service, Session
 from . import metrics as m
 from .metrics import RANDOMIZE_LAYERS
 from .scorecard import (COSTLY_METRICS, FLAGS, VALUES, Scorecard, rank_methods,
@@ -52,11 +53,6 @@ if TYPE_CHECKING:
     from ..models import ModelManager
 
 DATA_DIR = ROOT / "data"
-BENCHMARKS = {  # modality -> (folder under data/, the command that builds it)
-    "xray": ("xray_benchmark", "python -m training.xray_benchmark --out data/xray_benchmark"),
-    "audio": ("audio_corpus", "python -m training.audio_corpus --out data/audio_corpus")}
-EXTENSIONS = {"audio": {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aif", ".aiff"},
-              "xray": {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"}}
 FAMILIES = COSTLY_METRICS + ("localisation", "xray_focus")
 N_BOOTSTRAP = 2000
 
@@ -76,7 +72,9 @@ class Item:
 def resolve_data(data: str | Path, modality: str) -> Path:
     """The folder to evaluate: ``data`` itself, or the shipped benchmark of ``modality``."""
     if str(data) == "benchmark":
-        name, build = BENCHMARKS[modality]
+        if get_modality(modality).benchmark is None:
+            raise InputError(f"{modality} inputs have no shipped benchmark; pass --data DIR.")
+        name, build = get_modality(modality).benchmark
         folder = DATA_DIR / name
         if not (folder / "metadata.csv").is_file():
             state = "incomplete (no metadata.csv)" if folder.is_dir() else "missing"
@@ -102,10 +100,11 @@ def list_inputs(folder: Path, modality: str, *, split: str = "test") -> list[Ite
     has a split column), in file order."""
     meta = folder / "metadata.csv"
     if not meta.is_file():
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS[modality])
+        kind = get_modality(modality)
+        files = sorted(p for p in folder.rglob("*") if kind.accepts(p))
         if not files:
             raise InputError(f"{folder}: no {modality} files "
-                             f"({', '.join(sorted(EXTENSIONS[modality]))}) and no metadata.csv.")
+                             f"({', '.join(kind.extensions)}) and no metadata.csv.")
         return [Item(p) for p in files]
     with meta.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -132,24 +131,6 @@ def select(items: list[Item], n: int | None, seed: int) -> list[Item]:
         raise InputError(f"--n must be at least 1, got {n}.")
     keep = np.sort(np.random.default_rng(seed).choice(len(items), size=n, replace=False))
     return [items[i] for i in keep]
-
-
-def load_mask(path: Path, shape: tuple[int, int], settings: AppSettings) -> np.ndarray:
-    """A mask file on the model's plane: (H, W) bool, through the same crop and resize as the
-    image it belongs to (a pixel is in where at least half of it was, or, for a region smaller
-    than one model pixel, any of it)."""
-    from ..preprocessing.image import load_image, to_model_plane
-
-    if not path.is_file():
-        raise InputError(f"{path}: mask file not found (listed in metadata.csv).")
-    if path.suffix.lower() == ".npy":
-        pixels = np.load(path).astype(np.float32)
-        pixels = pixels / max(float(pixels.max()), 1e-12)
-    else:
-        pixels = load_image(path, max_pixels=settings.max_image_pixels).pixels
-    plane = to_model_plane(pixels, shape)
-    mask = plane > 0.5
-    return mask if mask.any() else plane > 0  # a lesion smaller than a model pixel survives
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -218,6 +199,7 @@ def evaluate(manager: ModelManager, model_id: str, data: str | Path, *,
     out.mkdir(parents=True, exist_ok=True)
     command = command or command_line(model_id, data, methods=methods, n=n, out=out, seed=seed,
                                       metrics=metrics, split=split, n_layers=n_layers)
+    service = Service(manager)
     handle = manager.get(model_id)
     # one re-initialised copy for the whole run (the randomisation test's seed is ``seed``)
     randomized = handle.randomized(n_layers, seed=seed) if "randomization" in metrics else None
@@ -229,9 +211,9 @@ def evaluate(manager: ModelManager, model_id: str, data: str | Path, *,
         say = (lambda text: sys.stderr.write(f"[{i}/{len(items)}] {item.path.name} {text}\n")) \
             if progress else (lambda text: None)
         try:
-            new_rows, agreement = _evaluate_item(handle, item, folder, methods, metrics=metrics,
-                                                 seed=seed, batch_size=batch_size,
-                                                 settings=manager.config.app, say=say,
+            new_rows, agreement = _evaluate_item(service, handle, item, folder, methods,
+                                                 metrics=metrics, seed=seed,
+                                                 batch_size=batch_size, say=say,
                                                  randomized=randomized)
         except InputError as exc:
             skipped.append(f"{item.path}: {exc}")
@@ -254,25 +236,27 @@ def evaluate(manager: ModelManager, model_id: str, data: str | Path, *,
     return {"csv": csv_path, "report": report, "plots": plots}
 
 
-def _evaluate_item(handle: ModelHandle, item: Item, folder: Path, methods: Sequence[str], *,
-                   metrics: Sequence[str], seed: int, batch_size: int | None,
-                   settings: AppSettings, say: Callable[[str], Any],
+def _evaluate_item(service: Service, handle: ModelHandle, item: Item, folder: Path,
+                   methods: Sequence[str], *, metrics: Sequence[str], seed: int,
+                   batch_size: int | None, say: Callable[[str], Any],
                    randomized: ModelHandle | None
                    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """One input through the app's pipeline: a CSV row per method, and the methods'
+    """One input through the app's service: a CSV row per method, and the methods'
     agreement (None for one method)."""
     spec = handle.spec
-    analysis = analyse(handle, prepare(item.path, spec, settings=settings))
-    shape = handle.input_shape
-    lesion = load_mask(item.lesion_mask, shape, settings) if item.lesion_mask else None
+    session = Session()  # caches this input's analysis; writes no files
+    service.analyse(session, item.path, spec.id)
+    modality, settings = get_modality(spec.modality), service.settings
+    lesion = modality.region_mask(item.lesion_mask, spec, settings) if item.lesion_mask else None
     if lesion is not None and not lesion.any():
         lesion = None  # e.g. a normal image's empty mask: nothing to localise
-    lungs = load_mask(item.lung_mask, shape, settings) if item.lung_mask else None
+    lungs = modality.region_mask(item.lung_mask, spec, settings) if item.lung_mask else None
     target = spec.labels.index(item.label) if item.label in spec.labels else None
     rows, heatmaps = [], {}
     control = None
     for method in methods:
-        expl = explain(handle, analysis, method, target=target, seed=seed, batch_size=batch_size)
+        expl = service.explain(session, item.path, spec.id, method, target=target, seed=seed,
+                               batch_size=batch_size)
         if lesion is not None and control is None:
             control = m.localisation(m.input_control(expl.display), lesion, signed=False)
         card = score_explanation(handle, None, expl, metrics=metrics, region_mask=lesion,

@@ -19,6 +19,8 @@ from .registry import (Attribution, Compatibility, ExplainContext, MethodInfo, P
                        all_methods, compatibility, compatible_methods, get_method,
                        register_method)
 
+from . import cam, gradients, kernel_shap, lime_explainer  # noqa: E402,F401  (each registers)
+
 __all__ = ["Attribution", "Compatibility", "ExplainContext", "MethodInfo", "Param", "RunResult",
            "all_methods", "compatibility", "compatible_methods", "get_method",
            "register_method", "run"]

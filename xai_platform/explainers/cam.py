@@ -67,7 +67,8 @@ def _cam(model: ModelHandle, x: FloatArray, target: int, ctx: ExplainContext, we
     id="gradcam", label="Grad-CAM",
     description="Weights the target layer's feature maps by their average gradient for the class.",
     paper="Selvaraju et al., Grad-CAM, ICCV 2017 (arXiv:1610.02391)",
-    kind="gradient", specificity="model-specific", needs_conv_layer=True, speed=10,
+    kind="gradient", specificity="model-specific", needs=("layer_gradients",),
+    needs_conv_layer=True, speed=10,
     caveats="Resolution is that of the target layer (coarse blobs, upsampled); shows where "
             "evidence for the class is, not against it.")
 def gradcam(model: ModelHandle, x: FloatArray, *, target: int, ctx: ExplainContext) -> Attribution:
@@ -80,7 +81,8 @@ def gradcam(model: ModelHandle, x: FloatArray, *, target: int, ctx: ExplainConte
     description="Like Grad-CAM, but weights each location's positive gradients, which separates "
                 "several instances of a class better.",
     paper="Chattopadhay et al., Grad-CAM++, WACV 2018 (arXiv:1710.11063)",
-    kind="gradient", specificity="model-specific", needs_conv_layer=True, speed=11,
+    kind="gradient", specificity="model-specific", needs=("layer_gradients",),
+    needs_conv_layer=True, speed=11,
     caveats="Same coarse resolution as Grad-CAM; the closed-form weights assume an exponential "
             "of the score.")
 def gradcampp(model: ModelHandle, x: FloatArray, *, target: int, ctx: ExplainContext) -> Attribution:

@@ -19,7 +19,7 @@ from .registry import Attribution, ExplainContext, FloatArray, Param, register_m
                 "small change would move the score most.",
     paper="Simonyan et al., Deep Inside Convolutional Networks, ICLR workshop 2014 "
           "(arXiv:1312.6034)",
-    kind="gradient", specificity="model-specific", speed=12,
+    kind="gradient", specificity="model-specific", needs=("input_gradients",), speed=12,
     params=(Param("absolute", "Absolute value", "bool", True,
                   help="Show |gradient| (on) or the signed gradient (off)."),),
     caveats="A cheap baseline: noisy, and local (it says what a tiny change does, not what the "
@@ -56,7 +56,8 @@ _RULES = {"gausslegendre": gauss_legendre, "riemann_trapezoid": riemann_trapezoi
                 "'absent' input) to the input; attributions add up to the score difference.",
     paper="Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017 "
           "(arXiv:1703.01365)",
-    kind="gradient", specificity="model-specific", signed=True, speed=30,
+    kind="gradient", specificity="model-specific", needs=("input_gradients",), signed=True,
+    speed=30,
     params=(Param("n_steps", "Steps", "int", 50, minimum=4, maximum=512, step=1,
                   help="Points on the path (batched); more steps, smaller completeness error."),
             Param("baseline", "Baseline", "choice", "masked", choices=("masked", "zero"),

@@ -18,7 +18,7 @@ from math import comb
 import numpy as np
 
 from ..models.handle import ModelHandle
-from .perturbation import SEGMENT_PARAMS, evaluate_coalitions, features, masked_value, paint
+from .perturbation import evaluate_coalitions, features, masked_value, paint
 from .registry import Attribution, ExplainContext, FloatArray, Param, register_method
 
 
@@ -98,10 +98,10 @@ def solve_shapley(coalitions: np.ndarray, weights: np.ndarray, values: np.ndarra
                 "class probability over coalitions of the others, estimated with Kernel SHAP.",
     paper="Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017 "
           "(arXiv:1705.07874)",
-    kind="perturbation", specificity="model-agnostic", stochastic=True, signed=True, speed=60,
+    kind="perturbation", specificity="model-agnostic", uses_features=True, stochastic=True,
+    signed=True, speed=60,
     params=(Param("n_evaluations", "Model evaluations", "int", 500, minimum=16, maximum=10000,
-                  step=16, help="Coalitions evaluated (batched)."),
-            *SEGMENT_PARAMS),
+                  step=16, help="Coalitions evaluated (batched)."),),
     caveats="Values depend on what 'absent' means (the masked value) and on the features; "
             "sums to p(input) - p(all masked). Sampled: exact only when every coalition fits "
             "in the budget.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..models.handle import ModelHandle
-from .perturbation import SEGMENT_PARAMS, evaluate_coalitions, features, masked_value, paint
+from .perturbation import evaluate_coalitions, features, masked_value, paint
 from .registry import Attribution, ExplainContext, FloatArray, Param, register_method
 
 
@@ -51,14 +51,14 @@ def fit_surrogate(coalitions: np.ndarray, probabilities: np.ndarray, target: int
     description="Fits a weighted linear model to the classifier's answers on many copies of the "
                 "input with random features removed; a feature's weight is its local effect.",
     paper="Ribeiro et al., \"Why Should I Trust You?\", KDD 2016 (arXiv:1602.04938)",
-    kind="perturbation", specificity="model-agnostic", stochastic=True, signed=True, speed=70,
+    kind="perturbation", specificity="model-agnostic", uses_features=True, stochastic=True,
+    signed=True, speed=70,
     params=(Param("num_samples", "Samples", "int", 1000, minimum=50, maximum=10000, step=50,
                   help="Perturbed copies evaluated (batched)."),
             Param("kernel_width", "Kernel width", "float", 0.25, minimum=0.01, maximum=5.0,
-                  step=0.01, help="Locality of the surrogate (lime_image's default 0.25)."),
-            *SEGMENT_PARAMS),
-    caveats="Features are superpixels (X-ray: regions follow pixel similarity, not anatomy) or "
-            "time-frequency patches (audio); the picture changes with the seed, the feature "
+                  step=0.01, help="Locality of the surrogate (lime_image's default 0.25).")),
+    caveats="Features are the modality's (superpixels follow pixel similarity, not anatomy; "
+            "audio uses time-frequency patches); the picture changes with the seed, the feature "
             "size and the number of samples.")
 def lime(model: ModelHandle, x: FloatArray, *, target: int, ctx: ExplainContext,
          num_samples: int = 1000, kernel_width: float = 0.25, **segment_params) -> Attribution:

@@ -7,7 +7,9 @@ A method registers itself where it is defined::
     def gradcam(model, x, *, target, ctx, **params) -> Attribution: ...
 
 The UI builds its controls from ``params``; :func:`compatibility` says, for a model, which
-methods apply and why the others do not. There is no hand-written model-to-method table.
+methods apply and why the others do not, from what the method ``needs`` and what the model's
+format can do (its capabilities). There is no hand-written model-to-method table. The method
+modules are imported by the package (:mod:`xai_platform.explainers`), not by this module.
 """
 
 from __future__ import annotations
@@ -22,55 +24,9 @@ import numpy.typing as npt
 
 from ..config import ModelSpec
 from ..errors import CancelledError, ExplainerError
+from ..params import Param
 
 FloatArray = npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True)
-class Param:
-    """A method parameter with its default and allowed range (the UI builds a control from it)."""
-
-    name: str
-    label: str
-    kind: str  # int | float | choice | bool
-    default: Any
-    minimum: float | None = None
-    maximum: float | None = None
-    step: float | None = None
-    choices: tuple[Any, ...] = ()
-    help: str = ""
-    modalities: tuple[str, ...] = ()  # empty: every modality
-
-    def validate(self, value: Any, *, method: str) -> Any:
-        where = f"{method}: parameter '{self.name}'"
-        if self.kind == "bool":
-            if isinstance(value, bool):
-                return value
-            raise ExplainerError(f"{where} must be true or false, got {value!r}.")
-        if self.kind == "choice":
-            if value in self.choices:
-                return value
-            raise ExplainerError(f"{where} must be one of {list(self.choices)}, got {value!r}.")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ExplainerError(f"{where} must be a number, got {value!r}.") from None
-        if not np.isfinite(number):
-            raise ExplainerError(f"{where} must be finite, got {value!r}.")
-        if self.kind == "int":
-            if number != int(number):
-                raise ExplainerError(f"{where} must be a whole number, got {value!r}.")
-            number = int(number)
-        lo, hi = self.minimum, self.maximum
-        if (lo is not None and number < lo) or (hi is not None and number > hi):
-            raise ExplainerError(f"{where} must lie in [{lo}, {hi}], got {value!r}.")
-        return number
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "label": self.label, "kind": self.kind,
-                "default": self.default, "minimum": self.minimum, "maximum": self.maximum,
-                "step": self.step, "choices": list(self.choices), "help": self.help,
-                "modalities": list(self.modalities)}
 
 
 @dataclass(frozen=True)
@@ -120,8 +76,9 @@ class MethodInfo:
     paper: str
     kind: str  # gradient | perturbation
     specificity: str  # model-specific | model-agnostic
-    frameworks: tuple[str, ...]
-    modalities: tuple[str, ...]
+    needs: tuple[str, ...]  # capabilities of the model's format (see models.formats)
+    modalities: tuple[str, ...] | None  # None: every modality
+    uses_features: bool  # takes the modality's perturbation features and their parameters
     needs_conv_layer: bool
     stochastic: bool
     signed: bool
@@ -131,8 +88,14 @@ class MethodInfo:
     fn: ExplainFn
 
     def params_for(self, modality: str) -> tuple[Param, ...]:
-        """The parameters that apply to inputs of ``modality``."""
-        return tuple(p for p in self.params if not p.modalities or modality in p.modalities)
+        """The parameters that apply to inputs of ``modality`` (the method's own, then the
+        modality's feature parameters for a method that perturbs features)."""
+        own = tuple(p for p in self.params if not p.modalities or modality in p.modalities)
+        if not self.uses_features:
+            return own
+        from ..modalities import get_modality
+
+        return own + get_modality(modality).params()
 
     def resolve_params(self, given: dict[str, Any] | None, *, modality: str) -> dict[str, Any]:
         """Defaults filled in, every value checked against its declared range."""
@@ -149,9 +112,14 @@ class MethodInfo:
         return out
 
     def reason_incompatible(self, spec: ModelSpec) -> str | None:
-        if spec.framework not in self.frameworks:
-            return f"{self.label} has no {spec.framework} backend."
-        if spec.modality not in self.modalities:
+        from ..models.formats import CAPABILITY_TEXT, get_format
+
+        fmt = get_format(spec.framework)
+        missing = fmt.capabilities_for(spec).missing(self.needs)
+        if missing:
+            return (f"{self.label} needs {CAPABILITY_TEXT[missing[0]]}, which this model's "
+                    f"format ({fmt.label}) does not give.")
+        if self.modalities is not None and spec.modality not in self.modalities:
             return f"{self.label} does not support {spec.modality} inputs."
         if self.needs_conv_layer and not spec.target_layer:
             return (f"{self.label} needs a convolutional target layer; model '{spec.id}' "
@@ -161,7 +129,8 @@ class MethodInfo:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "label": self.label, "description": self.description,
                 "paper": self.paper, "kind": self.kind, "specificity": self.specificity,
-                "frameworks": list(self.frameworks), "modalities": list(self.modalities),
+                "needs": list(self.needs),
+                "modalities": None if self.modalities is None else list(self.modalities),
                 "needs_conv_layer": self.needs_conv_layer, "stochastic": self.stochastic,
                 "signed": self.signed, "caveats": self.caveats,
                 "params": [p.to_dict() for p in self.params]}
@@ -171,8 +140,8 @@ _METHODS: dict[str, MethodInfo] = {}
 
 
 def register_method(*, id: str, label: str, description: str, paper: str, kind: str,
-                    specificity: str, frameworks: tuple[str, ...] = ("torch", "keras"),
-                    modalities: tuple[str, ...] = ("audio", "xray"),
+                    specificity: str, needs: tuple[str, ...] = ("predict",),
+                    modalities: tuple[str, ...] | None = None, uses_features: bool = False,
                     needs_conv_layer: bool = False, stochastic: bool = False,
                     signed: bool = False, params: tuple[Param, ...] = (), caveats: str = "",
                     speed: int = 50) -> Callable[[ExplainFn], ExplainFn]:
@@ -186,8 +155,9 @@ def register_method(*, id: str, label: str, description: str, paper: str, kind: 
         if id in _METHODS:
             raise ValueError(f"method '{id}' is already registered")
         _METHODS[id] = MethodInfo(id=id, label=label, description=description, paper=paper,
-                                  kind=kind, specificity=specificity, frameworks=frameworks,
-                                  modalities=modalities, needs_conv_layer=needs_conv_layer,
+                                  kind=kind, specificity=specificity, needs=needs,
+                                  modalities=modalities, uses_features=uses_features,
+                                  needs_conv_layer=needs_conv_layer,
                                   stochastic=stochastic, signed=signed, params=params,
                                   caveats=caveats, speed=speed, fn=fn)
         return fn
@@ -196,12 +166,10 @@ def register_method(*, id: str, label: str, description: str, paper: str, kind: 
 
 
 def all_methods() -> list[MethodInfo]:
-    _load_builtin()
     return sorted(_METHODS.values(), key=lambda m: (m.speed, m.id))
 
 
 def get_method(method_id: str) -> MethodInfo:
-    _load_builtin()
     if method_id not in _METHODS:
         raise ExplainerError(f"unknown method '{method_id}'; use one of: "
                              f"{', '.join(m.id for m in all_methods())}.")
@@ -225,8 +193,3 @@ def compatibility(spec: ModelSpec) -> list[Compatibility]:
 
 def compatible_methods(spec: ModelSpec) -> list[MethodInfo]:
     return [c.method for c in compatibility(spec) if c.ok]
-
-
-def _load_builtin() -> None:
-    """Import the built-in method modules (each registers itself; none imports a framework)."""
-    from . import cam, gradients, kernel_shap, lime_explainer  # noqa: F401

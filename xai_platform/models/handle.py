@@ -115,8 +115,13 @@ def normalization(spec: ModelSpec) -> tuple[list[float], list[float]]:
 
 
 class ModelHandle(ABC):
-    """A loaded model of either framework. Thread-safe: calls on one handle are serialised
-    where the framework keeps per-call state on the module (hooks)."""
+    """A loaded model of any format. Thread-safe: calls on one handle are serialised where the
+    framework keeps per-call state on the module (hooks).
+
+    What a format's handle can do beyond predicting is declared by its format's
+    :class:`~xai_platform.models.formats.Capabilities` (:attr:`capabilities`); a method the
+    format lacks raises :class:`NotImplementedError` here.
+    """
 
     framework: str = ""
 
@@ -138,24 +143,54 @@ class ModelHandle(ABC):
     def _scores_batch(self, x: FloatArray) -> FloatArray:
         """Explained scores (n, K) for one batch (see the module docstring), in inference mode."""
 
-    @abstractmethod
     def layer_gradients(self, x: FloatArray, targets: npt.NDArray[np.int64], *,
                         layer: str | None = None) -> LayerGradients:
         """Activations and gradients of ``layer`` (default: the configured target layer) for
-        the explained score of ``targets[i]`` on row ``i``. Backpropagates to the layer only."""
+        the explained score of ``targets[i]`` on row ``i``. Backpropagates to the layer only.
+        (capability ``layer_gradients``)"""
+        raise NotImplementedError(f"{self.framework} models give no layer gradients")
 
-    @abstractmethod
     def input_gradients(self, x: FloatArray, targets: npt.NDArray[np.int64]) -> tuple[FloatArray, FloatArray]:
-        """(d score / d x: (N, H, W) float32, scores: (N,) float32) for each row's target."""
+        """(d score / d x: (N, H, W) float32, scores: (N,) float32) for each row's target
+        (capability ``input_gradients``)."""
+        raise NotImplementedError(f"{self.framework} models give no input gradients")
 
-    @abstractmethod
     def layer_output_shape(self, layer: str) -> tuple[int, ...]:
         """Shape of ``layer``'s output for one input, channels first, e.g. (C, h, w)."""
+        raise NotImplementedError(f"{self.framework} models have no addressable layers")
 
-    @abstractmethod
     def randomized(self, n_layers: int, *, seed: int = 0) -> ModelHandle:
         """A copy whose last ``n_layers`` parameterised layers are re-initialised (for the
-        model-parameter randomisation test)."""
+        model-parameter randomisation test; capability ``randomize``)."""
+        raise NotImplementedError(f"{self.framework} models cannot be re-initialised")
+
+    def layers(self) -> list[tuple[str, str]]:
+        """(name, type) of every layer a ``target_layer`` can name."""
+        return []
+
+    @property
+    def native(self) -> Any:
+        """The framework's own model object (for library baselines), or None."""
+        return None
+
+    @property
+    def capabilities(self):
+        """What this model can do (its format's capabilities)."""
+        from .formats import get_format
+
+        return get_format(self.framework).capabilities_for(self.spec)
+
+    def coalition_evaluator(self, x: FloatArray, baseline: FloatArray, segments: np.ndarray
+                            ) -> Callable[[np.ndarray], FloatArray]:
+        """A function: coalitions (b, M) bool -> probabilities (b, K), where feature ``m`` of
+        ``segments`` (H, W) keeps ``x`` where True and takes ``baseline`` where False. This
+        default builds each batch in NumPy; a format with ``device_batches`` builds it on its
+        device."""
+        def evaluate(z: np.ndarray) -> FloatArray:
+            batch = np.where(z[:, segments], x[None], baseline[None]).astype(np.float32)
+            return self.predict(batch, batch_size=len(batch))
+
+        return evaluate
 
     # --- shared ------------------------------------------------------------------------------
     @property

@@ -1,31 +1,25 @@
 """ModelManager: lazy loading, a bounded LRU cache, device choice, one load per model.
 
-Frameworks are imported by the backend module of the first model that needs them, so
-``import xai_platform`` stays framework-free and a user with only one framework installed can
-use that framework's models (the others are listed as unavailable, with the reason).
+Each entry's ``framework`` names a registered model format (:mod:`.formats`); frameworks are
+imported by the format of the first model that needs them, so ``import xai_platform`` stays
+framework-free and a user with only one framework installed can use that framework's models
+(the others are listed as unavailable, with the reason).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..config import PlatformConfig, ModelSpec
+from ..config import ModelSpec, PlatformConfig
 from ..errors import ModelUnavailableError
 from .cards import calibration_from_card, read_card
+from .formats import get_format
 from .handle import ModelHandle
-
-_BACKENDS = {"torch": "xai_platform.models.torch_backend",
-             "keras": "xai_platform.models.keras_backend"}
-_FRAMEWORK_MODULES = {"torch": ("torch",), "keras": ("tensorflow", "keras")}
-_INSTALL_HINT = {"torch": "pip install torch torchvision (see SETUP.md for the build to pick)",
-                 "keras": "pip install tensorflow-cpu (or tensorflow[and-cuda] on a GPU)"}
 
 
 @dataclass(frozen=True)
@@ -44,13 +38,11 @@ class ModelStatus:
         return f"{self.state}: {self.reason}" if self.reason else self.state
 
 
-def framework_installed(framework: str) -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in _FRAMEWORK_MODULES[framework])
-
-
-def backend(framework: str):
-    """The backend module of a framework (imports the framework)."""
-    return importlib.import_module(_BACKENDS[framework])
+def check_models(config: PlatformConfig) -> None:
+    """Check the model side of every entry: its format is registered and accepts the entry
+    (architecture, weights kind). Imports no framework; raises :class:`ConfigError`."""
+    for spec in config.models:
+        get_format(spec.framework, source=f"{spec.source} (model '{spec.id}')").check_spec(spec)
 
 
 def sha256(path: Path) -> str:
@@ -66,6 +58,7 @@ class ModelManager:
 
     def __init__(self, config: PlatformConfig, *, device: str | None = None,
                  cache_size: int | None = None, batch_size: int | None = None) -> None:
+        check_models(config)
         self.config = config
         self.device = device or config.app.device
         self.cache_size = cache_size or config.app.model_cache_size
@@ -87,9 +80,9 @@ class ModelManager:
     def status(self, model_id: str) -> ModelStatus:
         """The model's state without loading it (a failed load is remembered)."""
         spec = self.spec(model_id)
-        if not framework_installed(spec.framework):
-            return ModelStatus("unavailable", f"{spec.framework} is not installed; "
-                                              f"{_INSTALL_HINT[spec.framework]}")
+        fmt = get_format(spec.framework)
+        if not fmt.installed():
+            return ModelStatus("unavailable", f"{fmt.label} is not installed; {fmt.install_hint}")
         if spec.weights is not None and not spec.weights.is_file():
             how = (f"needs training: run `{spec.train_command}`" if spec.train_command
                    else "put the trained weights there or fix `weights` in the config entry")
@@ -104,8 +97,9 @@ class ModelManager:
         """Check every model's target layer exists and is convolutional (builds architectures,
         so imports the frameworks in use). Raises :class:`ConfigError` on the first problem."""
         for spec in self.specs:
-            if spec.target_layer and framework_installed(spec.framework):
-                backend(spec.framework).verify(spec)
+            fmt = get_format(spec.framework)
+            if spec.target_layer and fmt.installed():
+                fmt.verify(spec)
 
     # --- loading ------------------------------------------------------------------------------
     def get(self, model_id: str) -> ModelHandle:
@@ -126,7 +120,7 @@ class ModelManager:
                 raise ModelUnavailableError(f"model '{model_id}' is unavailable: {status.reason}")
             spec = self.spec(model_id)
             try:
-                handle = backend(spec.framework).load(
+                handle = get_format(spec.framework).load(
                     spec, device=self.device, default_batch_size=self.batch_size,
                     calibration=calibration_from_card(read_card(spec.weights)))
             except ModelUnavailableError as exc:

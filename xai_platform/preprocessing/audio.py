@@ -26,13 +26,13 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from ..config import AudioInput
+from ..modalities.audio import EXTENSIONS, AudioInput
 from ..errors import InputError
 
 FloatArray = npt.NDArray[np.float32]
 
 ACCEPTED = "WAV, FLAC, OGG or MP3"
-_AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3"})
+_AUDIO_SUFFIXES = frozenset(EXTENSIONS)
 # Formats whose support in libsndfile depends on its version (MP3 since 1.1, Opus since 1.0.29):
 # when libsndfile cannot open them, the ffmpeg binary decodes them instead.
 _FFMPEG_KINDS = frozenset({"MP3", "OGG"})

@@ -14,11 +14,12 @@ from gradio import FileData
 from ..config import AppSettings
 from ..errors import XAIError
 from ..explainers import get_method
+from ..modalities import all_modalities, get_modality
 from ..models import ModelManager
+from ..service import SESSION_ROOT, Service, Session
 from . import classification, comparison
-from .common import (IMAGE_TYPES, MODALITY_LABELS, example_files, input_path, model_choices,
+from .common import (example_files, file_types, input_kind, input_path, model_choices,
                      model_status_markdown, prediction_outputs, user_errors)
-from .service import SESSION_ROOT, Service, Session, heatmap_summary
 
 log = logging.getLogger("xai_platform.ui")
 
@@ -28,13 +29,8 @@ model, see its prediction and **why**: Grad-CAM, Grad-CAM++, LIME, SHAP, Integra
 gradient saliency, each as input | heatmap | overlay."""
 
 
-def _preview(path: str | None, max_pixels: int) -> np.ndarray | None:
-    if not path:
-        return None
-    from ..preprocessing.image import load_image
-
-    pixels = load_image(path, max_pixels=max_pixels).pixels
-    return (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+def _preview(modality: str, path: str | None, settings: AppSettings) -> np.ndarray | None:
+    return get_modality(modality).preview(path, settings) if path else None
 
 
 def models_table(service: Service) -> str:
@@ -49,7 +45,9 @@ def models_table(service: Service) -> str:
 
 def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.Blocks:
     service = Service(manager, settings)
-    first_modality = "audio" if service.models("audio") else "xray"
+    modalities = [m for m in all_modalities() if service.models(m.name)] or all_modalities()
+    first_modality = modalities[0].name
+    first_kind = input_kind(first_modality)
     choices, default_model = model_choices(service, first_modality)
 
     with gr.Blocks(title="XAI Platform", delete_cache=(3600, 86400)) as demo:
@@ -57,18 +55,18 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):
-                modality = gr.Radio([(v, k) for k, v in MODALITY_LABELS.items()],
+                modality = gr.Radio([(m.label, m.name) for m in modalities],
                                     value=first_modality, label="Modality")
                 model = gr.Dropdown(choices=choices, value=default_model, label="Model")
                 status = gr.Markdown(model_status_markdown(service, default_model))
             with gr.Column(scale=1):
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
                                  label="Audio (WAV, FLAC, OGG, MP3 or microphone)",
-                                 visible=first_modality == "audio")
-                image = gr.File(file_types=IMAGE_TYPES, type="filepath",
-                                label="X-ray (PNG, JPEG or DICOM)",
-                                visible=first_modality == "xray")
-                preview = gr.Image(label="X-ray as loaded", type="numpy", interactive=False,
+                                 visible=first_kind == "audio")
+                image = gr.File(file_types=file_types("file"), type="filepath",
+                                label="File (X-ray: PNG, JPEG or DICOM)",
+                                visible=first_kind == "file")
+                preview = gr.Image(label="Input as loaded", type="numpy", interactive=False,
                                    height=220, visible=False)
             with gr.Column(scale=1):
                 predict_btn = gr.Button("Predict", variant="primary")
@@ -76,19 +74,16 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
                                  show_heading=False)
                 verdict = gr.Markdown()
         timeline = gr.Plot(label="Score per window", visible=False)
+        example_columns = {}
         with gr.Row():
-            audio_examples = example_files("audio")
-            image_examples = example_files("xray")
-            if audio_examples:
-                with gr.Column(visible=first_modality == "audio") as audio_ex_col:
-                    gr.Examples([[p] for p in audio_examples], [audio], label="Example recordings")
-            else:
-                audio_ex_col = gr.Column(visible=False)
-            if image_examples:
-                with gr.Column(visible=first_modality == "xray") as image_ex_col:
-                    gr.Examples([[p] for p in image_examples], [image], label="Example X-rays")
-            else:
-                image_ex_col = gr.Column(visible=False)
+            for m in modalities:
+                files = example_files(m.name)
+                with gr.Column(visible=bool(files) and m.name == first_modality) as col:
+                    if files:
+                        gr.Examples([[p] for p in files],
+                                    [audio if input_kind(m.name) == "audio" else image],
+                                    label=f"Examples: {m.label}")
+                example_columns[m.name] = (col, bool(files))
         header = {"modality": modality, "model": model, "audio": audio, "image": image}
         with gr.Tabs():
             with gr.Tab("Classification", id="classification"):
@@ -101,11 +96,14 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
         @user_errors
         def on_modality(mod):
             new_choices, value = model_choices(service, mod)
-            return (gr.update(choices=new_choices, value=value), gr.update(visible=mod == "audio"),
-                    gr.update(visible=mod == "xray"), gr.update(visible=False),
-                    gr.update(visible=mod == "audio"), gr.update(visible=mod == "xray"),
+            kind = input_kind(mod)
+            windowed = get_modality(mod).window_label is not None
+            return (gr.update(choices=new_choices, value=value), gr.update(visible=kind == "audio"),
+                    gr.update(visible=kind == "file"), gr.update(visible=False),
+                    *[gr.update(visible=has and name == mod)
+                      for name, (_, has) in example_columns.items()],
                     None, "", gr.update(visible=False),
-                    gr.update(visible=mod == "audio", choices=[classification.AUTO_WINDOW],
+                    gr.update(visible=windowed, choices=[classification.AUTO_WINDOW],
                               value=classification.AUTO_WINDOW))
 
         @user_errors
@@ -113,9 +111,9 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
             return model_status_markdown(service, model_id), None, ""
 
         @user_errors
-        def on_image(path):
-            return gr.update(value=_preview(path, service.settings.max_image_pixels),
-                             visible=bool(path))
+        def on_image(mod, path):
+            picture = _preview(mod, path, service.settings)
+            return gr.update(value=picture, visible=picture is not None)
 
         @user_errors
         def on_predict(sess, mod, audio_path, image_path, model_id):
@@ -126,10 +124,11 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
                     gr.update(choices=windows, value=windows[0]))
 
         modality.change(on_modality, [modality],
-                        [model, audio, image, preview, audio_ex_col, image_ex_col, label, verdict,
+                        [model, audio, image, preview,
+                         *[col for col, _ in example_columns.values()], label, verdict,
                          timeline, cls["window"]], api_visibility="private")
         model.change(on_model_status, [model], [status, label, verdict], api_visibility="private")
-        image.change(on_image, [image], [preview], api_visibility="private")
+        image.change(on_image, [modality, image], [preview], api_visibility="private")
         predict_btn.click(on_predict, [session, modality, audio, image, model],
                           [label, verdict, timeline, cls["window"]], api_visibility="private")
         demo.load(lambda m: (*cls["on_model"](m), *cmp["on_model"](m)), [model],
@@ -184,11 +183,8 @@ def register_api(service: Service) -> None:
         sess = fresh()
         expl = service.explain(sess, path_of(file), model, method, params=params, seed=seed,
                                target=target, window=window)
-        png, _ = service.export(sess, expl)
-        heatmap = png.with_suffix(".npy")
-        np.save(heatmap, expl.heatmap)
-        out = service.record(expl) | {"heatmap_stats": heatmap_summary(expl)}
-        return out, FileData(path=str(png)), FileData(path=str(heatmap))
+        png, _, heatmap = service.export(sess, expl)
+        return service.record(expl), FileData(path=str(png)), FileData(path=str(heatmap))
 
     def compare(file: FileData, model: str, methods: list[str] | None = None,
                 seed: int = 0) -> tuple[dict, list[FileData]]:
@@ -200,8 +196,8 @@ def register_api(service: Service) -> None:
         records, figures = [], []
         for method in chosen:
             expl = service.explain(sess, path_of(file), model, method, seed=seed)
-            png, _ = service.export(sess, expl)
-            records.append(service.record(expl) | {"heatmap_stats": heatmap_summary(expl)})
+            png, _, _ = service.export(sess, expl)
+            records.append(service.record(expl))
             figures.append(FileData(path=str(png)))
         return {"model": model, "results": records}, figures
 

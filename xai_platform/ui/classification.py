@@ -8,8 +8,9 @@ from typing import Any
 import gradio as gr
 
 from ..explainers import Param, all_methods, get_method
+from ..modalities import all_modalities, get_modality
+from ..service import Service, Session
 from .common import figure_image, input_path, method_details_markdown, user_errors
-from .service import Service, Session
 
 AUTO_WINDOW = "most suspicious"
 PREDICTED = "predicted class"
@@ -22,7 +23,13 @@ class ParamSlot:
 
 
 def param_slots() -> list[ParamSlot]:
-    return [ParamSlot(m.id, p) for m in all_methods() for p in m.params]
+    """One control per (method, parameter), over every modality's parameters."""
+    slots: dict[tuple[str, str, tuple], ParamSlot] = {}
+    for m in all_methods():
+        for modality in all_modalities():
+            for p in m.params_for(modality.name):
+                slots.setdefault((m.id, p.name, p.modalities), ParamSlot(m.id, p))
+    return list(slots.values())
 
 
 def control_for(param: Param) -> gr.components.Component:
@@ -66,11 +73,8 @@ def collect_params(method_id: str, modality: str, values: list[Any]) -> dict[str
 
 def window_choices(service: Service, session: Session, path: str | None, model_id: str) -> list[str]:
     analysis = service.analyse(session, path, model_id)
-    starts = analysis.prepared.starts_s
-    if starts is None or len(starts) < 2:
-        return [AUTO_WINDOW]
-    duration = service.spec(model_id).input.duration
-    return [AUTO_WINDOW] + [f"{i + 1}: {s:.1f}-{s + duration:.1f} s" for i, s in enumerate(starts)]
+    spec = service.spec(model_id)
+    return [AUTO_WINDOW] + get_modality(spec.modality).window_names(spec, analysis.prepared)
 
 
 def parse_window(choice: str | None) -> int | None:
@@ -92,27 +96,19 @@ def run_explain(service: Service, session: Session, modality: str, audio: str | 
                            window=parse_window(window),
                            target=None if target in (None, "", PREDICTED) else target,
                            progress=report)
-    png, record = service.export(session, expl)
+    png, record, _ = service.export(session, expl)
     summary = (f"**{expl.method_label}** explaining **{expl.target_label}** · "
                f"{expl.seconds:.2f} s · {expl.n_evaluations} model evaluations"
                + (f" · seed {expl.seed}" if expl.seed is not None else "")
                + ("  \n**Untrained model: this explains random weights, not a verdict.**"
                   if expl.untrained else "")
                + (f"  \n**{expl.flat_note}**" if expl.flat else ""))
-    readouts = clip_kept = clip_removed = None
-    clips_md = ""
-    if expl.modality == "audio":
-        from ..visualization.readouts import render_readouts, top_bands
-
-        readouts = render_readouts(expl)
-        clips, clip_kept, clip_removed = service.listening(session, path, expl)
-        bands = ", ".join(f"{hz:.0f} Hz ({share:.0%})" for hz, share in top_bands(expl))
-        clips_md = (f"Listen: the top {clips.share:.0%} of the time-frequency cells kept "
-                    f"(p({clips.target_label}) = {clips.score_kept:.1%}) and removed "
-                    f"(p = {clips.score_removed:.1%}); the original window scores "
-                    f"{clips.score_original:.1%}. Strongest bands: {bands}.")
+    readout = service.readout(session, path, expl)
+    clips = list(readout.clips) if readout is not None else []
+    clip_kept, clip_removed = (clips + [None, None])[:2]
     return (figure_image(expl), summary, service.record(expl), [str(png), str(record)],
-            readouts, clip_kept and str(clip_kept), clip_removed and str(clip_removed), clips_md)
+            readout.figure if readout is not None else None, clip_kept, clip_removed,
+            readout.text if readout is not None else "")
 
 
 # --- layout ---------------------------------------------------------------------------------
@@ -166,7 +162,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
                    *values, progress=gr.Progress()):
         out = run_explain(service, sess, modality, audio, image, model_id, method_id, seed_v,
                           window_v, target_v, list(values), progress=progress)
-        return (*out, gr.update(visible=modality == "audio"))
+        return (*out, gr.update(visible=out[4] is not None or out[5] is not None))
 
     def on_cancel(sess):
         sess.cancel.set()

@@ -15,14 +15,26 @@ import numpy as np
 
 from ..errors import XAIError
 from ..explanation import Explanation
-from .service import Service, Session
+from ..modalities import all_modalities, get_modality
+from ..service import Service, Session
 
 log = logging.getLogger("xai_platform.ui")
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"]
-MODALITY_LABELS = {"audio": "Audio: real or synthetic voice?", "xray": "Chest X-ray"}
+#: the upload widgets: a modality's ``input_kind`` picks one ("audio": upload or microphone;
+#: anything else: a file upload)
+INPUT_KINDS = ("audio", "file")
+
+
+def input_kind(modality: str) -> str:
+    return "audio" if get_modality(modality).input_kind == "audio" else "file"
+
+
+def file_types(kind: str) -> list[str]:
+    """Every extension the upload widget of ``kind`` accepts (its modalities' lists)."""
+    return sorted({e for m in all_modalities() if input_kind(m.name) == kind
+                   for e in m.extensions})
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,7 +76,8 @@ def _is_generator(fn: Callable[..., Any]) -> bool:
 
 
 def input_path(modality: str, audio: str | None, image: str | None) -> str | None:
-    return audio if modality == "audio" else image
+    """The upload of the selected modality: the audio widget's or the file widget's."""
+    return audio if input_kind(modality) == "audio" else image
 
 
 def model_choices(service: Service, modality: str) -> tuple[list[tuple[str, str]], str | None]:
@@ -164,11 +177,11 @@ def method_details_markdown(method_id: str) -> str:
 
 
 def example_files(modality: str) -> list[str]:
-    folder = EXAMPLES / ("audio" if modality == "audio" else "xray")
-    if not folder.is_dir():
+    m = get_modality(modality)
+    folder = EXAMPLES / m.examples if m.examples else None
+    if folder is None or not folder.is_dir():
         return []
-    kinds = (".wav", ".flac", ".ogg", ".mp3") if modality == "audio" else tuple(IMAGE_TYPES)
     # Ground-truth masks (``*.mask.png``) sit beside the images for the tests and the quality
     # report; they are not inputs.
     return sorted(str(p) for p in folder.iterdir()
-                  if p.suffix.lower() in kinds and not p.name.endswith(".mask.png"))
+                  if m.accepts(p) and not p.name.endswith(".mask.png"))

@@ -13,8 +13,8 @@ import gradio as gr
 
 from ..explainers import all_methods, get_method
 from ..explanation import Explanation
+from ..service import Service, Session
 from .common import figure_image, input_path, method_details_markdown, user_errors
-from .service import Service, Session
 
 
 def caption(expl: Explanation) -> str:

@@ -1,10 +1,11 @@
 """The standard three-panel figure: input | heatmap with colour bar | overlay.
 
 Drawn on a :class:`matplotlib.figure.Figure` (never pyplot's global state, which is unsafe in
-Gradio's worker threads). Audio inputs are drawn as the log-mel spectrogram with time in
-seconds and frequency in Hz; X-rays in grayscale. Unsigned heatmaps use a sequential map from
-0; signed ones a diverging map centred on 0 (red: evidence for the explained class, blue:
-against).
+Gradio's worker threads). The input panel and the axes are the input's modality's
+(:meth:`~xai_platform.modalities.base.Modality.draw_input`): a log-mel spectrogram with time in
+seconds and frequency in Hz for audio, grayscale pixels for images. Unsigned heatmaps use a
+sequential map from 0; signed ones a diverging map centred on 0 (red: evidence for the
+explained class, blue: against).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ..explanation import Explanation  # noqa: E402
+from ..modalities import get_modality  # noqa: E402
 
 STYLE = {"font.size": 9, "axes.titlesize": 10, "font.family": "DejaVu Sans"}
 
@@ -35,41 +37,11 @@ def _limits(heatmap: np.ndarray, signed: bool) -> tuple[float, float]:
     return lo, hi if hi > lo else lo + 1.0
 
 
-def _hz(value: float) -> str:
-    return f"{value / 1000:.1f}k" if value >= 1000 else f"{value:.0f}"
-
-
-def _draw_input(ax: Axes, expl: Explanation) -> None:
-    x = expl.display
-    if expl.axes is not None:
-        a = expl.axes
-        extent = (a.start_s, a.start_s + a.duration_s, -0.5, x.shape[0] - 0.5)
-        ax.imshow(x, origin="lower", aspect="auto", cmap="magma", extent=extent)
-        ticks = np.linspace(0, x.shape[0] - 1, 6).round().astype(int)
-        ax.set_yticks(ticks, [_hz(a.mel_centers_hz[t]) for t in ticks])
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("frequency (Hz, mel scale)")
-    else:
-        ax.imshow(x, cmap="gray", vmin=0.0, vmax=1.0)
-        ax.set_xticks([])
-        ax.set_yticks([])
-
-
-def _extent(expl: Explanation) -> tuple[float, float, float, float] | None:
-    if expl.axes is None:
-        return None
-    a = expl.axes
-    return (a.start_s, a.start_s + a.duration_s, -0.5, expl.display.shape[0] - 0.5)
-
-
 def _draw_heat(ax: Axes, expl: Explanation, *, alpha: float | None = None):
     lo, hi = _limits(expl.heatmap, expl.signed)
     cmap = "RdBu_r" if expl.signed else "inferno"
-    kwargs = dict(cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
-    if expl.axes is not None:
-        return ax.imshow(expl.heatmap, origin="lower", aspect="auto", extent=_extent(expl),
-                         alpha=alpha, **kwargs)
-    return ax.imshow(expl.heatmap, alpha=alpha, **kwargs)
+    return ax.imshow(expl.heatmap, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest",
+                     alpha=alpha, **get_modality(expl.modality).imshow_kwargs(expl))
 
 
 def _overlay_alpha(expl: Explanation) -> np.ndarray:
@@ -99,23 +71,18 @@ def render(expl: Explanation, *, dpi: int = 110) -> Figure:
         fig = Figure(figsize=(13.0, 4.4), dpi=dpi, layout="constrained")
         FigureCanvasAgg(fig)
         ax_in, ax_heat, ax_over = fig.subplots(1, 3)
-        _draw_input(ax_in, expl)
-        ax_in.set_title("input (log-mel, dB)" if expl.axes is not None else "input")
+        modality = get_modality(expl.modality)
+        modality.draw_input(ax_in, expl)
+        ax_in.set_title(modality.input_title(expl))
         image = _draw_heat(ax_heat, expl)
-        if expl.axes is not None:
-            ax_heat.set_xlabel("time (s)")
-            ax_heat.set_yticks([])
-        else:
-            ax_heat.set_xticks([])
-            ax_heat.set_yticks([])
+        modality.label_axes(ax_heat, expl, panel="heatmap")
         ax_heat.set_title("attribution (signed)" if expl.signed else "attribution")
         bar = fig.colorbar(image, ax=ax_heat, fraction=0.046, pad=0.02)
         bar.set_label("against  |  for the class" if expl.signed else "importance")
-        _draw_input(ax_over, expl)
+        modality.draw_input(ax_over, expl)
+        modality.label_axes(ax_over, expl, panel="overlay")
         heat = _draw_heat(ax_over, expl)
         heat.set_alpha(_overlay_alpha(expl))
-        if expl.axes is not None:
-            ax_over.set_ylabel("")
         ax_over.set_title("overlay")
         color = "firebrick" if expl.untrained else "black"
         fig.suptitle(title(expl), color=color, fontsize=10.5)

@@ -1,66 +1,85 @@
 """Registry of network builders, known by name without importing any framework.
 
-A config entry names its ``architecture``; the registry maps the name to its framework and the
-module that defines it, so the config can be validated before torch or TensorFlow is imported.
-Builders register at their definition site with :func:`register_architecture`; the table below
-says which module to import for each built-in name. A builder is called as
+A config entry names its ``architecture``; the registry maps the name to its framework and its
+builder, so the entry is checked before torch or TensorFlow is imported. A builder is called as
 ``builder(spec) -> network`` and reads everything it needs from the :class:`ModelSpec`
-(``num_outputs``, ``input``, ``arch_args``).
+(``num_outputs``, ``input``, ``arch_args``). Builders register where they are defined:
+
+* ``@register_architecture("keras_cnn", framework="keras")`` on a function whose body imports
+  its framework (:mod:`.keras_nets`);
+* ``register_lazy("custom_cnn", framework="torch", target=".torch_layers:build_custom_cnn")``
+  for networks whose module imports its framework at the top (:mod:`.torch_nets`).
+
+Importing this package imports the registering modules (as timm's ``models/__init__.py`` does)
+and nothing else.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-_TORCH = "xai_platform.models.architectures.torch_nets"
-_KERAS = "xai_platform.models.architectures.keras_nets"
-_XRV = "xai_platform.models.architectures.xrv_nets"
+from ...errors import ConfigError
 
-# name -> (framework, module that registers it)
-_BUILTIN: dict[str, tuple[str, str]] = {
-    "custom_cnn": ("torch", _TORCH),
-    "mobilenet_v2": ("torch", _TORCH),
-    "vgg16_slim": ("torch", _TORCH),
-    "resnet18": ("torch", _TORCH),
-    "alexnet": ("torch", _TORCH),
-    "densenet121": ("torch", _TORCH),
-    "efficientnet_lite0": ("torch", _TORCH),
-    "xrv_densenet121": ("torch", _XRV),
-    "xrv_resnet50": ("torch", _XRV),
-    "keras_cnn": ("keras", _KERAS),
-    "keras_mobilenet_v2": ("keras", _KERAS),
-}
-_BUILDERS: dict[str, tuple[str, Callable[..., Any]]] = {}
+if TYPE_CHECKING:
+    from ...config import ModelSpec
+
+Builder = Callable[..., Any]
+_BUILDERS: dict[str, tuple[str, Builder]] = {}
 
 
-def register_architecture(name: str, *, framework: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register_architecture(name: str, *, framework: str) -> Callable[[Builder], Builder]:
     """Decorator: register ``builder(spec) -> network`` under ``name``. A duplicate raises."""
 
-    def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
+    def decorate(builder: Builder) -> Builder:
         if name in _BUILDERS:
             raise ValueError(f"architecture '{name}' is already registered")
-        expected = _BUILTIN.get(name)
-        if expected is not None and expected[0] != framework:
-            raise ValueError(f"architecture '{name}' is declared as {expected[0]}, not {framework}")
         _BUILDERS[name] = (framework, builder)
         return builder
 
     return decorate
 
 
+def register_lazy(name: str, *, framework: str, target: str) -> None:
+    """Register the builder ``module:function`` (relative to this package), imported on its
+    first call."""
+    module, _, function = target.partition(":")
+
+    def build(spec: ModelSpec) -> Any:
+        return getattr(importlib.import_module(module, __name__), function)(spec)
+
+    build.__name__ = name
+    build.target = target  # type: ignore[attr-defined]
+    register_architecture(name, framework=framework)(build)
+
+
 def known_architectures() -> dict[str, str]:
     """Every architecture name -> its framework, without importing any framework."""
-    known = {name: fw for name, (fw, _) in _BUILTIN.items()}
-    known.update({name: fw for name, (fw, _) in _BUILDERS.items()})
-    return known
+    return {name: fw for name, (fw, _) in _BUILDERS.items()}
 
 
-def get_builder(name: str) -> Callable[..., Any]:
-    """The builder for ``name``, importing its module (and so its framework) on first use."""
-    if name not in _BUILDERS and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name][1])
+def get_builder(name: str) -> Builder:
     if name not in _BUILDERS:
         raise KeyError(f"architecture '{name}' is not registered")
     return _BUILDERS[name][1]
+
+
+def check_architecture(spec: ModelSpec, framework: str, *, extra: tuple[str, ...] = ()) -> None:
+    """Raise :class:`ConfigError` unless ``spec.architecture`` is a ``framework`` builder
+    (``extra``: other names the format accepts, listed in the fix)."""
+    where = f"{spec.source} (model '{spec.id}')"
+    arch = spec.architecture
+    known = known_architectures()
+    if arch not in known:
+        names = sorted(n for n, fw in known.items() if fw == framework) + list(extra)
+        raise ConfigError(f"unknown architecture '{arch}'.", source=where, key="architecture",
+                          fix=f"use a registered builder ({', '.join(names)}); see "
+                              "SETUP.md, 'Adding an architecture'.")
+    if known[arch] != framework:
+        raise ConfigError(f"architecture '{arch}' is a {known[arch]} builder but framework "
+                          f"is '{framework}'.", source=where, key="framework",
+                          fix=f"set framework: {known[arch]}.")
+
+
+from . import keras_nets, torch_nets  # noqa: E402,F401  (each registers its builders)

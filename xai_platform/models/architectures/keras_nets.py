@@ -1,4 +1,4 @@
-"""Keras (TensorFlow backend) network builders.
+"""Keras (TensorFlow backend) network builders; keras is imported when a builder is called.
 
 A builder returns a ``keras.Model`` mapping (N, H, W, C) to (N, spec.num_outputs). The head
 ends in softmax only when the config says ``output: probabilities``; otherwise it returns logits
@@ -6,9 +6,6 @@ ends in softmax only when the config says ``output: probabilities``; otherwise i
 """
 
 from __future__ import annotations
-
-import keras
-from keras import layers
 
 from . import register_architecture
 
@@ -23,6 +20,9 @@ def keras_cnn(spec):
 
     Grad-CAM layer: ``conv<depth>b`` (the last convolution's ReLU output).
     """
+    import keras
+    from keras import layers
+
     args = dict(spec.arch_args)
     width, depth = int(args.get("width", 32)), int(args.get("depth", 4))
     h, w = spec.input.shape
@@ -50,6 +50,9 @@ def keras_mobilenet_v2(spec):
     The backbone is one layer named ``backbone`` of the outer model, so its last convolution is
     addressed as ``backbone/Conv_1`` (the nested-model case of ``target_layer``).
     """
+    import keras
+    from keras import layers
+
     args = dict(spec.arch_args)
     h, w = spec.input.shape
     backbone = keras.applications.MobileNetV2(

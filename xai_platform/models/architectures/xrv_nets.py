@@ -50,7 +50,6 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from ...errors import ConfigError, ModelUnavailableError
-from . import register_architecture
 
 CONVERTED_SUFFIX = ".state_dict.pt"
 # Architecture -> the released weights it loads by default (``arch_args.weights`` overrides).
@@ -181,13 +180,11 @@ class XRVResNet50(ResNet):
         return xrv.models.op_norm(out, self.op_threshs)[:, self.outputs]
 
 
-@register_architecture("xrv_densenet121", framework="torch")
-def xrv_densenet121(spec) -> nn.Module:
+def build_xrv_densenet121(spec) -> nn.Module:
     return XRVDenseNet(_release_for(spec))
 
 
-@register_architecture("xrv_resnet50", framework="torch")
-def xrv_resnet50(spec) -> nn.Module:
+def build_xrv_resnet50(spec) -> nn.Module:
     return XRVResNet50(_release_for(spec))
 
 

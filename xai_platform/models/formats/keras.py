@@ -1,7 +1,9 @@
-"""Keras 3 / TensorFlow backend: safe loading and capture of activations and gradients.
+"""Keras 3 models (``framework: keras``): a registered builder with ``.weights.h5`` weights, or
+a whole ``.keras`` file loaded in safe mode; the capture of activations and gradients.
 
-Imported only when the first Keras model loads. torch (when installed) is imported before
-TensorFlow: the other order crashes the process inside triton (see SETUP.md).
+TensorFlow is imported when the first Keras model loads or is checked, never by importing this
+file. torch (when installed) is imported before TensorFlow: the other order crashes the process
+inside triton (see SETUP.md).
 
 The target layer may sit inside a nested model (``backbone/Conv_1``). The model's functional
 graph is replayed with that one layer's output recorded, so the tape sees the activation of the
@@ -12,6 +14,7 @@ under ``tf.function``.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.util
 import os
 import random
@@ -22,13 +25,15 @@ from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the CLI
-# Import order: torch and torchvision before TensorFlow. The other order segfaults inside
-# triton, which torchvision pulls in through torch._dynamo (measured with TF 2.21, torch 2.14).
-if importlib.util.find_spec("torch") is not None:
-    import torch  # noqa: F401
-if importlib.util.find_spec("torchvision") is not None:
-    import torchvision  # noqa: F401
+from ...config import ModelSpec
+from ...errors import ConfigError, ModelUnavailableError
+from ..architectures import check_architecture, get_builder
+from ..handle import (Calibration, FloatArray, LayerGradients, ModelHandle, normalization,
+                      output_transforms)
+from .base import Capabilities, ModelFormat, register_format
+
+#: ``architecture:`` of a whole saved ``.keras`` model (no builder)
+KERAS_FILE = "keras_file"
 
 
 
@@ -47,20 +52,30 @@ def _import_quietly():
     return _keras, _tf
 
 
-keras, tf = _import_quietly()
+@functools.cache
+def _frameworks() -> tuple[Any, Any]:
+    """(keras, tensorflow), imported on first use: torch and torchvision first (the other order
+    segfaults inside triton, which torchvision pulls in through torch._dynamo; measured with
+    TF 2.21, torch 2.14), TensorFlow's C++ chatter off the terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if importlib.util.find_spec("torch") is not None:
+        import torch  # noqa: F401
+    if importlib.util.find_spec("torchvision") is not None:
+        import torchvision  # noqa: F401
+    return _import_quietly()
 
-from ..config import KERAS_FILE, ModelSpec  # noqa: E402
-from ..errors import ConfigError, ModelUnavailableError  # noqa: E402
-from .architectures import get_builder  # noqa: E402
-from .handle import (Calibration, FloatArray, LayerGradients, ModelHandle, normalization,
-                     output_transforms)  # noqa: E402
 
-_OPS = SimpleNamespace(
-    softmax=lambda t: tf.nn.softmax(t, axis=-1), sigmoid=tf.sigmoid, log=tf.math.log,
-    clip=lambda t, lo, hi: tf.clip_by_value(t, lo, hi), concat=lambda ts: tf.concat(ts, axis=-1))
+@functools.cache
+def _ops() -> SimpleNamespace:
+    _, tf = _frameworks()
+    return SimpleNamespace(
+        softmax=lambda t: tf.nn.softmax(t, axis=-1), sigmoid=tf.sigmoid, log=tf.math.log,
+        clip=lambda t, lo, hi: tf.clip_by_value(t, lo, hi),
+        concat=lambda ts: tf.concat(ts, axis=-1))
 
 
 def resolve_device(requested: str = "auto") -> str:
+    _, tf = _frameworks()
     gpus = tf.config.list_physical_devices("GPU")
     if requested == "auto":
         return "/GPU:0" if gpus else "/CPU:0"
@@ -76,6 +91,7 @@ def resolve_device(requested: str = "auto") -> str:
 def _adapter(spec: ModelSpec) -> Callable[[tf.Tensor], tf.Tensor]:
     """(N, H, W) feature planes -> (N, H, W, C) normalised network input
     (:func:`xai_platform.models.handle.normalization`, as the PyTorch backend)."""
+    _, tf = _frameworks()
     c = spec.input.channels
     scale, shift = normalization(spec)
     scale_t = tf.constant(scale, dtype=tf.float32)
@@ -147,12 +163,13 @@ class KerasHandle(ModelHandle):
 
     def __init__(self, spec: ModelSpec, model: Any, *, device: str, untrained: bool,
                  default_batch_size: int = 32, calibration: Calibration | None = None) -> None:
+        _, tf = _frameworks()
         super().__init__(spec, device=device, untrained=untrained,
                          default_batch_size=default_batch_size, calibration=calibration)
         self.model = model
         self._adapt = _adapter(spec)
         self._probs, self._scores = output_transforms(
-            spec.output, _OPS, temperature=self.calibration.temperature)
+            spec.output, _ops(), temperature=self.calibration.temperature)
         h, w = spec.input_shape
         x_sig = tf.TensorSpec([None, h, w], tf.float32)
         t_sig = tf.TensorSpec([None], tf.int32)
@@ -168,6 +185,7 @@ class KerasHandle(ModelHandle):
         self._sigs = (x_sig, t_sig)
 
     def _input_grads(self, x: tf.Tensor, t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        _, tf = _frameworks()
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x)
             scores = self._scores(self.model(self._adapt(x), training=False))
@@ -175,6 +193,7 @@ class KerasHandle(ModelHandle):
         return tape.gradient(picked, x), picked
 
     def _layer_fn(self, path: str) -> Any:
+        _, tf = _frameworks()
         if path not in self._layer_fns:
             chain = resolve_layer(self.model, path, spec=self.spec)
 
@@ -191,19 +210,55 @@ class KerasHandle(ModelHandle):
         return self._layer_fns[path]
 
     def _predict_batch(self, x: FloatArray) -> FloatArray:
+        _, tf = _frameworks()
         with tf.device(self.device):
             return self._predict_fn(tf.constant(x)).numpy()
 
-    def predict_tensor(self, x: tf.Tensor) -> tf.Tensor:
-        """Probabilities for a batch already on the device (perturbations built there)."""
+    @property
+    def native(self) -> Any:
+        return self.model
+
+    def coalition_evaluator(self, x: FloatArray, baseline: FloatArray, segments: np.ndarray
+                            ) -> Callable[[np.ndarray], FloatArray]:
+        """On a GPU the perturbed batch is built there: only the 0/1 coalitions cross the bus."""
+        if "GPU" in self.device:
+            return self.device_coalition_evaluator(x, baseline, segments)
+        return super().coalition_evaluator(x, baseline, segments)
+
+    def device_coalition_evaluator(self, x: FloatArray, baseline: FloatArray,
+                                   segments: np.ndarray) -> Callable[[np.ndarray], FloatArray]:
+        """:meth:`coalition_evaluator` with each batch built by TensorFlow on the device."""
+        _, tf = _frameworks()
         with tf.device(self.device):
-            return self._predict_fn(x)
+            xt, bt = tf.constant(x), tf.constant(baseline)
+            seg = tf.constant(segments)
+
+        def evaluate(z: np.ndarray) -> FloatArray:
+            with tf.device(self.device):
+                keep = tf.gather(tf.constant(z), seg, axis=1)  # (b, H, W)
+                return self._predict_fn(tf.where(keep, xt, bt)).numpy()
+
+        return evaluate
+
+    def layers(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+
+        def walk(model: Any, prefix: str = "") -> None:
+            for layer in model.layers:
+                out.append((f"{prefix}{layer.name}", type(layer).__name__))
+                if hasattr(layer, "layers"):
+                    walk(layer, prefix=f"{prefix}{layer.name}/")
+
+        walk(self.model)
+        return out
 
     def _scores_batch(self, x: FloatArray) -> FloatArray:
+        _, tf = _frameworks()
         with tf.device(self.device):
             return self._scores_fn(tf.constant(x)).numpy()
 
     def layer_gradients(self, x, targets, *, layer=None) -> LayerGradients:
+        _, tf = _frameworks()
         path = layer or self.spec.target_layer
         if path is None:
             raise ConfigError("no target_layer is declared.", source=self.spec.source,
@@ -222,6 +277,7 @@ class KerasHandle(ModelHandle):
                               picked.numpy().astype(np.float32))
 
     def input_gradients(self, x, targets):
+        _, tf = _frameworks()
         x = self.check_batch(x)
         with tf.device(self.device):
             grads, picked = self._input_grad_fn(
@@ -232,6 +288,7 @@ class KerasHandle(ModelHandle):
         return layer_output_shape(self.model, self.spec, layer)
 
     def randomized(self, n_layers: int, *, seed: int = 0) -> KerasHandle:
+        keras, _ = _frameworks()
         clone = keras.models.clone_model(self.model)
         clone.set_weights(self.model.get_weights())
         layers = [la for la in _flat_layers(clone) if la.weights]
@@ -259,6 +316,7 @@ class _seeded:
         self.seed = seed
 
     def __enter__(self) -> None:
+        keras, _ = _frameworks()
         self._py, self._np = random.getstate(), np.random.get_state()
         keras.utils.set_random_seed(self.seed)
 
@@ -281,6 +339,7 @@ def build_network(spec: ModelSpec, *, seed: int = 0) -> Any:
 def load_model_file(path: Path) -> Any:
     """A whole saved model, in safe mode: a Lambda layer or custom object that would run code
     from the file is refused."""
+    keras, _ = _frameworks()
     if path.suffix != ".keras":
         raise ModelUnavailableError(f"{path}: only the .keras format loads as a whole model "
                                     "(legacy .h5 / SavedModel can carry code); re-save it with "
@@ -341,3 +400,35 @@ def verify(spec: ModelSpec) -> None:
         raise ConfigError(f"layer '{spec.target_layer}' outputs shape {shape}, not a "
                           "convolutional feature map.", source=f"{spec.source} (model '{spec.id}')",
                           key="target_layer", fix="name a convolutional layer.")
+
+
+@register_format
+class KerasFormat(ModelFormat):
+    """A registered Keras builder with ``.weights.h5`` weights, or ``architecture: keras_file``
+    and a whole ``.keras`` model loaded in safe mode."""
+
+    name = "keras"
+    label = "Keras"
+    modules = ("tensorflow", "keras")
+    install_hint = "pip install tensorflow-cpu (or tensorflow[and-cuda] on a GPU)"
+    capabilities = Capabilities(device_batches=True, layer_gradients=True, input_gradients=True,
+                                randomize=True)
+
+    def check_spec(self, spec: ModelSpec) -> None:
+        where = f"{spec.source} (model '{spec.id}')"
+        if spec.architecture != KERAS_FILE:
+            check_architecture(spec, self.name, extra=(KERAS_FILE,))
+        elif spec.weights is None:
+            raise ConfigError(f"'{KERAS_FILE}' needs the .keras file.", source=where,
+                              key="weights", fix="set weights: to the path of the saved .keras model.")
+
+    def load(self, spec: ModelSpec, *, device: str, default_batch_size: int = 32,
+             calibration: Calibration | None = None) -> KerasHandle:
+        return load(spec, device=device, default_batch_size=default_batch_size,
+                    calibration=calibration)
+
+    def verify(self, spec: ModelSpec) -> None:
+        verify(spec)
+
+    def build_network(self, spec: ModelSpec, *, seed: int = 0) -> Any:
+        return build_network(spec, seed=seed)

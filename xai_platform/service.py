@@ -1,5 +1,8 @@
-"""What the pages and the API endpoints call: plain functions over a shared ModelManager and a
-per-session cache. Nothing here imports Gradio, so it is tested without a browser.
+"""The one service under every face: prepare -> predict -> explain -> readouts -> export.
+
+The Gradio pages, the API endpoints, the CLI, ``evaluate`` and ``bench`` call this, so they
+compute the same things and write the same record (weights sha256, library versions, seed,
+parameters, timings). Nothing here imports Gradio, so it is tested without a browser.
 
 Isolation between users: every request builds its own explainer context (seed, RNG, progress,
 cancel flag); models are shared but their hooks are taken under the handle's lock and removed
@@ -20,14 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..config import AppSettings, ModelSpec
-from ..errors import InputError
-from ..explainers import compatibility, get_method
-from ..explanation import Explanation
-from ..models import ModelManager
-from ..models.manager import sha256 as file_digest
-from ..pipeline import Analysis, analyse, explain, prepare
+import numpy as np
+
+from . import __version__
+from .config import AppSettings, ModelSpec
+from .errors import InputError
+from .explainers import compatibility, get_method
+from .explanation import Explanation
+from .modalities import Readout, get_modality
+from .models import ModelManager
+from .models.manager import sha256 as file_digest
+from .pipeline import Analysis, analyse, explain, prepare
 
 #: Session folders live here; the app serves files from it (Gradio's allowed_paths), and every
 #: folder has an unguessable random name.
@@ -54,24 +60,26 @@ class Session:
     max_explanations = 64
     max_analyses = 16
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path | None = None) -> None:
         self.explanations: OrderedDict[tuple, Explanation] = OrderedDict()
         self.analyses: OrderedDict[tuple, Analysis] = OrderedDict()
         self.scorecards: dict[tuple, Any] = {}
         self.cancel = threading.Event()
         self.computed = 0  # explanations actually computed (cache misses), for tests and stats
-        self._dir: Path | None = None
+        self._dir: Path | None = folder
+        self._own_dir = folder is None
 
     @property
     def dir(self) -> Path:
-        """A private folder for this session's exports (figures, JSON records, clips)."""
+        """The folder for this session's exports (figures, JSON records, clips): the one given
+        (the CLI's --out), else a private temporary one."""
         if self._dir is None:
             SESSION_ROOT.mkdir(parents=True, exist_ok=True)
             self._dir = Path(tempfile.mkdtemp(prefix="s-", dir=SESSION_ROOT))
         return self._dir
 
     def close(self) -> None:
-        if self._dir is not None:
+        if self._dir is not None and self._own_dir:
             shutil.rmtree(self._dir, ignore_errors=True)
 
     def __deepcopy__(self, memo: dict) -> Session:  # gr.State copies its initial value per user
@@ -146,7 +154,7 @@ class Service:
     # --- explanation --------------------------------------------------------------------------
     def explain(self, session: Session, path: str | Path | None, model_id: str, method: str, *,
                 params: dict[str, Any] | None = None, seed: int = 0, window: int | None = None,
-                target: str | None = None,
+                target: str | int | None = None, batch_size: int | None = None,
                 progress: Callable[[float, str], None] | None = None) -> Explanation:
         """One explanation, computed once per session for the same input, model, method,
         parameters, seed, window and target."""
@@ -163,7 +171,8 @@ class Service:
             return cached
         session.cancel.clear()
         expl = explain(self.manager.get(model_id), analysis, method, window=window, target=target,
-                       params=resolved, seed=int(seed), progress=progress, cancel=session.cancel)
+                       params=resolved, seed=int(seed), batch_size=batch_size,
+                       progress=progress, cancel=session.cancel)
         session.computed += 1
         session.explanations[key] = expl
         while len(session.explanations) > session.max_explanations:
@@ -178,7 +187,7 @@ class Service:
         with self._lock:
             cached = self._randomized.get(model_id)
             if cached is None or cached[0] is not handle:
-                from ..evaluation.metrics import RANDOMIZE_LAYERS
+                from .evaluation.metrics import RANDOMIZE_LAYERS
 
                 cached = (handle, handle.randomized(RANDOMIZE_LAYERS, seed=0))
                 self._randomized[model_id] = cached
@@ -186,7 +195,7 @@ class Service:
 
     def score(self, session: Session, expl: Explanation, metrics: tuple[str, ...]):
         """The scorecard of one explanation (cached per session)."""
-        from ..evaluation.scorecard import score_explanation
+        from .evaluation.scorecard import score_explanation
 
         key = (id(expl), tuple(sorted(metrics)))
         if key not in session.scorecards:
@@ -201,36 +210,39 @@ class Service:
     # --- exports ------------------------------------------------------------------------------
     def record(self, expl: Explanation) -> dict[str, Any]:
         """The JSON record of an explanation: model and weights hash, method, parameters, seed,
-        library versions, timings."""
+        library versions, timings. The CLI, the API and the download write this same record."""
         spec = self.spec(expl.model_id)
         record = expl.to_record()
         record.update({"weights": str(spec.weights) if spec.weights else None,
                        "weights_sha256": self.manager.weights_hash(expl.model_id),
-                       "framework": spec.framework, "libraries": library_versions()})
+                       "framework": spec.framework, "libraries": library_versions(),
+                       "heatmap_stats": heatmap_summary(expl)})
         return record
 
-    def export(self, session: Session, expl: Explanation) -> tuple[Path, Path]:
-        """Write the figure (PNG) and the JSON record into the session's folder."""
-        from ..visualization.figure import save_png
+    def export(self, session: Session, expl: Explanation, *, stem: str | None = None
+               ) -> tuple[Path, Path, Path]:
+        """Write the figure (PNG), the JSON record and the heatmap (``.npy``, float32) into the
+        session's folder; ``stem`` names them (default: model, method and a content hash)."""
+        from .visualization.figure import save_png
 
-        tag = hashlib.sha256(json.dumps(expl.to_record(), sort_keys=True, default=str)
-                             .encode()).hexdigest()[:10]
-        stem = f"{expl.model_id}__{expl.method}__{tag}"
+        stem = stem or _stem(expl)
         png = save_png(expl, session.dir / f"{stem}.png")
+        heatmap = session.dir / f"{stem}.npy"
+        np.save(heatmap, expl.heatmap)
         record = session.dir / f"{stem}.json"
-        record.write_text(json.dumps(self.record(expl), indent=2))
-        return png, record
+        record.write_text(json.dumps(self.record(expl) | {"figure": str(png),
+                                                          "heatmap": str(heatmap)}, indent=2))
+        return png, record, heatmap
 
-    def listening(self, session: Session, path: str | Path, expl: Explanation):
-        """The two listening clips of an audio explanation, written into the session folder."""
-        from ..listening import listening_clips, save_clips
-
+    def readout(self, session: Session, path: str | Path, expl: Explanation, *,
+                stem: str | None = None) -> Readout | None:
+        """The modality's extra views of an explanation (audio: band and time profiles and two
+        listening clips, re-scored by the model), files written into the session's folder
+        under ``stem``."""
         analysis = self.analyse(session, path, expl.model_id)
-        window = int(expl.extras.get("window", 0))
-        wave = analysis.prepared.waveforms[window]
-        clips = listening_clips(self.manager.get(expl.model_id), expl, wave)
-        kept, removed = save_clips(clips, session.dir / f"{expl.model_id}__{expl.method}__w{window}")
-        return clips, kept, removed
+        return get_modality(expl.modality).readout(self.manager.get(expl.model_id), expl,
+                                                   analysis.prepared,
+                                                   session.dir / (stem or _stem(expl)))
 
     def timeline(self, analysis: Analysis) -> list[tuple[float, float]]:
         """(window start in s, probability of the positive class) for each window."""
@@ -240,6 +252,13 @@ class Service:
         if starts is None or positive is None:
             return []
         return [(float(s), float(p)) for s, p in zip(starts, analysis.window_probabilities[:, positive])]
+
+
+def _stem(expl: Explanation) -> str:
+    """A file stem unique to the explanation: model, method and a hash of its record."""
+    tag = hashlib.sha256(json.dumps(expl.to_record(), sort_keys=True, default=str)
+                         .encode()).hexdigest()[:10]
+    return f"{expl.model_id}__{expl.method}__{tag}"
 
 
 def heatmap_summary(expl: Explanation) -> dict[str, Any]:

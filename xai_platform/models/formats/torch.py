@@ -1,36 +1,52 @@
-"""PyTorch backend: loading (``weights_only=True``) and capture of activations and gradients.
+"""PyTorch models (``framework: torch``): a registered builder and a ``state_dict`` loaded with
+``weights_only=True``, and the capture of activations and gradients.
 
-Imported only when the first PyTorch model loads.
+torch is imported when the first PyTorch model loads or is checked, never by importing this
+file, so the format registry stays framework-free.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from ..config import ModelSpec
-from ..errors import ConfigError, ModelUnavailableError
-from .architectures import get_builder
-from .handle import (Calibration, FloatArray, LayerGradients, ModelHandle, normalization,
-                     output_transforms)
+from ...config import ModelSpec
+from ...errors import ConfigError, ModelUnavailableError
+from ..architectures import check_architecture, get_builder
+from ..handle import (Calibration, FloatArray, LayerGradients, ModelHandle, normalization,
+                      output_transforms)
+from .base import Capabilities, ModelFormat, register_format
 
-_OPS = SimpleNamespace(
-    softmax=lambda t: torch.softmax(t, dim=-1), sigmoid=torch.sigmoid, log=torch.log,
-    clip=lambda t, lo, hi: torch.clamp(t, lo, hi), concat=lambda ts: torch.cat(ts, dim=-1))
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
+
+def _torch() -> Any:
+    import torch  # noqa: F811 - the framework, imported on first use
+
+    return torch
+
+
+@functools.cache
+def _ops() -> SimpleNamespace:
+    torch = _torch()
+    return SimpleNamespace(
+        softmax=lambda t: torch.softmax(t, dim=-1), sigmoid=torch.sigmoid, log=torch.log,
+        clip=lambda t, lo, hi: torch.clamp(t, lo, hi), concat=lambda ts: torch.cat(ts, dim=-1))
 
 
 def resolve_device(requested: str = "auto") -> str:
+    torch = _torch()
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
@@ -39,20 +55,30 @@ def resolve_device(requested: str = "auto") -> str:
     return requested
 
 
-class InputAdapter(nn.Module):
+@functools.cache
+def _adapter_class() -> type:
+    nn = _torch().nn
+
+    class _InputAdapter(nn.Module):
+        def __init__(self, spec: ModelSpec) -> None:
+            super().__init__()
+            torch = _torch()
+            self.channels = c = spec.input.channels
+            scale, shift = normalization(spec)
+            self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32).view(1, c, 1, 1))
+            self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32).view(1, c, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x.unsqueeze(1).expand(-1, self.channels, -1, -1)
+            return x * self.scale + self.shift
+
+    return _InputAdapter
+
+
+def InputAdapter(spec: ModelSpec) -> nn.Module:  # noqa: N802 - used as a class
     """(N, H, W) feature planes -> (N, C, H, W) network input, normalised as the config says
     (:func:`xai_platform.models.handle.normalization`)."""
-
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__()
-        self.channels = c = spec.input.channels
-        scale, shift = normalization(spec)
-        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32).view(1, c, 1, 1))
-        self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32).view(1, c, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.unsqueeze(1).expand(-1, self.channels, -1, -1)
-        return x * self.scale + self.shift
+    return _adapter_class()(spec)
 
 
 def layer_names(net: nn.Module) -> list[str]:
@@ -79,6 +105,7 @@ def capture(layer: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
     (DenseNet's ``F.relu(..., inplace=True)``, AlexNet's ``ReLU(inplace=True)``) modifies the
     clone, never the captured activation. The hook is removed on exit, also after an error.
     """
+    torch = _torch()
     store: dict[str, torch.Tensor] = {}
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> torch.Tensor:
@@ -108,26 +135,84 @@ class TorchHandle(ModelHandle):
         self.net = net.to(device)
         self.adapter = InputAdapter(spec).to(device)
         self._probs, self._scores = output_transforms(
-            spec.output, _OPS, temperature=self.calibration.temperature)
+            spec.output, _ops(), temperature=self.calibration.temperature)
+
+    @property
+    def native(self) -> nn.Module:
+        return self.net
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        torch = _torch()
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
 
     def _raw(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.adapter(x))
 
     def _predict_batch(self, x: FloatArray) -> FloatArray:
+        torch = _torch()
         with self.lock, torch.inference_mode():
             return self._probs(self._raw(self._tensor(x))).float().cpu().numpy()
 
     def _scores_batch(self, x: FloatArray) -> FloatArray:
+        torch = _torch()
         with self.lock, torch.inference_mode():
             return self._scores(self._raw(self._tensor(x))).float().cpu().numpy()
 
-    def predict_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """Probabilities for a batch already on the device (perturbations built there)."""
-        with self.lock, torch.inference_mode():
-            return self._probs(self._raw(x)).float()
+    def coalition_evaluator(self, x: FloatArray, baseline: FloatArray, segments: np.ndarray
+                            ) -> Callable[[np.ndarray], FloatArray]:
+        """On a GPU the perturbed batch is built there: only the 0/1 coalitions cross the bus."""
+        if self.device.startswith("cuda"):
+            return self.device_coalition_evaluator(x, baseline, segments)
+        return super().coalition_evaluator(x, baseline, segments)
+
+    def device_coalition_evaluator(self, x: FloatArray, baseline: FloatArray,
+                                   segments: np.ndarray) -> Callable[[np.ndarray], FloatArray]:
+        """:meth:`coalition_evaluator` with each batch built by torch on the model's device."""
+        torch = _torch()
+        xt, bt = (torch.from_numpy(a).to(self.device) for a in (x, baseline))
+        seg = torch.from_numpy(segments).to(self.device)
+
+        def evaluate(z: np.ndarray) -> FloatArray:
+            keep = torch.from_numpy(z).to(self.device)[:, seg]  # (b, H, W)
+            with self.lock, torch.inference_mode():
+                return self._probs(self._raw(torch.where(keep, xt, bt))).float().cpu().numpy()
+
+        return evaluate
+
+    def layers(self) -> list[tuple[str, str]]:
+        return [(name, type(m).__name__) for name, m in self.net.named_modules() if name]
+
+    def reference_gradcam(self, x: FloatArray, target: int) -> FloatArray:
+        """Grad-CAM of one plane (H, W) computed by pytorch-grad-cam the way it is usually
+        called (backpropagating to the input): the library reference for tests and the bench.
+        pytorch-grad-cam indexes the raw outputs, so a one-logit model has only index 0."""
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        torch = _torch()
+        handle = self
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net, self.adapter = handle.net, handle.adapter
+
+            def forward(self, t):
+                return self.net(self.adapter(t[:, 0]))
+
+        layer = find_layer(self.net, self.spec.target_layer, spec=self.spec)
+        tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+        with self.lock:
+            for p in self.net.parameters():
+                p.requires_grad_(True)
+            try:
+                with GradCAM(model=Wrapped().eval(), target_layers=[layer]) as cam:
+                    out = cam(tensor.to(self.device), targets=[ClassifierOutputTarget(
+                        min(int(target), self.spec.num_outputs - 1))])
+            finally:
+                for p in self.net.parameters():
+                    p.requires_grad_(False)
+        return np.asarray(out[0], dtype=np.float32)
 
     def layer_gradients(self, x, targets, *, layer=None) -> LayerGradients:
         name = layer or self.spec.target_layer
@@ -136,6 +221,7 @@ class TorchHandle(ModelHandle):
                               key="target_layer", fix="declare a convolutional layer.")
         module = find_layer(self.net, name, spec=self.spec)
         x = self.check_batch(x)
+        torch = _torch()
         t = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=self.device)
         with self.lock, torch.enable_grad(), capture(module) as store:
             scores = self._scores(self._raw(self._tensor(x)))
@@ -152,6 +238,7 @@ class TorchHandle(ModelHandle):
 
     def input_gradients(self, x, targets):
         x = self.check_batch(x)
+        torch = _torch()
         t = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=self.device)
         with self.lock, torch.enable_grad():
             xt = self._tensor(x).requires_grad_(True)
@@ -166,6 +253,7 @@ class TorchHandle(ModelHandle):
         net = copy.deepcopy(self.net).cpu()
         layers = [m for m in net.modules() if hasattr(m, "reset_parameters")
                   and any(True for _ in m.parameters(recurse=False))]
+        torch = _torch()
         gen_state = torch.random.get_rng_state()
         try:
             torch.manual_seed(seed)
@@ -179,6 +267,7 @@ class TorchHandle(ModelHandle):
 
 def layer_output_shape(net: nn.Module, spec: ModelSpec, layer: str) -> tuple[int, ...]:
     """Output shape of ``layer`` for one input, found by a forward pass on the meta device."""
+    torch = _torch()
     module = find_layer(net, layer, spec=spec)
     shapes: list[tuple[int, ...]] = []
     hook = module.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape[1:]))
@@ -202,6 +291,7 @@ def build_network(spec: ModelSpec, *, seed: int = 0, meta: bool = False) -> nn.M
     """The architecture, randomly initialised from ``seed`` (so an untrained model is the same
     network every time), or on the meta device (shapes only, no memory) for verification."""
     builder = get_builder(spec.architecture)
+    torch = _torch()
     if meta:
         with torch.device("meta"):
             return builder(spec)
@@ -214,6 +304,7 @@ def build_network(spec: ModelSpec, *, seed: int = 0, meta: bool = False) -> nn.M
 
 
 def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    torch = _torch()
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):
@@ -226,6 +317,7 @@ def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(net: nn.Module, spec: ModelSpec, path: Path) -> None:
+    torch = _torch()
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -276,3 +368,29 @@ def verify(spec: ModelSpec) -> None:
                           "convolutional feature map (C, h, w).",
                           source=f"{spec.source} (model '{spec.id}')", key="target_layer",
                           fix="name a convolutional layer or block.")
+
+
+@register_format
+class TorchFormat(ModelFormat):
+    """A registered PyTorch builder (``architecture``) and its ``state_dict`` (``weights``)."""
+
+    name = "torch"
+    label = "PyTorch"
+    modules = ("torch",)
+    install_hint = "pip install torch torchvision (see SETUP.md for the build to pick)"
+    capabilities = Capabilities(device_batches=True, layer_gradients=True, input_gradients=True,
+                                randomize=True, reference_cam=True)
+
+    def check_spec(self, spec: ModelSpec) -> None:
+        check_architecture(spec, self.name)
+
+    def load(self, spec: ModelSpec, *, device: str, default_batch_size: int = 32,
+             calibration: Calibration | None = None) -> TorchHandle:
+        return load(spec, device=device, default_batch_size=default_batch_size,
+                    calibration=calibration)
+
+    def verify(self, spec: ModelSpec) -> None:
+        verify(spec)
+
+    def build_network(self, spec: ModelSpec, *, seed: int = 0) -> nn.Module:
+        return build_network(spec, seed=seed)

@@ -1,0 +1,250 @@
+"""Audio: is this voice real or synthetic? Log-mel spectrograms scored in windows.
+
+Input spec: :class:`AudioInput` (one definition for training and inference, see
+:func:`xai_platform.preprocessing.audio.log_mel`). A recording is cut into overlapping windows
+(:func:`~xai_platform.preprocessing.audio.split_windows`), each a (n_mels, frames) plane in dB.
+
+* **masked value**: the window's own floor, its minimum dB (about ``-top_db``), i.e. silence in
+  that time-frequency cell. A zero would be the *loudest* value the spectrogram holds.
+* **features**: a grid of time-frequency patches, ``patch_bands`` mel bands by
+  ``patch_frames`` frames.
+* **display**: time in seconds on x, mel-band centre frequencies in Hz on y.
+* **readouts**: attribution per frequency band and per time segment, and two clips to listen
+  to (the important cells kept, and removed, each re-scored by the model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..params import Param
+from ..validation import check_choice, check_positive, parse_fields
+from .base import FloatArray, IntArray, Modality, PreparedInput, Readout, register_modality
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from ..config import AppSettings, ModelSpec
+    from ..explanation import Explanation
+
+#: every suffix the decoder reads (libsndfile, or the ffmpeg binary for MP3 / Ogg / Opus)
+EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3")
+NORMALIZATIONS = ("db", "none")
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """Input of an audio model: a log-mel spectrogram in dB, (n_mels, frames)."""
+
+    sample_rate: int = 16000
+    duration: float = 2.0
+    n_fft: int = 1024
+    hop_length: int = 256
+    win_length: int | None = None
+    n_mels: int = 64
+    fmin: float = 20.0
+    fmax: float | None = None
+    top_db: float = 80.0
+    window_hop: float | None = None
+    channels: int = 1
+    normalize: str = "db"
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.sample_rate * self.duration))
+
+    @property
+    def n_frames(self) -> int:
+        # librosa's centred STFT: one frame per hop plus one.
+        return 1 + self.n_samples // self.hop_length
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) = (n_mels, frames) of the feature plane the model sees."""
+        return (self.n_mels, self.n_frames)
+
+    @property
+    def f_max(self) -> float:
+        return float(self.fmax) if self.fmax is not None else self.sample_rate / 2.0
+
+    @property
+    def hop_seconds(self) -> float:
+        """Step between scoring windows on long recordings (default: half a window)."""
+        return float(self.window_hop) if self.window_hop is not None else self.duration / 2.0
+
+
+@dataclass(frozen=True)
+class AudioAxes:
+    """How to label a spectrogram: time of the window in the recording and mel band centres."""
+
+    start_s: float
+    duration_s: float
+    mel_centers_hz: FloatArray
+    sample_rate: int
+
+
+_TYPES: dict[str, Any] = {
+    "sample_rate": int, "duration": float, "n_fft": int, "hop_length": int,
+    "win_length": (int, type(None)), "n_mels": int, "fmin": float,
+    "fmax": (float, type(None)), "top_db": float, "window_hop": (float, type(None)),
+    "channels": int, "normalize": str,
+}
+
+
+def _hz(value: float) -> str:
+    return f"{value / 1000:.1f}k" if value >= 1000 else f"{value:.0f}"
+
+
+@register_modality
+class Audio(Modality):
+    name = "audio"
+    label = "Audio: real or synthetic voice?"
+    extensions = EXTENSIONS
+    input_kind = "audio"
+    examples = "audio"
+    benchmark = ("audio_corpus", "python -m training.audio_corpus --out data/audio_corpus")
+    window_label = "Audio window"
+    feature_params = (
+        Param("patch_bands", "Patch height (mel bands)", "int", 8, minimum=1, maximum=64,
+              step=1, help="Mel bands per time-frequency patch."),
+        Param("patch_frames", "Patch width (frames)", "int", 8, minimum=1, maximum=256,
+              step=1, help="Spectrogram frames per patch."),
+    )
+
+    def parse_input(self, raw: Mapping[str, Any], *, source: str) -> AudioInput:
+        spec = AudioInput(**parse_fields(raw, _TYPES, source=source, prefix="input."))
+        for key in ("sample_rate", "duration", "n_fft", "hop_length", "n_mels", "top_db"):
+            check_positive(getattr(spec, key), source=source, key=f"input.{key}")
+        check_positive(spec.fmin, source=source, key="input.fmin", strict=False)
+        if spec.f_max <= spec.fmin or spec.f_max > spec.sample_rate / 2:
+            raise ConfigError(f"fmax {spec.f_max} must lie in (fmin, sample_rate / 2].",
+                              source=source, key="input.fmax",
+                              fix=f"use at most {spec.sample_rate / 2}.")
+        if spec.hop_length > spec.n_fft:
+            raise ConfigError("hop_length is larger than n_fft, so samples would be skipped.",
+                              source=source, key="input.hop_length",
+                              fix="use hop_length <= n_fft.")
+        if spec.window_hop is not None:
+            check_positive(spec.window_hop, source=source, key="input.window_hop")
+        if spec.channels not in (1, 3):
+            raise ConfigError("channels must be 1 or 3.", source=source, key="input.channels",
+                              fix="use 1, or 3 for a network with an RGB stem.")
+        check_choice(spec.normalize, NORMALIZATIONS, source=source, key="input.normalize")
+        return spec
+
+    def prepare(self, source, spec: ModelSpec, *, settings: AppSettings,
+                name: str) -> PreparedInput:
+        from ..preprocessing import audio
+
+        windows = audio.load_for_model(source, spec.input, max_seconds=settings.max_audio_seconds)
+        planes = audio.features(windows, spec.input)
+        notes = []
+        if windows.padded:
+            notes.append(f"The recording ({windows.duration:.2f} s) is shorter than the model's "
+                         f"{spec.input.duration:g} s window: it was padded with silence.")
+        elif len(planes) > 1:
+            notes.append(f"{windows.duration:.1f} s scored in {len(planes)} overlapping windows "
+                         f"of {spec.input.duration:g} s.")
+        return PreparedInput(name, self.name, planes, starts_s=np.asarray(windows.starts),
+                             notes=tuple(notes),
+                             data={"waveforms": windows.windows,
+                                   "sample_rate": windows.sample_rate,
+                                   "duration_s": windows.duration})
+
+    def window_seconds(self, spec: ModelSpec) -> float:
+        return float(spec.input.duration)
+
+    # --- perturbations --------------------------------------------------------------------------
+    def masked_value(self, x: FloatArray) -> FloatArray:
+        return np.full_like(x, x.min(), dtype=np.float32)
+
+    def features(self, x: FloatArray, params: Mapping[str, Any]) -> IntArray:
+        from ..explainers.perturbation import grid_segments
+
+        return grid_segments(x.shape, patch_rows=int(params["patch_bands"]),
+                             patch_cols=int(params["patch_frames"]))
+
+    # --- display --------------------------------------------------------------------------------
+    def axes(self, spec: ModelSpec, prepared: PreparedInput, window: int) -> AudioAxes:
+        from ..preprocessing import audio
+
+        start = float(prepared.starts_s[window]) if prepared.starts_s is not None else 0.0
+        return AudioAxes(start_s=start, duration_s=spec.input.duration,
+                         mel_centers_hz=audio.mel_centers_hz(spec.input).astype(np.float32),
+                         sample_rate=spec.input.sample_rate)
+
+    def input_title(self, expl: Explanation) -> str:
+        return "input (log-mel, dB)"
+
+    def imshow_kwargs(self, expl: Explanation) -> dict[str, Any]:
+        a = expl.axes
+        if a is None:
+            return {}
+        return {"origin": "lower", "aspect": "auto",
+                "extent": (a.start_s, a.start_s + a.duration_s, -0.5,
+                           expl.display.shape[0] - 0.5)}
+
+    def draw_input(self, ax: Axes, expl: Explanation) -> None:
+        ax.imshow(expl.display, cmap="magma", **self.imshow_kwargs(expl))
+        self.label_axes(ax, expl, panel="input")
+
+    def label_axes(self, ax: Axes, expl: Explanation, *, panel: str) -> None:
+        ax.set_xlabel("time (s)")
+        if panel == "overlay":  # keeps the input's frequency ticks
+            ax.set_ylabel("")
+        elif panel == "heatmap" or expl.axes is None:
+            ax.set_yticks([])
+        else:
+            ticks = np.linspace(0, expl.display.shape[0] - 1, 6).round().astype(int)
+            ax.set_yticks(ticks, [_hz(expl.axes.mel_centers_hz[t]) for t in ticks])
+            ax.set_ylabel("frequency (Hz, mel scale)")
+
+    def record(self, expl: Explanation) -> dict[str, Any]:
+        if expl.axes is None:
+            return {}
+        return {"window_start_s": expl.axes.start_s, "window_duration_s": expl.axes.duration_s}
+
+    def readout(self, model: Any, expl: Explanation, prepared: PreparedInput,
+                base: Path) -> Readout | None:
+        """Band / time profiles and the two listening clips of the explained window."""
+        from ..listening import listening_clips, save_clips
+        from ..visualization.readouts import render_readouts, top_bands
+
+        window = int(expl.extras.get("window", 0))
+        waves = prepared.data.get("waveforms")
+        if waves is None or expl.axes is None:
+            return None
+        clips = listening_clips(model, expl, waves[window])
+        kept, removed = save_clips(clips, base)
+        bands = ", ".join(f"{hz:.0f} Hz ({share:.0%})" for hz, share in top_bands(expl))
+        text = (f"Listen: the top {clips.share:.0%} of the time-frequency cells kept "
+                f"(p({clips.target_label}) = {clips.score_kept:.1%}) and removed "
+                f"(p = {clips.score_removed:.1%}); the original window scores "
+                f"{clips.score_original:.1%}. Strongest bands: {bands}.")
+        record = {"kept": str(kept), "removed": str(removed), "share": clips.share,
+                  "score_original": clips.score_original, "score_kept": clips.score_kept,
+                  "score_removed": clips.score_removed}
+        return Readout(figure=render_readouts(expl), clips=(str(kept), str(removed)), text=text,
+                       record=record)
+
+    # --- benchmarks -----------------------------------------------------------------------------
+    def sample_plane(self, spec: ModelSpec, rng: np.random.Generator) -> FloatArray:
+        """A harmonic spectrogram in dB."""
+        h, w = spec.input_shape
+        yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
+        harmonics = sum(np.exp(-((yy * h - k * h / 9) ** 2) / 4.0) for k in range(1, 8))
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * xx)
+        plane = -80 + 75 * np.clip(harmonics * envelope + 0.1 * rng.random((h, w)), 0, 1)
+        return plane.astype(np.float32)
+
+    def to_unit(self, x: FloatArray) -> FloatArray:
+        return (x - x.min()) / (np.ptp(x) or 1.0)
+
+    def from_unit(self, x: FloatArray, reference: FloatArray) -> FloatArray:
+        return x * (np.ptp(reference) or 1.0) + reference.min()

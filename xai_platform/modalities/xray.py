@@ -1,0 +1,98 @@
+"""Chest X-rays: normal or abnormal, which finding? One grayscale plane per image.
+
+Input spec: :class:`ImageInput`. PNG, JPEG, BMP, TIFF and DICOM decode to a grayscale plane in
+[0, 1] (:mod:`xai_platform.preprocessing.image`), center-cropped and resized to the model's size.
+The masked value (a blurred copy), the features (SLIC superpixels) and the figure (grayscale)
+are the image defaults of :class:`~xai_platform.modalities.base.Modality`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from ..validation import check_choice, check_positive, parse_fields
+from .base import Modality, PreparedInput, register_modality
+
+if TYPE_CHECKING:
+    from ..config import AppSettings, ModelSpec
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
+NORMALIZATIONS = ("imagenet", "xrv", "unit", "minus1_1")
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """Input of an image (X-ray) model: a (size, size) grayscale plane in [0, 1].
+
+    ``channels`` is what the network's first layer takes; the grayscale plane is repeated to
+    fill them, and ``normalize`` maps [0, 1] to the range the network was trained on.
+    """
+
+    size: tuple[int, int] = (224, 224)
+    channels: int = 1
+    normalize: str = "unit"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the feature plane the model sees."""
+        return self.size
+
+
+_TYPES: dict[str, Any] = {"size": (int, list), "channels": int, "normalize": str}
+
+
+def parse_image_input(raw: Mapping[str, Any], *, source: str,
+                      normalizations: tuple[str, ...] = NORMALIZATIONS) -> ImageInput:
+    """An ``input:`` mapping of an image model (any image-like modality may use it)."""
+    values = parse_fields(raw, _TYPES, source=source, prefix="input.")
+    size = values.get("size", 224)
+    if isinstance(size, int):
+        size = (size, size)
+    elif len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in size):
+        raise ConfigError(f"expected an integer or [height, width], got {size!r}.", source=source,
+                          key="input.size", fix="write e.g. 224 or [224, 224].")
+    for s in size:
+        check_positive(s, source=source, key="input.size", minimum=8, strict=False)
+    values["size"] = tuple(size)
+    spec = ImageInput(**values)
+    if spec.channels not in (1, 3):
+        raise ConfigError("channels must be 1 or 3.", source=source, key="input.channels",
+                          fix="use 1 (grayscale stem) or 3 (the plane is repeated).")
+    check_choice(spec.normalize, normalizations, source=source, key="input.normalize")
+    return spec
+
+
+@register_modality
+class XRay(Modality):
+    name = "xray"
+    label = "Chest X-ray"
+    extensions = EXTENSIONS
+    input_kind = "image"
+    examples = "xray"
+    benchmark = ("xray_benchmark", "python -m training.xray_benchmark --out data/xray_benchmark")
+
+    def parse_input(self, raw: Mapping[str, Any], *, source: str) -> ImageInput:
+        return parse_image_input(raw, source=source)
+
+    def prepare(self, source, spec: ModelSpec, *, settings: AppSettings,
+                name: str) -> PreparedInput:
+        if isinstance(source, tuple):
+            raise InputError("An X-ray model needs an image file (PNG, JPEG or DICOM), not audio.")
+        from ..preprocessing import image
+
+        loaded = image.load_image(source, max_pixels=settings.max_image_pixels, name=name)
+        plane = image.to_model_plane(loaded.pixels, spec.input.size)
+        return PreparedInput(name, self.name, plane[None].astype(np.float32), notes=loaded.notes,
+                             data={"original": loaded.pixels})
+
+    def preview(self, path: str | Path, settings: AppSettings) -> np.ndarray | None:
+        from ..preprocessing.image import load_image
+
+        pixels = load_image(path, max_pixels=settings.max_image_pixels).pixels
+        return (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
