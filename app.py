@@ -27,7 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-audio-seconds", type=float, default=None,
                    help="refuse longer recordings (default: app.max_audio_seconds)")
     p.add_argument("--no-verify", action="store_true",
-                   help="skip checking every model's target layer at start-up")
+                   help="skip checking every model's target layer (otherwise checked in the "
+                        "background after start-up; the Models tab shows the results)")
     return p.parse_args(argv)
 
 
@@ -52,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         from xai_platform.models import ModelManager
 
         manager = ModelManager(config, device=args.device)
-        if not args.no_verify:
-            manager.verify()
+        # The target-layer checks import the frameworks: they run once the page is served.
+        checks = None if args.no_verify else manager.verify_in_background(start=False)
     except XAIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -61,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = build_app(manager, config.app)
     launch(demo, host=args.host, port=args.port, share=args.share, auth=auth,
-           concurrency=args.concurrency or config.app.concurrency)
+           concurrency=args.concurrency or config.app.concurrency, prevent_thread_lock=True)
+    if checks is not None:
+        checks.start()
+    demo.block_thread()
     return 0
 
 

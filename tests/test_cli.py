@@ -107,3 +107,27 @@ def test_bench_prints_cost_per_method_with_library_baselines(tiny_config_path):
     assert by[("tiny-torch-xray", "integrated_gradients")]["evaluations"] >= 4
     assert all(r["seconds"] > 0 and r["forward_seconds"] > 0 and np.isfinite(r["ratio"])
                for r in rows)
+
+
+def test_cli_is_quiet_by_default(tmp_path):
+    """No framework or decoder chatter: a Keras model explains with nothing on stderr, and a
+    damaged MP3 gets one line, without libmpg123's notes."""
+    import soundfile as sf
+
+    from conftest import TINY_MODELS, tone, write_config
+
+    pytest.importorskip("tensorflow")
+    config = write_config(tmp_path / "c.yaml", TINY_MODELS)
+    wav = tmp_path / "v.wav"
+    sf.write(wav, tone(0.6, sr=8000), 8000)
+    damaged = tmp_path / "bad.mp3"
+    damaged.write_bytes(b"ID3\x03\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 20)
+    base = [sys.executable, "-m", "xai_platform", "explain", "--config", str(config),
+            "--out", str(tmp_path / "out"), "--quiet"]
+    ok = subprocess.run(base + [str(wav), "--model", "tiny-keras-audio", "--method", "gradcam"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr
+    bad = subprocess.run(base + [str(damaged), "--model", "tiny-torch-audio"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert bad.stderr.startswith("error:") and "Note:" not in bad.stderr

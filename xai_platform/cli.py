@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -225,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", action="append", default=[], metavar="PATH",
                         help="extra model config file or folder (repeatable)")
     common.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument("--debug", action="store_true",
+                        help="show tracebacks and the frameworks' and decoders' own messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", parents=[common], help="list configured models and their status")
@@ -285,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.debug:
+        os.environ["XAI_DEBUG"] = "1"
     try:
         config = load_config(args.config)
         return int(args.func(args, config) or 0)

@@ -33,6 +33,7 @@ import numpy as np
 from .. import explainers
 from ..errors import XAIError
 from ..explanation import Explanation
+from ..modalities import get_modality
 from ..models.handle import ModelHandle
 from . import metrics as m
 
@@ -232,7 +233,7 @@ def score_explanation(model: ModelHandle, x: np.ndarray | None,
                        "randomized_mass_inside": control["mass_inside"]}
         costs["localisation"] = Cost(time.perf_counter() - start, 0)
     focus = None
-    if lung_mask is not None:
+    if lung_mask is not None and get_modality(modality).focus_region is not None:
         start = time.perf_counter()
         focus = m.xray_focus(heatmap, lung_mask, signed=signed)
         values |= {"lung_share": focus["lung_share"], "border_share": focus["border_share"]}

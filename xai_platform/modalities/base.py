@@ -103,6 +103,9 @@ class Modality(ABC):
     )
     #: the window selector's label on the Classification page (None: inputs are seen whole)
     window_label: ClassVar[str | None] = None
+    #: the region an explanation should fall in (e.g. "lungs"), scored as the share of the
+    #: attribution inside it when a mask is given; None: no such region
+    focus_region: ClassVar[str | None] = None
 
     # --- configuration ----------------------------------------------------------------------
     @abstractmethod

@@ -76,6 +76,7 @@ class XRay(Modality):
     input_kind = "image"
     examples = "xray"
     benchmark = ("xray_benchmark", "python -m training.xray_benchmark --out data/xray_benchmark")
+    focus_region = "lungs"
 
     def parse_input(self, raw: Mapping[str, Any], *, source: str) -> ImageInput:
         return parse_image_input(raw, source=source)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..config import ModelSpec, PlatformConfig
-from ..errors import ModelUnavailableError
+from ..errors import ModelUnavailableError, XAIError
 from .cards import calibration_from_card, read_card
 from .formats import get_format
 from .handle import ModelHandle
@@ -68,6 +68,8 @@ class ModelManager:
         self._hashes: dict[str, str] = {}
         self._lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
+        self._checks: dict[str, str | None] = {}  # model id -> None (passed) or the error
+        self._pending: set[str] = set()  # models whose check runs in the background
 
     # --- catalogue ----------------------------------------------------------------------------
     @property
@@ -89,6 +91,8 @@ class ModelManager:
             return ModelStatus("unavailable", f"weights file {spec.weights} not found; {how}")
         if model_id in self._failures:
             return ModelStatus("unavailable", self._failures[model_id])
+        if self._checks.get(model_id):
+            return ModelStatus("unavailable", self._checks[model_id] or "")
         if spec.weights is None:
             return ModelStatus("untrained", "no trained weights: outputs are not a verdict")
         return ModelStatus("ready")
@@ -100,6 +104,37 @@ class ModelManager:
             fmt = get_format(spec.framework)
             if spec.target_layer and fmt.installed():
                 fmt.verify(spec)
+
+    def verify_in_background(self, *, start: bool = True) -> threading.Thread:
+        """Run the target-layer checks in a thread, one model at a time; a model that fails is
+        listed as unavailable with the error (file, key and fix), the others as they were.
+        :meth:`checking` says which are still pending (from this call on, also before a thread
+        made with ``start=False`` is started)."""
+        todo = [s for s in self.specs if s.target_layer and get_format(s.framework).installed()]
+        with self._lock:
+            self._pending = {s.id for s in todo}
+
+        def run() -> None:
+            for spec in todo:
+                try:
+                    get_format(spec.framework).verify(spec)
+                    error = None
+                except Exception as exc:  # noqa: BLE001 - reported in the model's status
+                    error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, XAIError) \
+                        else str(exc)
+                with self._lock:
+                    self._checks[spec.id] = error
+                    self._pending.discard(spec.id)
+
+        thread = threading.Thread(target=run, name="xai-verify", daemon=True)
+        if start:
+            thread.start()
+        return thread
+
+    def checking(self, model_id: str | None = None) -> bool:
+        """Whether the background check of ``model_id`` (or of any model) is still running."""
+        with self._lock:
+            return bool(self._pending) if model_id is None else model_id in self._pending
 
     # --- loading ------------------------------------------------------------------------------
     def get(self, model_id: str) -> ModelHandle:

@@ -176,9 +176,10 @@ def decode_audio(source: str | Path | bytes, *,
     """Decode a WAV, FLAC, OGG (Vorbis, Opus) or MP3 file, or its bytes, to mono.
 
     Any sample rate and channel count is accepted; channels are averaged. The length is read
-    from the header and checked against ``max_seconds`` before the audio is decoded. libsndfile
-    decodes everything it can; MP3 and Ogg files it cannot open (older libsndfile) go through
-    the ``ffmpeg`` binary when that is installed.
+    from the header and checked against ``max_seconds`` before the audio is decoded. MP3 goes
+    through the ``ffmpeg`` binary when that is installed (libsndfile's MP3 decoder prints to
+    the terminal); libsndfile decodes everything else it can, and Ogg files it cannot open
+    (older libsndfile) go through ffmpeg too.
 
     Returns:
         wave: (n_samples,) float32 in [-1, 1], at the file's own sample rate.
@@ -219,14 +220,24 @@ def decode_audio(source: str | Path | bytes, *,
     if kind is not None and kind not in _AUDIO_KINDS:
         raise InputError(f"{label} is {kind}, not audio. Upload a {ACCEPTED} recording.")
 
+    is_mp3 = kind == "MP3" or (kind is None and suffix == ".mp3")
+    error: Exception | None = None
+    if is_mp3 and shutil.which("ffmpeg") is not None:
+        # libsndfile's MP3 decoder (libmpg123) prints notes about damaged frames straight to
+        # the terminal; ffmpeg's messages are captured, so MP3 goes there first.
+        try:
+            return _decode_ffmpeg(path, data, max_seconds=max_seconds, label=label)
+        except _Undecodable as exc:
+            error = exc
     try:
         if kind == "MP3" and "MP3" not in _soundfile_formats():
             raise _Undecodable("this libsndfile has no MP3 support")
-        return _decode_soundfile(path if path is not None else io.BytesIO(data or b""),
-                                 max_seconds=max_seconds, label=label)
+        if error is None:
+            return _decode_soundfile(path if path is not None else io.BytesIO(data or b""),
+                                     max_seconds=max_seconds, label=label)
     except _Undecodable as exc:
         error = exc
-    if kind in _FFMPEG_KINDS or (kind is None and suffix in _FFMPEG_SUFFIXES):
+    if not is_mp3 and (kind in _FFMPEG_KINDS or (kind is None and suffix in _FFMPEG_SUFFIXES)):
         try:
             return _decode_ffmpeg(path, data, max_seconds=max_seconds, label=label)
         except _Undecodable as exc:

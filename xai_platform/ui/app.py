@@ -38,6 +38,8 @@ def models_table(service: Service) -> str:
     for row in service.models():
         ok, _ = service.methods(row.id)
         status = row.state if not row.reason or row.state == "ready" else f"{row.state}: {row.reason}"
+        if service.manager.checking(row.id):
+            status += " (checking its target layer...)"
         lines.append(f"| {row.name} (`{row.id}`) | {row.modality} | {row.framework} | {status} | "
                      f"{', '.join(ok)} |")
     return "\n".join(lines)
@@ -84,14 +86,18 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
                                     [audio if input_kind(m.name) == "audio" else image],
                                     label=f"Examples: {m.label}")
                 example_columns[m.name] = (col, bool(files))
-        header = {"modality": modality, "model": model, "audio": audio, "image": image}
+        header = {"modality": modality, "model": model, "audio": audio, "image": image,
+                  "first_modality": first_modality}
         with gr.Tabs():
             with gr.Tab("Classification", id="classification"):
                 cls = classification.build(service, header, session)
             with gr.Tab("XAI Comparison", id="comparison"):
                 cmp = comparison.build(service, header, session)
             with gr.Tab("Models", id="models"):
-                gr.Markdown(models_table(service))
+                table = gr.Markdown(models_table(service))
+                # The target-layer checks run in the background after start-up: refresh the
+                # table until they are done.
+                timer = gr.Timer(1.0, active=manager.checking())
 
         @user_errors
         def on_modality(mod):
@@ -104,7 +110,13 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
                       for name, (_, has) in example_columns.items()],
                     None, "", gr.update(visible=False),
                     gr.update(visible=windowed, choices=[classification.AUTO_WINDOW],
-                              value=classification.AUTO_WINDOW))
+                              value=classification.AUTO_WINDOW,
+                              label=get_modality(mod).window_label or "Window"))
+
+        def on_tick():
+            return models_table(service), gr.Timer(active=manager.checking())
+
+        timer.tick(on_tick, None, [table, timer], api_visibility="private")
 
         @user_errors
         def on_model_status(model_id):

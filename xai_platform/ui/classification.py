@@ -121,7 +121,9 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
             hidden = gr.Markdown()
         with gr.Column(scale=1):
             seed = gr.Number(value=0, precision=0, label="Seed (LIME, SHAP)")
-            window = gr.Dropdown(label="Audio window", choices=[AUTO_WINDOW], value=AUTO_WINDOW)
+            first = get_modality(header["first_modality"]).window_label
+            window = gr.Dropdown(label=first or "Window", choices=[AUTO_WINDOW], value=AUTO_WINDOW,
+                                 visible=first is not None)
             target = gr.Dropdown(label="Explain which class", choices=[PREDICTED], value=PREDICTED)
     slots = param_slots()
     with gr.Row():

@@ -57,11 +57,18 @@ def _frameworks() -> tuple[Any, Any]:
     """(keras, tensorflow), imported on first use: torch and torchvision first (the other order
     segfaults inside triton, which torchvision pulls in through torch._dynamo; measured with
     TF 2.21, torch 2.14), TensorFlow's C++ chatter off the terminal."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    debug = bool(os.environ.get("XAI_DEBUG"))  # --debug: let TensorFlow speak
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if importlib.util.find_spec("torch") is not None:
         import torch  # noqa: F401
     if importlib.util.find_spec("torchvision") is not None:
         import torchvision  # noqa: F401
+    if debug:
+        import keras as _keras
+        import tensorflow as _tf
+
+        return _keras, _tf
     return _import_quietly()
 
 
