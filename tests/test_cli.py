@@ -131,3 +131,33 @@ def test_cli_is_quiet_by_default(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert bad.stderr.startswith("error:") and "Note:" not in bad.stderr
+
+
+@needs_torch
+def test_cli_json_carries_the_record_the_api_and_the_download_carry(tmp_path, png_file, capsys):
+    """One service under every face: the CLI's record has every field of the service's record
+    (the API's and the downloaded one): weights hash, library versions, seed, parameters."""
+    from conftest import TINY_MODELS, write_config
+    from xai_platform.cli import main
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+    from xai_platform.service import Service, Session
+
+    config = write_config(tmp_path / "c.yaml", TINY_MODELS)
+    assert main(["explain", str(png_file), "--model", "tiny-torch-xray", "--method", "lime",
+                 "--param", "num_samples=50", "--config", str(config), "--out",
+                 str(tmp_path / "out"), "--json", "--quiet"]) == 0
+    cli = json.loads(capsys.readouterr().out)["results"][0]["explanations"][0]
+    service = Service(ModelManager(load_config([config], base=None), device="cpu"))
+    session = Session()
+    try:
+        expl = service.explain(session, png_file, "tiny-torch-xray", "lime",
+                               params={"num_samples": 50})
+        api = service.record(expl)
+        download = json.loads(service.export(session, expl)[1].read_text())
+    finally:
+        session.close()
+    assert set(api) <= set(cli) and set(api) <= set(download)
+    for key in ("weights_sha256", "libraries", "seed", "params", "seconds", "model_evaluations"):
+        assert key in api
+    assert cli["params"] == api["params"] and cli["seed"] == api["seed"] == 0

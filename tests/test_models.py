@@ -238,3 +238,21 @@ def test_mobilenet_v2_stem_and_pool_options():
                                    expected.numpy(), rtol=1e-5, atol=1e-6)
     with pytest.raises(Exception, match="'avg' or 'max'"):
         load(spec(pool="median"), device="cpu")
+
+
+@needs_torch
+def test_background_check_lists_a_broken_entry_with_its_key_and_fix(tmp_path):
+    config = load_config([write_config(tmp_path / "c.yaml", [
+        model_entry(id="broken", target_layer="features.9"), model_entry(id="fine")])], base=None)
+    manager = ModelManager(config, device="cpu")
+    thread = manager.verify_in_background(start=False)
+    assert manager.checking() and manager.checking("broken")
+    assert manager.status("broken").state == "untrained"  # not judged before its check
+    thread.start()
+    thread.join(timeout=120)
+    assert not manager.checking()
+    status = manager.status("broken")
+    assert status.state == "unavailable"
+    assert "c.yaml" in status.reason and "key 'target_layer'" in status.reason
+    assert "Fix:" in status.reason
+    assert manager.status("fine").state == "untrained"
