@@ -125,7 +125,8 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
         @user_errors
         def on_image(mod, path):
             picture = _preview(mod, path, service.settings)
-            return gr.update(value=picture, visible=picture is not None)
+            return gr.update(value=picture, visible=picture is not None,
+                             label=f"{get_modality(mod).label} as loaded")
 
         @user_errors
         def on_predict(sess, mod, audio_path, image_path, model_id):
