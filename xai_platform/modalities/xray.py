@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..config import AppSettings, ModelSpec
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
-NORMALIZATIONS = ("imagenet", "xrv", "unit", "minus1_1")
+NORMALIZATIONS = ("imagenet", "xrv", "unit", "minus1_1", "centered")
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,18 @@ class XRay(Modality):
         from ..preprocessing import image
 
         loaded = image.load_image(source, max_pixels=settings.max_image_pixels, name=name)
+        notes, data = list(loaded.notes), {"original": loaded.pixels}
+        if settings.check_inputs:  # refuse what is not a frontal chest radiograph
+            from ..anatomy import check_chest_radiograph
+
+            found = check_chest_radiograph(name, loaded.pixels, loaded.tags, chroma=loaded.chroma)
+            notes += found.notes
+            if found.lungs is not None:  # the lung fields on the model's plane
+                data["lungs"] = image.to_model_plane(found.lungs.astype(np.float32),
+                                                     spec.input.size) > 0.5
         plane = image.to_model_plane(loaded.pixels, spec.input.size)
-        return PreparedInput(name, self.name, plane[None].astype(np.float32), notes=loaded.notes,
-                             data={"original": loaded.pixels})
+        return PreparedInput(name, self.name, plane[None].astype(np.float32), notes=tuple(notes),
+                             data=data)
 
     def preview(self, path: str | Path, settings: AppSettings) -> np.ndarray | None:
         from ..preprocessing.image import load_image

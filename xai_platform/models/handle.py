@@ -97,7 +97,8 @@ def normalization(spec: ModelSpec) -> tuple[list[float], list[float]]:
     config's ``input.normalize`` (both backends apply exactly this):
 
     imagenet: (x - mean) / std (gray: the channel means); xrv: [0, 1] -> [-1024, 1024]
-    (torchxrayvision); minus1_1: [0, 1] -> [-1, 1]; db: [-top_db, 0] dB -> [0, 1];
+    (torchxrayvision); minus1_1: [0, 1] -> [-1, 1]; centered: [0, 1] -> [-0.5, 0.5];
+    db: [-top_db, 0] dB -> [0, 1];
     unit / none: unchanged.
     """
     c, norm = spec.input.channels, spec.input.normalize
@@ -109,6 +110,8 @@ def normalization(spec: ModelSpec) -> tuple[list[float], list[float]]:
         return [2048.0] * c, [-1024.0] * c
     if norm == "minus1_1":
         return [2.0] * c, [-1.0] * c
+    if norm == "centered":
+        return [1.0] * c, [-0.5] * c
     if norm == "db":
         return [1.0 / spec.input.top_db] * c, [1.0] * c
     return [1.0] * c, [0.0] * c
@@ -167,6 +170,11 @@ class ModelHandle(ABC):
     def layers(self) -> list[tuple[str, str]]:
         """(name, type) of every layer a ``target_layer`` can name."""
         return []
+
+    def raw_outputs(self, x: FloatArray) -> FloatArray:
+        """The network's own output for feature planes (N, H, W), whatever its shape (e.g.
+        (N, K, H, W) logits of a segmenter), float32, in inference mode."""
+        raise NotImplementedError(f"{self.framework} models give no raw outputs")
 
     @property
     def native(self) -> Any:

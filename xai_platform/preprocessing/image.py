@@ -26,7 +26,8 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,10 @@ class LoadedImage:
     original_shape: (H, W) of the decoded image (equal to ``pixels.shape``).
     bit_depth: bits per sample of the stored data (DICOM: BitsStored).
     notes: what was done to the data on the way, e.g. "MONOCHROME1 inverted".
+    tags: DICOM attributes that say what the image shows (Modality, BodyPartExamined,
+    ViewPosition, PatientSpeciesDescription, SeriesDescription), where present; no patient data.
+    chroma: how coloured the stored image is, the mean of max - min over R, G, B in [0, 1]
+    (0 for grayscale, about 0.1 and more for a colour photograph).
     """
 
     pixels: FloatImage
@@ -82,6 +87,8 @@ class LoadedImage:
     original_shape: tuple[int, int]
     bit_depth: int
     notes: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    chroma: float = 0.0
 
 
 def load_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -260,6 +267,7 @@ def _load_pil(data: bytes, label: str, max_pixels: int) -> LoadedImage:
         _check_pixels(label, height, width, max_pixels)
         try:
             pixels, bit_depth, notes = _pil_to_gray(im, data)
+            chroma = _chroma(im)
         except (InputError, MemoryError):
             raise
         except Image.DecompressionBombError:  # a later TIFF page, met while counting frames
@@ -267,7 +275,17 @@ def _load_pil(data: bytes, label: str, max_pixels: int) -> LoadedImage:
         except Exception as exc:  # Pillow reports damage with OSError, SyntaxError, zlib.error...
             raise InputError(f"'{label}' is a damaged {fmt.upper()} file ({exc}); export or "
                              "upload it again.") from None
-    return _loaded(pixels, fmt, bit_depth, notes)
+    return replace(_loaded(pixels, fmt, bit_depth, notes), chroma=chroma)
+
+
+def _chroma(im: Image.Image) -> float:
+    """Mean (max - min) over the colour channels of a 256-pixel thumbnail, in [0, 1]."""
+    if im.mode not in ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        return 0.0
+    small = im.convert("RGB")
+    small.thumbnail((256, 256))
+    rgb = np.asarray(small, dtype=np.float32) / 255.0
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
 
 
 def _too_large_for_pillow(label: str, max_pixels: int) -> InputError:
@@ -416,7 +434,21 @@ def _load_dicom(data: bytes, label: str, max_pixels: int) -> LoadedImage:
         raise InputError(f"'{label}': its LUT or window settings could not be applied "
                          f"({header.photometric}, {header.bits_stored}-bit); export it "
                          "again.") from None
-    return _loaded(pixels, "dicom", header.bits_stored, notes)
+    return replace(_loaded(pixels, "dicom", header.bits_stored, notes), tags=_content_tags(ds))
+
+
+#: DICOM attributes that describe what an image shows (never who it shows)
+CONTENT_TAGS = ("Modality", "BodyPartExamined", "ViewPosition", "PatientSpeciesDescription",
+                "SeriesDescription")
+
+
+def _content_tags(ds: Dataset) -> dict[str, str]:
+    out = {}
+    for keyword in CONTENT_TAGS:
+        value = ds.get(keyword)
+        if value not in (None, ""):
+            out[keyword] = str(value).strip()
+    return out
 
 
 @dataclass(frozen=True)

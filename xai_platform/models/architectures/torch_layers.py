@@ -225,3 +225,69 @@ def build_efficientnet_lite0(spec) -> nn.Module:
                                   num_classes=spec.num_outputs, image_size=None,
                                   dropout_rate=float(args.get("dropout", 0.2)),
                                   drop_connect_rate=float(args.get("drop_connect", 0.2)))
+
+
+class _UNetBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and ReLU (the decoder block of the lung U-Net)."""
+
+    def __init__(self, c_in: int, c_mid: int, c_out: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_mid, 3, padding=1)
+        self.conv2 = nn.Conv2d(c_mid, c_out, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(c_mid)
+        self.bn2 = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(x)))
+
+
+class LungUNet(nn.Module):
+    """The lung-field U-Net of cheXwhatsApp 0.1.5 (MIT): a VGG11 encoder (its eight
+    convolutions, ``conv1`` ... ``conv5s``, after a 1x1 ``init_conv`` to three channels), a
+    decoder of :class:`_UNetBlock` with bilinear upsampling and skip connections, and a 1x1
+    ``out`` convolution to two classes (background, lung). Written from the published
+    description, so that its weights load as a plain state_dict (``weights_only=True``).
+
+    (N, 1, H, W) grayscale in [-0.5, 0.5] -> (N, 2, H, W) logits; trained at 512 x 512.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 2) -> None:
+        super().__init__()
+        self.init_conv = nn.Conv2d(in_channels, 3, 1)
+        widths = [(3, 64, "conv1"), (64, 128, "conv2"), (128, 256, "conv3"), (256, 256, "conv3s"),
+                  (256, 512, "conv4"), (512, 512, "conv4s"), (512, 512, "conv5"),
+                  (512, 512, "conv5s")]
+        for c_in, c_out, name in widths:
+            setattr(self, name, nn.Conv2d(c_in, c_out, 3, padding=1))
+        self.center = _UNetBlock(512, 512, 256)
+        self.dec5 = _UNetBlock(512 + 256, 512, 256)
+        self.dec4 = _UNetBlock(512 + 256, 512, 128)
+        self.dec3 = _UNetBlock(256 + 128, 256, 64)
+        self.dec2 = _UNetBlock(128 + 64, 128, 32)
+        self.dec1 = _UNetBlock(64 + 32, 64, 32)
+        self.out = nn.Conv2d(32, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        relu, down = torch.relu, (lambda t: nn.functional.max_pool2d(t, 2))
+
+        def up(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+            return nn.functional.interpolate(t, size=like.shape[-2:], mode="bilinear")
+
+        enc1 = relu(self.conv1(relu(self.init_conv(x))))
+        enc2 = relu(self.conv2(down(enc1)))
+        enc3 = relu(self.conv3s(relu(self.conv3(down(enc2)))))
+        enc4 = relu(self.conv4s(relu(self.conv4(down(enc3)))))
+        enc5 = relu(self.conv5s(relu(self.conv5(down(enc4)))))
+        center = self.center(down(enc5))
+        dec5 = self.dec5(torch.cat([up(center, enc5), enc5], 1))
+        dec4 = self.dec4(torch.cat([up(dec5, enc4), enc4], 1))
+        dec3 = self.dec3(torch.cat([up(dec4, enc3), enc3], 1))
+        dec2 = self.dec2(torch.cat([up(dec3, enc2), enc2], 1))
+        dec1 = self.dec1(torch.cat([up(dec2, enc1), enc1], 1))
+        return self.out(dec1)
+
+
+def build_lung_unet(spec) -> nn.Module:
+    """The lung-field segmenter (:class:`LungUNet`); ``spec.num_outputs`` classes."""
+    return LungUNet(spec.input.channels, spec.num_outputs)

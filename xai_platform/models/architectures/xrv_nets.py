@@ -235,27 +235,33 @@ _ALLOWED = {
 _MODULE_PREFIXES = ("torchxrayvision.", "torch.nn.modules.")
 
 
-class _ReleaseUnpickler(pickle.Unpickler):
-    """Resolves only the globals a weights file needs (see :func:`read_release`)."""
+def _pickle_module(prefixes: tuple[str, ...]) -> SimpleNamespace:
+    """What torch.load needs of a ``pickle_module``: an unpickler that resolves only the globals
+    a weights file needs, and any class of a module named by ``prefixes`` as a
+    :class:`_ModuleState`."""
 
-    def find_class(self, module: str, name: str) -> Any:
-        module = {"__builtin__": "builtins"}.get(module, module)  # protocol-2 (Python 2) names
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
-        if module.startswith(_MODULE_PREFIXES):
-            return _ModuleState  # a class, or anything else named there: only ever a dict
-        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a weights file")
+    class ReleaseUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            module = {"__builtin__": "builtins"}.get(module, module)  # protocol-2 names
+            if (module, name) in _ALLOWED:
+                return _ALLOWED[(module, name)]
+            if module.startswith(prefixes):
+                return _ModuleState  # a class, or anything else named there: only ever a dict
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a "
+                                         "weights file")
+
+    return SimpleNamespace(Unpickler=ReleaseUnpickler,
+                           load=lambda fh, **kw: ReleaseUnpickler(fh, **kw).load(),
+                           __name__="release_unpickler")
 
 
-_PICKLE_MODULE = SimpleNamespace(  # what torch.load needs of a ``pickle_module``
-    Unpickler=_ReleaseUnpickler, load=lambda fh, **kw: _ReleaseUnpickler(fh, **kw).load(),
-    __name__="xrv_release_unpickler")
-
-
-def read_release(path: Path) -> dict[str, torch.Tensor]:
+def read_release(path: Path, *, module_prefixes: tuple[str, ...] = _MODULE_PREFIXES
+                 ) -> dict[str, torch.Tensor]:
     """A released TorchXRayVision file (whole pickled model or state_dict) as a flat state_dict.
 
-    Module classes are replaced by :class:`_ModuleState`; only ``OrderedDict``, ``set`` and
+    Module classes (of the modules named by ``module_prefixes``: the library's and
+    torch.nn's; another pickled whole model names its own) are replaced by
+    :class:`_ModuleState`; only ``OrderedDict``, ``set`` and
     PyTorch's tensor-rebuilding functions may be called, so a file that pickles code raises
     :class:`ModelUnavailableError` before anything runs. The library's thresholds come from its
     table, so an ``op_threshs`` tensor in the file is dropped.
@@ -266,7 +272,7 @@ def read_release(path: Path) -> dict[str, torch.Tensor]:
             # The stand-in's source differs from the pickled class's: that is the point.
             warnings.simplefilter("ignore", torch.serialization.SourceChangeWarning)
             obj = torch.load(path, map_location="cpu", weights_only=False,
-                             pickle_module=_PICKLE_MODULE)
+                             pickle_module=_pickle_module(tuple(module_prefixes)))
     except FileNotFoundError:
         raise ModelUnavailableError(f"weights file {path} not found.") from None
     except Exception as exc:  # UnpicklingError, a truncated file, a foreign format

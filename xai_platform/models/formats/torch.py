@@ -182,6 +182,11 @@ class TorchHandle(ModelHandle):
     def layers(self) -> list[tuple[str, str]]:
         return [(name, type(m).__name__) for name, m in self.net.named_modules() if name]
 
+    def raw_outputs(self, x: FloatArray) -> FloatArray:
+        torch = _torch()
+        with self.lock, torch.inference_mode():
+            return self._raw(self._tensor(np.asarray(x, dtype=np.float32))).float().cpu().numpy()
+
     def reference_gradcam(self, x: FloatArray, target: int) -> FloatArray:
         """Grad-CAM of one plane (H, W) computed by pytorch-grad-cam the way it is usually
         called (backpropagating to the input): the library reference for tests and the bench.

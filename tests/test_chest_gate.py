@@ -1,0 +1,129 @@
+"""Is this a chest radiograph? The gate before any X-ray verdict, on real files: the real chest
+radiograph RG1 in all its transfer syntaxes and the benchmark's images pass; photographs,
+one-pixel images, the tibia radiograph RG3, a cat thorax and a lateral view are refused with a
+message that says what was expected."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, needs_torch, write_config
+from xai_platform.anatomy import check_chest_radiograph, check_tags, lung_segmenter
+from xai_platform.errors import InputError
+from xai_platform.preprocessing.image import load_image, real_radiograph_path
+
+needs_lungs = pytest.mark.skipif(
+    lung_segmenter() is None,
+    reason="lung segmenter weights not installed (python -m xai_platform.anatomy fetch)")
+EXPECTED = "expects a frontal (PA or AP) chest radiograph of a person"
+
+
+def _check(path: Path):
+    loaded = load_image(path, name=path.name)
+    return check_chest_radiograph(path.name, loaded.pixels, loaded.tags, chroma=loaded.chroma)
+
+
+def _rg(name: str) -> Path:
+    rg1 = real_radiograph_path()
+    if rg1 is None:
+        pytest.skip("pydicom-data is not installed")
+    return rg1.with_name(name)
+
+
+def test_tags_refuse_other_body_parts_species_modalities_and_lateral_views():
+    check_tags("a.dcm", {"Modality": "CR", "BodyPartExamined": "CHEST", "ViewPosition": "PA"})
+    for tags, why in [({"Modality": "CT"}, "modality is CT"),
+                      ({"BodyPartExamined": "EXTREMITY"}, "body part is EXTREMITY"),
+                      ({"PatientSpeciesDescription": "Feline"}, "animal (feline)"),
+                      ({"ViewPosition": "LL"}, "lateral view"),
+                      ({"SeriesDescription": "Thorax LAT"}, "lateral view")]:
+        with pytest.raises(InputError, match=re.escape(why)) as info:
+            check_tags("a.dcm", tags)
+        assert EXPECTED in str(info.value)
+
+
+def test_tiny_blank_and_colour_images_are_refused(tmp_path):
+    one = tmp_path / "one.png"
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(one)
+    with pytest.raises(InputError, match=r"1 x 1 pixels.*at least 128") as info:
+        _check(one)
+    assert EXPECTED in str(info.value)
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((300, 300), 128, np.uint8)).save(blank)
+    with pytest.raises(InputError, match="blank"):
+        _check(blank)
+    photo = tmp_path / "photo.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(photo)
+    with pytest.raises(InputError, match="colour picture"):
+        _check(photo)
+
+
+def test_the_tibia_radiograph_is_refused():
+    with pytest.raises(InputError, match="body part is EXTREMITY"):
+        _check(_rg("RG3_UNCR.dcm"))
+
+
+@needs_torch
+@needs_lungs
+@pytest.mark.parametrize("name", ["RG1_UNCR.dcm", "RG1_UNCI.dcm", "RG1_J2KR.dcm",
+                                  "RG1_J2KI.dcm"])
+def test_the_real_chest_radiograph_passes_in_every_transfer_syntax(name):
+    found = _check(_rg(name))
+    assert 0.3 < found.lung_share < 0.5 and found.lungs is not None
+
+
+@needs_torch
+@needs_lungs
+def test_benchmark_images_pass_and_grayscale_photographs_are_refused(tmp_path):
+    import skimage.data
+
+    for path in sorted((ROOT / "examples" / "xray").glob("*.png")):
+        if not path.name.endswith(".mask.png"):
+            assert _check(path).lung_share > 0.3, path.name
+    for name in ("camera", "coins", "moon", "grass", "gravel", "chelsea", "coffee"):
+        gray = Image.fromarray(getattr(skimage.data, name)()).convert("L")
+        path = tmp_path / f"{name}.png"
+        gray.save(path)
+        with pytest.raises(InputError, match="lung") as info:
+            _check(path)
+        assert EXPECTED in str(info.value), name
+
+
+@needs_torch
+@needs_lungs
+def test_a_rotated_radiograph_is_refused(tmp_path):
+    pixels = load_image(_rg("RG1_UNCR.dcm")).pixels
+    path = tmp_path / "rotated.png"
+    Image.fromarray((np.rot90(pixels) * 255).astype(np.uint8)).save(path)
+    with pytest.raises(InputError, match="two lung fields|midline|mirror|taller"):
+        _check(path)
+
+
+@needs_torch
+def test_the_gate_runs_before_a_verdict_in_the_service(tmp_path):
+    from conftest import TINY_MODELS
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+    from xai_platform.service import Service, Session
+
+    config = load_config([write_config(tmp_path / "c.yaml", TINY_MODELS,
+                                       app={"check_inputs": True})], base=None)
+    service = Service(ModelManager(config, device="cpu"))
+    one = tmp_path / "one.png"
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(one)
+    session = Session()
+    try:
+        with pytest.raises(InputError, match="does not look like a chest radiograph"):
+            service.analyse(session, one, "tiny-torch-xray")
+        if lung_segmenter() is not None:
+            analysis = service.analyse(session, _rg("RG1_UNCR.dcm"), "tiny-torch-xray")
+            lungs = analysis.prepared.data["lungs"]
+            assert lungs.shape == (32, 32) and 0.2 < lungs.mean() < 0.6
+    finally:
+        session.close()
