@@ -409,8 +409,8 @@ def test_shipped_audio_detectors_give_the_right_verdicts_on_the_examples():
         handle = manager.get(spec.id)
         assert not handle.untrained and handle.calibration.threshold is not None
         card = manager.card(spec.id)
-        assert set(card["splits"]["test"]).isdisjoint(card["splits"]["train"])
-        assert card["metrics"]["test"]["n"] > 1000
+        assert set(card.splits["test"].languages).isdisjoint(card.splits["train"].languages)
+        assert card.metrics["test"].n > 1000
         for path in examples:
             verdict = analyse(handle, prepare(path, spec)).prediction.label
             expected = "fake" if path.name.startswith("fake_") else "real"

@@ -18,7 +18,7 @@ from typing import Literal
 
 from ..config import PlatformConfig, ModelSpec
 from ..errors import ModelUnavailableError
-from .cards import calibration_from_card, read_card
+from .cards import ModelCard, calibration_from_card, read_card
 from .handle import ModelHandle
 
 _BACKENDS = {"torch": "xai_platform.models.torch_backend",
@@ -151,7 +151,7 @@ class ModelManager:
         with self._lock:
             return list(self._cache)
 
-    def card(self, model_id: str) -> dict | None:
+    def card(self, model_id: str) -> ModelCard | None:
         """The model card training wrote beside the weights (None if there is none)."""
         return read_card(self.spec(model_id).weights)
 
