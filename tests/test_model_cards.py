@@ -85,6 +85,7 @@ def test_every_shipped_card_is_a_model_card_in_the_new_layout(path):
     assert card.to_dict() == saved
     assert ModelCard.from_dict(card.to_dict()) == card
     assert card.calibration.fitted_on == "validation" and "val" not in card.metrics
+    assert card.model.modality == path.parent.name  # weights/<modality>/
     assert card.weights.file and card.training.command.startswith("python -m training.")
     assert read_card(path.with_name(card.weights.file)) == card
 
@@ -96,6 +97,7 @@ def test_shipped_cards_exist():
 def test_an_old_xray_card_loads_with_the_new_names():
     card = ModelCard.from_dict(OLD_XRAY, strict=True)
     assert card.model.id == "xray-old" and card.model.notice == "not clinical"
+    assert card.model.modality == "xray"
     assert card.model.labels == ("normal", "lesion") and card.model.arch_args == {}
     assert set(card.metrics) == {"train", "validation", "test"}
     assert set(card.splits) == {"train", "validation"}
@@ -114,6 +116,7 @@ def test_an_old_xray_card_loads_with_the_new_names():
 def test_an_old_audio_card_loads_with_the_new_names():
     card = ModelCard.from_dict(OLD_AUDIO, strict=True)
     assert card.model.id == "audio-old" and set(card.metrics) == {"validation", "test"}
+    assert card.model.modality == "audio"
     assert card.splits["train"].n == 7 and card.splits["train"].n_positive == 4
     assert card.splits["train"].languages == ("aa",) and card.splits["train"].windows == 9
     assert card.data.split_rule == "by language"

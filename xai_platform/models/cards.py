@@ -40,6 +40,7 @@ class ModelInfo:
     id: str
     name: str
     framework: str
+    modality: str | None = None
     architecture: str | None = None
     arch_args: Mapping[str, Any] = field(default_factory=dict)
     labels: tuple[str, ...] = ()
@@ -300,7 +301,11 @@ def _upgrade(old: Mapping[str, Any]) -> dict[str, Any]:
         model.update({k: d.pop(k) for k in _OLD_MODEL_KEYS if k in d})
         if model.get("arch_args") is None:
             model["arch_args"] = {}
+        model.setdefault("modality", "xray")
         d["model"] = model
+    elif isinstance(d.get("model"), Mapping) and "modality" not in d["model"]:
+        if "sample_rate" in (d["model"].get("input") or {}):  # the audio trainer's layout
+            d["model"] = {**d["model"], "modality": "audio"}
 
     training = dict(d.get("training") or {})
     for key in ("command", "environment", "created", "total_seconds", "warmup"):
