@@ -27,7 +27,7 @@ OLD_XRAY = {
     "labels": ["normal", "lesion"], "positive_label": "lesion", "notice": "not clinical",
     "data": {"kind": "xray_benchmark", "root": "data/b", "command": "python -m x", "seed": 0},
     "splits": {"train": {"n": 20, "n_positive": 10}, "val": {"n": 10, "n_positive": 5}},
-    "warmup": None, "mask_supervision": {"layers": ["features.1"], "weight": 2.0, "what": "w"},
+    "warmup": {"epochs": 1, "best_val_auc": 0.7}, "mask_supervision": {"layers": ["features.1"], "weight": 2.0, "what": "w"},
     "metrics": {"train": _METRICS, "val": _METRICS, "test": _METRICS},
     "calibration": {"temperature": 1.5, "threshold": 0.4, "fitted_on": "val"},
     "training": {"epochs": 2, "epochs_run": 2, "best_epoch": 1, "best_val_auc": 0.9,
@@ -105,6 +105,7 @@ def test_an_old_xray_card_loads_with_the_new_names():
     assert card.training.command == "python -m training.train_xray"
     assert card.training.best_validation_auc == 0.9 and card.training.total_seconds == 4.0
     assert card.training.augmentation.startswith("online")
+    assert card.training.warmup == {"epochs": 1, "best_validation_auc": 0.7}
     assert card.training.environment == {"python": "3.11"}
     assert card.reliability.file == "xray-old.reliability.png"
     assert card.reliability.split == "validation"

@@ -104,7 +104,7 @@ def audio_markdown(card: ModelCard) -> str:
     m, t, model = card.metrics, card.metrics["test"], card.model
     lines = [
         f"# Model card: {model.name} (`{model.id}`)", "",
-        f"{model.description}", "",
+        f"{model.description or ''}", "",
         "## Verdict quality on test languages never seen in training", "",
         "| split | clips (real / fake) | accuracy | EER | ROC AUC | false alarms | misses |",
         "| --- | --- | --- | --- | --- | --- | --- |",

@@ -315,9 +315,13 @@ def _upgrade(old: Mapping[str, Any]) -> dict[str, Any]:
         if before in training:
             training.setdefault(after, training.pop(before))
     if isinstance(training.get("augment"), bool):
-        training.setdefault("augmentation", "online: shifts, flips, gamma, contrast, noise"
-                            if training["augment"] else "none")
+        training.setdefault("augmentation", "online: shifts, flips, gamma, contrast, noise "
+                            "(masks move with the image)" if training["augment"] else "none")
         training.pop("augment")
+    if isinstance(training.get("warmup"), Mapping) and "best_val_auc" in training["warmup"]:
+        warmup = dict(training["warmup"])
+        warmup["best_validation_auc"] = warmup.pop("best_val_auc")
+        training["warmup"] = warmup
     options = dict(training.get("options") or {})
     for key in ("cap_per_language", "match_speech_duration_s"):
         if key in training:
