@@ -21,7 +21,7 @@ pytest.importorskip("torchxrayvision")  # the lung masks ship inside it
 
 @pytest.fixture(scope="module")
 def masks():
-    from training.xray.benchmark import load_lung_masks
+    from training.xray.sources import load_lung_masks
 
     return load_lung_masks(limit=12)
 
@@ -63,7 +63,7 @@ def test_every_positive_has_its_lesion_inside_the_lungs(benchmark):
 
 
 def test_splits_share_no_background_or_mask(benchmark, masks):
-    from training.xray.benchmark import mask_group
+    from training.xray.sources import mask_group
 
     rows = _rows(benchmark)
     split_of: dict[str, set[str]] = {}
@@ -89,7 +89,7 @@ def test_benchmark_is_seeded(tmp_path, masks):
 
 
 def test_mask_groups_keep_one_patient_together():
-    from training.xray.benchmark import mask_group
+    from training.xray.sources import mask_group
 
     assert mask_group("16745_2_3.PNG") == mask_group("16745_5_1.png") == "16745"
     assert mask_group("covid-19-pneumonia-evolution-over-a-week-1-day0-PA.jpg") == \
