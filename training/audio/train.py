@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from xai_platform.config import ROOT, AudioInput, ModelSpec, load_config
 from xai_platform.models.cards import (DataInfo, ModelCard, ReliabilityFigure, RobustnessCheck,
                                        SplitInfo, SplitMetrics, card_path, card_stem)
@@ -54,7 +56,7 @@ from ..metrics import reliability
 from ..trainer import TrainConfig, limit_threads, train
 from ..weights import imagenet_init, load_saved, save_weights
 from .augment import AUGMENTATIONS, augmentation
-from .data import SPLITS, load_clips
+from .data import SPLITS, Clip, load_clips
 from .evaluate import DEGRADATIONS, band_summary, clip_probabilities, report, window_logits
 from .features import FeatureSet, cap_per_language, feature_set, match_speech_duration, resplit
 
@@ -86,6 +88,7 @@ class AudioOptions:
 
 
 def build(spec: ModelSpec, *, seed: int, threads: int) -> Any:
+    """A seeded, untrained network for ``spec``, on ``threads`` CPU threads."""
     # The shipped audio models were trained with these settings (inter-op = threads, no
     # TensorFlow op determinism); X-ray training uses the defaults. Changing them here changes
     # the Keras results, so it waits for the next retraining of the audio models.
@@ -98,11 +101,11 @@ def build(spec: ModelSpec, *, seed: int, threads: int) -> Any:
 
 
 def default_out(spec: ModelSpec) -> Path:
+    """The config's weights path, or ``weights/audio/<id>.pt`` (``.weights.h5`` for Keras)."""
     if spec.weights is not None:
         return spec.weights
     ext = ".pt" if spec.framework == "torch" else ".weights.h5"
     return ROOT / "weights" / "audio" / f"{spec.id}{ext}"
-
 
 
 def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
@@ -122,13 +125,8 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     handle = load_saved(spec, options.out)  # every figure below is for the file as shipped
 
     z = {s: window_logits(handle, fs.x) for s, fs in sets.items()}
-    val, pos = sets["validation"], spec.positive_index
-    if spec.output == "probabilities":
-        temperature = 1.0  # the app does not rescale a softmax head
-    else:
-        temperature = fit_temperature(z["validation"], (val.y == pos).astype(float))
-    p_val = clip_probabilities(z["validation"], val.clip, len(val.clips), temperature)
-    threshold = choose_threshold(p_val, (val.y_clip == pos).astype(int))
+    pos = spec.positive_index
+    temperature, threshold = calibrate(spec, z["validation"], sets["validation"])
     metrics = {s: report(spec, z[s], sets[s], temperature=temperature, threshold=threshold,
                          breakdown=s == "test") for s in ("validation", "test")}
     test = sets["test"]
@@ -138,15 +136,8 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     plot = plot_reliability(raw, metrics["test"]["reliability"],
                             stem.with_name(f"{stem.name}.reliability.png"),
                             title=f"{spec.id}: test split (T = {temperature:.2f})")
-    robustness = {}
-    if options.robustness:
-        for name, (transform, condition) in DEGRADATIONS.items():
-            fs = feature_set(clips, spec, "test", cache_dir=options.cache_dir, variant=name,
-                             transform=transform)
-            degraded = report(spec, window_logits(handle, fs.x), fs, temperature=temperature,
-                              threshold=threshold)
-            robustness[name] = RobustnessCheck(condition=condition,
-                                               metrics=SplitMetrics(**degraded))
+    robustness = (degraded_tests(handle, clips, options, temperature=temperature,
+                                 threshold=threshold) if options.robustness else {})
     explanations = None
     if options.explain:
         explanations = band_summary(handle, test, z["test"], methods=options.explain,
@@ -178,7 +169,33 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     return card
 
 
-def training_sets(spec: ModelSpec, clips: Sequence[Any],
+def calibrate(spec: ModelSpec, z: np.ndarray, val: FeatureSet) -> tuple[float, float]:
+    """(temperature, threshold) fitted on validation: the temperature on the windows' logits
+    ``z`` (N,), the threshold at the equal-error point of the clips' calibrated probabilities
+    (the app's verdict rule)."""
+    pos = spec.positive_index
+    if spec.output == "probabilities":
+        temperature = 1.0  # the app does not rescale a softmax head
+    else:
+        temperature = fit_temperature(z, (val.y == pos).astype(float))
+    p_val = clip_probabilities(z, val.clip, len(val.clips), temperature)
+    return temperature, choose_threshold(p_val, (val.y_clip == pos).astype(int))
+
+
+def degraded_tests(handle: Any, clips: Sequence[Clip], options: AudioOptions, *,
+                   temperature: float, threshold: float) -> dict[str, RobustnessCheck]:
+    """The test split scored again after each of :data:`DEGRADATIONS`, every clip alike."""
+    out = {}
+    for name, (transform, condition) in DEGRADATIONS.items():
+        fs = feature_set(clips, handle.spec, "test", cache_dir=options.cache_dir, variant=name,
+                         transform=transform)
+        degraded = report(handle.spec, window_logits(handle, fs.x), fs,
+                          temperature=temperature, threshold=threshold)
+        out[name] = RobustnessCheck(condition=condition, metrics=SplitMetrics(**degraded))
+    return out
+
+
+def training_sets(spec: ModelSpec, clips: Sequence[Clip],
                   options: AudioOptions) -> dict[str, FeatureSet]:
     """Features of every split, the languages regrouped as asked, the training set capped or
     matched as asked."""

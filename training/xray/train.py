@@ -143,21 +143,32 @@ def _read(spec: ModelSpec, options: XrayOptions) -> Dataset:
     return data
 
 
-def run(spec: ModelSpec, options: XrayOptions) -> ModelCard:
-    """Train, save, reload, calibrate, evaluate every split and write the card."""
-    weights = _check(spec, options)
-    t_start = time.time()
-
+def _network(spec: ModelSpec, *, seed: int) -> Any:
     from xai_platform.models.manager import backend
 
-    limit_threads(spec.framework, options.train.threads)
-    data = _read(spec, options)
-    positive = spec.positive_index
-    net = backend(spec.framework).build_network(spec, seed=options.train.seed)
+    net = backend(spec.framework).build_network(spec, seed=seed)
     if spec.framework == "torch":  # about 3x faster convolutions on a CPU (measured)
         import torch
 
         net = net.to(memory_format=torch.channels_last)
+    return net
+
+
+def calibrate(z: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(temperature, threshold) fitted on the validation logits ``z`` (N,) and labels (N,)
+    in {0, 1}: the threshold at the equal-error point of the calibrated probabilities."""
+    temperature = fit_temperature(z, truth)
+    return temperature, choose_threshold(sigmoid(z / temperature), truth)
+
+
+def run(spec: ModelSpec, options: XrayOptions) -> ModelCard:
+    """Train, save, reload, calibrate, evaluate every split and write the card."""
+    weights = _check(spec, options)
+    t_start = time.time()
+    limit_threads(spec.framework, options.train.threads)
+    data = _read(spec, options)
+    positive = spec.positive_index
+    net = _network(spec, seed=options.train.seed)
     checkpoint = _checkpoint(spec, options.run_dir)
     if checkpoint.exists() and not options.resume:
         checkpoint.unlink()
@@ -176,8 +187,7 @@ def run(spec: ModelSpec, options: XrayOptions) -> ModelCard:
     scores = {name: handle.scores(split.x, batch_size=64) for name, split in data.splits.items()}
     truth = {name: (split.y == positive).astype(np.int64) for name, split in data.splits.items()}
     z_val = positive_logit(spec, scores["validation"])
-    temperature = fit_temperature(z_val, truth["validation"])
-    threshold = choose_threshold(sigmoid(z_val / temperature), truth["validation"])
+    temperature, threshold = calibrate(z_val, truth["validation"])
     metrics = {name: binary_report(spec, scores[name], truth[name], temperature=temperature,
                                    threshold=threshold) for name in data.splits}
     raw_val = reliability(sigmoid(z_val), truth["validation"])
