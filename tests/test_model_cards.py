@@ -139,15 +139,19 @@ def test_unknown_keys_are_refused_only_when_strict():
     assert ModelCard.from_dict(odd).model.id == "audio-old"
 
 
-def test_an_unreadable_card_is_no_card(tmp_path):
-    """A card is documentation: a broken one never stops a model from loading."""
+def test_an_unreadable_card_is_no_card(tmp_path, caplog):
+    """A card is documentation: a broken one never stops a model from loading (it is logged,
+    with what to do)."""
     weights = tmp_path / "m.pt"
     assert read_card(None) is None and read_card(weights) is None
+    assert not caplog.records  # no card is no problem
     path = card_path(weights)
     for text in ("{not json", "[1, 2]", '{"model": {"id": "m"}}',
                  json.dumps({**OLD_AUDIO, "metrics": {"test": {"n": 1}}})):
         path.write_text(text)
+        caplog.clear()
         assert read_card(weights) is None, text
+        assert "not a readable model card" in caplog.text and "migrate_cards" in caplog.text
     with pytest.raises(CardError, match="incomplete"):
         ModelCard.from_dict({"model": {"id": "m"}})
     path.write_text(json.dumps(OLD_AUDIO))

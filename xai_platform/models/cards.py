@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from .handle import Calibration
 _WEIGHT_SUFFIXES = (".weights.h5", ".keras", ".pt", ".pth", ".h5", ".safetensors")
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class CardError(ValueError):
@@ -404,12 +406,19 @@ def card_path(weights: Path, *, kind: str = "json") -> Path:
 
 def read_card(weights: Path | None) -> ModelCard | None:
     """The JSON model card beside ``weights``, or None when there is none (or it is unreadable
-    or malformed: a card is documentation, never a reason not to load a model)."""
+    or malformed, which is logged: a card is documentation, never a reason not to load a
+    model)."""
     if weights is None:
         return None
+    path = card_path(weights)
     try:
-        return ModelCard.from_dict(json.loads(card_path(weights).read_text(encoding="utf-8")))
-    except (OSError, ValueError):  # CardError and JSONDecodeError are ValueErrors
+        return ModelCard.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # CardError and JSONDecodeError are ValueErrors
+        log.warning("%s is not a readable model card (%s); the model loads without its "
+                    "calibration. Fix the file, or rewrite an old one with "
+                    "`python scripts/migrate_cards.py`.", path, exc)
         return None
 
 
