@@ -170,3 +170,15 @@ def test_calibration_from_card():
     nan = dataclasses.replace(card, calibration=dataclasses.replace(card.calibration,
                                                                      temperature="x"))
     assert calibration_from_card(nan).threshold is None
+
+
+def test_the_card_module_imports_no_framework():
+    """The app reads cards before any model loads: no torch, no TensorFlow."""
+    import subprocess
+    import sys
+
+    code = ("import sys, xai_platform.models.cards; "
+            "print(sorted({'torch', 'tensorflow'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], check=True).stdout
+    assert out.strip() == "[]"
