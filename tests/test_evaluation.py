@@ -373,7 +373,12 @@ def test_report_warns_when_the_model_was_trained_on_the_masks(tmp_path, xray_fol
     from xai_platform.models import ModelManager
 
     config = load_config([write_config(tmp_path / "tiny.yaml", TINY_MODELS)], base=None)
-    card = {"mask_supervision": {"layers": ["features.3"], "weight": 10.0}}
+    from types import SimpleNamespace
+
+    from xai_platform.models.cards import MaskSupervisionInfo
+
+    card = SimpleNamespace(mask_supervision=MaskSupervisionInfo(layers=("features.3",),
+                                                                weight=10.0))
     monkeypatch.setattr(ModelManager, "card", lambda self, model_id: card)
     paths = report.evaluate(ModelManager(config, device="cpu"), "tiny-torch-xray", xray_folder,
                             methods=["saliency"], out=tmp_path / "r", metrics=("faithfulness",),

@@ -12,7 +12,7 @@ from conftest import needs_torch
 def test_resumed_training_equals_uninterrupted(tmp_path, tiny_config):
     import torch
 
-    from training.common import TrainConfig, train
+    from training.trainer import TrainConfig, train
     from xai_platform.models.formats.torch import build_network
 
     spec = tiny_config.model("tiny-torch-xray")
@@ -40,7 +40,8 @@ def test_resumed_training_equals_uninterrupted(tmp_path, tiny_config):
 
 
 def test_metrics_on_known_answers():
-    from training.common import equal_error_rate, fit_temperature, rates_at, roc_auc
+    from training.calibration import fit_temperature
+    from training.metrics import equal_error_rate, rates_at, roc_auc
 
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     scores = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from ..models import ModelManager
+    from ..models.cards import ModelCard
 
 DATA_DIR = ROOT / "data"
 FAMILIES = COSTLY_METRICS + ("localisation", "xray_focus")
@@ -232,7 +233,7 @@ def evaluate(manager: ModelManager, model_id: str, data: str | Path, *,
     report = write_report(rows, methods, agreements, out / "report.md", spec=spec,
                           folder=folder, command=command, metrics=metrics, seed=seed,
                           plots=plots, skipped=skipped, n_layers=n_layers,
-                          mask_supervision=(manager.card(model_id) or {}).get("mask_supervision"))
+                          mask_supervision=_mask_supervision(manager.card(model_id)))
     return {"csv": csv_path, "report": report, "plots": plots}
 
 
@@ -509,6 +510,11 @@ def write_report(rows: list[dict[str, Any]], methods: Sequence[str],
     lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
     path.write_text("\n".join(lines))
     return path
+
+
+def _mask_supervision(card: ModelCard | None) -> dict[str, Any] | None:
+    return None if card is None or card.mask_supervision is None else {
+        "layers": list(card.mask_supervision.layers), "weight": card.mask_supervision.weight}
 
 
 def _supervision_warning(mask_supervision: dict[str, Any] | None) -> list[str]:

@@ -1,6 +1,6 @@
 """Class activation maps: Grad-CAM and Grad-CAM++.
 
-The backends (:mod:`xai_platform.models.torch_backend`, :mod:`~.keras_backend`) only capture
+The formats (:mod:`xai_platform.models.formats.torch`, :mod:`~.formats.keras`) only capture
 the target layer's activations and gradients, channels first; the weighting below is the one
 copy of the math for both frameworks. It follows pytorch-grad-cam (``BaseCAM``): weights per
 channel, weighted sum, ReLU, min-max scaling per map, bilinear resize to the input.

@@ -17,7 +17,7 @@ from typing import Literal
 
 from ..config import ModelSpec, PlatformConfig
 from ..errors import ModelUnavailableError, XAIError
-from .cards import calibration_from_card, read_card
+from .cards import ModelCard, read_calibration, read_card
 from .formats import get_format
 from .handle import ModelHandle
 
@@ -157,7 +157,7 @@ class ModelManager:
             try:
                 handle = get_format(spec.framework).load(
                     spec, device=self.device, default_batch_size=self.batch_size,
-                    calibration=calibration_from_card(read_card(spec.weights)))
+                    calibration=read_calibration(spec.weights))
             except ModelUnavailableError as exc:
                 self._failures[model_id] = str(exc)
                 raise ModelUnavailableError(f"model '{model_id}' is unavailable: {exc}") from None
@@ -180,7 +180,7 @@ class ModelManager:
         with self._lock:
             return list(self._cache)
 
-    def card(self, model_id: str) -> dict | None:
+    def card(self, model_id: str) -> ModelCard | None:
         """The model card training wrote beside the weights (None if there is none)."""
         return read_card(self.spec(model_id).weights)
 

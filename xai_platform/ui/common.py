@@ -99,11 +99,11 @@ def model_status_markdown(service: Service, model_id: str | None) -> str:
                 "never a verdict. Use it to try the explainers only.")
     else:
         head = "**Ready.**"
-    card = service.manager.card(model_id) or {}
-    metrics = card.get("metrics", {}).get("test", {}) if isinstance(card.get("metrics"), dict) else {}
+    card = service.manager.card(model_id)
+    metrics = card.metrics.get("test") if card is not None else None
     extra = []
-    if metrics:
-        shown = {k: metrics[k] for k in ("roc_auc", "eer", "accuracy") if k in metrics}
+    if metrics is not None:
+        shown = {k: getattr(metrics, k) for k in ("roc_auc", "eer", "accuracy")}
         extra.append("Test split: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
     if row.notice:
         extra.append(f"*{row.notice}*")

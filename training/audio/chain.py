@@ -1,0 +1,118 @@
+"""The chain every corpus clip goes through, real or fake alike, so that a detector cannot tell
+the classes apart by how they were recorded or stored (``docs/AUDIO.md``, "Confounds"):
+
+1. (fakes only, before this chain: one 44.1 kHz Ogg Vorbis round trip, as the KLettres files
+   had);
+2. resample to 16 kHz, trim leading and trailing silence, normalise loudness to a random level;
+3. with some probability, the same light synthetic room reverb and the same random low-pass;
+4. place the speech at a random offset inside a random-length bed (so clip length and the
+   position of speech in the model's window carry no label), with coloured noise at a random
+   level over the whole clip (so a digitally silent background does not say "synthetic");
+5. one 16 kHz Ogg Vorbis round trip at a random quality (then 16-bit FLAC, when written).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+
+from xai_platform.preprocessing import audio
+
+SAMPLE_RATE = 16000
+TRIM_TOP_DB = 25.0  # KLettres clips carry room noise 40-50 dB below the peak; 35 dB keeps it
+
+
+def vorbis_round_trip(wave: np.ndarray, sr: int, *, level: float) -> np.ndarray:
+    """Encode to Ogg Vorbis and decode again; ``level`` in [0, 1], 0 is the best quality."""
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(wave, np.float32), sr, format="OGG", subtype="VORBIS",
+             compression_level=float(level))
+    buf.seek(0)
+    out, _ = sf.read(buf, dtype="float32")
+    return np.asarray(out[: len(wave)], np.float32)
+
+
+def coloured_noise(n: int, rng: np.random.Generator, *, slope: float) -> np.ndarray:
+    """(n,) noise with a 1 / f**slope power spectrum (0 white, 1 pink, 2 brown), unit RMS."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n)
+    f[0] = f[1] if n > 1 else 1.0
+    noise = np.fft.irfft(spectrum / f ** (slope / 2), n)
+    return (noise / (np.sqrt(np.mean(noise ** 2)) + 1e-12)).astype(np.float32)
+
+
+def room(wave: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """A light synthetic room: exponentially decaying noise as the impulse response."""
+    from scipy.signal import fftconvolve
+
+    rt60 = rng.uniform(0.08, 0.35)
+    t = np.arange(int(rt60 * sr)) / sr
+    ir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
+    ir[0] = 0.0
+    ir /= np.sqrt(np.sum(ir ** 2)) + 1e-12
+    wet = fftconvolve(wave, ir)[: len(wave)]
+    mix = rng.uniform(0.05, 0.3)
+    return ((1 - mix) * wave + mix * wet).astype(np.float32)
+
+
+def lowpass(wave: np.ndarray, sr: int, cutoff: float) -> np.ndarray:
+    from scipy.signal import butter, sosfiltfilt
+
+    sos = butter(6, cutoff, btype="low", fs=sr, output="sos")
+    return sosfiltfilt(sos, wave).astype(np.float32)
+
+
+@dataclass
+class ChainParams:
+    """What the shared chain did to one clip (written to metadata ``params``)."""
+
+    loudness_dbfs: float
+    reverb: bool
+    lowpass_hz: float | None
+    noise_dbfs: float
+    noise_slope: float
+    lead_s: float
+    vorbis_level: float
+
+    def text(self) -> str:
+        lp = f"{self.lowpass_hz:.0f}" if self.lowpass_hz else "none"
+        return (f"loud={self.loudness_dbfs:.1f} reverb={int(self.reverb)} lowpass={lp} "
+                f"noise={self.noise_dbfs:.1f}/{self.noise_slope:.2f} lead={self.lead_s:.2f} "
+                f"vorbis={self.vorbis_level:.2f}")
+
+
+def shared_chain(wave: np.ndarray, sr: int, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, float, ChainParams]:
+    """Steps 2-5 of the module docstring. Returns (16 kHz clip, speech seconds, parameters)."""
+    wave = audio.resample(wave, sr, SAMPLE_RATE)
+    wave = audio.trim_silence(wave, SAMPLE_RATE, top_db=TRIM_TOP_DB)
+    speech_s = len(wave) / SAMPLE_RATE
+    fade = min(len(wave) // 4, int(0.01 * SAMPLE_RATE))  # no click where the bed begins
+    if fade > 0:
+        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+        wave = wave.copy()
+        wave[:fade] *= ramp
+        wave[-fade:] *= ramp[::-1]
+    loud = float(rng.uniform(-28.0, -16.0))
+    wave = audio.normalize_loudness(wave, target_dbfs=loud)
+    reverb = bool(rng.random() < 0.5)
+    if reverb:
+        wave = room(wave, SAMPLE_RATE, rng)
+    cutoff = float(rng.uniform(3500.0, 7500.0)) if rng.random() < 0.3 else None
+    if cutoff:
+        wave = lowpass(wave, SAMPLE_RATE, cutoff)
+    # The bed: a length drawn independently of the class, the speech at a random offset.
+    n = len(wave)
+    total = max(n + int(0.1 * SAMPLE_RATE), int(rng.uniform(0.8, 2.0) * SAMPLE_RATE))
+    lead = int(rng.integers(0, total - n + 1))
+    bed = np.zeros(total, np.float32)
+    bed[lead:lead + n] = wave
+    noise_db, slope = float(rng.uniform(-62.0, -38.0)), float(rng.uniform(0.0, 1.5))
+    bed += coloured_noise(total, rng, slope=slope) * np.float32(10 ** (noise_db / 20))
+    level = float(rng.uniform(0.2, 0.7))
+    bed = vorbis_round_trip(np.clip(bed, -1, 1), SAMPLE_RATE, level=level)
+    params = ChainParams(loud, reverb, cutoff, noise_db, slope, lead / SAMPLE_RATE, level)
+    return np.clip(bed, -1.0, 1.0), speech_s, params

@@ -1,0 +1,91 @@
+"""Audio data sources: the offline corpus (``metadata.csv``, built by
+:mod:`training.audio.corpus`) and the Fake-or-Real dataset, as a list of `Clip`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xai_platform.models.manager import sha256
+
+FOR_SUBSETS = ("for-norm", "for-2sec", "for-rerec", "for-original")
+FOR_SPLITS = {"training": "train", "validation": "validation", "testing": "test"}
+SPLITS = ("train", "validation", "test")
+_AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One labelled recording: ``label`` is real or fake; ``split`` is train, validation or
+    test (the offline corpus splits by ``language``)."""
+
+    path: Path
+    label: str
+    split: str
+    language: str = ""
+    generator: str = ""
+    speaker: str = ""
+    speech_seconds: float | None = None  # trimmed speech length (the corpus's metadata)
+
+
+def load_corpus(root: Path) -> list[Clip]:
+    """The offline corpus's ``metadata.csv`` (see :mod:`training.audio.corpus`)."""
+    with open(root / "metadata.csv", newline="", encoding="utf-8") as fh:
+        return [Clip(root / r["path"], r["label"], r["split"], r.get("language", ""),
+                     r.get("generator", ""), r.get("speaker", ""),
+                     float(r["speech_duration"]) if r.get("speech_duration") else None)
+                for r in csv.DictReader(fh)]
+
+
+def find_for_subset(root: Path, subset: str | None = None) -> Path:
+    """The Fake-or-Real folder holding ``training|validation|testing``: ``root`` itself, or
+    ``root/<subset>`` (default: the first of for-norm, for-2sec, for-rerec, for-original)."""
+    if all((root / s).is_dir() for s in FOR_SPLITS) and subset is None:
+        return root
+    names = [subset] if subset else list(FOR_SUBSETS)
+    for name in names:
+        if all((root / name / s).is_dir() for s in FOR_SPLITS):
+            return root / name
+    raise SystemExit(f"{root} is neither the offline corpus (no metadata.csv) nor a "
+                     "Fake-or-Real folder: expected training/, validation/ and testing/ "
+                     f"(each with real/ and fake/) in it or in one of {', '.join(FOR_SUBSETS)}.")
+
+
+def load_fake_or_real(root: Path, subset: str | None = None) -> list[Clip]:
+    """Every audio file under ``<subset>/{training,validation,testing}/{real,fake}/``."""
+    base = find_for_subset(root, subset)
+    clips = []
+    for folder, split in FOR_SPLITS.items():
+        for label in ("real", "fake"):
+            for path in sorted((base / folder / label).rglob("*")):
+                if path.is_file() and path.suffix.lower() in _AUDIO_SUFFIXES:
+                    clips.append(Clip(path, label, split, "en", f"for:{base.name}"))
+    return clips
+
+
+def load_clips(data: Path, subset: str | None = None) -> tuple[list[Clip], dict[str, Any]]:
+    """The clips and a description of the source for the model card."""
+    data = Path(data)
+    if (data / "metadata.csv").is_file():
+        clips = load_corpus(data)
+        info: dict[str, Any] = {"kind": "offline corpus", "root": str(data),
+                                "metadata_sha256": sha256(data / "metadata.csv")}
+        summary = data / "corpus.json"
+        if summary.is_file():
+            corpus = json.loads(summary.read_text(encoding="utf-8"))
+            info["corpus"] = {k: corpus.get(k) for k in (
+                "command", "seed", "generators", "split_rule", "test_languages",
+                "validation_languages", "tools", "n_clips", "trim_top_db")}
+    else:
+        clips = load_fake_or_real(data, subset)
+        info = {"kind": "Fake-or-Real", "root": str(find_for_subset(data, subset))}
+    for split in SPLITS:
+        labels = {c.label for c in clips if c.split == split}
+        if labels != {"real", "fake"}:
+            raise SystemExit(f"the {split} split of {data} has labels {sorted(labels)}; every "
+                             "split needs both real and fake clips.")
+    return clips, info
+

@@ -1,0 +1,355 @@
+"""Train a configured audio deepfake detector, calibrate it on validation, test it, write the card.
+
+    python -m training.train_audio --model audio-cnn --data data/audio_corpus [--epochs N]
+        [--time-limit S] [--seed S] [--config PATH] [--out weights/audio/audio-cnn.pt]
+
+``--data`` is either the offline corpus (a folder with ``metadata.csv``, built by
+:mod:`training.audio.corpus`) or the Fake-or-Real dataset (a folder holding ``for-norm``,
+``for-2sec`` or ``for-rerec``, or one of those: ``training|validation|testing`` /
+``real|fake``).
+
+Features are made by the app's own inference path (:func:`xai_platform.preprocessing.audio.
+load_for_model` -> :func:`~xai_platform.preprocessing.audio.features`: decode, resample, windows,
+:func:`~xai_platform.preprocessing.audio.log_mel`), so the model is trained on exactly what it
+will be served; they are cached per split as ``.npy`` under a key of the feature settings and
+the files. A clip longer than the window gives several training windows; a clip is scored as
+the app scores a recording (mean of its windows' probabilities).
+
+After training (resumable: the state after every epoch is checkpointed under ``runs/``) the
+weights are saved and *loaded back* the way the app loads them, and everything below is
+measured on the saved file:
+
+* temperature scaling and the decision threshold (equal-error point), fitted on validation;
+* on the test split: accuracy, EER, ROC AUC, false-alarm rate (real called fake) and miss rate
+  at that threshold, per language and per generator too, and reliability diagrams (PNG beside
+  the weights) before and after calibration;
+* EER again after every test clip, real and fake alike, goes through the same degradation (8 kHz
+  + loudness + MP3; low-bitrate Ogg Vorbis + loudness), to check the model learned voices, not
+  recording artefacts;
+* which mel bands Grad-CAM and Integrated Gradients point at on up to 100 test clips.
+"""
+
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xai_platform.config import ROOT, ModelSpec, load_config
+from xai_platform.modalities.audio import AudioInput
+from xai_platform.models.cards import (DataInfo, ModelCard, ReliabilityFigure, RobustnessCheck,
+                                       SplitInfo, SplitMetrics, card_path, card_stem)
+
+from .. import cards
+from ..calibration import choose_threshold, fit_temperature, plot_reliability
+from ..metrics import reliability
+from ..trainer import TrainConfig, limit_threads, train
+from ..weights import imagenet_init, load_saved, save_weights
+from .augment import AUGMENTATIONS, augmentation
+from .data import SPLITS, Clip, load_clips
+from .evaluate import DEGRADATIONS, band_summary, clip_probabilities, report, window_logits
+from .features import FeatureSet, cap_per_language, feature_set, match_speech_duration, resplit
+
+VERDICT_RULE = "mean of window probabilities >= threshold"
+SPLIT_RULE = "by language (offline corpus) / as distributed (Fake-or-Real)"
+
+
+@dataclass(frozen=True)
+class AudioOptions:
+    """One audio training run: the data, where the weights go, the loop's settings and what
+    to measure (the command line, parsed)."""
+
+    data: Path
+    out: Path
+    train: TrainConfig
+    command: str = ""
+    cache_dir: Path | None = None
+    checkpoint: Path | None = None  # resumed from when it exists
+    subset: str | None = None  # Fake-or-Real: for-norm, for-2sec or for-rerec
+    augment: str = "masks"  # a key of AUGMENTATIONS
+    cap_per_language: int | None = None
+    match_speech_duration: float | None = None  # bin width in seconds
+    init: str = "random"  # or "imagenet"
+    train_languages: tuple[str, ...] | None = None
+    validation_languages: tuple[str, ...] | None = None
+    robustness: bool = True
+    explain: tuple[str, ...] = ("gradcam", "integrated_gradients")
+    explain_clips: int = 100
+
+
+def build(spec: ModelSpec, *, seed: int, threads: int) -> Any:
+    """A seeded, untrained network for ``spec``, on ``threads`` CPU threads."""
+    # The shipped audio models were trained with these settings (inter-op = threads, no
+    # TensorFlow op determinism); X-ray training uses the defaults. Changing them here changes
+    # the Keras results, so it waits for the next retraining of the audio models.
+    limit_threads(spec.framework, threads, interop=threads, deterministic=False)
+    if spec.framework == "torch":
+        from xai_platform.models.formats.torch import build_network
+    else:
+        from xai_platform.models.formats.keras import build_network
+    return build_network(spec, seed=seed)
+
+
+def default_out(spec: ModelSpec) -> Path:
+    """The config's weights path, or ``weights/audio/<id>.pt`` (``.weights.h5`` for Keras)."""
+    if spec.weights is not None:
+        return spec.weights
+    ext = ".pt" if spec.framework == "torch" else ".weights.h5"
+    return ROOT / "weights" / "audio" / f"{spec.id}{ext}"
+
+
+def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
+    """Train, save, reload, calibrate, evaluate and write the card. Returns the card."""
+    if spec.modality != "audio" or not isinstance(spec.input, AudioInput):
+        raise SystemExit(f"model '{spec.id}' is not an audio model.")
+    if spec.positive_index is None or len(spec.labels) != 2:
+        raise SystemExit(f"model '{spec.id}' must be binary with positive_label: fake.")
+    t_start = time.time()
+    clips, info = load_clips(options.data, options.subset)
+    sets = training_sets(spec, clips, options)
+    network = build(spec, seed=options.train.seed, threads=options.train.threads)
+    init = (imagenet_init(spec, network) if options.init == "imagenet"
+            else "random (seeded)")
+    history, train_seconds, this_session = _train(spec, network, sets, options)
+    save_weights(spec, network, options.out)
+    handle = load_saved(spec, options.out)  # every figure below is for the file as shipped
+
+    z = {s: window_logits(handle, fs.x) for s, fs in sets.items()}
+    pos = spec.positive_index
+    temperature, threshold = calibrate(spec, z["validation"], sets["validation"])
+    metrics = {s: report(spec, z[s], sets[s], temperature=temperature, threshold=threshold,
+                         breakdown=s == "test") for s in ("validation", "test")}
+    test = sets["test"]
+    raw = reliability(clip_probabilities(z["test"], test.clip, len(test.clips), 1.0),
+                      (test.y_clip == pos).astype(int))
+    stem = card_stem(options.out)
+    plot = plot_reliability(raw, metrics["test"]["reliability"],
+                            stem.with_name(f"{stem.name}.reliability.png"),
+                            title=f"{spec.id}: test split (T = {temperature:.2f})")
+    robustness = (degraded_tests(handle, clips, options, temperature=temperature,
+                                 threshold=threshold) if options.robustness else {})
+    explanations = None
+    if options.explain:
+        explanations = band_summary(handle, test, z["test"], methods=options.explain,
+                                    n_clips=options.explain_clips, seed=options.train.seed)
+    card = ModelCard(
+        model=cards.model_info(spec),
+        data=DataInfo(
+            kind=info["kind"], root=info["root"],
+            command=(info.get("corpus") or {}).get("command"), split_rule=SPLIT_RULE,
+            generators_trained_on=tuple(sorted(
+                {c.generator for c in clips if c.split == "train" and c.label == "fake"})),
+            details=_details(info)),
+        splits={s: _split_info(fs, pos) for s, fs in sets.items()},
+        training=cards.training_info(
+            options.train, history, command=options.command, seconds=train_seconds,
+            augmentation=f"{options.augment}: {AUGMENTATIONS[options.augment]}, both classes",
+            init=init, options={"cap_per_language": options.cap_per_language,
+                                "match_speech_duration_s": options.match_speech_duration},
+            # this session's time outside training (a resumed run trained earlier too)
+            other_seconds=time.time() - t_start - this_session,
+            total_seconds=time.time() - t_start),
+        metrics={s: SplitMetrics(**r) for s, r in metrics.items()},
+        calibration=cards.calibration(temperature, threshold, verdict_rule=VERDICT_RULE),
+        reliability=ReliabilityFigure(file=plot.name, split="test",
+                                      uncalibrated_ece=raw["ece"]),
+        robustness=robustness, explanations=explanations,
+        weights=cards.weights_info(spec, options.out))
+    cards.write_card(options.out, card)
+    return card
+
+
+def calibrate(spec: ModelSpec, z: np.ndarray, val: FeatureSet) -> tuple[float, float]:
+    """(temperature, threshold) fitted on validation: the temperature on the windows' logits
+    ``z`` (N,), the threshold at the equal-error point of the clips' calibrated probabilities
+    (the app's verdict rule)."""
+    pos = spec.positive_index
+    if spec.output == "probabilities":
+        temperature = 1.0  # the app does not rescale a softmax head
+    else:
+        temperature = fit_temperature(z, (val.y == pos).astype(float))
+    p_val = clip_probabilities(z, val.clip, len(val.clips), temperature)
+    return temperature, choose_threshold(p_val, (val.y_clip == pos).astype(int))
+
+
+def degraded_tests(handle: Any, clips: Sequence[Clip], options: AudioOptions, *,
+                   temperature: float, threshold: float) -> dict[str, RobustnessCheck]:
+    """The test split scored again after each of :data:`DEGRADATIONS`, every clip alike."""
+    out = {}
+    for name, (transform, condition) in DEGRADATIONS.items():
+        fs = feature_set(clips, handle.spec, "test", cache_dir=options.cache_dir, variant=name,
+                         transform=transform)
+        degraded = report(handle.spec, window_logits(handle, fs.x), fs,
+                          temperature=temperature, threshold=threshold)
+        out[name] = RobustnessCheck(condition=condition, metrics=SplitMetrics(**degraded))
+    return out
+
+
+def training_sets(spec: ModelSpec, clips: Sequence[Clip],
+                  options: AudioOptions) -> dict[str, FeatureSet]:
+    """Features of every split, the languages regrouped as asked, the training set capped or
+    matched as asked."""
+    sets = {s: feature_set(clips, spec, s, cache_dir=options.cache_dir) for s in SPLITS}
+    sets = resplit(sets, train=options.train_languages, validation=options.validation_languages)
+    seed = options.train.seed
+    sets["train"] = cap_per_language(sets["train"], options.cap_per_language, seed=seed)
+    sets["train"] = match_speech_duration(sets["train"], options.match_speech_duration,
+                                          seed=seed)
+    return sets
+
+
+def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
+           options: AudioOptions) -> tuple[dict[str, Any], float, float]:
+    """The shared loop; returns the history, the training seconds summed over the sessions of
+    a resumed run (``timing.json`` beside the checkpoint: checkpoints keep no clock) and this
+    session's."""
+    checkpoint = options.checkpoint
+    timing = checkpoint.with_name("timing.json") if checkpoint is not None else None
+    earlier = (json.loads(timing.read_text())["train_seconds"]
+               if timing is not None and timing.is_file() and checkpoint.exists() else 0.0)
+    t_train = time.time()
+    history = train(spec, network, sets["train"].x, sets["train"].y,
+                    sets["validation"].x, sets["validation"].y, options.train,
+                    checkpoint=checkpoint,
+                    augment=augmentation(options.augment, spec.input.top_db))
+    this_session = time.time() - t_train
+    if timing is not None:
+        timing.parent.mkdir(parents=True, exist_ok=True)
+        timing.write_text(json.dumps({"train_seconds": earlier + this_session}) + "\n")
+    return history, earlier + this_session, this_session
+
+
+def _split_info(fs: FeatureSet, pos: int) -> SplitInfo:
+    return SplitInfo(n=int(len(fs.y_clip)), n_positive=int((fs.y_clip == pos).sum()),
+                     windows=int(len(fs.x)),
+                     languages=tuple(sorted({c.language for c in fs.clips if c.language})),
+                     generators=tuple(sorted({c.generator for c in fs.clips})))
+
+
+def _details(info: dict[str, Any]) -> dict[str, Any]:
+    """What the data source recorded, less what the card names elsewhere."""
+    details = {k: v for k, v in info.items() if k not in ("kind", "root")}
+    if "corpus" in details:
+        details["corpus"] = {k: v for k, v in details["corpus"].items() if k != "command"}
+    return details
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def _languages(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line of ``python -m training.train_audio``."""
+    parser = argparse.ArgumentParser(prog="python -m training.train_audio",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="model id from the config")
+    parser.add_argument("--config", action="append", default=[],
+                        help="extra config file or folder (repeatable)")
+    parser.add_argument("--data", type=Path, default=Path("data/audio_corpus"),
+                        help="offline corpus (metadata.csv) or Fake-or-Real root")
+    parser.add_argument("--for-subset", default=None, help="for-norm, for-2sec or for-rerec")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="stop after the epoch that crosses S seconds of training")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="weights file (default: the config's weights path)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="feature cache (default: data/feature_cache)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="checkpoint folder (default: runs/audio/<model>-seed<seed>-<hash "
+                             "of the data and training settings>)")
+    parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    parser.add_argument("--augment", choices=tuple(AUGMENTATIONS), default="masks",
+                        help="feature-domain augmentation of both classes")
+    parser.add_argument("--cap-per-language", type=int, default=None, metavar="N",
+                        help="train on at most N clips per language and label (seeded choice)")
+    parser.add_argument("--match-speech-duration", type=float, default=None, metavar="BIN_S",
+                        help="train on as many real as fake clips per language and BIN_S-second "
+                             "bin of speech length (offline corpus; a seeded choice)")
+    parser.add_argument("--train-languages", default=None, metavar="L1,L2",
+                        help="train on these languages of the training and validation splits "
+                             "(folds, learning curves; test languages are refused)")
+    parser.add_argument("--validation-languages", default=None, metavar="L1,L2",
+                        help="validate (best epoch, temperature, threshold) on these languages "
+                             "of the training and validation splits")
+    parser.add_argument("--init", choices=("random", "imagenet"), default="random",
+                        help="imagenet: start from the ImageNet weights shipped in a registry "
+                             "package (efficientnet_lite0 only; see training.weights.IMAGENET_INIT)")
+    parser.add_argument("--no-robustness", action="store_true")
+    parser.add_argument("--explain", default="gradcam,integrated_gradients",
+                        help="methods for the band summary ('' for none)")
+    parser.add_argument("--explain-clips", type=int, default=100)
+    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> ModelCard:
+    """Parse the command line, train, print the test figures; returns the card."""
+    args = parse_args(argv)
+    spec = load_config(args.config).model(args.model)
+    out = (args.out or default_out(spec)).resolve()
+    if spec.framework == "keras" and not out.name.endswith(".weights.h5"):
+        raise SystemExit("Keras weights must be a .weights.h5 file; fix --out.")
+    # One checkpoint folder per set of training settings: a run with other settings never
+    # resumes from a checkpoint made under different ones (its schedule would not fit).
+    settings = json.dumps([str(args.data.resolve()), args.epochs, args.batch_size, args.lr,
+                           args.augment, args.for_subset]
+                          + ([args.cap_per_language] if args.cap_per_language else [])
+                          + ([args.init] if args.init != "random" else [])
+                          + ([args.match_speech_duration] if args.match_speech_duration else [])
+                          + ([args.train_languages, args.validation_languages]
+                             if args.train_languages or args.validation_languages else []))
+    tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
+    run_dir = args.run_dir or ROOT / "runs" / "audio" / f"{spec.id}-seed{args.seed}-{tag}"
+    checkpoint = run_dir / ("checkpoint.pt" if spec.framework == "torch"
+                            else "checkpoint.weights.h5")
+    if args.fresh:
+        for stale in (checkpoint, checkpoint.with_suffix(".json")):
+            stale.unlink(missing_ok=True)
+    words = ["python", "-m", "training.train_audio", *(sys.argv[1:] if argv is None else argv)]
+    options = AudioOptions(
+        data=args.data, out=out, command=shlex.join(words),
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          seed=args.seed, threads=args.threads, time_limit_s=args.time_limit),
+        cache_dir=args.cache_dir or ROOT / "data" / "feature_cache", checkpoint=checkpoint,
+        subset=args.for_subset, augment=args.augment, cap_per_language=args.cap_per_language,
+        match_speech_duration=args.match_speech_duration, init=args.init,
+        train_languages=_languages(args.train_languages),
+        validation_languages=_languages(args.validation_languages),
+        robustness=not args.no_robustness,
+        explain=tuple(m for m in args.explain.split(",") if m), explain_clips=args.explain_clips)
+    card = run(spec, options)
+    t, pct = card.metrics["test"], cards.pct
+    print(f"{spec.id}: test EER {pct(t.eer)}, AUC {t.roc_auc:.4f}, accuracy "
+          f"{pct(t.accuracy)}, false alarms {pct(t.false_alarm_rate)}, misses "
+          f"{pct(t.miss_rate)} at threshold {card.calibration.threshold:.3f}")
+    for name, check in card.robustness.items():
+        r = check.metrics
+        print(f"  {name}: EER {pct(r.eer)}, false alarms {pct(r.false_alarm_rate)}, "
+              f"misses {pct(r.miss_rate)}")
+    print(f"weights: {out}\ncard: {card_path(out)}")
+    return card
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    main()
