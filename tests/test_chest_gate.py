@@ -127,3 +127,28 @@ def test_the_gate_runs_before_a_verdict_in_the_service(tmp_path):
             assert lungs.shape == (32, 32) and 0.2 < lungs.mean() < 0.6
     finally:
         session.close()
+
+
+@needs_torch
+@needs_lungs
+def test_a_plain_png_radiograph_gets_its_lung_share_without_a_mask(tmp_path):
+    """Anatomy-aware scores on any upload: the gate's lung fields give every X-ray explanation
+    its share inside the lungs and on the border, in the record and the scorecard."""
+    from conftest import TINY_MODELS
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+    from xai_platform.service import Service, Session
+
+    config = load_config([write_config(tmp_path / "c.yaml", TINY_MODELS,
+                                       app={"check_inputs": True})], base=None)
+    service = Service(ModelManager(config, device="cpu"))
+    png = ROOT / "examples" / "xray" / "synthetic-nodule-lesion.png"
+    session = Session()
+    try:
+        expl = service.explain(session, png, "tiny-torch-xray", "saliency")
+        focus = service.record(expl)["focus"]
+        assert 0.0 <= focus["lung_share"] <= 1.0 and 0.0 <= focus["border_share"] <= 1.0
+        card = service.score(session, expl, ("faithfulness",))
+        assert card.values["lung_share"] == pytest.approx(focus["lung_share"])
+    finally:
+        session.close()

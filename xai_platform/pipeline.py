@@ -119,6 +119,13 @@ def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int 
     notes = list(analysis.notes)
     modality = get_modality(spec.modality)
     axes = modality.axes(spec, prepared, w)
+    extras = {k: v for k, v in result.attribution.extras.items() if k != "segments"}
+    focus = modality.focus(prepared, result.attribution.heatmap,
+                           signed=bool(result.attribution.signed))
+    if focus is not None:
+        extras["focus"], extras["focus_mask"] = focus
+        if focus[0].get("message"):
+            notes.append(focus[0]["message"])
     length = modality.window_seconds(spec)
     if len(prepared.planes) > 1 and prepared.starts_s is not None and length is not None:
         start = float(prepared.starts_s[w])
@@ -130,6 +137,4 @@ def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int 
         signed=bool(result.attribution.signed),
         prediction=analysis.window_prediction(w), target=t, params=result.params,
         seed=result.seed, seconds=result.seconds, n_evaluations=result.attribution.n_evaluations,
-        axes=axes, notes=tuple(notes),
-        extras={k: v for k, v in result.attribution.extras.items() if k != "segments"}
-        | {"window": w})
+        axes=axes, notes=tuple(notes), extras=extras | {"window": w})

@@ -202,7 +202,7 @@ class Service:
             randomized = self.randomized(expl.model_id) if "randomization" in metrics else None
             session.scorecards[key] = score_explanation(
                 self.manager.get(expl.model_id), None, expl, metrics=metrics,
-                randomized=randomized)
+                randomized=randomized, lung_mask=expl.extras.get("focus_mask"))
             while len(session.scorecards) > session.max_explanations:
                 session.scorecards.pop(next(iter(session.scorecards)))
         return session.scorecards[key]

@@ -261,7 +261,8 @@ def _evaluate_item(service: Service, handle: ModelHandle, item: Item, folder: Pa
         if lesion is not None and control is None:
             control = m.localisation(m.input_control(expl.display), lesion, signed=False)
         card = score_explanation(handle, None, expl, metrics=metrics, region_mask=lesion,
-                                 lung_mask=lungs, batch_size=batch_size, randomized=randomized)
+                                 lung_mask=lungs if lungs is not None
+                                 else expl.extras.get("focus_mask"), batch_size=batch_size, randomized=randomized)
         heatmaps[method] = expl.heatmap
         rows.append(_row(item, folder, expl, card))
         if control is not None:  # the same for every method of this input

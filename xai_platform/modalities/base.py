@@ -187,6 +187,13 @@ class Modality(ABC):
         """Modality-specific fields of the explanation record."""
         return {}
 
+    def focus(self, prepared: PreparedInput, heatmap: FloatArray, *, signed: bool
+              ) -> tuple[dict[str, Any], np.ndarray] | None:
+        """Where a map looks relative to the input's own anatomy, found on this upload: (the
+        shares and a message, the region mask (H, W) bool), or None where the modality finds
+        no such region (:attr:`focus_region`)."""
+        return None
+
     def readout(self, model: Any, expl: Explanation, prepared: PreparedInput,
                 base: Path) -> Readout | None:
         """Extra views of an explanation (files written as ``<base>_<what>.<ext>``), or None."""

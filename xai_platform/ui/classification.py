@@ -83,6 +83,16 @@ def parse_window(choice: str | None) -> int | None:
     return int(choice.split(":", 1)[0]) - 1
 
 
+def focus_markdown(expl) -> str:
+    """Where the map looks relative to the anatomy found on this upload (X-ray: the lungs)."""
+    focus = expl.extras.get("focus")
+    if not focus:
+        return ""
+    line = (f"  \n{focus['lung_share']:.0%} of the attribution lies inside the lung fields, "
+            f"{focus['border_share']:.0%} on the image border.")
+    return line + (f" **{focus['message']}**" if focus.get("flagged") else "")
+
+
 def run_explain(service: Service, session: Session, modality: str, audio: str | None,
                 image: str | None, model_id: str, method_id: str, seed: float, window: str | None,
                 target: str | None, values: list[Any], progress=None):
@@ -102,7 +112,8 @@ def run_explain(service: Service, session: Session, modality: str, audio: str | 
                + (f" · seed {expl.seed}" if expl.seed is not None else "")
                + ("  \n**Untrained model: this explains random weights, not a verdict.**"
                   if expl.untrained else "")
-               + (f"  \n**{expl.flat_note}**" if expl.flat else ""))
+               + (f"  \n**{expl.flat_note}**" if expl.flat else "")
+               + focus_markdown(expl))
     readout = service.readout(session, path, expl)
     clips = list(readout.clips) if readout is not None else []
     clip_kept, clip_removed = (clips + [None, None])[:2]
