@@ -54,7 +54,8 @@ def test_figure_has_three_panels_and_a_title(request, manager, model_id, fixture
     from xai_platform.visualization.figure import render, to_png
 
     handle = manager.get(model_id)
-    analysis = analyse(handle, prepare(request.getfixturevalue(fixture), handle.spec))
+    analysis = analyse(handle, prepare(request.getfixturevalue(fixture), handle.spec,
+                                       settings=manager.config.app))
     expl = explain(handle, analysis, "integrated_gradients", params={"n_steps": 8})
     fig = render(expl)
     axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
@@ -76,7 +77,7 @@ def test_a_map_that_shows_nothing_says_so(manager, png_file):
     with torch.no_grad():
         for p in handle.net.parameters():
             p.zero_()
-    analysis = analyse(handle, prepare(png_file, handle.spec))
+    analysis = analyse(handle, prepare(png_file, handle.spec, settings=manager.config.app))
     expl = explain(handle, analysis, "lime", params={"num_samples": 50})
     assert expl.flat
     assert any("map is flat" in n for n in expl.to_record()["notes"])
@@ -86,6 +87,7 @@ def test_a_map_that_shows_nothing_says_so(manager, png_file):
 @needs_torch
 def test_a_live_map_is_not_called_flat(manager, png_file):
     handle = manager.get("tiny-torch-xray")
-    expl = explain(handle, analyse(handle, prepare(png_file, handle.spec)), "lime",
+    expl = explain(handle, analyse(handle, prepare(png_file, handle.spec,
+                                                   settings=manager.config.app)), "lime",
                    params={"num_samples": 50})
     assert not expl.flat and not any("flat" in n for n in expl.to_record()["notes"])
