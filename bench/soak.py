@@ -5,7 +5,8 @@ temporary folder, drives it through the named API endpoints from ``--clients`` t
 ``gradio_client.Client`` each, reused, as a real API client would), and after every pass of
 ``--pass-size`` requests prints the server's resident memory (VmRSS of the process and any
 children, from /proc), the requests done, errors (expected: the hostile uploads; unexpected:
-anything else), and how many session folders and MB of temporary files the server holds.
+anything else), how many session folders and MB of temporary files the server holds, and the
+CPU seconds (user + system) the server has used.
 Columns: ``ok`` normal requests answered; ``refused`` hostile uploads refused with a clean
 message (expected); ``accepted`` hostile uploads the app answered instead (the 1-pixel PNG is
 upscaled and classified); ``unexpected`` anything that failed otherwise (a crash, a timeout,
@@ -14,8 +15,8 @@ upscaled and classified); ``unexpected`` anything that failed otherwise (a crash
 The request mix cycles through 13 kinds: /models; /predict on audio and on an X-ray; /explain
 with Grad-CAM, LIME (200 samples), SHAP (200 evaluations) and Integrated Gradients on the audio
 CNN and on the X-ray CNN; /compare (Grad-CAM + saliency); and a hostile upload (an empty file, a
-truncated WAV, random bytes named .png, a 1-pixel PNG), which must be refused with a clean error
-while the server goes on serving.
+truncated WAV, random bytes named .png, a 1-pixel PNG), which must get a clean answer while the
+server goes on serving.
 
     python bench/soak.py [--requests 1000] [--clients 8] [--pass-size 100] [--port 0]
                          [--env MALLOC_ARENA_MAX=2] [--server-arg --concurrency=4]
@@ -31,6 +32,7 @@ import itertools
 import os
 import queue
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -84,6 +86,18 @@ def rss_mb(pid: int) -> float:
         except OSError:
             continue
     return total / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its children (from /proc/<pid>/stat)."""
+    total = 0.0
+    for p in children(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def folder_stats(tmp: Path) -> tuple[int, float]:
@@ -229,7 +243,8 @@ def worker(url: str, jobs: queue.Queue, kinds, tally: Tally) -> None:
         except Exception as exc:  # noqa: BLE001 - counted and reported
             from gradio_client.exceptions import AppError
 
-            clean = isinstance(exc, AppError) and str(exc) and "Something went wrong" not in str(exc)
+            text = str(exc)
+            clean = isinstance(exc, AppError) and text and "Something went wrong" not in text
             tally.add(name, "expected" if expect_error and clean else "unexpected",
                       f"{type(exc).__name__}: {exc}")
         finally:
@@ -249,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the temporary folder and log")
     args = p.parse_args(argv)
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the server
     tmp = Path(tempfile.mkdtemp(prefix="xai-soak-"))
     port = args.port or free_port()
     url = f"http://127.0.0.1:{port}/"
@@ -257,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     tally = Tally()
     try:
         wait_until_serving(proc, url)
-        print(f"serving on {url} (pid {proc.pid}); RSS at start {rss_mb(proc.pid):.0f} MB; "
+        print(f"serving on {url} (pid {proc.pid}); RSS {rss_mb(proc.pid):.0f} MB before any model "
+              f"is loaded; "
               f"{args.clients} clients, {args.requests} requests in passes of {args.pass_size}"
               + (f"; env {' '.join(args.env)}" if args.env else ""), flush=True)
         kinds = request_mix(hostile_files(tmp / "hostile"))
@@ -267,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             t.start()
         print(f"{'pass':>4} {'requests':>8} {'ok':>6} {'refused':>7} {'accepted':>8} "
-              f"{'unexpected':>10} "
-              f"{'RSS MB':>8} {'vs pass 1':>9} {'sessions':>8} {'tmp MB':>7} {'s':>6}", flush=True)
+              f"{'unexpected':>10} {'RSS MB':>8} {'vs pass 1':>9} {'sessions':>8} {'tmp MB':>7} "
+              f"{'s':>6} {'CPU s':>6}", flush=True)
         done, first, rss_by_pass, started = 0, None, [], time.monotonic()
         for number in itertools.count(1):
             if done >= args.requests:
@@ -288,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{number:>4} {done:>8} {tally.ok:>6} {tally.expected:>7} {tally.accepted:>8} "
                   f"{tally.unexpected:>10} "
                   f"{rss:>8.0f} {100 * (rss / first - 1):>+8.1f}% {sessions:>8} {tmp_mb:>7.1f} "
-                  f"{time.monotonic() - started:>6.0f}", flush=True)
+                  f"{time.monotonic() - started:>6.0f} {cpu_seconds(proc.pid):>6.0f}", flush=True)
         for _ in threads:
             jobs.put(None)
         if len(rss_by_pass) > 1:

@@ -3,7 +3,8 @@
 Without it glibc raises its mmap threshold when a large block is freed, and the next large
 blocks come from heaps that seldom give memory back (bench/soak.py measured the server's RSS
 growing ~7 MB per request that way). Checked in fresh processes, so the setting of one check
-does not leak into the other.
+does not leak into the other. ``release_free_memory`` (called when an API call returns) hands
+back what the heaps keep.
 """
 
 from __future__ import annotations
@@ -44,6 +45,33 @@ memory.release_free_memory()
 """
 
 
+TRIM_PROBE = r"""
+import ctypes
+from xai_platform import memory
+
+libc = memory.glibc()
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+libc.free(libc.malloc(8 << 20))  # a large block freed: glibc raises its threshold to 8 MiB
+blocks, guards = [], []
+for _ in range(64):  # 64 MiB of 1 MiB buffers, now served from the heap, each page touched
+    blocks.append(libc.malloc(1 << 20))
+    ctypes.memset(blocks[-1], 1, 1 << 20)
+    guards.append(libc.malloc(256 << 10))  # in use: the freed buffers are holes, not the top
+for block in blocks:
+    libc.free(block)
+kept = rss_mb()
+memory.release_free_memory()
+print(kept - rss_mb())
+"""
+
+
 def _mmapped(mode: str) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", PROBE, mode], cwd=ROOT, env=env, check=True,
@@ -59,3 +87,10 @@ def test_large_buffers_stay_mmapped_once_the_threshold_is_pinned():
 def test_an_explicit_environment_setting_is_left_alone(monkeypatch):
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
     assert memory.pin_mmap_threshold() is False
+
+
+def test_freed_buffers_kept_by_the_heap_go_back_to_the_system():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", TRIM_PROBE], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True)
+    assert float(out.stdout.strip()) > 48  # of the 64 MiB the heap kept after free()
