@@ -12,7 +12,7 @@ keeps every large buffer an ``mmap`` that goes back to the system on ``free``;
 :func:`release_free_memory` hands back what the heaps keep of the small ones.
 
 The price is CPU: each large buffer is a fresh mapping whose pages the kernel zeroes, so the
-soak's server spent about 40% of its CPU time in the kernel and ~1.4x the CPU per request of a
+soak's server spent about 40% of its CPU time in the kernel and ~1.5x the CPU per request of a
 run with only the trim (which alone did not keep RSS flat: +8.6% after 208 requests and
 rising). To trade memory back for CPU, set ``MALLOC_MMAP_THRESHOLD_`` (e.g. 33554432): an
 explicit setting in the environment is left as it is.
