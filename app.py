@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from xai_platform.memory import pin_mmap_threshold
+
+    pin_mmap_threshold()  # before the models load: freed buffers go back to the system
     from dataclasses import replace
 
     from xai_platform.config import load_config

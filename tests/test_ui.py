@@ -239,6 +239,30 @@ def test_concurrent_clients_get_the_heatmaps_they_get_alone(served, inputs):
         assert np.array_equal(a, b)
 
 
+def test_api_calls_drop_their_caches_and_keep_only_recent_folders(service, png_file):
+    from xai_platform.ui.app import ApiSessions
+
+    sessions, used = ApiSessions(keep=3), []
+    for seed in range(5):
+        with sessions.open() as sess:
+            service.explain(sess, str(png_file), "tiny-torch-xray", "lime",
+                            params={"num_samples": 100}, seed=seed)
+            (sess.dir / "figure.png").write_bytes(b"png")
+        used.append(sess)
+    with pytest.raises(ZeroDivisionError), sessions.open() as sess:  # a failed call too
+        service.analyse(sess, str(png_file), "tiny-torch-xray")
+        used.append(sess)
+        1 / 0
+    try:
+        # Nothing of a finished call stays in memory: an API call never asks again.
+        assert all(not s.analyses and not s.explanations and not s.scorecards for s in used)
+        # Its files stay until `keep` calls later (Gradio copies them out first).
+        assert [(s.dir / "figure.png").exists() for s in used[:5]] == [False] * 3 + [True] * 2
+    finally:
+        for s in used:
+            s.close()
+
+
 def test_a_running_explanation_can_be_cancelled(service, session, png_file):
     from xai_platform.errors import CancelledError
 

@@ -78,6 +78,12 @@ class Session:
             self._dir = Path(tempfile.mkdtemp(prefix="s-", dir=SESSION_ROOT))
         return self._dir
 
+    def release(self) -> None:
+        """Drop the cached analyses, explanations and scorecards (the folder stays)."""
+        self.explanations.clear()
+        self.analyses.clear()
+        self.scorecards.clear()
+
     def close(self) -> None:
         if self._dir is not None and self._own_dir:
             shutil.rmtree(self._dir, ignore_errors=True)

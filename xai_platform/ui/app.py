@@ -4,7 +4,10 @@ a Models page, and named API endpoints (/predict, /explain, /compare, /models)."
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
@@ -14,6 +17,7 @@ from gradio import FileData
 from ..config import AppSettings
 from ..errors import XAIError
 from ..explainers import get_method
+from ..memory import pin_mmap_threshold, release_free_memory
 from ..modalities import all_modalities, get_modality
 from ..models import ModelManager
 from ..service import SESSION_ROOT, Service, Session
@@ -151,16 +155,37 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
     return demo
 
 
-def register_api(service: Service) -> None:
-    """Named endpoints for gradio_client. Each call gets its own Session: nothing is shared
-    between API calls but the loaded models."""
-    recent: collections.deque[Session] = collections.deque(maxlen=64)
+class ApiSessions:
+    """The Sessions of API calls: one per call, nothing shared between calls but the models.
 
-    def fresh() -> Session:
-        if len(recent) == recent.maxlen:
-            recent[0].close()  # exports of old calls (already copied out by Gradio)
-        recent.append(Session())
-        return recent[-1]
+    When a call returns, its caches are dropped at once (an API call never asks again) and the
+    allocator's free memory goes back to the system; its folder, which holds the files the call
+    returns, is kept until ``keep`` calls later (Gradio has copied them out by then)."""
+
+    def __init__(self, keep: int = 64) -> None:
+        self.keep = keep
+        self._folders: collections.deque[Session] = collections.deque()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[Session]:
+        sess = Session()
+        try:
+            yield sess
+        finally:
+            sess.release()
+            with self._lock:
+                self._folders.append(sess)
+                old = self._folders.popleft() if len(self._folders) > self.keep else None
+            if old is not None:
+                old.close()
+            release_free_memory()
+
+
+def register_api(service: Service) -> None:
+    """Named endpoints for gradio_client. Each call gets its own Session (:class:`ApiSessions`):
+    nothing is shared between API calls but the loaded models."""
+    sessions = ApiSessions()
 
     def path_of(file: FileData | dict | str) -> str:
         if isinstance(file, str):
@@ -181,11 +206,12 @@ def register_api(service: Service) -> None:
     def predict(file: FileData, model: str) -> dict:
         """Predict one input (audio or image file) with one model: label, probabilities,
         verdict, notes and, for long audio, the per-window timeline."""
-        sess = fresh()
-        analysis = service.analyse(sess, path_of(file), model)
-        return {"model": model, "prediction": analysis.prediction.to_dict(),
-                "notes": list(analysis.notes),
-                "timeline": [{"start_s": s, "score": p} for s, p in service.timeline(analysis)]}
+        with sessions.open() as sess:
+            analysis = service.analyse(sess, path_of(file), model)
+            return {"model": model, "prediction": analysis.prediction.to_dict(),
+                    "notes": list(analysis.notes),
+                    "timeline": [{"start_s": s, "score": p}
+                                 for s, p in service.timeline(analysis)]}
 
     def explain(file: FileData, model: str, method: str, params: dict | None = None,
                 seed: int = 0, target: str | None = None,
@@ -193,25 +219,25 @@ def register_api(service: Service) -> None:
         """Explain one prediction with one method: the JSON record (prediction, method,
         parameters, seed, heatmap statistics, timings, weights hash, library versions), the
         figure (PNG) and the heatmap itself (.npy, float32)."""
-        sess = fresh()
-        expl = service.explain(sess, path_of(file), model, method, params=params, seed=seed,
-                               target=target, window=window)
-        png, _, heatmap = service.export(sess, expl)
-        return service.record(expl), FileData(path=str(png)), FileData(path=str(heatmap))
+        with sessions.open() as sess:
+            expl = service.explain(sess, path_of(file), model, method, params=params, seed=seed,
+                                   target=target, window=window)
+            png, _, heatmap = service.export(sess, expl)
+            return service.record(expl), FileData(path=str(png)), FileData(path=str(heatmap))
 
     def compare(file: FileData, model: str, methods: list[str] | None = None,
                 seed: int = 0) -> tuple[dict, list[FileData]]:
         """Several methods on the same input and model (default: all that apply), fastest
         first: one record and one figure per method."""
-        sess = fresh()
         chosen = methods or service.methods(model)[0]
         chosen = sorted(chosen, key=lambda m: (get_method(m).speed, m))
         records, figures = [], []
-        for method in chosen:
-            expl = service.explain(sess, path_of(file), model, method, seed=seed)
-            png, _, _ = service.export(sess, expl)
-            records.append(service.record(expl))
-            figures.append(FileData(path=str(png)))
+        with sessions.open() as sess:
+            for method in chosen:
+                expl = service.explain(sess, path_of(file), model, method, seed=seed)
+                png, _, _ = service.export(sess, expl)
+                records.append(service.record(expl))
+                figures.append(FileData(path=str(png)))
         return {"model": model, "results": records}, figures
 
     def models() -> dict:
@@ -230,6 +256,7 @@ def register_api(service: Service) -> None:
 
 def launch(demo: gr.Blocks, *, host: str, port: int, share: bool, auth: Any, concurrency: int,
            prevent_thread_lock: bool = False) -> gr.Blocks:
+    pin_mmap_threshold()  # memory freed by requests goes back to the system (xai_platform.memory)
     demo.queue(default_concurrency_limit=concurrency)
     SESSION_ROOT.mkdir(parents=True, exist_ok=True)
     demo.launch(server_name=host, server_port=port, share=share, auth=auth, show_error=False,
