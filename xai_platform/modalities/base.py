@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ConfigError, InputError
+from ..errors import InputError
 from ..params import Param
+from ..registry import Registry
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -237,40 +238,26 @@ class Modality(ABC):
         return x
 
 
-_MODALITIES: dict[str, Modality] = {}
+_MODALITIES: Registry[Modality] = Registry("modality", key="modality")
 
 
 def register_modality(cls: type[Modality]) -> type[Modality]:
     """Class decorator: register one instance of ``cls`` under ``cls.name``. A duplicate
     raises."""
-    if cls.name in _MODALITIES:
-        raise ValueError(f"modality '{cls.name}' is already registered")
-    _MODALITIES[cls.name] = cls()
+    _MODALITIES.register(cls.name, cls())
     return cls
 
 
-def unregister_modality(name: str) -> None:
-    """Remove a modality (tests that add a toy one clean up with this)."""
-    _MODALITIES.pop(name, None)
-
-
-def all_modalities() -> list[Modality]:
-    return list(_MODALITIES.values())
-
-
-def modality_names() -> tuple[str, ...]:
-    return tuple(_MODALITIES)
+unregister_modality = _MODALITIES.unregister
+all_modalities = _MODALITIES.all
+modality_names = _MODALITIES.names
 
 
 def get_modality(name: str, *, source: str | None = None) -> Modality:
     """The registered modality ``name``; an unknown one raises :class:`ConfigError`."""
-    try:
-        return _MODALITIES[name]
-    except KeyError:
-        raise ConfigError(f"'{name}' is not allowed.", source=source, key="modality",
-                          fix=f"use one of: {', '.join(_MODALITIES)}.") from None
+    return _MODALITIES.get(name, source=source)
 
 
 def modality_of(path: str | Path) -> Modality | None:
     """The modality whose extensions include ``path``'s suffix (the first registered)."""
-    return next((m for m in _MODALITIES.values() if m.accepts(path)), None)
+    return next((m for m in _MODALITIES.all() if m.accepts(path)), None)

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, ClassVar
 
-from ...errors import ConfigError
+from ...registry import Registry
 
 if TYPE_CHECKING:
     from ...config import ModelSpec
@@ -91,30 +91,20 @@ class ModelFormat(ABC):
         return []
 
 
-_FORMATS: dict[str, ModelFormat] = {}
+_FORMATS: Registry[ModelFormat] = Registry("model format", key="framework")
 
 
 def register_format(cls: type[ModelFormat]) -> type[ModelFormat]:
     """Class decorator: register one instance of ``cls`` under ``cls.name``. A duplicate
     raises."""
-    if cls.name in _FORMATS:
-        raise ValueError(f"model format '{cls.name}' is already registered")
-    _FORMATS[cls.name] = cls()
+    _FORMATS.register(cls.name, cls())
     return cls
 
 
-def unregister_format(name: str) -> None:
-    _FORMATS.pop(name, None)
-
-
-def all_formats() -> list[ModelFormat]:
-    return list(_FORMATS.values())
+unregister_format = _FORMATS.unregister
+all_formats = _FORMATS.all
 
 
 def get_format(name: str, *, source: str | None = None) -> ModelFormat:
     """The registered format ``name``; an unknown one raises :class:`ConfigError`."""
-    try:
-        return _FORMATS[name]
-    except KeyError:
-        raise ConfigError(f"'{name}' is not allowed.", source=source, key="framework",
-                          fix=f"use one of: {', '.join(_FORMATS)}.") from None
+    return _FORMATS.get(name, source=source)
