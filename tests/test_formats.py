@@ -1,0 +1,248 @@
+"""Bring your own model: ONNX, TorchScript and a PyTorch model from an installed package, each
+made by the test from a tiny torch network (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import chest_like, model_entry, needs_torch, write_config
+from xai_platform import explainers
+from xai_platform.errors import ConfigError, ModelUnavailableError
+
+HAS_ORT = importlib.util.find_spec("onnxruntime") is not None and \
+    importlib.util.find_spec("onnx") is not None
+HAS_O2T = importlib.util.find_spec("onnx2torch") is not None
+needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnxruntime / onnx are not installed")
+
+SIZE = 32
+IMAGE = {"size": SIZE, "channels": 3, "normalize": "imagenet"}
+CHEAP = {"lime": {"num_samples": 60, "n_segments": 8}, "shap": {"n_evaluations": 40,
+                                                                   "n_segments": 8},
+         "integrated_gradients": {"n_steps": 8}}
+
+
+def tiny_net():
+    """A small CNN for (N, 3, 32, 32) input: conv, ReLU, conv, ReLU, pool, linear (2 logits)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)).eval()
+
+
+def _entry(**overrides) -> dict:
+    return model_entry(**{"modality": "xray", "labels": ["normal", "lesion"], "output": "logits",
+                          "input": dict(IMAGE), "arch_args": {}, "target_layer": None,
+                          **overrides})
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """The tiny network as a state_dict, an ONNX export, a TorchScript (scripted and traced)."""
+    torch = pytest.importorskip("torch")
+    folder = tmp_path_factory.mktemp("byom")
+    net = tiny_net()
+    out = {"state_dict": folder / "tiny.pt"}
+    torch.save(net.state_dict(), out["state_dict"])
+    example = torch.zeros(1, 3, SIZE, SIZE)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out["script"] = folder / "tiny-script.pt"
+        torch.jit.save(torch.jit.script(net), out["script"])
+        out["trace"] = folder / "tiny-trace.pt"
+        torch.jit.save(torch.jit.trace(net, example), out["trace"])
+        if HAS_ORT:
+            out["onnx"] = folder / "tiny.onnx"
+            with torch.no_grad():
+                torch.onnx.export(net, (example,), str(out["onnx"]), input_names=["x"],
+                                  output_names=["logits"], dynamic_axes={"x": {0: "n"}},
+                                  dynamo=False)
+    return out
+
+
+def _manager(tmp_path: Path, entries: list[dict]):
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+
+    config = load_config([write_config(tmp_path / "byom.yaml", entries)], base=None)
+    return ModelManager(config, device="cpu", batch_size=16)
+
+
+def _reference(x: np.ndarray) -> np.ndarray:
+    """The torch network's softmax on the same planes, normalised by hand (ImageNet)."""
+    import torch
+
+    mean = np.array([0.485, 0.456, 0.406], np.float32)[None, :, None, None]
+    std = np.array([0.229, 0.224, 0.225], np.float32)[None, :, None, None]
+    net_in = (np.repeat(x[:, None], 3, axis=1) - mean) / std
+    with torch.no_grad():
+        return torch.softmax(tiny_net()(torch.from_numpy(net_in.astype(np.float32))), 1).numpy()
+
+
+def _planes(n: int = 3) -> np.ndarray:
+    return np.stack([chest_like(SIZE, seed=i) for i in range(n)])
+
+
+# --- ONNX ---------------------------------------------------------------------------------------
+
+@needs_torch
+@needs_ort
+def test_onnx_predicts_as_the_torch_model_and_explains_by_perturbation(files, tmp_path, png_file):
+    from xai_platform.service import Service, Session
+
+    manager = _manager(tmp_path, [_entry(id="tiny-onnx", framework="onnx", architecture="onnx",
+                                         weights=str(files["onnx"]))])
+    handle = manager.get("tiny-onnx")
+    x = _planes()
+    np.testing.assert_allclose(handle.predict(x), _reference(x), atol=1e-5)
+    service = Service(manager)
+    ok, why_not = service.methods("tiny-onnx")
+    assert set(ok) == {"lime", "shap"}
+    assert why_not["Grad-CAM"] == ("Grad-CAM needs gradients of an inner layer, which this "
+                                   "model's format (ONNX) does not give.")
+    assert "gradients with respect to its input" in why_not["Integrated Gradients"]
+    session = Session()
+    try:
+        for method in ("lime", "shap"):
+            expl = service.explain(session, png_file, "tiny-onnx", method,
+                                   params=CHEAP[method])
+            assert expl.heatmap.shape == (SIZE, SIZE) and np.isfinite(expl.heatmap).all()
+        card = service.score(session, expl, ("faithfulness", "stability"))
+        assert np.isfinite(card.values["insertion_auc"])
+    finally:
+        session.close()
+
+
+@needs_torch
+@needs_ort
+def test_onnx_entries_and_files_are_checked(files, tmp_path):
+    with pytest.raises(ConfigError, match=r"key 'target_layer'.*onnx2torch"):
+        _manager(tmp_path, [_entry(id="o", framework="onnx", architecture="onnx",
+                                   weights=str(files["onnx"]), target_layer="1")])
+    with pytest.raises(ConfigError, match=r"key 'architecture'.*use onnx"):
+        _manager(tmp_path, [_entry(id="o", framework="onnx", architecture="resnet",
+                                   weights=str(files["onnx"]))])
+    with pytest.raises(ConfigError, match=r"key 'weights'"):
+        _manager(tmp_path, [_entry(id="o", framework="onnx", architecture="onnx",
+                                   weights=str(files["state_dict"]))])
+    manager = _manager(tmp_path, [_entry(id="o", framework="onnx", architecture="onnx",
+                                         weights=str(files["onnx"]), input={**IMAGE, "size": 40})])
+    with pytest.raises(ModelUnavailableError, match=r"takes input \[.*3, 32, 32\].*declares"):
+        manager.get("o")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(ModelUnavailableError, match="not a valid ONNX model"):
+        _manager(tmp_path, [_entry(id="o", framework="onnx", architecture="onnx",
+                                   weights=str(bad))]).get("o")
+
+
+@needs_torch
+@needs_ort
+@pytest.mark.skipif(not HAS_O2T, reason="onnx2torch is not installed")
+def test_onnx_converted_to_torch_gives_every_method(files, tmp_path):
+    manager = _manager(tmp_path, [_entry(id="tiny-o2t", framework="onnx",
+                                         architecture="onnx2torch", weights=str(files["onnx"]))])
+    handle = manager.get("tiny-o2t")
+    x = _planes()
+    np.testing.assert_allclose(handle.predict(x), _reference(x), atol=1e-5)
+    conv = [name for name, kind in handle.layers() if kind == "Conv2d"][-1]
+    from dataclasses import replace
+
+    spec = replace(handle.spec, target_layer=conv)
+    assert explainers.compatible_methods(spec)  # every method applies
+    assert {m.id for m in explainers.compatible_methods(spec)} >= {"gradcam", "saliency"}
+    got = handle.layer_gradients(x[:1], np.array([1]), layer=conv)
+    assert got.activations.shape == (1, 8, SIZE, SIZE) and np.abs(got.gradients).sum() > 0
+
+
+# --- TorchScript ------------------------------------------------------------------------------
+
+@needs_torch
+@pytest.mark.parametrize("kind", ["script", "trace"])
+def test_torchscript_predicts_and_explains_without_hooks(files, tmp_path, kind, png_file):
+    from xai_platform.service import Service, Session
+
+    manager = _manager(tmp_path, [_entry(id="tiny-ts", framework="torchscript",
+                                         architecture="torchscript", weights=str(files[kind]))])
+    handle = manager.get("tiny-ts")
+    x = _planes()
+    np.testing.assert_allclose(handle.predict(x), _reference(x), atol=1e-5)
+    service = Service(manager)
+    ok, why_not = service.methods("tiny-ts")
+    assert set(ok) == {"lime", "shap", "saliency", "integrated_gradients"}
+    assert why_not["Grad-CAM"].startswith("Grad-CAM needs gradients of an inner layer")
+    assert [name for name, _ in handle.layers()][:2] == ["0", "1"]
+    session = Session()
+    try:
+        expl = service.explain(session, png_file, "tiny-ts", "saliency")
+        assert expl.heatmap.std() > 0
+        card = service.score(session, expl, ("randomization",))
+        assert np.isfinite(card.values["randomization_rho"])
+    finally:
+        session.close()
+    rand = handle.randomized(2, seed=0)
+    assert not np.allclose(rand.predict(x), handle.predict(x))
+    np.testing.assert_allclose(handle.predict(x), _reference(x), atol=1e-5)  # original intact
+
+
+@needs_torch
+def test_torchscript_refuses_a_state_dict_and_a_target_layer(files, tmp_path):
+    with pytest.raises(ConfigError, match=r"key 'target_layer'.*no forward hooks"):
+        _manager(tmp_path, [_entry(id="t", framework="torchscript", architecture="torchscript",
+                                   weights=str(files["script"]), target_layer="2")])
+    manager = _manager(tmp_path, [_entry(id="t", framework="torchscript",
+                                         architecture="torchscript",
+                                         weights=str(files["state_dict"]))])
+    with pytest.raises(ModelUnavailableError, match="not a TorchScript archive"):
+        manager.get("t")
+
+
+# --- a PyTorch model from an installed package --------------------------------------------------
+
+@needs_torch
+def test_package_callable_architecture_builds_with_arch_args(tmp_path):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=2).eval()
+    weights = tmp_path / "resnet18.pt"
+    torch.save(net.state_dict(), weights)
+    entry = _entry(id="pkg-resnet", architecture="torchvision.models:resnet18",
+                   arch_args={"num_classes": 2}, weights=str(weights), target_layer="layer4",
+                   input={"size": 64, "channels": 3, "normalize": "imagenet"})
+    manager = _manager(tmp_path, [entry])
+    manager.verify()  # layer4 is a conv map, found on the meta device
+    handle = manager.get("pkg-resnet")
+    x = np.stack([chest_like(64, seed=i) for i in range(2)])
+    ok = {m.id for m in explainers.compatible_methods(handle.spec)}
+    assert {"gradcam", "gradcampp", "saliency", "integrated_gradients", "lime", "shap"} <= ok
+    for method in ("gradcam", "integrated_gradients"):
+        result = explainers.run(method, handle, x[0], target=1, params=CHEAP.get(method))
+        assert result.attribution.heatmap.shape == (64, 64)
+    with torch.no_grad():
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        want = torch.softmax(net((torch.from_numpy(x)[:, None].expand(-1, 3, -1, -1) - mean)
+                                 / std), 1).numpy()
+    np.testing.assert_allclose(handle.predict(x), want, atol=1e-5)
+
+
+@needs_torch
+def test_package_callable_is_checked_without_importing_and_fails_clearly(tmp_path):
+    with pytest.raises(ConfigError, match=r"key 'architecture'.*package.module:callable"):
+        _manager(tmp_path, [_entry(id="p", architecture="torchvision.models:resnet18()")])
+    manager = _manager(tmp_path, [_entry(id="p", architecture="no_such_pkg.models:net")])
+    with pytest.raises(ModelUnavailableError, match="'no_such_pkg.models' cannot be imported"):
+        manager.get("p")
+    manager = _manager(tmp_path, [_entry(id="q", architecture="torchvision.models:resnet18",
+                                         arch_args={"no_such_arg": 1})])
+    with pytest.raises(ConfigError, match=r"key 'arch_args'"):
+        manager.get("q")
