@@ -165,6 +165,14 @@ def call_capturing(model: Any, x: tf.Tensor, chain: list[Any], store: dict[str, 
     return _graph(model)._run_through_graph(x, operation_fn=operation_fn)
 
 
+def _pick(scores: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
+    """Row i's score of class t[i]: (N, K), (N,) -> (N,). A one-hot product rather than a
+    batched ``tf.gather``, whose gradient is an UnsortedSegmentSum over N * K segments sized from
+    runtime shapes; the product's gradient is the one-hot mask itself."""
+    _, tf = _frameworks()
+    return tf.reduce_sum(scores * tf.one_hot(t, tf.shape(scores)[1], dtype=scores.dtype), axis=1)
+
+
 class KerasHandle(ModelHandle):
     framework = "keras"
 
@@ -196,7 +204,7 @@ class KerasHandle(ModelHandle):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x)
             scores = self._scores(self.model(self._adapt(x), training=False))
-            picked = tf.gather(scores, t, axis=1, batch_dims=1)
+            picked = _pick(scores, t)
         return tape.gradient(picked, x), picked
 
     def _layer_fn(self, path: str) -> Any:
@@ -208,7 +216,7 @@ class KerasHandle(ModelHandle):
                 store: dict[str, tf.Tensor] = {}
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
                     raw = call_capturing(self.model, self._adapt(x), chain, store, tape)
-                    picked = tf.gather(self._scores(raw), t, axis=1, batch_dims=1)
+                    picked = _pick(self._scores(raw), t)
                 act = store["activation"]
                 return act, tape.gradient(picked, act), picked
 

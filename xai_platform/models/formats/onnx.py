@@ -59,6 +59,11 @@ def numpy_outputs(kind: str, raw: np.ndarray, *, temperature: float = 1.0
     if kind == "sigmoid":
         p = _sigmoid(raw[:, :1] / temperature)
         return np.concatenate([1.0 - p, p], axis=1), np.concatenate([-raw[:, :1], raw[:, :1]], 1)
+    if kind == "sigmoid_probability":
+        p = np.clip(raw[:, :1], eps, 1.0 - eps)
+        z = np.log(p) - np.log(1.0 - p)
+        p = _sigmoid(z / temperature) if temperature != 1.0 else raw[:, :1]
+        return np.concatenate([1.0 - p, p], axis=1), np.concatenate([-z, z], axis=1)
     if kind == "multilabel":
         p = np.clip(raw, eps, 1.0 - eps)
         return raw, np.log(p) - np.log(1.0 - p)
