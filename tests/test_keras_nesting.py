@@ -206,3 +206,17 @@ def test_declared_image_preprocessing(tmp_path):
                                   cv2.resize(image, (32, 32), interpolation=cv2.INTER_NEAREST))
     assert not np.allclose(to_model_plane(image, (32, 32), interpolation="bilinear"),
                            to_model_plane(image, (32, 32)))
+
+
+def test_a_head_narrower_than_the_labels_is_refused_with_the_fix(tmp_path):
+    """A Dense(1, sigmoid) head configured as two softmax classes: refused at load, naming the
+    output kinds that fit (explaining class 1 used to fail inside the gradient)."""
+    keras, _ = _keras()
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(x))
+    from xai_platform.errors import ModelUnavailableError
+
+    with pytest.raises(ModelUnavailableError, match=r"1 unit\(s\).*sigmoid_probability"):
+        _plugged(tmp_path, keras.Model(inputs, x), "narrow", "conv", "probabilities", 32,
+                 {"normalize": "unit"})

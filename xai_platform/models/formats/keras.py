@@ -368,6 +368,26 @@ def load_model_file(path: Path) -> Any:
         raise ModelUnavailableError(f"{path} cannot be loaded in Keras safe mode: {first[:240]}") from None
 
 
+def check_outputs(model: Any, spec: ModelSpec) -> None:
+    """The network's last layer must have as many units as the config's ``output`` and
+    ``labels`` imply: a one-unit head read as two classes would explain a class it never scores
+    (and, before, failed inside the gradient with an UnsortedSegmentSum error)."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs:
+        return
+    width = outputs[0].shape[-1]
+    if width is None or width == spec.num_outputs:
+        return
+    if width == 1:
+        fix = ("a one-unit head is output: sigmoid (a logit) or output: sigmoid_probability "
+               "(Dense(1, activation='sigmoid')), with two labels [negative, positive]")
+    else:
+        fix = f"declare {width} labels, or the output kind that matches the last layer"
+    raise ModelUnavailableError(
+        f"the model's last layer has {width} unit(s), but the config declares output: "
+        f"{spec.output} with labels {list(spec.labels)} ({spec.num_outputs} unit(s)); {fix}.")
+
+
 def load(spec: ModelSpec, *, device: str, default_batch_size: int = 32,
          calibration: Calibration | None = None) -> KerasHandle:
     if spec.architecture == KERAS_FILE:
@@ -392,6 +412,7 @@ def load(spec: ModelSpec, *, device: str, default_batch_size: int = 32,
     if got is not None and tuple(got) != expected:
         raise ModelUnavailableError(f"model takes input {got}, but the config declares "
                                     f"{expected}; fix `input` in the config entry.")
+    check_outputs(model, spec)
     return KerasHandle(spec, model, device=resolve_device(device),
                        untrained=spec.weights is None, default_batch_size=default_batch_size,
                        calibration=calibration)
