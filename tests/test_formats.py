@@ -246,3 +246,84 @@ def test_package_callable_is_checked_without_importing_and_fails_clearly(tmp_pat
                                          arch_args={"no_such_arg": 1})])
     with pytest.raises(ConfigError, match=r"key 'arch_args'"):
         manager.get("q")
+
+
+# --- check-model and the "plug in a model" panel ------------------------------------------------
+
+@needs_torch
+@needs_ort
+def test_check_model_cli_reports_shape_labels_methods_and_layers(files, tmp_path, png_file,
+                                                                  capsys):
+    import json
+
+    from xai_platform.cli import main
+
+    config = write_config(tmp_path / "mine.yaml", [
+        _entry(id="mine-onnx", framework="onnx", architecture="onnx", weights=str(files["onnx"])),
+        _entry(id="mine-torch", architecture="custom_cnn", arch_args={"width": 4, "depth": 2},
+               target_layer="features.1", input={"size": SIZE, "channels": 1}),
+    ])
+    assert main(["check-model", str(config), "--model", "mine-onnx", "--input",
+                 str(png_file)]) == 0
+    text = capsys.readouterr().out
+    assert "model 'mine-onnx' (onnx, xray): OK" in text
+    assert "output: probabilities of shape (1, 2) over labels normal, lesion" in text
+    assert "methods that apply: shap, lime" in text
+    assert "not gradcam: Grad-CAM needs gradients of an inner layer" in text
+    assert "chest.png" in text
+    assert main(["check-model", str(config), "--model", "mine-torch", "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)["models"]
+    assert report["ok"] and report["output_shape"] == [1, 2]
+    assert "gradcam" in report["methods"] and report["target_layer_error"] is None
+    assert report["candidate_layers"] and all(len(c["shape"]) == 3
+                                              for c in report["candidate_layers"])
+    missing = write_config(tmp_path / "missing.yaml", [
+        _entry(id="gone", framework="onnx", architecture="onnx",
+               weights=str(tmp_path / "gone.onnx"))])
+    assert main(["check-model", str(missing)]) == 1
+    failed = capsys.readouterr().out
+    assert "model 'gone' (onnx, xray): FAILED" in failed and "gone.onnx not found" in failed
+
+
+@needs_torch
+@needs_ort
+def test_plugin_panel_checks_an_upload_privately_and_refuses_code(files, manager, tmp_path):
+    import yaml
+
+    from xai_platform.service import Service
+    from xai_platform.ui.plugin_panel import check_plugin
+
+    service = Service(manager)
+    before = [row.id for row in service.models()]
+    upload = tmp_path / "upload" / "my model.onnx"
+    upload.parent.mkdir()
+    upload.write_bytes(files["onnx"].read_bytes())
+    text = yaml.safe_dump(_entry(id="panel-onnx", framework="onnx", architecture="onnx",
+                                 weights="model.onnx"))
+    out = check_plugin(text, str(upload), None, service=service)
+    assert out.startswith("**Plugs in.**") and "methods that apply: shap, lime" in out
+    assert [row.id for row in service.models()] == before  # nobody else sees it
+    assert upload.exists()  # the upload itself is untouched; the private copy is gone
+    with pytest.raises(ConfigError, match="names a file on the server"):
+        check_plugin(text, None, None, service=service)
+    script = tmp_path / "upload" / "net.pt"
+    script.write_bytes(files["script"].read_bytes())
+    with pytest.raises(ConfigError, match="TorchScript code"):
+        check_plugin(yaml.safe_dump(_entry(id="p", framework="torchscript",
+                                           architecture="torchscript", weights="x.pt")),
+                     str(script), None, service=service)
+    with pytest.raises(ConfigError, match="only a trusted config file"):
+        check_plugin(yaml.safe_dump({"models": [_entry(id="p", architecture="os:system",
+                                                       arch_args={"command": "true"})]}),
+                     str(files["state_dict"]), None, service=service)
+    with pytest.raises(ConfigError, match="one entry at a time"):
+        check_plugin(yaml.safe_dump({"models": [_entry(id="a"), _entry(id="b")]}), None, None,
+                     service=service)
+
+
+def test_the_models_tab_holds_the_plugin_panel(manager):
+    from xai_platform.ui.app import build_app
+
+    demo = build_app(manager)
+    labels = {getattr(block, "label", None) for block in demo.blocks.values()}
+    assert {"Plug in a model (check an entry and its weights)", "Config entry (YAML)"} <= labels

@@ -438,6 +438,14 @@ class TorchFormat(ModelFormat):
         else:
             check_architecture(spec, self.name)
 
+    def check_untrusted(self, spec: ModelSpec) -> None:
+        if ":" in spec.architecture:
+            raise ConfigError(f"'{spec.architecture}' would import and call code named by the "
+                              "entry, which only a trusted config file may do.",
+                              source=f"{spec.source} (model '{spec.id}')", key="architecture",
+                              fix="use a registered architecture here, or check the entry with "
+                                  "`python -m xai_platform check-model CONFIG.yaml`.")
+
     def load(self, spec: ModelSpec, *, device: str, default_batch_size: int = 32,
              calibration: Calibration | None = None) -> TorchHandle:
         return load(spec, device=device, default_batch_size=default_batch_size,

@@ -121,6 +121,13 @@ class TorchScriptFormat(ModelFormat):
                               fix="remove target_layer, or export a state_dict and use "
                                   "framework: torch for Grad-CAM.")
 
+    def check_untrusted(self, spec: ModelSpec) -> None:
+        raise ConfigError("a TorchScript file is a program (TorchScript code), not plain "
+                          "weights, so an uploaded one is not run.",
+                          source=f"{spec.source} (model '{spec.id}')", key="framework",
+                          fix="upload a state_dict (framework: torch) or an ONNX export, or "
+                              "check the file with `python -m xai_platform check-model`.")
+
     def load(self, spec: ModelSpec, *, device: str, default_batch_size: int = 32,
              calibration: Calibration | None = None) -> TorchScriptHandle:
         net = load_script(spec.weights)
