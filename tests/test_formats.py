@@ -327,3 +327,71 @@ def test_the_models_tab_holds_the_plugin_panel(manager):
     demo = build_app(manager)
     labels = {getattr(block, "label", None) for block in demo.blocks.values()}
     assert {"Plug in a model (check an entry and its weights)", "Config entry (YAML)"} <= labels
+
+
+# --- the contract on every format made here ------------------------------------------------------
+
+BYOM_KINDS = ["onnx", "onnx2torch", "torchscript", "package", "keras-nested"]
+METHOD_IDS = [m.id for m in explainers.all_methods()]
+
+
+@pytest.fixture(scope="module")
+def byom_manager(files, tmp_path_factory):
+    """One manager holding a model of every new format (and a nested Keras model)."""
+    import torch
+    import torchvision
+
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+
+    folder = tmp_path_factory.mktemp("contract")
+    torch.manual_seed(0)
+    resnet = folder / "resnet18.pt"
+    torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), resnet)
+    entries = [_entry(id="torchscript", framework="torchscript", architecture="torchscript",
+                      weights=str(files["script"])),
+               _entry(id="package", architecture="torchvision.models:resnet18",
+                      arch_args={"num_classes": 2}, weights=str(resnet), target_layer="layer4",
+                      input={"size": 64, "channels": 3, "normalize": "imagenet"})]
+    if HAS_ORT:
+        entries.append(_entry(id="onnx", framework="onnx", architecture="onnx",
+                              weights=str(files["onnx"])))
+        if HAS_O2T:
+            entries.append(_entry(id="onnx2torch", framework="onnx", architecture="onnx2torch",
+                                  weights=str(files["onnx"]), target_layer="3/Relu"))
+    if importlib.util.find_spec("tensorflow") is not None:
+        from test_keras_nesting import deep_model
+
+        model, path = deep_model()
+        model.save(folder / "deep.keras")
+        entries.append(_entry(id="keras-nested", framework="keras", architecture="keras_file",
+                              weights=str(folder / "deep.keras"), target_layer=path,
+                              output="sigmoid", input={"size": 32, "channels": 3}))
+    config = load_config([write_config(folder / "contract.yaml", entries)], base=None)
+    return ModelManager(config, device="cpu", cache_size=len(entries))
+
+
+@needs_torch
+@pytest.mark.parametrize("method", METHOD_IDS)
+@pytest.mark.parametrize("kind", BYOM_KINDS)
+def test_every_new_format_and_compatible_method(byom_manager, kind, method):
+    """Finite, non-constant heatmap of the input's shape for every compatible pair; an
+    incompatible pair names the capability the format lacks."""
+    if kind not in {s.id for s in byom_manager.specs}:
+        pytest.skip(f"{kind}: its framework is not installed")
+    spec = byom_manager.spec(kind)
+    reason = explainers.get_method(method).reason_incompatible(spec)
+    if reason is not None:
+        assert "which this model's format" in reason or "target layer" in reason
+        return
+    handle = byom_manager.get(kind)
+    h, w = spec.input_shape
+    x = chest_like(max(h, w), seed=5)[:h, :w]
+    target = int(np.argmax(handle.predict(x[None])[0]))
+    result = explainers.run(method, handle, x, target=target, params=CHEAP.get(method), seed=0)
+    heatmap = result.attribution.heatmap
+    assert heatmap.shape == (h, w) and np.isfinite(heatmap).all()
+    if result.attribution.extras.get("no_positive_evidence"):
+        assert not heatmap.any()
+        return
+    assert heatmap.std() > 0
