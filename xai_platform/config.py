@@ -5,7 +5,7 @@ A model is a config entry (``config/*.yaml``, plus any ``--config PATH`` a user 
     models:
       - id: audio-cnn
         name: Custom CNN (log-mel)
-        framework: torch            # a registered model format: torch | keras
+        framework: torch            # a registered model format: torch | keras | onnx | torchscript
         modality: audio             # a registered modality: audio | xray
         architecture: custom_cnn    # a registered builder, or keras_file for a whole .keras model
         weights: audio/audio-cnn.pt # relative to weights/, or absolute; null = no trained weights
