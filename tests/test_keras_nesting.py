@@ -220,3 +220,31 @@ def test_a_head_narrower_than_the_labels_is_refused_with_the_fix(tmp_path):
     with pytest.raises(ModelUnavailableError, match=r"1 unit\(s\).*sigmoid_probability"):
         _plugged(tmp_path, keras.Model(inputs, x), "narrow", "conv", "probabilities", 32,
                  {"normalize": "unit"})
+
+
+def test_issue_17_xception_declared_with_a_list_of_outputs(tmp_path):
+    """The reported model: an Xception base nested as one layer, pooling, Dense(128), Dropout,
+    Dense(2) logits, declared as ``keras.Model(inputs, [logits])`` (a one-element list, kept by
+    the .keras file). ``model(x)`` unpacks it; replaying the graph did not, so the scores were a
+    (1, N, 2) stack and Grad-CAM of class 1 failed with ``segment_ids[0] = 1 is out of range
+    [0, 1)`` in the gradient of the target gather."""
+    from xai_platform import explainers
+    from xai_platform.explainers.cam import cam_from_weights
+
+    keras, _ = _keras()
+    keras.utils.set_random_seed(0)
+    base = keras.applications.Xception(weights=None, include_top=False, input_shape=(71, 71, 3))
+    inputs = keras.Input((71, 71, 3))
+    x = keras.layers.GlobalAveragePooling2D()(base(inputs))
+    x = keras.layers.Dropout(0.2)(keras.layers.Dense(128, activation="relu")(x))
+    model = keras.Model(inputs, [keras.layers.Dense(2)(x)])
+    path = "xception/block14_sepconv2_act"
+    handle = _plugged(tmp_path, model, "issue-17", path, "logits", 71, {"normalize": "minus1_1"})
+    x = chest_like(71, seed=4)
+    assert handle.predict(x[None]).shape == (1, 2)
+    net_in = (np.repeat(x[None, :, :, None], 3, axis=-1) * 2.0 - 1.0).astype(np.float32)
+    act, grads = reference(model, path, net_in, 1, "logits")
+    heatmap = explainers.run("gradcam", handle, x, target=1).attribution.heatmap
+    ref = cam_from_weights(act.transpose(0, 3, 1, 2),
+                           grads.transpose(0, 3, 1, 2).mean(axis=(2, 3)), x.shape)[0]
+    np.testing.assert_allclose(heatmap, ref, atol=1e-3)

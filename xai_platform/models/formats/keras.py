@@ -162,13 +162,16 @@ def call_capturing(model: Any, x: tf.Tensor, chain: list[Any], store: dict[str, 
             return record
         return lambda inputs, *args, **kwargs: call_capturing(op, inputs, chain[1:], store, tape)
 
-    return _graph(model)._run_through_graph(x, operation_fn=operation_fn)
+    out = _graph(model)._run_through_graph(x, operation_fn=operation_fn)
+    # Functional.call unpacks a one-element output list (``keras.Model(inputs, [outputs])``,
+    # kept by the .keras file); the replay does not. A list here once became a (1, N, K) stack
+    # whose target gather failed in its gradient ("segment_ids[0] = 1 is out of range [0, 1)").
+    return out[0] if isinstance(out, (list, tuple)) and len(out) == 1 else out
 
 
 def _pick(scores: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
-    """Row i's score of class t[i]: (N, K), (N,) -> (N,). A one-hot product rather than a
-    batched ``tf.gather``, whose gradient is an UnsortedSegmentSum over N * K segments sized from
-    runtime shapes; the product's gradient is the one-hot mask itself."""
+    """Row i's score of class t[i]: (N, K), (N,) -> (N,), as a one-hot product (its gradient is
+    the mask itself, where a batched ``tf.gather``'s is an UnsortedSegmentSum)."""
     _, tf = _frameworks()
     return tf.reduce_sum(scores * tf.one_hot(t, tf.shape(scores)[1], dtype=scores.dtype), axis=1)
 
@@ -371,10 +374,13 @@ def load_model_file(path: Path) -> Any:
 def check_outputs(model: Any, spec: ModelSpec) -> None:
     """The network's last layer must have as many units as the config's ``output`` and
     ``labels`` imply: a one-unit head read as two classes would explain a class it never scores
-    (and, before, failed inside the gradient with an UnsortedSegmentSum error)."""
+    (and failed inside the gradient of the target gather)."""
     outputs = getattr(model, "outputs", None)
     if not outputs:
         return
+    if len(outputs) > 1:
+        raise ModelUnavailableError(f"the model has {len(outputs)} outputs; the platform explains "
+                                    "one: save a model whose only output is the class head.")
     width = outputs[0].shape[-1]
     if width is None or width == spec.num_outputs:
         return
