@@ -250,13 +250,16 @@ def test_every_registered_definition_is_reachable_through_its_package():
         for text in _sources(folder).values():
             for cls in re.findall(r"@register_(?:modality|format)\nclass \w+\(\w+\):\n(?:\s+\"\"\"[^\"]*\"\"\"\n\n)?\s+name = \"([\w-]+)\"", text):
                 assert cls in registered
-    assert {"audio", "xray"} <= names["modalities"] and {"torch", "keras"} <= names["models/formats"]
+    assert {"audio", "xray"} <= names["modalities"]
+    assert {"torch", "keras", "onnx", "torchscript"} <= names["models/formats"]
 
 
 @pytest.mark.parametrize("module", [
     "xai_platform.explainers.registry", "xai_platform.explainers.cam",
     "xai_platform.explainers.perturbation", "xai_platform.models.architectures.torch_nets",
     "xai_platform.models.formats.torch", "xai_platform.models.formats.keras",
+    "xai_platform.models.formats.onnx", "xai_platform.models.formats.torchscript",
+    "xai_platform.model_check",
     "xai_platform.models.manager", "xai_platform.modalities.audio", "xai_platform.config",
     "xai_platform.service", "xai_platform.evaluation.report", "xai_platform.cli"])
 def test_any_module_imports_first_without_a_circle(module):

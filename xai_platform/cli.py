@@ -3,6 +3,7 @@
     python -m xai_platform models [--json]
     python -m xai_platform methods [--json]
     python -m xai_platform layers --model ID
+    python -m xai_platform check-model CONFIG.yaml [--input FILE] [--model ID] [--json]
     python -m xai_platform explain INPUT... --model ID [--method ID ...] [--out DIR]
                                    [--seed N] [--param NAME=VALUE ...] [--target LABEL]
                                    [--window N] [--json]
@@ -129,6 +130,29 @@ def cmd_layers(args: argparse.Namespace, config: PlatformConfig) -> int:
     return 0
 
 
+def cmd_check_model(args: argparse.Namespace, config: PlatformConfig) -> int:
+    """Load each model of one config file, run one input, list what applies (exit 1 if any
+    model fails)."""
+    from .model_check import check_model
+
+    own = load_config([args.file], base=None)
+    specs = [own.model(args.model)] if args.model else list(own.models)
+    if not specs:
+        raise XAIError(f"{args.file} declares no models.")
+    if args.input and not Path(args.input).is_file():
+        raise XAIError(f"{args.input}: file not found. Check the path.")
+    # The checked file's own app settings (its defaults where it declares none): the
+    # settings the model would run with.
+    reports = [check_model(spec, settings=own.app, input_path=args.input,
+                           device=args.device or own.app.device, debug=args.debug)
+               for spec in specs]
+    if args.json:
+        print(json.dumps({"models": [r.to_dict() for r in reports]}, indent=2))
+    else:
+        print("\n\n".join(r.to_text() for r in reports))
+    return 0 if all(r.ok for r in reports) else 1
+
+
 def _safe_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem)[:80] or "input"
 
@@ -243,6 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("layers", parents=[common], help="list a model's layers (for target_layer)")
     p.add_argument("--model", required=True)
     p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("check-model", parents=[common],
+                       help="check a model entry: it loads, predicts, and which methods apply")
+    p.add_argument("file", metavar="CONFIG.yaml", help="a config file with the model entry")
+    p.add_argument("--input", default=None, metavar="FILE",
+                   help="an input to run (default: the modality's sample plane)")
+    p.add_argument("--model", default=None, help="check only this model id of the file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check_model)
 
     p = sub.add_parser("explain", parents=[common], help="predict and explain inputs")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio or image files")

@@ -5,12 +5,12 @@ A model is a config entry (``config/*.yaml``, plus any ``--config PATH`` a user 
     models:
       - id: audio-cnn
         name: Custom CNN (log-mel)
-        framework: torch            # a registered model format: torch | keras
+        framework: torch            # a registered model format: torch | keras | onnx | torchscript
         modality: audio             # a registered modality: audio | xray
         architecture: custom_cnn    # a registered builder, or keras_file for a whole .keras model
         weights: audio/audio-cnn.pt # relative to weights/, or absolute; null = no trained weights
         labels: [real, fake]
-        output: sigmoid             # probabilities | logits | sigmoid | multilabel
+        output: sigmoid             # probabilities | logits | sigmoid | sigmoid_probability | multilabel
         target_layer: features.3    # dotted module name / Keras layer name / outer/inner
         input: {sample_rate: 16000, duration: 2.0, n_mels: 64, ...}
 
@@ -42,9 +42,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_DIR = ROOT / "config"
 DEFAULT_WEIGHTS_DIR = ROOT / "weights"
 
-OutputKind = Literal["probabilities", "logits", "sigmoid", "multilabel"]
+OutputKind = Literal["probabilities", "logits", "sigmoid", "sigmoid_probability", "multilabel"]
 
-OUTPUT_KINDS = ("probabilities", "logits", "sigmoid", "multilabel")
+OUTPUT_KINDS = ("probabilities", "logits", "sigmoid", "sigmoid_probability", "multilabel")
+#: one network output for two labels: a logit, or the probability of the positive label
+SINGLE_OUTPUT = ("sigmoid", "sigmoid_probability")
 _ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
@@ -72,7 +74,7 @@ class ModelSpec:
     @property
     def num_outputs(self) -> int:
         """Width of the network's last layer (one logit for ``sigmoid``)."""
-        return 1 if self.output == "sigmoid" else len(self.labels)
+        return 1 if self.output in SINGLE_OUTPUT else len(self.labels)
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -165,7 +167,7 @@ def parse_model(entry: Any, *, source: str, weights_dir: Path = DEFAULT_WEIGHTS_
                           fix="write e.g. [real, fake].")
     if len(set(labels)) != len(labels):
         raise ConfigError("has duplicates.", source=where, key="labels", fix="name each class once.")
-    if v["output"] == "sigmoid" and len(labels) != 2:
+    if v["output"] in SINGLE_OUTPUT and len(labels) != 2:
         raise ConfigError("a single sigmoid output needs exactly two labels [negative, positive].",
                           source=where, key="labels", fix="write e.g. [real, fake].")
     if v["output"] in ("probabilities", "logits") and len(labels) < 2:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 NORMALIZATIONS = ("imagenet", "xrv", "unit", "minus1_1", "centered")
+INTERPOLATIONS = ("auto", "area", "nearest", "bilinear")
+CHANNEL_ORDERS = ("rgb", "bgr")
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,22 @@ class ImageInput:
     """Input of an image (X-ray) model: a (size, size) grayscale plane in [0, 1].
 
     ``channels`` is what the network's first layer takes; the grayscale plane is repeated to
-    fill them, and ``normalize`` maps [0, 1] to the range the network was trained on.
+    fill them, and ``normalize`` maps [0, 1] to the range the network was trained on. A model
+    trained with other preprocessing declares it instead of ``normalize``: ``range`` [lo, hi]
+    (the plane's [0, 1] scaled to it, e.g. [0, 255]), then per-channel ``mean`` and ``std``
+    (network input = (value - mean) / std), listed in RGB order; ``channel_order: bgr`` for a
+    network that takes BGR (the lists are reversed). ``interpolation`` resizes the image to
+    ``size`` (``auto``: area when shrinking, bilinear when enlarging).
     """
 
     size: tuple[int, int] = (224, 224)
     channels: int = 1
     normalize: str = "unit"
+    range: tuple[float, float] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channel_order: str = "rgb"
+    interpolation: str = "auto"
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -44,7 +56,18 @@ class ImageInput:
         return self.size
 
 
-_TYPES: dict[str, Any] = {"size": (int, list), "channels": int, "normalize": str}
+_TYPES: dict[str, Any] = {"size": (int, list), "channels": int, "normalize": str,
+                          "range": list, "mean": list, "std": list, "channel_order": str,
+                          "interpolation": str}
+
+
+def _numbers(values: list, *, source: str, key: str, lengths: tuple[int, ...]) -> tuple[float, ...]:
+    if len(values) not in lengths or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        want = " or ".join(str(n) for n in sorted(set(lengths)))
+        raise ConfigError(f"expected a list of {want} numbers, got {values!r}.", source=source,
+                          key=key, fix="write e.g. [0.485, 0.456, 0.406] (one per channel).")
+    return tuple(float(v) for v in values)
 
 
 def parse_image_input(raw: Mapping[str, Any], *, source: str,
@@ -60,11 +83,31 @@ def parse_image_input(raw: Mapping[str, Any], *, source: str,
     for s in size:
         check_positive(s, source=source, key="input.size", minimum=8, strict=False)
     values["size"] = tuple(size)
-    spec = ImageInput(**values)
-    if spec.channels not in (1, 3):
+    channels = values.get("channels", 1)
+    if channels not in (1, 3):
         raise ConfigError("channels must be 1 or 3.", source=source, key="input.channels",
                           fix="use 1 (grayscale stem) or 3 (the plane is repeated).")
+    for key in ("mean", "std"):
+        if key in values:
+            values[key] = _numbers(values[key], source=source, key=f"input.{key}",
+                                   lengths=(1, channels))
+    if "std" in values and min(values["std"]) <= 0:
+        raise ConfigError(f"must be positive, got {list(values['std'])}.", source=source,
+                          key="input.std", fix="write the training data's standard deviations.")
+    if "range" in values:
+        values["range"] = _numbers(values["range"], source=source, key="input.range", lengths=(2,))
+        if values["range"][0] >= values["range"][1]:
+            raise ConfigError(f"[lo, hi] needs lo < hi, got {list(values['range'])}.",
+                              source=source, key="input.range", fix="write e.g. [0, 255].")
+    spec = ImageInput(**values)
     check_choice(spec.normalize, normalizations, source=source, key="input.normalize")
+    check_choice(spec.channel_order, CHANNEL_ORDERS, source=source, key="input.channel_order")
+    check_choice(spec.interpolation, INTERPOLATIONS, source=source, key="input.interpolation")
+    explicit = [k for k in ("range", "mean", "std") if k in values]
+    if explicit and spec.normalize != "unit":
+        raise ConfigError(f"declares both normalize: {spec.normalize} and {explicit[0]}.",
+                          source=source, key="input.normalize",
+                          fix="declare either a normalize preset or range / mean / std.")
     return spec
 
 
@@ -97,7 +140,8 @@ class XRay(Modality):
             if found.lungs is not None:  # the lung fields on the model's plane
                 data["lungs"] = image.to_model_plane(found.lungs.astype(np.float32),
                                                      spec.input.size) > 0.5
-        plane = image.to_model_plane(loaded.pixels, spec.input.size)
+        plane = image.to_model_plane(loaded.pixels, spec.input.size,
+                                     interpolation=spec.input.interpolation)
         return PreparedInput(name, self.name, plane[None].astype(np.float32), notes=tuple(notes),
                              data=data)
 

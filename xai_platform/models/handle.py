@@ -15,8 +15,12 @@ Explainers also get what they need from it: activations and gradients of a layer
 logits          softmax(z)                     z_k (the logit)
 probabilities   p (the model's softmax)        log p_k
 sigmoid         [1 - s(z), s(z)]               -z for class 0, +z for class 1
+sigmoid_prob.   [1 - p, p] (the model's s(z))  -logit(p) for class 0, +logit(p) for class 1
 multilabel      p (per-label, independent)     logit(p_k)
 ==============  =============================  ===============================================
+
+(``sigmoid_prob.`` is ``sigmoid_probability``: one output unit with its sigmoid inside the model,
+as Keras' ``Dense(1, activation="sigmoid")``.)
 
 so that explaining the negative class of a sigmoid model attributes the negated logit.
 """
@@ -79,6 +83,16 @@ def output_transforms(kind: str, ops: SimpleNamespace, *, temperature: float = 1
             return ops.concat([1.0 - p, p])
 
         return probabilities, (lambda raw: ops.concat([-raw[:, :1], raw[:, :1]]))
+    if kind == "sigmoid_probability":
+        def logit(raw):
+            p = ops.clip(raw[:, :1], _EPS, 1.0 - _EPS)
+            return ops.log(p) - ops.log(1.0 - p)
+
+        def probabilities(raw):
+            p = ops.sigmoid(logit(raw) * inv_t) if temperature != 1.0 else raw[:, :1]
+            return ops.concat([1.0 - p, p])
+
+        return probabilities, (lambda raw: ops.concat([-logit(raw), logit(raw)]))
     if kind == "multilabel":
         def scores(raw):
             p = ops.clip(raw, _EPS, 1.0 - _EPS)
@@ -92,16 +106,36 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _declared_normalization(spec_input: Any, c: int) -> tuple[list[float], list[float]] | None:
+    """(scale, shift) from an input spec's ``range``, ``mean``, ``std``, ``channel_order``
+    (None when it declares none of range / mean / std)."""
+    lo_hi = getattr(spec_input, "range", None)
+    mean = getattr(spec_input, "mean", None)
+    std = getattr(spec_input, "std", None)
+    if lo_hi is None and mean is None and std is None:
+        return None
+    lo, hi = lo_hi or (0.0, 1.0)
+    means = list(mean or (0.0,)) * (c if len(mean or (0.0,)) == 1 else 1)
+    stds = list(std or (1.0,)) * (c if len(std or (1.0,)) == 1 else 1)
+    if getattr(spec_input, "channel_order", "rgb") == "bgr":
+        means, stds = means[::-1], stds[::-1]
+    return ([(hi - lo) / s for s in stds], [(lo - m) / s for m, s in zip(means, stds)])
+
+
 def normalization(spec: ModelSpec) -> tuple[list[float], list[float]]:
     """Per-channel (scale, shift) so that network input = plane * scale + shift, for the
     config's ``input.normalize`` (both backends apply exactly this):
 
     imagenet: (x - mean) / std (gray: the channel means); xrv: [0, 1] -> [-1024, 1024]
     (torchxrayvision); minus1_1: [0, 1] -> [-1, 1]; centered: [0, 1] -> [-0.5, 0.5];
-    db: [-top_db, 0] dB -> [0, 1];
-    unit / none: unchanged.
+    db: [-top_db, 0] dB -> [0, 1]; unit / none: unchanged. An input spec that declares
+    ``range`` / ``mean`` / ``std`` (image inputs) gets (lo + (hi - lo) x - mean_c) / std_c, the
+    lists reversed for ``channel_order: bgr``.
     """
     c, norm = spec.input.channels, spec.input.normalize
+    declared = _declared_normalization(spec.input, c)
+    if declared is not None:
+        return declared
     if norm == "imagenet":
         mean = _IMAGENET_MEAN if c == 3 else (sum(_IMAGENET_MEAN) / 3,)
         std = _IMAGENET_STD if c == 3 else (sum(_IMAGENET_STD) / 3,)

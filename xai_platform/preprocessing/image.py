@@ -117,13 +117,19 @@ def load_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXE
     return loaded
 
 
-def to_model_plane(pixels: npt.ArrayLike, size: tuple[int, int]) -> FloatImage:
+_INTERPOLATION = {"area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST,
+                  "bilinear": cv2.INTER_LINEAR}
+
+
+def to_model_plane(pixels: npt.ArrayLike, size: tuple[int, int], *,
+                   interpolation: str = "auto") -> FloatImage:
     """Center-crop ``pixels`` to the aspect ratio of ``size``, then resize to ``size``.
 
     pixels: (H, W) in [0, 1]. size: (h, w) of the model input. Returns (h, w) float32 in [0, 1].
     Cropping rather than stretching keeps a chest X-ray's proportions, as torchxrayvision's
-    ``XRayCenterCrop`` + ``XRayResizer`` do for its square inputs. Shrinking uses area
-    interpolation (no aliasing), enlarging bilinear.
+    ``XRayCenterCrop`` + ``XRayResizer`` do for its square inputs. ``auto``: shrinking uses area
+    interpolation (no aliasing), enlarging bilinear; ``nearest`` / ``bilinear`` / ``area``
+    match the resize a model was trained with.
     """
     plane = np.asarray(pixels, dtype=np.float32)
     if plane.ndim != 2 or plane.size == 0:
@@ -140,9 +146,14 @@ def to_model_plane(pixels: npt.ArrayLike, size: tuple[int, int]) -> FloatImage:
         keep = max(1, round(cols * h / w))
         top = (rows - keep) // 2
         plane = plane[top:top + keep, :]
-    shrinking = plane.shape[0] > h or plane.shape[1] > w
+    if interpolation == "auto":
+        shrinking = plane.shape[0] > h or plane.shape[1] > w
+        interpolation = "area" if shrinking else "bilinear"
+    if interpolation not in _INTERPOLATION:
+        raise ValueError(f"interpolation must be auto or one of {sorted(_INTERPOLATION)}, "
+                         f"got {interpolation!r}")
     out = cv2.resize(np.ascontiguousarray(plane), (w, h),
-                     interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+                     interpolation=_INTERPOLATION[interpolation])
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
 
 

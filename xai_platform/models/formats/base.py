@@ -83,6 +83,11 @@ class ModelFormat(ABC):
         """The loaded model (weights loaded safely: no code from a weights file runs);
         problems raise :class:`~xai_platform.errors.ModelUnavailableError`."""
 
+    def check_untrusted(self, spec: ModelSpec) -> None:
+        """Raise :class:`ConfigError` if loading this entry from an untrusted person (the
+        app's "plug in a model" panel) could run code named by the entry or stored in the file.
+        Default: nothing to refuse (the weights load safely)."""
+
     def verify(self, spec: ModelSpec) -> None:
         """Check the target layer exists and is convolutional (may build the network)."""
 

@@ -162,7 +162,18 @@ def call_capturing(model: Any, x: tf.Tensor, chain: list[Any], store: dict[str, 
             return record
         return lambda inputs, *args, **kwargs: call_capturing(op, inputs, chain[1:], store, tape)
 
-    return _graph(model)._run_through_graph(x, operation_fn=operation_fn)
+    out = _graph(model)._run_through_graph(x, operation_fn=operation_fn)
+    # Functional.call unpacks a one-element output list (``keras.Model(inputs, [outputs])``,
+    # kept by the .keras file); the replay does not. A list here once became a (1, N, K) stack
+    # whose target gather failed in its gradient ("segment_ids[0] = 1 is out of range [0, 1)").
+    return out[0] if isinstance(out, (list, tuple)) and len(out) == 1 else out
+
+
+def _pick(scores: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
+    """Row i's score of class t[i]: (N, K), (N,) -> (N,), as a one-hot product (its gradient is
+    the mask itself, where a batched ``tf.gather``'s is an UnsortedSegmentSum)."""
+    _, tf = _frameworks()
+    return tf.reduce_sum(scores * tf.one_hot(t, tf.shape(scores)[1], dtype=scores.dtype), axis=1)
 
 
 class KerasHandle(ModelHandle):
@@ -196,7 +207,7 @@ class KerasHandle(ModelHandle):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x)
             scores = self._scores(self.model(self._adapt(x), training=False))
-            picked = tf.gather(scores, t, axis=1, batch_dims=1)
+            picked = _pick(scores, t)
         return tape.gradient(picked, x), picked
 
     def _layer_fn(self, path: str) -> Any:
@@ -208,7 +219,7 @@ class KerasHandle(ModelHandle):
                 store: dict[str, tf.Tensor] = {}
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
                     raw = call_capturing(self.model, self._adapt(x), chain, store, tape)
-                    picked = tf.gather(self._scores(raw), t, axis=1, batch_dims=1)
+                    picked = _pick(self._scores(raw), t)
                 act = store["activation"]
                 return act, tape.gradient(picked, act), picked
 
@@ -360,6 +371,29 @@ def load_model_file(path: Path) -> Any:
         raise ModelUnavailableError(f"{path} cannot be loaded in Keras safe mode: {first[:240]}") from None
 
 
+def check_outputs(model: Any, spec: ModelSpec) -> None:
+    """The network's last layer must have as many units as the config's ``output`` and
+    ``labels`` imply: a one-unit head read as two classes would explain a class it never scores
+    (and failed inside the gradient of the target gather)."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs:
+        return
+    if len(outputs) > 1:
+        raise ModelUnavailableError(f"the model has {len(outputs)} outputs; the platform explains "
+                                    "one: save a model whose only output is the class head.")
+    width = outputs[0].shape[-1]
+    if width is None or width == spec.num_outputs:
+        return
+    if width == 1:
+        fix = ("a one-unit head is output: sigmoid (a logit) or output: sigmoid_probability "
+               "(Dense(1, activation='sigmoid')), with two labels [negative, positive]")
+    else:
+        fix = f"declare {width} labels, or the output kind that matches the last layer"
+    raise ModelUnavailableError(
+        f"the model's last layer has {width} unit(s), but the config declares output: "
+        f"{spec.output} with labels {list(spec.labels)} ({spec.num_outputs} unit(s)); {fix}.")
+
+
 def load(spec: ModelSpec, *, device: str, default_batch_size: int = 32,
          calibration: Calibration | None = None) -> KerasHandle:
     if spec.architecture == KERAS_FILE:
@@ -384,6 +418,7 @@ def load(spec: ModelSpec, *, device: str, default_batch_size: int = 32,
     if got is not None and tuple(got) != expected:
         raise ModelUnavailableError(f"model takes input {got}, but the config declares "
                                     f"{expected}; fix `input` in the config entry.")
+    check_outputs(model, spec)
     return KerasHandle(spec, model, device=resolve_device(device),
                        untrained=spec.weights is None, default_batch_size=default_batch_size,
                        calibration=calibration)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import importlib
 import pickle
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -292,10 +294,58 @@ def layer_output_shape(net: nn.Module, spec: ModelSpec, layer: str) -> tuple[int
     return shapes[0]
 
 
+#: ``architecture: package.module:callable`` of an installed package (no registered builder)
+PACKAGE_CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+def check_package_callable(spec: ModelSpec) -> None:
+    """Check the syntax of ``package.module:callable`` without importing anything."""
+    if not PACKAGE_CALLABLE.match(spec.architecture):
+        raise ConfigError(f"'{spec.architecture}' is not of the form package.module:callable.",
+                          source=f"{spec.source} (model '{spec.id}')", key="architecture",
+                          fix="write e.g. torchvision.models:resnet18 (arguments go in "
+                              "arch_args).")
+
+
+def package_builder(spec: ModelSpec) -> Callable[[ModelSpec], nn.Module]:
+    """The builder of ``architecture: package.module:callable``: the module is imported with
+    importlib (never ``eval``) and the callable called with ``arch_args`` as keywords."""
+    module_name, _, attr = spec.architecture.partition(":")
+    where = f"{spec.source} (model '{spec.id}')"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelUnavailableError(f"architecture '{spec.architecture}': module '{module_name}' "
+                                    f"cannot be imported ({exc}); install the package that "
+                                    "provides it.") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(f"'{module_name}' has no callable '{attr}'.", source=where,
+                          key="architecture", fix="name a function or class of that module.")
+
+    def build(spec: ModelSpec) -> nn.Module:
+        try:
+            net = fn(**dict(spec.arch_args))
+        except TypeError as exc:
+            raise ConfigError(f"{spec.architecture}(**arch_args) failed: {exc}.", source=where,
+                              key="arch_args", fix="pass the callable's keyword arguments.") from None
+        if not isinstance(net, _torch().nn.Module):
+            raise ConfigError(f"{spec.architecture} returned {type(net).__name__}, not a "
+                              "torch.nn.Module.", source=where, key="architecture",
+                              fix="name a callable that builds a network.")
+        return net
+
+    return build
+
+
+def _builder(spec: ModelSpec) -> Callable[[ModelSpec], nn.Module]:
+    return package_builder(spec) if ":" in spec.architecture else get_builder(spec.architecture)
+
+
 def build_network(spec: ModelSpec, *, seed: int = 0, meta: bool = False) -> nn.Module:
     """The architecture, randomly initialised from ``seed`` (so an untrained model is the same
     network every time), or on the meta device (shapes only, no memory) for verification."""
-    builder = get_builder(spec.architecture)
+    builder = _builder(spec)
     torch = _torch()
     if meta:
         with torch.device("meta"):
@@ -377,7 +427,8 @@ def verify(spec: ModelSpec) -> None:
 
 @register_format
 class TorchFormat(ModelFormat):
-    """A registered PyTorch builder (``architecture``) and its ``state_dict`` (``weights``)."""
+    """A registered PyTorch builder, or ``package.module:callable`` of an installed package
+    (``architecture``, called with ``arch_args``), and its ``state_dict`` (``weights``)."""
 
     name = "torch"
     label = "PyTorch"
@@ -387,7 +438,18 @@ class TorchFormat(ModelFormat):
                                 randomize=True, reference_cam=True)
 
     def check_spec(self, spec: ModelSpec) -> None:
-        check_architecture(spec, self.name)
+        if ":" in spec.architecture:
+            check_package_callable(spec)
+        else:
+            check_architecture(spec, self.name)
+
+    def check_untrusted(self, spec: ModelSpec) -> None:
+        if ":" in spec.architecture:
+            raise ConfigError(f"'{spec.architecture}' would import and call code named by the "
+                              "entry, which only a trusted config file may do.",
+                              source=f"{spec.source} (model '{spec.id}')", key="architecture",
+                              fix="use a registered architecture here, or check the entry with "
+                                  "`python -m xai_platform check-model CONFIG.yaml`.")
 
     def load(self, spec: ModelSpec, *, device: str, default_batch_size: int = 32,
              calibration: Calibration | None = None) -> TorchHandle:
