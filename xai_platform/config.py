@@ -97,6 +97,10 @@ class AppSettings:
     concurrency: int = 2
     batch_size: int = 32
     device: str = "auto"
+    #: segment rule: this many consecutive windows at or above a binary model's threshold flag
+    #: the input (see :mod:`xai_platform.pipeline`); a documented default, not yet chosen on
+    #: validation recordings
+    segment_windows: int = 3
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,7 @@ class Service:
         if key not in session.analyses:
             handle = self.manager.get(model_id)
             prepared = prepare(path, handle.spec, settings=self.settings, name=path.name)
-            session.analyses[key] = analyse(handle, prepared)
+            session.analyses[key] = analyse(handle, prepared, settings=self.settings)
             while len(session.analyses) > session.max_analyses:
                 session.analyses.popitem(last=False)
         session.analyses.move_to_end(key)

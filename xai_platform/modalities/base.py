@@ -131,6 +131,11 @@ class Modality(ABC):
         """Length of one scoring window in seconds (None: inputs are seen whole)."""
         return None
 
+    def segment_phrase(self, positive_label: str) -> str:
+        """What a flagged stretch of windows holds, for the headline ("synthetic speech at
+        7.0-14.5 s")."""
+        return f"'{positive_label}'"
+
     def window_names(self, spec: ModelSpec, prepared: PreparedInput) -> list[str]:
         """A label per window ("3: 1.0-3.0 s"), empty when the input is one window."""
         length = self.window_seconds(spec)

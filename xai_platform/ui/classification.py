@@ -12,8 +12,8 @@ from ..modalities import all_modalities, get_modality
 from ..service import Service, Session
 from .common import figure_image, input_path, method_details_markdown, user_errors
 
-AUTO_WINDOW = "most suspicious"
-PREDICTED = "predicted class"
+AUTO_WINDOW = "the one behind the verdict"
+PREDICTED = "the verdict's class"
 
 
 @dataclass(frozen=True)

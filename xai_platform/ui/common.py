@@ -123,8 +123,6 @@ def prediction_outputs(service: Service, session: Session, path: str | None, mod
     if p.multilabel:
         lines.append("Ranked findings (probabilities after the library's calibrated thresholds; "
                      "0.5 is the decision point): " + ", ".join(f"{lab} {v:.0%}" for lab, v in p.ranked()[:5]))
-    elif p.threshold is not None and p.positive is not None:
-        lines.append(f"Decision threshold on '{p.labels[p.positive]}': {p.threshold:.2f}.")
     lines += [f"- {note}" for note in analysis.notes]
     timeline = service.timeline(analysis)
     return label, "\n".join(lines), (timeline_figure(timeline, analysis) if len(timeline) > 1 else None)
@@ -149,7 +147,10 @@ def timeline_figure(timeline: list[tuple[float, float]], analysis) -> Any:
         if analysis.prediction.threshold is not None:
             ax.axhline(analysis.prediction.threshold, color="grey", ls="--", lw=1,
                        label="threshold")
-        ax.axvline(xs[analysis.suspicious_window], color="#2166ac", lw=1,
+        for i, (a, b) in enumerate(analysis.prediction.segments):
+            ax.axvspan(a, b, color="#b2182b", alpha=0.12, lw=0,
+                       label="flagged stretch" if i == 0 else None)
+        ax.axvline(xs[analysis.default_window], color="#2166ac", lw=1,
                    label="explained window")
         ax.set_ylim(0, 1)
         ax.set_xlabel("window start (s)")
