@@ -170,8 +170,8 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         sess.cancel.set()
         gr.Info("Cancelling: the running explanation stops at its next batch.")
 
-    model.change(on_model, [model], [method, hidden, target])
-    method.change(on_method, [model, method], [details, *controls])
+    model.change(on_model, [model], [method, hidden, target], api_visibility="private")
+    method.change(on_method, [model, method], [details, *controls], api_visibility="private")
     event = explain_btn.click(
         on_explain,
         [session, header["modality"], header["audio"], header["image"], model, method, seed,
