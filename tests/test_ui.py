@@ -97,7 +97,9 @@ def test_comparison_runs_fastest_first(service, session, png_file):
     assert session.computed == computed
 
 
-def test_errors_reach_the_user_as_messages(service, session, tmp_path):
+def test_errors_reach_the_user_as_messages(service, session, tmp_path, caplog):
+    import logging
+
     import gradio as gr
 
     from xai_platform.ui.common import user_errors
@@ -109,15 +111,21 @@ def test_errors_reach_the_user_as_messages(service, session, tmp_path):
     def handler():
         return service.analyse(session, str(bad), "tiny-torch-audio")
 
-    with pytest.raises(gr.Error, match="broken.wav"):
-        handler()
+    with caplog.at_level(logging.WARNING, logger="xai_platform.ui"):
+        with pytest.raises(gr.Error, match="broken.wav") as info:
+            handler()
+    # Titled by what happened; one log line, no traceback (an input problem, not a bug).
+    assert info.value.title == "Input not usable" and not info.value.print_exception
+    assert len(caplog.records) == 1 and caplog.records[0].exc_info is None
+    assert "\n" not in caplog.records[0].getMessage().strip()
 
     @user_errors
     def crashing():
         raise ZeroDivisionError("boom")
 
-    with pytest.raises(gr.Error, match="still running"):
+    with pytest.raises(gr.Error, match="still running") as info:
         crashing()
+    assert info.value.title == "Unexpected error (ZeroDivisionError)"
 
 
 # --- the served app, through gradio_client ---------------------------------------------------
@@ -180,6 +188,13 @@ def test_api_models_and_predict(served, inputs):
     assert result["prediction"]["untrained"] is True
     assert set(result["prediction"]["probabilities"]) == {"real", "fake"}
     assert len(result["timeline"]) >= 2
+
+
+def test_api_page_lists_only_the_named_endpoints(served):
+    url, _ = served
+    api = _client(url).view_api(return_format="dict", print_info=False)
+    assert set(api["named_endpoints"]) == {"/predict", "/explain", "/compare", "/models"}
+    assert not api["unnamed_endpoints"]
 
 
 def test_api_explain_returns_record_figure_and_heatmap(served, inputs):
@@ -307,8 +322,10 @@ def test_the_ranking_puts_a_method_failing_its_checks_last(service, session, png
                            ["gradcam", "saliency"], 0, metrics=("faithfulness",)))
     expls = {m: e for _, _, m, e, _ in results}
     cards = {m: c for _, _, m, _, c in results}
+    # (an untrained tiny model: set the checks' outcome by hand)
     failing = replace(cards["gradcam"], flags={"fails_randomization": FLAGS["fails_randomization"]})
-    text, _ = summary_outputs(expls, {"gradcam": failing, "saliency": cards["saliency"]})
+    passing = replace(cards["saliency"], flags={})
+    text, _ = summary_outputs(expls, {"gradcam": failing, "saliency": passing})
     rows = [r for r in text.splitlines() if r.startswith("| ") and "Rank" not in r]
     assert "Gradient saliency | passes" in rows[0] and "Grad-CAM | fails" in rows[1]
     text, _ = summary_outputs({"gradcam": expls["gradcam"]}, {"gradcam": failing})

@@ -192,6 +192,11 @@ class Modality(ABC):
         """Modality-specific fields of the explanation record."""
         return {}
 
+    @property
+    def has_readout(self) -> bool:
+        """Whether :meth:`readout` gives extra views (the UI shows their panels only then)."""
+        return type(self).readout is not Modality.readout
+
     def readout(self, model: Any, expl: Explanation, prepared: PreparedInput,
                 base: Path) -> Readout | None:
         """Extra views of an explanation (files written as ``<base>_<what>.<ext>``), or None."""

@@ -37,18 +37,31 @@ def file_types(kind: str) -> list[str]:
                    for e in m.extensions})
 
 
+def user_error(exc: Exception, where: str) -> gr.Error:
+    """The ``gr.Error`` a user sees for ``exc``: a platform error (a problem the user can fix)
+    titled by what happened and logged as one line; anything unexpected as a short message, its
+    traceback in the server log, never on the page."""
+    if isinstance(exc, gr.Error):
+        return exc
+    if isinstance(exc, XAIError):
+        log.warning("%s: %s: %s", where, exc.title, exc)
+        return gr.Error(str(exc), title=exc.title, print_exception=False)
+    log.error("unexpected error in %s:\n%s", where, traceback.format_exc())
+    return gr.Error(f"Something went wrong ({type(exc).__name__}: {str(exc)[:200]}). "
+                    "The app is still running; try again or another input.",
+                    title=f"Unexpected error ({type(exc).__name__})", print_exception=False)
+
+
+def ask(message: str, title: str) -> gr.Error:
+    """A pop-up for a missing choice on the page ("Choose a method first.")."""
+    return gr.Error(message, title=title, print_exception=False)
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn platform errors into a readable message (``gr.Error``) and anything unexpected into
-    a short one; the traceback goes to the server log, never to the page."""
+    """Turn platform errors into a readable message (:func:`user_error`) at the UI edge."""
 
     def report(exc: Exception) -> gr.Error:
-        if isinstance(exc, gr.Error):
-            return exc
-        if isinstance(exc, XAIError):
-            return gr.Error(str(exc), title="Cannot do that")
-        log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
-        return gr.Error(f"Something went wrong ({type(exc).__name__}: {str(exc)[:200]}). "
-                        "The app is still running; try again or another input.", title="Error")
+        return user_error(exc, fn.__name__)
 
     if _is_generator(fn):
         @functools.wraps(fn)

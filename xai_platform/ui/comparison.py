@@ -15,7 +15,7 @@ from ..errors import CancelledError
 from ..explainers import all_methods, get_method
 from ..explanation import Explanation
 from ..service import Service, Session
-from .common import figure_image, input_path, method_details_markdown, user_errors
+from .common import ask, figure_image, input_path, method_details_markdown, user_errors
 
 
 def caption(expl: Explanation) -> str:
@@ -40,7 +40,7 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
     batches): cancelling raises :class:`CancelledError` after the methods already done."""
     path = input_path(modality, audio, image)
     if not methods:
-        raise gr.Error("Tick at least one method.")
+        raise ask("Tick at least one method.", "No method chosen")
     order = sorted(methods, key=lambda m: (get_method(m).speed, m))
     session.cancel.clear()
     for i, method in enumerate(order):
