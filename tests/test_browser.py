@@ -71,6 +71,18 @@ def files(tmp_path_factory):
     return wav, png
 
 
+def _shoot(page, name: str) -> None:
+    """A full-page screenshot once every image has loaded (Gradio loads images lazily: scroll
+    them into view first)."""
+    height = page.evaluate("document.body.scrollHeight")
+    for y in range(0, height + 800, 800):
+        page.evaluate(f"window.scrollTo(0, {y})")
+        page.wait_for_timeout(150)
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=30_000)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
 def _ranking_rows(page) -> list[str]:
     """The rows of the trust ranking table, best first."""
     table = page.locator("table").filter(has_text="Mean rank").first
@@ -104,7 +116,7 @@ def test_both_pages_in_a_real_browser(app_url, files):
         if "partly_synthetic" in wav.name and wav.stat().st_size > 200_000:
             # The default explanation explains what the headline says.
             expect(page.get_by_text(re.compile(r"explaining fake · ")).first).to_be_visible()
-        page.screenshot(path=str(SHOTS / "classification.png"), full_page=True)
+        _shoot(page, "classification.png")
 
         # XAI Comparison: Cancel mid-way keeps what finished, with a partial ranking.
         page.get_by_role("tab", name="XAI Comparison").click()
@@ -115,7 +127,7 @@ def test_both_pages_in_a_real_browser(app_url, files):
         expect(page.get_by_text(re.compile(r"Cancelled after \d of \d methods"))).to_be_visible(
             timeout=300_000)
         expect(page.get_by_text(re.compile(r"partial: \d of \d methods"))).to_be_visible()
-        page.screenshot(path=str(SHOTS / "comparison-cancelled.png"), full_page=True)
+        _shoot(page, "comparison-cancelled.png")
 
         # ... then every compatible method, one card per row, scorecards and the ranking.
         page.get_by_role("button", name="Compare").click()
@@ -131,13 +143,13 @@ def test_both_pages_in_a_real_browser(app_url, files):
         assert checks and checks == sorted(checks, key=lambda c: c == "fails"), checks
         if "passes" not in checks:
             expect(page.get_by_text("No map here can be trusted for this input")).to_be_visible()
-        page.screenshot(path=str(SHOTS / "comparison.png"), full_page=True)
+        _shoot(page, "comparison.png")
 
         # X-ray: switch modality, upload, predict, explain.
         page.get_by_label("Chest X-ray").check()
         page.wait_for_timeout(1000)
         page.locator("input[type=file]").last.set_input_files(str(png))
-        expect(page.get_by_text("X-ray as loaded").first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Input as loaded").first).to_be_visible(timeout=30_000)
         page.get_by_role("button", name="Predict").click()
         expect(page.get_by_text(re.compile(r"normal|lesion|No Finding|verdict", re.I)).first) \
             .to_be_visible(timeout=60_000)
@@ -148,12 +160,12 @@ def test_both_pages_in_a_real_browser(app_url, files):
         # The summary now names an X-ray class, not the audio one explained before.
         expect(page.get_by_text(re.compile(r"explaining (?!fake|real)\S+ · .*model evaluations"))
                .first).to_be_visible(timeout=120_000)
-        page.screenshot(path=str(SHOTS / "xray.png"), full_page=True)
+        _shoot(page, "xray.png")
 
         # Models tab: readable, downloads say "fetch weights".
         page.get_by_role("tab", name="Models").click()
         expect(page.get_by_text("Methods that apply").first).to_be_visible()
-        page.screenshot(path=str(SHOTS / "models.png"), full_page=True)
+        _shoot(page, "models.png")
         assert not page.get_by_text("Traceback").count()
 
         # The API page lists the four named endpoints and no internal handler.
@@ -164,5 +176,5 @@ def test_both_pages_in_a_real_browser(app_url, files):
             expect(api.get_by_text(name).first).to_be_attached()
         for internal in ("/on_method", "/on_model", "/on_compare", "/lambda"):
             assert not api.get_by_text(internal, exact=True).count(), internal
-        api.screenshot(path=str(SHOTS / "api.png"), full_page=True)
+        _shoot(api, "api.png")
         browser.close()

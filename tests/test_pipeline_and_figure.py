@@ -157,6 +157,10 @@ def test_partly_synthetic_recording_is_flagged_and_the_headline_says_where(tmp_p
     assert start <= prepared.starts_s[analysis.default_window] < end
     expl = explain(handle, analysis, "saliency")
     assert expl.target_label == "fake" and expl.extras["window"] == analysis.default_window
+    # Asked for the other class, it explains a window where that class has evidence.
+    other = explain(handle, analysis, "saliency", target="real")
+    assert analysis.window_probabilities[other.extras["window"], 0] == \
+        analysis.window_probabilities[:, 0].max()
     # A stricter rule (more windows than the stretch has) leaves it unflagged: real.
     strict = analyse(handle, prepared, settings=AppSettings(segment_windows=50))
     assert strict.prediction.segments == () and strict.prediction.label == "real"

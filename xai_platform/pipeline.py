@@ -169,14 +169,11 @@ def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int 
             seed: int = 0, batch_size: int | None = None,
             progress: Callable[[float, str], None] | None = None,
             cancel: threading.Event | None = None) -> Explanation:
-    """Explain one window (default: the one driving the headline) for ``target`` (default:
-    the headline's class)."""
+    """Explain one window for ``target`` (default: the headline's class); the default window
+    is the one driving the headline, or, for another target, the window where that target
+    scores highest (never a window with no evidence for it when another has some)."""
     spec = model.spec
     prepared = analysis.prepared
-    w = analysis.default_window if window is None else int(window)
-    if not 0 <= w < len(prepared.planes):
-        raise ExplainerError(f"window {w} does not exist; this input has "
-                             f"{len(prepared.planes)} window(s).")
     if target is None:
         t = analysis.prediction.index
     elif isinstance(target, str):
@@ -186,6 +183,15 @@ def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int 
         t = spec.labels.index(target)
     else:
         t = int(target)
+    if window is not None:
+        w = int(window)
+    elif t == analysis.prediction.index:
+        w = analysis.default_window
+    else:
+        w = int(np.argmax(analysis.window_probabilities[:, t]))
+    if not 0 <= w < len(prepared.planes):
+        raise ExplainerError(f"window {w} does not exist; this input has "
+                             f"{len(prepared.planes)} window(s).")
     x = prepared.planes[w]
     result = explainers.run(method, model, x, target=t, params=params, seed=seed,
                             batch_size=batch_size, progress=progress, cancel=cancel)

@@ -263,9 +263,10 @@ def _flags(values: Mapping[str, float], focus: Mapping[str, Any] | None,
     scale = details.get("faithfulness_scale")
     if scale == "logit":
         flags["saturated"] = (
-            "The probability is saturated for this input (it hardly moves between the full and "
-            "the fully masked input), so deletion and insertion are computed on the model's "
-            "log-odds, rescaled to 0 (masked) .. 1 (full).")
+            "The probability is saturated for this input (within "
+            f"{m.SATURATION_GAP:g} of 0 or 1), so its deletion and insertion curves would say "
+            "nothing: they are computed on the model's log-odds, rescaled to 0 (masked) .. "
+            "1 (full).")
     elif scale == "uninformative":
         flags["uninformative"] = (
             "Deletion and insertion say nothing for this input: neither the probability nor "

@@ -79,6 +79,8 @@ def summary_outputs(explanations: dict[str, Explanation], cards: dict[str, Any],
         matrix = agreement({k: e.heatmap for k, e in explanations.items()})
         figure = render_agreement(matrix["spearman"], [labels[k] for k in matrix["methods"]],
                                   title="agreement: rank correlation between the maps")
+        text += ("\n\n#### Agreement between methods\nRank correlation between every two maps "
+                 "(1: the same order of cells; near 0: unrelated).")
     return text, figure
 
 
@@ -104,9 +106,9 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
     # The one progress display of a comparison (the event shows its progress here only, so
     # finished cards stay sharp while the next method runs).
     status = gr.Markdown(min_height=40)
-    with gr.Row():
-        ranking = gr.Markdown()
-        agreement_plot = gr.Plot(label="Agreement between methods", visible=False)
+    ranking = gr.Markdown()
+    # The figure carries its own title; the ranking text ends with the section's heading.
+    agreement_plot = gr.Plot(label="Agreement between methods", show_label=False, visible=False)
     images, captions, details, scores = [], [], [], []
     slots = []
     # One card per row, the figure at full width: readable without zooming.
