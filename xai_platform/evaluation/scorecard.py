@@ -94,7 +94,7 @@ FLAGS = {"chance_order": "Ranks pixels no better than chance",
          "saturated": "Deletion / insertion on the log-odds (probability saturated)",
          "uninformative": "Deletion / insertion uninformative for this input"}
 """Flag codes (CSV column ``flags``) and their short titles."""
-FAILING_FLAGS = {"fails_randomization": "fails the randomisation check",
+FAILING_FLAGS = {"fails_randomization": "the randomisation check",
                  "chance_order": "deletion / insertion no better than chance"}
 """The flags that put a method below every method that passes (:func:`rank_methods`), with the
 reason the ranking table gives."""
