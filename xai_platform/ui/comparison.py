@@ -77,8 +77,9 @@ def summary_outputs(explanations: dict[str, Explanation], cards: dict[str, Any],
     figure = None
     if len(explanations) > 1:
         matrix = agreement({k: e.heatmap for k, e in explanations.items()})
-        figure = render_agreement(matrix["spearman"], [labels[k] for k in matrix["methods"]],
-                                  title="agreement: rank correlation between the maps")
+        # No title: the heading and the line above the plot say what it is (a title would be
+        # cut off on the narrow figure of two or three methods).
+        figure = render_agreement(matrix["spearman"], [labels[k] for k in matrix["methods"]])
         text += ("\n\n#### Agreement between methods\nRank correlation between every two maps "
                  "(1: the same order of cells; near 0: unrelated).")
     return text, figure
