@@ -123,6 +123,10 @@ def test_both_pages_in_a_real_browser(app_url, files):
         page.get_by_role("button", name="Compare").click()
         expect(page.get_by_text(re.compile(r"1 of \d methods done"))).to_be_visible(
             timeout=300_000)
+        # One progress display while the next method runs (on the status line), not one per
+        # card; the finished card is not greyed out.
+        assert page.locator("[class*=progress-text]:visible").count() <= 1
+        page.screenshot(path=str(wav.parent / "comparison-running.png"))  # to look at, not README
         page.get_by_role("button", name="Cancel").last.click()
         expect(page.get_by_text(re.compile(r"Cancelled after \d of \d methods"))).to_be_visible(
             timeout=300_000)
