@@ -1,5 +1,6 @@
-"""End to end in headless Chromium: the real app (project config), an audio file and an X-ray,
-both pages, a comparison. The screenshots it takes are the ones in the README.
+"""End to end in headless Chromium: the real app (project config), a partly synthetic
+recording and an X-ray, both pages, a cancelled and a full comparison with its trust ranking,
+the API page. The screenshots it takes are the ones in the README.
 
 Needs Debian's chromium (/usr/bin/chromium, installed by scripts/setup.sh) and Playwright's
 Python package; never `playwright install`.
@@ -51,17 +52,41 @@ def files(tmp_path_factory):
     from PIL import Image
 
     # The shipped examples (what a user clicks first; the screenshots show them), else
-    # generated stand-ins.
-    wav = ROOT / "examples" / "audio" / "fake_espeak_de_letters_long.wav"
+    # generated stand-ins. The recording is partly synthetic, built like the issue's: real
+    # speech, 7.4 s of synthetic speech, real speech.
+    real = ROOT / "examples" / "audio" / "real_klettres_de_letters_long.wav"
+    fake = ROOT / "examples" / "audio" / "fake_espeak_de_letters_long.wav"
     png = ROOT / "examples" / "xray" / "synthetic-mass-lesion.png"
     folder = tmp_path_factory.mktemp("browser")
-    if not wav.is_file():
-        wav = folder / "voice.wav"
+    wav = folder / "partly_synthetic.wav"
+    if real.is_file() and fake.is_file():
+        r, sr = sf.read(real, dtype="float32")
+        f, _ = sf.read(fake, dtype="float32")
+        sf.write(wav, np.concatenate([r, f, f, r]), sr)
+    else:
         sf.write(wav, tone(3.0, sr=22050, freq=180.0), 22050)
     if not png.is_file():
         png = folder / "chest.png"
         Image.fromarray((chest_like(256) * 255).astype(np.uint8)).save(png)
     return wav, png
+
+
+def _shoot(page, name: str) -> None:
+    """A full-page screenshot once every image has loaded (Gradio loads images lazily: scroll
+    them into view first)."""
+    height = page.evaluate("document.body.scrollHeight")
+    for y in range(0, height + 800, 800):
+        page.evaluate(f"window.scrollTo(0, {y})")
+        page.wait_for_timeout(150)
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=30_000)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+def _ranking_rows(page) -> list[str]:
+    """The rows of the trust ranking table, best first."""
+    table = page.locator("table").filter(has_text="Mean rank").first
+    return [r.inner_text() for r in table.locator("tbody tr").all()]
 
 
 def test_both_pages_in_a_real_browser(app_url, files):
@@ -72,46 +97,97 @@ def test_both_pages_in_a_real_browser(app_url, files):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1500})
-        page.goto(app_url)
+        page.goto(app_url, wait_until="load")
         expect(page.get_by_role("button", name="Predict")).to_be_visible(timeout=60_000)
 
-        # Audio: upload, predict, explain (Classification page).
+        # Audio: upload a partly synthetic recording, predict, explain (Classification page).
         page.locator("input[type=file]").first.set_input_files(str(wav))
         page.wait_for_timeout(1500)
         page.get_by_role("button", name="Predict").click()
         expect(page.get_by_text(re.compile(r"windows of 2 s"))).to_be_visible(timeout=60_000)
         expect(page.get_by_text("score per window", exact=False).first).to_be_visible()
+        if "partly_synthetic" in wav.name and wav.stat().st_size > 200_000:
+            # The headline says where the synthetic stretch is, not "real (61.6%)".
+            expect(page.get_by_text(re.compile(r"fake: synthetic speech at \d+\.\d-\d+\.\d s"))
+                   .first).to_be_visible()
         page.get_by_role("button", name="Explain").click()
         expect(page.get_by_text(re.compile(r"model evaluations"))).to_be_visible(timeout=120_000)
         expect(page.get_by_text("important regions kept").first).to_be_visible()
-        page.screenshot(path=str(SHOTS / "classification.png"), full_page=True)
+        if "partly_synthetic" in wav.name and wav.stat().st_size > 200_000:
+            # The default explanation explains what the headline says.
+            expect(page.get_by_text(re.compile(r"explaining fake · ")).first).to_be_visible()
+        _shoot(page, "classification.png")
 
-        # XAI Comparison: every compatible method, side by side.
+        # XAI Comparison: Cancel mid-way keeps what finished, with a partial ranking.
         page.get_by_role("tab", name="XAI Comparison").click()
+        page.get_by_role("button", name="Compare").click()
+        expect(page.get_by_text(re.compile(r"1 of \d methods done"))).to_be_visible(
+            timeout=300_000)
+        # One progress display while the next method runs (on the status line), not one per
+        # card; the finished card is not greyed out.
+        assert page.locator("[class*=progress-text]:visible").count() <= 1
+        page.screenshot(path=str(wav.parent / "comparison-running.png"))  # to look at, not README
+        page.get_by_role("button", name="Cancel").last.click()
+        expect(page.get_by_text(re.compile(r"Cancelled after \d of \d methods"))).to_be_visible(
+            timeout=300_000)
+        expect(page.get_by_text(re.compile(r"partial: \d of \d methods"))).to_be_visible()
+        _shoot(page, "comparison-cancelled.png")
+
+        # ... then every compatible method, one card per row, scorecards and the ranking.
         page.get_by_role("button", name="Compare").click()
         expect(page.get_by_text(re.compile(r"All \d methods done"))).to_be_visible(
             timeout=600_000)
         for label in ("Grad-CAM", "Integrated Gradients", "LIME", "SHAP (Kernel)"):
             expect(page.get_by_role("heading", name=label, exact=True)).to_be_visible()
-        # The scorecards, the ranking and the agreement matrix.
         expect(page.get_by_text("Which explanation to trust for this input")).to_be_visible()
         expect(page.get_by_text("Insertion AUC").first).to_be_visible()
         expect(page.get_by_text("Agreement between methods").first).to_be_visible()
-        page.screenshot(path=str(SHOTS / "comparison.png"), full_page=True)
+        # A method that fails a check never ranks above one that passes.
+        checks = ["fails" if "fails:" in row else "passes" for row in _ranking_rows(page)]
+        assert checks and checks == sorted(checks, key=lambda c: c == "fails"), checks
+        if "passes" not in checks:
+            expect(page.get_by_text("No map here can be trusted for this input")).to_be_visible()
+        _shoot(page, "comparison.png")
 
         # X-ray: switch modality, upload, predict, explain.
         page.get_by_label("Chest X-ray").check()
         page.wait_for_timeout(1000)
         page.locator("input[type=file]").last.set_input_files(str(png))
-        expect(page.get_by_text("X-ray as loaded").first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Input as loaded").first).to_be_visible(timeout=30_000)
         page.get_by_role("button", name="Predict").click()
         expect(page.get_by_text(re.compile(r"normal|lesion|No Finding|verdict", re.I)).first) \
             .to_be_visible(timeout=60_000)
         page.get_by_role("tab", name="Classification").click()
+        # The audio-only panels (band plot, listening clips) are not shown for an X-ray.
+        expect(page.get_by_text("important regions kept")).to_have_count(0)
         page.get_by_role("button", name="Explain").click()
         # The summary now names an X-ray class, not the audio one explained before.
         expect(page.get_by_text(re.compile(r"explaining (?!fake|real)\S+ · .*model evaluations"))
                .first).to_be_visible(timeout=120_000)
-        page.screenshot(path=str(SHOTS / "xray.png"), full_page=True)
+        _shoot(page, "xray.png")
+
+        # Models tab: readable, downloads say "fetch weights".
+        page.get_by_role("tab", name="Models").click()
+        expect(page.get_by_text("Methods that apply").first).to_be_visible()
+        _shoot(page, "models.png")
         assert not page.get_by_text("Traceback").count()
+
+        browser.close()
+
+
+def test_api_page_lists_only_the_named_endpoints(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(app_url, wait_until="load")
+        page.get_by_text("Use via API").first.click()
+        expect(page.get_by_text("/predict").first).to_be_visible(timeout=60_000)
+        for name in ("/explain", "/compare", "/models"):
+            expect(page.get_by_text(name).first).to_be_attached()
+        body = page.locator("body").inner_text()
+        for internal in ("/on_method", "/on_model", "/on_compare", "/lambda"):
+            assert internal not in body, internal
+        _shoot(page, "api.png")
         browser.close()

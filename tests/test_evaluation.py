@@ -82,9 +82,11 @@ def test_perfect_map_beats_random_maps_on_deletion_and_insertion(modality):
     assert perfect.deletion_auc < rand_del and perfect.insertion_auc > rand_ins
     assert perfect.fractions.shape == perfect.deletion.shape == (21,)
     assert perfect.fractions[0] == 0 and perfect.fractions[-1] == 1
-    assert perfect.n_evaluations == 42
-    # a random order removes and restores evidence at the same pace
-    assert abs(rand_del - rand_ins) < 0.03
+    # 42 planes, scored twice when the region model's probability saturates (log-odds)
+    assert perfect.n_evaluations == (42 if perfect.scale == "probability" else 84)
+    # a random order removes and restores evidence at about the same pace (a little less
+    # evenly on the log-odds, which are not bounded like probabilities)
+    assert abs(rand_del - rand_ins) < (0.03 if perfect.scale == "probability" else 0.05)
 
 
 def test_known_answers_on_audio_region_model(audio_model):
@@ -214,7 +216,8 @@ def test_scorecard_ranks_a_perfect_map_above_a_random_one(audio_model):
     perfect = cards["perfect"]
     assert set(perfect.values) == {"deletion_auc", "insertion_auc", "pointing_game",
                                    "top_k_iou", "mass_inside"}
-    assert perfect.costs["faithfulness"].evaluations == 42
+    evals = 42 if perfect.details["faithfulness_scale"] == "probability" else 84
+    assert perfect.costs["faithfulness"].evaluations == evals
     assert perfect.costs["localisation"].evaluations == 0
     json.dumps(perfect.to_dict())
     ranking = scorecard.rank_methods(cards)
@@ -222,7 +225,7 @@ def test_scorecard_ranks_a_perfect_map_above_a_random_one(audio_model):
     assert set(ranking[0].ranks) == {"insertion_auc", "deletion_auc", "pointing_game",
                                      "top_k_iou", "mass_inside"}
     text = scorecard.scorecard_markdown(perfect)
-    assert "Deletion AUC" in text and "42 evals" in text and "Pointing game | yes" in text
+    assert "Deletion AUC" in text and f"{evals} evals" in text and "Pointing game | yes" in text
 
 
 def test_scorecard_from_an_explanation_runs_every_metric(audio_model):
@@ -268,6 +271,60 @@ def test_rank_methods_handles_ties_and_missing_criteria():
               "pointing_game": 1.0}})
     assert [(r.method, r.rank) for r in ranking] == [("a", 1), ("b", 1), ("c", 3)]
     assert "pointing_game" not in ranking[0].ranks  # only c has it
+
+
+def _card(method, values, flags=()):
+    return scorecard.Scorecard(method, method.upper(), 1, values, {},
+                               flags={f: scorecard.FLAGS[f] for f in flags})
+
+
+def test_a_method_failing_its_checks_ranks_below_every_method_that_passes():
+    good = {"insertion_auc": 0.6, "deletion_auc": 0.3, "randomization_rho": 0.3}
+    better_but_failing = {"insertion_auc": 0.99, "deletion_auc": 0.01, "randomization_rho": 0.0}
+    cards = {"lime": _card("lime", better_but_failing, ("fails_randomization", "chance_order")),
+             "gradcam": _card("gradcam", good),
+             "shap": _card("shap", better_but_failing, ("chance_order",))}
+    ranking = scorecard.rank_methods(cards)
+    assert [(r.method, r.rank, r.passes) for r in ranking] == \
+        [("gradcam", 1, True), ("lime", 2, False), ("shap", 2, False)]
+    assert ranking[1].mean_rank < ranking[0].mean_rank  # would have won on the metrics alone
+    table = scorecard.ranking_markdown(ranking)
+    assert "| 1 | gradcam | passes |" in table
+    assert "fails: the randomisation check; deletion / insertion no better than chance" in table
+    assert "rank below every method that passes" in scorecard.trust_verdict(ranking)
+    none_pass = scorecard.rank_methods({k: v for k, v in cards.items() if k != "gradcam"})
+    assert "No map here can be trusted for this input" in scorecard.trust_verdict(none_pass)
+
+
+def test_saturated_probability_scores_faithfulness_on_the_log_odds(audio_model, monkeypatch):
+    """p = 1.0 for every plane (as p(fake) on a saturated recording): the probability curves
+    say nothing, so deletion and insertion run on the log-odds; when those do not move either,
+    the metric is marked uninformative and not ranked on."""
+    x = region_input("audio")
+    saturated = lambda planes: np.tile(np.float32([0.0, 1.0]), (len(planes), 1))  # noqa: E731
+    monkeypatch.setattr(audio_model, "_predict_batch", saturated)
+    perfect = m.deletion_insertion(audio_model, x, region_mask().astype(np.float32), target=1)
+    rand = m.deletion_insertion(audio_model, x, random_maps(1)[0], target=1)
+    assert perfect.scale == rand.scale == "logit" and perfect.n_evaluations == 84
+    assert perfect.deletion[0] == pytest.approx(1.0) and perfect.deletion[-1] == pytest.approx(0.0)
+    assert perfect.deletion_auc < rand.deletion_auc and perfect.insertion_auc > rand.insertion_auc
+    card = scorecard.score_explanation(audio_model, x, region_mask() * 1.0, method="gradcam",
+                                       target=1, metrics=("faithfulness",))
+    assert "saturated" in card.flags and "(log-odds)" in scorecard.scorecard_markdown(card)
+
+    flat = lambda planes: np.tile(np.float32([-3.0, 3.0]), (len(planes), 1))  # noqa: E731
+    monkeypatch.setattr(audio_model, "_scores_batch", flat)
+    dead = m.deletion_insertion(audio_model, x, region_mask().astype(np.float32), target=1)
+    assert dead.scale == "uninformative" and math.isnan(dead.deletion_auc)
+    assert dead.to_dict()["deletion_auc"] is None
+    cards = {k: scorecard.score_explanation(audio_model, x, h, method="gradcam", target=1,
+                                            metrics=("faithfulness",))
+             for k, h in (("a", region_mask() * 1.0), ("b", random_maps(1)[0]))}
+    assert all("uninformative" in c.flags and "chance_order" not in c.flags
+               for c in cards.values())
+    ranking = scorecard.rank_methods(cards)
+    assert all(r.passes and "deletion_auc" not in r.ranks for r in ranking)
+    assert "n/a" in scorecard.scorecard_markdown(cards["a"])
 
 
 def test_render_agreement_draws_without_pyplot():

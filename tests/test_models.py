@@ -32,11 +32,15 @@ def test_status_of_missing_weights_names_the_file_and_what_to_do(tmp_path):
     config = load_config([write_config(tmp_path / "c.yaml", [
         model_entry(id="gone", weights=str(tmp_path / "nope.pt"),
                     train_command="python -m training.audio --model gone"),
+        model_entry(id="published", weights=str(tmp_path / "published.pt"),
+                    train_command="python -m some.nets fetch densenet121-res224-all"),
         model_entry(id="fresh")])], base=None)
     manager = ModelManager(config)
     status = manager.status("gone")
     assert status.state == "unavailable"
     assert "nope.pt" in status.reason and "needs training: run" in status.reason
+    # Downloading published weights is not training.
+    assert "fetch weights: run `python -m some.nets fetch" in manager.status("published").reason
     assert manager.status("fresh").state == "untrained"
     with pytest.raises(ModelUnavailableError, match="nope.pt"):
         manager.get("gone")

@@ -11,7 +11,8 @@ from xai_platform.pipeline import analyse, explain, prepare
 
 
 @needs_torch
-def test_long_audio_gives_a_timeline_and_explains_the_most_suspicious_window(tmp_path, manager):
+def test_long_audio_gives_a_timeline_and_explains_the_window_behind_the_verdict(tmp_path,
+                                                                               manager):
     import soundfile as sf
 
     path = tmp_path / "long.wav"
@@ -23,9 +24,11 @@ def test_long_audio_gives_a_timeline_and_explains_the_most_suspicious_window(tmp
     fake = analysis.window_probabilities[:, 1]
     np.testing.assert_allclose(analysis.prediction.probabilities[1], fake.mean(), rtol=1e-6)
     assert analysis.suspicious_window == int(np.argmax(fake))
+    label = analysis.prediction.index
+    assert analysis.default_window == int(np.argmax(analysis.window_probabilities[:, label]))
     expl = explain(handle, analysis, "gradcam")
-    assert expl.extras["window"] == analysis.suspicious_window
-    assert expl.axes.start_s == pytest.approx(prepared.starts_s[analysis.suspicious_window])
+    assert expl.extras["window"] == analysis.default_window and expl.target == label
+    assert expl.axes.start_s == pytest.approx(prepared.starts_s[analysis.default_window])
 
 
 @needs_torch
@@ -91,3 +94,87 @@ def test_a_live_map_is_not_called_flat(manager, png_file):
                                                    settings=manager.config.app)), "lime",
                    params={"num_samples": 50})
     assert not expl.flat and not any("flat" in n for n in expl.to_record()["notes"])
+
+
+# --- partly synthetic recordings: the segment rule -----------------------------------------
+
+def test_segment_rule_needs_consecutive_windows_and_merges_them():
+    from xai_platform.pipeline import flagged_segments
+
+    starts = np.arange(10) * 1.0  # 2 s windows every 1 s
+    p = np.array([0.1, 0.95, 0.1, 0.95, 0.97, 0.99, 0.2, 0.91, 0.92, 0.93])
+    # Runs whose windows overlap or touch merge into one stretch.
+    assert flagged_segments(p, starts, 2.0, threshold=0.9, min_windows=3) == ((3.0, 11.0),)
+    assert flagged_segments(p, starts, 0.5, threshold=0.9, min_windows=3) == \
+        ((3.0, 5.5), (7.0, 9.5))
+    assert flagged_segments(p, starts, 2.0, threshold=0.9, min_windows=4) == ()
+    assert flagged_segments(p, starts, 2.0, threshold=0.9, min_windows=1) == ((1.0, 11.0),)
+    assert flagged_segments(p[:1], starts[:1], 2.0, threshold=0.9, min_windows=1) == ()
+
+
+def _middle_scores_positive(handle, monkeypatch):
+    """Make the tiny audio model call windows with energy in the upper mel bands 'fake'."""
+    import torch
+
+    def predict(x):
+        x = np.asarray(x, np.float32)
+        if x.ndim == 4:  # (N, C, H, W) tensors in some backends
+            x = x[:, 0]
+        rows = x.shape[1]
+        high = x[:, rows // 2:].mean(axis=(1, 2)) - x[:, :rows // 2].mean(axis=(1, 2))
+        p = 1.0 / (1.0 + np.exp(-(high - 5.0)))
+        return np.stack([1 - p, p], axis=1).astype(np.float32)
+
+    monkeypatch.setattr(handle, "_predict_batch", predict)
+    monkeypatch.setattr(handle, "untrained", False)  # a verdict, as from trained weights
+    return torch
+
+
+@needs_torch
+def test_partly_synthetic_recording_is_flagged_and_the_headline_says_where(tmp_path, manager,
+                                                                          monkeypatch):
+    import soundfile as sf
+
+    from xai_platform.config import AppSettings
+
+    sr = 8000
+    wave = np.concatenate([tone(2.0, sr=sr, freq=150.0), tone(1.5, sr=sr, freq=2500.0, seed=1),
+                           tone(2.0, sr=sr, freq=150.0, seed=2)])
+    path = tmp_path / "partly.wav"
+    sf.write(path, wave, sr)
+    handle = manager.get("tiny-torch-audio")
+    _middle_scores_positive(handle, monkeypatch)
+    prepared = prepare(path, handle.spec)
+    analysis = analyse(handle, prepared, settings=AppSettings(segment_windows=3))
+    fake = analysis.window_probabilities[:, 1]
+    p = analysis.prediction
+    assert fake.mean() < 0.5 and (fake >= 0.5).sum() >= 3  # the mean alone would say "real"
+    assert p.label == "fake" and len(p.segments) == 1
+    start, end = p.segments[0]
+    assert 1.5 <= start <= 2.5 and 3.0 <= end <= 4.0  # the middle 2.0-3.5 s
+    assert p.verdict.startswith(f"fake: synthetic speech at {start:.1f}-{end:.1f} s")
+    assert p.to_dict()["segments"] == [{"start_s": round(start, 3), "end_s": round(end, 3)}]
+    # The default explanation explains the headline's class on the window driving it.
+    assert analysis.default_window == int(np.argmax(fake))
+    assert start <= prepared.starts_s[analysis.default_window] < end
+    expl = explain(handle, analysis, "saliency")
+    assert expl.target_label == "fake" and expl.extras["window"] == analysis.default_window
+    # Asked for the other class, it explains a window where that class has evidence.
+    other = explain(handle, analysis, "saliency", target="real")
+    assert analysis.window_probabilities[other.extras["window"], 0] == \
+        analysis.window_probabilities[:, 0].max()
+    # A stricter rule (more windows than the stretch has) leaves it unflagged: real.
+    strict = analyse(handle, prepared, settings=AppSettings(segment_windows=50))
+    assert strict.prediction.segments == () and strict.prediction.label == "real"
+    assert strict.prediction.verdict.startswith("real: p(fake) = ")
+    real = analysis.window_probabilities[:, 0]
+    assert real[strict.default_window] == real.max()  # the most clearly real window
+
+
+def test_verdict_states_the_decision_and_the_probability_together():
+    low = Prediction(("normal", "lesion"), np.array([0.83, 0.17], np.float32), positive=1,
+                     threshold=0.11)
+    assert low.verdict == "lesion: p(lesion) = 0.17, above this model's threshold of 0.11"
+    below = Prediction(("normal", "lesion"), np.array([0.95, 0.05], np.float32), positive=1,
+                       threshold=0.11)
+    assert below.verdict == "normal: p(lesion) = 0.05, below this model's threshold of 0.11"

@@ -97,7 +97,9 @@ def test_comparison_runs_fastest_first(service, session, png_file):
     assert session.computed == computed
 
 
-def test_errors_reach_the_user_as_messages(service, session, tmp_path):
+def test_errors_reach_the_user_as_messages(service, session, tmp_path, caplog):
+    import logging
+
     import gradio as gr
 
     from xai_platform.ui.common import user_errors
@@ -109,15 +111,21 @@ def test_errors_reach_the_user_as_messages(service, session, tmp_path):
     def handler():
         return service.analyse(session, str(bad), "tiny-torch-audio")
 
-    with pytest.raises(gr.Error, match="broken.wav"):
-        handler()
+    with caplog.at_level(logging.WARNING, logger="xai_platform.ui"):
+        with pytest.raises(gr.Error, match="broken.wav") as info:
+            handler()
+    # Titled by what happened; one log line, no traceback (an input problem, not a bug).
+    assert info.value.title == "Input not usable" and not info.value.print_exception
+    assert len(caplog.records) == 1 and caplog.records[0].exc_info is None
+    assert "\n" not in caplog.records[0].getMessage().strip()
 
     @user_errors
     def crashing():
         raise ZeroDivisionError("boom")
 
-    with pytest.raises(gr.Error, match="still running"):
+    with pytest.raises(gr.Error, match="still running") as info:
         crashing()
+    assert info.value.title == "Unexpected error (ZeroDivisionError)"
 
 
 # --- the served app, through gradio_client ---------------------------------------------------
@@ -180,6 +188,13 @@ def test_api_models_and_predict(served, inputs):
     assert result["prediction"]["untrained"] is True
     assert set(result["prediction"]["probabilities"]) == {"real", "fake"}
     assert len(result["timeline"]) >= 2
+
+
+def test_api_page_lists_only_the_named_endpoints(served):
+    url, _ = served
+    api = _client(url).view_api(return_format="dict", print_info=False)
+    assert set(api["named_endpoints"]) == {"/predict", "/explain", "/compare", "/models"}
+    assert not api["unnamed_endpoints"]
 
 
 def test_api_explain_returns_record_figure_and_heatmap(served, inputs):
@@ -280,6 +295,65 @@ def test_a_running_explanation_can_be_cancelled(service, session, png_file):
     # Nothing half-done was cached, and the next request runs normally.
     result = service.explain(session, str(png_file), "tiny-torch-xray", "gradcam")
     assert result.heatmap.shape == (32, 32) and session.computed == 1
+
+
+def test_a_cancelled_comparison_keeps_what_finished_and_ranks_it(service, session, png_file):
+    from xai_platform.errors import CancelledError
+    from xai_platform.ui.comparison import cancelled_status, compare, summary_outputs
+
+    finished = {}
+
+    def progress(fraction, desc=""):  # Cancel pressed while the second method (LIME) runs
+        if finished and desc.startswith("LIME"):
+            session.cancel.set()
+
+    run = compare(service, session, "xray", None, str(png_file), "tiny-torch-xray",
+                  ["lime", "gradcam", "saliency"], 0, progress=progress,
+                  metrics=("faithfulness",))
+    with pytest.raises(CancelledError, match="cancelled"):
+        for done, total, method, expl, card in run:
+            finished[method] = (expl, card)
+    assert list(finished) == ["gradcam", "saliency"]  # the fast ones, before LIME
+    text, _ = summary_outputs({k: e for k, (e, _) in finished.items()},
+                              {k: c for k, (_, c) in finished.items()},
+                              partial="partial: 2 of 3 methods")
+    assert "(partial: 2 of 3 methods)" in text and "Grad-CAM" in text and "| 1 |" in text
+    assert cancelled_status(2, 3).startswith("**Cancelled after 2 of 3 methods.**")
+    # A cancel pressed while a method is being scored is not lost by the next one's start ...
+    def while_scoring(fraction, desc=""):
+        if "scoring" in desc:
+            session.cancel.set()
+
+    got = []
+    with pytest.raises(CancelledError, match="after 1 of 2"):
+        for result in compare(service, session, "xray", None, str(png_file), "tiny-torch-xray",
+                              ["gradcam", "integrated_gradients"], 0, progress=while_scoring,
+                              metrics=("faithfulness",)):
+            got.append(result)
+    assert len(got) == 1
+    # ... and the next comparison starts afresh.
+    assert len(list(compare(service, session, "xray", None, str(png_file), "tiny-torch-xray",
+                            ["gradcam"], 0))) == 1
+
+
+def test_the_ranking_puts_a_method_failing_its_checks_last(service, session, png_file):
+    from dataclasses import replace
+
+    from xai_platform.evaluation.scorecard import FLAGS
+    from xai_platform.ui.comparison import compare, summary_outputs
+
+    results = list(compare(service, session, "xray", None, str(png_file), "tiny-torch-xray",
+                           ["gradcam", "saliency"], 0, metrics=("faithfulness",)))
+    expls = {m: e for _, _, m, e, _ in results}
+    cards = {m: c for _, _, m, _, c in results}
+    # (an untrained tiny model: set the checks' outcome by hand)
+    failing = replace(cards["gradcam"], flags={"fails_randomization": FLAGS["fails_randomization"]})
+    passing = replace(cards["saliency"], flags={})
+    text, _ = summary_outputs(expls, {"gradcam": failing, "saliency": passing})
+    rows = [r for r in text.splitlines() if r.startswith("| ") and "Rank" not in r]
+    assert "Gradient saliency | passes" in rows[0] and "Grad-CAM | fails" in rows[1]
+    text, _ = summary_outputs({"gradcam": expls["gradcam"]}, {"gradcam": failing})
+    assert "No map here can be trusted for this input" in text
 
 
 def test_examples_offered_are_inputs_not_masks():

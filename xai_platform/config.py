@@ -102,6 +102,10 @@ class AppSettings:
     #: refuse inputs a modality can tell are not what its models expect (an X-ray upload that
     #: is not a frontal chest radiograph); off only for tests with synthetic images
     check_inputs: bool = True
+    #: segment rule: this many consecutive windows at or above a binary model's threshold flag
+    #: the input (see :mod:`xai_platform.pipeline`); a documented default, not yet chosen on
+    #: validation recordings
+    segment_windows: int = 3
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,17 @@ from __future__ import annotations
 class XAIError(Exception):
     """Base class: a problem the user can act on."""
 
+    #: what the UI's error pop-up is titled: what happened, in a few words
+    title = "Cannot do that"
+
 
 class ConfigError(XAIError):
     """A model or app configuration entry is invalid.
 
     The message names the file, the key and the fix.
     """
+
+    title = "Configuration problem"
 
     def __init__(self, message: str, *, source: str | None = None, key: str | None = None,
                  fix: str | None = None) -> None:
@@ -38,14 +43,22 @@ class ConfigError(XAIError):
 class ModelUnavailableError(XAIError):
     """The model cannot be loaded (missing weights, missing framework, unreadable file)."""
 
+    title = "Model not available"
+
 
 class InputError(XAIError):
     """A user input is empty, corrupt, unsupported, too large or too long."""
+
+    title = "Input not usable"
 
 
 class ExplainerError(XAIError):
     """A method cannot run on this model or with these parameters."""
 
+    title = "Method cannot run"
+
 
 class CancelledError(XAIError):
     """The user cancelled a running request."""
+
+    title = "Cancelled"

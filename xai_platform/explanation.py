@@ -20,7 +20,10 @@ class Prediction:
     probabilities: (K,) float32 in [0, 1]; softmax over labels, or independent per label when
     ``multilabel``. ``threshold`` is the decision threshold on ``labels[positive]`` for a binary
     model (chosen on validation data) or, for a multi-label model, per-label 0.5 after the
-    library's calibration.
+    library's calibration. ``segments``: (start s, end s) of each stretch of consecutive windows
+    that scored positive (the segment rule in :mod:`xai_platform.pipeline`); any segment makes
+    the input positive whatever the mean says. ``segment_phrase`` names what a segment holds
+    ("synthetic speech").
     """
 
     labels: tuple[str, ...]
@@ -29,13 +32,17 @@ class Prediction:
     untrained: bool = False
     positive: int | None = None
     threshold: float | None = None
+    segments: tuple[tuple[float, float], ...] = ()
+    segment_phrase: str = ""
 
     @property
     def index(self) -> int:
-        """The predicted class: above-threshold positive for binary models, else the argmax."""
+        """The predicted class: positive for a binary model when the mean reaches its threshold
+        or a stretch of windows was flagged, else the argmax."""
         p = self.probabilities
         if self.positive is not None and self.threshold is not None and not self.multilabel:
-            return self.positive if p[self.positive] >= self.threshold else 1 - self.positive
+            hit = p[self.positive] >= self.threshold or bool(self.segments)
+            return self.positive if hit else 1 - self.positive
         return int(np.argmax(p))
 
     @property
@@ -52,18 +59,34 @@ class Prediction:
 
     @property
     def verdict(self) -> str:
-        """What a user may read as the answer; never a verdict for an untrained model."""
+        """What a user may read as the answer: the decision and the calibrated probability
+        together ("lesion: p(lesion) = 0.17, above this model's threshold of 0.11"), where the
+        flagged stretches are ("fake: synthetic speech at 7.0-14.5 s; ..."); never a verdict
+        for an untrained model."""
         if self.untrained:
             return f"no verdict ({UNTRAINED_NOTE}); highest output: {self.label} {self.score:.1%}"
         if self.multilabel:
             found = [f"{lab} {p:.0%}" for lab, p in self.ranked() if p >= 0.5]
             return "findings: " + (", ".join(found) if found else "none above threshold")
-        return f"{self.label} ({self.score:.1%})"
+        if self.positive is None or self.threshold is None:
+            return f"{self.label} ({self.score:.1%})"
+        pos = self.labels[self.positive]
+        p = float(self.probabilities[self.positive])
+        if self.segments:
+            where = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in self.segments)
+            return (f"{pos}: {self.segment_phrase or repr(pos)} at {where} (windows above this "
+                    f"model's threshold of {self.threshold:.2f}; p({pos}) over the whole input "
+                    f"{p:.2f})")
+        side = "above" if p >= self.threshold else "below"
+        return (f"{self.label}: p({pos}) = {p:.2f}, {side} this model's threshold of "
+                f"{self.threshold:.2f}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "score": self.score, "untrained": self.untrained,
                 "multilabel": self.multilabel, "threshold": self.threshold,
                 "verdict": self.verdict,
+                "segments": [{"start_s": round(a, 3), "end_s": round(b, 3)}
+                             for a, b in self.segments],
                 "probabilities": {lab: float(p) for lab, p in zip(self.labels, self.probabilities)}}
 
 

@@ -5,9 +5,24 @@ per window for inputs scored in windows over time (audio: see
 :func:`xai_platform.preprocessing.audio.split_windows`).
 **Overall verdict rule**: the input's probability of each class is the mean of the window
 probabilities; a binary model calls it positive (e.g. "fake") when that mean reaches the
-model's decision threshold (from its card; 0.5 without one). The per-window scores are kept as a
-timeline, and an explanation is computed for the *most suspicious* window (highest probability
-of the positive class) unless the caller picks another.
+model's decision threshold (from its card; 0.5 without one), **or** when the segment rule
+flags a stretch.
+
+**Segment rule** (:func:`flagged_segments`): at least ``app.segment_windows`` (default 3)
+consecutive windows scoring the positive class at or above the threshold form a flagged
+stretch, from the first window's start to the last window's end; overlapping or touching
+stretches merge. A partly synthetic recording (real speech, a few seconds of synthetic speech,
+real speech) is then called positive and the headline says where ("synthetic speech at
+7.0-14.5 s"); ``prediction.segments`` holds the stretches. The default of 3 windows (4 s with
+the shipped 2 s windows and 1 s hop) is a documented default: choosing it on validation
+recordings built from the corpus's validation sources is still to do (docs/AUDIO.md).
+
+The per-window scores are kept as a timeline. An explanation is computed, unless the caller
+picks another, for the window that drives the headline (:func:`driving_window`): for a
+positive verdict the window with the highest probability of the positive class (inside the
+flagged stretch when there is one), otherwise the window with the highest probability of the
+predicted class; the default target is the headline's class, so a class with no evidence in
+the window is never the default.
 """
 
 from __future__ import annotations
@@ -53,8 +68,13 @@ class Analysis:
     model_id: str
     prediction: Prediction
     window_probabilities: FloatArray  # (n, K)
-    suspicious_window: int
+    suspicious_window: int  # highest probability of the positive class (or of any class)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    explained_window: int | None = None  # the default window: the one driving the headline
+
+    @property
+    def default_window(self) -> int:
+        return self.suspicious_window if self.explained_window is None else self.explained_window
 
     def window_prediction(self, window: int) -> Prediction:
         p = self.prediction
@@ -62,8 +82,48 @@ class Analysis:
                           untrained=p.untrained, positive=p.positive, threshold=p.threshold)
 
 
-def analyse(model: ModelHandle, prepared: PreparedInput) -> Analysis:
-    """Predict every window and combine them by the rule in the module docstring."""
+def flagged_segments(positive_probs: np.ndarray, starts_s: np.ndarray | None,
+                     window_s: float | None, *, threshold: float,
+                     min_windows: int) -> tuple[tuple[float, float], ...]:
+    """The segment rule: (start s, end s) of each run of at least ``min_windows`` consecutive
+    windows whose positive-class probability is at or above ``threshold``, overlapping or
+    touching runs merged.
+
+    positive_probs: (n,) in [0, 1]; starts_s: (n,) window starts in seconds (None, or fewer
+    than two windows: no segments, the input is seen whole); window_s: window length.
+    """
+    if starts_s is None or window_s is None or len(positive_probs) < 2 or min_windows < 1:
+        return ()
+    hit = np.asarray(positive_probs) >= threshold
+    runs, i = [], 0
+    while i < len(hit):
+        if not hit[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(hit) and hit[j + 1]:
+            j += 1
+        if j - i + 1 >= min_windows:
+            runs.append((float(starts_s[i]), float(starts_s[j]) + float(window_s)))
+        i = j + 1
+    merged: list[tuple[float, float]] = []
+    for a, b in runs:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return tuple(merged)
+
+
+def driving_window(probs: np.ndarray, prediction: Prediction) -> int:
+    """The window that drives the headline (module docstring): the highest probability of the
+    predicted class. probs: (n, K)."""
+    return int(np.argmax(probs[:, prediction.index]))
+
+
+def analyse(model: ModelHandle, prepared: PreparedInput, *,
+            settings: AppSettings = AppSettings()) -> Analysis:
+    """Predict every window and combine them by the rules in the module docstring."""
     spec = model.spec
     if prepared.modality != spec.modality:
         raise InputError(f"model '{spec.id}' is an {spec.modality} model but the input is "
@@ -74,9 +134,18 @@ def analyse(model: ModelHandle, prepared: PreparedInput) -> Analysis:
     threshold = model.calibration.threshold
     if positive is not None and threshold is None:
         threshold = 0.5
-    prediction = Prediction(spec.labels, overall.astype(np.float32),
-                            multilabel=spec.output == "multilabel", untrained=model.untrained,
-                            positive=positive, threshold=threshold)
+    modality = get_modality(spec.modality)
+    multilabel = spec.output == "multilabel"
+    segments: tuple[tuple[float, float], ...] = ()
+    if positive is not None and not multilabel:
+        segments = flagged_segments(probs[:, positive], prepared.starts_s,
+                                    modality.window_seconds(spec), threshold=threshold,
+                                    min_windows=settings.segment_windows)
+    prediction = Prediction(spec.labels, overall.astype(np.float32), multilabel=multilabel,
+                            untrained=model.untrained, positive=positive, threshold=threshold,
+                            segments=segments,
+                            segment_phrase=modality.segment_phrase(spec.labels[positive])
+                            if segments else "")
     suspicious = int(np.argmax(probs[:, positive])) if positive is not None else \
         int(np.argmax(probs.max(axis=1)))
     notes = list(prepared.notes)
@@ -84,11 +153,15 @@ def analyse(model: ModelHandle, prepared: PreparedInput) -> Analysis:
         above = int((probs[:, positive] >= threshold).sum())
         notes.append(f"{above} of {len(probs)} windows score '{spec.labels[positive]}' at or "
                      f"above the threshold {threshold:.2f}.")
+        if segments:
+            notes.append(f"Segment rule: {settings.segment_windows} or more consecutive windows "
+                         f"at or above the threshold flag the input (app.segment_windows).")
     if model.untrained:
         notes.append(UNTRAINED_NOTE)
     if spec.notice:
         notes.append(spec.notice)
-    return Analysis(prepared, spec.id, prediction, probs, suspicious, tuple(notes))
+    return Analysis(prepared, spec.id, prediction, probs, suspicious, tuple(notes),
+                    explained_window=driving_window(probs, prediction))
 
 
 def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int | None = None,
@@ -96,14 +169,11 @@ def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int 
             seed: int = 0, batch_size: int | None = None,
             progress: Callable[[float, str], None] | None = None,
             cancel: threading.Event | None = None) -> Explanation:
-    """Explain one window (default: the most suspicious) for ``target`` (default: the
-    predicted class)."""
+    """Explain one window for ``target`` (default: the headline's class); the default window
+    is the one driving the headline, or, for another target, the window where that target
+    scores highest (never a window with no evidence for it when another has some)."""
     spec = model.spec
     prepared = analysis.prepared
-    w = analysis.suspicious_window if window is None else int(window)
-    if not 0 <= w < len(prepared.planes):
-        raise ExplainerError(f"window {w} does not exist; this input has "
-                             f"{len(prepared.planes)} window(s).")
     if target is None:
         t = analysis.prediction.index
     elif isinstance(target, str):
@@ -113,6 +183,15 @@ def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int 
         t = spec.labels.index(target)
     else:
         t = int(target)
+    if window is not None:
+        w = int(window)
+    elif t == analysis.prediction.index:
+        w = analysis.default_window
+    else:
+        w = int(np.argmax(analysis.window_probabilities[:, t]))
+    if not 0 <= w < len(prepared.planes):
+        raise ExplainerError(f"window {w} does not exist; this input has "
+                             f"{len(prepared.planes)} window(s).")
     x = prepared.planes[w]
     result = explainers.run(method, model, x, target=t, params=params, seed=seed,
                             batch_size=batch_size, progress=progress, cancel=cancel)

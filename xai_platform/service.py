@@ -151,7 +151,7 @@ class Service:
         if key not in session.analyses:
             handle = self.manager.get(model_id)
             prepared = prepare(path, handle.spec, settings=self.settings, name=path.name)
-            session.analyses[key] = analyse(handle, prepared)
+            session.analyses[key] = analyse(handle, prepared, settings=self.settings)
             while len(session.analyses) > session.max_analyses:
                 session.analyses.popitem(last=False)
         session.analyses.move_to_end(key)
@@ -161,9 +161,12 @@ class Service:
     def explain(self, session: Session, path: str | Path | None, model_id: str, method: str, *,
                 params: dict[str, Any] | None = None, seed: int = 0, window: int | None = None,
                 target: str | int | None = None, batch_size: int | None = None,
-                progress: Callable[[float, str], None] | None = None) -> Explanation:
+                progress: Callable[[float, str], None] | None = None,
+                new_request: bool = True) -> Explanation:
         """One explanation, computed once per session for the same input, model, method,
-        parameters, seed, window and target."""
+        parameters, seed, window and target. ``new_request``: clear the session's cancel flag
+        first (False for the second and later steps of a batch the caller started, so a
+        Cancel pressed between steps is not lost)."""
         analysis = self.analyse(session, path, model_id)
         spec = self.spec(model_id)
         info = get_method(method)
@@ -175,7 +178,8 @@ class Service:
         if cached is not None:
             session.explanations.move_to_end(key)
             return cached
-        session.cancel.clear()
+        if new_request:
+            session.cancel.clear()
         expl = explain(self.manager.get(model_id), analysis, method, window=window, target=target,
                        params=resolved, seed=int(seed), batch_size=batch_size,
                        progress=progress, cancel=session.cancel)

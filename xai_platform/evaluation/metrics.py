@@ -169,9 +169,13 @@ class FaithfulnessCurves:
     Sampling for Explanation of Black-box Models, BMVC 2018, arXiv:1806.07421).
 
     fractions: (steps+1,) share of pixels removed (deletion) or put back (insertion), 0 to 1;
-    deletion, insertion: (steps+1,) probability of ``target`` along each curve, in [0, 1];
-    deletion_auc (lower is better), insertion_auc (higher is better): areas under the curves
-    over the fraction axis, in [0, 1].
+    deletion, insertion: (steps+1,) along each curve, the probability of ``target`` in [0, 1]
+    (``scale`` "probability"), or, when the probability is saturated, the model's log-odds for
+    ``target`` rescaled so that the masked input is 0 and the full input 1 (``scale``
+    "logit"); deletion_auc (lower is better), insertion_auc (higher is better): areas under the
+    curves over the fraction axis, about [0, 1]; NaN when even the log-odds do not move
+    between the full and the masked input (``scale`` "uninformative": the curves say nothing
+    about this map).
     """
 
     fractions: FloatArray
@@ -180,11 +184,42 @@ class FaithfulnessCurves:
     deletion_auc: float
     insertion_auc: float
     n_evaluations: int
+    scale: str = "probability"
+
+    @property
+    def informative(self) -> bool:
+        return self.scale != "uninformative"
 
     def to_dict(self) -> dict[str, Any]:
         return {"fractions": self.fractions.tolist(), "deletion": self.deletion.tolist(),
-                "insertion": self.insertion.tolist(), "deletion_auc": self.deletion_auc,
-                "insertion_auc": self.insertion_auc, "n_evaluations": self.n_evaluations}
+                "insertion": self.insertion.tolist(),
+                "deletion_auc": self.deletion_auc if self.informative else None,
+                "insertion_auc": self.insertion_auc if self.informative else None,
+                "n_evaluations": self.n_evaluations, "scale": self.scale}
+
+
+SATURATION_GAP = 0.02
+"""Deletion and insertion run on the log-odds instead of the probability when the target's
+probability on the full input lies within this of 0 or 1: the probability is saturated (e.g.
+p(fake) = 1.0, logit 27, on a synthetic stretch: the probability curves stay at 1.0 until the
+last few per cent of the cells are removed, and every method gets AUCs of 0.99), so the
+curves over probabilities say nothing. (The full input is the same for every map, so all
+methods on one input use one scale.)"""
+MIN_LOGIT_GAP = 1e-3
+"""... and are marked uninformative when the log-odds differ by less than this as well."""
+
+
+def log_odds(model: ModelHandle, planes: np.ndarray, target: int, *,
+             batch_size: int) -> npt.NDArray[np.float64]:
+    """The model's score for ``target`` before the final squashing, as log-odds against the
+    other classes (for a multi-label model, the label's own log-odds). planes: (N, H, W);
+    returns (N,)."""
+    s = model.scores(planes, batch_size=batch_size).astype(np.float64)
+    if s.shape[1] == 1 or model.spec.output == "multilabel":
+        return s[:, target]
+    others = np.delete(s, target, axis=1)
+    top = others.max(axis=1, keepdims=True)
+    return s[:, target] - (top[:, 0] + np.log(np.exp(others - top).sum(axis=1)))
 
 
 def deletion_insertion(model: ModelHandle, x: np.ndarray, heatmap: np.ndarray, *, target: int,
@@ -195,7 +230,10 @@ def deletion_insertion(model: ModelHandle, x: np.ndarray, heatmap: np.ndarray, *
     Deletion replaces pixels by the modality's masked value
     (:func:`~xai_platform.explainers.perturbation.masked_value`), strongest evidence first
     (:func:`ranking`); insertion starts from the fully masked input and puts pixels back in the
-    same order. Both curves, ``2 * (steps + 1)`` planes, go through ``model.predict`` in batches.
+    same order. Both curves, ``2 * (steps + 1)`` planes, go through ``model.predict`` in batches;
+    when the full input's probability is saturated (:data:`SATURATION_GAP`) they go through
+    ``model.scores`` as well and the curves are over the rescaled log-odds
+    (:class:`FaithfulnessCurves`).
 
     x, heatmap: (H, W); modality: default the model's. Returns :class:`FaithfulnessCurves`.
     """
@@ -213,10 +251,24 @@ def deletion_insertion(model: ModelHandle, x: np.ndarray, heatmap: np.ndarray, *
                              np.where(removed, x[None], baseline[None])]).astype(np.float32)
     probs = model.predict(planes, batch_size=batch_size)[:, int(target)].astype(np.float32)
     fractions = (counts / n).astype(np.float32)
+    evaluations, scale = len(planes), "probability"
+    # probs[0]: the full input; probs[steps]: the fully masked one (the same for every map)
+    full = float(probs[0])
+    if full > 1 - SATURATION_GAP or full < SATURATION_GAP:
+        logits = log_odds(model, planes, int(target), batch_size=batch_size)
+        evaluations += len(planes)
+        gap = logits[0] - logits[steps]
+        if abs(gap) >= MIN_LOGIT_GAP:
+            probs, scale = ((logits - logits[steps]) / gap).astype(np.float32), "logit"
+        else:
+            scale = "uninformative"
     deletion, insertion = probs[:steps + 1], probs[steps + 1:]
+    if scale == "uninformative":
+        return FaithfulnessCurves(fractions, deletion, insertion, float("nan"), float("nan"),
+                                  n_evaluations=evaluations, scale=scale)
     return FaithfulnessCurves(fractions, deletion, insertion,
                               _trapezoid(deletion, fractions), _trapezoid(insertion, fractions),
-                              n_evaluations=len(planes))
+                              n_evaluations=evaluations, scale=scale)
 
 
 # --- sanity ----------------------------------------------------------------------------------

@@ -2,7 +2,12 @@
 
 **Ranking rule** (:func:`rank_methods`): for each criterion below that every compared method
 has, the methods are ranked 1 (best) to M, ties sharing the average rank; a method's score is
-its mean rank, lower first; equal means keep the given order.
+its mean rank, lower first; equal means keep the given order. **Checks first**: a method whose
+scorecard fails a check (:data:`FAILING_FLAGS`: the randomisation test, or deletion and
+insertion no better than chance) ranks below every method that passes, whatever its mean
+rank; the table says why. When the probability is saturated the deletion and insertion curves
+run on the log-odds (:func:`~xai_platform.evaluation.metrics.deletion_insertion`); when even
+those do not move, the two AUCs are NaN for every method, so they are not ranked on.
 
 ==================  ==================  ===================================================
 criterion           better              why
@@ -85,8 +90,14 @@ VALUES: dict[str, Value] = {
 FLAGS = {"chance_order": "Ranks pixels no better than chance",
          "fails_randomization": "Fails the randomisation test",
          "unstable": "Unstable across seeds",
-         "off_lungs": "Points mostly outside the lungs"}
+         "off_lungs": "Points mostly outside the lungs",
+         "saturated": "Deletion / insertion on the log-odds (probability saturated)",
+         "uninformative": "Deletion / insertion uninformative for this input"}
 """Flag codes (CSV column ``flags``) and their short titles."""
+FAILING_FLAGS = {"fails_randomization": "the randomisation check",
+                 "chance_order": "deletion / insertion no better than chance"}
+"""The flags that put a method below every method that passes (:func:`rank_methods`), with the
+reason the ranking table gives."""
 
 
 RANKING_CRITERIA = ("insertion_auc", "deletion_auc", "randomization_rho",
@@ -208,6 +219,7 @@ def score_explanation(model: ModelHandle, x: np.ndarray | None,
         curves = m.deletion_insertion(model, x, heatmap, target=target, modality=modality,
                                       steps=steps, batch_size=batch)
         values |= {"deletion_auc": curves.deletion_auc, "insertion_auc": curves.insertion_auc}
+        details["faithfulness_scale"] = curves.scale
         costs["faithfulness"] = Cost(time.perf_counter() - start, curves.n_evaluations)
     if "randomization" in metrics:
         r = m.randomization_test(model, x, method, target=target, params=params, seed=seed,
@@ -248,7 +260,19 @@ def score_explanation(model: ModelHandle, x: np.ndarray | None,
 def _flags(values: Mapping[str, float], focus: Mapping[str, Any] | None,
            details: Mapping[str, Any]) -> dict[str, str]:
     flags = {}
-    if "deletion_auc" in values and \
+    scale = details.get("faithfulness_scale")
+    if scale == "logit":
+        flags["saturated"] = (
+            "The probability is saturated for this input (within "
+            f"{m.SATURATION_GAP:g} of 0 or 1), so its deletion and insertion curves would say "
+            "nothing: they are computed on the model's log-odds, rescaled to 0 (masked) .. "
+            "1 (full).")
+    elif scale == "uninformative":
+        flags["uninformative"] = (
+            "Deletion and insertion say nothing for this input: neither the probability nor "
+            "the log-odds change between the full and the fully masked input. They are not "
+            "ranked on.")
+    if "deletion_auc" in values and np.isfinite(values["deletion_auc"]) and \
             values["insertion_auc"] - values["deletion_auc"] < FAITHFULNESS_MARGIN:
         flags["chance_order"] = (
             f"Deletion AUC ({values['deletion_auc']:.2f}) is not clearly below insertion AUC "
@@ -278,12 +302,18 @@ def _flags(values: Mapping[str, float], focus: Mapping[str, Any] | None,
 @dataclass(frozen=True)
 class RankedMethod:
     """A method's place: rank 1 is best (equal mean ranks share a rank); ranks: criterion ->
-    the method's rank on it (1 best, ties averaged)."""
+    the method's rank on it (1 best, ties averaged); failed: the codes of the checks it fails
+    (:data:`FAILING_FLAGS`), which put it below every method that passes."""
 
     method: str
     rank: int
     mean_rank: float
     ranks: dict[str, float]
+    failed: tuple[str, ...] = ()
+
+    @property
+    def passes(self) -> bool:
+        return not self.failed
 
 
 def _goodness(name: str, value: float) -> float:
@@ -295,9 +325,12 @@ def rank_methods(scorecards: Mapping[str, Scorecard | Mapping[str, float]]) -> l
     """Methods best first by the rule in the module docstring.
 
     scorecards: method -> its :class:`Scorecard` or a mapping of values (e.g. means over a
-    data set). Criteria that some method lacks (or has as NaN) are left out for all.
+    data set). Criteria that some method lacks (or has as NaN) are left out for all. Scorecards
+    with a failing flag rank after every method without one; plain mappings carry no flags.
     """
     methods = list(scorecards)
+    failed = {k: tuple(f for f in FAILING_FLAGS if f in v.flags) if isinstance(v, Scorecard)
+              else () for k, v in scorecards.items()}
     values = {k: (v.values if isinstance(v, Scorecard) else v) for k, v in scorecards.items()}
     used = [c for c in RANKING_CRITERIA
             if methods and all(np.isfinite(values[k].get(c, np.nan)) for k in methods)]
@@ -307,12 +340,14 @@ def rank_methods(scorecards: Mapping[str, Scorecard | Mapping[str, float]]) -> l
         for k, r in zip(methods, order):
             ranks[k][c] = float(r)
     mean = {k: float(np.mean(list(ranks[k].values()))) if used else 1.0 for k in methods}
-    ordered = sorted(methods, key=lambda k: mean[k])  # stable: ties keep the given order
+    # stable: ties keep the given order
+    ordered = sorted(methods, key=lambda k: (bool(failed[k]), mean[k]))
     out, place = [], 0
     for i, k in enumerate(ordered):
-        if i == 0 or mean[k] != mean[ordered[i - 1]]:
+        prev = ordered[i - 1] if i else None
+        if prev is None or mean[k] != mean[prev] or bool(failed[k]) != bool(failed[prev]):
             place = i + 1
-        out.append(RankedMethod(k, place, mean[k], ranks[k]))
+        out.append(RankedMethod(k, place, mean[k], ranks[k], failed[k]))
     return out
 
 
@@ -374,6 +409,8 @@ def render_agreement(matrix: np.ndarray, labels: Sequence[str], *, title: str = 
 
 
 def _fmt(name: str, value: float) -> str:
+    if not np.isfinite(value):
+        return "n/a"
     if name in ("randomization_passed", "pointing_game"):
         return "yes" if value >= 0.5 else "no"
     if name in ("mass_inside", "lung_share", "border_share"):
@@ -402,6 +439,9 @@ def scorecard_markdown(card: Scorecard) -> str:
         value = _fmt(name, card.values[name])
         if name == "randomization_rho":
             value += " (pass)" if card.values.get("randomization_passed") else " (fail)"
+        if name in ("insertion_auc", "deletion_auc") and \
+                card.details.get("faithfulness_scale") == "logit":
+            value += " (log-odds)"
         if name.startswith("stability") and not card.details.get("stochastic", True):
             value = "exact" if name == "stability_spearman" else "0"
         group = info.group
@@ -422,13 +462,31 @@ def scorecard_markdown(card: Scorecard) -> str:
 
 def ranking_markdown(ranking: Sequence[RankedMethod], labels: Mapping[str, str] | None = None
                      ) -> str:
-    """The ranking as a Markdown table (rank | method | mean rank | per-criterion ranks)."""
+    """The ranking as a Markdown table (rank | method | checks | mean rank | per-criterion
+    ranks)."""
     if not ranking:
         return ""
     criteria = list(ranking[0].ranks)
-    head = ["Rank", "Method", "Mean rank"] + [VALUES[c].label for c in criteria]
+    head = ["Rank", "Method", "Checks", "Mean rank"] + [VALUES[c].label for c in criteria]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in ranking:
-        cells = [str(r.rank), (labels or {}).get(r.method, r.method), f"{r.mean_rank:.2f}"]
+        checks = "passes" if r.passes else "fails: " + "; ".join(FAILING_FLAGS[f]
+                                                                 for f in r.failed)
+        cells = [str(r.rank), (labels or {}).get(r.method, r.method), checks,
+                 f"{r.mean_rank:.2f}"]
         rows.append("| " + " | ".join(cells + [f"{r.ranks[c]:g}" for c in criteria]) + " |")
     return "\n".join(rows)
+
+
+def trust_verdict(ranking: Sequence[RankedMethod]) -> str:
+    """One sentence above the ranking: which maps may be trusted for this input."""
+    if not ranking:
+        return ""
+    if not any(r.passes for r in ranking):
+        return ("**No map here can be trusted for this input**: every method fails a check "
+                "(the randomisation test, or deletion / insertion no better than chance).")
+    failing = [r for r in ranking if not r.passes]
+    if failing:
+        return ("Methods that fail a check rank below every method that passes, whatever "
+                "their other ranks.")
+    return "Every method passes the checks that ran."

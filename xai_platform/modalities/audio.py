@@ -160,6 +160,11 @@ class Audio(Modality):
     def window_seconds(self, spec: ModelSpec) -> float:
         return float(spec.input.duration)
 
+    def segment_phrase(self, positive_label: str) -> str:
+        # The audio models here detect synthetic speech; their positive label says so.
+        synthetic = positive_label.lower() in ("fake", "spoof", "synthetic", "deepfake")
+        return "synthetic speech" if synthetic else f"'{positive_label}'"
+
     # --- perturbations --------------------------------------------------------------------------
     def masked_value(self, x: FloatArray) -> FloatArray:
         return np.full_like(x, x.min(), dtype=np.float32)

@@ -132,6 +132,11 @@ class Modality(ABC):
         """Length of one scoring window in seconds (None: inputs are seen whole)."""
         return None
 
+    def segment_phrase(self, positive_label: str) -> str:
+        """What a flagged stretch of windows holds, for the headline ("synthetic speech at
+        7.0-14.5 s")."""
+        return f"'{positive_label}'"
+
     def window_names(self, spec: ModelSpec, prepared: PreparedInput) -> list[str]:
         """A label per window ("3: 1.0-3.0 s"), empty when the input is one window."""
         length = self.window_seconds(spec)
@@ -194,6 +199,11 @@ class Modality(ABC):
         shares and a message, the region mask (H, W) bool), or None where the modality finds
         no such region (:attr:`focus_region`)."""
         return None
+
+    @property
+    def has_readout(self) -> bool:
+        """Whether :meth:`readout` gives extra views (the UI shows their panels only then)."""
+        return type(self).readout is not Modality.readout
 
     def readout(self, model: Any, expl: Explanation, prepared: PreparedInput,
                 base: Path) -> Readout | None:

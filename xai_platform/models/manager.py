@@ -86,7 +86,10 @@ class ModelManager:
         if not fmt.installed():
             return ModelStatus("unavailable", f"{fmt.label} is not installed; {fmt.install_hint}")
         if spec.weights is not None and not spec.weights.is_file():
-            how = (f"needs training: run `{spec.train_command}`" if spec.train_command
+            # A command that downloads published weights ("... fetch NAME") is not training.
+            download = spec.train_command and " fetch " in f" {spec.train_command} "
+            how = (f"fetch weights: run `{spec.train_command}`" if download else
+                   f"needs training: run `{spec.train_command}`" if spec.train_command
                    else "put the trained weights there or fix `weights` in the config entry")
             return ModelStatus("unavailable", f"weights file {spec.weights} not found; {how}")
         if model_id in self._failures:

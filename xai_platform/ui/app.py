@@ -23,7 +23,7 @@ from ..models import ModelManager
 from ..service import SESSION_ROOT, Service, Session
 from . import classification, comparison, plugin_panel
 from .common import (example_files, file_types, input_kind, input_path, model_choices,
-                     model_status_markdown, prediction_outputs, user_errors)
+                     model_status_markdown, prediction_outputs, user_error, user_errors)
 
 log = logging.getLogger("xai_platform.ui")
 
@@ -38,14 +38,17 @@ def _preview(modality: str, path: str | None, settings: AppSettings) -> np.ndarr
 
 
 def models_table(service: Service) -> str:
-    lines = ["| model | modality | framework | status | methods |", "|---|---|---|---|---|"]
+    """The Models tab: three columns (model with its modality and framework, status, methods),
+    so no column is squeezed until its heading wraps letter by letter."""
+    lines = ["| Model | Status | Methods that apply |", "|---|---|---|"]
     for row in service.models():
         ok, _ = service.methods(row.id)
         status = row.state if not row.reason or row.state == "ready" else f"{row.state}: {row.reason}"
         if service.manager.checking(row.id):
             status += " (checking its target layer...)"
-        lines.append(f"| {row.name} (`{row.id}`) | {row.modality} | {row.framework} | {status} | "
-                     f"{', '.join(ok)} |")
+        labels = ", ".join(get_method(m).label for m in ok)
+        lines.append(f"| **{row.name}**<br>`{row.id}` · {row.modality} · {row.framework} | "
+                     f"{status} | {labels} |")
     return "\n".join(lines)
 
 
@@ -116,7 +119,8 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
                     None, "", gr.update(visible=False),
                     gr.update(visible=windowed, choices=[classification.AUTO_WINDOW],
                               value=classification.AUTO_WINDOW,
-                              label=get_modality(mod).window_label or "Window"))
+                              label=get_modality(mod).window_label or "Window"),
+                    gr.update(visible=get_modality(mod).has_readout))
 
         def on_tick():
             return models_table(service), gr.Timer(active=manager.checking())
@@ -144,7 +148,7 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
         modality.change(on_modality, [modality],
                         [model, audio, image, preview,
                          *[col for col, _ in example_columns.values()], label, verdict,
-                         timeline, cls["window"]], api_visibility="private")
+                         timeline, cls["window"], cls["readout_row"]], api_visibility="private")
         model.change(on_model_status, [model], [status, label, verdict], api_visibility="private")
         image.change(on_image, [modality, image], [preview], api_visibility="private")
         predict_btn.click(on_predict, [session, modality, audio, image, model],
@@ -198,7 +202,7 @@ def register_api(service: Service) -> None:
             try:
                 return fn(*args, **kwargs)
             except XAIError as exc:
-                raise gr.Error(str(exc)) from None
+                raise user_error(exc, f"/{fn.__name__}") from None
         wrapped.__name__, wrapped.__doc__ = fn.__name__, fn.__doc__
         wrapped.__annotations__ = fn.__annotations__
         wrapped.__wrapped__ = fn

@@ -10,10 +10,10 @@ import gradio as gr
 from ..explainers import Param, all_methods, get_method
 from ..modalities import all_modalities, get_modality
 from ..service import Service, Session
-from .common import figure_image, input_path, method_details_markdown, user_errors
+from .common import ask, figure_image, input_path, method_details_markdown, user_errors
 
-AUTO_WINDOW = "most suspicious"
-PREDICTED = "predicted class"
+AUTO_WINDOW = "the one behind the verdict"
+PREDICTED = "the verdict's class"
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def run_explain(service: Service, session: Session, modality: str, audio: str | 
     """Everything the page shows for one explanation."""
     path = input_path(modality, audio, image)
     if not method_id:
-        raise gr.Error("Choose a method first.")
+        raise ask("Choose a method first.", "No method chosen")
     params = collect_params(method_id, modality, values)
     report = (lambda f, what: progress(f, desc=what)) if progress is not None else None
     expl = service.explain(session, path, model_id, method_id, params=params, seed=int(seed or 0),
@@ -144,8 +144,11 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         cancel_btn = gr.Button("Cancel", variant="stop")
     summary = gr.Markdown()
     figure = gr.Image(label="input | heatmap | overlay", type="numpy", interactive=False)
-    with gr.Row(visible=True) as audio_row:
-        readouts = gr.Plot(label="attribution per frequency band and per time segment")
+    # The modality's extra views (audio: band / time profiles and two clips), shown only for a
+    # modality that has them; the plot's own titles name its panels.
+    with gr.Row(visible=get_modality(header["first_modality"]).has_readout) as audio_row:
+        readouts = gr.Plot(label="attribution per frequency band and per time segment",
+                           show_label=False)
         with gr.Column():
             clips_md = gr.Markdown()
             clip_kept = gr.Audio(label="important regions kept", interactive=False)
@@ -181,8 +184,8 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         sess.cancel.set()
         gr.Info("Cancelling: the running explanation stops at its next batch.")
 
-    model.change(on_model, [model], [method, hidden, target])
-    method.change(on_method, [model, method], [details, *controls])
+    model.change(on_model, [model], [method, hidden, target], api_visibility="private")
+    method.change(on_method, [model, method], [details, *controls], api_visibility="private")
     event = explain_btn.click(
         on_explain,
         [session, header["modality"], header["audio"], header["image"], model, method, seed,
@@ -193,4 +196,4 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
                      api_visibility="private")
     return {"method": method, "window": window, "target": target, "figure": figure,
             "summary": summary, "explain": explain_btn, "on_model": on_model,
-            "hidden": hidden}
+            "hidden": hidden, "readout_row": audio_row}

@@ -37,18 +37,31 @@ def file_types(kind: str) -> list[str]:
                    for e in m.extensions})
 
 
+def user_error(exc: Exception, where: str) -> gr.Error:
+    """The ``gr.Error`` a user sees for ``exc``: a platform error (a problem the user can fix)
+    titled by what happened and logged as one line; anything unexpected as a short message, its
+    traceback in the server log, never on the page."""
+    if isinstance(exc, gr.Error):
+        return exc
+    if isinstance(exc, XAIError):
+        log.warning("%s: %s: %s", where, exc.title, exc)
+        return gr.Error(str(exc), title=exc.title, print_exception=False)
+    log.error("unexpected error in %s:\n%s", where, traceback.format_exc())
+    return gr.Error(f"Something went wrong ({type(exc).__name__}: {str(exc)[:200]}). "
+                    "The app is still running; try again or another input.",
+                    title=f"Unexpected error ({type(exc).__name__})", print_exception=False)
+
+
+def ask(message: str, title: str) -> gr.Error:
+    """A pop-up for a missing choice on the page ("Choose a method first.")."""
+    return gr.Error(message, title=title, print_exception=False)
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn platform errors into a readable message (``gr.Error``) and anything unexpected into
-    a short one; the traceback goes to the server log, never to the page."""
+    """Turn platform errors into a readable message (:func:`user_error`) at the UI edge."""
 
     def report(exc: Exception) -> gr.Error:
-        if isinstance(exc, gr.Error):
-            return exc
-        if isinstance(exc, XAIError):
-            return gr.Error(str(exc), title="Cannot do that")
-        log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
-        return gr.Error(f"Something went wrong ({type(exc).__name__}: {str(exc)[:200]}). "
-                        "The app is still running; try again or another input.", title="Error")
+        return user_error(exc, fn.__name__)
 
     if _is_generator(fn):
         @functools.wraps(fn)
@@ -123,8 +136,6 @@ def prediction_outputs(service: Service, session: Session, path: str | None, mod
     if p.multilabel:
         lines.append("Ranked findings (probabilities after the library's calibrated thresholds; "
                      "0.5 is the decision point): " + ", ".join(f"{lab} {v:.0%}" for lab, v in p.ranked()[:5]))
-    elif p.threshold is not None and p.positive is not None:
-        lines.append(f"Decision threshold on '{p.labels[p.positive]}': {p.threshold:.2f}.")
     lines += [f"- {note}" for note in analysis.notes]
     timeline = service.timeline(analysis)
     return label, "\n".join(lines), (timeline_figure(timeline, analysis) if len(timeline) > 1 else None)
@@ -149,7 +160,10 @@ def timeline_figure(timeline: list[tuple[float, float]], analysis) -> Any:
         if analysis.prediction.threshold is not None:
             ax.axhline(analysis.prediction.threshold, color="grey", ls="--", lw=1,
                        label="threshold")
-        ax.axvline(xs[analysis.suspicious_window], color="#2166ac", lw=1,
+        for i, (a, b) in enumerate(analysis.prediction.segments):
+            ax.axvspan(a, b, color="#b2182b", alpha=0.12, lw=0,
+                       label="flagged stretch" if i == 0 else None)
+        ax.axvline(xs[analysis.default_window], color="#2166ac", lw=1,
                    label="explained window")
         ax.set_ylim(0, 1)
         ax.set_xlabel("window start (s)")

@@ -11,10 +11,11 @@ from typing import Any
 
 import gradio as gr
 
+from ..errors import CancelledError
 from ..explainers import all_methods, get_method
 from ..explanation import Explanation
 from ..service import Service, Session
-from .common import figure_image, input_path, method_details_markdown, user_errors
+from .common import ask, figure_image, input_path, method_details_markdown, user_errors
 
 
 def caption(expl: Explanation) -> str:
@@ -34,40 +35,61 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
             image: str | None, model_id: str, methods: list[str], seed: int, progress=None,
             metrics: tuple[str, ...] = ()):
     """Yield (done, total, method id, explanation, scorecard or None) as each method finishes,
-    fastest first; the scorecard when ``metrics`` are asked for."""
+    fastest first; the scorecard when ``metrics`` are asked for. The session's Cancel flag is
+    cleared once at the start and checked between methods (and inside each explainer's
+    batches): cancelling raises :class:`CancelledError` after the methods already done."""
     path = input_path(modality, audio, image)
     if not methods:
-        raise gr.Error("Tick at least one method.")
+        raise ask("Tick at least one method.", "No method chosen")
     order = sorted(methods, key=lambda m: (get_method(m).speed, m))
+    session.cancel.clear()
     for i, method in enumerate(order):
         def report(f: float, what: str, i=i, label=get_method(method).label) -> None:
             if progress is not None:
                 progress((i + f) / len(order), desc=f"{label}: {what}")
+        if session.cancel.is_set():
+            raise CancelledError(f"cancelled after {i} of {len(order)} methods.")
         expl = service.explain(session, path, model_id, method, seed=int(seed or 0),
-                               progress=report)
+                               progress=report, new_request=False)
         if metrics:
             report(1.0, "scoring the explanation")
         card = service.score(session, expl, tuple(metrics)) if metrics else None
         yield i + 1, len(order), method, expl, card
 
 
-def summary_outputs(explanations: dict[str, Explanation], cards: dict[str, Any]):
-    """(ranking markdown, agreement figure or None) for the finished comparison."""
+def summary_outputs(explanations: dict[str, Explanation], cards: dict[str, Any], *,
+                    partial: str = ""):
+    """(ranking markdown, agreement figure or None) for the finished comparison; ``partial``
+    says what was left out (e.g. after a Cancel)."""
     from ..evaluation.metrics import agreement
-    from ..evaluation.scorecard import rank_methods, ranking_markdown, render_agreement
+    from ..evaluation.scorecard import (rank_methods, ranking_markdown, render_agreement,
+                                        trust_verdict)
 
     labels = {k: e.method_label for k, e in explanations.items()}
     text = ""
     if cards:
-        text = ("### Which explanation to trust for this input\n"
-                "Methods ranked by their mean rank over the metrics (lower is better; each "
-                "scorecard has the values):\n\n" + ranking_markdown(rank_methods(cards), labels))
+        ranking = rank_methods(cards)
+        text = ("### Which explanation to trust for this input"
+                + (f" ({partial})" if partial else "") + "\n"
+                + trust_verdict(ranking) + " Then by mean rank over the metrics (lower is "
+                "better; each scorecard has the values):\n\n"
+                + ranking_markdown(ranking, labels))
     figure = None
     if len(explanations) > 1:
         matrix = agreement({k: e.heatmap for k, e in explanations.items()})
-        figure = render_agreement(matrix["spearman"], [labels[k] for k in matrix["methods"]],
-                                  title="agreement: rank correlation between the maps")
+        # No title: the heading and the line above the plot say what it is (a title would be
+        # cut off on the narrow figure of two or three methods).
+        figure = render_agreement(matrix["spearman"], [labels[k] for k in matrix["methods"]])
+        text += ("\n\n#### Agreement between methods\nRank correlation between every two maps "
+                 "(1: the same order of cells; near 0: unrelated).")
     return text, figure
+
+
+def cancelled_status(done: int, total: int) -> str:
+    """What the status line says after a Cancel."""
+    return (f"**Cancelled after {done} of {total} methods.** "
+            + ("The finished results and a partial ranking stay on the page." if done else
+               "No method had finished."))
 
 
 def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[str, Any]:
@@ -82,23 +104,25 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
     with gr.Row():
         run = gr.Button("Compare", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
-    status = gr.Markdown()
+    # The one progress display of a comparison (the event shows its progress here only, so
+    # finished cards stay sharp while the next method runs).
+    status = gr.Markdown(min_height=40)
+    ranking = gr.Markdown()
+    # The figure carries its own title; the ranking text ends with the section's heading.
+    agreement_plot = gr.Plot(label="Agreement between methods", show_label=False, visible=False)
     images, captions, details, scores = [], [], [], []
-    columns = 2
     slots = []
-    for row_start in range(0, len(methods_all), columns):
-        with gr.Row(equal_height=False):
-            for _ in methods_all[row_start:row_start + columns]:
-                with gr.Column(visible=False, min_width=320) as col:
-                    captions.append(gr.Markdown())
-                    images.append(gr.Image(type="numpy", interactive=False, show_label=False))
-                    scores.append(gr.Markdown())
-                    with gr.Accordion("What this method computes", open=False):
-                        details.append(gr.Markdown())
-                slots.append(col)
-    with gr.Row():
-        ranking = gr.Markdown()
-        agreement_plot = gr.Plot(label="Agreement between methods", visible=False)
+    # One card per row, the figure at full width: readable without zooming.
+    for _ in methods_all:
+        with gr.Column(visible=False) as col:
+            captions.append(gr.Markdown())
+            images.append(gr.Image(type="numpy", interactive=False, show_label=False,
+                                   buttons=["fullscreen"]))
+            with gr.Row(equal_height=False):
+                scores.append(gr.Markdown())
+                with gr.Accordion("What this method computes", open=False):
+                    details.append(gr.Markdown())
+        slots.append(col)
 
     @user_errors
     def on_model(model_id):
@@ -115,25 +139,34 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         caps, imgs, dets, cards_md = [""] * n, [None] * n, [""] * n, [""] * n
         explanations, cards = {}, {}
         hidden_plot = gr.update(visible=False, value=None)
-        yield (f"Running {len(chosen or [])} methods...", *cols, *caps, *imgs, *dets, *cards_md,
+        total = len(chosen or [])
+        yield (f"Running {total} methods...", *cols, *caps, *imgs, *dets, *cards_md,
                "", hidden_plot)
-        for done, total, method, expl, card in compare(
-                service, sess, modality, audio, image, model_id, list(chosen or []), seed_v,
-                progress=progress, metrics=tuple(chosen_metrics or ())):
-            k = done - 1
-            explanations[method] = expl
-            cols[k] = gr.update(visible=True)
-            caps[k] = caption(expl)
-            imgs[k] = figure_image(expl)
-            dets[k] = method_details_markdown(method)
-            if card is not None:
-                from ..evaluation.scorecard import scorecard_markdown
+        try:
+            for done, total, method, expl, card in compare(
+                    service, sess, modality, audio, image, model_id, list(chosen or []), seed_v,
+                    progress=progress, metrics=tuple(chosen_metrics or ())):
+                k = done - 1
+                explanations[method] = expl
+                cols[k] = gr.update(visible=True)
+                caps[k] = caption(expl)
+                imgs[k] = figure_image(expl)
+                dets[k] = method_details_markdown(method)
+                if card is not None:
+                    from ..evaluation.scorecard import scorecard_markdown
 
-                cards[method] = card
-                cards_md[k] = scorecard_markdown(card)
-            note = " (untrained model: no verdict)" if expl.untrained else ""
-            yield (f"{done} of {total} methods done{note}", *cols, *caps, *imgs, *dets,
-                   *cards_md, "", hidden_plot)
+                    cards[method] = card
+                    cards_md[k] = scorecard_markdown(card)
+                note = " (untrained model: no verdict)" if expl.untrained else ""
+                yield (f"{done} of {total} methods done{note}", *cols, *caps, *imgs, *dets,
+                       *cards_md, "", hidden_plot)
+        except CancelledError:
+            done = len(explanations)
+            text, figure = summary_outputs(explanations, cards,
+                                           partial=f"partial: {done} of {total} methods")
+            yield (cancelled_status(done, total), *cols, *caps, *imgs, *dets, *cards_md, text,
+                   gr.update(visible=figure is not None, value=figure))
+            return
         text, figure = summary_outputs(explanations, cards)
         yield (f"All {len(explanations)} methods done." + (" Ranking and agreement below."
                                                            if len(explanations) > 1 else ""),
@@ -142,13 +175,17 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
                gr.update(visible=figure is not None, value=figure))
 
     def on_cancel(sess):
+        # The running comparison sees the flag at its next batch and reports what finished.
         sess.cancel.set()
+        return "Cancelling: the comparison stops at the running method's next batch..."
 
-    header["model"].change(on_model, [header["model"]], [methods, hidden])
-    event = run.click(on_compare, [session, header["modality"], header["audio"], header["image"],
-                                   header["model"], methods, seed, metrics],
-                      [status, *slots, *captions, *images, *details, *scores, ranking,
-                       agreement_plot], api_visibility="private")
-    cancel.click(on_cancel, [session], None, cancels=[event], queue=False, api_visibility="private")
+    header["model"].change(on_model, [header["model"]], [methods, hidden],
+                           api_visibility="private")
+    run.click(on_compare, [session, header["modality"], header["audio"], header["image"],
+                           header["model"], methods, seed, metrics],
+              [status, *slots, *captions, *images, *details, *scores, ranking, agreement_plot],
+              show_progress_on=[status], api_visibility="private")
+    cancel.click(on_cancel, [session], [status], queue=False, show_progress="hidden",
+                 api_visibility="private")
     return {"methods": methods, "hidden": hidden, "run": run, "status": status,
             "on_model": on_model}

@@ -43,6 +43,7 @@ def render_readouts(expl: Explanation, *, dpi: int = 110) -> Figure:
         ax_f.barh(np.arange(len(per_band)), per_band, color="#b2182b", height=0.9)
         ticks = np.linspace(0, len(hz) - 1, 6).round().astype(int)
         ax_f.set_yticks(ticks, [f"{hz[t]:.0f}" for t in ticks])
+        ax_f.set_ylim(-0.5, len(per_band) - 0.5)  # the top band's tick label inside the axes
         ax_f.set_ylabel("frequency (Hz)")
         ax_f.set_xlabel("attribution")
         ax_f.set_title("per frequency band")
