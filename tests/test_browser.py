@@ -153,7 +153,7 @@ def test_both_pages_in_a_real_browser(app_url, files):
         page.get_by_label("Chest X-ray").check()
         page.wait_for_timeout(1000)
         page.locator("input[type=file]").last.set_input_files(str(png))
-        expect(page.get_by_text("Input as loaded").first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Chest X-ray as loaded").first).to_be_visible(timeout=30_000)
         page.get_by_role("button", name="Predict").click()
         expect(page.get_by_text(re.compile(r"normal|lesion|No Finding|verdict", re.I)).first) \
             .to_be_visible(timeout=60_000)
