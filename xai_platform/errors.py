@@ -62,3 +62,10 @@ class CancelledError(XAIError):
     """The user cancelled a running request."""
 
     title = "Cancelled"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a
+    one-line error passes on from a library's multi-line text."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

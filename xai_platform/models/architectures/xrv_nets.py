@@ -49,7 +49,7 @@ import torchxrayvision as xrv
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from ...errors import ConfigError, ModelUnavailableError
+from ...errors import ConfigError, ModelUnavailableError, first_line
 
 CONVERTED_SUFFIX = ".state_dict.pt"
 # Architecture -> the released weights it loads by default (``arch_args.weights`` overrides).
@@ -276,7 +276,7 @@ def read_release(path: Path, *, module_prefixes: tuple[str, ...] = _MODULE_PREFI
     except FileNotFoundError:
         raise ModelUnavailableError(f"weights file {path} not found.") from None
     except Exception as exc:  # UnpicklingError, a truncated file, a foreign format
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelUnavailableError(f"{path} is not a TorchXRayVision weights file that can be "
                                     f"read safely: {first[:200]}") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

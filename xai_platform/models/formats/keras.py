@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ...config import ModelSpec
-from ...errors import ConfigError, ModelUnavailableError
+from ...errors import ConfigError, ModelUnavailableError, first_line
 from ..architectures import check_architecture, get_builder
 from ..handle import (Calibration, FloatArray, LayerGradients, ModelHandle, normalization,
                       output_transforms)
@@ -367,7 +367,7 @@ def load_model_file(path: Path) -> Any:
     except FileNotFoundError:
         raise ModelUnavailableError(f"weights file {path} not found.") from None
     except Exception as exc:  # keras raises ValueError/TypeError for unsafe or foreign content
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelUnavailableError(f"{path} cannot be loaded in Keras safe mode: {first[:240]}") from None
 
 

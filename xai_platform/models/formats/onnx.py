@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ...config import ModelSpec
-from ...errors import ConfigError, ModelUnavailableError
+from ...errors import ConfigError, ModelUnavailableError, first_line
 from ..handle import Calibration, FloatArray, ModelHandle, normalization
 from .base import Capabilities, ModelFormat, register_format
 
@@ -144,7 +144,7 @@ def session(path: Path, *, n_threads: int | None = None) -> Any:
         return ort.InferenceSession(str(path), sess_options=options,
                                     providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelUnavailableError(f"{path} is not a valid ONNX model: {first[:240]}") from None
 
 
@@ -174,7 +174,7 @@ def convert(spec: ModelSpec) -> Any:
         graph = onnx.load(str(path))
         return onnx2torch_convert(graph)
     except Exception as exc:  # NotImplementedError for an operator without a converter
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelUnavailableError(f"{path} cannot be converted to PyTorch by onnx2torch: "
                                     f"{first[:240]}; use architecture: onnx (predictions and "
                                     "perturbation methods only).") from None

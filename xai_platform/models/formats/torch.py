@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...config import ModelSpec
-from ...errors import ConfigError, ModelUnavailableError
+from ...errors import ConfigError, ModelUnavailableError, first_line
 from ..architectures import check_architecture, get_builder
 from ..handle import (Calibration, FloatArray, LayerGradients, ModelHandle, normalization,
                       output_transforms)
@@ -378,7 +378,7 @@ def load_weights(net: nn.Module, spec: ModelSpec, path: Path) -> None:
     except FileNotFoundError:
         raise ModelUnavailableError(f"weights file {path} not found.") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelUnavailableError(
             f"weights file {path} cannot be loaded safely (weights_only=True): {first[:200]}. "
             "Only plain state_dicts load; a file that pickles code is refused.") from None

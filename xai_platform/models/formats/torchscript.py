@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ...config import ModelSpec
-from ...errors import ConfigError, ModelUnavailableError
+from ...errors import ConfigError, ModelUnavailableError, first_line
 from ..handle import Calibration
 from . import torch as torch_format
 from .base import Capabilities, ModelFormat, register_format
@@ -91,7 +91,7 @@ def load_script(path: Path | None) -> Any:
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
             return torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelUnavailableError(f"{path} is not a TorchScript archive: {first[:200]} (a "
                                     "state_dict belongs to framework: torch).") from None
 
