@@ -6,10 +6,10 @@ registers its models); none of them imports a deep-learning framework. See
 """
 
 from .base import (InputSpec, Modality, PreparedInput, Readout, Source, all_modalities,
-                   get_modality, modality_names, modality_of, register_modality,
+                   get_modality, modality_names, register_modality,
                    unregister_modality)
 
 from . import audio, xray  # noqa: E402,F401  (each registers itself)
 
 __all__ = ["InputSpec", "Modality", "PreparedInput", "Readout", "Source", "all_modalities",
-           "get_modality", "modality_names", "modality_of", "register_modality", "unregister_modality"]
+           "get_modality", "modality_names", "register_modality", "unregister_modality"]

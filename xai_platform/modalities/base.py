@@ -266,8 +266,3 @@ modality_names = _MODALITIES.names
 def get_modality(name: str, *, source: str | None = None) -> Modality:
     """The registered modality ``name``; an unknown one raises :class:`ConfigError`."""
     return _MODALITIES.get(name, source=source)
-
-
-def modality_of(path: str | Path) -> Modality | None:
-    """The modality whose extensions include ``path``'s suffix (the first registered)."""
-    return next((m for m in _MODALITIES.all() if m.accepts(path)), None)

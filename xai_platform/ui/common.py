@@ -22,12 +22,9 @@ log = logging.getLogger("xai_platform.ui")
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-#: the upload widgets: a modality's ``input_kind`` picks one ("audio": upload or microphone;
-#: anything else: a file upload)
-INPUT_KINDS = ("audio", "file")
-
-
 def input_kind(modality: str) -> str:
+    """The upload widget a modality's ``input_kind`` picks: "audio" (upload or microphone),
+    anything else "file"."""
     return "audio" if get_modality(modality).input_kind == "audio" else "file"
 
 
