@@ -15,7 +15,7 @@ from typing import Any
 from xai_platform.config import ModelSpec
 from xai_platform.models.cards import (CardCalibration, ModelCard, ModelInfo, TrainingInfo,
                                        WeightsInfo, card_path)
-from xai_platform.models.manager import sha256
+from xai_platform.files import sha256
 
 from .trainer import TrainConfig
 
@@ -90,7 +90,25 @@ def write_card(weights: Path, card: ModelCard) -> tuple[Path, Path]:
 
 def markdown(card: ModelCard) -> str:
     """The card for people, in the layout of its modality."""
-    return audio_markdown(card) if card.model.modality == "audio" else xray_markdown(card)
+    text = audio_markdown(card) if card.model.modality == "audio" else xray_markdown(card)
+    return text + familiarity_markdown(card)
+
+
+def familiarity_markdown(card: ModelCard) -> str:
+    """The familiarity check (verdicts withheld outside the training data), if the card has one."""
+    f = card.familiarity
+    if f is None:
+        return ""
+    lines = ["", "## Verdict withheld outside the training data", "",
+             f"The {f.dims}-dim pooled activations of `{f.layer}` on the {f.fitted_on} split, "
+             f"summarised by their mean and top {f.components} principal components (Mahalanobis "
+             f"distance plus the residual); the limit is the {f.quantile:.0%} quantile of the "
+             f"{f.limit_from} split's distances. An input beyond it gets no verdict (`withheld`). "
+             "Share of inputs withheld:", "", "| inputs | withheld |", "|---|---|"]
+    lines += [f"| {name} | {rate:.1%} |" for name, rate in f.withheld.items()]
+    if f.command:
+        lines += ["", "Reproduce:", "", "```", f.command, "```"]
+    return "\n".join(lines) + "\n"
 
 
 def pct(v: float | None) -> str:

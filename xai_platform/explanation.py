@@ -23,7 +23,9 @@ class Prediction:
     library's calibration. ``segments``: (start s, end s) of each stretch of consecutive windows
     that scored positive (the segment rule in :mod:`xai_platform.pipeline`); any segment makes
     the input positive whatever the mean says. ``segment_phrase`` names what a segment holds
-    ("synthetic speech").
+    ("synthetic speech"). ``withheld``: the input is unlike the model's training data
+    (:mod:`xai_platform.familiarity`), so no verdict is given; ``reason`` says why and
+    ``familiarity`` holds the measured distance (None: the model has no such check).
     """
 
     labels: tuple[str, ...]
@@ -34,6 +36,9 @@ class Prediction:
     threshold: float | None = None
     segments: tuple[tuple[float, float], ...] = ()
     segment_phrase: str = ""
+    withheld: bool = False
+    reason: str = ""
+    familiarity: dict[str, Any] | None = None
 
     @property
     def index(self) -> int:
@@ -65,6 +70,9 @@ class Prediction:
         for an untrained model."""
         if self.untrained:
             return f"no verdict ({UNTRAINED_NOTE}); highest output: {self.label} {self.score:.1%}"
+        if self.withheld:
+            return (f"verdict withheld: {self.reason}. The model would answer "
+                    f"{self.label} ({self.score:.1%}); the explanations show why.")
         if self.multilabel:
             found = [f"{lab} {p:.0%}" for lab, p in self.ranked() if p >= 0.5]
             return "findings: " + (", ".join(found) if found else "none above threshold")
@@ -84,7 +92,8 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "score": self.score, "untrained": self.untrained,
                 "multilabel": self.multilabel, "threshold": self.threshold,
-                "verdict": self.verdict,
+                "verdict": self.verdict, "withheld": self.withheld,
+                "reason": self.reason or None, "familiarity": self.familiarity,
                 "segments": [{"start_s": round(a, 3), "end_s": round(b, 3)}
                              for a, b in self.segments],
                 "probabilities": {lab: float(p) for lab, p in zip(self.labels, self.probabilities)}}

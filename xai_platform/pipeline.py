@@ -17,6 +17,12 @@ real speech) is then called positive and the headline says where ("synthetic spe
 the shipped 2 s windows and 1 s hop) is a documented default: choosing it on validation
 recordings built from the corpus's validation sources is still to do (docs/AUDIO.md).
 
+**Familiarity** (:mod:`xai_platform.familiarity`): a model whose card describes its training
+distribution is checked on every input; when most windows (an image's only one) lie beyond the
+limit set on validation data, the verdict is withheld (``prediction.withheld``, with
+``prediction.reason``) while the probabilities and explanations are still computed: they show
+what the model would answer and why, not a verdict.
+
 The per-window scores are kept as a timeline. An explanation is computed, unless the caller
 picks another, for the window that drives the headline (:func:`driving_window`): for a
 positive verdict the window with the highest probability of the positive class (inside the
@@ -35,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from . import explainers
+from . import explainers, familiarity
 from .config import AppSettings, ModelSpec
 from .errors import ExplainerError, InputError
 from .explanation import Explanation, FloatArray, Prediction, UNTRAINED_NOTE
@@ -79,7 +85,8 @@ class Analysis:
     def window_prediction(self, window: int) -> Prediction:
         p = self.prediction
         return Prediction(p.labels, self.window_probabilities[window], multilabel=p.multilabel,
-                          untrained=p.untrained, positive=p.positive, threshold=p.threshold)
+                          untrained=p.untrained, positive=p.positive, threshold=p.threshold,
+                          withheld=p.withheld, reason=p.reason, familiarity=p.familiarity)
 
 
 def flagged_segments(positive_probs: np.ndarray, starts_s: np.ndarray | None,
@@ -115,6 +122,15 @@ def flagged_segments(positive_probs: np.ndarray, starts_s: np.ndarray | None,
     return tuple(merged)
 
 
+def familiar(model: ModelHandle, prepared: PreparedInput) -> familiarity.Check | None:
+    """How far the input's windows are from the model's training data (None when the model
+    carries no familiarity description or cannot give the features)."""
+    if model.familiarity is None or not model.capabilities.layer_gradients:
+        return None
+    features = model.embeddings(prepared.planes, layer=model.familiarity.layer)
+    return familiarity.check(model.familiarity, features)
+
+
 def driving_window(probs: np.ndarray, prediction: Prediction) -> int:
     """The window that drives the headline (module docstring): the highest probability of the
     predicted class. probs: (n, K)."""
@@ -141,11 +157,15 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
         segments = flagged_segments(probs[:, positive], prepared.starts_s,
                                     modality.window_seconds(spec), threshold=threshold,
                                     min_windows=settings.segment_windows)
+    known = familiar(model, prepared)
     prediction = Prediction(spec.labels, overall.astype(np.float32), multilabel=multilabel,
                             untrained=model.untrained, positive=positive, threshold=threshold,
                             segments=segments,
                             segment_phrase=modality.segment_phrase(spec.labels[positive])
-                            if segments else "")
+                            if segments else "",
+                            withheld=known is not None and known.withheld and not model.untrained,
+                            reason=known.reason if known is not None else "",
+                            familiarity=known.to_dict() if known is not None else None)
     suspicious = int(np.argmax(probs[:, positive])) if positive is not None else \
         int(np.argmax(probs.max(axis=1)))
     notes = list(prepared.notes)
@@ -156,6 +176,13 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
         if segments:
             notes.append(f"Segment rule: {settings.segment_windows} or more consecutive windows "
                          f"at or above the threshold flag the input (app.segment_windows).")
+    if known is not None and not known.withheld:
+        notes.append(f"Familiar input: distance to the training data "
+                     f"{known.to_dict()['distance_ratio']:.2f}x the limit set on validation "
+                     "data (above 1 the verdict would be withheld).")
+    elif known is None and model.familiarity is None and not model.untrained:
+        notes.append("This model has no familiarity check: nothing tells whether the input is "
+                     "like its training data.")
     if model.untrained:
         notes.append(UNTRAINED_NOTE)
     if spec.notice:

@@ -32,7 +32,7 @@ from .explainers import compatibility, get_method
 from .explanation import Explanation
 from .modalities import Readout, get_modality
 from .models import ModelManager
-from .models.manager import sha256 as file_digest
+from .files import sha256 as file_digest
 from .pipeline import Analysis, analyse, explain, prepare
 
 #: Session folders live here; the app serves files from it (Gradio's allowed_paths), and every

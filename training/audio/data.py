@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xai_platform.models.manager import sha256
+from xai_platform.files import sha256
 
 FOR_SUBSETS = ("for-norm", "for-2sec", "for-rerec", "for-original")
 FOR_SPLITS = {"training": "train", "validation": "validation", "testing": "test"}

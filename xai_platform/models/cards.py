@@ -136,6 +136,27 @@ class CardCalibration:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FamiliarityInfo:
+    """The description of the training distribution that withholds verdicts on unfamiliar
+    inputs (:mod:`xai_platform.familiarity`): the file, the layer whose pooled activations it
+    describes, the limit and how it was set, and the measured share of inputs withheld per
+    split and per kind of changed input (``withheld``: name -> rate in [0, 1])."""
+
+    file: str
+    sha256: str | None = None
+    layer: str | None = None
+    method: str = "mahalanobis-ppca"
+    components: int | None = None
+    dims: int | None = None
+    limit: float | None = None
+    quantile: float = 0.99
+    fitted_on: str = "train"
+    limit_from: str = "validation"
+    command: str | None = None
+    withheld: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReliabilityFigure:
     """The reliability diagram (before and after calibration) drawn for one split."""
 
@@ -197,6 +218,7 @@ class ModelCard:
     robustness: Mapping[str, RobustnessCheck] = field(default_factory=dict)
     explanations: ExplanationSummary | None = None
     mask_supervision: MaskSupervisionInfo | None = None
+    familiarity: FamiliarityInfo | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, strict: bool = False) -> ModelCard:
@@ -224,6 +246,8 @@ class ModelCard:
                                                 {"methods": _mapping}),
             "mask_supervision": lambda v, w: _build(MaskSupervisionInfo, v, w, strict,
                                                     {"layers": _tuple}),
+            "familiarity": lambda v, w: _build(FamiliarityInfo, v, w, strict,
+                                               {"withheld": _mapping}),
         })
 
     def to_dict(self) -> dict[str, Any]:
@@ -451,3 +475,17 @@ def read_calibration(weights: Path | None) -> Calibration:
         return _calibration(raw.get("temperature", 1.0), raw.get("threshold"))
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return Calibration()
+
+
+def read_familiarity_info(weights: Path | None) -> FamiliarityInfo | None:
+    """The ``familiarity`` block beside ``weights``: the card's, or, for a file that is
+    incomplete as a model card (a user's own model: ``{"familiarity": {"file": ..., "sha256":
+    ...}}``), that block alone; None when there is none or it is malformed."""
+    card = read_card(weights)
+    if card is not None or weights is None:
+        return None if card is None else card.familiarity
+    try:
+        raw = json.loads(card_path(weights).read_text(encoding="utf-8"))["familiarity"]
+        return _build(FamiliarityInfo, raw, "familiarity", False, {"withheld": _mapping})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

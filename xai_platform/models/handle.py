@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..config import ModelSpec
+from ..familiarity import Familiarity
 
 FloatArray = npt.NDArray[np.float32]
 _EPS = 1e-7
@@ -169,6 +170,9 @@ class ModelHandle(ABC):
         self.untrained = untrained
         self.default_batch_size = default_batch_size
         self.calibration = calibration or Calibration()
+        #: the training distribution of this model's features (set by the manager from the
+        #: model card; None: no familiarity check), see :mod:`xai_platform.familiarity`
+        self.familiarity: Familiarity | None = None
         self.lock = threading.RLock()
 
     # --- the framework-specific part -------------------------------------------------------
@@ -191,6 +195,18 @@ class ModelHandle(ABC):
         """(d score / d x: (N, H, W) float32, scores: (N,) float32) for each row's target
         (capability ``input_gradients``)."""
         raise NotImplementedError(f"{self.framework} models give no input gradients")
+
+    def embeddings(self, x: np.ndarray, *, layer: str | None = None,
+                   batch_size: int | None = None) -> FloatArray:
+        """The activations of ``layer`` (default: the target layer) averaged over space,
+        (N, C) float32: the features the familiarity check describes. Taken through
+        :meth:`layer_gradients` (capability ``layer_gradients``), whose backward pass stops at
+        the layer, so it costs about one forward pass."""
+        def pooled(batch: FloatArray) -> FloatArray:
+            grads = self.layer_gradients(batch, np.zeros(len(batch), np.int64), layer=layer)
+            return grads.activations.mean(axis=(2, 3))
+
+        return self._batched(pooled, x, batch_size, None)
 
     def layer_output_shape(self, layer: str) -> tuple[int, ...]:
         """Shape of ``layer``'s output for one input, channels first, e.g. (C, h, w)."""

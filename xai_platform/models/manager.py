@@ -8,7 +8,6 @@ framework-free and a user with only one framework installed can use that framewo
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -17,7 +16,9 @@ from typing import Literal
 
 from ..config import ModelSpec, PlatformConfig
 from ..errors import ModelUnavailableError, XAIError
-from .cards import ModelCard, read_calibration, read_card
+from ..familiarity import read as read_familiarity
+from ..files import sha256
+from .cards import ModelCard, read_calibration, read_card, read_familiarity_info
 from .formats import get_format
 from .handle import ModelHandle
 
@@ -43,14 +44,6 @@ def check_models(config: PlatformConfig) -> None:
     (architecture, weights kind). Imports no framework; raises :class:`ConfigError`."""
     for spec in config.models:
         get_format(spec.framework, source=f"{spec.source} (model '{spec.id}')").check_spec(spec)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ModelManager:
@@ -161,6 +154,8 @@ class ModelManager:
                 handle = get_format(spec.framework).load(
                     spec, device=self.device, default_batch_size=self.batch_size,
                     calibration=read_calibration(spec.weights))
+                handle.familiarity = read_familiarity(spec.weights,
+                                                      read_familiarity_info(spec.weights))
             except ModelUnavailableError as exc:
                 self._failures[model_id] = str(exc)
                 raise ModelUnavailableError(f"model '{model_id}' is unavailable: {exc}") from None

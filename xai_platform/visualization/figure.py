@@ -56,6 +56,8 @@ def title(expl: Explanation) -> str:
     head = f"{expl.model_name} | {expl.method_label}"
     if p.untrained:
         verdict = f"UNTRAINED MODEL, no verdict (top output {p.label} {p.score:.0%})"
+    elif p.withheld:
+        verdict = f"VERDICT WITHHELD: input unlike the training data (model would answer {p.label} {p.score:.0%})"
     elif p.multilabel:
         verdict = f"top finding {p.label} {p.score:.0%}"
     else:

@@ -1,0 +1,200 @@
+"""Verdicts withheld outside the training data: the distance math, the file and card it lives
+in, and what a user sees through the service, the CLI JSON and the page."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_MODELS, chest_like, needs_torch, write_config
+from xai_platform import familiarity
+
+
+def _gaussian(n: int, dims: int, seed: int, shift: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    scales = np.linspace(3.0, 0.1, dims)  # an elongated cloud: Euclidean distance would fail
+    return rng.standard_normal((n, dims)) * scales + shift
+
+
+def test_the_limit_withholds_about_the_chosen_share_of_familiar_inputs():
+    fam = familiarity.fit(_gaussian(2000, 40, 0), _gaussian(1000, 40, 1), quantile=0.95,
+                          max_components=16)
+    unseen = familiarity.check(fam, _gaussian(4000, 40, 2))
+    assert 0.02 < unseen.unfamiliar.mean() < 0.09
+    assert fam.components.shape == (16, 40)
+
+
+def test_inputs_off_the_training_cloud_are_withheld_even_along_a_narrow_direction():
+    """A small step along a direction the training data barely moves in is unfamiliar, though
+    it is short in plain distance: the check is Mahalanobis, not Euclidean."""
+    fam = familiarity.fit(_gaussian(2000, 40, 0), _gaussian(1000, 40, 1))
+    narrow = _gaussian(200, 40, 3)
+    narrow[:, -1] += 2.0  # 20 standard deviations of the narrowest dimension
+    wide = _gaussian(200, 40, 4)
+    wide[:, 0] += 2.0  # under one standard deviation of the widest
+    assert familiarity.check(fam, narrow).unfamiliar.mean() > 0.9
+    assert familiarity.check(fam, wide).unfamiliar.mean() < 0.2
+
+
+def test_directions_left_out_of_the_kept_components_still_count():
+    """With fewer components than channels, a step outside the kept subspace is caught by the
+    residual term."""
+    fam = familiarity.fit(_gaussian(2000, 40, 0), _gaussian(1000, 40, 1), max_components=16)
+    off = _gaussian(200, 40, 3)
+    off[:, 20:] += 3.0  # every left-out dimension moves by about 3 of their 0.7 spread
+    assert familiarity.check(fam, off).unfamiliar.mean() > 0.9
+
+
+def test_check_reason_and_windows():
+    one = familiarity.Check(np.array([3.0], np.float32))
+    assert one.withheld and "far outside what the model was trained on" in one.reason
+    assert "3.0x the limit" in one.reason
+    mixed = familiarity.Check(np.array([0.5, 1.5, 0.7], np.float32))
+    assert not mixed.withheld and mixed.reason == ""
+    most = familiarity.Check(np.array([1.5, 1.2, 0.7], np.float32))
+    assert most.withheld and most.reason.startswith("2 of 3 windows are outside")
+    assert most.to_dict() == {"distance_ratio": 1.2, "unfamiliar_windows": 2, "windows": 3}
+
+
+def test_the_file_round_trips_and_holds_no_code(tmp_path):
+    fam = familiarity.fit(_gaussian(300, 8, 0), _gaussian(100, 8, 1), layer="features.1")
+    path = tmp_path / "m.familiarity.npz"
+    digest = fam.save(path)
+    back = familiarity.Familiarity.load(path)
+    x = _gaussian(5, 8, 9)
+    np.testing.assert_allclose(back.distances(x), fam.distances(x), rtol=1e-5)
+    assert back.layer == "features.1" and len(digest) == 64
+    evil = tmp_path / "evil.npz"
+    np.savez(evil, mean=np.array([object()], dtype=object))
+    with pytest.raises(ValueError):
+        familiarity.Familiarity.load(evil)
+
+
+# --- through the app ----------------------------------------------------------------------
+
+
+def _trained_tiny_xray(tmp_path: Path, *, fit_on: np.ndarray | None = None,
+                       tamper: bool = False) -> Path:
+    """A config with the tiny X-ray model given weights (so it is "trained") and, with
+    ``fit_on`` (N, 32, 32), a familiarity file fitted on those planes next to them."""
+    import torch
+
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+
+    entry = TINY_MODELS[1]
+    base = ModelManager(load_config([write_config(tmp_path / "base.yaml", [entry])], base=None),
+                        device="cpu")
+    weights = tmp_path / "tiny.pt"
+    torch.manual_seed(0)
+    torch.save(base.get(entry["id"]).net.state_dict(), weights)
+    if fit_on is not None:
+        handle = base.get(entry["id"])
+        feats = handle.embeddings(fit_on)
+        fam = familiarity.fit(feats[: len(feats) // 2], feats[len(feats) // 2:], quantile=1.0,
+                              layer=entry["target_layer"])
+        npz = tmp_path / "tiny.familiarity.npz"
+        digest = fam.save(npz)
+        if tamper:
+            digest = "0" * 64
+        (tmp_path / "tiny.card.json").write_text(json.dumps(
+            {"familiarity": {"file": npz.name, "sha256": digest, "layer": entry["target_layer"]}}))
+    return write_config(tmp_path / "trained.yaml", [entry | {"weights": str(weights)}])
+
+
+def _chests(n: int) -> np.ndarray:
+    return np.stack([chest_like(32, seed=s) for s in range(n)])
+
+
+def _png(path: Path, img: np.ndarray) -> Path:
+    from PIL import Image
+
+    Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), mode="L").save(path)
+    return path
+
+
+@needs_torch
+def test_an_unfamiliar_image_gets_no_verdict_but_still_an_explanation(tmp_path):
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+    from xai_platform.service import Service, Session
+
+    config = _trained_tiny_xray(tmp_path, fit_on=_chests(80))
+    service = Service(ModelManager(load_config([config], base=None), device="cpu"))
+    session = Session()
+    try:
+        familiar = service.analyse(session, _png(tmp_path / "chest.png", chest_like(32, 99)),
+                                   "tiny-torch-xray")
+        assert not familiar.prediction.withheld
+        assert familiar.prediction.familiarity["distance_ratio"] < 1.5
+        assert any(n.startswith("Familiar input") for n in familiar.notes)
+
+        stripes = np.tile((np.arange(32) % 4 < 2).astype(np.float32), (32, 1))
+        odd = _png(tmp_path / "stripes.png", stripes)
+        analysis = service.analyse(session, odd, "tiny-torch-xray")
+        p = analysis.prediction
+        assert p.withheld and "outside what the model was trained on" in p.reason
+        assert p.verdict.startswith("verdict withheld: ")
+        expl = service.explain(session, odd, "tiny-torch-xray", "gradcam")
+        record = service.record(expl)
+        assert record["prediction"]["withheld"] is True
+        assert "trained on" in record["prediction"]["reason"]
+        assert expl.heatmap.shape == (32, 32) and np.isfinite(expl.heatmap).all()
+    finally:
+        session.close()
+
+
+@needs_torch
+def test_a_model_without_the_check_says_so_and_a_tampered_file_turns_it_off(tmp_path, caplog):
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+    from xai_platform.service import Service, Session
+
+    (tmp_path / "a").mkdir()
+    plain = _trained_tiny_xray(tmp_path / "a")
+    service = Service(ModelManager(load_config([plain], base=None), device="cpu"))
+    session = Session()
+    try:
+        analysis = service.analyse(session, _png(tmp_path / "c.png", chest_like(32)),
+                                   "tiny-torch-xray")
+        assert analysis.prediction.familiarity is None and not analysis.prediction.withheld
+        assert any("no familiarity check" in n for n in analysis.notes)
+    finally:
+        session.close()
+    (tmp_path / "b").mkdir()
+    tampered = _trained_tiny_xray(tmp_path / "b", fit_on=_chests(40), tamper=True)
+    with caplog.at_level(logging.WARNING):
+        handle = ModelManager(load_config([tampered], base=None), device="cpu").get(
+            "tiny-torch-xray")
+    assert handle.familiarity is None
+    assert "does not match the sha256" in caplog.text
+
+
+@needs_torch
+def test_the_cli_json_and_the_page_show_the_withholding(tmp_path, capsys):
+    from xai_platform.cli import main
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+    from xai_platform.service import Service, Session
+    from xai_platform.ui.common import prediction_outputs
+
+    config = _trained_tiny_xray(tmp_path, fit_on=_chests(80))
+    odd = _png(tmp_path / "noise.png", np.random.default_rng(0).random((32, 32)))
+    assert main(["explain", str(odd), "--model", "tiny-torch-xray", "--method", "saliency",
+                 "--config", str(config), "--out", str(tmp_path / "out"), "--json",
+                 "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)["results"][0]
+    assert result["prediction"]["withheld"] is True and result["prediction"]["reason"]
+    assert result["explanations"][0]["prediction"]["withheld"] is True
+    service = Service(ModelManager(load_config([config], base=None), device="cpu"))
+    session = Session()
+    try:
+        label, markdown, _ = prediction_outputs(service, session, str(odd), "tiny-torch-xray")
+    finally:
+        session.close()
+    assert label == "verdict withheld"
+    assert markdown.startswith("### verdict withheld: ")

@@ -1,0 +1,187 @@
+"""Fit a detector's familiarity check (verdicts withheld outside its training data) and
+measure how often it withholds, on the benchmark's splits and on inputs made to differ.
+
+    python -m training.familiarity --model xray-cnn [--data data/xray_benchmark]
+
+Writes ``<weights stem>.familiarity.npz`` beside the weights and the ``familiarity`` block of
+its model card (JSON and Markdown). The Gaussian is fitted on the training split, the limit set
+on the validation split (:mod:`xai_platform.familiarity`); test and the changed inputs only
+measure. Changed inputs are made from test images (orientation, inversion, exposure, contrast,
+resolution, noise, zoom) plus other pictures a user might upload by mistake: the tibia
+radiograph of pydicom-data and scikit-image's grayscale photographs, each through the app's
+own image path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from xai_platform import familiarity
+from xai_platform.config import ModelSpec, load_config
+from xai_platform.models.cards import FamiliarityInfo, card_stem, read_card
+
+from .cards import write_card
+from .weights import load_saved
+from .xray.data import read_data
+
+Shift = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def _blur(x: np.ndarray, _rng: np.random.Generator, factor: int = 8) -> np.ndarray:
+    n, h, w = x.shape
+    small = x[:, :h - h % factor, :w - w % factor].reshape(
+        n, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
+    return np.repeat(np.repeat(small, factor, axis=1), factor, axis=2)[:, :h, :w] \
+        if h % factor == 0 and w % factor == 0 else x
+
+
+def _zoom(x: np.ndarray, _rng: np.random.Generator) -> np.ndarray:
+    n, h, w = x.shape
+    crop = x[:, h // 4:h // 4 + h // 2, w // 4:w // 4 + w // 2]
+    return np.repeat(np.repeat(crop, 2, axis=1), 2, axis=2)[:, :h, :w]
+
+
+#: inputs made to differ from test images: name -> transform of planes (N, H, W) in [0, 1]
+SHIFTS: dict[str, Shift] = {
+    "flipped left-right": lambda x, _: x[:, :, ::-1],
+    "upside down": lambda x, _: x[:, ::-1, :],
+    "rotated 90 degrees": lambda x, _: np.rot90(x, axes=(1, 2)),
+    "inverted (negative)": lambda x, _: 1.0 - x,
+    "under-exposed (gamma 2.5)": lambda x, _: x ** 2.5,
+    "over-exposed (gamma 0.4)": lambda x, _: x ** 0.4,
+    "low contrast (x0.4)": lambda x, _: 0.5 + (x - 0.5) * 0.4,
+    "blurred (1/8 resolution)": _blur,
+    "noisy (sigma 0.1)": lambda x, rng: np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1),
+    "zoomed 2x": _zoom,
+}
+PHOTOS = ("camera", "coins", "moon", "text", "brick", "grass", "gravel", "page",
+          "astronaut", "chelsea", "coffee", "rocket", "horse", "clock", "immunohistochemistry")
+
+
+def other_pictures(spec: ModelSpec) -> dict[str, np.ndarray]:
+    """Pictures that are not chest radiographs, as model planes (N, H, W), by group; a group
+    whose files are not installed is left out."""
+    from xai_platform.preprocessing.image import load_image, real_radiograph_path, to_model_plane
+
+    out: dict[str, np.ndarray] = {}
+    rg1 = real_radiograph_path()
+    if rg1 is not None and rg1.with_name("RG3_UNCR.dcm").exists():
+        tibia = load_image(rg1.with_name("RG3_UNCR.dcm")).pixels
+        out["tibia radiograph (RG3)"] = to_model_plane(tibia, spec.input_shape)[None]
+    try:
+        from skimage import color, data
+    except ImportError:
+        return out
+    planes = []
+    for name in PHOTOS:
+        img = np.asarray(getattr(data, name)(), dtype=np.float64)
+        if img.ndim == 3:
+            img = color.rgb2gray(img[..., :3] / (255.0 if img.max() > 1 else 1.0))
+        elif img.max() > 1:
+            img = img / img.max()
+        planes.append(to_model_plane(img.astype(np.float32), spec.input_shape))
+    out[f"photographs (scikit-image, {len(planes)})"] = np.stack(planes)
+    return out
+
+
+def withheld_rate(fam: familiarity.Familiarity, features: np.ndarray) -> float:
+    return float((fam.distances(features) > fam.limit).mean())
+
+
+def run(spec: ModelSpec, data: Path, *, quantile: float, max_train: int | None,
+        max_shifted: int, seed: int, command: str) -> FamiliarityInfo:
+    """Fit, save, measure, and write the card's ``familiarity`` block."""
+    weights = spec.weights
+    card = read_card(weights)
+    if weights is None or card is None:
+        raise SystemExit(f"'{spec.id}' has no trained weights with a model card; train it first.")
+    handle = load_saved(spec, weights)
+    layer = spec.target_layer
+    rng = np.random.default_rng(seed)
+    dataset = read_data(data, spec, limit=None)
+
+    def features(x: np.ndarray) -> np.ndarray:
+        return handle.embeddings(np.asarray(x, np.float32), layer=layer, batch_size=32)
+
+    t0 = time.time()
+    train_x = dataset.splits["train"].x
+    if max_train is not None and len(train_x) > max_train:
+        train_x = train_x[np.sort(rng.permutation(len(train_x))[:max_train])]
+    fitted = familiarity.fit(features(train_x), features(dataset.splits["validation"].x),
+                             quantile=quantile, layer=layer)
+    stem = card_stem(weights)
+    npz = stem.with_name(f"{stem.name}.familiarity.npz")
+    digest = fitted.save(npz)
+
+    rates: dict[str, float] = {}
+    for name in ("validation", "test", "real"):
+        if name in dataset.splits:
+            rates[f"{name} split" if name != "real" else "real radiograph split"] = \
+                withheld_rate(fitted, features(dataset.splits[name].x))
+    test_x = dataset.splits["test"].x
+    sample = test_x[np.sort(rng.permutation(len(test_x))[:max_shifted])].astype(np.float32)
+    for name, shift in SHIFTS.items():
+        changed = np.ascontiguousarray(shift(sample, rng), dtype=np.float32)
+        rates[f"test images {name}"] = withheld_rate(fitted, features(changed))
+    for name, planes in other_pictures(spec).items():
+        rates[name] = withheld_rate(fitted, features(planes))
+    for name, rate in rates.items():
+        print(f"  {spec.id}: {name:<40} withheld {rate:6.1%}", file=sys.stderr)
+
+    info = FamiliarityInfo(
+        file=npz.name, sha256=digest, layer=layer, components=len(fitted.variances),
+        dims=fitted.dims, limit=round(fitted.limit, 4), quantile=quantile, command=command,
+        withheld={k: round(v, 4) for k, v in rates.items()})
+    write_card(weights, dataclasses.replace(card, familiarity=info))
+    print(f"{spec.id}: familiarity fitted in {time.time() - t0:.0f} s -> {npz}", file=sys.stderr)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.familiarity",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, action="append",
+                        help="a trained model id from the config (repeatable)")
+    parser.add_argument("--config", action="append", type=Path,
+                        help="extra config file or folder (repeatable)")
+    parser.add_argument("--data", type=Path, default=Path("data/xray_benchmark"))
+    parser.add_argument("--quantile", type=float, default=0.99,
+                        help="the limit: this quantile of the validation distances")
+    parser.add_argument("--max-train", type=int, default=3000,
+                        help="training images the Gaussian is fitted on (seeded sample)")
+    parser.add_argument("--max-shifted", type=int, default=300,
+                        help="test images each change is applied to")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    argv = list(argv if argv is not None else sys.argv[1:])
+    config = load_config(args.config or ())
+    for model_id in args.model:
+        command = ("python -m training.familiarity " + " ".join(
+            shlex.quote(a) for a in ["--model", model_id, *_without_models(argv)]))
+        run(config.model(model_id), args.data, quantile=args.quantile, max_train=args.max_train,
+            max_shifted=args.max_shifted, seed=args.seed, command=command)
+    return 0
+
+
+def _without_models(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--model":
+            skip = True
+        elif not a.startswith("--model="):
+            out.append(a)
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
