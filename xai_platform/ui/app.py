@@ -8,6 +8,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -89,9 +90,15 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
                 files = example_files(m.name)
                 with gr.Column(visible=bool(files) and m.name == first_modality) as col:
                     if files:
-                        gr.Examples([[p] for p in files],
-                                    [audio if input_kind(m.name) == "audio" else image],
-                                    label=f"Examples: {m.label}")
+                        # A plain list of names, not gr.Examples: that one probes every audio
+                        # example with ffprobe while the page is built (about 1 s of start-up);
+                        # here a file is handed to the input only when clicked.
+                        picker = gr.Dataset(components=["textbox"], type="index",
+                                            samples=[[Path(p).name] for p in files],
+                                            label=f"Examples: {m.label}", samples_per_page=12)
+                        picker.click(lambda i, files=files: files[i], [picker],
+                                     [audio if input_kind(m.name) == "audio" else image],
+                                     api_visibility="private")
                 example_columns[m.name] = (col, bool(files))
         header = {"modality": modality, "model": model, "audio": audio, "image": image,
                   "first_modality": first_modality}
