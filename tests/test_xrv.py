@@ -78,7 +78,7 @@ def chex_setup(tmp_path_factory):
     cache = tmp / "models_data"
     rel = release(CHEX)
     model = released_densenet(cache / rel.filename)
-    converted = fetch(CHEX, cache_dir=cache, download=False)
+    converted = fetch(CHEX, cache_dir=cache, download_missing=False)
     config = load_config([write_config(tmp / "xrv.yaml", [
         xrv_entry("xrv-chex", CHEX, converted)])], base=None)
     return rel, model, converted, ModelManager(config, device="cpu")
@@ -159,7 +159,7 @@ def test_offline_status_names_the_file_and_folder(tmp_path):
     assert str(cache) in status.reason and target.name in status.reason
     assert f"fetch {CHEX}" in status.reason
     with pytest.raises(ModelUnavailableError) as err:  # converting without the download
-        fetch(CHEX, cache_dir=cache, download=False)
+        fetch(CHEX, cache_dir=cache, download_missing=False)
     assert rel.filename in str(err.value) and str(cache) in str(err.value)
     assert rel.url in str(err.value)
 
@@ -250,3 +250,69 @@ def test_resnet50_state_dict_loads_as_downloaded(tmp_path):
         ref = xrv.models.op_norm(raw, torch.tensor(rel.thresholds)).numpy()
     np.testing.assert_allclose(probs, ref[:, list(rel.used)], atol=1e-5)
     assert probs.shape == (1, 16) and "Lung Lesion" not in handle.spec.labels
+
+
+# --- fetching from the app and the CLI --------------------------------------------------------
+
+
+def _fetchable(tmp_path: Path, monkeypatch, url: str) -> ModelManager:
+    """A manager whose xrv-chex entry's weights are missing and whose release address is
+    ``url`` (a local file:// address stands in for GitHub's)."""
+    import dataclasses
+
+    from xai_platform.models.architectures import xrv_nets
+
+    real = xrv_nets.release
+    monkeypatch.setattr(xrv_nets, "release",
+                        lambda key: dataclasses.replace(real(key), url=url))
+    target = real(CHEX).weights_path(tmp_path / "models_data")
+    config = load_config([write_config(tmp_path / "c.yaml", [
+        xrv_entry("xrv-chex", CHEX, target)])], base=None)
+    return ModelManager(config, device="cpu")
+
+
+def test_fetch_downloads_with_progress_converts_and_the_model_is_ready(tmp_path, monkeypatch):
+    from xai_platform.models.architectures.xrv_nets import release
+    from xai_platform.service import Service
+    from xai_platform.ui.fetch_panel import fetch_weights, missing
+
+    published = tmp_path / "published" / release(CHEX).filename
+    released_densenet(published)
+    manager = _fetchable(tmp_path, monkeypatch, published.as_uri())
+    service = Service(manager)
+    assert manager.status("xrv-chex").state == "unavailable"
+    assert "python -m xai_platform fetch xrv-chex" in manager.status("xrv-chex").reason
+    assert missing(service) == ["xrv-chex"]
+    seen: list[tuple[float, str]] = []
+    text = fetch_weights(service, "xrv-chex", progress=lambda f, what: seen.append((f, what)))
+    assert text.startswith("**`xrv-chex` is ready**")
+    assert seen[-1] == (1.0, "converting to a plain state_dict")
+    assert any("downloaded" in what and "MB" in what for _, what in seen)
+    assert manager.status("xrv-chex").state == "ready" and missing(service) == []
+    assert manager.get("xrv-chex").predict(np.zeros((1, 224, 224), np.float32)).shape == (1, 11)
+
+
+def test_fetch_without_internet_says_so_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    from xai_platform.service import Service
+    from xai_platform.ui.fetch_panel import fetch_weights
+
+    manager = _fetchable(tmp_path, monkeypatch, "http://127.0.0.1:9/weights.pt")
+    text = fetch_weights(Service(manager), "xrv-chex")
+    assert text.startswith("**Could not fetch `xrv-chex`.**")
+    assert "needs internet access" in text and "copy " in text
+    assert not list((tmp_path / "models_data").glob("*.partial"))
+    assert manager.status("xrv-chex").state == "unavailable"
+
+
+def test_the_cli_fetch_command(tmp_path, monkeypatch, capsys):
+    from xai_platform.cli import main
+    from xai_platform.models.architectures.xrv_nets import release
+
+    published = tmp_path / "published" / release(CHEX).filename
+    released_densenet(published)
+    _fetchable(tmp_path, monkeypatch, published.as_uri())
+    config = str(tmp_path / "c.yaml")
+    assert main(["fetch", "xrv-chex", "--config", config, "--quiet"]) == 0
+    assert "xrv-chex: ready" in capsys.readouterr().out
+    assert main(["fetch", "xrv-chex", "--config", config]) == 0
+    assert "weights already there" in capsys.readouterr().out

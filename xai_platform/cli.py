@@ -3,6 +3,7 @@
     python -m xai_platform models [--json]
     python -m xai_platform methods [--json]
     python -m xai_platform layers --model ID
+    python -m xai_platform fetch MODEL... [--force]    (published weights; needs internet)
     python -m xai_platform check-model CONFIG.yaml [--input FILE] [--model ID] [--json]
     python -m xai_platform explain INPUT... --model ID [--method ID ...] [--out DIR]
                                    [--seed N] [--param NAME=VALUE ...] [--target LABEL]
@@ -157,11 +158,41 @@ def _safe_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem)[:80] or "input"
 
 
+def cmd_fetch(args: argparse.Namespace, config: PlatformConfig) -> int:
+    manager = _manager(args, config)
+    for model_id in args.models:
+        spec = manager.spec(model_id)
+        if spec.weights is not None and spec.weights.is_file() and not args.force:
+            print(f"{model_id}: weights already there ({spec.weights})")
+            continue
+        _fetch(manager, model_id, quiet=args.quiet)
+    return 0
+
+
+def _fetch(manager: Any, model_id: str, *, quiet: bool) -> None:
+    bar = _Progress(f"fetching {model_id}", enabled=not quiet and sys.stderr.isatty())
+    t0 = time.perf_counter()
+    path = manager.fetch(model_id, progress=bar)
+    bar.done(time.perf_counter() - t0)
+    print(f"{model_id}: ready ({path})")
+
+
+def _offer_fetch(manager: Any, model_id: str, *, interactive: bool) -> None:
+    """On a terminal, offer to fetch a model's missing published weights before using it."""
+    if not (interactive and manager.fetchable(model_id) and sys.stdin.isatty()):
+        return
+    answer = input(f"The weights of '{model_id}' are not here. Fetch them now? This needs "
+                   "internet access. [y/N] ")
+    if answer.strip().lower() in ("y", "yes"):
+        _fetch(manager, model_id, quiet=False)
+
+
 def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
     from .explainers import compatible_methods, get_method
     from .service import Service, Session
 
     service = Service(_manager(args, config), config.app)
+    _offer_fetch(service.manager, args.model, interactive=not (args.json or args.quiet))
     spec = service.spec(args.model)
     methods = args.method or [m.id for m in compatible_methods(spec)][:1] or []
     for m in methods:
@@ -259,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true",
                    help="skip building architectures to check target layers")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("fetch", parents=[common],
+                       help="download and safely convert a model's published weights "
+                            "(needs internet; e.g. the TorchXRayVision models)")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model id (see `models`)")
+    p.add_argument("--force", action="store_true", help="fetch even if the weights are there")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("methods", parents=[common], help="list explanation methods")
     p.add_argument("--json", action="store_true")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,7 @@ from ..errors import ModelUnavailableError, XAIError
 from ..familiarity import read as read_familiarity
 from ..files import sha256
 from .cards import ModelCard, read_calibration, read_card, read_familiarity_info
+from .architectures import get_fetcher, has_fetcher
 from .formats import get_format
 from .handle import ModelHandle
 
@@ -81,7 +83,10 @@ class ModelManager:
         if spec.weights is not None and not spec.weights.is_file():
             # A command that downloads published weights ("... fetch NAME") is not training.
             download = spec.train_command and " fetch " in f" {spec.train_command} "
-            how = (f"fetch weights: run `{spec.train_command}`" if download else
+            how = (f"fetch weights (needs internet): the Models tab's Fetch button, or "
+                   f"`python -m xai_platform fetch {spec.id}`, or `{spec.train_command}`"
+                   if download and self.fetchable(model_id) else
+                   f"fetch weights: run `{spec.train_command}`" if download else
                    f"needs training: run `{spec.train_command}`" if spec.train_command
                    else "put the trained weights there or fix `weights` in the config entry")
             return ModelStatus("unavailable", f"weights file {spec.weights} not found; {how}")
@@ -92,6 +97,29 @@ class ModelManager:
         if spec.weights is None:
             return ModelStatus("untrained", "no trained weights: outputs are not a verdict")
         return ModelStatus("ready")
+
+    def fetchable(self, model_id: str) -> bool:
+        """Whether the entry's published weights can be fetched from the app or the CLI (its
+        architecture declares a fetcher and the weights file is missing)."""
+        spec = self.spec(model_id)
+        return (spec.weights is not None and not spec.weights.is_file()
+                and has_fetcher(spec.architecture))
+
+    def fetch(self, model_id: str, *, progress: Callable[[float, str], None] | None = None
+              ) -> Path:
+        """Download and safely convert the entry's published weights (see the architecture's
+        fetcher); the model is then ready. Raises :class:`ModelUnavailableError` with what to
+        do (e.g. without internet: where to copy the file by hand)."""
+        spec = self.spec(model_id)
+        fetcher = get_fetcher(spec.architecture)
+        if fetcher is None:
+            raise ModelUnavailableError(f"model '{model_id}' has no published weights to fetch; "
+                                        f"{self.status(model_id).reason}")
+        path = fetcher(spec, progress=progress)
+        with self._lock:
+            self._failures.pop(model_id, None)
+            self._cache.pop(model_id, None)
+        return path
 
     def verify(self) -> None:
         """Check every model's target layer exists and is convolutional (builds architectures,

@@ -22,7 +22,7 @@ from ..memory import pin_mmap_threshold, release_free_memory
 from ..modalities import all_modalities, get_modality
 from ..models import ModelManager
 from ..service import SESSION_ROOT, Service, Session
-from . import classification, comparison, plugin_panel
+from . import classification, comparison, fetch_panel, plugin_panel
 from .common import (example_files, file_types, input_kind, input_path, model_choices,
                      model_status_markdown, prediction_outputs, user_error, user_errors)
 
@@ -112,6 +112,7 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
                 # The target-layer checks run in the background after start-up: refresh the
                 # table until they are done.
                 timer = gr.Timer(1.0, active=manager.checking())
+                fetch_panel.build(service, table, models_table)
                 plugin_panel.build(service)
 
         @user_errors

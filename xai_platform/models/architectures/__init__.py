@@ -54,6 +54,33 @@ def register_lazy(name: str, *, framework: str, target: str) -> None:
     register_architecture(name, framework=framework)(build)
 
 
+#: architecture -> "module:function" that fetches published weights for an entry, called as
+#: ``fetch(spec, progress=callable(fraction, what)) -> Path`` (imported on first use)
+_FETCHERS: dict[str, str] = {}
+
+
+def register_lazy_fetcher(name: str, *, target: str) -> None:
+    """Declare that entries of architecture ``name`` can fetch their published weights with the
+    function ``module:function`` (relative to this package)."""
+    if name in _FETCHERS:
+        raise ValueError(f"a weights fetcher for '{name}' is already registered")
+    _FETCHERS[name] = target
+
+
+def get_fetcher(name: str) -> Callable[..., Any] | None:
+    """The weights fetcher of architecture ``name`` (imports its module), or None."""
+    target = _FETCHERS.get(name)
+    if target is None:
+        return None
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module, __name__), function)
+
+
+def has_fetcher(name: str) -> bool:
+    """Whether architecture ``name`` can fetch published weights (imports nothing)."""
+    return name in _FETCHERS
+
+
 def known_architectures() -> dict[str, str]:
     """Every architecture name -> its framework, without importing any framework."""
     return {name: fw for name, (fw, _) in _BUILDERS.items()}

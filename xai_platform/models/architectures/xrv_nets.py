@@ -39,6 +39,7 @@ import math
 import pickle
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -298,28 +299,74 @@ def convert_release(src: Path, dst: Path) -> Path:
     return dst
 
 
-def fetch(key: str, *, cache_dir: Path | None = None, download: bool = True) -> Path:
+Progress = Callable[[float, str], None]
+
+
+def download(url: str, dst: Path, *, progress: Progress | None = None,
+             timeout: float = 30.0) -> Path:
+    """Stream ``url`` into ``dst`` (through ``dst.partial``, renamed when complete), reporting
+    the fraction done; raises :class:`ModelUnavailableError` saying that this needs internet."""
+    import urllib.error
+    import urllib.request
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".partial")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            while block := response.read(1 << 20):
+                out.write(block)
+                done += len(block)
+                if progress is not None:
+                    progress(done / total if total else 0.0,
+                             f"downloaded {done / 1e6:.1f}"
+                             + (f" of {total / 1e6:.1f} MB" if total else " MB"))
+        if total and done != total:
+            raise OSError(f"got {done} of {total} bytes")
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        reason = getattr(exc, "reason", None) or exc
+        raise ModelUnavailableError(
+            f"downloading {url} failed ({first_line(reason)[:120]}). Fetching weights needs "
+            f"internet access; without it, copy {dst.name} from that address into "
+            f"{dst.parent}/ and fetch again (the file is then only converted).") from None
+    tmp.replace(dst)
+    return dst
+
+
+def fetch(key: str, *, cache_dir: Path | None = None, download_missing: bool = True,
+          progress: Progress | None = None) -> Path:
     """Make ``key``'s weights loadable: download the released file into the library's cache
-    when it is not there (the library's own download), then convert a whole-model file.
-    Returns the path the config's ``weights:`` names."""
+    when it is not there, then convert a whole-model file (read safely, see
+    :func:`read_release`). Returns the path the config's ``weights:`` names. ``progress``
+    receives (fraction, what) while downloading and converting."""
     rel = release(key)
     src = rel.download_path(cache_dir)
     if not src.is_file():
-        if not download:
+        if not download_missing:
             raise ModelUnavailableError(f"{src} not found; download {rel.url} into {src.parent}.")
-        try:
-            xrv.models.get_weights(key, cache_dir=str(src.parent))
-        except Exception as exc:
-            src.unlink(missing_ok=True)  # the library leaves a partial file behind
-            raise ModelUnavailableError(
-                f"downloading {rel.url} failed ({type(exc).__name__}). Without internet, copy "
-                f"{rel.filename} from that address into {src.parent}/ and run this again.") from None
+        download(rel.url, src, progress=progress)
+    if progress is not None:
+        progress(1.0, "converting to a plain state_dict")
     dst = rel.weights_path(cache_dir)
     if rel.whole_model:
         convert_release(src, dst)
     else:
         torch.load(dst, map_location="cpu", weights_only=True)  # a state_dict: check it reads
     return dst
+
+
+def fetch_for_entry(spec: Any, *, progress: Progress | None = None) -> Path:
+    """Fetch the weights a config entry of this module's architectures names (its
+    ``arch_args.weights`` release, into the folder of its ``weights:`` path)."""
+    key = (spec.arch_args or {}).get("weights") or DEFAULT_RELEASE[spec.architecture]
+    cache_dir = Path(spec.weights).expanduser().parent if spec.weights is not None else None
+    out = fetch(key, cache_dir=cache_dir, progress=progress)
+    if spec.weights is not None and out != Path(spec.weights).expanduser():
+        raise ModelUnavailableError(f"fetched {out}, but the entry's weights: names "
+                                    f"{spec.weights}; point weights: at {out}.")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -350,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "convert":
             out = convert_release(args.src, args.dst)
         else:
-            out = fetch(args.key, cache_dir=args.cache_dir, download=not args.no_download)
+            out = fetch(args.key, cache_dir=args.cache_dir, download_missing=not args.no_download)
     except (ModelUnavailableError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
