@@ -198,3 +198,17 @@ def test_the_cli_json_and_the_page_show_the_withholding(tmp_path, capsys):
         session.close()
     assert label == "verdict withheld"
     assert markdown.startswith("### verdict withheld: ")
+
+
+def test_rates_count_inputs_not_windows():
+    """An audio clip is withheld when most of its windows are, as in the app."""
+    from training.familiarity import Inputs, withheld_rate
+
+    fam = familiarity.fit(_gaussian(500, 6, 0), _gaussian(300, 6, 1), quantile=0.99)
+    near, far = _gaussian(4, 6, 2), _gaussian(4, 6, 3, shift=50.0)
+    x = np.concatenate([far[:2], near[:1], near[1:4], far[2:3]])  # clip 0: 2 far of 3
+    owner = np.array([0, 0, 0, 1, 1, 1, 1])                      # clip 1: 1 far of 4
+    assert withheld_rate(fam, x, owner) == 0.5
+    assert withheld_rate(fam, x) == pytest.approx(3 / 7)
+    sub = Inputs(x, owner).sample(1, np.random.default_rng(0))
+    assert len(np.unique(sub.owner)) == 1 and len(sub.x) in (3, 4)

@@ -10,6 +10,11 @@ measure. Changed inputs are made from test images (orientation, inversion, expos
 resolution, noise, zoom) plus other pictures a user might upload by mistake: the tibia
 radiograph of pydicom-data and scikit-image's grayscale photographs, each through the app's
 own image path.
+
+Audio detectors: ``--data`` is the offline corpus the detector was trained on; the rates are
+per clip (a clip is withheld when most of its windows are, as in the app), and ``--also DIR``
+(repeatable) measures the clips of another corpus grouped by generator (fakes) and source
+(real speech), e.g. voices and synthesisers the detector never heard.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,12 +98,82 @@ def other_pictures(spec: ModelSpec) -> dict[str, np.ndarray]:
     return out
 
 
-def withheld_rate(fam: familiarity.Familiarity, features: np.ndarray) -> float:
-    return float((fam.distances(features) > fam.limit).mean())
+@dataclass
+class Inputs:
+    """Feature planes (N, H, W) and, for windowed inputs, the input each window belongs to
+    (``owner`` (N,)); None: one window per input."""
+
+    x: np.ndarray
+    owner: np.ndarray | None = None
+
+    def sample(self, n: int | None, rng: np.random.Generator) -> Inputs:
+        """At most ``n`` inputs (all their windows), a seeded choice."""
+        owners = np.arange(len(self.x)) if self.owner is None else self.owner
+        ids = np.unique(owners)
+        if n is None or len(ids) <= n:
+            return self
+        keep = np.isin(owners, rng.choice(ids, n, replace=False))
+        return Inputs(self.x[keep], None if self.owner is None else self.owner[keep])
+
+
+def withheld_rate(fam: familiarity.Familiarity, features: np.ndarray,
+                  owner: np.ndarray | None = None) -> float:
+    """Share of inputs withheld: an input is withheld when most of its windows lie beyond the
+    limit (:class:`xai_platform.familiarity.Check`)."""
+    far = fam.distances(features) > fam.limit
+    if owner is None:
+        return float(far.mean())
+    ids, inverse = np.unique(owner, return_inverse=True)
+    share = np.bincount(inverse, weights=far) / np.bincount(inverse)
+    return float((share > 0.5).mean())
+
+
+def xray_inputs(spec: ModelSpec, data: Path, *, max_shifted: int, rng: np.random.Generator
+                ) -> tuple[dict[str, Inputs], dict[str, Inputs]]:
+    """(splits, probes) of the lesion benchmark: train / validation / test / real, and test
+    images changed by :data:`SHIFTS` plus :func:`other_pictures`."""
+    dataset = read_data(data, spec, limit=None)
+    splits = {name: Inputs(split.x) for name, split in dataset.splits.items()}
+    test_x = dataset.splits["test"].x
+    sample = test_x[np.sort(rng.permutation(len(test_x))[:max_shifted])].astype(np.float32)
+    probes = {f"test images {name}": Inputs(np.ascontiguousarray(shift(sample, rng)))
+              for name, shift in SHIFTS.items()}
+    probes.update({name: Inputs(planes) for name, planes in other_pictures(spec).items()})
+    return splits, probes
+
+
+def audio_inputs(spec: ModelSpec, data: Path, also: list[Path], *, max_probe: int,
+                 rng: np.random.Generator) -> tuple[dict[str, Inputs], dict[str, Inputs]]:
+    """(splits, probes) of an offline audio corpus, windows by the app's own path; probes:
+    the clips of each ``also`` corpus grouped by generator (fakes) and source (real)."""
+    from .audio.data import load_clips, load_corpus
+    from .audio.features import feature_set
+
+    cache = data / "features"
+    clips, _ = load_clips(data)
+    splits = {}
+    for name in ("train", "validation", "test"):
+        fs = feature_set(clips, spec, name, cache_dir=cache)
+        splits[name] = Inputs(fs.x, fs.clip)
+    probes: dict[str, Inputs] = {}
+    for root in also:
+        extra = load_corpus(root)
+        groups: dict[str, list] = {}
+        for c in extra:
+            kind = f"fake: {c.generator}" if c.label == "fake" else \
+                f"real: {getattr(c, 'source', '') or c.language or 'speech'}"
+            groups.setdefault(kind, []).append(c)
+        for kind, members in sorted(groups.items()):
+            pick = [members[i] for i in sorted(rng.permutation(len(members))[:max_probe])]
+            tagged = [dataclasses.replace(c, split="probe") for c in pick]
+            fs = feature_set(tagged, spec, "probe", cache_dir=None)
+            probes[f"{root.name} {kind} ({len(fs.clips)} clips)"] = Inputs(fs.x, fs.clip)
+    return splits, probes
 
 
 def run(spec: ModelSpec, data: Path, *, quantile: float, max_train: int | None,
-        max_shifted: int, seed: int, command: str) -> FamiliarityInfo:
+        max_shifted: int, seed: int, command: str, also: list[Path] | None = None
+        ) -> FamiliarityInfo:
     """Fit, save, measure, and write the card's ``familiarity`` block."""
     weights = spec.weights
     card = read_card(weights)
@@ -106,35 +182,28 @@ def run(spec: ModelSpec, data: Path, *, quantile: float, max_train: int | None,
     handle = load_saved(spec, weights)
     layer = spec.target_layer
     rng = np.random.default_rng(seed)
-    dataset = read_data(data, spec, limit=None)
+    if spec.modality == "audio":
+        splits, probes = audio_inputs(spec, data, list(also or ()), max_probe=max_shifted,
+                                      rng=rng)
+    else:
+        splits, probes = xray_inputs(spec, data, max_shifted=max_shifted, rng=rng)
 
     def features(x: np.ndarray) -> np.ndarray:
         return handle.embeddings(np.asarray(x, np.float32), layer=layer, batch_size=32)
 
     t0 = time.time()
-    train_x = dataset.splits["train"].x
-    if max_train is not None and len(train_x) > max_train:
-        train_x = train_x[np.sort(rng.permutation(len(train_x))[:max_train])]
-    fitted = familiarity.fit(features(train_x), features(dataset.splits["validation"].x),
+    train = splits["train"].sample(max_train, rng)
+    fitted = familiarity.fit(features(train.x), features(splits["validation"].x),
                              quantile=quantile, layer=layer)
     stem = card_stem(weights)
     npz = stem.with_name(f"{stem.name}.familiarity.npz")
     digest = fitted.save(npz)
 
     rates: dict[str, float] = {}
-    for name in ("validation", "test", "real"):
-        if name in dataset.splits:
-            rates[f"{name} split" if name != "real" else "real radiograph split"] = \
-                withheld_rate(fitted, features(dataset.splits[name].x))
-    test_x = dataset.splits["test"].x
-    sample = test_x[np.sort(rng.permutation(len(test_x))[:max_shifted])].astype(np.float32)
-    for name, shift in SHIFTS.items():
-        changed = np.ascontiguousarray(shift(sample, rng), dtype=np.float32)
-        rates[f"test images {name}"] = withheld_rate(fitted, features(changed))
-    for name, planes in other_pictures(spec).items():
-        rates[name] = withheld_rate(fitted, features(planes))
-    for name, rate in rates.items():
-        print(f"  {spec.id}: {name:<40} withheld {rate:6.1%}", file=sys.stderr)
+    for name, inputs in [*((f"{k} split", v) for k, v in splits.items() if k != "train"),
+                         *probes.items()]:
+        rates[name] = withheld_rate(fitted, features(inputs.x), inputs.owner)
+        print(f"  {spec.id}: {name:<48} withheld {rates[name]:6.1%}", file=sys.stderr)
 
     info = FamiliarityInfo(
         file=npz.name, sha256=digest, layer=layer, components=len(fitted.variances),
@@ -158,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-train", type=int, default=3000,
                         help="training images the Gaussian is fitted on (seeded sample)")
     parser.add_argument("--max-shifted", type=int, default=300,
-                        help="test images each change is applied to")
+                        help="test images each change is applied to (audio: clips per "
+                             "group of --also)")
+    parser.add_argument("--also", action="append", type=Path, default=[],
+                        help="audio: another corpus (metadata.csv) whose generators and "
+                             "sources are measured (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     argv = list(argv if argv is not None else sys.argv[1:])
@@ -167,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         command = ("python -m training.familiarity " + " ".join(
             shlex.quote(a) for a in ["--model", model_id, *_without_models(argv)]))
         run(config.model(model_id), args.data, quantile=args.quantile, max_train=args.max_train,
-            max_shifted=args.max_shifted, seed=args.seed, command=command)
+            max_shifted=args.max_shifted, seed=args.seed, command=command, also=args.also)
     return 0
 
 
