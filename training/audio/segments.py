@@ -1,0 +1,233 @@
+"""Choose the segment rule's window count on validation recordings, report it on test ones.
+
+    python -m training.segment_rule --data data/audio_corpus --model audio-cnn [--n 60]
+
+Partly synthetic recordings are built the way the attack is made (PartialSpoof, Zhang et al.,
+Interspeech 2021): real speech, a stretch of synthetic speech in the same language, real
+speech; and real-only recordings of the same lengths for false alarms. Each is made from one
+split's clips of the offline corpus (validation languages to choose, test languages to report,
+never training ones), joined with short pauses, and scored by the app's own path (decode,
+windows, the model's calibrated probabilities). For each window count K the segment rule of
+:mod:`xai_platform.pipeline` is applied to the same window scores, so every K sees the same
+recordings.
+
+K is chosen on validation as the one with the most detections among those whose false-alarm
+rate stays at or under ``--max-false-alarms`` (default 5%); ties go to the larger K. The test
+figures are then reported for that K: recording-level detection and false-alarm rates and the
+boundary error (seconds between the flagged stretch and the synthetic stretch, start and end).
+Writes ``segment_rule.json`` and a figure into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from xai_platform import pipeline
+from xai_platform.config import AppSettings, ModelSpec, load_config
+from xai_platform.preprocessing import audio
+
+from xai_platform.modalities import get_modality
+from xai_platform.models import ModelManager
+
+from .data import Clip, load_clips
+
+KS = (1, 2, 3, 4, 5, 6, 8)
+PAUSE_S = (0.15, 0.5)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One built recording: its samples at ``rate`` and, when partly synthetic, the synthetic
+    stretch in seconds."""
+
+    language: str
+    wave: np.ndarray
+    rate: int
+    fake: tuple[float, float] | None
+
+    @property
+    def seconds(self) -> float:
+        return len(self.wave) / self.rate
+
+
+def _join(clips: list[Clip], rate: int, rng: np.random.Generator, seconds: float
+          ) -> tuple[np.ndarray, int]:
+    """Clips (cycled) joined with short pauses until ``seconds``; (wave, clips used)."""
+    parts, total, used = [], 0, 0
+    while total < seconds * rate:
+        wave, sr = audio.decode_audio(clips[used % len(clips)].path)
+        wave = audio.resample(wave, sr, rate)
+        pause = np.zeros(int(rng.uniform(*PAUSE_S) * rate), np.float32)
+        parts += [wave, pause]
+        total += len(wave) + len(pause)
+        used += 1
+    return np.concatenate(parts)[: int(seconds * rate)], used
+
+
+def build(clips: list[Clip], split: str, n: int, rate: int, *, seed: int) -> list[Recording]:
+    """``n`` partly synthetic and ``n`` real-only recordings from one split's clips, language by
+    language in turn: real 4-10 s, synthetic 4-8 s, real 4-10 s (the real-only ones as long)."""
+    rng = np.random.default_rng(seed)
+    by_lang: dict[str, dict[str, list[Clip]]] = defaultdict(lambda: defaultdict(list))
+    for c in clips:
+        if c.split == split:
+            by_lang[c.language][c.label].append(c)
+    langs = sorted(k for k, v in by_lang.items() if v["real"] and v["fake"])
+    if not langs:
+        raise SystemExit(f"the {split} split has no language with both real and fake clips.")
+    out = []
+    for i in range(n):
+        lang = langs[i % len(langs)]
+        real = [by_lang[lang]["real"][j] for j in rng.permutation(len(by_lang[lang]["real"]))]
+        fake = [by_lang[lang]["fake"][j] for j in rng.permutation(len(by_lang[lang]["fake"]))]
+        a, f, b = rng.uniform(4, 10), rng.uniform(4, 8), rng.uniform(4, 10)
+        head, used = _join(real, rate, rng, a)
+        middle, _ = _join(fake, rate, rng, f)
+        tail, _ = _join(real[used:] + real[:used], rate, rng, b)
+        out.append(Recording(lang, np.concatenate([head, middle, tail]), rate, (a, a + f)))
+        whole, _ = _join(real[::-1], rate, rng, a + f + b)
+        out.append(Recording(lang, whole, rate, None))
+    return out
+
+
+def window_scores(model, spec: ModelSpec, recordings: list[Recording],
+                  settings: AppSettings) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(positive-class probability per window, window starts in s) of each recording, by the
+    app's own path from a WAV file."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, rec in enumerate(recordings):
+            path = Path(tmp) / f"r{i}.wav"
+            sf.write(path, rec.wave, rec.rate, subtype="PCM_16")
+            prepared = pipeline.prepare(path, spec, settings=settings)
+            probs = model.predict(prepared.planes)[:, spec.positive_index]
+            out.append((probs, np.asarray(prepared.starts_s, np.float64)))
+            if (i + 1) % 20 == 0:
+                print(f"\r  scored {i + 1}/{len(recordings)} recordings", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    return out
+
+
+@dataclass(frozen=True)
+class RuleFigures:
+    k: int | None  # None: the mean rule alone
+    detection: float
+    false_alarms: float
+    start_error_s: float | None
+    end_error_s: float | None
+    n_partial: int
+    n_real: int
+
+
+def evaluate(recordings: list[Recording], scores: list[tuple[np.ndarray, np.ndarray]], *,
+             threshold: float, window_s: float, k: int | None) -> RuleFigures:
+    """Recording-level figures of the rule (K consecutive windows, or with K None the mean of
+    the windows alone) at ``threshold``."""
+    hits, alarms, starts, ends = [], [], [], []
+    for rec, (p, t0) in zip(recordings, scores):
+        segs = () if k is None else pipeline.flagged_segments(
+            p, t0, window_s, threshold=threshold, min_windows=k)
+        flagged = bool(segs) or float(p.mean()) >= threshold
+        if rec.fake is None:
+            alarms.append(flagged)
+            continue
+        hits.append(flagged)
+        if segs:
+            starts.append(abs(segs[0][0] - rec.fake[0]))
+            ends.append(abs(segs[-1][1] - rec.fake[1]))
+    return RuleFigures(k, float(np.mean(hits)), float(np.mean(alarms)),
+                       float(np.median(starts)) if starts else None,
+                       float(np.median(ends)) if ends else None, len(hits), len(alarms))
+
+
+def choose(figures: list[RuleFigures], max_false_alarms: float) -> RuleFigures:
+    """Most detections with false alarms at or under the cap; ties: the larger K."""
+    ok = [f for f in figures if f.k is not None and f.false_alarms <= max_false_alarms]
+    if not ok:  # none keeps false alarms down: the strictest rule
+        return max((f for f in figures if f.k is not None), key=lambda f: f.k)
+    return max(ok, key=lambda f: (f.detection, f.k))
+
+
+def plot(val: list[RuleFigures], test: list[RuleFigures], chosen: int, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 3.2), dpi=110, layout="constrained")
+    for ax, figs, title in zip(fig.subplots(1, 2, sharey=True), (val, test),
+                               ("validation recordings (choose K)", "test recordings (report)")):
+        ks = [f.k for f in figs if f.k is not None]
+        ax.plot(ks, [f.detection for f in figs if f.k is not None], "o-", label="detected")
+        ax.plot(ks, [f.false_alarms for f in figs if f.k is not None], "s--",
+                label="false alarms")
+        ax.axvline(chosen, color="grey", lw=1)
+        ax.set(title=title, xlabel="K (consecutive windows)", ylim=(-0.03, 1.03))
+        ax.grid(alpha=0.3)
+    fig.axes[0].set_ylabel("share of recordings")
+    fig.axes[0].legend(loc="center right")
+    fig.savefig(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.segment_rule",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=Path("data/audio_corpus"))
+    p.add_argument("--model", default="audio-cnn")
+    p.add_argument("--config", action="append", type=Path)
+    p.add_argument("--n", type=int, default=60,
+                   help="partly synthetic recordings per split (as many real-only ones)")
+    p.add_argument("--max-false-alarms", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("docs/segments"))
+    args = p.parse_args(argv)
+    config = load_config(args.config or ())
+    spec = config.model(args.model)
+    model = ModelManager(config, device="cpu").get(spec.id)  # calibrated, as the app serves it
+    threshold = model.calibration.threshold or 0.5
+    window_s = get_modality(spec.modality).window_seconds(spec)
+    clips, _ = load_clips(args.data)
+    results = {}
+    for split in ("validation", "test"):
+        recs = build(clips, split, args.n, spec.input.sample_rate, seed=args.seed)
+        scores = window_scores(model, spec, recs, config.app)
+        results[split] = [evaluate(recs, scores, threshold=threshold, window_s=window_s, k=k)
+                          for k in (None, *KS)]
+    chosen = choose(results["validation"], args.max_false_alarms)
+    args.out.mkdir(parents=True, exist_ok=True)
+    figure = plot(results["validation"], results["test"], chosen.k,
+                  args.out / f"segment_rule_{spec.id}.png")
+    report = {"command": "python -m training.segment_rule " + " ".join(
+                  shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+              "model": spec.id, "threshold": threshold, "window_s": window_s,
+              "max_false_alarms": args.max_false_alarms, "chosen_k": chosen.k,
+              "rule": "a recording is flagged when the mean window probability reaches the "
+                      "threshold or K consecutive windows do",
+              "validation": [asdict(f) for f in results["validation"]],
+              "test": [asdict(f) for f in results["test"]], "figure": figure.name}
+    (args.out / f"segment_rule_{spec.id}.json").write_text(json.dumps(report, indent=2) + "\n")
+    for split in ("validation", "test"):
+        print(f"{split}:")
+        for f in results[split]:
+            mark = " <- chosen" if f.k == chosen.k else ""
+            print(f"  K={'mean' if f.k is None else f.k:>4}: detected {f.detection:6.1%}, "
+                  f"false alarms {f.false_alarms:6.1%}, boundary error start "
+                  f"{f.start_error_s if f.start_error_s is not None else float('nan'):.2f} s, "
+                  f"end {f.end_error_s if f.end_error_s is not None else float('nan'):.2f} s"
+                  f"{mark}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
