@@ -17,8 +17,11 @@ real speech) is then called positive and the headline says where ("synthetic spe
 the shipped 2 s windows and 1 s hop) is a documented default: choosing it on validation
 recordings built from the corpus's validation sources is still to do (docs/AUDIO.md).
 
-The per-window scores are kept as a timeline. An explanation is computed, unless the caller
-picks another, for the window that drives the headline (:func:`driving_window`): for a
+Windows the modality finds hold nothing to judge (audio: less than ``app.min_speech_s`` of
+speech, found by voice activity detection) are left out of the mean, the segment rule (they
+break a stretch) and the choice of the window to explain; the timeline shows them as "no
+speech". The per-window scores are kept as a timeline. An explanation is computed, unless
+the caller picks another, for the window that drives the headline (:func:`driving_window`): for a
 positive verdict the window with the highest probability of the positive class (inside the
 flagged stretch when there is one), otherwise the window with the highest probability of the
 predicted class; the default target is the headline's class, so a class with no evidence in
@@ -115,10 +118,16 @@ def flagged_segments(positive_probs: np.ndarray, starts_s: np.ndarray | None,
     return tuple(merged)
 
 
-def driving_window(probs: np.ndarray, prediction: Prediction) -> int:
+def _among(values: np.ndarray, scored: np.ndarray | None) -> np.ndarray:
+    """(n,) values with the windows left out (``scored`` False) set to -inf, for argmax."""
+    return values if scored is None else np.where(scored, values, -np.inf)
+
+
+def driving_window(probs: np.ndarray, prediction: Prediction, *,
+                   scored: np.ndarray | None = None) -> int:
     """The window that drives the headline (module docstring): the highest probability of the
-    predicted class. probs: (n, K)."""
-    return int(np.argmax(probs[:, prediction.index]))
+    predicted class among the scored windows. probs: (n, K); scored: (n,) bool or None (all)."""
+    return int(np.argmax(_among(probs[:, prediction.index], scored)))
 
 
 def analyse(model: ModelHandle, prepared: PreparedInput, *,
@@ -129,7 +138,8 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
         raise InputError(f"model '{spec.id}' is an {spec.modality} model but the input is "
                          f"{prepared.modality}; pick a {prepared.modality} model.")
     probs = model.predict(prepared.planes)
-    overall = probs.mean(axis=0)
+    scored = prepared.scored
+    overall = probs[prepared.scored_mask].mean(axis=0)
     positive = spec.positive_index
     threshold = model.calibration.threshold
     if positive is not None and threshold is None:
@@ -138,7 +148,7 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
     multilabel = spec.output == "multilabel"
     segments: tuple[tuple[float, float], ...] = ()
     if positive is not None and not multilabel:
-        segments = flagged_segments(probs[:, positive], prepared.starts_s,
+        segments = flagged_segments(_among(probs[:, positive], scored), prepared.starts_s,
                                     modality.window_seconds(spec), threshold=threshold,
                                     min_windows=settings.segment_windows)
     prediction = Prediction(spec.labels, overall.astype(np.float32), multilabel=multilabel,
@@ -146,13 +156,15 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
                             segments=segments,
                             segment_phrase=modality.segment_phrase(spec.labels[positive])
                             if segments else "")
-    suspicious = int(np.argmax(probs[:, positive])) if positive is not None else \
-        int(np.argmax(probs.max(axis=1)))
+    suspicious = int(np.argmax(_among(probs[:, positive] if positive is not None
+                                      else probs.max(axis=1), scored)))
     notes = list(prepared.notes)
     if len(probs) > 1 and positive is not None:
-        above = int((probs[:, positive] >= threshold).sum())
-        notes.append(f"{above} of {len(probs)} windows score '{spec.labels[positive]}' at or "
-                     f"above the threshold {threshold:.2f}.")
+        judged = probs[prepared.scored_mask, positive]
+        above = int((judged >= threshold).sum())
+        which = "" if scored is None else " scored"
+        notes.append(f"{above} of {len(judged)}{which} windows score '{spec.labels[positive]}' "
+                     f"at or above the threshold {threshold:.2f}.")
         if segments:
             notes.append(f"Segment rule: {settings.segment_windows} or more consecutive windows "
                          f"at or above the threshold flag the input (app.segment_windows).")
@@ -161,7 +173,7 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
     if spec.notice:
         notes.append(spec.notice)
     return Analysis(prepared, spec.id, prediction, probs, suspicious, tuple(notes),
-                    explained_window=driving_window(probs, prediction))
+                    explained_window=driving_window(probs, prediction, scored=scored))
 
 
 def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int | None = None,
@@ -188,7 +200,7 @@ def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int 
     elif t == analysis.prediction.index:
         w = analysis.default_window
     else:
-        w = int(np.argmax(analysis.window_probabilities[:, t]))
+        w = int(np.argmax(_among(analysis.window_probabilities[:, t], prepared.scored)))
     if not 0 <= w < len(prepared.planes):
         raise ExplainerError(f"window {w} does not exist; this input has "
                              f"{len(prepared.planes)} window(s).")
@@ -200,7 +212,7 @@ def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int 
     axes = modality.axes(spec, prepared, w)
     extras = {k: v for k, v in result.attribution.extras.items() if k != "segments"}
     focus = modality.focus(prepared, result.attribution.heatmap,
-                           signed=bool(result.attribution.signed))
+                           signed=bool(result.attribution.signed), window=w)
     if focus is not None:
         extras["focus"], extras["focus_mask"] = focus
         if focus[0].get("message"):
