@@ -213,7 +213,8 @@ def _parse_app(raw: Any, *, source: str) -> dict[str, Any]:
     out = {k: check_type(val, types[k], source=source, key=f"app.{k}") for k, val in raw.items()}
     for key, val in out.items():
         if types[key] in (int, float):
-            check_positive(val, source=source, key=f"app.{key}", strict=key not in _MAY_BE_ZERO)
+            check_positive(val, source=source, key=f"app.{key}",
+                           strict=key not in _MAY_BE_ZERO)
     if "device" in out and not re.match(r"^(auto|cpu|cuda(:\d+)?)$", out["device"]):
         raise ConfigError(f"'{out['device']}' is not a device.", source=source, key="app.device",
                           fix="use auto, cpu, cuda or cuda:N.")

@@ -271,8 +271,9 @@ class Audio(Modality):
               window: int = 0) -> tuple[dict[str, Any], np.ndarray] | None:
         """The map's share on speech in the explained window, against silence and the padding
         of a short recording: a detector can separate real from fake by the silence alone
-        (leading silence gives about 15% EER on ASVspoof 2019 LA: Müller et al., Interspeech
-        2021, arXiv:2106.12914). Flagged when more than half of the mass lies off speech."""
+        (leading silence alone gives about 15% EER on ASVspoof 2019 LA: Müller et al. 2021,
+        "Speech is Silver, Silence is Golden", arXiv:2106.12914). Flagged when more than half
+        of the mass lies off speech."""
         speech = prepared.data.get("speech")
         if speech is None or prepared.starts_s is None:
             return None
