@@ -18,7 +18,7 @@ def test_long_audio_gives_a_timeline_and_explains_the_window_behind_the_verdict(
     path = tmp_path / "long.wav"
     sf.write(path, tone(3.0, sr=16000), 16000)
     handle = manager.get("tiny-torch-audio")
-    prepared = prepare(path, handle.spec)
+    prepared = prepare(path, handle.spec, settings=manager.config.app)  # no speech check on tones
     assert len(prepared.planes) > 4 and prepared.starts_s[-1] + 0.5 == pytest.approx(3.0, abs=0.01)
     analysis = analyse(handle, prepared)
     fake = analysis.window_probabilities[:, 1]
@@ -37,7 +37,7 @@ def test_short_audio_is_padded_and_says_so(tmp_path, manager):
 
     path = tmp_path / "short.wav"
     sf.write(path, tone(0.2, sr=16000), 16000)
-    prepared = prepare(path, manager.spec("tiny-torch-audio"))
+    prepared = prepare(path, manager.spec("tiny-torch-audio"), settings=manager.config.app)
     assert len(prepared.planes) == 1 and any("padded" in n for n in prepared.notes)
 
 
@@ -144,7 +144,7 @@ def test_partly_synthetic_recording_is_flagged_and_the_headline_says_where(tmp_p
     sf.write(path, wave, sr)
     handle = manager.get("tiny-torch-audio")
     _middle_scores_positive(handle, monkeypatch)
-    prepared = prepare(path, handle.spec)
+    prepared = prepare(path, handle.spec, settings=manager.config.app)  # no speech check on tones
     analysis = analyse(handle, prepared, settings=AppSettings(segment_windows=3))
     fake = analysis.window_probabilities[:, 1]
     p = analysis.prediction

@@ -218,9 +218,9 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
             "input": str(source), "model": spec.id,
             "prediction": analysis.prediction.to_dict(), "notes": list(analysis.notes),
         }
-        timeline = service.timeline(analysis)
+        timeline = service.timeline_records(analysis)
         if len(timeline) > 1:
-            entry["timeline"] = [{"start_s": s, "score": p} for s, p in timeline]
+            entry["timeline"] = timeline
         explanations = []
         stem = _safe_stem(analysis.prepared.name)
         for method in methods:
@@ -234,6 +234,9 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
             bar.done(time.perf_counter() - start)
             if expl.flat and not args.quiet:
                 print(f"  warning: {expl.flat_note}", file=sys.stderr)
+            focus = expl.extras.get("focus") or {}
+            if focus.get("flagged") and not args.quiet:  # e.g. a map on silence (a shortcut)
+                print(f"  warning: {focus['message']}", file=sys.stderr)
             base = f"{stem}__{spec.id}__{method}"
             figure, _, heatmap = service.export(session, expl, stem=base)
             record = service.record(expl) | {"figure": str(figure), "heatmap": str(heatmap)}

@@ -106,6 +106,10 @@ class AppSettings:
     #: the input (see :mod:`xai_platform.pipeline`); a documented default, not yet chosen on
     #: validation recordings
     segment_windows: int = 3
+    #: audio: the least speech (seconds, found by voice activity detection) a recording must
+    #: hold to get a verdict, and a window to be scored; windows with less are left out of the
+    #: verdict and the timeline ("no speech"). 0 turns both off. Applies with check_inputs.
+    min_speech_s: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,10 @@ def parse_model(entry: Any, *, source: str, weights_dir: Path = DEFAULT_WEIGHTS_
     )
 
 
+#: app settings for which 0 means "off" rather than a mistake
+_MAY_BE_ZERO = ("min_speech_s",)
+
+
 def _parse_app(raw: Any, *, source: str) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise ConfigError("must be a mapping.", source=source, key="app",
@@ -205,7 +213,8 @@ def _parse_app(raw: Any, *, source: str) -> dict[str, Any]:
     out = {k: check_type(val, types[k], source=source, key=f"app.{k}") for k, val in raw.items()}
     for key, val in out.items():
         if types[key] in (int, float):
-            check_positive(val, source=source, key=f"app.{key}")
+            check_positive(val, source=source, key=f"app.{key}",
+                           strict=key not in _MAY_BE_ZERO)
     if "device" in out and not re.match(r"^(auto|cpu|cuda(:\d+)?)$", out["device"]):
         raise ConfigError(f"'{out['device']}' is not a device.", source=source, key="app.device",
                           fix="use auto, cpu, cuda or cuda:N.")

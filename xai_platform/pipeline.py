@@ -18,13 +18,16 @@ the shipped 2 s windows and 1 s hop) is a documented default: choosing it on val
 recordings built from the corpus's validation sources is still to do (docs/AUDIO.md).
 
 **Familiarity** (:mod:`xai_platform.familiarity`): a model whose card describes its training
-distribution is checked on every input; when most windows (an image's only one) lie beyond the
-limit set on validation data, the verdict is withheld (``prediction.withheld``, with
+distribution is checked on every input; when most scored windows (an image's only one) lie
+beyond the limit set on validation data, the verdict is withheld (``prediction.withheld``, with
 ``prediction.reason``) while the probabilities and explanations are still computed: they show
 what the model would answer and why, not a verdict.
 
-The per-window scores are kept as a timeline. An explanation is computed, unless the caller
-picks another, for the window that drives the headline (:func:`driving_window`): for a
+Windows the modality finds hold nothing to judge (audio: less than ``app.min_speech_s`` of
+speech, found by voice activity detection) are left out of the mean, the segment rule (they
+break a stretch) and the choice of the window to explain; the timeline shows them as "no
+speech". The per-window scores are kept as a timeline. An explanation is computed, unless
+the caller picks another, for the window that drives the headline (:func:`driving_window`): for a
 positive verdict the window with the highest probability of the positive class (inside the
 flagged stretch when there is one), otherwise the window with the highest probability of the
 predicted class; the default target is the headline's class, so a class with no evidence in
@@ -123,18 +126,27 @@ def flagged_segments(positive_probs: np.ndarray, starts_s: np.ndarray | None,
 
 
 def familiar(model: ModelHandle, prepared: PreparedInput) -> familiarity.Check | None:
-    """How far the input's windows are from the model's training data (None when the model
-    carries no familiarity description or cannot give the features)."""
+    """How far the input's scored windows are from the model's training data (None when the
+    model carries no familiarity description or cannot give the features)."""
     if model.familiarity is None or not model.capabilities.layer_gradients:
         return None
-    features = model.embeddings(prepared.planes, layer=model.familiarity.layer)
+    planes = prepared.planes[prepared.scored_mask]
+    if not len(planes):
+        return None
+    features = model.embeddings(planes, layer=model.familiarity.layer)
     return familiarity.check(model.familiarity, features)
 
 
-def driving_window(probs: np.ndarray, prediction: Prediction) -> int:
+def _among(values: np.ndarray, scored: np.ndarray | None) -> np.ndarray:
+    """(n,) values with the windows left out (``scored`` False) set to -inf, for argmax."""
+    return values if scored is None else np.where(scored, values, -np.inf)
+
+
+def driving_window(probs: np.ndarray, prediction: Prediction, *,
+                   scored: np.ndarray | None = None) -> int:
     """The window that drives the headline (module docstring): the highest probability of the
-    predicted class. probs: (n, K)."""
-    return int(np.argmax(probs[:, prediction.index]))
+    predicted class among the scored windows. probs: (n, K); scored: (n,) bool or None (all)."""
+    return int(np.argmax(_among(probs[:, prediction.index], scored)))
 
 
 def analyse(model: ModelHandle, prepared: PreparedInput, *,
@@ -145,7 +157,8 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
         raise InputError(f"model '{spec.id}' is an {spec.modality} model but the input is "
                          f"{prepared.modality}; pick a {prepared.modality} model.")
     probs = model.predict(prepared.planes)
-    overall = probs.mean(axis=0)
+    scored = prepared.scored
+    overall = probs[prepared.scored_mask].mean(axis=0)
     positive = spec.positive_index
     threshold = model.calibration.threshold
     if positive is not None and threshold is None:
@@ -154,7 +167,7 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
     multilabel = spec.output == "multilabel"
     segments: tuple[tuple[float, float], ...] = ()
     if positive is not None and not multilabel:
-        segments = flagged_segments(probs[:, positive], prepared.starts_s,
+        segments = flagged_segments(_among(probs[:, positive], scored), prepared.starts_s,
                                     modality.window_seconds(spec), threshold=threshold,
                                     min_windows=settings.segment_windows)
     known = familiar(model, prepared)
@@ -166,13 +179,15 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
                             withheld=known is not None and known.withheld and not model.untrained,
                             reason=known.reason if known is not None else "",
                             familiarity=known.to_dict() if known is not None else None)
-    suspicious = int(np.argmax(probs[:, positive])) if positive is not None else \
-        int(np.argmax(probs.max(axis=1)))
+    suspicious = int(np.argmax(_among(probs[:, positive] if positive is not None
+                                      else probs.max(axis=1), scored)))
     notes = list(prepared.notes)
     if len(probs) > 1 and positive is not None:
-        above = int((probs[:, positive] >= threshold).sum())
-        notes.append(f"{above} of {len(probs)} windows score '{spec.labels[positive]}' at or "
-                     f"above the threshold {threshold:.2f}.")
+        judged = probs[prepared.scored_mask, positive]
+        above = int((judged >= threshold).sum())
+        which = "" if scored is None else " scored"
+        notes.append(f"{above} of {len(judged)}{which} windows score '{spec.labels[positive]}' "
+                     f"at or above the threshold {threshold:.2f}.")
         if segments:
             notes.append(f"Segment rule: {settings.segment_windows} or more consecutive windows "
                          f"at or above the threshold flag the input (app.segment_windows).")
@@ -188,7 +203,7 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
     if spec.notice:
         notes.append(spec.notice)
     return Analysis(prepared, spec.id, prediction, probs, suspicious, tuple(notes),
-                    explained_window=driving_window(probs, prediction))
+                    explained_window=driving_window(probs, prediction, scored=scored))
 
 
 def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int | None = None,
@@ -215,7 +230,7 @@ def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int 
     elif t == analysis.prediction.index:
         w = analysis.default_window
     else:
-        w = int(np.argmax(analysis.window_probabilities[:, t]))
+        w = int(np.argmax(_among(analysis.window_probabilities[:, t], prepared.scored)))
     if not 0 <= w < len(prepared.planes):
         raise ExplainerError(f"window {w} does not exist; this input has "
                              f"{len(prepared.planes)} window(s).")
@@ -227,7 +242,7 @@ def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int 
     axes = modality.axes(spec, prepared, w)
     extras = {k: v for k, v in result.attribution.extras.items() if k != "segments"}
     focus = modality.focus(prepared, result.attribution.heatmap,
-                           signed=bool(result.attribution.signed))
+                           signed=bool(result.attribution.signed), window=w)
     if focus is not None:
         extras["focus"], extras["focus_mask"] = focus
         if focus[0].get("message"):

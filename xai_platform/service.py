@@ -254,14 +254,24 @@ class Service:
                                                    analysis.prepared,
                                                    session.dir / (stem or _stem(expl)))
 
-    def timeline(self, analysis: Analysis) -> list[tuple[float, float]]:
-        """(window start in s, probability of the positive class) for each window."""
+    def timeline(self, analysis: Analysis) -> list[tuple[float, float | None]]:
+        """(window start in s, probability of the positive class) for each window; None for
+        a window left out of the verdict (audio: no speech, ``prepared.unscored_label``)."""
         spec = self.spec(analysis.model_id)
         positive = spec.positive_index
         starts = analysis.prepared.starts_s
         if starts is None or positive is None:
             return []
-        return [(float(s), float(p)) for s, p in zip(starts, analysis.window_probabilities[:, positive])]
+        scored = analysis.prepared.scored_mask
+        return [(float(s), float(p) if ok else None)
+                for s, p, ok in zip(starts, analysis.window_probabilities[:, positive], scored)]
+
+    def timeline_records(self, analysis: Analysis) -> list[dict[str, Any]]:
+        """:meth:`timeline` as JSON records (the CLI and the API): ``start_s``, ``score``
+        (None for a window left out) and, for those, ``skipped`` saying why ("no speech")."""
+        why = analysis.prepared.unscored_label or "not scored"
+        return [{"start_s": s, "score": p} | ({} if p is not None else {"skipped": why})
+                for s, p in self.timeline(analysis)]
 
 
 def _stem(expl: Explanation) -> str:

@@ -62,7 +62,10 @@ class PreparedInput:
 
     planes: (n, H, W) float32, one feature plane per window (n = 1 for an input seen whole);
     starts_s: (n,) start of each window in seconds for inputs scored in windows over time,
-    else None; data: what the modality keeps for its readouts (e.g. each window's waveform).
+    else None; data: what the modality keeps for its readouts (e.g. each window's waveform);
+    scored: (n,) bool, the windows that hold what the model judges (audio: speech), or None
+    for all of them: the others are left out of the verdict and the timeline, and shown as
+    ``unscored_label`` ("no speech").
     """
 
     name: str
@@ -71,6 +74,16 @@ class PreparedInput:
     starts_s: np.ndarray | None = None
     notes: tuple[str, ...] = ()
     data: Mapping[str, Any] = field(default_factory=dict)
+    scored: np.ndarray | None = None
+    unscored_label: str = ""
+
+    @property
+    def scored_mask(self) -> np.ndarray:
+        """(n,) bool: which windows count towards the verdict (all when :attr:`scored` is
+        None)."""
+        if self.scored is None:
+            return np.ones(len(self.planes), dtype=bool)
+        return np.asarray(self.scored, dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -142,7 +155,10 @@ class Modality(ABC):
         length = self.window_seconds(spec)
         if prepared.starts_s is None or len(prepared.starts_s) < 2 or length is None:
             return []
-        return [f"{i + 1}: {s:.1f}-{s + length:.1f} s" for i, s in enumerate(prepared.starts_s)]
+        scored = prepared.scored_mask
+        return [f"{i + 1}: {s:.1f}-{s + length:.1f} s"
+                + ("" if scored[i] else f" ({prepared.unscored_label or 'not scored'})")
+                for i, s in enumerate(prepared.starts_s)]
 
     # --- perturbations --------------------------------------------------------------------------
     def masked_value(self, x: FloatArray) -> FloatArray:
@@ -190,14 +206,18 @@ class Modality(ABC):
         ax.set_yticks([])
 
     def record(self, expl: Explanation) -> dict[str, Any]:
-        """Modality-specific fields of the explanation record."""
-        return {}
+        """Modality-specific fields of the explanation record (default: the :meth:`focus`
+        found, if any)."""
+        focus = expl.extras.get("focus")
+        return {"focus": dict(focus)} if focus else {}
 
-    def focus(self, prepared: PreparedInput, heatmap: FloatArray, *, signed: bool
-              ) -> tuple[dict[str, Any], np.ndarray] | None:
-        """Where a map looks relative to the input's own anatomy, found on this upload: (the
-        shares and a message, the region mask (H, W) bool), or None where the modality finds
-        no such region (:attr:`focus_region`)."""
+    def focus(self, prepared: PreparedInput, heatmap: FloatArray, *, signed: bool,
+              window: int = 0) -> tuple[dict[str, Any], np.ndarray] | None:
+        """Where the map of window ``window`` looks relative to what this upload holds (X-ray:
+        the lung fields; audio: the speech), found on the upload itself: (a dict with the
+        shares, ``flagged``, ``message`` (a warning, "" when not flagged) and ``summary`` (one
+        line for the page), the region mask (H, W) bool), or None where the modality finds no
+        such region."""
         return None
 
     @property

@@ -145,8 +145,8 @@ class XRay(Modality):
         return PreparedInput(name, self.name, plane[None].astype(np.float32), notes=tuple(notes),
                              data=data)
 
-    def focus(self, prepared: PreparedInput, heatmap: np.ndarray, *, signed: bool
-              ) -> tuple[dict[str, Any], np.ndarray] | None:
+    def focus(self, prepared: PreparedInput, heatmap: np.ndarray, *, signed: bool,
+              window: int = 0) -> tuple[dict[str, Any], np.ndarray] | None:
         """The map's share inside the lung fields the gate's segmenter found on this upload,
         and on the image border (labels, markers: shortcuts)."""
         lungs = prepared.data.get("lungs")
@@ -155,13 +155,11 @@ class XRay(Modality):
         from ..evaluation.metrics import xray_focus
 
         found = xray_focus(heatmap, lungs, signed=signed)
-        return ({"lung_share": float(found["lung_share"]),
-                 "border_share": float(found["border_share"]), "flagged": found["flagged"],
-                 "message": found["message"]}, lungs)
-
-    def record(self, expl) -> dict[str, Any]:
-        focus = expl.extras.get("focus")
-        return {"focus": dict(focus)} if focus else {}
+        lung, border = float(found["lung_share"]), float(found["border_share"])
+        return ({"lung_share": lung, "border_share": border, "flagged": found["flagged"],
+                 "message": found["message"],
+                 "summary": f"{lung:.0%} of the attribution lies inside the lung fields, "
+                            f"{border:.0%} on the image border."}, lungs)
 
     def preview(self, path: str | Path, settings: AppSettings) -> np.ndarray | None:
         from ..preprocessing.image import load_image

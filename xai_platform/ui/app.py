@@ -223,8 +223,7 @@ def register_api(service: Service) -> None:
             analysis = service.analyse(sess, path_of(file), model)
             return {"model": model, "prediction": analysis.prediction.to_dict(),
                     "notes": list(analysis.notes),
-                    "timeline": [{"start_s": s, "score": p}
-                                 for s, p in service.timeline(analysis)]}
+                    "timeline": service.timeline_records(analysis)}
 
     def explain(file: FileData, model: str, method: str, params: dict | None = None,
                 seed: int = 0, target: str | None = None,

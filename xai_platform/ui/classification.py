@@ -84,13 +84,13 @@ def parse_window(choice: str | None) -> int | None:
 
 
 def focus_markdown(expl) -> str:
-    """Where the map looks relative to the anatomy found on this upload (X-ray: the lungs)."""
+    """Where the map looks relative to what this upload holds (X-ray: the lungs; audio: the
+    speech), with the modality's warning when it looks elsewhere."""
     focus = expl.extras.get("focus")
     if not focus:
         return ""
-    line = (f"  \n{focus['lung_share']:.0%} of the attribution lies inside the lung fields, "
-            f"{focus['border_share']:.0%} on the image border.")
-    return line + (f" **{focus['message']}**" if focus.get("flagged") else "")
+    line = f"  \n{focus.get('summary', '')}".rstrip()
+    return line + (f" **Warning: {focus['message']}**" if focus.get("flagged") else "")
 
 
 def run_explain(service: Service, session: Session, modality: str, audio: str | None,

@@ -140,7 +140,7 @@ def prediction_outputs(service: Service, session: Session, path: str | None, mod
     return label, "\n".join(lines), (timeline_figure(timeline, analysis) if len(timeline) > 1 else None)
 
 
-def timeline_figure(timeline: list[tuple[float, float]], analysis) -> Any:
+def timeline_figure(timeline: list[tuple[float, float | None]], analysis) -> Any:
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -154,8 +154,12 @@ def timeline_figure(timeline: list[tuple[float, float]], analysis) -> Any:
         FigureCanvasAgg(fig)
         ax = fig.subplots()
         xs = [t for t, _ in timeline]
-        ys = [v for _, v in timeline]
+        ys = [np.nan if v is None else v for _, v in timeline]  # a gap where not scored
         ax.plot(xs, ys, "o-", color="#b2182b")
+        skipped = [t for t, v in timeline if v is None]
+        if skipped:  # windows left out of the verdict (audio: no speech)
+            ax.plot(skipped, [0.02] * len(skipped), "x", color="grey",
+                    label=analysis.prepared.unscored_label or "not scored")
         if analysis.prediction.threshold is not None:
             ax.axhline(analysis.prediction.threshold, color="grey", ls="--", lw=1,
                        label="threshold")
