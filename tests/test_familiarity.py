@@ -25,7 +25,7 @@ def test_the_limit_withholds_about_the_chosen_share_of_familiar_inputs():
                           max_components=16)
     unseen = familiarity.check(fam, _gaussian(4000, 40, 2))
     assert 0.02 < unseen.unfamiliar.mean() < 0.09
-    assert fam.components.shape == (16, 40)
+    assert fam.features.components.shape == (16, 40) and fam.components == 16
 
 
 def test_inputs_off_the_training_cloud_are_withheld_even_along_a_narrow_direction():
@@ -60,16 +60,34 @@ def test_check_reason_and_windows():
     assert most.to_dict() == {"distance_ratio": 1.2, "unfamiliar_windows": 2, "windows": 3}
 
 
+def test_the_layout_view_catches_what_pooled_features_cannot_see():
+    """Inverted or upside-down images whose pooled features look ordinary are still unfamiliar:
+    the layout view (block means and value histogram of the input) sees them."""
+    planes = np.stack([chest_like(32, seed=s) for s in range(120)])
+    planes[:, :8] *= 0.6  # a darker top: the layout has an up and a down
+    feats = _gaussian(120, 8, 0)  # features that carry nothing about the layout
+    fam = familiarity.fit(feats[:80], feats[80:], train_planes=planes[:80],
+                          validation_planes=planes[80:], quantile=1.0)
+    assert set(fam.views) == {"features", "layout"}
+    fresh = np.stack([chest_like(32, seed=s) for s in range(500, 520)])
+    fresh[:, :8] *= 0.6
+    same = _gaussian(20, 8, 7)
+    assert familiarity.check(fam, same, fresh).unfamiliar.mean() <= 0.1
+    assert familiarity.check(fam, same, 1.0 - fresh).unfamiliar.all()
+    assert familiarity.check(fam, same, fresh[:, ::-1]).unfamiliar.all()
+    assert familiarity.check(fam, same).unfamiliar.mean() <= 0.1  # without planes: features only
+
+
 def test_the_file_round_trips_and_holds_no_code(tmp_path):
     fam = familiarity.fit(_gaussian(300, 8, 0), _gaussian(100, 8, 1), layer="features.1")
     path = tmp_path / "m.familiarity.npz"
     digest = fam.save(path)
     back = familiarity.Familiarity.load(path)
     x = _gaussian(5, 8, 9)
-    np.testing.assert_allclose(back.distances(x), fam.distances(x), rtol=1e-5)
+    np.testing.assert_allclose(back.ratios(x), fam.ratios(x), rtol=1e-5)
     assert back.layer == "features.1" and len(digest) == 64
     evil = tmp_path / "evil.npz"
-    np.savez(evil, mean=np.array([object()], dtype=object))
+    np.savez(evil, **{"features.mean": np.array([object()], dtype=object)})
     with pytest.raises(ValueError):
         familiarity.Familiarity.load(evil)
 
@@ -95,8 +113,10 @@ def _trained_tiny_xray(tmp_path: Path, *, fit_on: np.ndarray | None = None,
     if fit_on is not None:
         handle = base.get(entry["id"])
         feats = handle.embeddings(fit_on)
-        fam = familiarity.fit(feats[: len(feats) // 2], feats[len(feats) // 2:], quantile=1.0,
-                              layer=entry["target_layer"])
+        half = len(feats) // 2
+        fam = familiarity.fit(feats[:half], feats[half:], quantile=1.0,
+                              layer=entry["target_layer"], train_planes=fit_on[:half],
+                              validation_planes=fit_on[half:])
         npz = tmp_path / "tiny.familiarity.npz"
         digest = fam.save(npz)
         if tamper:
@@ -107,7 +127,8 @@ def _trained_tiny_xray(tmp_path: Path, *, fit_on: np.ndarray | None = None,
 
 
 def _chests(n: int) -> np.ndarray:
-    return np.stack([chest_like(32, seed=s) for s in range(n)])
+    """Chest-like planes as the app reads them back from 8-bit PNGs."""
+    return np.round(np.stack([chest_like(32, seed=s) for s in range(n)]) * 255) / 255
 
 
 def _png(path: Path, img: np.ndarray) -> Path:
@@ -123,7 +144,7 @@ def test_an_unfamiliar_image_gets_no_verdict_but_still_an_explanation(tmp_path):
     from xai_platform.models import ModelManager
     from xai_platform.service import Service, Session
 
-    config = _trained_tiny_xray(tmp_path, fit_on=_chests(80))
+    config = _trained_tiny_xray(tmp_path, fit_on=_chests(160))
     service = Service(ModelManager(load_config([config], base=None), device="cpu"))
     session = Session()
     try:
@@ -182,7 +203,7 @@ def test_the_cli_json_and_the_page_show_the_withholding(tmp_path, capsys):
     from xai_platform.service import Service, Session
     from xai_platform.ui.common import prediction_outputs
 
-    config = _trained_tiny_xray(tmp_path, fit_on=_chests(80))
+    config = _trained_tiny_xray(tmp_path, fit_on=_chests(160))
     odd = _png(tmp_path / "noise.png", np.random.default_rng(0).random((32, 32)))
     assert main(["explain", str(odd), "--model", "tiny-torch-xray", "--method", "saliency",
                  "--config", str(config), "--out", str(tmp_path / "out"), "--json",

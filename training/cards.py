@@ -100,11 +100,14 @@ def familiarity_markdown(card: ModelCard) -> str:
     if f is None:
         return ""
     lines = ["", "## Verdict withheld outside the training data", "",
-             f"The {f.dims}-dim pooled activations of `{f.layer}` on the {f.fitted_on} split, "
-             f"summarised by their mean and top {f.components} principal components (Mahalanobis "
-             f"distance plus the residual); the limit is the {f.quantile:.0%} quantile of the "
-             f"{f.limit_from} split's distances. An input beyond it gets no verdict (`withheld`). "
-             "Share of inputs withheld:", "", "| inputs | withheld |", "|---|---|"]
+             f"Views of the {f.fitted_on} split: the {f.dims}-dim pooled activations of "
+             f"`{f.layer}` (mean and top {f.components} principal components: Mahalanobis "
+             "distance plus the residual)"
+             + (" and the input's layout (4 x 4 block means and a 16-bin histogram)"
+                if "layout" in f.views else "")
+             + f"; the limits let {f.quantile:.0%} of the {f.limit_from} split through. An "
+             "input beyond a limit gets no verdict (`withheld`). Share of inputs withheld:", "",
+             "| inputs | withheld |", "|---|---|"]
     lines += [f"| {name} | {rate:.1%} |" for name, rate in f.withheld.items()]
     if f.command:
         lines += ["", "Reproduce:", "", "```", f.command, "```"]

@@ -117,10 +117,10 @@ class Inputs:
 
 
 def withheld_rate(fam: familiarity.Familiarity, features: np.ndarray,
-                  owner: np.ndarray | None = None) -> float:
+                  owner: np.ndarray | None = None, planes: np.ndarray | None = None) -> float:
     """Share of inputs withheld: an input is withheld when most of its windows lie beyond the
     limit (:class:`xai_platform.familiarity.Check`)."""
-    far = fam.distances(features) > fam.limit
+    far = fam.ratios(features, planes) > 1.0
     if owner is None:
         return float(far.mean())
     ids, inverse = np.unique(owner, return_inverse=True)
@@ -194,7 +194,8 @@ def run(spec: ModelSpec, data: Path, *, quantile: float, max_train: int | None,
     t0 = time.time()
     train = splits["train"].sample(max_train, rng)
     fitted = familiarity.fit(features(train.x), features(splits["validation"].x),
-                             quantile=quantile, layer=layer)
+                             quantile=quantile, layer=layer, train_planes=train.x,
+                             validation_planes=splits["validation"].x)
     stem = card_stem(weights)
     npz = stem.with_name(f"{stem.name}.familiarity.npz")
     digest = fitted.save(npz)
@@ -202,12 +203,12 @@ def run(spec: ModelSpec, data: Path, *, quantile: float, max_train: int | None,
     rates: dict[str, float] = {}
     for name, inputs in [*((f"{k} split", v) for k, v in splits.items() if k != "train"),
                          *probes.items()]:
-        rates[name] = withheld_rate(fitted, features(inputs.x), inputs.owner)
+        rates[name] = withheld_rate(fitted, features(inputs.x), inputs.owner, inputs.x)
         print(f"  {spec.id}: {name:<48} withheld {rates[name]:6.1%}", file=sys.stderr)
 
     info = FamiliarityInfo(
-        file=npz.name, sha256=digest, layer=layer, components=len(fitted.variances),
-        dims=fitted.dims, limit=round(fitted.limit, 4), quantile=quantile, command=command,
+        file=npz.name, sha256=digest, layer=layer, components=fitted.components,
+        dims=fitted.dims, views=tuple(fitted.views), quantile=quantile, command=command,
         withheld={k: round(v, 4) for k, v in rates.items()})
     write_card(weights, dataclasses.replace(card, familiarity=info))
     print(f"{spec.id}: familiarity fitted in {time.time() - t0:.0f} s -> {npz}", file=sys.stderr)

@@ -134,7 +134,7 @@ def familiar(model: ModelHandle, prepared: PreparedInput) -> familiarity.Check |
     if not len(planes):
         return None
     features = model.embeddings(planes, layer=model.familiarity.layer)
-    return familiarity.check(model.familiarity, features)
+    return familiarity.check(model.familiarity, features, planes)
 
 
 def _among(values: np.ndarray, scored: np.ndarray | None) -> np.ndarray:

@@ -146,9 +146,9 @@ class FamiliarityInfo:
     sha256: str | None = None
     layer: str | None = None
     method: str = "mahalanobis-ppca"
+    views: tuple[str, ...] = ("features",)
     components: int | None = None
     dims: int | None = None
-    limit: float | None = None
     quantile: float = 0.99
     fitted_on: str = "train"
     limit_from: str = "validation"
@@ -247,7 +247,7 @@ class ModelCard:
             "mask_supervision": lambda v, w: _build(MaskSupervisionInfo, v, w, strict,
                                                     {"layers": _tuple}),
             "familiarity": lambda v, w: _build(FamiliarityInfo, v, w, strict,
-                                               {"withheld": _mapping}),
+                                               {"withheld": _mapping, "views": _tuple}),
         })
 
     def to_dict(self) -> dict[str, Any]:
@@ -486,6 +486,7 @@ def read_familiarity_info(weights: Path | None) -> FamiliarityInfo | None:
         return None if card is None else card.familiarity
     try:
         raw = json.loads(card_path(weights).read_text(encoding="utf-8"))["familiarity"]
-        return _build(FamiliarityInfo, raw, "familiarity", False, {"withheld": _mapping})
+        return _build(FamiliarityInfo, raw, "familiarity", False,
+                      {"withheld": _mapping, "views": _tuple})
     except (OSError, ValueError, KeyError, TypeError):
         return None
