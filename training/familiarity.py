@@ -128,10 +128,11 @@ def withheld_rate(fam: familiarity.Familiarity, features: np.ndarray,
     return float((share > 0.5).mean())
 
 
-def xray_inputs(spec: ModelSpec, data: Path, *, max_shifted: int, rng: np.random.Generator
-                ) -> tuple[dict[str, Inputs], dict[str, Inputs]]:
+def xray_inputs(spec: ModelSpec, data: Path, also: list[Path], *, max_shifted: int,
+                rng: np.random.Generator) -> tuple[dict[str, Inputs], dict[str, Inputs]]:
     """(splits, probes) of the lesion benchmark: train / validation / test / real, and test
-    images changed by :data:`SHIFTS` plus :func:`other_pictures`."""
+    images changed by :data:`SHIFTS`, :func:`other_pictures`, and the test split of each
+    ``also`` benchmark (e.g. benchmark v2: other anatomy and acquisition)."""
     dataset = read_data(data, spec, limit=None)
     splits = {name: Inputs(split.x) for name, split in dataset.splits.items()}
     test_x = dataset.splits["test"].x
@@ -139,6 +140,11 @@ def xray_inputs(spec: ModelSpec, data: Path, *, max_shifted: int, rng: np.random
     probes = {f"test images {name}": Inputs(np.ascontiguousarray(shift(sample, rng)))
               for name, shift in SHIFTS.items()}
     probes.update({name: Inputs(planes) for name, planes in other_pictures(spec).items()})
+    for root in also:
+        other = read_data(root, spec, limit=max_shifted * 2)
+        for name, split in other.splits.items():
+            if name in ("test", "real"):
+                probes[f"{root.name} {name} split ({len(split.x)} images)"] = Inputs(split.x)
     return splits, probes
 
 
@@ -186,7 +192,8 @@ def run(spec: ModelSpec, data: Path, *, quantile: float, max_train: int | None,
         splits, probes = audio_inputs(spec, data, list(also or ()), max_probe=max_shifted,
                                       rng=rng)
     else:
-        splits, probes = xray_inputs(spec, data, max_shifted=max_shifted, rng=rng)
+        splits, probes = xray_inputs(spec, data, list(also or ()), max_shifted=max_shifted,
+                                     rng=rng)
 
     def features(x: np.ndarray) -> np.ndarray:
         return handle.embeddings(np.asarray(x, np.float32), layer=layer, batch_size=32)
@@ -231,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="test images each change is applied to (audio: clips per "
                              "group of --also)")
     parser.add_argument("--also", action="append", type=Path, default=[],
-                        help="audio: another corpus (metadata.csv) whose generators and "
-                             "sources are measured (repeatable)")
+                        help="another data set to measure: audio, a corpus whose generators "
+                             "and sources are reported one by one; X-ray, a benchmark whose "
+                             "test split is reported (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     argv = list(argv if argv is not None else sys.argv[1:])
