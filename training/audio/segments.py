@@ -34,6 +34,7 @@ import soundfile as sf
 
 from xai_platform import pipeline
 from xai_platform.config import AppSettings, ModelSpec, load_config
+from xai_platform.errors import InputError
 from xai_platform.preprocessing import audio
 
 from xai_platform.modalities import get_modality
@@ -100,17 +101,23 @@ def build(clips: list[Clip], split: str, n: int, rate: int, *, seed: int) -> lis
     return out
 
 
-def window_scores(model, spec: ModelSpec, recordings: list[Recording],
-                  settings: AppSettings) -> list[tuple[np.ndarray, np.ndarray]]:
+def window_scores(model, spec: ModelSpec, recordings: list[Recording], settings: AppSettings
+                  ) -> list[tuple[np.ndarray, np.ndarray] | None]:
     """(positive-class probability per window, window starts in s) of each recording, by the
-    app's own path from a WAV file."""
-    out = []
+    app's own path from a WAV file; windows the app leaves out (no speech) score -inf, as in
+    the app's segment rule. None: the app refuses the recording (too little speech)."""
+    out: list[tuple[np.ndarray, np.ndarray] | None] = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, rec in enumerate(recordings):
             path = Path(tmp) / f"r{i}.wav"
             sf.write(path, rec.wave, rec.rate, subtype="PCM_16")
-            prepared = pipeline.prepare(path, spec, settings=settings)
+            try:
+                prepared = pipeline.prepare(path, spec, settings=settings)
+            except InputError:
+                out.append(None)
+                continue
             probs = model.predict(prepared.planes)[:, spec.positive_index]
+            probs = np.where(prepared.scored_mask, probs, -np.inf)
             out.append((probs, np.asarray(prepared.starts_s, np.float64)))
             if (i + 1) % 20 == 0:
                 print(f"\r  scored {i + 1}/{len(recordings)} recordings", end="", file=sys.stderr)
@@ -127,6 +134,7 @@ class RuleFigures:
     end_error_s: float | None
     n_partial: int
     n_real: int
+    n_refused: int = 0
 
 
 def evaluate(recordings: list[Recording], scores: list[tuple[np.ndarray, np.ndarray]], *,
@@ -134,10 +142,14 @@ def evaluate(recordings: list[Recording], scores: list[tuple[np.ndarray, np.ndar
     """Recording-level figures of the rule (K consecutive windows, or with K None the mean of
     the windows alone) at ``threshold``."""
     hits, alarms, starts, ends = [], [], [], []
-    for rec, (p, t0) in zip(recordings, scores):
+    for rec, scored in zip(recordings, scores):
+        if scored is None:  # refused by the app (no speech): neither a hit nor an alarm
+            continue
+        p, t0 = scored
         segs = () if k is None else pipeline.flagged_segments(
             p, t0, window_s, threshold=threshold, min_windows=k)
-        flagged = bool(segs) or float(p.mean()) >= threshold
+        judged = p[np.isfinite(p)]
+        flagged = bool(segs) or (len(judged) > 0 and float(judged.mean()) >= threshold)
         if rec.fake is None:
             alarms.append(flagged)
             continue
@@ -147,7 +159,8 @@ def evaluate(recordings: list[Recording], scores: list[tuple[np.ndarray, np.ndar
             ends.append(abs(segs[-1][1] - rec.fake[1]))
     return RuleFigures(k, float(np.mean(hits)), float(np.mean(alarms)),
                        float(np.median(starts)) if starts else None,
-                       float(np.median(ends)) if ends else None, len(hits), len(alarms))
+                       float(np.median(ends)) if ends else None, len(hits), len(alarms),
+                       sum(s is None for s in scores))
 
 
 def choose(figures: list[RuleFigures], max_false_alarms: float) -> RuleFigures:
@@ -224,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  K={'mean' if f.k is None else f.k:>4}: detected {f.detection:6.1%}, "
                   f"false alarms {f.false_alarms:6.1%}, boundary error start "
                   f"{f.start_error_s if f.start_error_s is not None else float('nan'):.2f} s, "
-                  f"end {f.end_error_s if f.end_error_s is not None else float('nan'):.2f} s"
-                  f"{mark}")
+                  f"end {f.end_error_s if f.end_error_s is not None else float('nan'):.2f} s "
+                  f"({f.n_partial} partly synthetic, {f.n_real} real, {f.n_refused} refused: "
+                  f"no speech){mark}")
     return 0
 
 
