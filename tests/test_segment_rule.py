@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.audio.segments import Recording, RuleFigures, choose, evaluate
+from training.audio.segments import Recording, RuleFigures, choose, evaluate, wilson_upper
 
 
 def _recording(fake: tuple[float, float] | None, seconds: float = 20.0) -> Recording:
@@ -36,3 +36,17 @@ def test_the_choice_keeps_false_alarms_under_the_cap():
     assert choose(figs, 0.5).k == 1
     assert choose([RuleFigures(2, 1.0, 0.5, 1, 1, 1, 1), RuleFigures(5, 1.0, 0.4, 1, 1, 1, 1)],
                   0.05).k == 5
+
+
+def test_a_few_clean_real_recordings_do_not_license_a_one_window_rule():
+    """0 false alarms in 40 real recordings of 18 windows each still allows ~0.5% stray
+    windows: one window would then flag ~10% of recordings, two in a row almost none."""
+    starts = np.arange(18, dtype=np.float64)
+    recs = [_recording(None)] * 40 + [_recording((6.0, 12.0))]
+    fake = np.where((starts >= 6) & (starts <= 10), 0.95, 0.1)
+    scores = [(np.full(18, 0.1), starts)] * 40 + [(fake, starts)]
+    figs = [evaluate(recs, scores, threshold=0.9, window_s=2.0, k=k) for k in (1, 2, 3)]
+    assert [f.false_alarms for f in figs] == [0.0, 0.0, 0.0]
+    assert figs[0].false_alarm_bound > 0.05 > figs[1].false_alarm_bound
+    assert choose(figs, 0.05).k == 3  # 2 and 3 both detect it: the stricter wins
+    assert abs(wilson_upper(0, 720) - 0.0053) < 0.0005
