@@ -45,7 +45,7 @@ from xai_platform.preprocessing import audio
 from xai_platform.modalities import get_modality
 from xai_platform.models import ModelManager
 
-from .data import Clip, load_clips
+from .data import Clip, load_corpus
 
 KS = (1, 2, 3, 4, 5, 6, 8)
 PAUSE_S = (0.15, 0.5)
@@ -223,7 +223,10 @@ def plot(val: list[RuleFigures], test: list[RuleFigures], chosen: int, path: Pat
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.segment_rule",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=Path("data/audio_corpus"))
+    p.add_argument("--data", type=Path, default=Path("data/audio_corpus"),
+                   help="the offline corpus (its validation split builds the choosing set)")
+    p.add_argument("--test-data", type=Path, default=None,
+                   help="another build of the corpus for the test recordings (default: --data)")
     p.add_argument("--model", default="audio-cnn")
     p.add_argument("--config", action="append", type=Path)
     p.add_argument("--n", type=int, default=60,
@@ -237,10 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     model = ModelManager(config, device="cpu").get(spec.id)  # calibrated, as the app serves it
     threshold = model.calibration.threshold or 0.5
     window_s = get_modality(spec.modality).window_seconds(spec)
-    clips, _ = load_clips(args.data)
+    sources = {"validation": load_corpus(args.data),
+               "test": load_corpus(args.test_data or args.data)}
     results = {}
     for split in ("validation", "test"):
-        recs = build(clips, split, args.n, spec.input.sample_rate, seed=args.seed)
+        recs = build(sources[split], split, args.n, spec.input.sample_rate, seed=args.seed)
         scores = window_scores(model, spec, recs, config.app)
         results[split] = [evaluate(recs, scores, threshold=threshold, window_s=window_s, k=k)
                           for k in (None, *KS)]
