@@ -371,3 +371,40 @@ def test_mask_supervision_is_refused_for_keras_models(tmp_path, benchmark):
                         input={"size": 32, "channels": 1, "normalize": "minus1_1"})
     with pytest.raises(SystemExit, match="PyTorch models only"):
         _train_one_epoch(tmp_path, benchmark, entry, "--mask-weight", "1")
+
+
+@pytest.mark.parametrize("framework", [pytest.param("torch", marks=needs_torch),
+                                       pytest.param("keras", marks=needs_tf)])
+def test_shipped_detectors_withhold_their_verdict_outside_their_training_data(framework):
+    """Every shipped detector carries its familiarity description: a benchmark-like example
+    gets a verdict, the same image inverted or upside down, and the real radiograph none of
+    them was trained on, get "verdict withheld" (through the app's own pipeline)."""
+    from xai_platform import pipeline
+    from xai_platform.config import AppSettings
+    from xai_platform.modalities import PreparedInput
+    from xai_platform.preprocessing.image import load_image, real_radiograph_path, to_model_plane
+
+    specs = _shipped(framework)
+    if not specs:
+        pytest.skip(f"no trained {framework} X-ray weights in weights/xray/")
+    manager = ModelManager(load_config(), device="cpu")
+    settings = AppSettings(check_inputs=False)
+    for spec in specs:
+        card = manager.card(spec.id)
+        assert card.familiarity is not None, f"{spec.id}: no familiarity in its card"
+        assert set(card.familiarity.views) == {"features", "layout"}
+        assert card.familiarity.withheld["test split"] <= 0.05
+        handle = manager.get(spec.id)
+        assert handle.familiarity is not None
+        plane = to_model_plane(load_image(EXAMPLES / "synthetic-nodule-lesion.png").pixels,
+                               spec.input_shape)
+        for img, withheld in [(plane, False), (1.0 - plane, True), (plane[::-1].copy(), True)]:
+            prepared = PreparedInput(name="x", modality="xray", planes=img[None])
+            p = pipeline.analyse(handle, prepared, settings=settings).prediction
+            assert p.withheld is withheld, f"{spec.id}: withheld {p.withheld}, {p.familiarity}"
+        rg1 = real_radiograph_path()
+        if rg1 is not None:
+            analysis = pipeline.analyse(handle, pipeline.prepare(rg1, spec, settings=settings),
+                                        settings=settings)
+            assert analysis.prediction.withheld, f"{spec.id}: {analysis.prediction.familiarity}"
+            assert "verdict withheld" in analysis.prediction.verdict
