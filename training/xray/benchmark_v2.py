@@ -217,4 +217,10 @@ def example_figure(root: Path, out: Path, *, n: int = 12, split: str = "test",
         fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
+    # 63 grays and the outlines' red keep the figure small for the repository.
+    palette = Image.new("P", (1, 1))
+    palette.putpalette([v for g in np.linspace(0, 255, 63).astype(int) for v in (g, g, g)]
+                       + [255, 0, 0])
+    Image.open(out).convert("RGB").quantize(palette=palette, dither=Image.Dither.NONE).save(
+        out, optimize=True)
     return out
