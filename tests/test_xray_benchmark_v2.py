@@ -158,7 +158,8 @@ def test_imagenet_init_trains_on_v2_and_evaluates_by_condition(tmp_path, bench_v
           "--epochs", "1", "--batch-size", "8", "--run-dir", str(tmp_path / "runs"),
           "--init", "imagenet"])
     card = json.loads(weights.with_name("eff.card.json").read_text())
-    assert "ImageNet" in card["training"]["init"] and "--init imagenet" in card["training"]["command"]
+    assert "ImageNet" in card["training"]["init"]
+    assert "--init imagenet" in card["training"]["command"]
     assert card["data"]["details"]["version"] == 2 and card["data"]["details"]["settings"]
     result = evaluate("tiny-eff", bench_v2, split="test", config=[config])
     assert result["overall"]["n"] == sum(1 for r in _rows(bench_v2) if r["split"] == "test")

@@ -39,7 +39,8 @@ from .sources import LungMask, load_lung_masks, load_rg1
 
 VERSION = 2
 PATIENT_FIELDS = ("age_group", "habitus_width", "habitus_tissue", "habitus_heart",
-                  "habitus_rib_slope", "habitus_thymus", "habitus_breasts", "tilt_deg", "axial_rotation", "devices")
+                  "habitus_rib_slope", "habitus_thymus", "habitus_breasts", "tilt_deg",
+                  "axial_rotation", "devices")
 ACQUISITION_FIELDS = ("dose", "saturation", "blur_px", "gamma", "contrast", "brightness",
                       "noise", "grid_lines", "collimation", "collimation_margins",
                       "collimation_angle", "markers")

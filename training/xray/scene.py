@@ -183,9 +183,11 @@ def draw_devices(lung: BoolImage, devices: tuple[str, ...], rng: np.random.Gener
                           rng.uniform(0.7, 1.2) * s)
         elif name == "central_line":
             side = -1  # the patient's right (the image's left), the usual approach
-            start = (xm + side * rng.uniform(0.5, 0.9) * (xm - x_lo), y0 - rng.uniform(0, 0.05) * size)
+            start = (xm + side * rng.uniform(0.5, 0.9) * (xm - x_lo),
+                     y0 - rng.uniform(0, 0.05) * size)
             bend = (xm + side * 0.25 * (xm - x_lo), y0 + 0.05 * tall)
-            tip = (xm + side * rng.uniform(0.04, 0.1) * size, carina + rng.uniform(-0.02, 0.08) * size)
+            tip = (xm + side * rng.uniform(0.04, 0.1) * size,
+                   carina + rng.uniform(-0.02, 0.08) * size)
             entry = (start[0] + side * 0.1 * size, -5.0)
             _polyline(out, _curve([entry, start, bend, tip]), rng.uniform(0.3, 0.5), 1.3 * s)
         elif name == "endotracheal_tube":
@@ -197,7 +199,8 @@ def draw_devices(lung: BoolImage, devices: tuple[str, ...], rng: np.random.Gener
             _polyline(out, pts + [1.5 * s, 0], 0.5, 1.0 * s)
         elif name == "nasogastric_tube":
             x = xm + rng.normal(0, 0.01 * size)
-            stomach = (xm + rng.uniform(0.15, 0.3) * size, min(size - 3.0, y1 + rng.uniform(0.0, 0.08) * size))
+            stomach = (xm + rng.uniform(0.15, 0.3) * size,
+                       min(size - 3.0, y1 + rng.uniform(0.0, 0.08) * size))
             pts = _curve([(x, -5.0), (x + 0.01 * size, carina), (x + 0.03 * size, y1 - 0.05 * size),
                           stomach, (stomach[0] - 0.06 * size, stomach[1] + 0.03 * size)])
             _polyline(out, pts, rng.uniform(0.3, 0.5), 1.4 * s)

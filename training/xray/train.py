@@ -258,7 +258,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "target_layer)")
     parser.add_argument("--init", choices=("random", "imagenet"), default="random",
                         help="imagenet: start from the ImageNet weights shipped in a registry "
-                             "package (efficientnet_lite0 only; see training.weights.IMAGENET_INIT)")
+                             "package (efficientnet_lite0 only; see "
+                             "training.weights.IMAGENET_INIT)")
     parser.add_argument("--out", type=Path, default=None,
                         help="weights file (default: the config entry's `weights`)")
     parser.add_argument("--limit", type=int, default=None,
