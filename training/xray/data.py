@@ -95,9 +95,10 @@ def read_benchmark(root: Path, spec: ModelSpec, *, limit: int | None = None,
                 splits[key].masks = _lesion_masks(root, chosen, spec.input_shape)
     info = root / "benchmark.json"
     summary = json.loads(info.read_text()) if info.exists() else {}
-    details = {k: summary[k] for k in ("command", "seed", "size", "images", "lung_masks",
-                                       "lung_mask_groups", "real_background", "lesion_types",
-                                       "contrast", "edges") if k in summary}
+    details = {k: summary[k] for k in ("version", "command", "seed", "size", "images",
+                                       "lung_masks", "lung_mask_groups", "real_background",
+                                       "lesion_types", "contrast", "edges", "settings",
+                                       "conditions") if k in summary}
     return Dataset("xray_benchmark", root, splits, details)
 
 

@@ -76,7 +76,27 @@ def _vessels(canvas: np.ndarray, start: tuple[float, float], direction: float,
                      rng, size, depth + 1)
 
 
-def render_chest(lung: BoolImage, rng: np.random.Generator) -> FloatImage:
+@dataclass(frozen=True)
+class Habitus:
+    """Body build for :func:`render_chest` (benchmark v2; the defaults leave v1's drawing, and
+    its random draws, unchanged): ``width`` scales the soft-tissue slab, ``tissue`` adds
+    soft-tissue density, ``heart`` scales the cardiac silhouette, ``rib_slope`` scales how much
+    the ribs arch and slant (children's ribs run more horizontally), ``thymus`` is the density
+    of a widened upper mediastinum (infants), ``breasts`` allows breast shadows."""
+
+    width: float = 1.0
+    tissue: float = 0.0
+    heart: float = 1.0
+    rib_slope: float = 1.0
+    thymus: float = 0.0
+    breasts: bool = True
+
+
+ADULT = Habitus()
+
+
+def render_chest(lung: BoolImage, rng: np.random.Generator, *,
+                 habitus: Habitus = ADULT) -> FloatImage:
     """A radiograph-like image (size, size) in [0, 1] (bone bright) around a lung mask."""
     size = lung.shape[0]
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
@@ -90,9 +110,10 @@ def render_chest(lung: BoolImage, rng: np.random.Generator) -> FloatImage:
     # Body: a soft-tissue slab widening into the shoulders, brighter where it is thicker.
     air = rng.uniform(0.0, 0.08)
     width = half * rng.uniform(1.1, 1.32) * (1 + 0.35 * _sigmoid((y0 + 0.04 - yy) / 0.04))
+    width = width * habitus.width
     body = _sigmoid((width - np.abs(xx - xm)) / 0.01)
     thickness = np.sqrt(np.clip(1 - ((xx - xm) / width) ** 2, 0, 1))
-    tissue = rng.uniform(0.5, 0.65) * (0.8 + 0.2 * thickness)
+    tissue = rng.uniform(0.5, 0.65) * (0.8 + 0.2 * thickness) + habitus.tissue * thickness
     # Mediastinum and heart, and the abdomen under each lung's base.
     tissue += rng.uniform(0.06, 0.1) * np.exp(-((np.abs(xx - xm) / (half * rng.uniform(0.22, 0.3)))
                                               ** 4))
@@ -101,13 +122,18 @@ def render_chest(lung: BoolImage, rng: np.random.Generator) -> FloatImage:
     base_row = _smooth(base_row[None], 3)[0] / size
     abdomen = _sigmoid((yy - base_row[None] - 0.01) / 0.012)
     hx, hy = xm + half * rng.uniform(0.05, 0.15), y0 + tall * rng.uniform(0.62, 0.7)
-    heart = ((xx - hx) / (half * rng.uniform(0.42, 0.55))) ** 2 + ((yy - hy) / (tall * 0.18)) ** 2
+    heart_w = half * rng.uniform(0.42, 0.55) * habitus.heart
+    heart = ((xx - hx) / heart_w) ** 2 + ((yy - hy) / (tall * 0.18 * habitus.heart)) ** 2
     tissue += rng.uniform(0.05, 0.1) * _sigmoid((1 - heart) / 0.08) * (1 - abdomen)
     tissue += rng.uniform(0.1, 0.18) * abdomen
+    if habitus.thymus:  # a child's thymus widens the upper mediastinum like a sail
+        sail = ((xx - xm - 0.25 * half) / (0.45 * half)) ** 2 + ((yy - y0 - 0.3 * tall)
+                                                                 / (0.16 * tall)) ** 2
+        tissue += habitus.thymus * _sigmoid((1 - sail) / 0.1) * (1 - abdomen)
     trachea = np.exp(-((np.abs(xx - xm) / 0.018) ** 4)) * _sigmoid((y0 + 0.2 * tall - yy) / 0.03)
     tissue -= rng.uniform(0.04, 0.08) * trachea
     img = air + (tissue - air) * body
-    if rng.random() < 0.4:  # breast shadows
+    if rng.random() < 0.4 and habitus.breasts:  # breast shadows
         for s in (-1, 1):
             cx, cy = xm + s * half * rng.uniform(0.45, 0.7), y1 - rng.uniform(0.05, 0.15)
             r = ((xx - cx) / rng.uniform(0.18, 0.25)) ** 2 + ((yy - cy) / rng.uniform(0.1, 0.15)) ** 2
@@ -144,6 +170,7 @@ def render_chest(lung: BoolImage, rng: np.random.Generator) -> FloatImage:
     spacing = tall * rng.uniform(0.095, 0.115)
     rise, drop = rng.uniform(0.03, 0.06), rng.uniform(0.08, 0.14)
     slant = rng.uniform(0.12, 0.18)
+    rise, drop, slant = (v * habitus.rib_slope for v in (rise, drop, slant))
     rib_w = rng.uniform(0.008, 0.011) * (1 + 0.5 * np.clip(u, 0, 1))
     span = _sigmoid((u - 0.12) / 0.03) * _sigmoid((1.12 - u) / 0.03)
     front = _sigmoid((u - 0.35) / 0.06) * _sigmoid((1.1 - u) / 0.03)

@@ -42,7 +42,7 @@ from .. import cards
 from ..calibration import choose_threshold, fit_temperature, plot_reliability
 from ..metrics import binary_report, positive_logit, reliability, sigmoid
 from ..trainer import MaskSupervision, TrainConfig, limit_threads, train
-from ..weights import load_saved, save_weights
+from ..weights import imagenet_init, load_saved, save_weights
 from .augment import augment
 from .data import UNCERTAIN_POLICIES, Dataset, Split, read_data
 
@@ -75,6 +75,7 @@ class XrayOptions:
     uncertain: str = "ignore"  # CheXpert
     val_fraction: float = 0.1  # CheXpert
     max_images: int | None = None  # CheXpert
+    init: str = "random"  # or "imagenet" (training.weights.IMAGENET_INIT)
 
     def read(self, root: Path, spec: ModelSpec) -> Dataset:
         """The data at ``root`` as these options ask."""
@@ -169,6 +170,7 @@ def run(spec: ModelSpec, options: XrayOptions) -> ModelCard:
     data = _read(spec, options)
     positive = spec.positive_index
     net = _network(spec, seed=options.train.seed)
+    init = (imagenet_init(spec, net) if options.init == "imagenet" else "random (seeded)")
     checkpoint = _checkpoint(spec, options.run_dir)
     if checkpoint.exists() and not options.resume:
         checkpoint.unlink()
@@ -205,6 +207,7 @@ def run(spec: ModelSpec, options: XrayOptions) -> ModelCard:
         training=cards.training_info(
             options.train, history, command=options.command, seconds=round(train_seconds, 1),
             augmentation=AUGMENTATION if options.augment else "none", warmup=warmup,
+            init=init,
             total_seconds=round(time.time() - t_start, 1)),
         metrics={name: SplitMetrics(**m) for name, m in metrics.items()},
         calibration=cards.calibration(temperature, threshold),
@@ -253,6 +256,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mask-layer", action="append", default=None,
                         help="a layer for --mask-weight (repeatable; default: the model's "
                              "target_layer)")
+    parser.add_argument("--init", choices=("random", "imagenet"), default="random",
+                        help="imagenet: start from the ImageNet weights shipped in a registry "
+                             "package (efficientnet_lite0 only; see "
+                             "training.weights.IMAGENET_INIT)")
     parser.add_argument("--out", type=Path, default=None,
                         help="weights file (default: the config entry's `weights`)")
     parser.add_argument("--limit", type=int, default=None,
@@ -279,7 +286,7 @@ def options_from(args: argparse.Namespace) -> XrayOptions:
         augment=not args.no_augment, warmup_data=args.warmup_data,
         warmup_epochs=args.warmup_epochs, mask_weight=args.mask_weight,
         mask_layers=tuple(args.mask_layer or ()), limit=args.limit, uncertain=args.uncertain,
-        val_fraction=args.val_fraction, max_images=args.max_images)
+        val_fraction=args.val_fraction, max_images=args.max_images, init=args.init)
 
 
 def main(argv: list[str] | None = None) -> int:
