@@ -365,7 +365,7 @@ class Builder:
             wave, sr, voice, p = VOCODERS[item.generator](real, sr, rng)
             wave, sr, trip = storage_trip(wave, sr, item.origin, original_sr, rng)
             params += [p, trip] + ([cropped] if cropped else [])
-            voice = item.voice
+            voice = item.origin.speaker  # the copy keeps the speaker
         else:
             target = (self._origin_info(item.origin)[1] * float(np.exp(rng.normal(0, 0.2)))
                       if item.origin is not None else 0.0)
@@ -374,11 +374,13 @@ class Builder:
             wave, sr, voice, p = self._synth(item)(item.text, lang, rng, target, tmp)
             if audio.is_silent(wave):
                 self.skipped[item.key] = f"{item.generator} produced silence for {item.text[:60]!r}"
+                self.log(f"  skipped {item.key}: {self.skipped[item.key]}")
                 return None
             wave, sr, trip = storage_trip(wave, sr, item.origin, original_sr, rng)
             params += [p, trip]
         if audio.is_silent(wave):
             self.skipped[item.key] = "silent"
+            self.log(f"  skipped {item.key}: silent")
             return None
         wave, cropped = crop_speech(wave, sr, self.max_speech_s, rng)
         if cropped:
@@ -418,6 +420,7 @@ class Builder:
                 except (RuntimeError, OSError, ValueError, subprocess.SubprocessError,
                         InputError) as exc:
                     self.skipped[item.key] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    self.log(f"  skipped {item.key}: {self.skipped[item.key]}")
                     row = None
                 spent = self.seconds.setdefault(item.generator, [0, 0.0])
                 spent[0] += 1
@@ -435,8 +438,11 @@ class Builder:
         return self.finished(items)
 
     def finished(self, items: Sequence[Item]) -> list[dict[str, Any]]:
-        """The rows of ``items`` built so far, with the split the plan gives now."""
-        return [{**self.rows[it.key], "split": it.split, "split_reason": it.split_reason}
+        """The rows of ``items`` built so far, with the split the plan gives now (and the real
+        speaker of a vocoded copy, which builds before 2026-12-02 08:00 UTC left as the
+        vocoder's name)."""
+        return [{**self.rows[it.key], "split": it.split, "split_reason": it.split_reason,
+                 **({"speaker": it.origin.speaker} if it.generator in VOCODERS else {})}
                 for it in items if it.key in self.rows
                 and self.rows[it.key]["path"] == it.relpath]
 
@@ -479,6 +485,7 @@ def build_corpus(out: Path, *, seed: int = 0, scale: float = 1.0,
                  generators: Sequence[str] = tuple(DEFAULT_QUOTAS), max_speech_s: float = 6.0,
                  split_plan: SplitPlan = DEFAULT_PLAN, kokoro_dir: Path | None = None,
                  bank: dict[str, list[str]] | None = None, command: str = "",
+                 channel: ChannelAugment | None = None,
                  check_confounds: bool = True) -> dict[str, Any]:
     """Build (or finish building) the corpus in ``out``; returns the corpus card."""
     from .card import corpus_card, write_card
@@ -512,7 +519,8 @@ def build_corpus(out: Path, *, seed: int = 0, scale: float = 1.0,
     ordered = [it for it in items if it.label == "real"] + [fakes[i] for i in order]
     sys.stderr.write(f"  {len(reals)} real recordings from {', '.join(sorted(found))}; "
                      f"{len(fakes)} fakes from {', '.join(sorted(engines.voices) + list(engines.vocoders))}\n")
-    builder = Builder(out, seed=seed, max_speech_s=max_speech_s, kokoro_dir=kokoro_dir)
+    builder = Builder(out, seed=seed, max_speech_s=max_speech_s, kokoro_dir=kokoro_dir,
+                      channel=channel or ChannelAugment())
     written = [0]
 
     def checkpoint() -> None:  # a usable manifest while the build goes on

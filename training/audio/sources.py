@@ -36,9 +36,9 @@ PACKAGES = {
     "ktuberling": ("ktuberling-data", "GPL-2+"),
     "gcin": ("gcin-voice", "GPL-3 / CC-BY-3.0"),
 }
-# Sources whose texts a synthesiser can read aloud: KTuberling's texts are unknown (its files
-# are named by the English word), gcin's are Bopomofo syllables.
-SPEAKABLE = frozenset({"klettres", "tuxpaint", "fillets", "asterisk"})
+# Sources whose texts no synthesiser can read aloud: gcin's are Bopomofo syllables (and
+# KTuberling's are unknown: its files are named by the English word, so its texts are empty).
+UNSPEAKABLE = frozenset({"gcin"})
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,11 @@ class Speech:
 
     @property
     def licence(self) -> str:
-        return PACKAGES[self.source][1]
+        return PACKAGES.get(self.source, ("", "unknown"))[1]
 
     @property
     def speakable(self) -> bool:
-        return self.source in SPEAKABLE and bool(self.text.strip())
+        return self.source not in UNSPEAKABLE and bool(self.text.strip())
 
 
 def base_language(code: str) -> str:
