@@ -77,10 +77,12 @@ def corpus_card(out: Path, rows: Sequence[dict[str, Any]], *, split_plan: SplitP
         "settings": settings or prev.get("settings", {}),
         "sample_rate": SAMPLE_RATE, "trim_top_db": TRIM_TOP_DB,
         "written_sample_rates": {str(k): v for k, v in sorted(rates.items())},
-        "n_clips": len(rows), "n_planned": planned if planned is not None else prev.get("n_planned"),
+        "n_clips": len(rows),
+        "n_planned": planned if planned is not None else prev.get("n_planned"),
         "build_seconds": round(seconds, 1) if seconds is not None else prev.get("build_seconds"),
         "sources_found": found if found is not None else prev.get("sources_found", {}),
-        "generators": {g: sorted({r["voice"] for r in rows if r["generator"] == g}) for g in generators},
+        "generators": {g: sorted({r["voice"] for r in rows if r["generator"] == g})
+                       for g in generators},
         "generators_missing": (engines.missing if engines is not None
                                else prev.get("generators_missing", {})),
         "warnings": list(warnings) or prev.get("warnings", []),
@@ -162,9 +164,9 @@ def card_markdown(card: dict[str, Any]) -> str:
     ]
     for split in ("test", "validation"):
         h = plan[split]
-        lines.append(f"- **{split}** holds out sources {h['sources']}, languages {h['languages']}, "
-                     f"speakers {h['speakers']}, generators {h['generators']}, voices {h['voices']} "
-                     f"({h['why']}).")
+        lines.append(f"- **{split}** holds out sources {h['sources']}, languages "
+                     f"{h['languages']}, speakers {h['speakers']}, generators "
+                     f"{h['generators']}, voices {h['voices']} ({h['why']}).")
     for split, u in card["unseen_in_training"].items():
         lines.append(f"- never in training, in {split}: generators {u['generators']}, "
                      f"{len(u['voices'])} voices")

@@ -136,7 +136,9 @@ def shared_chain(wave: np.ndarray, sr: int, rng: np.random.Generator, *,
 # --------------------------------------------------------------------------------------------
 # Channel augmentation (corpus v2): applied to real and fake clips at the same rates.
 
-CODECS = {"mp3": ("libmp3lame", "mp3", (16, 24, 32, 48)), "opus": ("libopus", "ogg", (8, 12, 16, 24))}
+# codec -> (ffmpeg encoder, container, bit rates in kbit/s)
+CODECS = {"mp3": ("libmp3lame", "mp3", (16, 24, 32, 48)),
+          "opus": ("libopus", "ogg", (8, 12, 16, 24))}
 
 
 def ffmpeg_round_trip(wave: np.ndarray, sr: int, *, codec: str, kbps: int) -> np.ndarray:

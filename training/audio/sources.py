@@ -168,8 +168,9 @@ def read_asterisk(root: Path = ASTERISK_ROOT, docs: Path = ASTERISK_TEXTS) -> li
     out = []
     if not Path(root).is_dir():
         return out
+    named = re.compile(r"^[a-z]{2}_[A-Z]{2}_[fm]_")  # en_US_f_Allison; not the symlinks
     for voice in sorted(p for p in Path(root).iterdir()
-                        if p.is_dir() and not p.is_symlink() and re.match(r"^[a-z]{2}_[A-Z]{2}_[fm]_", p.name)):
+                        if p.is_dir() and not p.is_symlink() and named.match(p.name)):
         locale = "_".join(voice.name.split("_")[:2])
         lang = base_language(locale)
         texts = _asterisk_texts(lang, docs)

