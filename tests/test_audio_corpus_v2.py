@@ -66,7 +66,8 @@ def test_tuxpaint_reader_takes_descriptions_with_their_texts_and_never_effects(t
     stamp = tmp_path / "animals" / "cat"
     stamp.parent.mkdir(parents=True)
     (tmp_path / "animals" / "cat.txt").write_text(
-        "A cat.\nfr.utf8=Un chat.\npt_BR.utf8=Um gato.\nzh_CN.utf8=一只猫。\n", encoding="utf-8")
+        "A cat.\nfr.utf8=Un chat.\npt_BR.utf8=Um gato.\nzh_CN.utf8=一只猫。\n",
+        encoding="utf-8")
     for name in ("cat_desc.ogg", "cat_desc_fr.ogg", "cat_desc_pt_BR.wav", "cat.ogg",
                  "cat_desc_xx.ogg.ogg"):
         sf.write(tmp_path / "animals" / name, np.zeros(800, np.float32), 8000,
@@ -87,7 +88,8 @@ def test_fillets_and_asterisk_readers_recover_texts_and_speakers(tmp_path):
         'dialogId("let-m-oko", "font_small", "This is not a glass eye.")\n'
         'dialogStr("To není skleněné oko.")\n', encoding="utf-8")
     (fish,) = sources.read_fillets(game)
-    assert (fish.language, fish.speaker, fish.text) == ("cs", "fillets-cs-m", "To není skleněné oko.")
+    assert (fish.language, fish.speaker, fish.text) == (
+        "cs", "fillets-cs-m", "To není skleněné oko.")
 
     sounds, docs = tmp_path / "sounds", tmp_path / "doc"
     (sounds / "en_US_f_Allison" / "digits").mkdir(parents=True)
@@ -95,9 +97,11 @@ def test_fillets_and_asterisk_readers_recover_texts_and_speakers(tmp_path):
         sf.write(sounds / "en_US_f_Allison" / f"{name}.wav", np.zeros(800, np.float32), 8000)
     (docs / "asterisk-core-sounds-en").mkdir(parents=True)
     with gzip.open(docs / "asterisk-core-sounds-en" / "core-sounds-en.txt.gz", "wt") as fh:
-        fh.write("; Core sounds\nadded: Added.\nbeep: [this is a simple beep tone]\ndigits/1: one\n")
+        fh.write("; Core sounds\nadded: Added.\nbeep: [this is a simple beep tone]\n"
+                 "digits/1: one\n")
     got = {(s.path.name, s.text, s.speaker) for s in sources.read_asterisk(sounds, docs)}
-    assert got == {("added.wav", "Added.", "asterisk-Allison"), ("1.wav", "one", "asterisk-Allison")}
+    assert got == {("added.wav", "Added.", "asterisk-Allison"),
+                   ("1.wav", "one", "asterisk-Allison")}
 
 
 def test_a_missing_source_is_skipped_with_a_warning():
