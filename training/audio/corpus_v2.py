@@ -39,7 +39,6 @@ import argparse
 import csv
 import json
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +52,6 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from xai_platform.errors import InputError
 from xai_platform.preprocessing import audio
 
 from .chain import SAMPLE_RATE, TRIM_TOP_DB, ChannelAugment, shared_chain, vorbis_round_trip
@@ -414,8 +412,8 @@ class Builder:
                 t = time.time()
                 try:
                     row = self.build(item, Path(tmp))
-                except (RuntimeError, OSError, ValueError, subprocess.SubprocessError,
-                        InputError) as exc:
+                except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the build
+                    # (e.g. librosa's ParameterError on a vocoder's non-finite output)
                     self.skipped[item.key] = f"{type(exc).__name__}: {str(exc)[:200]}"
                     self.log(f"  skipped {item.key}: {self.skipped[item.key]}")
                     row = None

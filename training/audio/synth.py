@@ -31,7 +31,8 @@ ESPEAK_VOICES = {
     "tn": "tn", "uk": "uk",
     # corpus v2 (base language codes of its other sources and text bank)
     "pt": "pt", "be": "be", "bg": "bg", "ca": "ca", "el": "el", "fi": "fi", "ga": "ga",
-    "gl": "gl", "ro": "ro", "sl": "sl", "sr": "sr", "sv": "sv", "zh": "cmn", "hi": "hi",
+    "gl": "pt",  # eSpeak NG 1.51 has no Galician; Portuguese is the nearest
+    "ro": "ro", "sl": "sl", "sr": "sr", "sv": "sv", "zh": "cmn", "hi": "hi",
     "ja": "ja",
 }
 ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",

@@ -36,7 +36,7 @@ def world(wave: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarr
     sp = pyworld.cheaptrick(x, f0, t, RATE)
     ap = pyworld.d4c(x, f0, t, RATE)
     y = pyworld.synthesize(f0, sp, ap, RATE, frame_period=period)
-    return y.astype(np.float32), RATE, "world:dio", f"frame_period={period:.0f}ms"
+    return _checked(y, "world"), RATE, "world:dio", f"frame_period={period:.0f}ms"
 
 
 def griffin_lim(wave: np.ndarray, sr: int, rng: np.random.Generator
@@ -52,7 +52,7 @@ def griffin_lim(wave: np.ndarray, sr: int, rng: np.random.Generator
                                          n_mels=n_mels, power=1.0)
     y = librosa.feature.inverse.mel_to_audio(mel, sr=RATE, n_fft=1024, hop_length=256,
                                              power=1.0, n_iter=n_iter, length=len(x))
-    return y.astype(np.float32), RATE, "griffinlim:mel", f"n_mels={n_mels} n_iter={n_iter}"
+    return _checked(y, "griffinlim"), RATE, "griffinlim:mel", f"n_mels={n_mels} n_iter={n_iter}"
 
 
 def mlsa(wave: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, int, str, str]:
@@ -74,8 +74,14 @@ def mlsa(wave: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarra
     m = min(len(pitch), len(b))
     excitation = pysptk.excite(pitch[:m].astype(np.float64), hop)
     y = Synthesizer(MLSADF(order=order, alpha=alpha), hop).synthesis(excitation, b[:m])
-    y = np.nan_to_num(y[: len(x)])
-    return y.astype(np.float32), RATE, "mlsa:swipe", f"order={order} alpha={alpha}"
+    return _checked(y[: len(x)], "mlsa"), RATE, "mlsa:swipe", f"order={order} alpha={alpha}"
+
+
+def _checked(y: np.ndarray, name: str) -> np.ndarray:
+    """``y`` as float32, refused when the synthesis diverged (an unstable MLSA filter)."""
+    if not np.all(np.isfinite(y)) or np.max(np.abs(y), initial=0.0) > 100.0:
+        raise RuntimeError(f"{name}: the resynthesis diverged (non-finite or huge samples)")
+    return y.astype(np.float32)
 
 
 VOCODERS: dict[str, Callable[..., tuple[np.ndarray, int, str, str]]] = {
