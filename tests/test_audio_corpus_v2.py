@@ -225,3 +225,22 @@ def test_build_writes_the_manifest_resumes_and_skips_a_missing_source(tmp_path, 
     fold_clips, _ = load_clips(fold)
     assert {c.split for c in fold_clips if "/studio/" in str(c.path)} == {"test"}
     assert all(c.path.is_file() for c in fold_clips)
+
+
+def test_one_failing_clip_is_skipped_and_the_build_goes_on(tmp_path, monkeypatch):
+    found = _recordings(tmp_path / "src")
+    items = corpus_v2.plan(found["studio"][:2], corpus_v2.Engines({}, ()), {}, seed=0, bank={},
+                           split_plan=PLAN)
+    builder = corpus_v2.Builder(tmp_path / "v2", channel=ChannelAugment(0.0, 0.0),
+                                log=lambda msg: None)
+    original = corpus_v2.Builder.build
+
+    def flaky(self, item, tmp):
+        if item is items[0]:
+            raise ArithmeticError("diverged")  # not one of the errors the builder expects
+        return original(self, item, tmp)
+
+    monkeypatch.setattr(corpus_v2.Builder, "build", flaky)
+    rows = builder.run(items)
+    assert [r["key"] for r in rows] == [items[1].key]
+    assert builder.skipped == {items[0].key: "ArithmeticError: diverged"}
