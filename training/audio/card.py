@@ -79,7 +79,11 @@ def corpus_card(out: Path, rows: Sequence[dict[str, Any]], *, split_plan: SplitP
         "written_sample_rates": {str(k): v for k, v in sorted(rates.items())},
         "n_clips": len(rows),
         "n_planned": planned if planned is not None else prev.get("n_planned"),
+        # a resumed build adds its run to the earlier runs' seconds (those that wrote a card)
         "build_seconds": round(seconds, 1) if seconds is not None else prev.get("build_seconds"),
+        "build_seconds_all_runs": round(
+            prev.get("build_seconds_all_runs", prev.get("build_seconds") or 0.0)
+            + (seconds or 0.0), 1),
         "sources_found": found if found is not None else prev.get("sources_found", {}),
         "generators": {g: sorted({r["voice"] for r in rows if r["generator"] == g})
                        for g in generators},
@@ -158,7 +162,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         "# Audio corpus v2", "",
         f"`{card['command']}`", "",
         f"{card['n_clips']} clips at {card['sample_rate']} Hz (written rates: "
-        f"{card['written_sample_rates']}); built in {card.get('build_seconds')} s; "
+        f"{card['written_sample_rates']}); built in {card.get('build_seconds_all_runs')} s "
+        f"over its runs (this run {card.get('build_seconds')} s); "
         f"{card.get('n_skipped', 0)} planned clips skipped.", "",
         "## Split plan", "", plan["rule"] + ".", "",
     ]

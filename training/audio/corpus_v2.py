@@ -533,7 +533,9 @@ def build_corpus(out: Path, *, seed: int = 0, scale: float = 1.0,
                 "seconds_per_generator_this_run": {
                     g: {"clips": int(n), "seconds": round(t, 1)}
                     for g, (n, t) in sorted(builder.seconds.items())}}
+    previous = out / "corpus_card.json"
     card = corpus_card(out, rows, split_plan=split_plan, settings=settings, command=command,
+                       previous=json.loads(previous.read_text()) if previous.is_file() else None,
                        found={s: len(v) for s, v in found.items()}, engines=engines,
                        skipped=builder.skipped, warnings=warnings, planned=len(items),
                        seconds=time.time() - t0, check_confounds=check_confounds,
