@@ -142,9 +142,12 @@ def test_split_plan_keeps_held_out_sources_languages_speakers_and_generators_out
     assert {it.split for it in items if it.generator == "flite"} == {"test"}
     assert {it.split for it in items if it.voice.startswith("kokoro:bf_")} == {"test"}
     assert {it.split for it in items if it.source == "kids"} <= {"validation", "test"}
-    # a training generator reading a held-out source's text is tested, not trained on
+    # a training generator reading a held-out source's or speaker's text is tested, not
+    # trained on
     assert all(it.split == "test" for it in items if it.origin is not None
-               and it.origin.source == "phone")
+               and (it.origin.source == "phone" or it.origin.speaker == "studio-en-b"))
+    assert any(it.generator in corpus_v2.TTS and it.origin.speaker == "studio-en-b"
+               for it in items if it.origin is not None)
     # a voice with no real text in its language reads the text bank
     assert {it.text for it in items if it.voice == "kokoro:pf_c"} == {"Um gato."}
     for split in ("train", "validation", "test"):

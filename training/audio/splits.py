@@ -30,10 +30,12 @@ class HoldOut:
     why: str = ""
 
     def reason(self, attrs: Mapping[str, str]) -> str | None:
-        """The first held-out attribute of a clip (``"language=el"``), or None."""
+        """The first held-out attribute of a clip (``"language=el"``), or None. A synthetic
+        clip's ``speaker`` is its voice; ``origin_speaker`` is the person whose line it reads
+        (held out like a speaker, so no line of a held-out speaker trains)."""
         for name, values in (("source", self.sources), ("language", self.languages),
-                             ("speaker", self.speakers), ("generator", self.generators),
-                             ("voice", self.voices)):
+                             ("speaker", self.speakers), ("origin_speaker", self.speakers),
+                             ("generator", self.generators), ("voice", self.voices)):
             value = attrs.get(name, "")
             if value and any(_match(value, v) for v in values):
                 return f"{name}={value}"
