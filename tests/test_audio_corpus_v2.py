@@ -247,3 +247,21 @@ def test_one_failing_clip_is_skipped_and_the_build_goes_on(tmp_path, monkeypatch
     rows = builder.run(items)
     assert [r["key"] for r in rows] == [items[1].key]
     assert builder.skipped == {items[0].key: "ArithmeticError: diverged"}
+
+
+def test_a_clip_the_plan_moves_to_another_split_is_moved_not_rebuilt(tmp_path):
+    found = _recordings(tmp_path / "src")
+    quiet = dict(channel=ChannelAugment(0.0, 0.0), log=lambda msg: None)
+    items = corpus_v2.plan(found["studio"][:2], corpus_v2.Engines({}, ()), {}, seed=0, bank={},
+                           split_plan=PLAN)
+    corpus_v2.Builder(tmp_path / "v2", **quiet).run(items)
+    moved_plan = SplitPlan(test=HoldOut(speakers=("studio-en-a",)), validation=HoldOut())
+    moved = corpus_v2.plan(found["studio"][:2], corpus_v2.Engines({}, ()), {}, seed=0, bank={},
+                           split_plan=moved_plan)
+    assert {it.split for it in moved} == {"test"} and {it.split for it in items} == {"train"}
+    builder = corpus_v2.Builder(tmp_path / "v2", **quiet)
+    builder.build = None  # building anything now would fail
+    rows = builder.run(moved)
+    assert [r["split"] for r in rows] == ["test", "test"]
+    assert all((tmp_path / "v2" / r["path"]).is_file() for r in rows)
+    assert not list((tmp_path / "v2" / "clips" / "train").rglob("*.flac"))

@@ -402,6 +402,7 @@ class Builder:
 
     def run(self, items: Sequence[Item], *, on_progress: Callable[[], None] | None = None,
             every: int = 25) -> list[dict[str, Any]]:
+        self._move_resplit(items)
         todo = [it for it in items if it.key not in self.rows]
         self.log(f"  {len(items)} clips planned, {len(items) - len(todo)} already built, "
                  f"{len(todo)} to build")
@@ -432,6 +433,26 @@ class Builder:
                     if on_progress is not None:
                         on_progress()
         return self.finished(items)
+
+    def _move_resplit(self, items: Sequence[Item]) -> None:
+        """Clips built before the split plan moved them: the same seeded clip, so the file is
+        moved to its new split's folder rather than built again."""
+        moved = 0
+        with open(self.state / "rows.jsonl", "a", encoding="utf-8") as log:
+            for it in items:
+                row = self.rows.get(it.key)
+                if row is None or row["path"] == it.relpath:
+                    continue
+                target = self.out / it.relpath
+                target.parent.mkdir(parents=True, exist_ok=True)
+                (self.out / row["path"]).replace(target)
+                row = {**row, "path": it.relpath, "split": it.split,
+                       "split_reason": it.split_reason}
+                self.rows[it.key] = row
+                log.write(json.dumps(row, ensure_ascii=False) + "\n")
+                moved += 1
+        if moved:
+            self.log(f"  {moved} built clips moved to the split the plan now gives them")
 
     def finished(self, items: Sequence[Item]) -> list[dict[str, Any]]:
         """The rows of ``items`` built so far, with the split the plan gives now (and the real
