@@ -14,7 +14,11 @@ the classes apart by how they were recorded or stored (``docs/AUDIO.md``, "Confo
 from __future__ import annotations
 
 import io
+import subprocess
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -76,17 +80,24 @@ class ChainParams:
     noise_slope: float
     lead_s: float
     vorbis_level: float
+    channel: str = ""  # what the optional channel step did (corpus v2)
 
     def text(self) -> str:
         lp = f"{self.lowpass_hz:.0f}" if self.lowpass_hz else "none"
         return (f"loud={self.loudness_dbfs:.1f} reverb={int(self.reverb)} lowpass={lp} "
                 f"noise={self.noise_dbfs:.1f}/{self.noise_slope:.2f} lead={self.lead_s:.2f} "
-                f"vorbis={self.vorbis_level:.2f}")
+                + (f"channel={self.channel} " if self.channel else "")
+                + f"vorbis={self.vorbis_level:.2f}")
 
 
-def shared_chain(wave: np.ndarray, sr: int, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, float, ChainParams]:
-    """Steps 2-5 of the module docstring. Returns (16 kHz clip, speech seconds, parameters)."""
+Channel = Callable[[np.ndarray, int, np.random.Generator], tuple[np.ndarray, str]]
+
+
+def shared_chain(wave: np.ndarray, sr: int, rng: np.random.Generator, *,
+                 channel: Channel | None = None) -> tuple[np.ndarray, float, ChainParams]:
+    """Steps 2-5 of the module docstring. Returns (16 kHz clip, speech seconds, parameters).
+    ``channel(bed, 16000, rng) -> (bed, description)``, when given, runs on the noisy bed just
+    before the final Vorbis trip (corpus v2's telephone band and low-bit-rate codecs)."""
     wave = audio.resample(wave, sr, SAMPLE_RATE)
     wave = audio.trim_silence(wave, SAMPLE_RATE, top_db=TRIM_TOP_DB)
     speech_s = len(wave) / SAMPLE_RATE
@@ -112,7 +123,69 @@ def shared_chain(wave: np.ndarray, sr: int, rng: np.random.Generator
     bed[lead:lead + n] = wave
     noise_db, slope = float(rng.uniform(-62.0, -38.0)), float(rng.uniform(0.0, 1.5))
     bed += coloured_noise(total, rng, slope=slope) * np.float32(10 ** (noise_db / 20))
+    described = ""
+    if channel is not None:
+        bed, described = channel(np.clip(bed, -1, 1), SAMPLE_RATE, rng)
     level = float(rng.uniform(0.2, 0.7))
     bed = vorbis_round_trip(np.clip(bed, -1, 1), SAMPLE_RATE, level=level)
-    params = ChainParams(loud, reverb, cutoff, noise_db, slope, lead / SAMPLE_RATE, level)
+    params = ChainParams(loud, reverb, cutoff, noise_db, slope, lead / SAMPLE_RATE, level,
+                         described)
     return np.clip(bed, -1.0, 1.0), speech_s, params
+
+
+# --------------------------------------------------------------------------------------------
+# Channel augmentation (corpus v2): applied to real and fake clips at the same rates.
+
+# codec -> (ffmpeg encoder, container, bit rates in kbit/s)
+CODECS = {"mp3": ("libmp3lame", "mp3", (16, 24, 32, 48)),
+          "opus": ("libopus", "ogg", (8, 12, 16, 24))}
+
+
+def ffmpeg_round_trip(wave: np.ndarray, sr: int, *, codec: str, kbps: int) -> np.ndarray:
+    """Encode with ffmpeg (``codec`` a key of :data:`CODECS`) at ``kbps`` and decode back to
+    ``sr``; the output has the input's length."""
+    encoder, container, _ = CODECS[codec]
+    with tempfile.TemporaryDirectory(prefix="chain-") as tmp:
+        src, enc = Path(tmp) / "in.wav", Path(tmp) / f"enc.{container}"
+        sf.write(src, np.asarray(wave, np.float32), sr, subtype="PCM_16")
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(src),
+                        "-c:a", encoder, "-b:a", f"{kbps}k", str(enc)],
+                       check=True, capture_output=True, timeout=60)
+        proc = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(enc),
+                               "-f", "f32le", "-ac", "1", "-ar", str(sr), "-"],
+                              check=True, capture_output=True, timeout=60)
+    out = np.frombuffer(proc.stdout, np.float32)
+    if len(out) >= len(wave):
+        return out[: len(wave)].copy()
+    return np.pad(out, (0, len(wave) - len(out)))
+
+
+def telephone(wave: np.ndarray, sr: int) -> np.ndarray:
+    """The telephone band: 300-3400 Hz band-pass, through 8 kHz, back to ``sr``."""
+    from scipy.signal import butter, sosfiltfilt
+
+    narrow = audio.resample(wave, sr, 8000)
+    sos = butter(4, (300.0, 3400.0), btype="band", fs=8000, output="sos")
+    return audio.resample(sosfiltfilt(sos, narrow).astype(np.float32), 8000, sr)[: len(wave)]
+
+
+@dataclass(frozen=True)
+class ChannelAugment:
+    """With probability ``p_telephone`` the telephone band, then with ``p_codec`` an MP3 or
+    Opus round trip at a low bit rate; draws from the clip's generator, class-blind."""
+
+    p_telephone: float = 0.15
+    p_codec: float = 0.3
+
+    def __call__(self, wave: np.ndarray, sr: int, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, str]:
+        steps = []
+        if rng.random() < self.p_telephone:
+            wave = telephone(wave, sr)
+            steps.append("telephone")
+        if rng.random() < self.p_codec:
+            codec = str(rng.choice(sorted(CODECS)))
+            kbps = int(rng.choice(CODECS[codec][2]))
+            wave = ffmpeg_round_trip(wave, sr, codec=codec, kbps=kbps)
+            steps.append(f"{codec}{kbps}k")
+        return wave, "+".join(steps) or "none"

@@ -32,7 +32,9 @@ class Clip:
 
 
 def load_corpus(root: Path) -> list[Clip]:
-    """The offline corpus's ``metadata.csv`` (see :mod:`training.audio.corpus`)."""
+    """The offline corpus's ``metadata.csv`` (v1: :mod:`training.audio.corpus`; v2, with more
+    columns and the same ``split``, ``generator`` and ``speech_duration``:
+    :mod:`training.audio.corpus_v2`). Paths are relative to ``root``."""
     with open(root / "metadata.csv", newline="", encoding="utf-8") as fh:
         return [Clip(root / r["path"], r["label"], r["split"], r.get("language", ""),
                      r.get("generator", ""), r.get("speaker", ""),
@@ -79,6 +81,9 @@ def load_clips(data: Path, subset: str | None = None) -> tuple[list[Clip], dict[
             info["corpus"] = {k: corpus.get(k) for k in (
                 "command", "seed", "generators", "split_rule", "test_languages",
                 "validation_languages", "tools", "n_clips", "trim_top_db")}
+            for k in ("test_held_out", "validation_held_out"):  # corpus v2's split plan
+                if k in corpus:
+                    info["corpus"][k] = corpus[k]
     else:
         clips = load_fake_or_real(data, subset)
         info = {"kind": "Fake-or-Real", "root": str(find_for_subset(data, subset))}

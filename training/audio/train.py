@@ -147,7 +147,8 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
         model=cards.model_info(spec),
         data=DataInfo(
             kind=info["kind"], root=info["root"],
-            command=(info.get("corpus") or {}).get("command"), split_rule=SPLIT_RULE,
+            command=(info.get("corpus") or {}).get("command"),
+            split_rule=(info.get("corpus") or {}).get("split_rule") or SPLIT_RULE,
             generators_trained_on=tuple(sorted(
                 {c.generator for c in clips if c.split == "train" and c.label == "fake"})),
             details=_details(info)),

@@ -1,0 +1,103 @@
+"""Vocoded copies of real recordings: the same speaker, text and room as the real clip, only
+the synthesis differs, so a detector trained on them learns synthesis artefacts rather than
+who is speaking (Wang and Yamagishi, "Spoofed training data for speech spoofing
+countermeasure can be efficiently created using neural vocoders", ICASSP 2023).
+
+Each vocoder maps a (n,) float32 wave at ``sr`` to (wave, sr, voice id, parameters) and draws
+its settings from ``rng``. Analysis runs at 16 kHz (the model rate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from xai_platform.preprocessing import audio
+
+RATE = 16000
+
+
+def _prepared(wave: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    x = audio.resample(np.asarray(wave, np.float32), sr, RATE).astype(np.float64)
+    # A little dither: digital silence breaks the log spectra of WORLD and SPTK.
+    return x + rng.standard_normal(len(x)) * 1e-5
+
+
+def world(wave: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, int, str, str]:
+    """WORLD analysis (DIO + StoneMask F0, CheapTrick envelope, D4C aperiodicity) and
+    resynthesis (Morise et al., IEICE 2016), at a random frame period."""
+    import pyworld
+
+    x = _prepared(wave, sr, rng)
+    period = float(rng.choice([5.0, 5.0, 10.0]))
+    f0, t = pyworld.dio(x, RATE, frame_period=period)
+    f0 = pyworld.stonemask(x, f0, t, RATE)
+    sp = pyworld.cheaptrick(x, f0, t, RATE)
+    ap = pyworld.d4c(x, f0, t, RATE)
+    y = pyworld.synthesize(f0, sp, ap, RATE, frame_period=period)
+    return _checked(y, "world"), RATE, "world:dio", f"frame_period={period:.0f}ms"
+
+
+def griffin_lim(wave: np.ndarray, sr: int, rng: np.random.Generator
+                ) -> tuple[np.ndarray, int, str, str]:
+    """The magnitude mel spectrogram inverted by Griffin-Lim phase reconstruction (Griffin and
+    Lim, IEEE TASSP 1984; ``librosa.feature.inverse.mel_to_audio``)."""
+    import librosa
+
+    x = _prepared(wave, sr, rng).astype(np.float32)
+    n_mels = int(rng.choice([64, 80, 128]))
+    n_iter = int(rng.integers(16, 33))
+    mel = librosa.feature.melspectrogram(y=x, sr=RATE, n_fft=1024, hop_length=256,
+                                         n_mels=n_mels, power=1.0)
+    y = librosa.feature.inverse.mel_to_audio(mel, sr=RATE, n_fft=1024, hop_length=256,
+                                             power=1.0, n_iter=n_iter, length=len(x))
+    return _checked(y, "griffinlim"), RATE, "griffinlim:mel", f"n_mels={n_mels} n_iter={n_iter}"
+
+
+def mlsa(wave: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, int, str, str]:
+    """Mel-cepstral analysis and MLSA-filter resynthesis from a pulse / noise excitation
+    (SWIPE' pitch), the source-filter vocoder of HMM synthesis (Imai, ICASSP 1983; ``pysptk``)."""
+    import pysptk
+    from pysptk.synthesis import MLSADF, Synthesizer
+
+    x = _prepared(wave, sr, rng)
+    hop, frame, alpha = 80, 1024, 0.42
+    order = int(rng.choice([20, 25, 30]))
+    padded = np.pad(x, frame // 2)
+    n = 1 + (len(padded) - frame) // hop
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame)[::hop][:n].copy()
+    frames *= pysptk.blackman(frame)
+    mc = pysptk.mcep(frames, order=order, alpha=alpha, etype=1, eps=1e-8)
+    b = pysptk.mc2b(mc, alpha)
+    pitch = pysptk.swipe(x, fs=RATE, hopsize=hop, min=60, max=400, otype="pitch")
+    m = min(len(pitch), len(b))
+    excitation = pysptk.excite(pitch[:m].astype(np.float64), hop)
+    y = Synthesizer(MLSADF(order=order, alpha=alpha), hop).synthesis(excitation, b[:m])
+    return _checked(y[: len(x)], "mlsa"), RATE, "mlsa:swipe", f"order={order} alpha={alpha}"
+
+
+def _checked(y: np.ndarray, name: str) -> np.ndarray:
+    """``y`` as float32, refused when the synthesis diverged (an unstable MLSA filter)."""
+    if not np.all(np.isfinite(y)) or np.max(np.abs(y), initial=0.0) > 100.0:
+        raise RuntimeError(f"{name}: the resynthesis diverged (non-finite or huge samples)")
+    return y.astype(np.float32)
+
+
+VOCODERS: dict[str, Callable[..., tuple[np.ndarray, int, str, str]]] = {
+    "world": world, "griffinlim": griffin_lim, "mlsa": mlsa}
+MODULES = {"world": "pyworld", "griffinlim": "librosa", "mlsa": "pysptk"}
+
+
+def available_vocoders(wanted: tuple[str, ...] = tuple(VOCODERS)) -> list[str]:
+    """The vocoders whose Python package imports."""
+    import importlib
+
+    found = []
+    for name in wanted:
+        try:
+            importlib.import_module(MODULES[name])
+        except ImportError:
+            continue
+        found.append(name)
+    return found
