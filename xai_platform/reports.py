@@ -223,6 +223,10 @@ def never_trained_on(spec: ModelSpec, card: ModelCard | None) -> list[str]:
     if card.data.generators_trained_on:
         out.append("synthetic voices from any generator other than "
                    f"{', '.join(card.data.generators_trained_on)}")
+    background = card.data.details.get("real_background")
+    if isinstance(background, Mapping) and background.get("file"):
+        out.append("real radiographs from any patient, scanner or hospital: its real images "
+                   f"were all built on one radiograph ({background['file']})")
     out.append(f"any data unlike its training set ({card.data.kind}, {card.data.root})")
     if card.mask_supervision is not None:
         out.append("(not a gap, a caveat) its layers "
@@ -249,9 +253,12 @@ def card_section(spec: ModelSpec, card: ModelCard | None, *, weights_sha256: str
                      + (f", split {esc(d.split_rule)}" if d.split_rule else "")
                      + (f". Built with <code>{esc(d.command)}</code>" if d.command else "")
                      + ".</p>")
-        rows = [[name, s.n, s.n_positive, ", ".join(s.languages or ()) or "–"]
+        languages = any(s.languages for s in card.splits.values())
+        rows = [[name, s.n, s.n_positive] + ([", ".join(s.languages or ()) or "–"]
+                                             if languages else [])
                 for name, s in card.splits.items()]
-        parts.append(_table(["Split", "Items", "Positive", "Languages"], rows))
+        parts.append(_table(["Split", "Items", "Positive"] + (["Languages"] if languages else []),
+                            rows))
         test = card.metrics.get("test")
         if test is not None:
             parts.append("<h3>Test figures</h3>" + _table(
