@@ -157,38 +157,71 @@ def error_line(exc: BaseException) -> str:
     return text[:400]
 
 
+def item_status(rows: Sequence[dict[str, Any]]) -> str:
+    """One input's status from its rows: error (any method failed), resumed (every method was
+    done before) or ok."""
+    if any(r["status"] != "ok" for r in rows):
+        return "error"
+    return "resumed" if all(r["resumed"] for r in rows) else "ok"
+
+
 def run_batch(service: Service, items: Sequence[BatchItem], settings: BatchSettings, *,
-              out: Path, on_item: ItemCallback | None = None) -> BatchResult:
+              out: Path, on_item: ItemCallback | None = None, retries: int = 1) -> BatchResult:
     """Explain every item with every method (module docstring); returns the index rows and
-    where the index was written. A KeyboardInterrupt writes the index of what finished, then
-    propagates."""
+    where the index was written. A failed input is tried ``retries`` more times. A
+    KeyboardInterrupt writes the index of what finished, then propagates."""
+    check_settings(service, settings)
     spec = service.spec(settings.model)
-    for method in settings.methods:
-        reason = get_method(method).reason_incompatible(spec)
-        if reason:
-            raise XAIError(f"method '{method}' does not apply to model '{spec.id}': {reason}")
     out = Path(out)
     session = Session(folder=out / "items")
     weights = service.manager.weights_hash(spec.id)
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
-    computed = resumed = failed = inputs_computed = 0
+    inputs_computed = 0
     try:
         for done, item in enumerate(items, 1):
-            new = _run_item(service, session, item, settings, weights=weights)
+            new = run_item(service, session, item, settings, weights=weights, retries=retries)
             session.release()  # one input's arrays at a time
             rows += new
-            computed += sum(1 for r in new if r["status"] == "ok" and not r["resumed"])
-            resumed += sum(1 for r in new if r["resumed"])
-            failed += sum(1 for r in new if r["status"] != "ok")
-            status = "error" if any(r["status"] != "ok" for r in new) else \
-                "resumed" if all(r["resumed"] for r in new) else "ok"
+            status = item_status(new)
             inputs_computed += status != "resumed"
             if on_item is not None:
                 on_item(done, len(items), inputs_computed, item.name, status)
     finally:  # also on Ctrl-C: the index of what finished
         index = write_index(rows, out) if rows else (out / "index.csv", None)
-    return BatchResult(rows, index, computed, resumed, failed, time.perf_counter() - started)
+    return BatchResult(rows, index,
+                       computed=sum(1 for r in rows if r["status"] == "ok" and not r["resumed"]),
+                       resumed=sum(1 for r in rows if r["resumed"]),
+                       failed=sum(1 for r in rows if r["status"] != "ok"),
+                       seconds=time.perf_counter() - started)
+
+
+def check_settings(service: Service, settings: BatchSettings) -> None:
+    """Fail before any input on what would fail for every input: a method that does not apply
+    to the model, a parameter out of range."""
+    spec = service.spec(settings.model)
+    for method in settings.methods:
+        info = get_method(method)
+        reason = info.reason_incompatible(spec)
+        if reason:
+            raise XAIError(f"method '{method}' does not apply to model '{spec.id}': {reason}")
+        info.resolve_params({k: v for k, v in settings.params.items()
+                             if any(p.name == k for p in info.params_for(spec.modality))},
+                            modality=spec.modality)
+
+
+def run_item(service: Service, session: Session, item: BatchItem, settings: BatchSettings, *,
+             weights: str | None, retries: int = 1) -> list[dict[str, Any]]:
+    """One input's index rows (one per method): read back where done before, else computed;
+    methods that failed are tried again up to ``retries`` times before their error stays."""
+    rows = _run_item(service, session, item, settings, weights=weights)
+    for _ in range(retries):
+        if all(r["status"] == "ok" for r in rows):
+            break
+        session.release()
+        again = _run_item(service, session, item, settings, weights=weights)
+        rows = [b if a["status"] != "ok" else a for a, b in zip(rows, again)]
+    return rows
 
 
 def _fingerprint(service: Service, item: BatchItem, method: str, settings: BatchSettings, *,
@@ -347,5 +380,5 @@ def read_index(path: Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(fh))
 
 
-__all__ = ["BatchItem", "BatchResult", "BatchSettings", "list_batch_inputs", "read_index",
-           "run_batch", "write_index"]
+__all__ = ["BatchItem", "BatchResult", "BatchSettings", "check_settings", "item_status",
+           "list_batch_inputs", "read_index", "run_batch", "run_item", "write_index"]

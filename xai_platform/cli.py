@@ -11,6 +11,7 @@
     python -m xai_platform explain-batch INPUTS --model ID [--method ID ...] --out DIR
                                    [--seed N] [--param NAME=VALUE ...] [--metrics NAME ...]
                                    [--target LABEL] [--window N] [--report] [--quiet]
+                                   [--retries N] [--ray auto|ADDRESS] [--ray-workers N]
         INPUTS: a folder, a quoted glob, or a CSV with a path column (optional label, mask);
         writes DIR/items/ (figure, heatmap, record per input and method), DIR/index.parquet
         and DIR/index.csv, DIR/report.html with --report. Re-running resumes: what is done
@@ -322,13 +323,15 @@ def _batch_command(args: argparse.Namespace) -> str:
         parts += ["--target", args.target]
     if args.window is not None:
         parts += ["--window", str(args.window)]
+    if args.ray:
+        parts += ["--ray", args.ray]
     parts += ["--seed", str(args.seed), "--out", args.out] + (["--report"] if args.report else [])
     return shlex.join(parts)
 
 
 def cmd_explain_batch(args: argparse.Namespace, config: PlatformConfig) -> int:
     """Explain a data set with resume and an index table (xai_platform.batch)."""
-    from .batch import BatchSettings, list_batch_inputs, run_batch
+    from .batch import BatchSettings, check_settings, list_batch_inputs, run_batch
     from .explainers import compatible_methods
     from .service import Service, library_versions
 
@@ -341,8 +344,19 @@ def cmd_explain_batch(args: argparse.Namespace, config: PlatformConfig) -> int:
     settings = BatchSettings(model=spec.id, methods=methods, params=_params(args.param),
                              seed=args.seed, target=args.target, window=args.window,
                              metrics=tuple(args.metrics or ()))
+    check_settings(service, settings)
     bar = _BatchProgress(not args.quiet, tty=sys.stderr.isatty())
-    result = run_batch(service, items, settings, out=out, on_item=bar)
+    if args.ray:  # imported only here: without --ray nothing of Ray is loaded
+        try:
+            from .batch_ray import run_batch_ray
+        except ImportError as exc:
+            raise XAIError(f"--ray needs Ray ({exc}); install it with "
+                           "`pip install -r requirements.txt`.") from None
+        result = run_batch_ray(config, items, settings, out=out, address=args.ray,
+                               workers=args.ray_workers, device=args.device,
+                               retries=args.retries, on_item=bar)
+    else:
+        result = run_batch(service, items, settings, out=out, on_item=bar, retries=args.retries)
     csv_path, parquet = result.index
     lines = [f"{len(items)} inputs x {len(methods)} methods: {result.computed} computed, "
              f"{result.resumed} reused from an earlier run, {result.failed} failed "
@@ -473,6 +487,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="audio window to explain (default: the one behind the verdict)")
     p.add_argument("--report", action="store_true",
                    help="write DIR/report.html: score distributions and the worst cases")
+    p.add_argument("--retries", type=int, default=1,
+                   help="tries again per failed input before its error goes in the index")
+    p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                   help="run on Ray Data: 'auto' a local Ray, else a cluster's address; one "
+                        "model per worker, the same results as without")
+    p.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                   help="workers in the pool (default: the cluster's CPUs, or GPUs on CUDA)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     p.set_defaults(func=cmd_explain_batch)
 
