@@ -169,6 +169,18 @@ def test_quiet_batch_prints_nothing_and_a_glob_works(dataset, config, tmp_path, 
     assert len(index(out)) == 2
 
 
+def test_output_inside_the_input_folder_is_never_an_input(dataset, config):
+    from xai_platform.cli import main
+
+    out = dataset / "img" / "out"  # its figures are PNGs, like the inputs
+    args = ["explain-batch", str(dataset / "img"), "--model", "tiny-torch-xray", "--method",
+            "gradcam", "--out", str(out), "--config", str(config), "--quiet"]
+    assert main(args) == 0 and main(args) == 0
+    rows = index(out)
+    assert sorted(name for name, _ in rows) == ["c0.png", "c1.png", "c2.png"]
+    assert all(r["resumed"] for r in rows.values())
+
+
 def test_bad_inputs_argument_is_one_line(config, tmp_path, capsys):
     from xai_platform.cli import main
 

@@ -90,11 +90,20 @@ def _accepts(path: Path, modality: str) -> bool:
     return get_modality(modality).accepts(path) and ".mask." not in path.name
 
 
-def list_batch_inputs(inputs: str | Path, modality: str) -> list[BatchItem]:
-    """The inputs named by ``inputs`` (module docstring), in a stable order."""
+def list_batch_inputs(inputs: str | Path, modality: str, *, exclude: Path | None = None
+                      ) -> list[BatchItem]:
+    """The inputs named by ``inputs`` (module docstring), in a stable order. ``exclude``: a
+    folder whose files are never inputs (the run's own output, when it lies inside a folder
+    of inputs: its figures are PNGs too)."""
     source = Path(inputs)
+    skip = exclude.resolve() if exclude is not None else None
+
+    def wanted(p: Path) -> bool:
+        return p.is_file() and _accepts(p, modality) and (
+            skip is None or not p.resolve().is_relative_to(skip))
+
     if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and _accepts(p, modality))
+        files = sorted(p for p in source.rglob("*") if wanted(p))
         if not files:
             kind = get_modality(modality)
             raise InputError(f"{source}: no {modality} files ({', '.join(kind.extensions)}) "
@@ -105,7 +114,7 @@ def list_batch_inputs(inputs: str | Path, modality: str) -> list[BatchItem]:
     if source.suffix.lower() == ".csv":
         raise InputError(f"{source}: CSV file not found. Check the path.")
     matches = sorted(Path(p) for p in glob.glob(str(inputs), recursive=True))
-    files = [p for p in matches if p.is_file() and _accepts(p, modality)]
+    files = [p for p in matches if wanted(p)]
     if not files:
         raise InputError(f"{inputs}: no folder, CSV or {modality} files matching this glob "
                          "(quote a glob so the shell does not expand it).")

@@ -338,8 +338,8 @@ def cmd_explain_batch(args: argparse.Namespace, config: PlatformConfig) -> int:
     service = Service(_manager(args, config), config.app)
     spec = service.spec(args.model)
     methods = tuple(args.method or [m.id for m in compatible_methods(spec)][:1])
-    items = list_batch_inputs(args.inputs, spec.modality)
     out = Path(args.out)
+    items = list_batch_inputs(args.inputs, spec.modality, exclude=out)
     out.mkdir(parents=True, exist_ok=True)
     settings = BatchSettings(model=spec.id, methods=methods, params=_params(args.param),
                              seed=args.seed, target=args.target, window=args.window,
