@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # explain-batch in-process vs a local Ray with 1 and 2 workers (docs/BENCHMARKS.md, "Batch
-# runs"). Usage: bash bench/batch_scaling.sh [N_INPUTS] [OUT]; needs data/xray_benchmark.
+# runs"). Usage: [DEVICE=cuda] bash bench/batch_scaling.sh [N_INPUTS] [OUT]; needs
+# data/xray_benchmark (or DATA=folder of images).
 set -euo pipefail
 N=${1:-12}
 OUT=${2:-out/batch-scaling}
@@ -12,7 +13,7 @@ run() {  # name, extra args
   rm -rf "$OUT/$1"
   local t0=$(date +%s.%N)
   "$PY" -m xai_platform explain-batch "$OUT/inputs.csv" --model xray-cnn --method gradcam \
-    --method lime --param num_samples=300 --device cpu --out "$OUT/$1" "${@:2}" \
+    --method lime --param num_samples=300 --device "${DEVICE:-cpu}" --out "$OUT/$1" "${@:2}" \
     > "$OUT/$1.log" 2>/dev/null
   head -n 1 "$OUT/$1.log"
   local t1=$(date +%s.%N)
