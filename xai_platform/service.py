@@ -273,7 +273,8 @@ class Service:
             source, analysis.prediction, spec=handle.spec, card=self.manager.card(model_id),
             calibration=handle.calibration, notes=analysis.notes, explanations=explanations,
             records=[self.record(e) for e in explanations], cards=cards or {}, title=title)
-        name = stem or f"{Path(path).stem}__{model_id}__report"
+        name = stem or (f"{Path(path).stem}__{model_id}__"
+                        f"{'-'.join(e.method for e in explanations)[:80]}__report")
         return write_atomic(session.dir / f"{name}.html", html)
 
     def readout(self, session: Session, path: str | Path, expl: Explanation, *,
