@@ -71,3 +71,25 @@ def test_without_ray_nothing_of_ray_is_imported(folder, tmp_path):
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_evaluate_on_ray_equals_evaluate_in_process(folder, tmp_path):
+    pytest.importorskip("ray")
+    import csv
+
+    from xai_platform.cli import main
+
+    config = write_config(tmp_path / "tiny.yaml", TINY_MODELS)
+    tables = []
+    for name, extra in (("here", []), ("ray", ["--ray", "auto", "--ray-workers", "2"])):
+        out = tmp_path / name
+        assert main(["evaluate", "--model", "tiny-torch-xray", "--data", str(folder),
+                     "--method", "gradcam", "--method", "lime", "--metrics", "faithfulness",
+                     "randomization", "--out", str(out), "--config", str(config), "--quiet",
+                     *extra]) == 0
+        with (out / "metrics.csv").open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        tables.append([{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows])
+        report = (out / "report.md").read_text()
+        assert "broken.png" in report  # skipped, and named
+    assert len(tables[0]) == 8 and tables[0] == tables[1]

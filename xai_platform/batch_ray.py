@@ -1,4 +1,5 @@
-"""``explain-batch --ray``: the same batch run through Ray Data, one model per worker.
+"""``explain-batch --ray`` and ``evaluate --ray``: the same runs through Ray Data, one model
+per worker.
 
 Imported only when ``--ray`` is given, so nothing of Ray is loaded otherwise.
 
@@ -63,6 +64,101 @@ class BatchWorker:
         return {"i": order, "rows": rows}
 
 
+class EvaluateWorker:
+    """One Ray actor of ``evaluate --ray``: the model (and its randomised copy) once, then
+    :func:`xai_platform.evaluation.report.evaluate_items` on each input it is handed."""
+
+    def __init__(self, *, config: PlatformConfig, device: str | None, batch_size: int | None,
+                 model_id: str, items: list[Any], folder: str, methods: list[str],
+                 options: dict[str, Any]) -> None:
+        from .models import ModelManager
+
+        self.manager = ModelManager(config, device=device, batch_size=batch_size)
+        handle = self.manager.get(model_id)
+        self.model_id, self.items, self.folder = model_id, items, Path(folder)
+        self.methods, self.options = methods, dict(options)
+        if "randomization" in options["metrics"]:  # once per worker, from the run's seed
+            self.options["randomized"] = handle.randomized(options["n_layers"],
+                                                           seed=options["seed"])
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        import pickle
+
+        from .evaluation.report import evaluate_items
+
+        order, out = [], []
+        for i in batch["i"]:
+            ((_, rows, agreement, error),) = list(evaluate_items(
+                self.manager, self.model_id, [self.items[int(i)]], self.folder, self.methods,
+                **self.options))
+            order.append(int(i))
+            out.append(pickle.dumps((rows, agreement, error)))
+        return {"i": order, "outcome": out}
+
+
+def evaluate_ray(manager: Any, model_id: str, items: Sequence[Any], folder: Path,
+                 methods: Sequence[str], *, metrics: Sequence[str], seed: int,
+                 batch_size: int | None, n_layers: int, address: str = "auto",
+                 workers: int | None = None):
+    """``evaluate --ray``: yield (item, rows, agreement, error) in the items' order, as
+    :func:`xai_platform.evaluation.report.evaluate_items` does in-process."""
+    import pickle
+
+    import ray.data
+
+    started = _start(address)
+    try:
+        gpus = _gpus(manager.device)
+        workers = workers or _default_workers(gpus)
+        source = ray.data.from_items([{"i": i} for i in range(len(items))],
+                                     override_num_blocks=max(1, min(len(items), 4 * workers)))
+        results = source.map_batches(
+            EvaluateWorker, batch_size=1, concurrency=workers, num_cpus=1, num_gpus=gpus,
+            batch_format="numpy", fn_constructor_kwargs={
+                "config": manager.config, "device": manager.device,
+                "batch_size": manager.batch_size, "model_id": model_id, "items": list(items),
+                "folder": str(folder), "methods": list(methods),
+                "options": {"metrics": tuple(metrics), "seed": seed, "batch_size": batch_size,
+                            "n_layers": n_layers}})
+        done = {int(r["i"]): pickle.loads(r["outcome"]) for r in results.iter_rows()}
+    finally:
+        if not started:
+            import ray
+
+            ray.shutdown()
+    for i, item in enumerate(items):
+        rows, agreement, error = done[i]
+        yield item, rows, agreement, error
+
+
+def _start(address: str) -> bool:
+    """Start (or join) Ray unless it runs already; returns whether it did run already."""
+    import ray
+    import ray.data
+
+    started = ray.is_initialized()
+    if not started:
+        # Workers import this package from the repository (module docstring).
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        ray.init(address=None if address == "auto" else address, include_dashboard=False,
+                 logging_level=logging.ERROR, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+    if not os.environ.get("XAI_DEBUG"):  # Ray Data's own execution notes, unless --debug
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # ours is the one line on stderr
+    context.execution_options.verbose_progress = False
+    return started
+
+
+def _default_workers(gpus: float) -> int:
+    import ray
+
+    resources = ray.cluster_resources()
+    return max(1, int(resources.get("GPU", 0) if gpus else resources.get("CPU", 1)))
+
+
 def _gpus(device: str | None) -> float:
     """1 GPU per worker when the run is on CUDA (asked, or 'auto' on a cluster with GPUs)."""
     import ray
@@ -85,24 +181,10 @@ def run_batch_ray(config: PlatformConfig, items: Sequence[BatchItem], settings: 
 
     out = Path(out)
     (out / "items").mkdir(parents=True, exist_ok=True)
-    started = ray.is_initialized()
-    if not started:
-        # Workers import this package from the repository (module docstring).
-        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(address=None if address == "auto" else address, include_dashboard=False,
-                 logging_level=logging.ERROR, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
-    if not os.environ.get("XAI_DEBUG"):  # Ray Data's own execution notes, unless --debug
-        for name in ("ray", "ray.data"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # ours is the one line on stderr
-    context.execution_options.verbose_progress = False
+    started = _start(address)
     try:
         gpus = _gpus(device)
-        if workers is None:
-            resources = ray.cluster_resources()
-            workers = max(1, int(resources.get("GPU", 0) if gpus else resources.get("CPU", 1)))
+        workers = workers or _default_workers(gpus)
         source = ray.data.from_items(
             [{"i": i, "path": str(it.path), "name": it.name, "label": it.label or "",
               "mask": str(it.mask) if it.mask else ""} for i, it in enumerate(items)],
@@ -144,4 +226,4 @@ def _collect(results: Any, items: Sequence[BatchItem], *, out: Path,
                        seconds=time.perf_counter() - begun)
 
 
-__all__ = ["BatchWorker", "run_batch_ray"]
+__all__ = ["BatchWorker", "EvaluateWorker", "evaluate_ray", "run_batch_ray"]

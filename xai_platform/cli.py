@@ -18,7 +18,7 @@
         with the same parameters and weights is skipped.
     python -m xai_platform bench [--model ID ...] [--baselines]
     python -m xai_platform evaluate --model ID --data DIR|benchmark [--method ID ...] [--n N]
-                                    --out DIR
+                                    --out DIR [--ray auto|ADDRESS] [--ray-workers N]
 
 Errors a user can fix exit with status 2 and one line on stderr, never a traceback.
 """
