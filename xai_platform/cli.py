@@ -7,10 +7,18 @@
     python -m xai_platform check-model CONFIG.yaml [--input FILE] [--model ID] [--json]
     python -m xai_platform explain INPUT... --model ID [--method ID ...] [--out DIR]
                                    [--seed N] [--param NAME=VALUE ...] [--target LABEL]
-                                   [--window N] [--json]
+                                   [--window N] [--report] [--json]
+    python -m xai_platform explain-batch INPUTS --model ID [--method ID ...] --out DIR
+                                   [--seed N] [--param NAME=VALUE ...] [--metrics NAME ...]
+                                   [--target LABEL] [--window N] [--report] [--quiet]
+                                   [--retries N] [--ray auto|ADDRESS] [--ray-workers N]
+        INPUTS: a folder, a quoted glob, or a CSV with a path column (optional label, mask);
+        writes DIR/items/ (figure, heatmap, record per input and method), DIR/index.parquet
+        and DIR/index.csv, DIR/report.html with --report. Re-running resumes: what is done
+        with the same parameters and weights is skipped.
     python -m xai_platform bench [--model ID ...] [--baselines]
     python -m xai_platform evaluate --model ID --data DIR|benchmark [--method ID ...] [--n N]
-                                    --out DIR
+                                    --out DIR [--ray auto|ADDRESS] [--ray-workers N]
 
 Errors a user can fix exit with status 2 and one line on stderr, never a traceback.
 """
@@ -72,6 +80,35 @@ class _Progress:
     def done(self, seconds: float) -> None:
         if self.enabled:
             sys.stderr.write(f"\r  {self.label:<22} done in {seconds:.2f} s{' ' * 60}\n")
+
+
+class _BatchProgress:
+    """The batch run's line on stderr: a bar, inputs done of total, the rate of the inputs
+    computed by this run (resumed ones are skipped, not timed) and the time left. On a terminal
+    it redraws one line; into a log it writes a line per input."""
+
+    def __init__(self, enabled: bool, *, tty: bool) -> None:
+        self.enabled, self.tty = enabled, tty
+        self.start = time.perf_counter()
+
+    def line(self, done: int, total: int, computed: int, name: str, status: str) -> str:
+        elapsed = time.perf_counter() - self.start
+        rate = computed / elapsed if elapsed > 0 and computed else 0.0
+        left = (total - done) / rate if rate else None
+        eta = "--:--" if left is None else f"{int(left // 60):02d}:{int(left % 60):02d}"
+        filled = int(24 * done / max(total, 1))
+        return (f"[{'#' * filled}{'.' * (24 - filled)}] {done}/{total} "
+                f"{rate:.2f} inputs/s ETA {eta}  {name[-40:]} {status}")
+
+    def __call__(self, done: int, total: int, computed: int, name: str, status: str) -> None:
+        if not self.enabled:
+            return
+        text = self.line(done, total, computed, name, status)
+        if self.tty:
+            sys.stderr.write(f"\r{text:<110}" + ("\n" if done == total else ""))
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
 
 def _manager(args: argparse.Namespace, config: PlatformConfig):
@@ -187,6 +224,14 @@ def _offer_fetch(manager: Any, model_id: str, *, interactive: bool) -> None:
         _fetch(manager, model_id, quiet=False)
 
 
+def _own_params(params: dict[str, Any], method: str, modality: str) -> dict[str, Any]:
+    """Only ``method``'s parameters (a shared --param list may name others')."""
+    from .explainers import get_method
+
+    return {k: v for k, v in params.items()
+            if any(p.name == k for p in get_method(method).params_for(modality))}
+
+
 def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
     from .explainers import compatible_methods, get_method
     from .service import Service, Session
@@ -225,8 +270,7 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
         stem = _safe_stem(analysis.prepared.name)
         for method in methods:
             # Only this method's parameters (a shared --param list may name others').
-            own = {k: v for k, v in params.items()
-                   if any(p.name == k for p in get_method(method).params_for(spec.modality))}
+            own = _own_params(params, method, spec.modality)
             bar = _Progress(get_method(method).label, enabled=not args.quiet and sys.stderr.isatty())
             start = time.perf_counter()
             expl = service.explain(session, source, spec.id, method, window=args.window,
@@ -250,10 +294,96 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
                 print(f"  {expl.method_label}: {figure} ({expl.seconds:.2f} s, "
                       f"{expl.n_evaluations} evaluations)")
         entry["explanations"] = explanations
+        if args.report:
+            done = [service.explain(session, source, spec.id, m, window=args.window,
+                                    target=args.target, seed=args.seed,
+                                    params=_own_params(params, m, spec.modality))
+                    for m in methods]  # cached: computed above
+            entry["report"] = str(service.report(session, source, spec.id, done,
+                                                 stem=f"{stem}__{spec.id}__report"))
+            if show:
+                print(f"  report: {entry['report']}")
         results.append(entry)
     if args.json:
         print(json.dumps({"results": results}, indent=2))
     return 0
+
+
+def _batch_command(args: argparse.Namespace) -> str:
+    """The command line that reproduces (and resumes) a batch run."""
+    import shlex
+
+    parts = ["python", "-m", "xai_platform", "explain-batch", args.inputs, "--model", args.model]
+    for c in args.config:
+        parts += ["--config", c]
+    for m in args.method or ():
+        parts += ["--method", m]
+    for p in args.param:
+        parts += ["--param", p]
+    if args.metrics:
+        parts += ["--metrics", *args.metrics]
+    if args.target:
+        parts += ["--target", args.target]
+    if args.window is not None:
+        parts += ["--window", str(args.window)]
+    if args.ray:
+        parts += ["--ray", args.ray]
+    parts += ["--seed", str(args.seed), "--out", args.out] + (["--report"] if args.report else [])
+    return shlex.join(parts)
+
+
+def cmd_explain_batch(args: argparse.Namespace, config: PlatformConfig) -> int:
+    """Explain a data set with resume and an index table (xai_platform.batch)."""
+    from .batch import BatchSettings, check_settings, list_batch_inputs, run_batch
+    from .explainers import compatible_methods
+    from .service import Service, library_versions
+
+    service = Service(_manager(args, config), config.app)
+    spec = service.spec(args.model)
+    methods = tuple(args.method or [m.id for m in compatible_methods(spec)][:1])
+    out = Path(args.out)
+    items = list_batch_inputs(args.inputs, spec.modality, exclude=out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = BatchSettings(model=spec.id, methods=methods, params=_params(args.param),
+                             seed=args.seed, target=args.target, window=args.window,
+                             metrics=tuple(args.metrics or ()))
+    check_settings(service, settings)
+    bar = _BatchProgress(not args.quiet, tty=sys.stderr.isatty())
+    if args.ray:  # imported only here: without --ray nothing of Ray is loaded
+        try:
+            from .batch_ray import run_batch_ray
+        except ImportError as exc:
+            raise XAIError(f"--ray needs Ray ({exc}); install it with "
+                           "`pip install -r requirements.txt`.") from None
+        result = run_batch_ray(config, items, settings, out=out, address=args.ray,
+                               workers=args.ray_workers, device=args.device,
+                               retries=args.retries, on_item=bar)
+    else:
+        result = run_batch(service, items, settings, out=out, on_item=bar, retries=args.retries)
+    csv_path, parquet = result.index
+    lines = [f"{len(items)} inputs x {len(methods)} methods: {result.computed} computed, "
+             f"{result.resumed} reused from an earlier run, {result.failed} failed "
+             f"({result.seconds:.1f} s)",
+             f"index:   {parquet or '(no pyarrow: CSV only)'}", f"         {csv_path}"]
+    if args.report:
+        from .explainers import get_method
+        from .reports import batch_report
+        from .files import write_atomic
+
+        html = batch_report(result.rows, spec=spec, card=service.manager.card(spec.id),
+                            methods=methods, labels={m: get_method(m).label for m in methods},
+                            settings=settings.to_dict(), command=_batch_command(args),
+                            libraries=library_versions(),
+                            weights_sha256=service.manager.weights_hash(spec.id))
+        lines.append(f"report:  {write_atomic(out / 'report.html', html)}")
+    errors = [r for r in result.rows if r["status"] != "ok"]
+    for r in errors[:5]:
+        lines.append(f"failed:  {r['input']} ({r['method']}): {r['error']}")
+    if len(errors) > 5:
+        lines.append(f"failed:  ... {len(errors) - 5} more (see the index's error column)")
+    if not args.quiet:
+        print("\n".join(lines))
+    return 1 if errors and len(errors) == len(result.rows) else 0
 
 
 def cmd_bench(args: argparse.Namespace, config: PlatformConfig) -> int:
@@ -331,9 +461,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="label to explain (default: the prediction)")
     p.add_argument("--window", type=int, default=None,
                    help="audio window to explain (default: the most suspicious)")
+    p.add_argument("--report", action="store_true",
+                   help="also write one self-contained HTML report per input (all its methods)")
     p.add_argument("--json", action="store_true", help="print results as JSON on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_explain)
+
+    from .evaluation.scorecard import COSTLY_METRICS
+
+    p = sub.add_parser("explain-batch", parents=[common],
+                       help="explain a data set: resumable, one index table, a summary report")
+    p.add_argument("inputs", metavar="INPUTS",
+                   help="a folder, a quoted glob, or a CSV with a path column (optional label "
+                        "and mask columns; paths relative to the CSV)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--method", action="append", help="method id (repeatable; default: the "
+                                                     "first compatible, see `methods`)")
+    p.add_argument("--out", required=True, help="folder for items/, index.parquet, index.csv "
+                                                "and report.html; re-running resumes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="method parameter (repeatable), e.g. --param num_samples=500")
+    p.add_argument("--metrics", nargs="+", default=[], choices=COSTLY_METRICS,
+                   help="quality metrics per explanation (default: none; localisation runs "
+                        "wherever the CSV gives a mask)")
+    p.add_argument("--target", default=None, help="label to explain (default: the prediction)")
+    p.add_argument("--window", type=int, default=None,
+                   help="audio window to explain (default: the one behind the verdict)")
+    p.add_argument("--report", action="store_true",
+                   help="write DIR/report.html: score distributions and the worst cases")
+    p.add_argument("--retries", type=int, default=1,
+                   help="tries again per failed input before its error goes in the index")
+    p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                   help="run on Ray Data: 'auto' a local Ray, else a cluster's address; one "
+                        "model per worker, the same results as without")
+    p.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                   help="workers in the pool (default: the cluster's CPUs, or GPUs on CUDA)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    p.set_defaults(func=cmd_explain_batch)
 
     p = sub.add_parser("bench", parents=[common], help="time every method against plain forward "
                                                       "passes of the same model")

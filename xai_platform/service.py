@@ -33,6 +33,7 @@ from .explanation import Explanation
 from .modalities import Readout, get_modality
 from .models import ModelManager
 from .files import sha256 as file_digest
+from .files import write_atomic
 from .pipeline import Analysis, analyse, explain, prepare
 
 #: Session folders live here; the app serves files from it (Gradio's allowed_paths), and every
@@ -203,16 +204,21 @@ class Service:
                 self._randomized[model_id] = cached
         return cached[1]
 
-    def score(self, session: Session, expl: Explanation, metrics: tuple[str, ...]):
-        """The scorecard of one explanation (cached per session)."""
+    def score(self, session: Session, expl: Explanation, metrics: tuple[str, ...], *,
+              region_mask: np.ndarray | None = None):
+        """The scorecard of one explanation (cached per session). ``region_mask``: (H, W) bool
+        ground truth on the explained plane (a lesion), which adds localisation."""
         from .evaluation.scorecard import score_explanation
 
-        key = (id(expl), tuple(sorted(metrics)))
+        region = None if region_mask is None else hashlib.sha256(
+            np.ascontiguousarray(region_mask).tobytes()).hexdigest()
+        key = (id(expl), tuple(sorted(metrics)), region)
         if key not in session.scorecards:
             randomized = self.randomized(expl.model_id) if "randomization" in metrics else None
             session.scorecards[key] = score_explanation(
                 self.manager.get(expl.model_id), None, expl, metrics=metrics,
-                randomized=randomized, lung_mask=expl.extras.get("focus_mask"))
+                randomized=randomized, region_mask=region_mask,
+                lung_mask=expl.extras.get("focus_mask"))
             while len(session.scorecards) > session.max_explanations:
                 session.scorecards.pop(next(iter(session.scorecards)))
         return session.scorecards[key]
@@ -229,20 +235,47 @@ class Service:
                        "heatmap_stats": heatmap_summary(expl)})
         return record
 
-    def export(self, session: Session, expl: Explanation, *, stem: str | None = None
-               ) -> tuple[Path, Path, Path]:
+    def export(self, session: Session, expl: Explanation, *, stem: str | None = None,
+               extra: dict[str, Any] | None = None) -> tuple[Path, Path, Path]:
         """Write the figure (PNG), the JSON record and the heatmap (``.npy``, float32) into the
-        session's folder; ``stem`` names them (default: model, method and a content hash)."""
-        from .visualization.figure import save_png
+        session's folder; ``stem`` names them (default: model, method and a content hash);
+        ``extra`` adds fields to the record. Each file is written whole or not at all, the
+        record last, so a record on disk means its figure and heatmap are complete."""
+        import io
+
+        from .visualization.figure import to_png
 
         stem = stem or _stem(expl)
-        png = save_png(expl, session.dir / f"{stem}.png")
-        heatmap = session.dir / f"{stem}.npy"
-        np.save(heatmap, expl.heatmap)
-        record = session.dir / f"{stem}.json"
-        record.write_text(json.dumps(self.record(expl) | {"figure": str(png),
-                                                          "heatmap": str(heatmap)}, indent=2))
+        png = write_atomic(session.dir / f"{stem}.png", to_png(expl))
+        buf = io.BytesIO()
+        np.save(buf, expl.heatmap)
+        heatmap = write_atomic(session.dir / f"{stem}.npy", buf.getvalue())
+        record = write_atomic(session.dir / f"{stem}.json", json.dumps(
+            self.record(expl) | {"figure": str(png), "heatmap": str(heatmap)} | (extra or {}),
+            indent=2, default=str))
         return png, record, heatmap
+
+    def report(self, session: Session, path: str | Path, model_id: str,
+               explanations: list[Explanation], *, cards: dict[str, Any] | None = None,
+               stem: str | None = None, title: str | None = None) -> Path:
+        """Write one self-contained HTML report (figures embedded, no external request) of
+        ``explanations`` of the input at ``path`` into the session's folder: the input, the
+        prediction with its threshold and calibration, the model card's summary, each method's
+        figure and scorecard (``cards``: method -> Scorecard, where computed), the agreement
+        between methods (two or more) and each explanation's record."""
+        from .reports import ReportInput, explanation_report
+
+        analysis = self.analyse(session, path, model_id)
+        handle = self.manager.get(model_id)
+        source = ReportInput.from_path(Path(path), get_modality(handle.spec.modality),
+                                       settings=self.settings)
+        html = explanation_report(
+            source, analysis.prediction, spec=handle.spec, card=self.manager.card(model_id),
+            calibration=handle.calibration, notes=analysis.notes, explanations=explanations,
+            records=[self.record(e) for e in explanations], cards=cards or {}, title=title)
+        name = stem or (f"{Path(path).stem}__{model_id}__"
+                        f"{'-'.join(e.method for e in explanations)[:80]}__report")
+        return write_atomic(session.dir / f"{name}.html", html)
 
     def readout(self, session: Session, path: str | Path, expl: Explanation, *,
                 stem: str | None = None) -> Readout | None:

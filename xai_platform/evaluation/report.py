@@ -2,6 +2,7 @@
 
     python -m xai_platform evaluate --model ID --data DIR|benchmark [--method ID ...] [--n N]
                                     --out DIR [--seed S] [--metrics NAME ...] [--split NAME]
+                                    [--ray auto|ADDRESS] [--ray-workers N]
 
 ``DIR`` is a folder of audio or image files, or one with a ``metadata.csv`` (columns ``path``
 and optionally ``label``, ``split``, ``lesion_mask`` and ``lung_mask``, or their ``*_path``
@@ -175,11 +176,14 @@ def evaluate(manager: ModelManager, model_id: str, data: str | Path, *,
              methods: Sequence[str] | None = None, n: int | None = None, out: str | Path,
              seed: int = 0, metrics: Sequence[str] = COSTLY_METRICS, split: str = "test",
              n_layers: int = RANDOMIZE_LAYERS, progress: bool = True, batch_size: int | None = None,
-             command: str | None = None) -> dict[str, Any]:
+             command: str | None = None, ray: str | None = None,
+             ray_workers: int | None = None) -> dict[str, Any]:
     """Evaluate ``methods`` (default: every compatible one) of model ``model_id`` on ``data``.
 
     ``n_layers``: how many top parameterised layers the randomisation test re-initialises
-    (batch-norm layers count: see ``ModelHandle.randomized``).
+    (batch-norm layers count: see ``ModelHandle.randomized``). ``ray``: run the inputs on Ray
+    Data (``auto`` or a cluster's address; ``ray_workers`` actors, each loading the model
+    once), with the same results as in-process.
 
     An input that cannot be read is skipped (named in the report), not fatal. Returns the
     written paths: ``{"csv": Path, "report": Path, "plots": [Path, ...]}``.
@@ -200,25 +204,23 @@ def evaluate(manager: ModelManager, model_id: str, data: str | Path, *,
     out.mkdir(parents=True, exist_ok=True)
     command = command or command_line(model_id, data, methods=methods, n=n, out=out, seed=seed,
                                       metrics=metrics, split=split, n_layers=n_layers)
-    service = Service(manager)
-    handle = manager.get(model_id)
-    # one re-initialised copy for the whole run (the randomisation test's seed is ``seed``)
-    randomized = handle.randomized(n_layers, seed=seed) if "randomization" in metrics else None
     rows: list[dict[str, Any]] = []
     agreements: list[dict[str, Any]] = []
     skipped: list[str] = []
     started = time.perf_counter()
-    for i, item in enumerate(items, 1):
-        say = (lambda text: sys.stderr.write(f"[{i}/{len(items)}] {item.path.name} {text}\n")) \
-            if progress else (lambda text: None)
-        try:
-            new_rows, agreement = _evaluate_item(service, handle, item, folder, methods,
-                                                 metrics=metrics, seed=seed,
-                                                 batch_size=batch_size, say=say,
-                                                 randomized=randomized)
-        except InputError as exc:
-            skipped.append(f"{item.path}: {exc}")
-            say(f"skipped: {exc}")
+    if ray:  # imported only here: without --ray nothing of Ray is loaded
+        from ..batch_ray import evaluate_ray
+
+        outcomes = evaluate_ray(manager, model_id, items, folder, methods, metrics=metrics,
+                                seed=seed, batch_size=batch_size, n_layers=n_layers,
+                                address=ray, workers=ray_workers)
+    else:
+        outcomes = evaluate_items(manager, model_id, items, folder, methods, metrics=metrics,
+                                  seed=seed, batch_size=batch_size, n_layers=n_layers,
+                                  progress=progress)
+    for item, new_rows, agreement, error in outcomes:
+        if error is not None:
+            skipped.append(f"{item.path}: {error}")
             continue
         rows += new_rows
         if agreement is not None:
@@ -235,6 +237,33 @@ def evaluate(manager: ModelManager, model_id: str, data: str | Path, *,
                           plots=plots, skipped=skipped, n_layers=n_layers,
                           mask_supervision=_mask_supervision(manager.card(model_id)))
     return {"csv": csv_path, "report": report, "plots": plots}
+
+
+def evaluate_items(manager: ModelManager, model_id: str, items: Sequence[Item], folder: Path,
+                   methods: Sequence[str], *, metrics: Sequence[str], seed: int,
+                   batch_size: int | None, n_layers: int, progress: bool = False,
+                   randomized: ModelHandle | None = None):
+    """Yield (item, rows, agreement or None, error or None) for each item, in order: the
+    in-process loop, and what each Ray worker runs on its share (``evaluate --ray``).
+    ``randomized``: the randomisation test's model, when already built."""
+    service = Service(manager)
+    handle = manager.get(model_id)
+    # one re-initialised copy per run (or per worker: the same, from ``seed``)
+    if randomized is None and "randomization" in metrics:
+        randomized = handle.randomized(n_layers, seed=seed)
+    for i, item in enumerate(items, 1):
+        say = (lambda text, i=i, item=item: sys.stderr.write(
+            f"[{i}/{len(items)}] {item.path.name} {text}\n")) if progress else (lambda text: None)
+        try:
+            new_rows, agreement = _evaluate_item(service, handle, item, folder, methods,
+                                                 metrics=metrics, seed=seed,
+                                                 batch_size=batch_size, say=say,
+                                                 randomized=randomized)
+        except InputError as exc:
+            say(f"skipped: {exc}")
+            yield item, [], None, str(exc)
+            continue
+        yield item, new_rows, agreement, None
 
 
 def _evaluate_item(service: Service, handle: ModelHandle, item: Item, folder: Path,
@@ -551,6 +580,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "convolution with its normalisation)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                        help="run on Ray Data ('auto': a local Ray), one model per worker")
+    parser.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                        help="workers in the pool (default: the cluster's CPUs)")
     return parser
 
 
@@ -569,7 +602,8 @@ def main(args: argparse.Namespace, config: PlatformConfig) -> int:
                      out=args.out, seed=args.seed, metrics=metrics, split=args.split,
                      n_layers=args.randomize_layers,
                      progress=not getattr(args, "quiet", False),
-                     batch_size=getattr(args, "batch_size", None), command=command)
+                     batch_size=getattr(args, "batch_size", None), command=command,
+                     ray=getattr(args, "ray", None), ray_workers=getattr(args, "ray_workers", None))
     print(f"metrics: {paths['csv']}\nreport:  {paths['report']}\nplots:   "
           f"{len(paths['plots'])} in {paths['report'].parent / 'plots'}")
     return 0

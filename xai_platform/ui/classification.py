@@ -122,6 +122,23 @@ def run_explain(service: Service, session: Session, modality: str, audio: str | 
             readout.text if readout is not None else "")
 
 
+def run_report(service: Service, session: Session, modality: str, audio: str | None,
+               image: str | None, model_id: str, method_id: str, seed: float, window: str | None,
+               target: str | None, values: list[Any], progress=None) -> str:
+    """The page's explanation as one self-contained HTML report; returns its path. The
+    explanation comes from the session's cache when the page already shows it."""
+    path = input_path(modality, audio, image)
+    if not method_id:
+        raise ask("Choose a method first.", "No method chosen")
+    report = (lambda f, what: progress(f, desc=what)) if progress is not None else None
+    expl = service.explain(session, path, model_id, method_id,
+                           params=collect_params(method_id, modality, values),
+                           seed=int(seed or 0), window=parse_window(window),
+                           target=None if target in (None, "", PREDICTED) else target,
+                           progress=report)
+    return str(service.report(session, path, model_id, [expl]))
+
+
 # --- layout ---------------------------------------------------------------------------------
 
 def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[str, Any]:
@@ -142,6 +159,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
     with gr.Row():
         explain_btn = gr.Button("Explain", variant="primary")
         cancel_btn = gr.Button("Cancel", variant="stop")
+        report_btn = gr.Button("Download report")
     summary = gr.Markdown()
     figure = gr.Image(label="input | heatmap | overlay", type="numpy", interactive=False)
     # The modality's extra views (audio: band / time profiles and two clips), shown only for a
@@ -157,6 +175,8 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         downloads = gr.File(label="Download figure (PNG) and record (JSON)", file_count="multiple",
                             interactive=False)
         record = gr.JSON(label="Explanation record")
+    report_file = gr.File(label="Report (one HTML file: figures, prediction, model card, record)",
+                          interactive=False, visible=False)
 
     model = header["model"]
 
@@ -180,6 +200,13 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
                           window_v, target_v, list(values), progress=progress)
         return (*out, gr.update(visible=out[4] is not None or out[5] is not None))
 
+    @user_errors
+    def on_report(sess, modality, audio, image, model_id, method_id, seed_v, window_v, target_v,
+                  *values, progress=gr.Progress()):
+        path = run_report(service, sess, modality, audio, image, model_id, method_id, seed_v,
+                          window_v, target_v, list(values), progress=progress)
+        return gr.update(value=path, visible=True)
+
     def on_cancel(sess):
         sess.cancel.set()
         gr.Info("Cancelling: the running explanation stops at its next batch.")
@@ -194,6 +221,11 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         api_visibility="private")
     cancel_btn.click(on_cancel, [session], None, cancels=[event], queue=False,
                      api_visibility="private")
-    return {"method": method, "window": window, "target": target, "figure": figure,
+    report_btn.click(
+        on_report,
+        [session, header["modality"], header["audio"], header["image"], model, method, seed,
+         window, target, *controls],
+        [report_file], api_visibility="private")
+    return {"report": report_btn, "report_file": report_file, "method": method, "window": window, "target": target, "figure": figure,
             "summary": summary, "explain": explain_btn, "on_model": on_model,
             "hidden": hidden, "readout_row": audio_row}

@@ -85,6 +85,23 @@ def summary_outputs(explanations: dict[str, Explanation], cards: dict[str, Any],
     return text, figure
 
 
+def comparison_report(service: Service, session: Session, modality: str, audio: str | None,
+                      image: str | None, model_id: str, methods: list[str], seed: int,
+                      metrics: tuple[str, ...] = (), progress=None) -> str:
+    """The comparison as one self-contained HTML report (every method's figure and scorecard,
+    the ranking and the agreement matrix); returns its path. What the page already computed
+    comes from the session's cache."""
+    explanations, cards = [], {}
+    for _, _, method, expl, card in compare(service, session, modality, audio, image, model_id,
+                                            methods, seed, progress=progress, metrics=metrics):
+        explanations.append(expl)
+        if card is not None:
+            cards[method] = card
+    return str(service.report(session, input_path(modality, audio, image), model_id,
+                              explanations, cards=cards,
+                              stem=f"comparison__{model_id}__{len(explanations)}-methods"))
+
+
 def cancelled_status(done: int, total: int) -> str:
     """What the status line says after a Cancel."""
     return (f"**Cancelled after {done} of {total} methods.** "
@@ -104,6 +121,9 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
     with gr.Row():
         run = gr.Button("Compare", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
+        report_btn = gr.Button("Download report")
+    report_file = gr.File(label="Report (one HTML file: figures, scorecards, ranking, agreement, "
+                                "records)", interactive=False, visible=False)
     # The one progress display of a comparison (the event shows its progress here only, so
     # finished cards stay sharp while the next method runs).
     status = gr.Markdown(min_height=40)
@@ -174,6 +194,14 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
                *dets, *cards_md, text,
                gr.update(visible=figure is not None, value=figure))
 
+    @user_errors
+    def on_report(sess, modality, audio, image, model_id, chosen, seed_v, chosen_metrics,
+                  progress=gr.Progress()):
+        path = comparison_report(service, sess, modality, audio, image, model_id,
+                                 list(chosen or []), seed_v,
+                                 metrics=tuple(chosen_metrics or ()), progress=progress)
+        return gr.update(value=path, visible=True)
+
     def on_cancel(sess):
         # The running comparison sees the flag at its next batch and reports what finished.
         sess.cancel.set()
@@ -187,5 +215,8 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
               show_progress_on=[status], api_visibility="private")
     cancel.click(on_cancel, [session], [status], queue=False, show_progress="hidden",
                  api_visibility="private")
-    return {"methods": methods, "hidden": hidden, "run": run, "status": status,
+    report_btn.click(on_report, [session, header["modality"], header["audio"], header["image"],
+                                 header["model"], methods, seed, metrics], [report_file],
+                     api_visibility="private")
+    return {"report": report_btn, "report_file": report_file, "methods": methods, "hidden": hidden, "run": run, "status": status,
             "on_model": on_model}
