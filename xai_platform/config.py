@@ -105,7 +105,7 @@ class AppSettings:
     #: segment rule: this many consecutive windows at or above a binary model's threshold flag
     #: the input (see :mod:`xai_platform.pipeline`); a documented default, not yet chosen on
     #: validation recordings
-    segment_windows: int = 3
+    segment_windows: int = 2
     #: audio: the least speech (seconds, found by voice activity detection) a recording must
     #: hold to get a verdict, and a window to be scored; windows with less are left out of the
     #: verdict and the timeline ("no speech"). 0 turns both off. Applies with check_inputs.
