@@ -124,6 +124,21 @@ def chest_like(size: int = 96, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 1).astype(np.float32)
 
 
+def metadata_rows(root: Path) -> list[dict[str, str]]:
+    """The rows of a data set's ``metadata.csv`` (the X-ray benchmarks, the audio corpora)."""
+    import csv
+
+    with open(root / "metadata.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def mask_png(path: Path) -> np.ndarray:
+    """A mask stored as a PNG, as bool."""
+    from PIL import Image
+
+    return np.asarray(Image.open(path)) > 127
+
+
 @pytest.fixture
 def png_file(tmp_path: Path) -> Path:
     from PIL import Image

@@ -3,7 +3,6 @@ X-ray trainer and the per-condition evaluation."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import needs_torch, write_config
+from conftest import mask_png, metadata_rows, needs_torch, write_config
 
 pytest.importorskip("torchxrayvision")  # the lung masks ship inside it
 
@@ -33,23 +32,14 @@ def bench_v2(tmp_path_factory, masks) -> Path:
     return out
 
 
-def _rows(root: Path) -> list[dict[str, str]]:
-    with open(root / "metadata.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _mask(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path)) > 127
-
-
 def test_v2_writes_masks_and_records_every_setting(bench_v2):
     from training.xray.benchmark_v2 import ACQUISITION_FIELDS, PATIENT_FIELDS
 
-    rows = _rows(bench_v2)
+    rows = metadata_rows(bench_v2)
     assert {r["label"] for r in rows} == {"normal", "lesion"}
     for r in rows:
         image = np.asarray(Image.open(bench_v2 / r["path"]))
-        lung = _mask(bench_v2 / r["lung_mask_path"])
+        lung = mask_png(bench_v2 / r["lung_mask_path"])
         assert image.shape == lung.shape == (64, 64) and lung.any()
         for key in PATIENT_FIELDS + ACQUISITION_FIELDS:
             assert key in r, key
@@ -59,7 +49,7 @@ def test_v2_writes_masks_and_records_every_setting(bench_v2):
         assert r["age_group"] in ("adult", "child")
         assert r["collimation"] in ("none", "dark", "bright")
         if r["label"] == "lesion":
-            lesion = _mask(bench_v2 / r["lesion_mask_path"])
+            lesion = mask_png(bench_v2 / r["lesion_mask_path"])
             assert lesion.any() and not (lesion & ~lung).any(), r["id"]
             assert int(r["lesion_area_px"]) == lesion.sum()
         else:
@@ -75,7 +65,7 @@ def test_v2_writes_masks_and_records_every_setting(bench_v2):
 
 
 def test_v2_pair_shares_the_patient_not_the_acquisition(bench_v2):
-    rows = _rows(bench_v2)
+    rows = metadata_rows(bench_v2)
     by_pair: dict[str, list[dict[str, str]]] = {}
     for r in rows:
         by_pair.setdefault(r["pair"], []).append(r)
@@ -89,7 +79,7 @@ def test_v2_pair_shares_the_patient_not_the_acquisition(bench_v2):
 def test_v2_test_split_holds_lung_mask_groups_never_trained_on(bench_v2):
     from training.xray.sources import mask_group
 
-    rows = _rows(bench_v2)
+    rows = metadata_rows(bench_v2)
     groups = {s: {mask_group(r["lung_mask_id"]) for r in rows
                   if r["split"] == s and r["background_source"] == "synthetic"}
               for s in ("train", "val", "test")}
@@ -108,7 +98,7 @@ def test_v2_is_seeded(tmp_path, masks):
     for out in (a, b):
         generate_v2(out, n=8, size=64, seed=9, masks=masks[:6], quiet=True)
     assert (a / "metadata.csv").read_text() == (b / "metadata.csv").read_text()
-    for r in _rows(a):
+    for r in metadata_rows(a):
         assert np.array_equal(np.asarray(Image.open(a / r["path"])),
                               np.asarray(Image.open(b / r["path"])))
 
@@ -164,6 +154,6 @@ def test_imagenet_init_trains_on_v2_and_evaluates_by_condition(tmp_path, bench_v
     assert "--init imagenet" in card["training"]["command"]
     assert card["data"]["details"]["version"] == 2 and card["data"]["details"]["settings"]
     result = evaluate("tiny-eff", bench_v2, split="test", config=[config])
-    assert result["overall"]["n"] == sum(1 for r in _rows(bench_v2) if r["split"] == "test")
+    assert result["overall"]["n"] == sum(1 for r in metadata_rows(bench_v2) if r["split"] == "test")
     assert {"age_group", "collimation", "devices", "lesion_type"} <= set(result["by_condition"])
     assert "overall: AUC" in format_report(result)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import chest_like, needs_tf, needs_torch, write_config
+from conftest import chest_like, mask_png, metadata_rows, needs_tf, needs_torch, write_config
 from xai_platform.config import load_config
 from xai_platform.models import ModelManager
 from xai_platform.models.cards import ModelCard
@@ -35,25 +35,16 @@ def benchmark(tmp_path_factory, masks) -> Path:
     return out
 
 
-def _rows(root: Path) -> list[dict[str, str]]:
-    with open(root / "metadata.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _mask(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path)) > 127
-
-
 def test_every_positive_has_its_lesion_inside_the_lungs(benchmark):
-    rows = _rows(benchmark)
+    rows = metadata_rows(benchmark)
     assert {r["label"] for r in rows} == {"normal", "lesion"}
     assert {r["background_source"] for r in rows} == {"synthetic", "rg1"}
     for r in rows:
         image = np.asarray(Image.open(benchmark / r["path"]))
-        lung = _mask(benchmark / r["lung_mask_path"])
+        lung = mask_png(benchmark / r["lung_mask_path"])
         assert image.shape == lung.shape == (64, 64) and lung.any()
         if r["label"] == "lesion":
-            lesion = _mask(benchmark / r["lesion_mask_path"])
+            lesion = mask_png(benchmark / r["lesion_mask_path"])
             assert lesion.any(), r["id"]
             assert not (lesion & ~lung).any(), f"{r['id']}: lesion outside the lungs"
             assert r["lesion_type"] in ("nodule", "mass") and float(r["lesion_contrast"]) > 0
@@ -65,7 +56,7 @@ def test_every_positive_has_its_lesion_inside_the_lungs(benchmark):
 def test_splits_share_no_background_or_mask(benchmark, masks):
     from training.xray.sources import mask_group
 
-    rows = _rows(benchmark)
+    rows = metadata_rows(benchmark)
     split_of: dict[str, set[str]] = {}
     for r in rows:
         for key in (r["background_id"], r["lung_mask_id"], mask_group(r["lung_mask_id"])):
@@ -84,7 +75,7 @@ def test_benchmark_is_seeded(tmp_path, masks):
     for out in (a, b):
         generate(out, n=8, size=64, seed=11, masks=masks[:6], quiet=True)
     assert (a / "metadata.csv").read_text() == (b / "metadata.csv").read_text()
-    for r in _rows(a):
+    for r in metadata_rows(a):
         assert (a / r["path"]).read_bytes() == (b / r["path"]).read_bytes()
 
 
@@ -260,8 +251,8 @@ def test_example_lesion_masks_match_their_images():
         image = np.asarray(Image.open(EXAMPLES / r["file"]))
         assert image.shape == (256, 256) and (EXAMPLES / r["file"]).stat().st_size < 200_000
         if r["label"] == "lesion":
-            assert _mask(EXAMPLES / r["lesion_mask"]).shape == image.shape
-            assert _mask(EXAMPLES / r["lesion_mask"]).any()
+            assert mask_png(EXAMPLES / r["lesion_mask"]).shape == image.shape
+            assert mask_png(EXAMPLES / r["lesion_mask"]).any()
 
 
 def _shipped(framework: str) -> list:

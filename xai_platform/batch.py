@@ -152,6 +152,15 @@ class BatchResult:
     failed: int
     seconds: float
 
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]], index: tuple[Path, Path | None],
+                  seconds: float) -> BatchResult:
+        """The result of a run from its index rows (one per input and method)."""
+        return cls(rows, index,
+                   computed=sum(1 for r in rows if r["status"] == "ok" and not r["resumed"]),
+                   resumed=sum(1 for r in rows if r["resumed"]),
+                   failed=sum(1 for r in rows if r["status"] != "ok"), seconds=seconds)
+
 
 #: on_item(done, total, computed, name, status) after each input: inputs done and computed (not
 #: resumed) so far, of total; status: ok, resumed or error
@@ -198,11 +207,7 @@ def run_batch(service: Service, items: Sequence[BatchItem], settings: BatchSetti
                 on_item(done, len(items), inputs_computed, item.name, status)
     finally:  # also on Ctrl-C: the index of what finished
         index = write_index(rows, out) if rows else (out / "index.csv", None)
-    return BatchResult(rows, index,
-                       computed=sum(1 for r in rows if r["status"] == "ok" and not r["resumed"]),
-                       resumed=sum(1 for r in rows if r["resumed"]),
-                       failed=sum(1 for r in rows if r["status"] != "ok"),
-                       seconds=time.perf_counter() - started)
+    return BatchResult.from_rows(rows, index, time.perf_counter() - started)
 
 
 def check_settings(service: Service, settings: BatchSettings) -> None:

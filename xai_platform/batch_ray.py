@@ -219,11 +219,7 @@ def _collect(results: Any, items: Sequence[BatchItem], *, out: Path,
     finally:
         rows = [r for i in sorted(by_item) for r in by_item[i]]
         index = write_index(rows, out) if rows else (out / "index.csv", None)
-    return BatchResult(rows, index,
-                       computed=sum(1 for r in rows if r["status"] == "ok" and not r["resumed"]),
-                       resumed=sum(1 for r in rows if r["resumed"]),
-                       failed=sum(1 for r in rows if r["status"] != "ok"),
-                       seconds=time.perf_counter() - begun)
+    return BatchResult.from_rows(rows, index, time.perf_counter() - begun)
 
 
 __all__ = ["BatchWorker", "EvaluateWorker", "evaluate_ray", "run_batch_ray"]

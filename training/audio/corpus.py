@@ -162,6 +162,22 @@ def item_rng(seed: int, key: str) -> np.random.Generator:
 # Building
 
 
+def finished_rows(out: Path) -> dict[str, dict[str, Any]]:
+    """The clips a build at ``out`` finished (``.state/rows.jsonl``, whose file exists), by key:
+    what a resumed run skips."""
+    state = out / ".state"
+    state.mkdir(parents=True, exist_ok=True)
+    found: dict[str, dict[str, Any]] = {}
+    rows = state / "rows.jsonl"
+    if rows.exists():
+        for line in rows.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if (out / row["path"]).is_file():
+                    found[row["key"]] = row
+    return found
+
+
 @dataclass
 class Builder:
     """Builds the planned items into ``out``; resumable through ``out/.state/rows.jsonl``."""
@@ -174,14 +190,7 @@ class Builder:
 
     def __post_init__(self) -> None:
         self.state = self.out / ".state"
-        self.state.mkdir(parents=True, exist_ok=True)
-        rows = self.state / "rows.jsonl"
-        if rows.exists():
-            for line in rows.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    if (self.out / row["path"]).is_file():
-                        self.rows[row["key"]] = row
+        self.rows.update(finished_rows(self.out))
         speech = self.state / "speech_seconds.json"
         if speech.exists():
             self.speech = json.loads(speech.read_text())

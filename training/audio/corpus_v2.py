@@ -55,7 +55,7 @@ import soundfile as sf
 from xai_platform.preprocessing import audio
 
 from .chain import SAMPLE_RATE, TRIM_TOP_DB, ChannelAugment, shared_chain, vorbis_round_trip
-from .corpus import item_rng, tool_versions
+from .corpus import finished_rows, item_rng, tool_versions
 from .sources import READERS, Speech, read_sources, text_bank
 from .splits import DEFAULT_PLAN, SPLITS, SplitPlan, loso_rows, loso_sources
 from .synth import (BINARIES, ESPEAK_VOICES, GENERATOR_KINDS, KOKORO_LANGUAGES, PICO_VOICES,
@@ -316,14 +316,7 @@ class Builder:
 
     def __post_init__(self) -> None:
         self.state = self.out / ".state"
-        self.state.mkdir(parents=True, exist_ok=True)
-        rows = self.state / "rows.jsonl"
-        if rows.exists():
-            for line in rows.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    if (self.out / row["path"]).is_file():
-                        self.rows[row["key"]] = row
+        self.rows.update(finished_rows(self.out))
         self._kokoro: KokoroEngine | None = None
 
     def _synth(self, item: Item) -> Callable[..., tuple[np.ndarray, int, str, str]]:

@@ -75,6 +75,40 @@ def assign_splits(masks: list[LungMask], rng: np.random.Generator) -> dict[str, 
     return out
 
 
+LESION_FIELDS = ("type", "edge", "diameter_px", "diameter_frac", "contrast", "x", "y",
+                 "area_px")
+
+
+def pair_row(image_id: str, path: Path, label: str, split: str, pair: str, background: tuple,
+             mask_id: str, lung_path: Path) -> dict[str, object]:
+    """One image's metadata row, its lesion fields empty; background: (source, id)."""
+    return {"id": image_id, "path": path.as_posix(), "label": label, "split": split,
+            "pair": pair, "background_source": background[0], "background_id": background[1],
+            "lung_mask_id": mask_id, "lung_mask_path": lung_path.as_posix(),
+            "lesion_mask_path": "", **{f"lesion_{k}": "" for k in LESION_FIELDS}}
+
+
+def add_lesion(row: dict[str, object], out: Path, split: str, image_id: str,
+               lesion_mask: np.ndarray, lesion: object) -> None:
+    """Save the lesion's mask and fill the row's lesion fields."""
+    mask_path = Path("lesion_masks") / split / f"{image_id}.png"
+    _save_png(out / mask_path, lesion_mask.astype(np.uint8) * 255)
+    row["lesion_mask_path"] = mask_path.as_posix()
+    row.update({f"lesion_{k}": v for k, v in asdict(lesion).items()})
+
+
+def write_benchmark(out: Path, rows: list[dict[str, object]], fields: tuple[str, ...],
+                    summary: dict[str, object]) -> Path:
+    """metadata.csv (``fields`` in order) and benchmark.json; returns the metadata path."""
+    meta = out / "metadata.csv"
+    with open(meta, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "benchmark.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return meta
+
+
 def _save_png(path: Path, img: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = img if img.dtype == np.uint8 else np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
@@ -119,18 +153,10 @@ def generate(out: Path, *, n: int = 4000, size: int = 256, seed: int = 0,
                 image_id = f"{pair}-{label}"
                 path = Path("images") / split / f"{image_id}.png"
                 _save_png(out / path, finish(img, pair_rng))
-                row: dict[str, object] = {
-                    "id": image_id, "path": path.as_posix(), "label": label, "split": split,
-                    "pair": pair, "background_source": bg_source, "background_id": bg_id,
-                    "lung_mask_id": mask_id, "lung_mask_path": lung_path.as_posix(),
-                    "lesion_mask_path": "", **{f"lesion_{k}": "" for k in
-                                               ("type", "edge", "diameter_px", "diameter_frac",
-                                                "contrast", "x", "y", "area_px")}}
+                row = pair_row(image_id, path, label, split, pair, (bg_source, bg_id),
+                               mask_id, lung_path)
                 if label == "lesion":
-                    mask_path = Path("lesion_masks") / split / f"{image_id}.png"
-                    _save_png(out / mask_path, lesion_mask.astype(np.uint8) * 255)
-                    row["lesion_mask_path"] = mask_path.as_posix()
-                    row.update({f"lesion_{k}": v for k, v in asdict(lesion).items()})
+                    add_lesion(row, out, split, image_id, lesion_mask, lesion)
                 rows.append(row)
             done += 1
             if not quiet and (done % 25 == 0 or done == total_pairs):
@@ -139,11 +165,6 @@ def generate(out: Path, *, n: int = 4000, size: int = 256, seed: int = 0,
                 sys.stderr.flush()
     if not quiet:
         sys.stderr.write("\n")
-    meta = out / "metadata.csv"
-    with open(meta, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=METADATA_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
     summary = {
         "command": "python -m training.xray_benchmark " + " ".join(
             [f"--out {out}", f"--n {n}", f"--size {size}", f"--seed {seed}",
@@ -160,8 +181,7 @@ def generate(out: Path, *, n: int = 4000, size: int = 256, seed: int = 0,
         "split_masks": {s: sorted(m.id for m in v) for s, v in split_masks.items()},
         "seconds": round(time.time() - t0, 1),
     }
-    (out / "benchmark.json").write_text(json.dumps(summary, indent=1) + "\n")
-    return meta
+    return write_benchmark(out, rows, METADATA_FIELDS, summary)
 
 
 def _sources(synthetic: int, real: int, pool: list[LungMask], rng: np.random.Generator

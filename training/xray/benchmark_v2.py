@@ -20,17 +20,16 @@ split's anatomy is never trained on; the real radiograph (RG1) is its own ``real
 from __future__ import annotations
 
 import csv
-import json
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .benchmark import METADATA_FIELDS, SPLITS, _save_png, _sources, assign_splits
+from .benchmark import (METADATA_FIELDS, SPLITS, _save_png, _sources, add_lesion,
+                        assign_splits, pair_row, write_benchmark)
 from .render import ADULT, CONTRAST, EDGES, LESION_TYPES, insert_lesion, render_chest, rg1_view
 from .scene import (AGE_GROUPS, DEVICE_PROBABILITIES, MU, PHOTONS, RANGES, TEXTS, Patient,
                     acquire, draw_acquisition, draw_devices, draw_patient,
@@ -98,20 +97,12 @@ def generate_v2(out: Path, *, n: int = 4000, size: int = 256, seed: int = 0,
                 final, settings["markers"] = acquire(img, lung, settings, pair_rng,
                                                      devices=devices)
                 _save_png(out / path, final)
-                row: dict[str, object] = {
-                    "id": image_id, "path": path.as_posix(), "label": label, "split": split,
-                    "pair": pair, "background_source": bg_source, "background_id": bg_id,
-                    "lung_mask_id": mask_id, "lung_mask_path": lung_path.as_posix(),
-                    "lesion_mask_path": "", **{f"lesion_{k}": "" for k in
-                                               ("type", "edge", "diameter_px", "diameter_frac",
-                                                "contrast", "x", "y", "area_px")},
-                    **{k: _flat(v) for k, v in patient.settings().items()},
-                    **{k: _flat(v) for k, v in settings.items()}}
+                row = pair_row(image_id, path, label, split, pair, (bg_source, bg_id),
+                               mask_id, lung_path)
+                row.update({k: _flat(v) for k, v in patient.settings().items()})
+                row.update({k: _flat(v) for k, v in settings.items()})
                 if label == "lesion":
-                    mask_path = Path("lesion_masks") / split / f"{image_id}.png"
-                    _save_png(out / mask_path, lesion_mask.astype(np.uint8) * 255)
-                    row["lesion_mask_path"] = mask_path.as_posix()
-                    row.update({f"lesion_{k}": v for k, v in asdict(lesion).items()})
+                    add_lesion(row, out, split, image_id, lesion_mask, lesion)
                 rows.append(row)
             done += 1
             if not quiet and (done % 25 == 0 or done == total_pairs):
@@ -120,11 +111,6 @@ def generate_v2(out: Path, *, n: int = 4000, size: int = 256, seed: int = 0,
                 sys.stderr.flush()
     if not quiet:
         sys.stderr.write("\n")
-    meta = out / "metadata.csv"
-    with open(meta, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=METADATA_FIELDS_V2)
-        writer.writeheader()
-        writer.writerows(rows)
     summary = {
         "version": VERSION,
         "command": "python -m training.xray_benchmark " + " ".join(
@@ -146,8 +132,7 @@ def generate_v2(out: Path, *, n: int = 4000, size: int = 256, seed: int = 0,
         "split_masks": {s: sorted(m.id for m in v) for s, v in split_masks.items()},
         "seconds": round(time.time() - t0, 1),
     }
-    (out / "benchmark.json").write_text(json.dumps(summary, indent=1) + "\n")
-    return meta
+    return write_benchmark(out, rows, METADATA_FIELDS_V2, summary)
 
 
 def condition_of(row: dict[str, Any]) -> dict[str, str]:
