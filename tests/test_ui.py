@@ -187,6 +187,8 @@ def test_api_models_and_predict(served, inputs):
     result = client.predict(handle_file(str(inputs[0])), "tiny-torch-audio", api_name="/predict")
     assert result["prediction"]["untrained"] is True
     assert set(result["prediction"]["probabilities"]) == {"real", "fake"}
+    # the familiarity fields travel through the API (no check fitted here: never withheld)
+    assert result["prediction"]["withheld"] is False and result["prediction"]["reason"] is None
     assert len(result["timeline"]) >= 2
 
 
