@@ -27,8 +27,8 @@ The limits are set together on the *validation* split (inputs the fit never saw)
 withheld by construction; the card records the measured rates on the test split and on inputs
 made to differ.
 
-Files: ``<weights stem>.familiarity.npz`` (arrays only, read with ``allow_pickle=False``), its
-sha256 and the limit in the model card's ``familiarity`` block.
+Files: ``<weights stem>.familiarity.npz`` (arrays only, read with ``allow_pickle=False``; each
+view's Gaussian and limit), named with its sha256 in the model card's ``familiarity`` block.
 """
 
 from __future__ import annotations

@@ -115,6 +115,17 @@ def _save_png(path: Path, img: np.ndarray) -> None:
     Image.fromarray(data).save(path, optimize=False, compress_level=6)
 
 
+def plan_pairs(n: int, real_fraction: float, real_split: str,
+               split_masks: dict[str, list[LungMask]]) -> dict[str, tuple[int, int]]:
+    """Pairs per split: (on drawn anatomy, in proportion to the split's lung masks; on the real
+    radiograph, all in ``real_split``), ``n`` images in all, ``real_fraction`` of them real."""
+    pairs = max(n // 2, 1)
+    real_pairs = int(round(pairs * real_fraction))
+    n_masks = sum(len(v) for v in split_masks.values())
+    return {s: (int(round((pairs - real_pairs) * len(split_masks[s]) / n_masks))
+                if s in split_masks else 0, real_pairs if s == real_split else 0) for s in SPLITS}
+
+
 def generate(out: Path, *, n: int = 4000, size: int = 256, seed: int = 0,
              contrast: tuple[float, float] = CONTRAST,
              real_split: str = "real", real_fraction: float = 0.1,
@@ -125,11 +136,7 @@ def generate(out: Path, *, n: int = 4000, size: int = 256, seed: int = 0,
     masks = masks if masks is not None else load_lung_masks()
     split_masks = assign_splits(masks, rng)
     rg1, rg1_lungs, rg1_id = load_rg1()
-    pairs = max(n // 2, 1)
-    real_pairs = int(round(pairs * real_fraction))
-    n_masks = sum(len(v) for v in split_masks.values())
-    plan = {s: (int(round((pairs - real_pairs) * len(split_masks[s]) / n_masks))
-                if s in split_masks else 0, real_pairs if s == real_split else 0) for s in SPLITS}
+    plan = plan_pairs(n, real_fraction, real_split, split_masks)
     rows: list[dict[str, object]] = []
     total_pairs, done = sum(a + b for a, b in plan.values()), 0
     out.mkdir(parents=True, exist_ok=True)

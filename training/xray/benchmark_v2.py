@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .benchmark import (METADATA_FIELDS, SPLITS, _save_png, _sources, add_lesion,
-                        assign_splits, pair_row, write_benchmark)
+                        assign_splits, pair_row, plan_pairs, write_benchmark)
 from .render import ADULT, CONTRAST, EDGES, LESION_TYPES, insert_lesion, render_chest, rg1_view
 from .scene import (AGE_GROUPS, DEVICE_PROBABILITIES, MU, PHOTONS, RANGES, TEXTS, Patient,
                     acquire, draw_acquisition, draw_devices, draw_patient,
@@ -62,11 +62,7 @@ def generate_v2(out: Path, *, n: int = 4000, size: int = 256, seed: int = 0,
     masks = masks if masks is not None else load_lung_masks()
     split_masks = assign_splits(masks, rng)
     rg1, rg1_lungs, rg1_id = load_rg1()
-    pairs = max(n // 2, 1)
-    real_pairs = int(round(pairs * real_fraction))
-    n_masks = sum(len(v) for v in split_masks.values())
-    plan = {s: (int(round((pairs - real_pairs) * len(split_masks[s]) / n_masks))
-                if s in split_masks else 0, real_pairs if s == real_split else 0) for s in SPLITS}
+    plan = plan_pairs(n, real_fraction, real_split, split_masks)
     rows: list[dict[str, object]] = []
     total_pairs, done = sum(a + b for a, b in plan.values()), 0
     out.mkdir(parents=True, exist_ok=True)

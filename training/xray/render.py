@@ -35,14 +35,21 @@ def frame_mask(mask: BoolImage, size: int, rng: np.random.Generator) -> BoolImag
     w, h = x1 - x0, y1 - y0
     left, right = w * rng.uniform(0.08, 0.2), w * rng.uniform(0.08, 0.2)
     top, bottom = h * rng.uniform(0.06, 0.16), h * rng.uniform(0.12, 0.3)
-    bx0, bx1, by0, by1 = x0 - left, x1 + right, y0 - top, y1 + bottom
+    return square_crop(mask, (x0 - left, x1 + right, y0 - top, y1 + bottom), size)[0]
+
+
+def square_crop(mask: BoolImage, box: tuple[float, float, float, float], size: int
+                ) -> tuple[BoolImage, float]:
+    """The square around ``box`` (x0, x1, y0, y1) of ``mask``, resized to (size, size) with a
+    little smoothing; also the square's side in the mask's pixels."""
+    bx0, bx1, by0, by1 = box
     side = max(bx1 - bx0, by1 - by0)
     cx, cy = (bx0 + bx1) / 2, (by0 + by1) / 2
     m = np.array([[size / side, 0, size / 2 - cx * size / side],
                   [0, size / side, size / 2 - cy * size / side]], np.float32)
     out = cv2.warpAffine(_smooth(mask, 0.5 * side / size), m, (size, size),
                          flags=cv2.INTER_LINEAR, borderValue=0)
-    return out > 0.5
+    return out > 0.5, float(side)
 
 
 def _midline(lung: BoolImage) -> float:

@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .render import BoolImage, FloatImage, Habitus, _midline, _smooth
+from .render import BoolImage, FloatImage, Habitus, _midline, _smooth, square_crop
 
 # The ranges drawn from (benchmark.json records them).
 AGE_GROUPS = {"adult": 0.75, "child": 0.25}
@@ -92,14 +92,8 @@ def frame_lungs(mask: BoolImage, size: int, rng: np.random.Generator, age_group:
         lr, top, bottom = (0.06, 0.25), (0.05, 0.2), (0.1, 0.35)
     left, right = w * rng.uniform(*lr), w * rng.uniform(*lr)
     t, b = h * rng.uniform(*top), h * rng.uniform(*bottom)
-    bx0, bx1, by0, by1 = x0 - left, x1 + right, y0 - t, y1 + b
-    side = max(bx1 - bx0, by1 - by0)
-    cx, cy = (bx0 + bx1) / 2, (by0 + by1) / 2
-    m = np.array([[size / side, 0, size / 2 - cx * size / side],
-                  [0, size / side, size / 2 - cy * size / side]], np.float32)
-    out = cv2.warpAffine(_smooth(mask, 0.5 * side / size), m, (size, size),
-                         flags=cv2.INTER_LINEAR, borderValue=0)
-    return out > 0.5, {"lung_width_frac": round(float(w * size / side / size), 4)}
+    out, side = square_crop(mask, (x0 - left, x1 + right, y0 - t, y1 + b), size)
+    return out, {"lung_width_frac": round(float(w * size / side / size), 4)}
 
 
 def pose(img: FloatImage, lung: BoolImage, patient: Patient) -> tuple[FloatImage, BoolImage]:

@@ -440,8 +440,8 @@ def read_card(weights: Path | None) -> ModelCard | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:  # CardError and JSONDecodeError are ValueErrors
-        log.warning("%s is not a complete model card (%s); only its calibration block, if "
-                    "it has one, is applied. Fix the file, or rewrite an old one with "
+        log.warning("%s is not a complete model card (%s); only its calibration and "
+                    "familiarity blocks, if it has them, are applied. Fix the file, or rewrite an old one with "
                     "`python scripts/migrate_cards.py`.", path, exc)
         return None
 
@@ -463,30 +463,34 @@ def _calibration(temperature: Any, threshold: Any) -> Calibration:
     return Calibration(temperature=temperature if temperature > 0 else 1.0, threshold=threshold)
 
 
+def read_serving(weights: Path | None) -> tuple[Calibration, FamiliarityInfo | None]:
+    """What the app applies from the card beside ``weights``, read once: its calibration and
+    its ``familiarity`` block. For a file that is incomplete as a model card (a user's own
+    model with hand-written ``{"calibration": {"temperature": ..., "threshold": ...},
+    "familiarity": {"file": ..., "sha256": ...}}``), those blocks alone; identity calibration
+    and no familiarity where a block is missing or malformed."""
+    card = read_card(weights)
+    if card is not None or weights is None:
+        return calibration_from_card(card), None if card is None else card.familiarity
+    try:
+        raw = json.loads(card_path(weights).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return Calibration(), None
+    if not isinstance(raw, Mapping):
+        return Calibration(), None
+    try:
+        cal = raw["calibration"]
+        calibration = _calibration(cal.get("temperature", 1.0), cal.get("threshold"))
+    except (KeyError, AttributeError, TypeError):
+        calibration = Calibration()
+    try:
+        familiarity = _build(FamiliarityInfo, raw["familiarity"], "familiarity", False,
+                             {"withheld": _mapping, "views": _tuple})
+    except (KeyError, ValueError, TypeError):
+        familiarity = None
+    return calibration, familiarity
+
+
 def read_calibration(weights: Path | None) -> Calibration:
-    """The calibration beside ``weights``: the card's, or, for a file that is incomplete as a
-    model card (a user's hand-written ``{"calibration": {"temperature": ..., "threshold":
-    ...}}``), its ``calibration`` block alone."""
-    card = read_card(weights)
-    if card is not None or weights is None:
-        return calibration_from_card(card)
-    try:
-        raw = json.loads(card_path(weights).read_text(encoding="utf-8"))["calibration"]
-        return _calibration(raw.get("temperature", 1.0), raw.get("threshold"))
-    except (OSError, ValueError, KeyError, AttributeError, TypeError):
-        return Calibration()
-
-
-def read_familiarity_info(weights: Path | None) -> FamiliarityInfo | None:
-    """The ``familiarity`` block beside ``weights``: the card's, or, for a file that is
-    incomplete as a model card (a user's own model: ``{"familiarity": {"file": ..., "sha256":
-    ...}}``), that block alone; None when there is none or it is malformed."""
-    card = read_card(weights)
-    if card is not None or weights is None:
-        return None if card is None else card.familiarity
-    try:
-        raw = json.loads(card_path(weights).read_text(encoding="utf-8"))["familiarity"]
-        return _build(FamiliarityInfo, raw, "familiarity", False,
-                      {"withheld": _mapping, "views": _tuple})
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    """The calibration beside ``weights`` (:func:`read_serving`)."""
+    return read_serving(weights)[0]

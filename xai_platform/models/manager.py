@@ -19,7 +19,7 @@ from ..config import ModelSpec, PlatformConfig
 from ..errors import ModelUnavailableError, XAIError
 from ..familiarity import read as read_familiarity
 from ..files import sha256
-from .cards import ModelCard, read_calibration, read_card, read_familiarity_info
+from .cards import ModelCard, read_card, read_serving
 from .architectures import get_fetcher, has_fetcher
 from .formats import get_format
 from .handle import ModelHandle
@@ -179,11 +179,11 @@ class ModelManager:
                 raise ModelUnavailableError(f"model '{model_id}' is unavailable: {status.reason}")
             spec = self.spec(model_id)
             try:
+                calibration, familiarity_info = read_serving(spec.weights)
                 handle = get_format(spec.framework).load(
                     spec, device=self.device, default_batch_size=self.batch_size,
-                    calibration=read_calibration(spec.weights))
-                handle.familiarity = read_familiarity(spec.weights,
-                                                      read_familiarity_info(spec.weights))
+                    calibration=calibration)
+                handle.familiarity = read_familiarity(spec.weights, familiarity_info)
             except ModelUnavailableError as exc:
                 self._failures[model_id] = str(exc)
                 raise ModelUnavailableError(f"model '{model_id}' is unavailable: {exc}") from None
