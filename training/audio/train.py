@@ -10,7 +10,7 @@
 
 Features are made by the app's own inference path (:func:`xai_platform.preprocessing.audio.
 load_for_model` -> :func:`~xai_platform.preprocessing.audio.features`: decode, resample, windows,
-:func:`~xai_platform.preprocessing.audio.log_mel`), so the model is trained on exactly what it
+:func:`~xai_platform.preprocessing.audio.spectrogram`), so the model is trained on exactly what it
 will be served; they are cached per split as ``.npy`` under a key of the feature settings and
 the files. A clip longer than the window gives several training windows; a clip is scored as
 the app scores a recording (mean of its windows' probabilities).
