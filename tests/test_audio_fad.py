@@ -105,6 +105,7 @@ def test_fad_infinity_removes_most_of_the_small_sample_bias():
     assert eq.mean > plain                                 # ... the more the fewer the clips
     assert abs(inf.value - truth) < (plain - truth) / 2   # the intercept removes most of it
     assert inf.slope > 0 and inf.r2 > 0.5 and inf.sizes == (50, 80, 110, 140, 170, 200)
+    assert equal_n(reference, x, n=200, draws=5, rng=rng) == type(eq)(plain, 0.0, 200, 1)
 
 
 def test_the_real_floor_extrapolates_to_about_zero():
@@ -243,7 +244,9 @@ def test_a_tiny_corpus_runs_end_to_end_with_a_detectors_features_and_card(tmp_pa
     assert set(e["generators"]) == set(GENERATORS) and e["n"] == 18 and e["n_real"] == 36
     for g, r in e["generators"].items():
         assert r["kind"] == GENERATORS[g] and r["clips"] == 18
-        assert r["equal_n"]["n"] == 18 and r["equal_n"]["draws"] == 4
+        # n is every clip of each generator: one draw, no spread
+        assert r["equal_n"]["n"] == 18 and r["equal_n"]["draws"] == 1 and r["equal_n"]["sd"] == 0
+        assert tuple(r["fad_inf"]["sizes"]) == (10, 14, 18) and r["fad_inf"]["draws"] == 4
         assert r["equal_n"]["mean"] >= 0 and np.isfinite(r["fad_inf"]["value"])
     det = result["detectors"]["tiny-fad"]
     assert det["source"] == "card"  # the card was made on this very corpus

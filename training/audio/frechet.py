@@ -118,10 +118,12 @@ class Extrapolated:
 def equal_n(reference: Reference, x: npt.ArrayLike, *, n: int, draws: int,
             rng: np.random.Generator) -> EqualN:
     """FAD of ``draws`` random subsets of ``n`` rows of ``x`` (without replacement) to
-    ``reference``."""
+    ``reference`` (one draw when ``n`` is all of ``x``)."""
     x = np.asarray(x, np.float64)
     if not 2 <= n <= len(x):
         raise ValueError(f"n = {n} must be between 2 and the {len(x)} embeddings given")
+    if n == len(x):  # every draw would be the same set
+        return EqualN(reference.distance(x), 0.0, n, 1)
     values = [reference.distance(x[rng.choice(len(x), n, replace=False)]) for _ in range(draws)]
     return EqualN(float(np.mean(values)), float(np.std(values, ddof=1)) if draws > 1 else 0.0,
                   n, draws)
