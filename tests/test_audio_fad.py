@@ -134,6 +134,24 @@ def test_spearman_exact_p_values_and_rho_as_scipy():
     assert fad_cli.spearman([1, 2, 3], [0.5, 0.5, 0.5])["why"] == "no variation"
 
 
+
+def test_correlations_also_over_the_generators_the_detector_never_heard():
+    fads = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 5.0}
+    rates = {"a": 0.9, "b": 0.2, "c": 0.3, "d": 0.4, "e": 0.5}  # a: trained on, caught anyway
+    result = {
+        "embeddings": {"emb": {"generators": {g: {"equal_n": {"mean": v}, "fad_inf": {"value": v}}
+                                              for g, v in fads.items()}}},
+        "detectors": {"det": {"trained_on": ["a"], "detected": {
+            g: {"n": 10, "detection_rate": r} for g, r in rates.items()}}}}
+    rows = {(c["which"], c["estimator"]): c for c in fad_cli.correlations(result, seed=0)}
+    assert set(rows) == {(w, e) for w in ("all", "unseen by the detector")
+                         for e in ("equal n", "FAD-inf")}
+    assert rows["all", "equal n"]["rho"] == pytest.approx(stats.spearmanr(
+        list(fads.values()), list(rates.values())).statistic)
+    unseen = rows["unseen by the detector", "FAD-inf"]
+    assert unseen["generators"] == ["b", "c", "d", "e"] and unseen["rho"] == pytest.approx(1.0)
+    assert unseen["p"] == pytest.approx(2 / 24)
+
 # --------------------------------------------------------------------------------------------
 # frechet-audio-distance's embeddings, offline
 

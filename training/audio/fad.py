@@ -218,17 +218,23 @@ def spearman(x: Sequence[float], y: Sequence[float], *, seed: int = 0) -> dict[s
 
 def correlations(result: dict[str, Any], *, seed: int) -> list[dict[str, Any]]:
     """Rho between FAD (each embedding, each estimator) and detection rate (each detector)
-    over the generators that have both."""
+    over the generators that have both, and again over those the detector never trained on
+    (what the question is about: a generator it has heard is caught however close it is)."""
     out = []
     for emb, e in sorted(result["embeddings"].items()):
         for det, d in sorted(result["detectors"].items()):
-            gens = [g for g in sorted(e["generators"]) if g in d["detected"]]
-            for estimator, key in (("equal n", "mean"), ("FAD-inf", "value")):
-                field = "equal_n" if estimator == "equal n" else "fad_inf"
-                fad = [e["generators"][g][field][key] for g in gens]
-                rate = [d["detected"][g]["detection_rate"] for g in gens]
-                out.append({"embedding": emb, "estimator": estimator, "detector": det,
-                            "generators": gens, **spearman(fad, rate, seed=seed)})
+            every = [g for g in sorted(e["generators"]) if g in d["detected"]]
+            unseen = [g for g in every if g not in d["trained_on"]]
+            groups = [("all", every)] + ([("unseen by the detector", unseen)]
+                                         if len(unseen) >= 3 and unseen != every else [])
+            for which, gens in groups:
+                for estimator, field, key in (("equal n", "equal_n", "mean"),
+                                              ("FAD-inf", "fad_inf", "value")):
+                    fad = [e["generators"][g][field][key] for g in gens]
+                    rate = [d["detected"][g]["detection_rate"] for g in gens]
+                    out.append({"embedding": emb, "estimator": estimator, "detector": det,
+                                "which": which, "generators": gens,
+                                **spearman(fad, rate, seed=seed)})
     return out
 
 
@@ -302,10 +308,11 @@ def markdown(result: dict[str, Any]) -> str:
                   "Spearman's rho between FAD and detection rate across generators (positive: "
                   "the generators nearer real speech are caught less often), with its exact "
                   "two-sided permutation p-value.", "",
-                  "| embedding | estimator | detector | k | rho | p |",
-                  "| --- | --- | --- | ---: | ---: | ---: |"]
+                  "| embedding | estimator | detector | generators | k | rho | p |",
+                  "| --- | --- | --- | --- | ---: | ---: | ---: |"]
         for c in result["correlations"]:
-            lines.append(f"| {c['embedding']} | {c['estimator']} | {c['detector']} | {c['k']} | "
+            lines.append(f"| {c['embedding']} | {c['estimator']} | {c['detector']} | "
+                         f"{c['which']} | {c['k']} | "
                          f"{_f(c['rho'], 2, fixed=True)} | {_f(c['p'], 3, fixed=True)} |")
         lines += ["", CAVEAT]
     return "\n".join(lines) + "\n"
