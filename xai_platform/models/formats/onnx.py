@@ -27,7 +27,7 @@ import numpy as np
 
 from ...config import ModelSpec
 from ...errors import ConfigError, ModelUnavailableError, first_line
-from ..handle import Calibration, FloatArray, ModelHandle, normalization
+from ..handle import Calibration, FloatArray, ForwardPath, ModelHandle, normalization
 from .base import Capabilities, ModelFormat, register_format
 
 #: ``architecture:`` values this format accepts
@@ -80,6 +80,7 @@ class OnnxHandle(ModelHandle):
         super().__init__(spec, device=device, untrained=False,
                          default_batch_size=default_batch_size, calibration=calibration)
         self.session = session
+        self.forward_path = ForwardPath("onnxruntime", "an ONNX model: ONNX Runtime runs it")
         self.input_name = session.get_inputs()[0].name
         c = spec.input.channels
         scale, shift = normalization(spec)
@@ -110,6 +111,11 @@ class OnnxHandle(ModelHandle):
 
     def _scores_batch(self, x: FloatArray) -> FloatArray:
         return numpy_outputs(self.spec.output, self._raw(x))[1].astype(np.float32)
+
+    def _outputs_batch(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        raw = self._raw(x)
+        probs = numpy_outputs(self.spec.output, raw, temperature=self.calibration.temperature)[0]
+        return probs.astype(np.float32), numpy_outputs(self.spec.output, raw)[1].astype(np.float32)
 
     @property
     def native(self) -> Any:
