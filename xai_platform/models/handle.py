@@ -86,7 +86,7 @@ class ForwardPath:
 
     def describe(self) -> str:
         """One line for the Models tab, ``check-model`` and logs."""
-        if not self.fast:
+        if not self.fast or self.max_abs_diff is None:  # the framework, or an ONNX model
             return f"{self.engine}" + (f" ({self.reason})" if self.reason else "")
         how = "exported" if self.exported else "cached graph"
         note = f"; {self.reason}" if self.reason else ""

@@ -89,9 +89,11 @@ class OnnxHandle(ModelHandle):
 
     def network_input(self, x: FloatArray) -> FloatArray:
         """(n, H, W) feature planes -> (n, C, H, W) float32 network input."""
-        c = self.spec.input.channels
-        x = np.repeat(np.asarray(x, dtype=np.float32)[:, None], c, axis=1)
-        return np.ascontiguousarray(x * self._scale + self._shift, dtype=np.float32)
+        x = np.asarray(x, dtype=np.float32)
+        out = np.empty((len(x), self.spec.input.channels, *x.shape[1:]), dtype=np.float32)
+        np.multiply(x[:, None], self._scale, out=out)  # broadcast to C channels: one pass
+        out += self._shift
+        return out
 
     def _raw(self, x: FloatArray) -> np.ndarray:
         with self.lock:
