@@ -200,7 +200,8 @@ def audio_markdown(card: ModelCard) -> str:
               f"- weights: `{card.weights.file}` ({card.weights.bytes / 1e6:.2f} MB, "
               f"sha256 {card.weights.sha256[:16]}...)",
               f"- architecture `{model.architecture}` {dict(model.arch_args)}, "
-              f"input {model.input['n_mels']} mel bands x "
+              f"input {model.input['n_mels']} "
+              f"{'linear' if model.input.get('kind') == 'linear' else 'mel'} bands x "
               f"{model.input['duration']} s at {model.input['sample_rate']} Hz",
               ""]
     return "\n".join(lines)

@@ -51,9 +51,9 @@ def listening_clips(model: ModelHandle, expl: Explanation, window_wave: FloatArr
     spec = model.spec.input
     assert isinstance(spec, AudioInput)
     mask = importance_mask(expl.heatmap, share=share)
-    kept = audio.invert_mel_mask(window_wave, spec, mask, floor=floor)
-    removed = audio.invert_mel_mask(window_wave, spec, 1.0 - mask, floor=floor)
-    planes = np.stack([audio.log_mel(w, spec) for w in (window_wave, kept, removed)])
+    kept = audio.invert_band_mask(window_wave, spec, mask, floor=floor)
+    removed = audio.invert_band_mask(window_wave, spec, 1.0 - mask, floor=floor)
+    planes = np.stack([audio.spectrogram(w, spec) for w in (window_wave, kept, removed)])
     p = model.predict(planes)[:, expl.target]
     return ListeningClips(kept, removed, spec.sample_rate, share, float(p[0]), float(p[1]),
                           float(p[2]), expl.target_label)

@@ -113,7 +113,7 @@ def band_summary(handle: Any, fs: FeatureSet, z: np.ndarray, *, methods: Sequenc
     from xai_platform import explainers
 
     spec = handle.spec
-    centres = audio.mel_centers_hz(spec.input)
+    centres = audio.band_centers_hz(spec.input)
     rng = np.random.default_rng(seed)
     picked: list[int] = []
     for cls in range(len(spec.labels)):

@@ -1,14 +1,15 @@
-"""Audio: is this voice real or synthetic? Log-mel spectrograms scored in windows.
+"""Audio: is this voice real or synthetic? Log spectrograms scored in windows.
 
 Input spec: :class:`AudioInput` (one definition for training and inference, see
-:func:`xai_platform.preprocessing.audio.log_mel`). A recording is cut into overlapping windows
-(:func:`~xai_platform.preprocessing.audio.split_windows`), each a (n_mels, frames) plane in dB.
+:func:`xai_platform.preprocessing.audio.spectrogram`). A recording is cut into overlapping
+windows (:func:`~xai_platform.preprocessing.audio.split_windows`), each a (bands, frames) plane
+in dB, on mel bands (``input.kind: log_mel``) or bands evenly spaced in Hz (``linear``).
 
 * **masked value**: the window's own floor, its minimum dB (about ``-top_db``), i.e. silence in
   that time-frequency cell. A zero would be the *loudest* value the spectrogram holds.
-* **features**: a grid of time-frequency patches, ``patch_bands`` mel bands by
+* **features**: a grid of time-frequency patches, ``patch_bands`` bands by
   ``patch_frames`` frames.
-* **display**: time in seconds on x, mel-band centre frequencies in Hz on y.
+* **display**: time in seconds on x, band centre frequencies in Hz on y.
 * **readouts**: attribution per frequency band and per time segment, and two clips to listen
   to (the important cells kept, and removed, each re-scored by the model).
 * **speech** (with ``app.check_inputs``): voice activity detection
@@ -43,11 +44,18 @@ if TYPE_CHECKING:
 #: every suffix the decoder reads (libsndfile, or the ffmpeg binary for MP3 / Ogg / Opus)
 EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 NORMALIZATIONS = ("db", "none")
+#: the front-ends: log-mel, or a linear-frequency filterbank (log_linear in preprocessing.audio)
+KINDS = ("log_mel", "linear")
+_KIND_WORDS = {"log_mel": ("log-mel", "mel scale"), "linear": ("log spectrogram", "linear")}
 
 
 @dataclass(frozen=True)
 class AudioInput:
-    """Input of an audio model: a log-mel spectrogram in dB, (n_mels, frames)."""
+    """Input of an audio model: a log spectrogram in dB, (n_mels, frames).
+
+    ``kind`` picks the frequency axis: ``log_mel`` (mel bands) or ``linear`` (bands evenly
+    spaced in Hz); ``n_mels`` is the number of bands either way.
+    """
 
     sample_rate: int = 16000
     duration: float = 2.0
@@ -61,6 +69,7 @@ class AudioInput:
     window_hop: float | None = None
     channels: int = 1
     normalize: str = "db"
+    kind: str = "log_mel"
 
     @property
     def n_samples(self) -> int:
@@ -88,19 +97,20 @@ class AudioInput:
 
 @dataclass(frozen=True)
 class AudioAxes:
-    """How to label a spectrogram: time of the window in the recording and mel band centres."""
+    """How to label a spectrogram: time of the window in the recording and band centres."""
 
     start_s: float
     duration_s: float
-    mel_centers_hz: FloatArray
+    band_centers_hz: FloatArray
     sample_rate: int
+    kind: str = "log_mel"
 
 
 _TYPES: dict[str, Any] = {
     "sample_rate": int, "duration": float, "n_fft": int, "hop_length": int,
     "win_length": (int, type(None)), "n_mels": int, "fmin": float,
     "fmax": (float, type(None)), "top_db": float, "window_hop": (float, type(None)),
-    "channels": int, "normalize": str,
+    "channels": int, "normalize": str, "kind": str,
 }
 
 
@@ -147,8 +157,9 @@ class Audio(Modality):
     benchmark = ("audio_corpus", "python -m training.audio_corpus --out data/audio_corpus")
     window_label = "Audio window"
     feature_params = (
-        Param("patch_bands", "Patch height (mel bands)", "int", 8, minimum=1, maximum=64,
-              step=1, help="Mel bands per time-frequency patch."),
+        Param("patch_bands", "Patch height (frequency bands)", "int", 8, minimum=1,
+              maximum=64, step=1, help="Frequency bands (mel or linear) per time-frequency "
+              "patch."),
         Param("patch_frames", "Patch width (frames)", "int", 8, minimum=1, maximum=256,
               step=1, help="Spectrogram frames per patch."),
     )
@@ -172,6 +183,7 @@ class Audio(Modality):
             raise ConfigError("channels must be 1 or 3.", source=source, key="input.channels",
                               fix="use 1, or 3 for a network with an RGB stem.")
         check_choice(spec.normalize, NORMALIZATIONS, source=source, key="input.normalize")
+        check_choice(spec.kind, KINDS, source=source, key="input.kind")
         return spec
 
     def prepare(self, source, spec: ModelSpec, *, settings: AppSettings,
@@ -231,11 +243,12 @@ class Audio(Modality):
 
         start = float(prepared.starts_s[window]) if prepared.starts_s is not None else 0.0
         return AudioAxes(start_s=start, duration_s=spec.input.duration,
-                         mel_centers_hz=audio.mel_centers_hz(spec.input).astype(np.float32),
-                         sample_rate=spec.input.sample_rate)
+                         band_centers_hz=audio.band_centers_hz(spec.input).astype(np.float32),
+                         sample_rate=spec.input.sample_rate, kind=spec.input.kind)
 
     def input_title(self, expl: Explanation) -> str:
-        return "input (log-mel, dB)"
+        kind = expl.axes.kind if expl.axes is not None else "log_mel"
+        return f"input ({_KIND_WORDS[kind][0]}, dB)"
 
     def imshow_kwargs(self, expl: Explanation) -> dict[str, Any]:
         a = expl.axes
@@ -257,8 +270,8 @@ class Audio(Modality):
             ax.set_yticks([])
         else:
             ticks = np.linspace(0, expl.display.shape[0] - 1, 6).round().astype(int)
-            ax.set_yticks(ticks, [_hz(expl.axes.mel_centers_hz[t]) for t in ticks])
-            ax.set_ylabel("frequency (Hz, mel scale)")
+            ax.set_yticks(ticks, [_hz(expl.axes.band_centers_hz[t]) for t in ticks])
+            ax.set_ylabel(f"frequency (Hz, {_KIND_WORDS[expl.axes.kind][1]})")
 
     def record(self, expl: Explanation) -> dict[str, Any]:
         out = super().record(expl)
