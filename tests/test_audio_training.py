@@ -227,6 +227,40 @@ def test_one_epoch_writes_weights_and_card_the_app_loads(tmp_path):
     # The feature cache is reused: a second run reads it (same arrays, no decoding).
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 3 + len(audio_evaluate.DEGRADATIONS)
 
+    # Scored again by training.audio_evaluate at the card's own calibration: the same figures
+    # as the card's test row, from the same cached features.
+    from training.audio import crosscheck
+
+    out = tmp_path / "eval" / "tiny"
+    assert crosscheck.main(["--data", str(data), "--model", "tiny-train-audio", "--config",
+                            str(config), "--cache-dir", str(tmp_path / "cache"),
+                            "--out", str(out)]) == 0
+    scored = json.loads(out.with_suffix(".json").read_text())["models"][0]["splits"]["test"]
+    for key in ("eer", "roc_auc", "false_alarm_rate", "miss_rate"):
+        assert scored[key] == pytest.approx(test[key])
+    assert set(scored["by_generator"]) == {"espeak-ng", "klettres"}
+    assert "| `tiny-train-audio`" in out.with_suffix(".md").read_text()
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3 + len(audio_evaluate.DEGRADATIONS)
+
+
+def test_the_default_is_chosen_on_validation_among_usable_models():
+    """Lowest validation EER wins, but a model calling most real voices fake (or letting most
+    fakes through) at its own threshold is never chosen, however good its ranking; test
+    figures play no part."""
+    from training.audio.crosscheck import ModelResult, choose
+
+    def result(name, eer, fa, miss, test_eer):
+        r = ModelResult(name, name, "corpus", 1.0, 0.5)
+        r.splits = {"validation": {"eer": eer, "false_alarm_rate": fa, "miss_rate": miss},
+                    "test": {"eer": test_eer, "false_alarm_rate": 0.0, "miss_rate": 0.0}}
+        return r
+
+    ranked_but_biased = result("a", 0.05, 0.70, 0.02, 0.01)
+    fair = result("b", 0.20, 0.25, 0.15, 0.40)
+    worse = result("c", 0.30, 0.20, 0.30, 0.02)
+    assert choose([ranked_but_biased, fair, worse]).model == "b"
+    assert choose([ranked_but_biased]) is None
+
 
 # --------------------------------------------------------------------------------------------
 # Training-only helpers: augmentation and the per-language cap
