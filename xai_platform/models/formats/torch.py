@@ -65,12 +65,15 @@ def _adapter_class() -> type:
         def __init__(self, spec: ModelSpec) -> None:
             super().__init__()
             torch = _torch()
+            self.waveform = bool(getattr(spec.input, "waveform", False))
             self.channels = c = spec.input.channels
             scale, shift = normalization(spec)
             self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32).view(1, c, 1, 1))
             self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32).view(1, c, 1, 1))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.waveform:  # (N, 1, n_samples) -> (N, n_samples), as waveform nets take it
+                return x[:, 0] * self.scale[0, 0, 0] + self.shift[0, 0, 0]
             x = x.unsqueeze(1).expand(-1, self.channels, -1, -1)
             return x * self.scale + self.shift
 
@@ -79,7 +82,8 @@ def _adapter_class() -> type:
 
 def InputAdapter(spec: ModelSpec) -> nn.Module:  # noqa: N802 - used as a class
     """(N, H, W) feature planes -> (N, C, H, W) network input, normalised as the config says
-    (:func:`xai_platform.models.handle.normalization`)."""
+    (:func:`xai_platform.models.handle.normalization`); a waveform model's (N, 1, n_samples)
+    -> (N, n_samples)."""
     return _adapter_class()(spec)
 
 
@@ -235,6 +239,8 @@ class TorchHandle(ModelHandle):
             picked = scores.gather(1, t[:, None])[:, 0]
             act = store["activation"]
             (grads,) = torch.autograd.grad(picked.sum(), act)
+        if act.ndim == 3:  # a 1-D convolution (N, C, L): a feature map one row high
+            act, grads = act[:, :, None], grads[:, :, None]
         if act.ndim != 4:
             raise ConfigError(f"layer '{name}' outputs shape {tuple(act.shape)}, not a "
                               "convolutional feature map (N, C, h, w).", source=self.spec.source,
@@ -280,11 +286,10 @@ def layer_output_shape(net: nn.Module, spec: ModelSpec, layer: str) -> tuple[int
     hook = module.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape[1:]))
                                         if isinstance(out, torch.Tensor) else None)
     try:
-        h, w = spec.input_shape
         param = next(net.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         with torch.no_grad():
-            net(torch.zeros(1, spec.input.channels, h, w, device=device))
+            net(example_input(spec, device=device))
     finally:
         hook.remove()
     if not shapes:
@@ -292,6 +297,16 @@ def layer_output_shape(net: nn.Module, spec: ModelSpec, layer: str) -> tuple[int
                           source=f"{spec.source} (model '{spec.id}')", key="target_layer",
                           fix="name a module the network's forward uses.")
     return shapes[0]
+
+
+def example_input(spec: ModelSpec, *, device: Any = "cpu") -> torch.Tensor:
+    """A zero network input for one example: (1, C, H, W), or (1, n_samples) for a waveform
+    model (what :func:`InputAdapter` gives)."""
+    torch = _torch()
+    h, w = spec.input_shape
+    if getattr(spec.input, "waveform", False):
+        return torch.zeros(1, w, device=device)
+    return torch.zeros(1, spec.input.channels, h, w, device=device)
 
 
 #: ``architecture: package.module:callable`` of an installed package (no registered builder)
@@ -418,9 +433,9 @@ def verify(spec: ModelSpec) -> None:
     except (NotImplementedError, RuntimeError):  # an op without a meta kernel: use the CPU
         net = build_network(spec)
         shape = layer_output_shape(net, spec, spec.target_layer)
-    if len(shape) != 3:
+    if len(shape) not in (2, 3):  # (C, L) of a 1-D convolution, (C, h, w) of a 2-D one
         raise ConfigError(f"layer '{spec.target_layer}' outputs shape {shape}, not a "
-                          "convolutional feature map (C, h, w).",
+                          "convolutional feature map (C, h, w) or (C, L).",
                           source=f"{spec.source} (model '{spec.id}')", key="target_layer",
                           fix="name a convolutional layer or block.")
 
