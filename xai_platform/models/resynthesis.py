@@ -162,9 +162,13 @@ class SpectrogramView(ModelHandle):
 
     def method_note(self, method: MethodInfo) -> str:
         if "layer_gradients" in method.needs:
-            return (f"{method.label} of a waveform model: its layer is a 1-D convolution over "
-                    "time, so the map says *when* (time only); it is drawn the same at every "
-                    "frequency and says nothing about which frequencies.")
+            if len(self.model.layer_output_shape(self.spec.target_layer or "")) == 2:
+                return (f"{method.label} of a waveform model: its layer is a 1-D convolution "
+                        "over time, so the map says *when* (time only); it is drawn the same at "
+                        "every frequency and says nothing about which frequencies.")
+            return (f"{method.label} of a waveform model: the map lies on the model's own "
+                    "feature grid (computed from the samples, e.g. its own filterbank), stretched "
+                    "onto this plane; it lines up with this spectrogram only roughly.")
         if "input_gradients" in method.needs:
             return (f"{method.label} of a waveform model, on its spectrogram: the waveform "
                     "gradient is carried back through the inverse STFT (resynthesis with the "

@@ -274,8 +274,8 @@ class TorchHandle(ModelHandle):
                 module.reset_parameters()
         finally:
             torch.random.set_rng_state(gen_state)
-        return TorchHandle(self.spec, net, device=self.device, untrained=True,
-                           default_batch_size=self.default_batch_size, calibration=self.calibration)
+        return type(self)(self.spec, net, device=self.device, untrained=True,
+                          default_batch_size=self.default_batch_size, calibration=self.calibration)
 
 
 def layer_output_shape(net: nn.Module, spec: ModelSpec, layer: str) -> tuple[int, ...]:
