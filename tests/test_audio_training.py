@@ -308,6 +308,35 @@ def test_cap_per_language_keeps_whole_clips():
     assert audio_features.cap_per_language(fs, None, seed=0) is fs
 
 
+def test_real_speakers_limits_the_real_voices_and_keeps_every_fake():
+    """--real-speakers N keeps the real clips of N speakers (a speaker the corpus does not
+    know counts once per source and language), every fake, and whole clips; out of range is
+    refused with the range."""
+    clips = ([audio_data.Clip(Path(f"r{s}{i}.wav"), "real", "train", "en", speaker=f"spk{s}")
+              for s in range(4) for i in range(3)]
+             + [audio_data.Clip(Path(f"t{lang}{i}.wav"), "real", "train", lang, source="tux")
+                for lang in ("fr", "es") for i in range(2)]
+             + [audio_data.Clip(Path(f"f{i}.wav"), "fake", "train", "en", speaker="spk0")
+                for i in range(5)])
+    owners = np.repeat(np.arange(len(clips)), 2)
+    y_clip = np.array([int(c.label == "fake") for c in clips])
+    fs = audio_features.FeatureSet(np.zeros((len(owners), 1, 1), np.float32), y_clip[owners],
+                                   owners, clips, y_clip)
+    assert len({audio_features.speaker_group(c) for c in clips if c.label == "real"}) == 6
+    for n in (1, 3, 6):
+        kept = audio_features.limit_real_speakers(fs, n, seed=0)
+        reals = [c for c in kept.clips if c.label == "real"]
+        assert len({audio_features.speaker_group(c) for c in reals}) == n
+        groups = {audio_features.speaker_group(c) for c in reals}
+        assert len(reals) == sum(audio_features.speaker_group(c) in groups
+                                 for c in clips if c.label == "real")
+        assert sum(c.label == "fake" for c in kept.clips) == 5
+        assert len(kept.x) == 2 * len(kept.clips)
+    assert audio_features.limit_real_speakers(fs, None, seed=0) is fs
+    with pytest.raises(SystemExit, match="1..6"):
+        audio_features.limit_real_speakers(fs, 7, seed=0)
+
+
 def test_match_speech_duration_removes_the_length_cue():
     """After matching, speech length says nothing about the label within any language (equal
     real and fake counts per bin), whole clips are kept, and data without speech lengths

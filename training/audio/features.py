@@ -129,6 +129,30 @@ def cap_per_language(fs: FeatureSet, n: int | None, *, seed: int) -> FeatureSet:
     return _keep_clips(fs, keep)
 
 
+def speaker_group(clip: Clip) -> str:
+    """Who a real clip's voice belongs to: its speaker, or its source and language where the
+    corpus does not know the speaker (Tux Paint's volunteers)."""
+    if clip.speaker:
+        return clip.speaker
+    return f"{clip.source}:{clip.language}"
+
+
+def limit_real_speakers(fs: FeatureSet, n: int | None, *, seed: int) -> FeatureSet:
+    """The real clips of ``n`` speakers only (a seeded choice of :func:`speaker_group`; every
+    fake kept), for a learning curve against the number of real speakers. ``None``: ``fs``
+    unchanged."""
+    if n is None:
+        return fs
+    groups = sorted({speaker_group(c) for c in fs.clips if c.label == "real"})
+    if n < 1 or n > len(groups):
+        raise SystemExit(f"--real-speakers must lie in 1..{len(groups)} (the training split's "
+                         f"real speakers), got {n}.")
+    chosen = set(np.random.default_rng(seed).choice(groups, n, replace=False).tolist())
+    keep = [i for i, c in enumerate(fs.clips)
+            if c.label != "real" or speaker_group(c) in chosen]
+    return _keep_clips(fs, keep)
+
+
 def match_speech_duration(fs: FeatureSet, bin_s: float | None, *, seed: int) -> FeatureSet:
     """Within each language, as many real as fake clips in every ``bin_s``-second bin of
     trimmed speech length (a seeded choice of the larger class; all their windows kept), so

@@ -60,7 +60,8 @@ from ..weights import imagenet_init, load_saved, save_weights
 from .augment import AUGMENTATIONS, augmentation
 from .data import SPLITS, Clip, load_clips
 from .evaluate import DEGRADATIONS, band_summary, clip_probabilities, report, window_logits
-from .features import FeatureSet, cap_per_language, feature_set, match_speech_duration, resplit
+from .features import (FeatureSet, cap_per_language, feature_set, limit_real_speakers,
+                       match_speech_duration, resplit)
 
 VERDICT_RULE = "mean of window probabilities >= threshold"
 SPLIT_RULE = "by language (offline corpus) / as distributed (Fake-or-Real)"
@@ -81,6 +82,7 @@ class AudioOptions:
     augment: str = "masks"  # a key of AUGMENTATIONS
     cap_per_language: int | None = None
     match_speech_duration: float | None = None  # bin width in seconds
+    real_speakers: int | None = None  # train on the real clips of this many speakers
     init: str = "random"  # or "imagenet"
     train_languages: tuple[str, ...] | None = None
     validation_languages: tuple[str, ...] | None = None
@@ -158,7 +160,8 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
             options.train, history, command=options.command, seconds=train_seconds,
             augmentation=f"{options.augment}: {AUGMENTATIONS[options.augment]}, both classes",
             init=init, options={"cap_per_language": options.cap_per_language,
-                                "match_speech_duration_s": options.match_speech_duration},
+                                "match_speech_duration_s": options.match_speech_duration,
+                                "real_speakers": options.real_speakers},
             # this session's time outside training (a resumed run trained earlier too)
             other_seconds=time.time() - t_start - this_session,
             total_seconds=time.time() - t_start),
@@ -208,6 +211,7 @@ def training_sets(spec: ModelSpec, clips: Sequence[Clip],
     sets["train"] = cap_per_language(sets["train"], options.cap_per_language, seed=seed)
     sets["train"] = match_speech_duration(sets["train"], options.match_speech_duration,
                                           seed=seed)
+    sets["train"] = limit_real_speakers(sets["train"], options.real_speakers, seed=seed)
     return sets
 
 
@@ -289,6 +293,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--match-speech-duration", type=float, default=None, metavar="BIN_S",
                         help="train on as many real as fake clips per language and BIN_S-second "
                              "bin of speech length (offline corpus; a seeded choice)")
+    parser.add_argument("--real-speakers", type=int, default=None, metavar="N",
+                        help="train on the real clips of N speakers only (seeded choice; every "
+                             "fake kept): the learning curve against the number of speakers")
     parser.add_argument("--train-languages", default=None, metavar="L1,L2",
                         help="train on these languages of the training and validation splits "
                              "(folds, learning curves; test languages are refused)")
@@ -321,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
                           + ([args.cap_per_language] if args.cap_per_language else [])
                           + ([args.init] if args.init != "random" else [])
                           + ([args.match_speech_duration] if args.match_speech_duration else [])
+                          + ([f"speakers={args.real_speakers}"] if args.real_speakers else [])
                           + ([args.train_languages, args.validation_languages]
                              if args.train_languages or args.validation_languages else []))
     tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
@@ -338,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
         cache_dir=args.cache_dir or ROOT / "data" / "feature_cache", checkpoint=checkpoint,
         subset=args.for_subset, augment=args.augment, cap_per_language=args.cap_per_language,
         match_speech_duration=args.match_speech_duration, init=args.init,
+        real_speakers=args.real_speakers,
         train_languages=_languages(args.train_languages),
         validation_languages=_languages(args.validation_languages),
         robustness=not args.no_robustness,
