@@ -38,6 +38,9 @@ class ModelCheck:
     labels: list[str]
     ok: bool = False
     status: str = ""
+    #: which engine runs its forward-only batches and why (ForwardPath.to_dict())
+    forward: dict[str, Any] | None = None
+    forward_text: str = ""
     error: str | None = None
     input: str = ""
     output_shape: list[int] | None = None
@@ -58,6 +61,8 @@ class ModelCheck:
         if self.error:
             lines.append(f"  error: {self.error}")
         lines.append(f"  status: {self.status}")
+        if self.forward_text:
+            lines.append(f"  forward passes: {self.forward_text}")
         if self.output_shape is not None:
             lines.append(f"  input: {self.input}")
             lines.append(f"  output: probabilities of shape {tuple(self.output_shape)} over labels "
@@ -131,6 +136,8 @@ def check_model(spec: ModelSpec, *, settings: AppSettings | None = None,
             report.error = status.reason
             return report
         handle = manager.get(spec.id)
+        report.forward = handle.forward_path.to_dict()
+        report.forward_text = handle.forward_path.describe()
         if input_path is not None:
             session = Session()
             try:

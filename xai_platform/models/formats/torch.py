@@ -10,9 +10,12 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import hashlib
 import importlib
+import json
 import pickle
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -164,6 +167,13 @@ class TorchHandle(ModelHandle):
         with self.lock, torch.inference_mode():
             return self._scores(self._raw(self._tensor(x))).float().cpu().numpy()
 
+    def _outputs_batch(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        torch = _torch()
+        with self.lock, torch.inference_mode():
+            raw = self._raw(self._tensor(x))
+            return (self._probs(raw).float().cpu().numpy(),
+                    self._scores(raw).float().cpu().numpy())
+
     def coalition_evaluator(self, x: FloatArray, baseline: FloatArray, segments: np.ndarray
                             ) -> Callable[[np.ndarray], FloatArray]:
         """On a GPU the perturbed batch is built there: only the 0/1 coalitions cross the bus."""
@@ -187,6 +197,42 @@ class TorchHandle(ModelHandle):
 
     def layers(self) -> list[tuple[str, str]]:
         return [(name, type(m).__name__) for name, m in self.net.named_modules() if name]
+
+    # --- the fast path's export (capability onnx_export) ---------------------------------------
+    def weights_fingerprint(self) -> str:
+        """sha256 of what the exported graph depends on: every parameter and buffer as loaded
+        (names, dtypes, shapes, bytes), the architecture and its arguments, the input shape,
+        and the torch and package versions. Keys the ONNX cache, so an untrained network (seeded)
+        and a randomised copy are keyed as well as a weights file."""
+        from ... import __version__
+
+        torch = _torch()
+        digest = hashlib.sha256(json.dumps(
+            [EXPORT_VERSION, __version__, torch.__version__, type(self.net).__qualname__,
+             self.spec.architecture, dict(self.spec.arch_args), self.spec.input.channels,
+             list(self.spec.input_shape)], sort_keys=True, default=str).encode())
+        with self.lock:
+            for name, t in self.net.state_dict().items():
+                t = t.detach().to("cpu").contiguous()
+                digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+                digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    def export_onnx(self, path: Path) -> None:
+        """Write the network, (N, C, H, W) float32 -> raw outputs (N, K), to ``path`` as ONNX
+        with a dynamic batch axis. torch 2.14's default exporter (``dynamo=True``) needs
+        onnxscript, which is not installed; the TorchScript-based one exports our networks
+        (measured: DenseNet-121 at 224 px in 5 s against 20 s, the same ONNX Runtime speed and
+        parity), so it is used, its deprecation notice silenced."""
+        torch = _torch()
+        h, w = self.spec.input_shape
+        example = torch.zeros(2, self.spec.input.channels, h, w, device=self.device)
+        with self.lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(self.net, (example,), str(path), dynamo=False,
+                              input_names=["input"], output_names=["output"],
+                              dynamic_axes={"input": {0: "n"}, "output": {0: "n"}},
+                              opset_version=EXPORT_OPSET)
 
     def raw_outputs(self, x: FloatArray) -> FloatArray:
         torch = _torch()
@@ -274,8 +320,14 @@ class TorchHandle(ModelHandle):
                 module.reset_parameters()
         finally:
             torch.random.set_rng_state(gen_state)
-        return type(self)(self.spec, net, device=self.device, untrained=True,
-                          default_batch_size=self.default_batch_size, calibration=self.calibration)
+        return self.derive_fast_forward(type(self)(
+            self.spec, net, device=self.device, untrained=True,
+            default_batch_size=self.default_batch_size, calibration=self.calibration))
+
+
+#: the ONNX opset of exported graphs, and the version of the export (both key the cache)
+EXPORT_OPSET = 18
+EXPORT_VERSION = 1
 
 
 def layer_output_shape(net: nn.Module, spec: ModelSpec, layer: str) -> tuple[int, ...]:
@@ -450,7 +502,7 @@ class TorchFormat(ModelFormat):
     modules = ("torch",)
     install_hint = "pip install torch torchvision (see SETUP.md for the build to pick)"
     capabilities = Capabilities(device_batches=True, layer_gradients=True, input_gradients=True,
-                                randomize=True, reference_cam=True)
+                                randomize=True, reference_cam=True, onnx_export=True)
 
     def check_spec(self, spec: ModelSpec) -> None:
         if ":" in spec.architecture:
