@@ -504,6 +504,15 @@ class TorchFormat(ModelFormat):
     capabilities = Capabilities(device_batches=True, layer_gradients=True, input_gradients=True,
                                 randomize=True, reference_cam=True, onnx_export=True)
 
+    def capabilities_for(self, spec: ModelSpec) -> Capabilities:
+        """A raw-waveform network takes (N, n_samples), not the (N, C, H, W) planes the
+        export and the pytorch-grad-cam reference feed it: neither applies to it."""
+        if getattr(spec.input, "waveform", False):
+            from dataclasses import replace
+
+            return replace(self.capabilities, onnx_export=False, reference_cam=False)
+        return self.capabilities
+
     def check_spec(self, spec: ModelSpec) -> None:
         if ":" in spec.architecture:
             check_package_callable(spec)
