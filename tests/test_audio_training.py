@@ -266,7 +266,50 @@ def test_the_default_is_chosen_on_validation_among_usable_models():
 # Training-only helpers: augmentation and the per-language cap
 
 
-@pytest.mark.parametrize("kind", [k for k in audio_augment.AUGMENTATIONS if k != "none"])
+@needs_torch
+def test_one_epoch_of_a_waveform_model_on_its_samples(tmp_path):
+    """A raw-waveform detector trains on the windows' samples (the same as inference), and its
+    card's band summary is computed on the log-mel plane the app explains it on."""
+    data = tiny_corpus(tmp_path / "corpus", per_class=4)
+    weights = tmp_path / "weights" / "tiny-wave.pt"
+    entry = {"id": "tiny-train-wave", "name": "Tiny waveform", "framework": "torch",
+             "modality": "audio", "architecture": "rawnet2_slim", "weights": str(weights),
+             "labels": ["real", "fake"], "positive_label": "fake", "output": "sigmoid",
+             "target_layer": "blocks.2",
+             "arch_args": {"n_filters": 4, "kernel_size": 33, "widths": [4, 4, 8], "gru": 8},
+             "input": {**TINY_INPUT, "kind": "waveform", "normalize": "none"}}
+    config = tmp_path / "wave.yaml"
+    config.write_text(yaml.safe_dump({"models": [entry]}), encoding="utf-8")
+    spec = load_config([config]).model("tiny-train-wave")
+    clip = data / "clips" / "test" / "real" / "cc" / "real-0.wav"
+    x = audio_features.clip_features(clip, spec.input)
+    prepared = prepare(clip, spec, settings=NO_SPEECH_CHECK)
+    assert x.shape[1:] == (1, 4000)
+    np.testing.assert_array_equal(x[:, 0], prepared.data["waveforms"])
+    card = audio_train.main(["--model", "tiny-train-wave", "--config", str(config),
+                             "--data", str(data), "--epochs", "1", "--batch-size", "8",
+                             "--cache-dir", str(tmp_path / "cache"), "--no-robustness",
+                             "--run-dir", str(tmp_path / "run"),
+                             "--explain", "integrated_gradients", "--explain-clips", "4"])
+    assert card.training.augmentation.startswith("wave:")
+    summary = card.explanations.methods["integrated_gradients"]
+    assert all(len(v["top_bands"]) == 5 for v in summary.values())
+    handle = ModelManager(load_config([config])).get("tiny-train-wave")
+    assert not handle.untrained and handle.calibration.threshold is not None
+    with pytest.raises(SystemExit, match="does not apply to a waveform model"):
+        audio_augment.augmentation("masks", 80.0, waveform=True)
+
+
+def test_waveform_augmentation_is_seeded_and_keeps_the_range():
+    x = (0.5 * np.sin(np.linspace(0, 300, 4000, dtype=np.float32)))[None, None].repeat(4, 0)
+    augment = audio_augment.augmentation("wave", 80.0, waveform=True)
+    a, b = augment(x, np.random.default_rng(1)), augment(x, np.random.default_rng(1))
+    assert a.shape == x.shape and a.dtype == np.float32 and np.array_equal(a, b)
+    assert np.abs(a).max() <= 1.0 and not np.array_equal(a, x)
+
+
+@pytest.mark.parametrize("kind", [k for k in audio_augment.AUGMENTATIONS
+                                  if k not in audio_augment.WAVE_AUGMENTATIONS])
 def test_augmentations_keep_the_db_range_and_are_seeded(kind):
     rng = np.random.default_rng(0)
     x = np.clip(rng.normal(-40, 15, (8, 16, 40)), -80, 0).astype(np.float32)
@@ -461,9 +504,10 @@ AUDIO_EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "audio"
 @needs_torch
 def test_shipped_audio_detectors_give_the_right_verdicts_on_the_examples():
     """Every shipped audio detector (PyTorch and Keras) loads with the card's calibration and
-    calls the example recordings (test languages, never heard in training) what they are, at
-    its card's threshold, with the app's verdict rule; its card reports figures for test
-    languages kept out of training."""
+    calls the example recordings (corpus v1's test languages; a corpus v2 model has heard
+    them) what they are, at its card's threshold, with the app's verdict rule; its card
+    reports figures for test languages (v2: test sources, languages, generators) kept out of
+    training."""
     from xai_platform.pipeline import analyse
 
     config = load_config()
@@ -483,7 +527,12 @@ def test_shipped_audio_detectors_give_the_right_verdicts_on_the_examples():
         handle = manager.get(spec.id)
         assert not handle.untrained and handle.calibration.threshold is not None
         card = manager.card(spec.id)
-        assert set(card.splits["test"].languages).isdisjoint(card.splits["train"].languages)
+        held_out = ((card.data.details or {}).get("corpus") or {}).get("test_held_out")
+        if held_out:  # corpus v2: whole sources, languages, speakers, generators held out
+            assert not set(held_out["languages"]) & set(card.splits["train"].languages)
+            assert not set(held_out["generators"]) & set(card.data.generators_trained_on)
+        else:  # corpus v1: split by language
+            assert set(card.splits["test"].languages).isdisjoint(card.splits["train"].languages)
         assert card.metrics["test"].n > 1000
         for path in examples:
             verdict = analyse(handle, prepare(path, spec)).prediction.label

@@ -201,10 +201,13 @@ def _safe_stem(name: str) -> str:
 
 
 def cmd_fetch(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from .models.formats import get_format
+
     manager = _manager(args, config)
     for model_id in args.models:
         spec = manager.spec(model_id)
-        if spec.weights is not None and spec.weights.is_file() and not args.force:
+        found = get_format(spec.framework).weights_found(spec)
+        if spec.weights is not None and found and not args.force:
             print(f"{model_id}: weights already there ({spec.weights})")
             continue
         _fetch(manager, model_id, quiet=args.quiet)

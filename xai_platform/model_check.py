@@ -24,6 +24,9 @@ from .errors import XAIError
 _CONV_LIKE = re.compile(r"conv|relu|activation|act$|block|bottleneck|stage|layer|features|"
                         r"sequential|add|concatenate|batchnorm|pool", re.IGNORECASE)
 
+#: modules whose (C, L) output is a 1-D convolutional map over time (not a (T, C) sequence)
+_CONV_1D = re.compile(r"conv|block|pool|batchnorm1d|fms|relu", re.IGNORECASE)
+
 
 @dataclass
 class ModelCheck:
@@ -82,7 +85,8 @@ class ModelCheck:
 
 
 def candidate_layers(handle: Any, *, limit: int = 5) -> list[dict[str, Any]]:
-    """The last ``limit`` layers whose output is a (C, h, w) feature map, deepest last."""
+    """The last ``limit`` layers whose output is a (C, h, w) feature map, or the (C, L) map
+    over time of a 1-D convolution (waveform models), deepest last."""
     found: list[dict[str, Any]] = []
     try:
         layers = handle.layers()
@@ -97,7 +101,8 @@ def candidate_layers(handle: Any, *, limit: int = 5) -> list[dict[str, Any]]:
             shape = tuple(int(s) for s in handle.layer_output_shape(name))
         except Exception:  # noqa: BLE001 - a layer that cannot be measured is no candidate
             continue
-        if len(shape) == 3 and min(shape[1:]) > 1:
+        if (len(shape) == 3 and min(shape[1:]) > 1) or (len(shape) == 2 and shape[1] > 1
+                                                         and _CONV_1D.search(kind)):
             found.append({"name": name, "type": kind, "shape": list(shape)})
     return found[::-1]
 

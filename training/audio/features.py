@@ -29,7 +29,8 @@ Transform = Callable[[np.ndarray, int], tuple[np.ndarray, int]]
 
 def clip_features(source: Path, spec: AudioInput, *, transform: Transform | None = None,
                   max_seconds: float = 600.0) -> np.ndarray:
-    """(n_windows, n_mels, n_frames) float32 dB planes of one file, as the app computes them.
+    """(n_windows, n_mels, n_frames) float32 dB planes of one file, as the app computes them
+    (a waveform model: the windows' samples, (n_windows, 1, n_samples)).
 
     Without ``transform`` this *is* the inference path (``load_for_model`` -> ``features``).
     ``transform(wave, sr) -> (wave, sr)`` alters the decoded audio first (codec checks).
@@ -41,12 +42,13 @@ def clip_features(source: Path, spec: AudioInput, *, transform: Transform | None
         wave, sr = transform(wave, sr)
         audio.check_not_silent(wave)
         windows = audio.split_windows(audio.resample(wave, sr, spec.sample_rate), spec)
-    return audio.features(windows, spec)
+    return audio.model_inputs(windows, spec)
 
 
 @dataclass
 class FeatureSet:
-    """Windows of one split: x (N, H, W) float32 dB, y (N,) class index, clip (N,) index of
+    """Windows of one split: x (N, H, W) float32 dB (a waveform model: (N, 1, n_samples)
+    samples), y (N,) class index, clip (N,) index of
     the window's clip in ``clips``; ``y_clip`` (C,) the clips' class indices."""
 
     x: np.ndarray

@@ -9,9 +9,9 @@
 ``real|fake``).
 
 Features are made by the app's own inference path (:func:`xai_platform.preprocessing.audio.
-load_for_model` -> :func:`~xai_platform.preprocessing.audio.features`: decode, resample, windows,
-:func:`~xai_platform.preprocessing.audio.spectrogram`), so the model is trained on exactly what it
-will be served; they are cached per split as ``.npy`` under a key of the feature settings and
+load_for_model` -> :func:`~xai_platform.preprocessing.audio.model_inputs`: decode, resample,
+windows, :func:`~xai_platform.preprocessing.audio.spectrogram`, or the windows' samples for a
+waveform model), so the model is trained on exactly what it will be served; they are cached per split as ``.npy`` under a key of the feature settings and
 the files. A clip longer than the window gives several training windows; a clip is scored as
 the app scores a recording (mean of its windows' probabilities).
 
@@ -26,7 +26,8 @@ measured on the saved file:
 * EER again after every test clip, real and fake alike, goes through the same degradation (8 kHz
   + loudness + MP3; low-bitrate Ogg Vorbis + loudness), to check the model learned voices, not
   recording artefacts;
-* which mel bands Grad-CAM and Integrated Gradients point at on up to 100 test clips.
+* which mel bands Grad-CAM and Integrated Gradients point at on up to 100 test clips (a
+  waveform model is explained on the window's log-mel, as the app does).
 """
 
 
@@ -227,7 +228,8 @@ def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
     history = train(spec, network, sets["train"].x, sets["train"].y,
                     sets["validation"].x, sets["validation"].y, options.train,
                     checkpoint=checkpoint,
-                    augment=augmentation(options.augment, spec.input.top_db))
+                    augment=augmentation(options.augment, spec.input.top_db,
+                                         waveform=spec.input.waveform))
     this_session = time.time() - t_train
     if timing is not None:
         timing.parent.mkdir(parents=True, exist_ok=True)
@@ -283,8 +285,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="checkpoint folder (default: runs/audio/<model>-seed<seed>-<hash "
                              "of the data and training settings>)")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
-    parser.add_argument("--augment", choices=tuple(AUGMENTATIONS), default="masks",
-                        help="feature-domain augmentation of both classes")
+    parser.add_argument("--augment", choices=tuple(AUGMENTATIONS), default=None,
+                        help="augmentation of both classes (default: masks; wave for a "
+                             "waveform model)")
     parser.add_argument("--cap-per-language", type=int, default=None, metavar="N",
                         help="train on at most N clips per language and label (seeded choice)")
     parser.add_argument("--match-speech-duration", type=float, default=None, metavar="BIN_S",
@@ -315,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
     args = parse_args(argv)
     spec = load_config(args.config).model(args.model)
     out = (args.out or default_out(spec)).resolve()
+    args.augment = args.augment or ("wave" if spec.input.waveform else "masks")
     if spec.framework == "keras" and not out.name.endswith(".weights.h5"):
         raise SystemExit("Keras weights must be a .weights.h5 file; fix --out.")
     # One checkpoint folder per set of training settings: a run with other settings never

@@ -44,9 +44,11 @@ if TYPE_CHECKING:
 #: every suffix the decoder reads (libsndfile, or the ffmpeg binary for MP3 / Ogg / Opus)
 EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 NORMALIZATIONS = ("db", "none")
-#: the front-ends: log-mel, or a linear-frequency filterbank (log_linear in preprocessing.audio)
-KINDS = ("log_mel", "linear")
-_KIND_WORDS = {"log_mel": ("log-mel", "mel scale"), "linear": ("log spectrogram", "linear")}
+#: the front-ends: log-mel, a linear-frequency filterbank (log_linear in preprocessing.audio),
+#: or the raw waveform (the model's own front-end; explained on the log-mel of the window)
+KINDS = ("log_mel", "linear", "waveform")
+_KIND_WORDS = {"log_mel": ("log-mel", "mel scale"), "linear": ("log spectrogram", "linear"),
+               "waveform": ("log-mel of the waveform", "mel scale")}
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,10 @@ class AudioInput:
     """Input of an audio model: a log spectrogram in dB, (n_mels, frames).
 
     ``kind`` picks the frequency axis: ``log_mel`` (mel bands) or ``linear`` (bands evenly
-    spaced in Hz); ``n_mels`` is the number of bands either way.
+    spaced in Hz); ``n_mels`` is the number of bands either way. ``waveform``: the model takes
+    the window's samples, (1, n_samples) in [-1, 1], and is explained on the log-mel plane of
+    the window (:attr:`plane_shape`) through :class:`~xai_platform.models.resynthesis.
+    SpectrogramView`, which resynthesises a changed plane with the window's own phase.
     """
 
     sample_rate: int = 16000
@@ -81,9 +86,20 @@ class AudioInput:
         return 1 + self.n_samples // self.hop_length
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """(H, W) = (n_mels, frames) of the feature plane the model sees."""
+    def waveform(self) -> bool:
+        """Whether the model takes the raw waveform (``kind: waveform``)."""
+        return self.kind == "waveform"
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        """(bands, frames) of the spectrogram plane shown and explained."""
         return (self.n_mels, self.n_frames)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of what the model takes: the spectrogram plane, or (1, n_samples) for a
+        waveform model."""
+        return (1, self.n_samples) if self.waveform else self.plane_shape
 
     @property
     def f_max(self) -> float:
@@ -165,7 +181,14 @@ class Audio(Modality):
     )
 
     def parse_input(self, raw: Mapping[str, Any], *, source: str) -> AudioInput:
-        spec = AudioInput(**parse_fields(raw, _TYPES, source=source, prefix="input."))
+        fields = parse_fields(raw, _TYPES, source=source, prefix="input.")
+        if fields.get("kind") == "waveform":  # samples in [-1, 1] go in as they are
+            fields.setdefault("normalize", "none")
+            if fields["normalize"] != "none":
+                raise ConfigError("a waveform model takes the samples in [-1, 1] as they are.",
+                                  source=source, key="input.normalize",
+                                  fix="remove it, or write none.")
+        spec = AudioInput(**fields)
         for key in ("sample_rate", "duration", "n_fft", "hop_length", "n_mels", "top_db"):
             check_positive(getattr(spec, key), source=source, key=f"input.{key}")
         check_positive(spec.fmin, source=source, key="input.fmin", strict=False)
@@ -179,6 +202,9 @@ class Audio(Modality):
                               fix="use hop_length <= n_fft.")
         if spec.window_hop is not None:
             check_positive(spec.window_hop, source=source, key="input.window_hop")
+        if spec.waveform and spec.channels != 1:
+            raise ConfigError("a waveform model takes one (mono) channel.", source=source,
+                              key="input.channels", fix="remove it, or write 1.")
         if spec.channels not in (1, 3):
             raise ConfigError("channels must be 1 or 3.", source=source, key="input.channels",
                               fix="use 1, or 3 for a network with an RGB stem.")
@@ -221,6 +247,28 @@ class Audio(Modality):
 
     def window_seconds(self, spec: ModelSpec) -> float:
         return float(spec.input.duration)
+
+    # --- waveform models: scored on the samples, explained on the spectrogram -------------------
+    def predict(self, model: Any, prepared: PreparedInput) -> FloatArray:
+        if model.spec.input.waveform:
+            return model.predict(np.asarray(prepared.data["waveforms"], np.float32)[:, None])
+        return model.predict(prepared.planes)
+
+    def reference(self, prepared: PreparedInput, window: int) -> dict[str, Any]:
+        waves = prepared.data.get("waveforms")
+        return {} if waves is None else {"window_wave": np.asarray(waves[window], np.float32)}
+
+    def explained_model(self, model: Any, display: FloatArray, extras: Mapping[str, Any]) -> Any:
+        """A waveform model through the window's spectrogram
+        (:class:`~xai_platform.models.resynthesis.SpectrogramView`); others as they are."""
+        from ..models.resynthesis import SpectrogramView
+
+        if not model.spec.input.waveform or isinstance(model, SpectrogramView):
+            return model
+        if "window_wave" not in extras:
+            raise InputError("explaining a waveform model needs the window's samples; explain "
+                             "it through the service or pipeline.explain.")
+        return SpectrogramView(model, extras["window_wave"], display)
 
     def segment_phrase(self, positive_label: str) -> str:
         # The audio models here detect synthetic speech; their positive label says so.
@@ -332,8 +380,14 @@ class Audio(Modality):
 
     # --- benchmarks -----------------------------------------------------------------------------
     def sample_plane(self, spec: ModelSpec, rng: np.random.Generator) -> FloatArray:
-        """A harmonic spectrogram in dB."""
-        h, w = spec.input_shape
+        """A harmonic spectrogram in dB; for a waveform model what it takes, a harmonic
+        tone (1, n_samples) in [-1, 1]."""
+        if spec.input.waveform:
+            t = np.arange(spec.input.n_samples) / spec.input.sample_rate
+            wave = sum(np.sin(2 * np.pi * 220.0 * k * t) / k for k in range(1, 6))
+            wave = 0.2 * wave * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+            return (wave + 0.003 * rng.standard_normal(len(t)))[None].astype(np.float32)
+        h, w = spec.input.plane_shape
         yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
         harmonics = sum(np.exp(-((yy * h - k * h / 9) ** 2) / 4.0) for k in range(1, 8))
         envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * xx)

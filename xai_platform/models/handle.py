@@ -332,6 +332,11 @@ class ModelHandle(ABC):
         """The framework's own model object (for library baselines), or None."""
         return None
 
+    def method_note(self, method: Any) -> str:
+        """A note on what ``method`` (a :class:`~xai_platform.explainers.MethodInfo`) computes
+        on this model beyond its description, for the explanation's notes ("" for none)."""
+        return ""
+
     @property
     def capabilities(self):
         """What this model can do (its format's capabilities)."""

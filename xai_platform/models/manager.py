@@ -18,7 +18,7 @@ from typing import Literal
 from ..config import ModelSpec, PlatformConfig
 from ..errors import ModelUnavailableError, XAIError
 from ..familiarity import read as read_familiarity
-from ..files import sha256
+from ..files import folder_sha256, sha256
 from .cards import ModelCard, read_card, read_serving
 from .architectures import get_fetcher, has_fetcher
 from .formats import get_format
@@ -91,7 +91,7 @@ class ModelManager:
         fmt = get_format(spec.framework)
         if not fmt.installed():
             return ModelStatus("unavailable", f"{fmt.label} is not installed; {fmt.install_hint}")
-        if spec.weights is not None and not spec.weights.is_file():
+        if spec.weights is not None and not fmt.weights_found(spec):
             # A command that downloads published weights ("... fetch NAME") is not training.
             download = spec.train_command and " fetch " in f" {spec.train_command} "
             how = (f"fetch weights (needs internet): the Models tab's Fetch button, or "
@@ -113,7 +113,7 @@ class ModelManager:
         """Whether the entry's published weights can be fetched from the app or the CLI (its
         architecture declares a fetcher and the weights file is missing)."""
         spec = self.spec(model_id)
-        return (spec.weights is not None and not spec.weights.is_file()
+        return (spec.weights is not None and not get_format(spec.framework).weights_found(spec)
                 and has_fetcher(spec.architecture))
 
     def fetch(self, model_id: str, *, progress: Callable[[float, str], None] | None = None
@@ -234,8 +234,9 @@ class ModelManager:
     def weights_hash(self, model_id: str) -> str | None:
         """sha256 of the weights file (None for a model without weights)."""
         spec = self.spec(model_id)
-        if spec.weights is None or not spec.weights.is_file():
+        if spec.weights is None or not get_format(spec.framework).weights_found(spec):
             return None
         if model_id not in self._hashes:
-            self._hashes[model_id] = sha256(spec.weights)
+            self._hashes[model_id] = (sha256(spec.weights) if spec.weights.is_file()
+                                      else folder_sha256(spec.weights))
         return self._hashes[model_id]

@@ -462,7 +462,7 @@ def _check_window(wave: FloatArray, spec: AudioInput) -> FloatArray:
 def _to_db(power: npt.NDArray[Any], spec: AudioInput) -> FloatArray:
     # dB relative to the window's own maximum, floored at -top_db.
     if float(power.max()) <= 1e-10:  # ref=max would be 0 and every value 0 dB
-        return np.full(spec.shape, -spec.top_db, dtype=np.float32)
+        return np.full(spec.plane_shape, -spec.top_db, dtype=np.float32)
     db = _librosa().power_to_db(power, ref=np.max, top_db=spec.top_db).astype(np.float32)
     # Rounding can leave values a hair outside the documented range.
     return np.clip(db, -spec.top_db, 0.0, out=db)
@@ -507,18 +507,29 @@ def log_linear(wave: FloatArray, spec: AudioInput) -> FloatArray:
 
 
 def spectrogram(wave: FloatArray, spec: AudioInput) -> FloatArray:
-    """The feature plane the model sees for one window, by ``spec.kind``:
-    (spec.n_mels, spec.n_frames) float32 in [-spec.top_db, 0] dB."""
+    """The spectrogram plane of one window, by ``spec.kind`` (log-mel for ``log_mel`` and
+    ``waveform``): (spec.n_mels, spec.n_frames) float32 in [-spec.top_db, 0] dB."""
     return log_linear(wave, spec) if spec.kind == "linear" else log_mel(wave, spec)
 
 
 def features(windows: AudioWindows, spec: AudioInput) -> FloatArray:
     """:func:`spectrogram` of every window: (n_windows, n_mels, n_frames) float32 in
-    [-top_db, 0]."""
+    [-top_db, 0] (for a waveform model: the plane it is explained on)."""
     if windows.sample_rate != spec.sample_rate:
         raise ValueError(f"windows are at {windows.sample_rate} Hz but the model expects "
                          f"{spec.sample_rate} Hz; build them with load_for_model.")
     return np.stack([spectrogram(w, spec) for w in windows.windows])
+
+
+def model_inputs(windows: AudioWindows, spec: AudioInput) -> FloatArray:
+    """What the model takes for every window: :func:`features`, or for a waveform model
+    (``kind: waveform``) the windows' samples, (n_windows, 1, n_samples) float32 in [-1, 1]."""
+    if not spec.waveform:
+        return features(windows, spec)
+    if windows.sample_rate != spec.sample_rate:
+        raise ValueError(f"windows are at {windows.sample_rate} Hz but the model expects "
+                         f"{spec.sample_rate} Hz; build them with load_for_model.")
+    return np.ascontiguousarray(windows.windows[:, None, :], dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -608,7 +619,7 @@ def invert_band_mask(wave_window: FloatArray, spec: AudioInput, mask: npt.ArrayL
         wave_window: (n,) float32 at ``spec.sample_rate``, normally one window of
             ``spec.n_samples``.
         mask: (spec.n_mels, 1 + n // spec.hop_length) in [0, 1] (values outside are clipped);
-            for a full window that is ``spec.shape``.
+            for a full window that is ``spec.plane_shape``.
         floor: gain in [0, 1] where the mask is 0.
 
     Returns:

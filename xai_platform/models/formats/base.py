@@ -86,6 +86,10 @@ class ModelFormat(ABC):
         """The loaded model (weights loaded safely: no code from a weights file runs);
         problems raise :class:`~xai_platform.errors.ModelUnavailableError`."""
 
+    def weights_found(self, spec: ModelSpec) -> bool:
+        """Whether the entry's weights are there (default: ``weights`` is a file)."""
+        return spec.weights is not None and spec.weights.is_file()
+
     def check_untrusted(self, spec: ModelSpec) -> None:
         """Raise :class:`ConfigError` if loading this entry from an untrusted person (the
         app's "plug in a model" panel) could run code named by the entry or stored in the file.

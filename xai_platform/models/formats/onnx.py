@@ -211,6 +211,11 @@ class OnnxFormat(ModelFormat):
                               key="architecture",
                               fix=f"use {RUNTIME} (onnxruntime) or {CONVERTED} (converted to "
                                   "PyTorch: gradient methods too).")
+        if getattr(spec.input, "waveform", False):
+            raise ConfigError("raw-waveform models (input.kind: waveform) are not supported for "
+                              "ONNX models yet.", source=where, key="input.kind",
+                              fix="export the network for framework: torch (a state_dict) or "
+                                  "torchscript, or use a spectrogram input.")
         if spec.weights is None or spec.weights.suffix != ".onnx":
             raise ConfigError("an ONNX model needs its '.onnx' file.", source=where,
                               key="weights", fix="set weights: to the path of model.onnx.")

@@ -68,12 +68,15 @@ def _adapter_class() -> type:
         def __init__(self, spec: ModelSpec) -> None:
             super().__init__()
             torch = _torch()
+            self.waveform = bool(getattr(spec.input, "waveform", False))
             self.channels = c = spec.input.channels
             scale, shift = normalization(spec)
             self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32).view(1, c, 1, 1))
             self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32).view(1, c, 1, 1))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.waveform:  # (N, 1, n_samples) -> (N, n_samples), as waveform nets take it
+                return x[:, 0] * self.scale[0, 0, 0] + self.shift[0, 0, 0]
             x = x.unsqueeze(1).expand(-1, self.channels, -1, -1)
             return x * self.scale + self.shift
 
@@ -82,7 +85,8 @@ def _adapter_class() -> type:
 
 def InputAdapter(spec: ModelSpec) -> nn.Module:  # noqa: N802 - used as a class
     """(N, H, W) feature planes -> (N, C, H, W) network input, normalised as the config says
-    (:func:`xai_platform.models.handle.normalization`)."""
+    (:func:`xai_platform.models.handle.normalization`); a waveform model's (N, 1, n_samples)
+    -> (N, n_samples)."""
     return _adapter_class()(spec)
 
 
@@ -281,6 +285,8 @@ class TorchHandle(ModelHandle):
             picked = scores.gather(1, t[:, None])[:, 0]
             act = store["activation"]
             (grads,) = torch.autograd.grad(picked.sum(), act)
+        if act.ndim == 3:  # a 1-D convolution (N, C, L): a feature map one row high
+            act, grads = act[:, :, None], grads[:, :, None]
         if act.ndim != 4:
             raise ConfigError(f"layer '{name}' outputs shape {tuple(act.shape)}, not a "
                               "convolutional feature map (N, C, h, w).", source=self.spec.source,
@@ -314,7 +320,7 @@ class TorchHandle(ModelHandle):
                 module.reset_parameters()
         finally:
             torch.random.set_rng_state(gen_state)
-        return self.derive_fast_forward(TorchHandle(
+        return self.derive_fast_forward(type(self)(
             self.spec, net, device=self.device, untrained=True,
             default_batch_size=self.default_batch_size, calibration=self.calibration))
 
@@ -332,11 +338,10 @@ def layer_output_shape(net: nn.Module, spec: ModelSpec, layer: str) -> tuple[int
     hook = module.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape[1:]))
                                         if isinstance(out, torch.Tensor) else None)
     try:
-        h, w = spec.input_shape
         param = next(net.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         with torch.no_grad():
-            net(torch.zeros(1, spec.input.channels, h, w, device=device))
+            net(example_input(spec, device=device))
     finally:
         hook.remove()
     if not shapes:
@@ -344,6 +349,16 @@ def layer_output_shape(net: nn.Module, spec: ModelSpec, layer: str) -> tuple[int
                           source=f"{spec.source} (model '{spec.id}')", key="target_layer",
                           fix="name a module the network's forward uses.")
     return shapes[0]
+
+
+def example_input(spec: ModelSpec, *, device: Any = "cpu") -> torch.Tensor:
+    """A zero network input for one example: (1, C, H, W), or (1, n_samples) for a waveform
+    model (what :func:`InputAdapter` gives)."""
+    torch = _torch()
+    h, w = spec.input_shape
+    if getattr(spec.input, "waveform", False):
+        return torch.zeros(1, w, device=device)
+    return torch.zeros(1, spec.input.channels, h, w, device=device)
 
 
 #: ``architecture: package.module:callable`` of an installed package (no registered builder)
@@ -470,9 +485,9 @@ def verify(spec: ModelSpec) -> None:
     except (NotImplementedError, RuntimeError):  # an op without a meta kernel: use the CPU
         net = build_network(spec)
         shape = layer_output_shape(net, spec, spec.target_layer)
-    if len(shape) != 3:
+    if len(shape) not in (2, 3):  # (C, L) of a 1-D convolution, (C, h, w) of a 2-D one
         raise ConfigError(f"layer '{spec.target_layer}' outputs shape {shape}, not a "
-                          "convolutional feature map (C, h, w).",
+                          "convolutional feature map (C, h, w) or (C, L).",
                           source=f"{spec.source} (model '{spec.id}')", key="target_layer",
                           fix="name a convolutional layer or block.")
 
@@ -488,6 +503,15 @@ class TorchFormat(ModelFormat):
     install_hint = "pip install torch torchvision (see SETUP.md for the build to pick)"
     capabilities = Capabilities(device_batches=True, layer_gradients=True, input_gradients=True,
                                 randomize=True, reference_cam=True, onnx_export=True)
+
+    def capabilities_for(self, spec: ModelSpec) -> Capabilities:
+        """A raw-waveform network takes (N, n_samples), not the (N, C, H, W) planes the
+        export and the pytorch-grad-cam reference feed it: neither applies to it."""
+        if getattr(spec.input, "waveform", False):
+            from dataclasses import replace
+
+            return replace(self.capabilities, onnx_export=False, reference_cam=False)
+        return self.capabilities
 
     def check_spec(self, spec: ModelSpec) -> None:
         if ":" in spec.architecture:
