@@ -211,6 +211,23 @@ def test_sigmoid_model_explains_the_negated_logit_for_class_zero(manager):
 
 
 @needs_torch
+def test_custom_cnn_time_norm_ignores_a_stationary_channel_colouring():
+    """With ``time_norm`` a constant gain per band (a telephone band, a microphone's response:
+    an offset per row in dB) leaves the output unchanged; without it the output moves."""
+    import torch
+
+    from xai_platform.models.architectures.torch_layers import CustomCNN
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 16, 40) * 10 - 40
+    colour = torch.linspace(-20, 5, 16)[None, None, :, None]  # dB per band
+    for time_norm, same in ((True, True), (False, False)):
+        net = CustomCNN(1, 1, width=4, depth=2, time_norm=time_norm).eval()
+        with torch.no_grad():
+            moved = (net(x) - net(x + colour)).abs().max().item()
+        assert (moved < 1e-4) is same
+
+
 def test_inception_slim_is_four_branches_and_explains_at_its_last_block():
     """The Inception-style network concatenates its four branches (so each block's output has
     ``c_out`` channels, a quarter from each), and Grad-CAM's layer ``features.<3 * stages>``

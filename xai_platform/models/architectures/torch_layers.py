@@ -31,11 +31,17 @@ class CustomCNN(nn.Module):
     ``features.<i>`` are conv blocks (two 3x3 convs, BN, ReLU, then 2x2 max-pool except the
     last); ``features.<depth-1>`` is the natural Grad-CAM layer. Head: global average pooling,
     dropout, linear.
+
+    ``time_norm``: first subtract each row's mean over the last axis (for a spectrogram, each
+    band's mean level over the window: cepstral mean normalisation, which removes a stationary
+    channel colouring such as a telephone band or a microphone's response). It is part of the
+    network, so explanations stay on the plane the user sees.
     """
 
     def __init__(self, in_channels: int, num_outputs: int, *, width: int = 32, depth: int = 4,
-                 dropout: float = 0.2) -> None:
+                 dropout: float = 0.2, time_norm: bool = False) -> None:
         super().__init__()
+        self.time_norm = time_norm
         blocks, c_in = [], in_channels
         for i in range(depth):
             c_out = width * 2 ** min(i, 3)
@@ -47,6 +53,8 @@ class CustomCNN(nn.Module):
         self.classifier = nn.Linear(c_in, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.time_norm:
+            x = x - x.mean(dim=-1, keepdim=True)
         x = self.pool(self.features(x)).flatten(1)
         return self.classifier(self.dropout(x))
 
@@ -54,7 +62,8 @@ class CustomCNN(nn.Module):
 def build_custom_cnn(spec) -> nn.Module:
     args = dict(spec.arch_args)
     return CustomCNN(spec.input.channels, spec.num_outputs, width=int(args.get("width", 32)),
-                     depth=int(args.get("depth", 4)), dropout=float(args.get("dropout", 0.2)))
+                     depth=int(args.get("depth", 4)), dropout=float(args.get("dropout", 0.2)),
+                     time_norm=bool(args.get("time_norm", False)))
 
 
 def _replace_stem(conv: nn.Conv2d, in_channels: int, stride: int | None = None) -> nn.Conv2d:
