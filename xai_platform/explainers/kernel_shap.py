@@ -97,8 +97,14 @@ def kernel_coalitions(m: int, budget: int, rng: np.random.Generator) -> tuple[np
 
 
 def solve_shapley(coalitions: np.ndarray, weights: np.ndarray, values: np.ndarray,
-                  f_none: float, f_all: float) -> np.ndarray:
-    """Weighted least squares for phi (M,) with sum(phi) = f_all - f_none."""
+                  f_none: float, f_all: float, *, ridge: float = 0.0) -> np.ndarray:
+    """Weighted least squares for phi (M,) with sum(phi) = f_all - f_none.
+
+    ``ridge`` > 0 adds ``lambda * |phi|^2`` with lambda = ridge * (mean diagonal of the weighted
+    Gram matrix) * (M / n) * (the share of the values' variance a linear fit leaves unexplained,
+    adjusted for its M - 1 coefficients; 1 when n <= M): it shrinks the noisy estimate from
+    few coalitions and fades as n grows, and a game the linear fit explains exactly (an
+    additive one) is not shrunk at all."""
     m = coalitions.shape[1]
     total = f_all - f_none
     if m == 1:
@@ -108,7 +114,26 @@ def solve_shapley(coalitions: np.ndarray, weights: np.ndarray, values: np.ndarra
     design = z[:, :-1] - z[:, -1:]
     sw = np.sqrt(weights)[:, None]
     phi_head, *_ = np.linalg.lstsq(design * sw, y * sw[:, 0], rcond=None)
+    n = len(z)
+    if ridge > 0 and n > 0:
+        unexplained = 1.0
+        spread = float(weights @ (y - np.average(y, weights=weights)) ** 2)
+        if n > m and spread > 0:
+            r2 = 1.0 - float(weights @ (y - design @ phi_head) ** 2) / spread
+            unexplained = min(1.0, max(0.0, (1.0 - r2) * (n - 1) / (n - m)))
+        gram = design.T @ (weights[:, None] * design)
+        lam = ridge * np.trace(gram) / (m - 1) * m / n * unexplained
+        if lam > 0:  # the penalty covers phi_head and phi_last = total - sum(phi_head)
+            a = gram + lam * (np.eye(m - 1) + np.ones((m - 1, m - 1)))
+            phi_head = np.linalg.solve(a, design.T @ (weights * y) + lam * total)
     return np.append(phi_head, total - phi_head.sum())
+
+
+SHRINK = 3.0
+"""The adaptive estimator's ``ridge`` (:func:`solve_shapley`). On the audio benchmark input
+(audio-cnn, real_klettres_de_b.wav, 48 non-null features) it raised the mean rank correlation
+of six seeds with converged Shapley values (25,800 evaluations of antithetic permutations) from
+0.13 to 0.36 at 125 evaluations, 0.37 to 0.44 at 250, and left it at 0.49 at 500."""
 
 
 def enumerated_classes(m: int, budget: int) -> int:
@@ -222,14 +247,15 @@ def adaptive_shapley(evaluate, active: np.ndarray, budget: int, rng: np.random.G
             break
         rows = np.concatenate([rows, new])
         values = np.concatenate([values, evaluate(lift(new))])
-        previous, estimate = estimate, solve_shapley(rows, plan.weights(), values, f_none, f_all)
+        previous, estimate = estimate, solve_shapley(rows, plan.weights(), values, f_none,
+                                                     f_all, ridge=SHRINK)
         info["rounds"] = r + 1
         if (stop and previous is not None and r + 1 >= sampling.MIN_ROUNDS
                 and sampling.stable(previous, estimate)):
             info["stopped"] = "stable"
             break
     if estimate is None:
-        estimate = solve_shapley(rows, plan.weights(), values, f_none, f_all)
+        estimate = solve_shapley(rows, plan.weights(), values, f_none, f_all, ridge=SHRINK)
     phi[idx] = estimate
     return phi, 2 + len(rows), info
 

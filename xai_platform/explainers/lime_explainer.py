@@ -8,9 +8,10 @@ evaluated: in batches, without copying the image per sample.
 
 The adaptive estimator (``adaptive=True``) aims at the same surrogate (the weighted ridge fit over all
 2^M coalitions, which the fixed sample approximates) from fewer evaluations (:mod:`.sampling`):
-coalitions come in complementary pairs with stratified sizes, the null features (removing them
-changes nothing) are averaged out of the fit in closed form instead of sampled, and the budget
-is spent in rounds that stop once the ranking of the features is stable.
+the null features (removing them changes nothing) are averaged out of the fit in closed form
+instead of sampled, and the budget is spent in rounds that stop once the ranking of the
+features is stable. (Complementary pairs and stratified sizes, which help Kernel SHAP, did not
+help LIME on the X-ray benchmark input and are not used: docs/BENCHMARKS.md.)
 """
 
 from __future__ import annotations
@@ -107,35 +108,24 @@ def adaptive_lime(evaluate, active: np.ndarray, budget: int, rng: np.random.Gene
                   kernel_width: float, batch_size: int, stop: bool = True
                   ) -> tuple[np.ndarray, int, dict]:
     """LIME's surrogate weights (M,) from at most ``budget`` evaluations of ``evaluate``
-    (coalitions (n, M) bool -> values (n,) float64): the complete coalition, then complementary
-    pairs with stratified sizes over the ``active`` features, in rounds
-    (:func:`.sampling.round_sizes`) until the ranking is :func:`.sampling.stable` (``stop``) or
-    the budget is spent. Returns (weights, evaluations used, info)."""
+    (coalitions (n, M) bool -> values (n,) float64): the complete coalition, then lime's uniform
+    coalitions over the ``active`` features (the null ones averaged out, :func:`averaged_fit`),
+    in rounds (:func:`.sampling.round_sizes`) until the ranking is :func:`.sampling.stable`
+    (``stop``) or the budget is spent. Returns (weights, evaluations used, info)."""
     m, a = len(active), int(active.sum())
     idx = np.flatnonzero(active)
     n_null = m - a
-    pmf = np.array([comb(a, k) for k in range(a + 1)], dtype=np.float64) / 2.0 ** a
-    shift, drawn = float(rng.random()), 0
     rows = np.ones((1, a), dtype=bool)
-    full = np.ones((1, m), dtype=bool)
-    values = evaluate(full)
+    values = evaluate(np.ones((1, m), dtype=bool))
     info = {"null_features": n_null, "rounds": 0, "stopped": "budget"}
     weights = np.zeros(m)
     estimate = previous = None
     intercept, r2 = float(values[0]), 0.0
     if a == 0:
         return weights, 1, {**info, "stopped": "exact", "intercept": intercept, "surrogate_r2": r2}
-    sizes = sampling.round_sizes(budget - 1, batch_size)
-    for r, size in enumerate(sizes):
-        n_pairs = size // 2
-        if n_pairs == 0:
-            break
-        k = sampling.stratified_choice(pmf, n_pairs, start=drawn, shift=shift)
-        drawn += n_pairs
-        half = sampling.random_subsets(a, k, rng)
-        new = np.empty((2 * n_pairs, a), dtype=bool)
-        new[0::2], new[1::2] = half, ~half
-        lifted = np.zeros((len(new), m), dtype=bool)
+    for r, size in enumerate(sampling.round_sizes(budget - 1, batch_size)):
+        new = rng.integers(0, 2, size=(size, a)).astype(bool)
+        lifted = np.zeros((size, m), dtype=bool)
         lifted[:, idx] = new
         rows = np.concatenate([rows, new])
         values = np.concatenate([values, evaluate(lifted)])
@@ -165,9 +155,8 @@ def adaptive_lime(evaluate, active: np.ndarray, budget: int, rng: np.random.Gene
             Param("kernel_width", "Kernel width", "float", 0.25, minimum=0.01, maximum=5.0,
                   step=0.01, help="Locality of the surrogate (lime_image's default 0.25)."),
             Param("adaptive", "Adaptive sampling", "bool", False,
-                  help="Complementary pairs with stratified sizes, null features averaged out "
-                       "exactly, evaluated in rounds that stop once the ranking is stable; "
-                       "off: lime_image's fixed uniform sample.")),
+                  help="Null features averaged out exactly, samples evaluated in rounds that "
+                       "stop once the ranking is stable; off: lime_image's fixed sample.")),
     caveats="Features are the modality's (superpixels follow pixel similarity, not anatomy; "
             "audio uses time-frequency patches); the picture changes with the seed, the feature "
             "size and the number of samples.")
