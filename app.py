@@ -2,6 +2,7 @@
 
     python app.py [--host 127.0.0.1] [--port 7860] [--share] [--auth user:password]
                   [--config PATH ...] [--device auto|cpu|cuda] [--concurrency N]
+                  [--no-fast-forward]
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="requests run at the same time (default: app.concurrency in config)")
     p.add_argument("--max-audio-seconds", type=float, default=None,
                    help="refuse longer recordings (default: app.max_audio_seconds)")
+    p.add_argument("--no-fast-forward", action="store_true",
+                   help="keep every forward pass in PyTorch (default: forward-only batches run "
+                        "on ONNX Runtime when its graph matches to 1e-5; app.fast_forward)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip checking every model's target layer (otherwise checked in the "
                         "background after start-up; the Models tab shows the results)")
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         if args.max_audio_seconds:
             config = replace(config, app=replace(config.app, max_audio_seconds=args.max_audio_seconds))
+        if args.no_fast_forward:
+            config = replace(config, app=replace(config.app, fast_forward=False))
         from xai_platform.models import ModelManager
 
         manager = ModelManager(config, device=args.device)

@@ -14,6 +14,15 @@ import yaml
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# The ONNX graphs of the fast path (models/fast_forward.py) go to a folder of this test run,
+# never to the user's ~/.cache; the same tiny model loaded by many tests is exported once.
+if not os.environ.get("XAI_ONNX_CACHE"):
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["XAI_ONNX_CACHE"] = tempfile.mkdtemp(prefix="xai-onnx-tests-")
+    atexit.register(shutil.rmtree, os.environ["XAI_ONNX_CACHE"], ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

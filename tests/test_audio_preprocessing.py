@@ -225,12 +225,39 @@ def test_training_and_inference_features_match(tmp_path, rng, seconds):
 
 
 def test_axes():
-    centers, edges = audio.mel_centers_hz(SPEC), audio.mel_band_edges_hz(SPEC)
+    centers, edges = audio.band_centers_hz(SPEC), audio.band_edges_hz(SPEC)
     assert centers.shape == (SPEC.n_mels,) and edges.shape == (SPEC.n_mels + 1,)
     assert np.all(edges[:-1] < centers) and np.all(centers < edges[1:])
     assert SPEC.fmin < edges[0] and edges[-1] < SPEC.f_max
     times = audio.frame_times(SPEC)
     assert times.shape == (SPEC.n_frames,) and times[0] == 0 and times[-1] == pytest.approx(2.0)
+
+
+LINEAR = AudioInput(sample_rate=16000, duration=2.0, n_mels=64, fmin=0.0, kind="linear")
+
+
+def test_linear_front_end_puts_a_tone_in_its_band():
+    # A 6 kHz tone: the linear bands are evenly spaced, 64 of them up to 8 kHz (125 Hz apart),
+    # and the tone's energy peaks in the band centred nearest to it, where mel bands are wide.
+    centers = audio.band_centers_hz(LINEAR)
+    np.testing.assert_allclose(np.diff(centers), 8000 / 65, rtol=1e-9)
+    plane = audio.spectrogram(tone(16000, 2.0, freq=6000), LINEAR)
+    assert plane.shape == LINEAR.shape == (64, SPEC.n_frames) and plane.max() == 0.0
+    assert int(plane.mean(axis=1).argmax()) == int(np.abs(centers - 6000).argmin())
+    mel_centers = audio.band_centers_hz(SPEC)
+    assert (mel_centers > 4000).sum() < 20 < (centers > 4000).sum()  # half of linear's bands
+    assert np.all(audio.spectrogram(np.zeros(SPEC.n_samples, np.float32), LINEAR)
+                  == -LINEAR.top_db)
+    np.testing.assert_array_equal(audio.spectrogram(tone(16000, 2.0), SPEC),
+                                  audio.log_mel(tone(16000, 2.0), SPEC))
+
+
+def test_linear_mask_inverts_on_its_own_bands():
+    x = (tone(16000, 2.0, freq=300) + tone(16000, 2.0, freq=5000)) / 2
+    high_only = np.zeros(LINEAR.shape)
+    high_only[audio.band_centers_hz(LINEAR) > 4000] = 1.0
+    spectrum = np.abs(np.fft.rfft(audio.invert_band_mask(x, LINEAR, high_only)))
+    assert spectrum[10000] > 10 * spectrum[600]  # 5 kHz kept, 300 Hz turned down
 
 
 def test_loudness_and_trim():
@@ -243,19 +270,19 @@ def test_loudness_and_trim():
     assert 20 * np.log10(rms) > -20  # the silence no longer dilutes the level
 
 
-def test_invert_mel_mask(rng):
+def test_invert_band_mask(rng):
     x = (tone(16000, 2.0, freq=300) + tone(16000, 2.0, freq=5000)) / 2
-    kept = audio.invert_mel_mask(x, SPEC, np.ones(SPEC.shape))
+    kept = audio.invert_band_mask(x, SPEC, np.ones(SPEC.shape))
     assert kept.shape == x.shape and kept.dtype == np.float32
     np.testing.assert_allclose(kept, x, atol=1e-4)
-    muted = audio.invert_mel_mask(x, SPEC, np.zeros(SPEC.shape), floor=0.05)
+    muted = audio.invert_band_mask(x, SPEC, np.zeros(SPEC.shape), floor=0.05)
     assert np.sqrt(np.mean(muted**2)) / np.sqrt(np.mean(x**2)) == pytest.approx(0.05, rel=1e-3)
     low_only = np.zeros(SPEC.shape)
-    low_only[audio.mel_centers_hz(SPEC) < 1000] = 1.0
-    spectrum = np.abs(np.fft.rfft(audio.invert_mel_mask(x, SPEC, low_only)))
+    low_only[audio.band_centers_hz(SPEC) < 1000] = 1.0
+    spectrum = np.abs(np.fft.rfft(audio.invert_band_mask(x, SPEC, low_only)))
     assert spectrum[600] > 10 * spectrum[10000]  # 300 Hz kept, 5 kHz turned down (0.5 Hz bins)
     with pytest.raises(ValueError, match="mask must be"):
-        audio.invert_mel_mask(x, SPEC, np.ones((3, 3)))
+        audio.invert_band_mask(x, SPEC, np.ones((3, 3)))
 
 
 def test_import_is_light():

@@ -227,12 +227,89 @@ def test_one_epoch_writes_weights_and_card_the_app_loads(tmp_path):
     # The feature cache is reused: a second run reads it (same arrays, no decoding).
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 3 + len(audio_evaluate.DEGRADATIONS)
 
+    # Scored again by training.audio_evaluate at the card's own calibration: the same figures
+    # as the card's test row, from the same cached features.
+    from training.audio import crosscheck
+
+    out = tmp_path / "eval" / "tiny"
+    assert crosscheck.main(["--data", str(data), "--model", "tiny-train-audio", "--config",
+                            str(config), "--cache-dir", str(tmp_path / "cache"),
+                            "--out", str(out)]) == 0
+    scored = json.loads(out.with_suffix(".json").read_text())["models"][0]["splits"]["test"]
+    for key in ("eer", "roc_auc", "false_alarm_rate", "miss_rate"):
+        assert scored[key] == pytest.approx(test[key])
+    assert set(scored["by_generator"]) == {"espeak-ng", "klettres"}
+    assert "| `tiny-train-audio`" in out.with_suffix(".md").read_text()
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3 + len(audio_evaluate.DEGRADATIONS)
+
+
+def test_the_default_is_chosen_on_validation_among_usable_models():
+    """Lowest validation EER wins, but a model calling most real voices fake (or letting most
+    fakes through) at its own threshold is never chosen, however good its ranking; test
+    figures play no part."""
+    from training.audio.crosscheck import ModelResult, choose
+
+    def result(name, eer, fa, miss, test_eer):
+        r = ModelResult(name, name, "corpus", 1.0, 0.5)
+        r.splits = {"validation": {"eer": eer, "false_alarm_rate": fa, "miss_rate": miss},
+                    "test": {"eer": test_eer, "false_alarm_rate": 0.0, "miss_rate": 0.0}}
+        return r
+
+    ranked_but_biased = result("a", 0.05, 0.70, 0.02, 0.01)
+    fair = result("b", 0.20, 0.25, 0.15, 0.40)
+    worse = result("c", 0.30, 0.20, 0.30, 0.02)
+    assert choose([ranked_but_biased, fair, worse]).model == "b"
+    assert choose([ranked_but_biased]) is None
+
 
 # --------------------------------------------------------------------------------------------
 # Training-only helpers: augmentation and the per-language cap
 
 
-@pytest.mark.parametrize("kind", [k for k in audio_augment.AUGMENTATIONS if k != "none"])
+@needs_torch
+def test_one_epoch_of_a_waveform_model_on_its_samples(tmp_path):
+    """A raw-waveform detector trains on the windows' samples (the same as inference), and its
+    card's band summary is computed on the log-mel plane the app explains it on."""
+    data = tiny_corpus(tmp_path / "corpus", per_class=4)
+    weights = tmp_path / "weights" / "tiny-wave.pt"
+    entry = {"id": "tiny-train-wave", "name": "Tiny waveform", "framework": "torch",
+             "modality": "audio", "architecture": "rawnet2_slim", "weights": str(weights),
+             "labels": ["real", "fake"], "positive_label": "fake", "output": "sigmoid",
+             "target_layer": "blocks.2",
+             "arch_args": {"n_filters": 4, "kernel_size": 33, "widths": [4, 4, 8], "gru": 8},
+             "input": {**TINY_INPUT, "kind": "waveform", "normalize": "none"}}
+    config = tmp_path / "wave.yaml"
+    config.write_text(yaml.safe_dump({"models": [entry]}), encoding="utf-8")
+    spec = load_config([config]).model("tiny-train-wave")
+    clip = data / "clips" / "test" / "real" / "cc" / "real-0.wav"
+    x = audio_features.clip_features(clip, spec.input)
+    prepared = prepare(clip, spec, settings=NO_SPEECH_CHECK)
+    assert x.shape[1:] == (1, 4000)
+    np.testing.assert_array_equal(x[:, 0], prepared.data["waveforms"])
+    card = audio_train.main(["--model", "tiny-train-wave", "--config", str(config),
+                             "--data", str(data), "--epochs", "1", "--batch-size", "8",
+                             "--cache-dir", str(tmp_path / "cache"), "--no-robustness",
+                             "--run-dir", str(tmp_path / "run"),
+                             "--explain", "integrated_gradients", "--explain-clips", "4"])
+    assert card.training.augmentation.startswith("wave:")
+    summary = card.explanations.methods["integrated_gradients"]
+    assert all(len(v["top_bands"]) == 5 for v in summary.values())
+    handle = ModelManager(load_config([config])).get("tiny-train-wave")
+    assert not handle.untrained and handle.calibration.threshold is not None
+    with pytest.raises(SystemExit, match="does not apply to a waveform model"):
+        audio_augment.augmentation("masks", 80.0, waveform=True)
+
+
+def test_waveform_augmentation_is_seeded_and_keeps_the_range():
+    x = (0.5 * np.sin(np.linspace(0, 300, 4000, dtype=np.float32)))[None, None].repeat(4, 0)
+    augment = audio_augment.augmentation("wave", 80.0, waveform=True)
+    a, b = augment(x, np.random.default_rng(1)), augment(x, np.random.default_rng(1))
+    assert a.shape == x.shape and a.dtype == np.float32 and np.array_equal(a, b)
+    assert np.abs(a).max() <= 1.0 and not np.array_equal(a, x)
+
+
+@pytest.mark.parametrize("kind", [k for k in audio_augment.AUGMENTATIONS
+                                  if k not in audio_augment.WAVE_AUGMENTATIONS])
 def test_augmentations_keep_the_db_range_and_are_seeded(kind):
     rng = np.random.default_rng(0)
     x = np.clip(rng.normal(-40, 15, (8, 16, 40)), -80, 0).astype(np.float32)
@@ -263,6 +340,35 @@ def test_cap_per_language_keeps_whole_clips():
     kept = {c.path for c in capped.clips}
     assert {clips[o].path for o in owners[np.isin(fs.x[:, 0, 0], capped.x[:, 0, 0])]} == kept
     assert audio_features.cap_per_language(fs, None, seed=0) is fs
+
+
+def test_real_speakers_limits_the_real_voices_and_keeps_every_fake():
+    """--real-speakers N keeps the real clips of N speakers (a speaker the corpus does not
+    know counts once per source and language), every fake, and whole clips; out of range is
+    refused with the range."""
+    clips = ([audio_data.Clip(Path(f"r{s}{i}.wav"), "real", "train", "en", speaker=f"spk{s}")
+              for s in range(4) for i in range(3)]
+             + [audio_data.Clip(Path(f"t{lang}{i}.wav"), "real", "train", lang, source="tux")
+                for lang in ("fr", "es") for i in range(2)]
+             + [audio_data.Clip(Path(f"f{i}.wav"), "fake", "train", "en", speaker="spk0")
+                for i in range(5)])
+    owners = np.repeat(np.arange(len(clips)), 2)
+    y_clip = np.array([int(c.label == "fake") for c in clips])
+    fs = audio_features.FeatureSet(np.zeros((len(owners), 1, 1), np.float32), y_clip[owners],
+                                   owners, clips, y_clip)
+    assert len({audio_features.speaker_group(c) for c in clips if c.label == "real"}) == 6
+    for n in (1, 3, 6):
+        kept = audio_features.limit_real_speakers(fs, n, seed=0)
+        reals = [c for c in kept.clips if c.label == "real"]
+        assert len({audio_features.speaker_group(c) for c in reals}) == n
+        groups = {audio_features.speaker_group(c) for c in reals}
+        assert len(reals) == sum(audio_features.speaker_group(c) in groups
+                                 for c in clips if c.label == "real")
+        assert sum(c.label == "fake" for c in kept.clips) == 5
+        assert len(kept.x) == 2 * len(kept.clips)
+    assert audio_features.limit_real_speakers(fs, None, seed=0) is fs
+    with pytest.raises(SystemExit, match="1..6"):
+        audio_features.limit_real_speakers(fs, 7, seed=0)
 
 
 def test_match_speech_duration_removes_the_length_cue():
@@ -398,9 +504,10 @@ AUDIO_EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "audio"
 @needs_torch
 def test_shipped_audio_detectors_give_the_right_verdicts_on_the_examples():
     """Every shipped audio detector (PyTorch and Keras) loads with the card's calibration and
-    calls the example recordings (test languages, never heard in training) what they are, at
-    its card's threshold, with the app's verdict rule; its card reports figures for test
-    languages kept out of training."""
+    calls the example recordings (corpus v1's test languages; a corpus v2 model has heard
+    them) what they are, at its card's threshold, with the app's verdict rule; its card
+    reports figures for test languages (v2: test sources, languages, generators) kept out of
+    training."""
     from xai_platform.pipeline import analyse
 
     config = load_config()
@@ -420,7 +527,12 @@ def test_shipped_audio_detectors_give_the_right_verdicts_on_the_examples():
         handle = manager.get(spec.id)
         assert not handle.untrained and handle.calibration.threshold is not None
         card = manager.card(spec.id)
-        assert set(card.splits["test"].languages).isdisjoint(card.splits["train"].languages)
+        held_out = ((card.data.details or {}).get("corpus") or {}).get("test_held_out")
+        if held_out:  # corpus v2: whole sources, languages, speakers, generators held out
+            assert not set(held_out["languages"]) & set(card.splits["train"].languages)
+            assert not set(held_out["generators"]) & set(card.data.generators_trained_on)
+        else:  # corpus v1: split by language
+            assert set(card.splits["test"].languages).isdisjoint(card.splits["train"].languages)
         assert card.metrics["test"].n > 1000
         for path in examples:
             verdict = analyse(handle, prepare(path, spec)).prediction.label

@@ -45,6 +45,8 @@ def test_tiny_config_parses(tiny_config):
     (model_entry(input={**model_entry()["input"], "n_mels": "many"}), "key 'input.n_mels'",
      "an integer"),
     (model_entry(input={**model_entry()["input"], "hop": 3}), "key 'input.hop'", "hop_length"),
+    (model_entry(input={**model_entry()["input"], "kind": "cqt"}), "key 'input.kind'",
+     "log_mel, linear"),
     (model_entry(input={"size": 32, "normalize": "zscore"}, modality="xray"),
      "key 'input.normalize'", "imagenet, xrv, unit, minus1_1"),
     (model_entry(positive_label="spoof"), "key 'positive_label'", "real, fake"),

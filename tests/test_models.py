@@ -211,6 +211,36 @@ def test_sigmoid_model_explains_the_negated_logit_for_class_zero(manager):
 
 
 @needs_torch
+def test_inception_slim_is_four_branches_and_explains_at_its_last_block():
+    """The Inception-style network concatenates its four branches (so each block's output has
+    ``c_out`` channels, a quarter from each), and Grad-CAM's layer ``features.<3 * stages>``
+    is the last block, with its resolution after ``stages`` poolings."""
+    import torch
+
+    from xai_platform.config import parse_model
+    from xai_platform.models.architectures.torch_layers import InceptionBlock
+    from xai_platform.models.formats.torch import load
+
+    spec = parse_model({"id": "m", "name": "m", "framework": "torch", "modality": "audio",
+                        "architecture": "inception_slim", "weights": None,
+                        "arch_args": {"width": 16, "stages": 3},
+                        "labels": ["real", "fake"], "positive_label": "fake",
+                        "output": "sigmoid", "target_layer": "features.9",
+                        "input": {"sample_rate": 8000, "duration": 1.0, "n_fft": 256,
+                                  "hop_length": 128, "n_mels": 32}}, source="t")
+    handle = load(spec, device="cpu")
+    block = handle.net.features[9]
+    assert isinstance(block, InceptionBlock)
+    with torch.no_grad():
+        parts = [b(torch.zeros(1, 128, 8, 8)) for b in
+                 (block.branch1, block.branch3, block.branch5, block.pool)]
+    assert [p.shape[1] for p in parts] == [32, 32, 32, 32]
+    x = np.random.default_rng(0).standard_normal((2, *spec.input.shape)).astype(np.float32)
+    grads = handle.layer_gradients(x, np.array([1, 0]))
+    assert grads.activations.shape == (2, 128, 32 // 8, spec.input.n_frames // 8)
+    assert handle.predict(x).shape == (2, 2)
+
+
 def test_mobilenet_v2_stem_and_pool_options():
     """arch_args declared in config change the network as documented: stem_stride 1 keeps twice
     the resolution at the Grad-CAM layer, pool: max reads the strongest location; a bad value

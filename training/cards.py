@@ -200,8 +200,12 @@ def audio_markdown(card: ModelCard) -> str:
               f"- weights: `{card.weights.file}` ({card.weights.bytes / 1e6:.2f} MB, "
               f"sha256 {card.weights.sha256[:16]}...)",
               f"- architecture `{model.architecture}` {dict(model.arch_args)}, "
-              f"input {model.input['n_mels']} mel bands x "
-              f"{model.input['duration']} s at {model.input['sample_rate']} Hz",
+              + (f"input the raw waveform, {model.input['duration']} s at "
+                 f"{model.input['sample_rate']} Hz (explained on its {model.input['n_mels']} "
+                 "mel-band log spectrogram)" if model.input.get("kind") == "waveform" else
+                 f"input {model.input['n_mels']} "
+                 f"{'linear' if model.input.get('kind') == 'linear' else 'mel'} bands x "
+                 f"{model.input['duration']} s at {model.input['sample_rate']} Hz"),
               ""]
     return "\n".join(lines)
 

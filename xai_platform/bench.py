@@ -2,10 +2,15 @@
 
 For every model and method it prints the median seconds over ``repeats`` runs, the number of
 model evaluations, and the ratio to the time of the same number of plain batched forward passes
-measured in the same run (for Grad-CAM: one forward pass). With ``--baselines`` it also times
-the methods called the way the libraries are usually called: ``lime_image`` with its default
-batch size of 10 and quickshift segmentation, ``shap.KernelExplainer`` on the same features,
-and pytorch-grad-cam (which backpropagates to the input).
+measured in the same run (for Grad-CAM: one forward pass) on the engine the method's passes run
+on (``engine``: ONNX Runtime for forward-only methods when the fast path is on, the framework
+for gradients). Each row also has the **fastest exact forward budget** for the same number of
+evaluations, measured in the same run: the minimum over every exact engine the model has
+(PyTorch eager and ONNX Runtime, :meth:`~xai_platform.models.handle.ModelHandle.forward_engines`),
+at the same batch size (``fastest_forward_s``, ``ratio_to_fastest``). With ``--baselines`` it
+also times the methods called the way the libraries are usually called: ``lime_image`` with
+its default batch size of 10 and quickshift segmentation, ``shap.KernelExplainer`` on the same
+features, and pytorch-grad-cam (which backpropagates to the input).
 
     python -m xai_platform bench --model audio-cnn --model xray-densenet121 [--baselines]
 """
@@ -13,11 +18,12 @@ and pytorch-grad-cam (which backpropagates to the input).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from unittest import mock
 
@@ -38,9 +44,14 @@ class Row:
     method: str
     seconds: float
     evaluations: int
-    forward_seconds: float
+    forward_seconds: float  #: the same evaluations as plain forward passes on ``engine``
     ratio: float
     note: str = ""
+    engine: str = ""  #: where the method's model evaluations ran
+    fastest_forward_s: float = float("nan")  #: min over every exact engine, same evaluations
+    ratio_to_fastest: float = float("nan")
+    #: the forward budget of each engine (name -> seconds), measured in the same run
+    engine_forward_s: dict[str, float] = field(default_factory=dict)
 
 
 def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -60,27 +71,76 @@ def sample_input(handle: ModelHandle, seed: int = 0) -> np.ndarray:
 
 
 def forward_seconds(handle: ModelHandle, x: np.ndarray, n: int, batch_size: int,
-                    repeats: int) -> float:
+                    repeats: int, predict: Callable[[np.ndarray], Any] | None = None) -> float:
+    """Median seconds of ``n`` plain forward passes of ``x`` in batches of ``batch_size``,
+    through ``handle.predict`` or one engine's one-batch ``predict``."""
     batch = np.repeat(x[None], min(n, batch_size), axis=0)
+    one = predict or (lambda b: handle.predict(b, batch_size=len(b)))
 
     def run() -> None:
         done = 0
         while done < n:
             take = min(batch_size, n - done)
-            handle.predict(batch[:take], batch_size=take)
+            one(batch[:take])
             done += take
 
     return _median_time(run, repeats)[0]
 
 
+class ForwardBudgets:
+    """Forward budgets of every exact engine of one model, measured once per (evaluations,
+    batch size) in this run (so rows with the same count share them)."""
+
+    def __init__(self, handle: ModelHandle, x: np.ndarray, repeats: int) -> None:
+        self.handle, self.x, self.repeats = handle, x, repeats
+        self.engines = handle.forward_engines()
+        self._seen: dict[tuple[int, int], dict[str, float]] = {}
+
+    def __call__(self, n: int, batch_size: int, repeats: int | None = None) -> dict[str, float]:
+        key = (n, batch_size)
+        if key not in self._seen:
+            self._seen[key] = {name: forward_seconds(self.handle, self.x, n, batch_size,
+                                                     repeats or self.repeats, fn)
+                               for name, fn in self.engines.items()}
+        return self._seen[key]
+
+    def row(self, model: str, method: str, seconds: float, n: int, engine: str,
+            budgets: dict[str, float]) -> Row:
+        ref, fastest = budgets[engine], min(budgets.values())
+        return Row(model, method, seconds, n, ref, seconds / ref, engine=engine,
+                   fastest_forward_s=fastest, ratio_to_fastest=seconds / fastest,
+                   engine_forward_s=dict(budgets))
+
+
+def engine_speeds(budgets: ForwardBudgets, batch_size: int) -> dict[str, float]:
+    """Milliseconds per model evaluation of each engine at ``batch_size`` (two batches)."""
+    times = budgets(2 * batch_size, batch_size, max(budgets.repeats, 3))
+    return {name: 1e3 * t / (2 * batch_size) for name, t in times.items()}
+
+
 def bench_model(handle: ModelHandle, methods: Sequence[str], *, repeats: int, batch_size: int,
-                params: dict[str, dict[str, Any]], baselines: bool) -> list[Row]:
+                params: dict[str, dict[str, Any]], baselines: bool,
+                speeds: dict[str, Any] | None = None) -> list[Row]:
+    """The rows of one model; ``speeds`` (if given) receives each engine's milliseconds per
+    evaluation and the forward path."""
     x = sample_input(handle)
     target = int(np.argmax(handle.predict(x[None])[0]))
     explainers.run("gradcam" if handle.spec.target_layer else "saliency", handle, x, target=target)
-    handle.predict(np.repeat(x[None], batch_size, axis=0))  # warm-up (tracing, allocations)
+    budgets = ForwardBudgets(handle, x, repeats)
+    for fn in budgets.engines.values():  # warm-up (tracing, allocations) of every engine
+        fn(np.repeat(x[None], batch_size, axis=0))
+    forward_engine = handle.forward_path.engine if handle.forward_path.fast else handle.framework
+    ms = engine_speeds(budgets, batch_size)
+    print(f"  forward passes: {handle.forward_path.describe()}", file=sys.stderr)
+    print("  ms per evaluation at batch " f"{batch_size}: "
+          + ", ".join(f"{name} {v:.2f}" for name, v in ms.items())
+          + (f"; {handle.framework} / onnxruntime = {ms[handle.framework] / ms['onnxruntime']:.2f}"
+             if "onnxruntime" in ms else ""), file=sys.stderr)
+    if speeds is not None:
+        speeds.update({"ms_per_evaluation": ms, "batch_size": batch_size,
+                       "forward_path": handle.forward_path.to_dict()})
     rows = []
-    one_forward = forward_seconds(handle, x, 1, 1, max(repeats, 5))
+    one = budgets(1, 1, max(repeats, 5))
     for method in methods:
         info = explainers.get_method(method)
         if info.reason_incompatible(handle.spec):
@@ -94,18 +154,23 @@ def bench_model(handle: ModelHandle, methods: Sequence[str], *, repeats: int, ba
             call()
         seconds, result = _median_time(call, repeats)
         n = result.attribution.n_evaluations
-        ref = one_forward if n == 1 else forward_seconds(handle, x, n, batch_size, repeats)
-        rows.append(Row(handle.spec.id, method, seconds, n, ref, seconds / ref))
-        print(f"  {method:<22} {seconds:8.3f} s  {n:6d} evals  forward {ref:8.3f} s  "
-              f"ratio {seconds / ref:5.2f}", file=sys.stderr)
+        engine = handle.framework if info.kind == "gradient" else forward_engine
+        row = budgets.row(handle.spec.id, method, seconds, n, engine,
+                          one if n == 1 else budgets(n, batch_size))
+        rows.append(row)
+        print(f"  {method:<22} {seconds:8.3f} s  {n:6d} evals  forward {row.forward_seconds:8.3f} "
+              f"s ({engine})  ratio {row.ratio:5.2f}  fastest {row.fastest_forward_s:8.3f} s  "
+              f"ratio {row.ratio_to_fastest:5.2f}", file=sys.stderr)
     if baselines:
         rows += baseline_rows(handle, x, target, params=params, repeats=max(1, repeats // 2),
-                              one_forward=one_forward, batch_size=batch_size)
+                              budgets=budgets, one=one, batch_size=batch_size,
+                              engine=forward_engine)
     return rows
 
 
 def baseline_rows(handle: ModelHandle, x: np.ndarray, target: int, *, params, repeats: int,
-                  one_forward: float, batch_size: int) -> list[Row]:
+                  budgets: ForwardBudgets, one: dict[str, float], batch_size: int,
+                  engine: str) -> list[Row]:
     """The methods called the way the libraries are usually called."""
     from lime import lime_image
 
@@ -125,9 +190,8 @@ def baseline_rows(handle: ModelHandle, x: np.ndarray, target: int, *, params, re
                 top_labels=None, labels=(target,), num_samples=n_lime, batch_size=10)
 
     seconds, _ = _median_time(plain_lime, repeats)
-    ref = forward_seconds(handle, x, n_lime, batch_size, 1)
-    rows.append(Row(handle.spec.id, "lime (lime_image, batch 10, quickshift)", seconds, n_lime,
-                    ref, seconds / ref))
+    rows.append(budgets.row(handle.spec.id, "lime (lime_image, batch 10, quickshift)", seconds,
+                            n_lime, engine, budgets(n_lime, batch_size, 1)))
 
     import shap
 
@@ -149,25 +213,36 @@ def baseline_rows(handle: ModelHandle, x: np.ndarray, target: int, *, params, re
                                                                      nsamples=n_shap, silent=True)
 
     seconds, _ = _median_time(plain_shap, repeats)
-    ref = forward_seconds(handle, x, n_shap, batch_size, 1)
-    rows.append(Row(handle.spec.id, "shap (KernelExplainer)", seconds, n_shap, ref, seconds / ref))
+    rows.append(budgets.row(handle.spec.id, "shap (KernelExplainer)", seconds, n_shap, engine,
+                            budgets(n_shap, batch_size, 1)))
 
     if handle.capabilities.reference_cam and handle.spec.target_layer:
         seconds, _ = _median_time(lambda: handle.reference_gradcam(x, target), max(repeats, 3))
-        rows.append(Row(handle.spec.id, "gradcam (pytorch-grad-cam)", seconds, 1, one_forward,
-                        seconds / one_forward))
+        rows.append(budgets.row(handle.spec.id, "gradcam (pytorch-grad-cam)", seconds, 1,
+                                handle.framework, one))
     for row in rows:
-        print(f"  {row.method:<40} {row.seconds:8.3f} s  ratio {row.ratio:5.2f}", file=sys.stderr)
+        print(f"  {row.method:<40} {row.seconds:8.3f} s  ratio {row.ratio:5.2f}  ratio to "
+              f"fastest {row.ratio_to_fastest:5.2f}", file=sys.stderr)
     return rows
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| model | method | seconds | model evaluations | plain forward (s) | ratio |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| model | method | seconds | model evaluations | engine | plain forward (s) | "
+             "ratio | fastest exact forward (s) | ratio to fastest |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.model} | {r.method} | {r.seconds:.3f} | {r.evaluations} | "
-                     f"{r.forward_seconds:.3f} | {r.ratio:.2f} |")
+                     f"{r.engine} | {r.forward_seconds:.3f} | {r.ratio:.2f} | "
+                     f"{r.fastest_forward_s:.3f} | {r.ratio_to_fastest:.2f} |")
     return "\n".join(lines)
+
+
+def _load_average() -> list[float] | None:
+    """The machine's 1, 5 and 15 minute load averages (None where the OS gives none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def run_bench(service: Service, model_ids: Sequence[str], *, methods: Sequence[str] | None,
@@ -176,17 +251,21 @@ def run_bench(service: Service, model_ids: Sequence[str], *, methods: Sequence[s
     import platform
 
     rows: list[Row] = []
+    speeds: dict[str, dict[str, Any]] = {}
     methods = list(methods or [m.id for m in explainers.all_methods()])
+    print(f"{platform.platform()}, {os.cpu_count()} CPUs, load average {_load_average()}",
+          file=sys.stderr)
     for model_id in model_ids:
         handle = service.manager.get(model_id)
         bs = batch_size or handle.default_batch_size
         print(f"{model_id} ({handle.framework}, {handle.device}, input {handle.input_shape}, "
               f"batch {bs})", file=sys.stderr)
         rows += bench_model(handle, methods, repeats=repeats, batch_size=bs,
-                            params={**DEFAULT_PARAMS, **params}, baselines=baselines)
+                            params={**DEFAULT_PARAMS, **params}, baselines=baselines,
+                            speeds=speeds.setdefault(model_id, {}))
     if as_json:
-        print(json.dumps({"machine": platform.platform(), "rows": [asdict(r) for r in rows]},
-                         indent=2))
+        print(json.dumps({"machine": platform.platform(), "load_average": _load_average(),
+                          "models": speeds, "rows": [asdict(r) for r in rows]}, indent=2))
     else:
         print(table(rows))
     return 0

@@ -181,7 +181,12 @@ def cmd_check_model(args: argparse.Namespace, config: PlatformConfig) -> int:
         raise XAIError(f"{args.input}: file not found. Check the path.")
     # The checked file's own app settings (its defaults where it declares none): the
     # settings the model would run with.
-    reports = [check_model(spec, settings=own.app, input_path=args.input,
+    settings = own.app
+    if args.no_fast_forward:
+        from dataclasses import replace
+
+        settings = replace(settings, fast_forward=False)
+    reports = [check_model(spec, settings=settings, input_path=args.input,
                            device=args.device or own.app.device, debug=args.debug)
                for spec in specs]
     if args.json:
@@ -196,10 +201,13 @@ def _safe_stem(name: str) -> str:
 
 
 def cmd_fetch(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from .models.formats import get_format
+
     manager = _manager(args, config)
     for model_id in args.models:
         spec = manager.spec(model_id)
-        if spec.weights is not None and spec.weights.is_file() and not args.force:
+        found = get_format(spec.framework).weights_found(spec)
+        if spec.weights is not None and found and not args.force:
             print(f"{model_id}: weights already there ({spec.weights})")
             continue
         _fetch(manager, model_id, quiet=args.quiet)
@@ -414,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", action="append", default=[], metavar="PATH",
                         help="extra model config file or folder (repeatable)")
     common.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    common.add_argument("--no-fast-forward", action="store_true",
+                        help="keep every forward pass in the model's framework (default: "
+                             "PyTorch models' forward-only batches run on ONNX Runtime when "
+                             "its graph matches to 1e-5; app.fast_forward)")
     common.add_argument("--debug", action="store_true",
                         help="show tracebacks and the frameworks' and decoders' own messages")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -531,6 +543,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["XAI_DEBUG"] = "1"
     try:
         config = load_config(args.config)
+        if args.no_fast_forward:  # in the config, so Ray workers and evaluate follow it too
+            from dataclasses import replace
+
+            config = replace(config, app=replace(config.app, fast_forward=False))
         return int(args.func(args, config) or 0)
     except XAIError as exc:
         if args.debug:

@@ -110,6 +110,11 @@ class AppSettings:
     #: hold to get a verdict, and a window to be scored; windows with less are left out of the
     #: verdict and the timeline ("no speech"). 0 turns both off. Applies with check_inputs.
     min_speech_s: float = 0.3
+    #: the exact fast path: PyTorch models export to ONNX when they load and run their
+    #: forward-only batches (LIME, SHAP, deletion / insertion, the window timeline) on ONNX
+    #: Runtime when the probabilities match to 1e-5 (:mod:`xai_platform.models.fast_forward`);
+    #: false (or ``--no-fast-forward``) keeps every pass in PyTorch
+    fast_forward: bool = True
 
 
 @dataclass(frozen=True)

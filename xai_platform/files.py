@@ -15,6 +15,14 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def folder_sha256(folder: Path) -> str:
+    """The hex sha256 of a folder's files (each relative path and its sha256, sorted)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
 def write_atomic(path: Path, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` so that a reader (or a run resumed after a kill) sees the old
     file or the whole new one, never a part: a temporary file beside it, then a rename."""

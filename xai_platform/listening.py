@@ -2,8 +2,9 @@
 
 From an attribution over a spectrogram window, two clips are made: the most important
 time-frequency regions kept and the rest attenuated ("kept"), and the complement ("removed").
-Each is scored by the model again, through the same log-mel features, so the user hears what the
-model relied on and sees what its score becomes without it.
+Each is scored by the model again, through the same spectrogram features (a waveform model:
+on the clips' samples), so the user hears what the model relied on and sees what its score
+becomes without it.
 """
 
 from __future__ import annotations
@@ -51,10 +52,13 @@ def listening_clips(model: ModelHandle, expl: Explanation, window_wave: FloatArr
     spec = model.spec.input
     assert isinstance(spec, AudioInput)
     mask = importance_mask(expl.heatmap, share=share)
-    kept = audio.invert_mel_mask(window_wave, spec, mask, floor=floor)
-    removed = audio.invert_mel_mask(window_wave, spec, 1.0 - mask, floor=floor)
-    planes = np.stack([audio.log_mel(w, spec) for w in (window_wave, kept, removed)])
-    p = model.predict(planes)[:, expl.target]
+    kept = audio.invert_band_mask(window_wave, spec, mask, floor=floor)
+    removed = audio.invert_band_mask(window_wave, spec, 1.0 - mask, floor=floor)
+    waves = (window_wave, kept, removed)
+    if spec.waveform:  # a waveform model hears the clips themselves
+        p = model.predict(np.stack(waves)[:, None].astype(np.float32))[:, expl.target]
+    else:
+        p = model.predict(np.stack([audio.spectrogram(w, spec) for w in waves]))[:, expl.target]
     return ListeningClips(kept, removed, spec.sample_rate, share, float(p[0]), float(p[1]),
                           float(p[2]), expl.target_label)
 

@@ -24,6 +24,9 @@ from .errors import XAIError
 _CONV_LIKE = re.compile(r"conv|relu|activation|act$|block|bottleneck|stage|layer|features|"
                         r"sequential|add|concatenate|batchnorm|pool", re.IGNORECASE)
 
+#: modules whose (C, L) output is a 1-D convolutional map over time (not a (T, C) sequence)
+_CONV_1D = re.compile(r"conv|block|pool|batchnorm1d|fms|relu", re.IGNORECASE)
+
 
 @dataclass
 class ModelCheck:
@@ -35,6 +38,9 @@ class ModelCheck:
     labels: list[str]
     ok: bool = False
     status: str = ""
+    #: which engine runs its forward-only batches and why (ForwardPath.to_dict())
+    forward: dict[str, Any] | None = None
+    forward_text: str = ""
     error: str | None = None
     input: str = ""
     output_shape: list[int] | None = None
@@ -55,6 +61,8 @@ class ModelCheck:
         if self.error:
             lines.append(f"  error: {self.error}")
         lines.append(f"  status: {self.status}")
+        if self.forward_text:
+            lines.append(f"  forward passes: {self.forward_text}")
         if self.output_shape is not None:
             lines.append(f"  input: {self.input}")
             lines.append(f"  output: probabilities of shape {tuple(self.output_shape)} over labels "
@@ -77,7 +85,8 @@ class ModelCheck:
 
 
 def candidate_layers(handle: Any, *, limit: int = 5) -> list[dict[str, Any]]:
-    """The last ``limit`` layers whose output is a (C, h, w) feature map, deepest last."""
+    """The last ``limit`` layers whose output is a (C, h, w) feature map, or the (C, L) map
+    over time of a 1-D convolution (waveform models), deepest last."""
     found: list[dict[str, Any]] = []
     try:
         layers = handle.layers()
@@ -92,7 +101,8 @@ def candidate_layers(handle: Any, *, limit: int = 5) -> list[dict[str, Any]]:
             shape = tuple(int(s) for s in handle.layer_output_shape(name))
         except Exception:  # noqa: BLE001 - a layer that cannot be measured is no candidate
             continue
-        if len(shape) == 3 and min(shape[1:]) > 1:
+        if (len(shape) == 3 and min(shape[1:]) > 1) or (len(shape) == 2 and shape[1] > 1
+                                                         and _CONV_1D.search(kind)):
             found.append({"name": name, "type": kind, "shape": list(shape)})
     return found[::-1]
 
@@ -126,6 +136,8 @@ def check_model(spec: ModelSpec, *, settings: AppSettings | None = None,
             report.error = status.reason
             return report
         handle = manager.get(spec.id)
+        report.forward = handle.forward_path.to_dict()
+        report.forward_text = handle.forward_path.describe()
         if input_path is not None:
             session = Session()
             try:

@@ -157,14 +157,14 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
     if prepared.modality != spec.modality:
         raise InputError(f"model '{spec.id}' is an {spec.modality} model but the input is "
                          f"{prepared.modality}; pick a {prepared.modality} model.")
-    probs = model.predict(prepared.planes)
+    modality = get_modality(spec.modality)
+    probs = modality.predict(model, prepared)
     scored = prepared.scored
     overall = probs[prepared.scored_mask].mean(axis=0)
     positive = spec.positive_index
     threshold = model.calibration.threshold
     if positive is not None and threshold is None:
         threshold = 0.5
-    modality = get_modality(spec.modality)
     multilabel = spec.output == "multilabel"
     segments: tuple[tuple[float, float], ...] = ()
     if positive is not None and not multilabel:
@@ -236,12 +236,16 @@ def explain(model: ModelHandle, analysis: Analysis, method: str, *, window: int 
         raise ExplainerError(f"window {w} does not exist; this input has "
                              f"{len(prepared.planes)} window(s).")
     x = prepared.planes[w]
-    result = explainers.run(method, model, x, target=t, params=params, seed=seed,
+    modality = get_modality(spec.modality)
+    reference = modality.reference(prepared, w)
+    explained = modality.explained_model(model, x, reference)
+    result = explainers.run(method, explained, x, target=t, params=params, seed=seed,
                             batch_size=batch_size, progress=progress, cancel=cancel)
     notes = list(analysis.notes)
-    modality = get_modality(spec.modality)
+    if explained.method_note(result.method):
+        notes.append(explained.method_note(result.method))
     axes = modality.axes(spec, prepared, w)
-    extras = {k: v for k, v in result.attribution.extras.items() if k != "segments"}
+    extras = reference | {k: v for k, v in result.attribution.extras.items() if k != "segments"}
     focus = modality.focus(prepared, result.attribution.heatmap,
                            signed=bool(result.attribution.signed), window=w)
     if focus is not None:

@@ -41,7 +41,8 @@ from .pipeline import Analysis, analyse, explain, prepare
 SESSION_ROOT = Path(tempfile.gettempdir()) / "xai-platform-sessions"
 
 _LIBRARIES = ("numpy", "torch", "torchvision", "tensorflow-cpu", "tensorflow", "keras", "captum",
-              "grad-cam", "shap", "lime", "librosa", "torchxrayvision", "pydicom", "gradio")
+              "grad-cam", "shap", "lime", "librosa", "torchxrayvision", "pydicom", "gradio",
+              "onnx", "onnxruntime")
 
 
 def library_versions() -> dict[str, str]:
@@ -226,12 +227,16 @@ class Service:
     # --- exports ------------------------------------------------------------------------------
     def record(self, expl: Explanation) -> dict[str, Any]:
         """The JSON record of an explanation: model and weights hash, method, parameters, seed,
-        library versions, timings. The CLI, the API and the download write this same record."""
+        library versions, timings, and which engine ran the forward passes (``forward``: ONNX
+        Runtime with its parity, or the framework and why). The CLI, the API and the download
+        write this same record."""
         spec = self.spec(expl.model_id)
         record = expl.to_record()
+        forward = self.manager.forward_path(expl.model_id)
         record.update({"weights": str(spec.weights) if spec.weights else None,
                        "weights_sha256": self.manager.weights_hash(expl.model_id),
                        "framework": spec.framework, "libraries": library_versions(),
+                       "forward": forward.to_dict() if forward is not None else None,
                        "heatmap_stats": heatmap_summary(expl)})
         return record
 

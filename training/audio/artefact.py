@@ -95,7 +95,7 @@ def artefact(kind: str, n: int, lo: float, hi: float, sr: int,
 
 def box_mask(spec: AudioInput, lo: float, hi: float, t0: float, t1: float) -> np.ndarray:
     """The box on the log-mel plane: (n_mels, n_frames) bool."""
-    centres = audio.mel_centers_hz(spec)
+    centres = audio.band_centers_hz(spec)
     times = audio.frame_times(spec)
     return ((centres >= lo) & (centres <= hi))[:, None] & ((times >= t0) & (times <= t1))[None, :]
 

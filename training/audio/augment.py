@@ -1,5 +1,6 @@
 """Feature-domain augmentation of training windows (both classes): SpecAugment masks, band
-shift and time stretch, recording-channel variation."""
+shift and time stretch, recording-channel variation; for waveform models gain, shift and
+noise on the samples."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ AUGMENTATIONS = {
                "below the peak, a noise gate (frames quieter than 35-60 dB below the peak set "
                "to the floor, p = 0.25) and a time shift of up to +-0.5 s",
     "channel_warp": "channel, plus warp's band shift and time stretch",
+    "wave": "waveform models: a gain of +-6 dB, a time shift of up to +-0.25 of the window "
+            "(zero-filled) and white noise 40-70 dB below the peak (p = 0.5 each)",
     "none": "none",
 }
+#: the augmentations that apply to samples (``input.kind: waveform``); the others to dB planes
+WAVE_AUGMENTATIONS = ("wave", "none")
 
 
 def _warp(x: np.ndarray, rng: np.random.Generator, floor: float) -> np.ndarray:
@@ -70,10 +75,29 @@ def _channel(x: np.ndarray, rng: np.random.Generator, floor: float) -> np.ndarra
     return np.clip(x - x.max(), floor, 0).astype(np.float32)
 
 
-def augmentation(kind: str, top_db: float) -> Augment | None:
+def _wave(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """x: (L,) samples in [-1, 1]; gain, time shift and a noise floor (see ``wave``)."""
+    if rng.random() < 0.5:
+        x = x * np.float32(10 ** (rng.uniform(-6, 6) / 20))
+    if rng.random() < 0.5:
+        k = int(rng.integers(-len(x) // 4, len(x) // 4 + 1))
+        x = np.roll(x, k)
+        if k > 0:
+            x[:k] = 0.0
+        elif k < 0:
+            x[k:] = 0.0
+    if rng.random() < 0.5:
+        peak = float(np.abs(x).max()) or 1.0
+        x = x + (peak * 10 ** (rng.uniform(-70, -40) / 20)
+                 * rng.standard_normal(len(x))).astype(np.float32)
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
+def augmentation(kind: str, top_db: float, *, waveform: bool = False) -> Augment | None:
     """Feature-domain augmentation applied alike to both classes (see :data:`AUGMENTATIONS`).
 
-    x: (N, H, W) float32 dB planes in [-top_db, 0]; returned in the same range. Masks follow
+    x: (N, H, W) float32 dB planes in [-top_db, 0]; returned in the same range (``waveform``:
+    (N, 1, L) samples, for ``wave``). Masks follow
     SpecAugment (Park et al., 2019), set to the dB floor. ``warp`` adds a small shift along
     the mel axis and a time stretch, which mimic other speakers and speaking rates (the
     training set has few real speakers; test speakers are all new). ``channel`` varies what a
@@ -82,8 +106,19 @@ def augmentation(kind: str, top_db: float) -> Augment | None:
     """
     if kind not in AUGMENTATIONS:
         raise SystemExit(f"unknown augmentation '{kind}'; use one of {', '.join(AUGMENTATIONS)}.")
+    if waveform != (kind in WAVE_AUGMENTATIONS) and kind != "none":
+        fits = WAVE_AUGMENTATIONS if waveform else tuple(k for k in AUGMENTATIONS
+                                                         if k not in WAVE_AUGMENTATIONS)
+        raise SystemExit(f"augmentation '{kind}' does not apply to a "
+                         f"{'waveform' if waveform else 'spectrogram'} model; use one of "
+                         f"{', '.join(fits)}.")
     if kind == "none":
         return None
+    if waveform:  # x: (N, 1, L) samples
+        def augment_wave(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            return np.stack([_wave(row[0].copy(), rng)[None] for row in x])
+
+        return augment_wave
     floor = -float(top_db)
 
     def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -29,6 +29,7 @@ class Clip:
     generator: str = ""
     speaker: str = ""
     speech_seconds: float | None = None  # trimmed speech length (the corpus's metadata)
+    source: str = ""  # where a real clip was recorded (corpus v2), or whose line a fake reads
 
 
 def load_corpus(root: Path) -> list[Clip]:
@@ -38,7 +39,8 @@ def load_corpus(root: Path) -> list[Clip]:
     with open(root / "metadata.csv", newline="", encoding="utf-8") as fh:
         return [Clip(root / r["path"], r["label"], r["split"], r.get("language", ""),
                      r.get("generator", ""), r.get("speaker", ""),
-                     float(r["speech_duration"]) if r.get("speech_duration") else None)
+                     float(r["speech_duration"]) if r.get("speech_duration") else None,
+                     r.get("source", ""))
                 for r in csv.DictReader(fh)]
 
 

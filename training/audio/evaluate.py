@@ -14,6 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from xai_platform.config import ModelSpec
+from xai_platform.modalities import get_modality
 from xai_platform.models.cards import ExplanationSummary
 from xai_platform.preprocessing import audio
 
@@ -113,7 +114,7 @@ def band_summary(handle: Any, fs: FeatureSet, z: np.ndarray, *, methods: Sequenc
     from xai_platform import explainers
 
     spec = handle.spec
-    centres = audio.mel_centers_hz(spec.input)
+    centres = audio.band_centers_hz(spec.input)
     rng = np.random.default_rng(seed)
     picked: list[int] = []
     for cls in range(len(spec.labels)):
@@ -128,7 +129,12 @@ def band_summary(handle: Any, fs: FeatureSet, z: np.ndarray, *, methods: Sequenc
             w = windows[int(np.argmax(z[windows]))]
             target = int(fs.y_clip[ci])
             params = {"n_steps": 16} if method == "integrated_gradients" else None
-            heat = explainers.run(method, handle, fs.x[w], target=target, params=params,
+            model, x = handle, fs.x[w]
+            if spec.input.waveform:  # explained on the window's log-mel, as the app does
+                x = audio.spectrogram(fs.x[w][0], spec.input)
+                model = get_modality(spec.modality).explained_model(
+                    handle, x, {"window_wave": fs.x[w][0]})
+            heat = explainers.run(method, model, x, target=target, params=params,
                                   seed=seed).attribution.heatmap
             band = np.maximum(heat, 0).sum(axis=1)
             if band.sum() > 0:

@@ -29,7 +29,8 @@ Transform = Callable[[np.ndarray, int], tuple[np.ndarray, int]]
 
 def clip_features(source: Path, spec: AudioInput, *, transform: Transform | None = None,
                   max_seconds: float = 600.0) -> np.ndarray:
-    """(n_windows, n_mels, n_frames) float32 dB planes of one file, as the app computes them.
+    """(n_windows, n_mels, n_frames) float32 dB planes of one file, as the app computes them
+    (a waveform model: the windows' samples, (n_windows, 1, n_samples)).
 
     Without ``transform`` this *is* the inference path (``load_for_model`` -> ``features``).
     ``transform(wave, sr) -> (wave, sr)`` alters the decoded audio first (codec checks).
@@ -41,12 +42,13 @@ def clip_features(source: Path, spec: AudioInput, *, transform: Transform | None
         wave, sr = transform(wave, sr)
         audio.check_not_silent(wave)
         windows = audio.split_windows(audio.resample(wave, sr, spec.sample_rate), spec)
-    return audio.features(windows, spec)
+    return audio.model_inputs(windows, spec)
 
 
 @dataclass
 class FeatureSet:
-    """Windows of one split: x (N, H, W) float32 dB, y (N,) class index, clip (N,) index of
+    """Windows of one split: x (N, H, W) float32 dB (a waveform model: (N, 1, n_samples)
+    samples), y (N,) class index, clip (N,) index of
     the window's clip in ``clips``; ``y_clip`` (C,) the clips' class indices."""
 
     x: np.ndarray
@@ -124,6 +126,30 @@ def cap_per_language(fs: FeatureSet, n: int | None, *, seed: int) -> FeatureSet:
         groups.setdefault((c.language, c.label), []).append(i)
     keep = sorted(i for key in sorted(groups) for i in (
         groups[key] if len(groups[key]) <= n else rng.choice(groups[key], n, replace=False)))
+    return _keep_clips(fs, keep)
+
+
+def speaker_group(clip: Clip) -> str:
+    """Who a real clip's voice belongs to: its speaker, or its source and language where the
+    corpus does not know the speaker (Tux Paint's volunteers)."""
+    if clip.speaker:
+        return clip.speaker
+    return f"{clip.source}:{clip.language}"
+
+
+def limit_real_speakers(fs: FeatureSet, n: int | None, *, seed: int) -> FeatureSet:
+    """The real clips of ``n`` speakers only (a seeded choice of :func:`speaker_group`; every
+    fake kept), for a learning curve against the number of real speakers. ``None``: ``fs``
+    unchanged."""
+    if n is None:
+        return fs
+    groups = sorted({speaker_group(c) for c in fs.clips if c.label == "real"})
+    if n < 1 or n > len(groups):
+        raise SystemExit(f"--real-speakers must lie in 1..{len(groups)} (the training split's "
+                         f"real speakers), got {n}.")
+    chosen = set(np.random.default_rng(seed).choice(groups, n, replace=False).tolist())
+    keep = [i for i, c in enumerate(fs.clips)
+            if c.label != "real" or speaker_group(c) in chosen]
     return _keep_clips(fs, keep)
 
 

@@ -121,7 +121,7 @@ def window_scores(model, spec: ModelSpec, recordings: list[Recording], settings:
             except InputError:
                 out.append(None)
                 continue
-            probs = model.predict(prepared.planes)[:, spec.positive_index]
+            probs = get_modality(spec.modality).predict(model, prepared)[:, spec.positive_index]
             probs = np.where(prepared.scored_mask, probs, -np.inf)
             out.append((probs, np.asarray(prepared.starts_s, np.float64)))
             if (i + 1) % 20 == 0:

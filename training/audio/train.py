@@ -9,9 +9,9 @@
 ``real|fake``).
 
 Features are made by the app's own inference path (:func:`xai_platform.preprocessing.audio.
-load_for_model` -> :func:`~xai_platform.preprocessing.audio.features`: decode, resample, windows,
-:func:`~xai_platform.preprocessing.audio.log_mel`), so the model is trained on exactly what it
-will be served; they are cached per split as ``.npy`` under a key of the feature settings and
+load_for_model` -> :func:`~xai_platform.preprocessing.audio.model_inputs`: decode, resample,
+windows, :func:`~xai_platform.preprocessing.audio.spectrogram`, or the windows' samples for a
+waveform model), so the model is trained on exactly what it will be served; they are cached per split as ``.npy`` under a key of the feature settings and
 the files. A clip longer than the window gives several training windows; a clip is scored as
 the app scores a recording (mean of its windows' probabilities).
 
@@ -26,7 +26,8 @@ measured on the saved file:
 * EER again after every test clip, real and fake alike, goes through the same degradation (8 kHz
   + loudness + MP3; low-bitrate Ogg Vorbis + loudness), to check the model learned voices, not
   recording artefacts;
-* which mel bands Grad-CAM and Integrated Gradients point at on up to 100 test clips.
+* which mel bands Grad-CAM and Integrated Gradients point at on up to 100 test clips (a
+  waveform model is explained on the window's log-mel, as the app does).
 """
 
 
@@ -59,7 +60,8 @@ from ..weights import imagenet_init, load_saved, save_weights
 from .augment import AUGMENTATIONS, augmentation
 from .data import SPLITS, Clip, load_clips
 from .evaluate import DEGRADATIONS, band_summary, clip_probabilities, report, window_logits
-from .features import FeatureSet, cap_per_language, feature_set, match_speech_duration, resplit
+from .features import (FeatureSet, cap_per_language, feature_set, limit_real_speakers,
+                       match_speech_duration, resplit)
 
 VERDICT_RULE = "mean of window probabilities >= threshold"
 SPLIT_RULE = "by language (offline corpus) / as distributed (Fake-or-Real)"
@@ -80,6 +82,7 @@ class AudioOptions:
     augment: str = "masks"  # a key of AUGMENTATIONS
     cap_per_language: int | None = None
     match_speech_duration: float | None = None  # bin width in seconds
+    real_speakers: int | None = None  # train on the real clips of this many speakers
     init: str = "random"  # or "imagenet"
     train_languages: tuple[str, ...] | None = None
     validation_languages: tuple[str, ...] | None = None
@@ -157,7 +160,8 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
             options.train, history, command=options.command, seconds=train_seconds,
             augmentation=f"{options.augment}: {AUGMENTATIONS[options.augment]}, both classes",
             init=init, options={"cap_per_language": options.cap_per_language,
-                                "match_speech_duration_s": options.match_speech_duration},
+                                "match_speech_duration_s": options.match_speech_duration,
+                                "real_speakers": options.real_speakers},
             # this session's time outside training (a resumed run trained earlier too)
             other_seconds=time.time() - t_start - this_session,
             total_seconds=time.time() - t_start),
@@ -207,6 +211,7 @@ def training_sets(spec: ModelSpec, clips: Sequence[Clip],
     sets["train"] = cap_per_language(sets["train"], options.cap_per_language, seed=seed)
     sets["train"] = match_speech_duration(sets["train"], options.match_speech_duration,
                                           seed=seed)
+    sets["train"] = limit_real_speakers(sets["train"], options.real_speakers, seed=seed)
     return sets
 
 
@@ -223,7 +228,8 @@ def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
     history = train(spec, network, sets["train"].x, sets["train"].y,
                     sets["validation"].x, sets["validation"].y, options.train,
                     checkpoint=checkpoint,
-                    augment=augmentation(options.augment, spec.input.top_db))
+                    augment=augmentation(options.augment, spec.input.top_db,
+                                         waveform=spec.input.waveform))
     this_session = time.time() - t_train
     if timing is not None:
         timing.parent.mkdir(parents=True, exist_ok=True)
@@ -279,13 +285,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="checkpoint folder (default: runs/audio/<model>-seed<seed>-<hash "
                              "of the data and training settings>)")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
-    parser.add_argument("--augment", choices=tuple(AUGMENTATIONS), default="masks",
-                        help="feature-domain augmentation of both classes")
+    parser.add_argument("--augment", choices=tuple(AUGMENTATIONS), default=None,
+                        help="augmentation of both classes (default: masks; wave for a "
+                             "waveform model)")
     parser.add_argument("--cap-per-language", type=int, default=None, metavar="N",
                         help="train on at most N clips per language and label (seeded choice)")
     parser.add_argument("--match-speech-duration", type=float, default=None, metavar="BIN_S",
                         help="train on as many real as fake clips per language and BIN_S-second "
                              "bin of speech length (offline corpus; a seeded choice)")
+    parser.add_argument("--real-speakers", type=int, default=None, metavar="N",
+                        help="train on the real clips of N speakers only (seeded choice; every "
+                             "fake kept): the learning curve against the number of speakers")
     parser.add_argument("--train-languages", default=None, metavar="L1,L2",
                         help="train on these languages of the training and validation splits "
                              "(folds, learning curves; test languages are refused)")
@@ -308,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
     args = parse_args(argv)
     spec = load_config(args.config).model(args.model)
     out = (args.out or default_out(spec)).resolve()
+    args.augment = args.augment or ("wave" if spec.input.waveform else "masks")
     if spec.framework == "keras" and not out.name.endswith(".weights.h5"):
         raise SystemExit("Keras weights must be a .weights.h5 file; fix --out.")
     # One checkpoint folder per set of training settings: a run with other settings never
@@ -317,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
                           + ([args.cap_per_language] if args.cap_per_language else [])
                           + ([args.init] if args.init != "random" else [])
                           + ([args.match_speech_duration] if args.match_speech_duration else [])
+                          + ([f"speakers={args.real_speakers}"] if args.real_speakers else [])
                           + ([args.train_languages, args.validation_languages]
                              if args.train_languages or args.validation_languages else []))
     tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
@@ -334,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
         cache_dir=args.cache_dir or ROOT / "data" / "feature_cache", checkpoint=checkpoint,
         subset=args.for_subset, augment=args.augment, cap_per_language=args.cap_per_language,
         match_speech_duration=args.match_speech_duration, init=args.init,
+        real_speakers=args.real_speakers,
         train_languages=_languages(args.train_languages),
         validation_languages=_languages(args.validation_languages),
         robustness=not args.no_robustness,

@@ -199,6 +199,11 @@ def score_explanation(model: ModelHandle, x: np.ndarray | None,
         params = e.params if params is None else params
         signed = e.signed if signed is None else signed
         cost = Cost(e.seconds, e.n_evaluations)
+        # the function the methods explained (a waveform model: through the window's STFT)
+        kind = get_modality(e.modality)
+        model = kind.explained_model(model, e.display, e.extras)
+        if randomized is not None:
+            randomized = kind.explained_model(randomized, e.display, e.extras)
     else:
         heatmap = np.asarray(explanation, dtype=np.float32)
     if method is None or target is None or x is None:

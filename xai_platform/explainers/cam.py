@@ -36,14 +36,21 @@ def cam_from_weights(activations: FloatArray, weights: FloatArray,
                      size: tuple[int, int]) -> FloatArray:
     """ReLU(sum_c w_c A_c), resized to ``size`` = (H, W) bilinearly, then min-max scaled.
 
-    Returns (N, H, W) float32 in [0, 1]; an all-zero map stays zero (no evidence found).
+    Returns (N, H, W) float32 in [0, 1]; an all-zero map stays zero (no evidence found). A map
+    one row high (a 1-D convolution over time) is resized along its length and repeated on
+    every row.
     pytorch-grad-cam scales before and after resizing; the result is the same map, since
     resizing is linear and the scaling affine.
     """
     cam = np.maximum((weights[:, :, None, None] * activations).sum(axis=1), 0.0)
     out = np.empty((cam.shape[0], *size), dtype=np.float32)
     for i, m in enumerate(cam):
-        m = cv2.resize(m.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        if m.shape[0] == 1:  # a 1-D layer (a curve over time): the same at every row
+            m = np.repeat(cv2.resize(m.astype(np.float32), (size[1], 1),
+                                     interpolation=cv2.INTER_LINEAR), size[0], axis=0)
+        else:
+            m = cv2.resize(m.astype(np.float32), (size[1], size[0]),
+                           interpolation=cv2.INTER_LINEAR)
         m = m - m.min()
         top = float(m.max())
         out[i] = m / top if top > 0 else m  # no epsilon: tiny maps must still reach 1

@@ -1,14 +1,15 @@
-"""Audio: is this voice real or synthetic? Log-mel spectrograms scored in windows.
+"""Audio: is this voice real or synthetic? Log spectrograms scored in windows.
 
 Input spec: :class:`AudioInput` (one definition for training and inference, see
-:func:`xai_platform.preprocessing.audio.log_mel`). A recording is cut into overlapping windows
-(:func:`~xai_platform.preprocessing.audio.split_windows`), each a (n_mels, frames) plane in dB.
+:func:`xai_platform.preprocessing.audio.spectrogram`). A recording is cut into overlapping
+windows (:func:`~xai_platform.preprocessing.audio.split_windows`), each a (bands, frames) plane
+in dB, on mel bands (``input.kind: log_mel``) or bands evenly spaced in Hz (``linear``).
 
 * **masked value**: the window's own floor, its minimum dB (about ``-top_db``), i.e. silence in
   that time-frequency cell. A zero would be the *loudest* value the spectrogram holds.
-* **features**: a grid of time-frequency patches, ``patch_bands`` mel bands by
+* **features**: a grid of time-frequency patches, ``patch_bands`` bands by
   ``patch_frames`` frames.
-* **display**: time in seconds on x, mel-band centre frequencies in Hz on y.
+* **display**: time in seconds on x, band centre frequencies in Hz on y.
 * **readouts**: attribution per frequency band and per time segment, and two clips to listen
   to (the important cells kept, and removed, each re-scored by the model).
 * **speech** (with ``app.check_inputs``): voice activity detection
@@ -43,11 +44,23 @@ if TYPE_CHECKING:
 #: every suffix the decoder reads (libsndfile, or the ffmpeg binary for MP3 / Ogg / Opus)
 EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 NORMALIZATIONS = ("db", "none")
+#: the front-ends: log-mel, a linear-frequency filterbank (log_linear in preprocessing.audio),
+#: or the raw waveform (the model's own front-end; explained on the log-mel of the window)
+KINDS = ("log_mel", "linear", "waveform")
+_KIND_WORDS = {"log_mel": ("log-mel", "mel scale"), "linear": ("log spectrogram", "linear"),
+               "waveform": ("log-mel of the waveform", "mel scale")}
 
 
 @dataclass(frozen=True)
 class AudioInput:
-    """Input of an audio model: a log-mel spectrogram in dB, (n_mels, frames)."""
+    """Input of an audio model: a log spectrogram in dB, (n_mels, frames).
+
+    ``kind`` picks the frequency axis: ``log_mel`` (mel bands) or ``linear`` (bands evenly
+    spaced in Hz); ``n_mels`` is the number of bands either way. ``waveform``: the model takes
+    the window's samples, (1, n_samples) in [-1, 1], and is explained on the log-mel plane of
+    the window (:attr:`plane_shape`) through :class:`~xai_platform.models.resynthesis.
+    SpectrogramView`, which resynthesises a changed plane with the window's own phase.
+    """
 
     sample_rate: int = 16000
     duration: float = 2.0
@@ -61,6 +74,7 @@ class AudioInput:
     window_hop: float | None = None
     channels: int = 1
     normalize: str = "db"
+    kind: str = "log_mel"
 
     @property
     def n_samples(self) -> int:
@@ -72,9 +86,20 @@ class AudioInput:
         return 1 + self.n_samples // self.hop_length
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """(H, W) = (n_mels, frames) of the feature plane the model sees."""
+    def waveform(self) -> bool:
+        """Whether the model takes the raw waveform (``kind: waveform``)."""
+        return self.kind == "waveform"
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        """(bands, frames) of the spectrogram plane shown and explained."""
         return (self.n_mels, self.n_frames)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of what the model takes: the spectrogram plane, or (1, n_samples) for a
+        waveform model."""
+        return (1, self.n_samples) if self.waveform else self.plane_shape
 
     @property
     def f_max(self) -> float:
@@ -88,19 +113,20 @@ class AudioInput:
 
 @dataclass(frozen=True)
 class AudioAxes:
-    """How to label a spectrogram: time of the window in the recording and mel band centres."""
+    """How to label a spectrogram: time of the window in the recording and band centres."""
 
     start_s: float
     duration_s: float
-    mel_centers_hz: FloatArray
+    band_centers_hz: FloatArray
     sample_rate: int
+    kind: str = "log_mel"
 
 
 _TYPES: dict[str, Any] = {
     "sample_rate": int, "duration": float, "n_fft": int, "hop_length": int,
     "win_length": (int, type(None)), "n_mels": int, "fmin": float,
     "fmax": (float, type(None)), "top_db": float, "window_hop": (float, type(None)),
-    "channels": int, "normalize": str,
+    "channels": int, "normalize": str, "kind": str,
 }
 
 
@@ -147,14 +173,22 @@ class Audio(Modality):
     benchmark = ("audio_corpus", "python -m training.audio_corpus --out data/audio_corpus")
     window_label = "Audio window"
     feature_params = (
-        Param("patch_bands", "Patch height (mel bands)", "int", 8, minimum=1, maximum=64,
-              step=1, help="Mel bands per time-frequency patch."),
+        Param("patch_bands", "Patch height (frequency bands)", "int", 8, minimum=1,
+              maximum=64, step=1, help="Frequency bands (mel or linear) per time-frequency "
+              "patch."),
         Param("patch_frames", "Patch width (frames)", "int", 8, minimum=1, maximum=256,
               step=1, help="Spectrogram frames per patch."),
     )
 
     def parse_input(self, raw: Mapping[str, Any], *, source: str) -> AudioInput:
-        spec = AudioInput(**parse_fields(raw, _TYPES, source=source, prefix="input."))
+        fields = parse_fields(raw, _TYPES, source=source, prefix="input.")
+        if fields.get("kind") == "waveform":  # samples in [-1, 1] go in as they are
+            fields.setdefault("normalize", "none")
+            if fields["normalize"] != "none":
+                raise ConfigError("a waveform model takes the samples in [-1, 1] as they are.",
+                                  source=source, key="input.normalize",
+                                  fix="remove it, or write none.")
+        spec = AudioInput(**fields)
         for key in ("sample_rate", "duration", "n_fft", "hop_length", "n_mels", "top_db"):
             check_positive(getattr(spec, key), source=source, key=f"input.{key}")
         check_positive(spec.fmin, source=source, key="input.fmin", strict=False)
@@ -168,10 +202,14 @@ class Audio(Modality):
                               fix="use hop_length <= n_fft.")
         if spec.window_hop is not None:
             check_positive(spec.window_hop, source=source, key="input.window_hop")
+        if spec.waveform and spec.channels != 1:
+            raise ConfigError("a waveform model takes one (mono) channel.", source=source,
+                              key="input.channels", fix="remove it, or write 1.")
         if spec.channels not in (1, 3):
             raise ConfigError("channels must be 1 or 3.", source=source, key="input.channels",
                               fix="use 1, or 3 for a network with an RGB stem.")
         check_choice(spec.normalize, NORMALIZATIONS, source=source, key="input.normalize")
+        check_choice(spec.kind, KINDS, source=source, key="input.kind")
         return spec
 
     def prepare(self, source, spec: ModelSpec, *, settings: AppSettings,
@@ -210,6 +248,28 @@ class Audio(Modality):
     def window_seconds(self, spec: ModelSpec) -> float:
         return float(spec.input.duration)
 
+    # --- waveform models: scored on the samples, explained on the spectrogram -------------------
+    def predict(self, model: Any, prepared: PreparedInput) -> FloatArray:
+        if model.spec.input.waveform:
+            return model.predict(np.asarray(prepared.data["waveforms"], np.float32)[:, None])
+        return model.predict(prepared.planes)
+
+    def reference(self, prepared: PreparedInput, window: int) -> dict[str, Any]:
+        waves = prepared.data.get("waveforms")
+        return {} if waves is None else {"window_wave": np.asarray(waves[window], np.float32)}
+
+    def explained_model(self, model: Any, display: FloatArray, extras: Mapping[str, Any]) -> Any:
+        """A waveform model through the window's spectrogram
+        (:class:`~xai_platform.models.resynthesis.SpectrogramView`); others as they are."""
+        from ..models.resynthesis import SpectrogramView
+
+        if not model.spec.input.waveform or isinstance(model, SpectrogramView):
+            return model
+        if "window_wave" not in extras:
+            raise InputError("explaining a waveform model needs the window's samples; explain "
+                             "it through the service or pipeline.explain.")
+        return SpectrogramView(model, extras["window_wave"], display)
+
     def segment_phrase(self, positive_label: str) -> str:
         # The audio models here detect synthetic speech; their positive label says so.
         synthetic = positive_label.lower() in ("fake", "spoof", "synthetic", "deepfake")
@@ -231,11 +291,12 @@ class Audio(Modality):
 
         start = float(prepared.starts_s[window]) if prepared.starts_s is not None else 0.0
         return AudioAxes(start_s=start, duration_s=spec.input.duration,
-                         mel_centers_hz=audio.mel_centers_hz(spec.input).astype(np.float32),
-                         sample_rate=spec.input.sample_rate)
+                         band_centers_hz=audio.band_centers_hz(spec.input).astype(np.float32),
+                         sample_rate=spec.input.sample_rate, kind=spec.input.kind)
 
     def input_title(self, expl: Explanation) -> str:
-        return "input (log-mel, dB)"
+        kind = expl.axes.kind if expl.axes is not None else "log_mel"
+        return f"input ({_KIND_WORDS[kind][0]}, dB)"
 
     def imshow_kwargs(self, expl: Explanation) -> dict[str, Any]:
         a = expl.axes
@@ -257,8 +318,8 @@ class Audio(Modality):
             ax.set_yticks([])
         else:
             ticks = np.linspace(0, expl.display.shape[0] - 1, 6).round().astype(int)
-            ax.set_yticks(ticks, [_hz(expl.axes.mel_centers_hz[t]) for t in ticks])
-            ax.set_ylabel("frequency (Hz, mel scale)")
+            ax.set_yticks(ticks, [_hz(expl.axes.band_centers_hz[t]) for t in ticks])
+            ax.set_ylabel(f"frequency (Hz, {_KIND_WORDS[expl.axes.kind][1]})")
 
     def record(self, expl: Explanation) -> dict[str, Any]:
         out = super().record(expl)
@@ -319,8 +380,14 @@ class Audio(Modality):
 
     # --- benchmarks -----------------------------------------------------------------------------
     def sample_plane(self, spec: ModelSpec, rng: np.random.Generator) -> FloatArray:
-        """A harmonic spectrogram in dB."""
-        h, w = spec.input_shape
+        """A harmonic spectrogram in dB; for a waveform model what it takes, a harmonic
+        tone (1, n_samples) in [-1, 1]."""
+        if spec.input.waveform:
+            t = np.arange(spec.input.n_samples) / spec.input.sample_rate
+            wave = sum(np.sin(2 * np.pi * 220.0 * k * t) / k for k in range(1, 6))
+            wave = 0.2 * wave * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+            return (wave + 0.003 * rng.standard_normal(len(t)))[None].astype(np.float32)
+        h, w = spec.input.plane_shape
         yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
         harmonics = sum(np.exp(-((yy * h - k * h / 9) ** 2) / 4.0) for k in range(1, 8))
         envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * xx)

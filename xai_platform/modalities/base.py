@@ -160,6 +160,23 @@ class Modality(ABC):
                 + ("" if scored[i] else f" ({prepared.unscored_label or 'not scored'})")
                 for i, s in enumerate(prepared.starts_s)]
 
+    # --- the model on this modality's inputs ----------------------------------------------------
+    def predict(self, model: Any, prepared: PreparedInput) -> FloatArray:
+        """Probabilities (n, K) of every window of ``prepared`` (default: the model on its
+        planes)."""
+        return model.predict(prepared.planes)
+
+    def reference(self, prepared: PreparedInput, window: int) -> dict[str, Any]:
+        """What explaining window ``window`` needs besides its plane (kept in the explanation's
+        ``extras``, so its scorecard sees the same model); default: nothing."""
+        return {}
+
+    def explained_model(self, model: Any, display: FloatArray, extras: Mapping[str, Any]) -> Any:
+        """The function of the plane ``display`` that the methods explain (a
+        :class:`~xai_platform.models.handle.ModelHandle`); ``extras``: the explanation's, holding
+        :meth:`reference`. Default: the model itself, which takes the planes."""
+        return model
+
     # --- perturbations --------------------------------------------------------------------------
     def masked_value(self, x: FloatArray) -> FloatArray:
         """The plane that replaces removed features, (H, W) float32: a heavily blurred copy

@@ -42,6 +42,8 @@ from ..familiarity import Familiarity
 
 FloatArray = npt.NDArray[np.float32]
 _EPS = 1e-7
+#: why a model's forward passes stay with its framework when its format cannot export them
+NO_EXPORT = "its format gives no ONNX export"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,48 @@ class LayerGradients:
     activations: FloatArray
     gradients: FloatArray
     scores: FloatArray
+
+
+@dataclass(frozen=True)
+class ForwardPath:
+    """Which engine runs a model's forward-only batches, and why (see
+    :mod:`xai_platform.models.fast_forward`).
+
+    ``engine`` is ``onnxruntime`` when the exported graph passed its parity check, else the
+    model's framework, with ``reason`` saying why the fast path is not used. ``max_abs_diff``:
+    the largest difference of probabilities between the two engines on the ``parity_inputs``
+    example planes; ``max_score_diff`` the same for the explained scores (e.g. logits).
+    """
+
+    engine: str
+    reason: str = ""
+    max_abs_diff: float | None = None
+    max_score_diff: float | None = None
+    parity_inputs: int = 0
+    onnx_file: str | None = None
+    exported: bool = False  #: this load exported the graph (False: the cached graph was reused)
+    seconds: float = 0.0  #: export (if any), session and parity check
+    threads: int | None = None  #: ONNX Runtime intra-op threads
+
+    @property
+    def fast(self) -> bool:
+        return self.engine == "onnxruntime"
+
+    def describe(self) -> str:
+        """One line for the Models tab, ``check-model`` and logs."""
+        if not self.fast or self.max_abs_diff is None:  # the framework, or an ONNX model
+            return f"{self.engine}" + (f" ({self.reason})" if self.reason else "")
+        how = "exported" if self.exported else "cached graph"
+        note = f"; {self.reason}" if self.reason else ""
+        return (f"ONNX Runtime ({how}, parity {self.max_abs_diff:.1e} on {self.parity_inputs} "
+                f"example inputs, {self.threads} threads{note})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"engine": self.engine, "reason": self.reason,
+                "max_abs_diff": self.max_abs_diff, "max_score_diff": self.max_score_diff,
+                "parity_inputs": self.parity_inputs, "onnx_file": self.onnx_file,
+                "exported": self.exported, "seconds": round(self.seconds, 3),
+                "threads": self.threads}
 
 
 @dataclass(frozen=True)
@@ -174,6 +218,58 @@ class ModelHandle(ABC):
         #: model card; None: no familiarity check), see :mod:`xai_platform.familiarity`
         self.familiarity: Familiarity | None = None
         self.lock = threading.RLock()
+        #: which engine runs forward-only batches (:meth:`use_fast_forward`)
+        self.forward_path = ForwardPath(self.framework, NO_EXPORT)
+        self._fast: ModelHandle | None = None  # the ONNX Runtime twin, once its parity passed
+        self._fast_options: dict[str, Any] | None = None
+        self._fast_pending = False
+
+    # --- the exact fast path for forward passes ----------------------------------------------
+    def use_fast_forward(self, *, cache_dir: Any = None, threads: int | None = None,
+                         lazy: bool = False) -> ForwardPath:
+        """Run forward-only batches (:meth:`predict`, :meth:`scores`, and so LIME, SHAP, the
+        deletion / insertion curves, the window timeline) through ONNX Runtime when the
+        exported graph matches this model on example inputs
+        (:func:`xai_platform.models.fast_forward.attach`); gradients stay with the framework.
+        ``lazy``: export on the first forward batch instead of now (a derived copy, e.g. the
+        randomised model, that may only ever be asked for gradients)."""
+        self._fast_options = {"cache_dir": cache_dir, "threads": threads}
+        if lazy:
+            self._fast_pending = True
+            self.forward_path = ForwardPath(self.framework, "fast path set up on the first "
+                                                            "forward batch")
+            return self.forward_path
+        from .fast_forward import attach
+
+        return attach(self, cache_dir=cache_dir, threads=threads)
+
+    def derive_fast_forward(self, other: ModelHandle) -> ModelHandle:
+        """Give ``other`` (a copy derived from this model) the same fast-path settings, set up
+        lazily; returns ``other``."""
+        if self._fast_options is not None:
+            other.use_fast_forward(**self._fast_options, lazy=True)
+        return other
+
+    def _forward_engine(self) -> ModelHandle:
+        """The handle whose ``_predict_batch`` / ``_scores_batch`` run forward-only batches."""
+        if self._fast_pending:
+            with self.lock:
+                if self._fast_pending:
+                    self._fast_pending = False
+                    from .fast_forward import attach
+
+                    attach(self, **(self._fast_options or {}))
+        return self._fast or self
+
+    def forward_engines(self) -> dict[str, Callable[[FloatArray], FloatArray]]:
+        """Every exact engine this model's probabilities can come from, name -> one-batch
+        predict function (the framework's own, and ``onnxruntime`` when the fast path is on);
+        the benchmark times each."""
+        engines = {self.framework: self._predict_batch}
+        fast = self._forward_engine()
+        if fast is not self:
+            engines["onnxruntime"] = fast._predict_batch
+        return engines
 
     # --- the framework-specific part -------------------------------------------------------
     @abstractmethod
@@ -183,6 +279,11 @@ class ModelHandle(ABC):
     @abstractmethod
     def _scores_batch(self, x: FloatArray) -> FloatArray:
         """Explained scores (n, K) for one batch (see the module docstring), in inference mode."""
+
+    def _outputs_batch(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """(probabilities, explained scores) of one batch; a format overrides it to take both
+        from one forward pass (the fast path's parity check)."""
+        return self._predict_batch(x), self._scores_batch(x)
 
     def layer_gradients(self, x: FloatArray, targets: npt.NDArray[np.int64], *,
                         layer: str | None = None) -> LayerGradients:
@@ -231,6 +332,11 @@ class ModelHandle(ABC):
         """The framework's own model object (for library baselines), or None."""
         return None
 
+    def method_note(self, method: Any) -> str:
+        """A note on what ``method`` (a :class:`~xai_platform.explainers.MethodInfo`) computes
+        on this model beyond its description, for the explanation's notes ("" for none)."""
+        return ""
+
     @property
     def capabilities(self):
         """What this model can do (its format's capabilities)."""
@@ -277,10 +383,11 @@ class ModelHandle(ABC):
 
     def predict(self, x: np.ndarray, *, batch_size: int | None = None,
                 progress: Callable[[int, int], None] | None = None) -> FloatArray:
-        """Class probabilities (N, K) float32 for feature planes (N, H, W), in batches."""
-        return self._batched(self._predict_batch, x, batch_size, progress)
+        """Class probabilities (N, K) float32 for feature planes (N, H, W), in batches (through
+        ONNX Runtime when the fast path is on, see :meth:`use_fast_forward`)."""
+        return self._batched(self._forward_engine()._predict_batch, x, batch_size, progress)
 
     def scores(self, x: np.ndarray, *, batch_size: int | None = None) -> FloatArray:
         """Explained scores (N, K) float32, e.g. logits, before any calibration (training and
-        calibration use these)."""
-        return self._batched(self._scores_batch, x, batch_size, None)
+        calibration use these; ONNX Runtime when the fast path is on)."""
+        return self._batched(self._forward_engine()._scores_batch, x, batch_size, None)

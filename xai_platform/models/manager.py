@@ -18,11 +18,15 @@ from typing import Literal
 from ..config import ModelSpec, PlatformConfig
 from ..errors import ModelUnavailableError, XAIError
 from ..familiarity import read as read_familiarity
-from ..files import sha256
+from ..files import folder_sha256, sha256
 from .cards import ModelCard, read_card, read_serving
 from .architectures import get_fetcher, has_fetcher
 from .formats import get_format
-from .handle import ModelHandle
+from .handle import ForwardPath, ModelHandle
+
+
+#: the forward path's reason when the switch is off
+FAST_FORWARD_OFF = "fast path off (app.fast_forward: false or --no-fast-forward)"
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,19 @@ class ModelManager:
     """Loads models on first use and keeps the ``cache_size`` most recently used."""
 
     def __init__(self, config: PlatformConfig, *, device: str | None = None,
-                 cache_size: int | None = None, batch_size: int | None = None) -> None:
+                 cache_size: int | None = None, batch_size: int | None = None,
+                 fast_forward: bool | None = None, onnx_cache: Path | str | None = None) -> None:
+        """``fast_forward``: run forward-only batches on ONNX Runtime where the exported graph
+        passes its parity check (default ``app.fast_forward``); ``onnx_cache``: where the
+        graphs are kept (default: :func:`~xai_platform.models.fast_forward.default_cache_dir`).
+        """
         check_models(config)
         self.config = config
         self.device = device or config.app.device
         self.cache_size = cache_size or config.app.model_cache_size
         self.batch_size = batch_size or config.app.batch_size
+        self.fast_forward = config.app.fast_forward if fast_forward is None else fast_forward
+        self.onnx_cache = onnx_cache
         self._cache: OrderedDict[str, ModelHandle] = OrderedDict()
         self._failures: dict[str, str] = {}
         self._hashes: dict[str, str] = {}
@@ -80,7 +91,7 @@ class ModelManager:
         fmt = get_format(spec.framework)
         if not fmt.installed():
             return ModelStatus("unavailable", f"{fmt.label} is not installed; {fmt.install_hint}")
-        if spec.weights is not None and not spec.weights.is_file():
+        if spec.weights is not None and not fmt.weights_found(spec):
             # A command that downloads published weights ("... fetch NAME") is not training.
             download = spec.train_command and " fetch " in f" {spec.train_command} "
             how = (f"fetch weights (needs internet): the Models tab's Fetch button, or "
@@ -102,7 +113,7 @@ class ModelManager:
         """Whether the entry's published weights can be fetched from the app or the CLI (its
         architecture declares a fetcher and the weights file is missing)."""
         spec = self.spec(model_id)
-        return (spec.weights is not None and not spec.weights.is_file()
+        return (spec.weights is not None and not get_format(spec.framework).weights_found(spec)
                 and has_fetcher(spec.architecture))
 
     def fetch(self, model_id: str, *, progress: Callable[[float, str], None] | None = None
@@ -184,6 +195,10 @@ class ModelManager:
                     spec, device=self.device, default_batch_size=self.batch_size,
                     calibration=calibration)
                 handle.familiarity = read_familiarity(spec.weights, familiarity_info)
+                if not self.fast_forward:
+                    handle.forward_path = ForwardPath(handle.framework, FAST_FORWARD_OFF)
+                elif handle.capabilities.onnx_export:
+                    handle.use_fast_forward(cache_dir=self.onnx_cache)
             except ModelUnavailableError as exc:
                 self._failures[model_id] = str(exc)
                 raise ModelUnavailableError(f"model '{model_id}' is unavailable: {exc}") from None
@@ -193,6 +208,12 @@ class ModelManager:
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
             return handle
+
+    def forward_path(self, model_id: str) -> ForwardPath | None:
+        """Which engine runs the model's forward-only batches (None while it is not loaded)."""
+        with self._lock:
+            handle = self._cache.get(model_id)
+        return None if handle is None else handle.forward_path
 
     def unload(self, model_id: str | None = None) -> None:
         """Drop one model (or all) from the cache; the next request loads it again."""
@@ -213,8 +234,9 @@ class ModelManager:
     def weights_hash(self, model_id: str) -> str | None:
         """sha256 of the weights file (None for a model without weights)."""
         spec = self.spec(model_id)
-        if spec.weights is None or not spec.weights.is_file():
+        if spec.weights is None or not get_format(spec.framework).weights_found(spec):
             return None
         if model_id not in self._hashes:
-            self._hashes[model_id] = sha256(spec.weights)
+            self._hashes[model_id] = (sha256(spec.weights) if spec.weights.is_file()
+                                      else folder_sha256(spec.weights))
         return self._hashes[model_id]

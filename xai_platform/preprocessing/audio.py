@@ -451,8 +451,25 @@ def load_for_model(source: str | Path | bytes | tuple[int, npt.ArrayLike], spec:
     return split_windows(resample(wave, sr, spec.sample_rate), spec)
 
 
+def _check_window(wave: FloatArray, spec: AudioInput) -> FloatArray:
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1 or len(wave) != spec.n_samples:
+        raise ValueError(f"a spectrogram needs a ({spec.n_samples},) window, got {wave.shape}; "
+                         "call fit_window first.")
+    return wave
+
+
+def _to_db(power: npt.NDArray[Any], spec: AudioInput) -> FloatArray:
+    # dB relative to the window's own maximum, floored at -top_db.
+    if float(power.max()) <= 1e-10:  # ref=max would be 0 and every value 0 dB
+        return np.full(spec.plane_shape, -spec.top_db, dtype=np.float32)
+    db = _librosa().power_to_db(power, ref=np.max, top_db=spec.top_db).astype(np.float32)
+    # Rounding can leave values a hair outside the documented range.
+    return np.clip(db, -spec.top_db, 0.0, out=db)
+
+
 def log_mel(wave: FloatArray, spec: AudioInput) -> FloatArray:
-    """The log-mel spectrogram every audio model is trained and run on.
+    """The log-mel spectrogram (``input.kind: log_mel``, the default).
 
     Power mel spectrogram (centred STFT with ``spec``'s n_fft, hop, window, n_mels, fmin and
     fmax, power 2) in dB relative to the window's own maximum and floored at ``-spec.top_db``,
@@ -465,50 +482,79 @@ def log_mel(wave: FloatArray, spec: AudioInput) -> FloatArray:
         (spec.n_mels, spec.n_frames) float32 in [-spec.top_db, 0] dB; all ``-spec.top_db``
         for a window of zeros.
     """
-    wave = np.asarray(wave, dtype=np.float32)
-    if wave.ndim != 1 or len(wave) != spec.n_samples:
-        raise ValueError(f"log_mel needs a ({spec.n_samples},) window, got {wave.shape}; "
-                         "call fit_window first.")
-    librosa = _librosa()
-    power = librosa.feature.melspectrogram(
+    wave = _check_window(wave, spec)
+    power = _librosa().feature.melspectrogram(
         y=wave, sr=spec.sample_rate, n_fft=spec.n_fft, hop_length=spec.hop_length,
         win_length=spec.win_length, n_mels=spec.n_mels, fmin=spec.fmin, fmax=spec.f_max,
         power=2.0, center=True, pad_mode="constant")
-    if float(power.max()) <= 1e-10:  # ref=max would be 0 and every value 0 dB
-        return np.full(spec.shape, -spec.top_db, dtype=np.float32)
-    db = librosa.power_to_db(power, ref=np.max, top_db=spec.top_db).astype(np.float32)
-    # Rounding can leave values a hair outside the documented range.
-    return np.clip(db, -spec.top_db, 0.0, out=db)
+    return _to_db(power, spec)
+
+
+def log_linear(wave: FloatArray, spec: AudioInput) -> FloatArray:
+    """The linear-frequency log spectrogram (``input.kind: linear``).
+
+    The same STFT as :func:`log_mel`, pooled by ``spec.n_mels`` triangular bands spaced evenly
+    in Hz from fmin to fmax (a linear filterbank, as in the LFB / LFCC front-ends of the
+    ASVspoof baselines) instead of on the mel scale, so the 4-8 kHz band, where much of the
+    evidence of synthesis lies (Tak et al., Interspeech 2020), keeps as many bands as the low
+    frequencies. Same dB scale as :func:`log_mel`.
+    """
+    wave = _check_window(wave, spec)
+    stft = _librosa().stft(wave, n_fft=spec.n_fft, hop_length=spec.hop_length,
+                           win_length=spec.win_length, center=True, pad_mode="constant")
+    power = _filterbank(spec) @ (np.abs(stft) ** 2)
+    return _to_db(power, spec)
+
+
+def spectrogram(wave: FloatArray, spec: AudioInput) -> FloatArray:
+    """The spectrogram plane of one window, by ``spec.kind`` (log-mel for ``log_mel`` and
+    ``waveform``): (spec.n_mels, spec.n_frames) float32 in [-spec.top_db, 0] dB."""
+    return log_linear(wave, spec) if spec.kind == "linear" else log_mel(wave, spec)
 
 
 def features(windows: AudioWindows, spec: AudioInput) -> FloatArray:
-    """:func:`log_mel` of every window: (n_windows, n_mels, n_frames) float32 in [-top_db, 0]."""
+    """:func:`spectrogram` of every window: (n_windows, n_mels, n_frames) float32 in
+    [-top_db, 0] (for a waveform model: the plane it is explained on)."""
     if windows.sample_rate != spec.sample_rate:
         raise ValueError(f"windows are at {windows.sample_rate} Hz but the model expects "
                          f"{spec.sample_rate} Hz; build them with load_for_model.")
-    return np.stack([log_mel(w, spec) for w in windows.windows])
+    return np.stack([spectrogram(w, spec) for w in windows.windows])
+
+
+def model_inputs(windows: AudioWindows, spec: AudioInput) -> FloatArray:
+    """What the model takes for every window: :func:`features`, or for a waveform model
+    (``kind: waveform``) the windows' samples, (n_windows, 1, n_samples) float32 in [-1, 1]."""
+    if not spec.waveform:
+        return features(windows, spec)
+    if windows.sample_rate != spec.sample_rate:
+        raise ValueError(f"windows are at {windows.sample_rate} Hz but the model expects "
+                         f"{spec.sample_rate} Hz; build them with load_for_model.")
+    return np.ascontiguousarray(windows.windows[:, None, :], dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------
 # Axes
 
 
-def _mel_points(spec: AudioInput) -> npt.NDArray[np.float64]:
-    # The n_mels + 2 points of librosa's Slaney mel filterbank: band i spans points i..i+2.
+def _band_points(spec: AudioInput) -> npt.NDArray[np.float64]:
+    # The n_mels + 2 points of the triangular filterbank: band i spans points i..i+2 (librosa's
+    # Slaney mel points, or evenly spaced in Hz for the linear filterbank).
+    if spec.kind == "linear":
+        return np.linspace(spec.fmin, spec.f_max, spec.n_mels + 2)
     return _librosa().mel_frequencies(n_mels=spec.n_mels + 2, fmin=spec.fmin, fmax=spec.f_max)
 
 
-def mel_centers_hz(spec: AudioInput) -> npt.NDArray[np.float64]:
-    """(n_mels,) centre frequency of each mel band in Hz, increasing."""
-    return _mel_points(spec)[1:-1]
+def band_centers_hz(spec: AudioInput) -> npt.NDArray[np.float64]:
+    """(n_mels,) centre frequency of each band (mel or linear) in Hz, increasing."""
+    return _band_points(spec)[1:-1]
 
 
-def mel_band_edges_hz(spec: AudioInput) -> npt.NDArray[np.float64]:
+def band_edges_hz(spec: AudioInput) -> npt.NDArray[np.float64]:
     """(n_mels + 1,) band edges in Hz (midpoints between neighbouring filter points).
 
     Band i is drawn from edge i to edge i + 1, e.g. with ``pcolormesh``.
     """
-    points = _mel_points(spec)
+    points = _band_points(spec)
     return (points[:-1] + points[1:]) / 2.0
 
 
@@ -517,43 +563,63 @@ def frame_times(spec: AudioInput) -> npt.NDArray[np.float64]:
     return np.arange(spec.n_frames) * (spec.hop_length / spec.sample_rate)
 
 
+@functools.lru_cache(maxsize=8)
+def _filterbank(spec: AudioInput) -> FloatArray:
+    """(n_mels, 1 + n_fft // 2) unnormalised triangles over the STFT bins (peak 1), centred on
+    :func:`band_centers_hz`."""
+    librosa = _librosa()
+    if spec.kind != "linear":
+        bank = librosa.filters.mel(sr=spec.sample_rate, n_fft=spec.n_fft, n_mels=spec.n_mels,
+                                   fmin=spec.fmin, fmax=spec.f_max, norm=None)
+    else:
+        bins = librosa.fft_frequencies(sr=spec.sample_rate, n_fft=spec.n_fft)
+        points = _band_points(spec)
+        lower, centre, upper = points[:-2, None], points[1:-1, None], points[2:, None]
+        rising = (bins[None, :] - lower) / (centre - lower)
+        falling = (upper - bins[None, :]) / (upper - centre)
+        bank = np.maximum(0.0, np.minimum(rising, falling))
+    bank = np.asarray(bank, dtype=np.float32)
+    bank.setflags(write=False)
+    return bank
+
+
 # --------------------------------------------------------------------------------------------
 # Explanations you can listen to
 
 
 @functools.lru_cache(maxsize=8)
-def _mel_to_stft_weights(spec: AudioInput) -> FloatArray:
-    """(1 + n_fft // 2, n_mels) weights: each STFT bin's weighted average over mel bands."""
+def _band_to_stft_weights(spec: AudioInput) -> FloatArray:
+    """(1 + n_fft // 2, n_mels) weights: each STFT bin's weighted average over the bands."""
     librosa = _librosa()
     # Unnormalised triangles, so every band weighs by its shape and not by its width.
-    bank = librosa.filters.mel(sr=spec.sample_rate, n_fft=spec.n_fft, n_mels=spec.n_mels,
-                               fmin=spec.fmin, fmax=spec.f_max, norm=None).astype(np.float64)
+    bank = _filterbank(spec).astype(np.float64)
     total = bank.sum(axis=0)
     weights = np.zeros_like(bank.T)
     covered = total > 0
     weights[covered] = (bank[:, covered] / total[covered]).T
     # Bins below fmin, above fmax or between narrow low bands take the nearest band.
     bins = librosa.fft_frequencies(sr=spec.sample_rate, n_fft=spec.n_fft)
-    nearest = np.abs(bins[:, None] - mel_centers_hz(spec)[None, :]).argmin(axis=1)
+    nearest = np.abs(bins[:, None] - band_centers_hz(spec)[None, :]).argmin(axis=1)
     weights[~covered, nearest[~covered]] = 1.0
     weights = weights.astype(np.float32)
     weights.setflags(write=False)
     return weights
 
 
-def invert_mel_mask(wave_window: FloatArray, spec: AudioInput, mask: npt.ArrayLike, *,
-                    floor: float = 0.05) -> FloatArray:
-    """Keep the time-frequency regions a mel-domain mask selects and attenuate the rest.
+def invert_band_mask(wave_window: FloatArray, spec: AudioInput, mask: npt.ArrayLike, *,
+                     floor: float = 0.05) -> FloatArray:
+    """Keep the time-frequency regions a mask on the model's bands selects and attenuate the
+    rest.
 
     The mask is spread onto the STFT bins (each bin takes the filterbank-weighted average of
-    the mel bands covering it), the STFT is scaled by ``floor + (1 - floor) * mask`` and
+    the bands, mel or linear, covering it), the STFT is scaled by ``floor + (1 - floor) * mask`` and
     inverted, so a heatmap becomes audio: 1 keeps a region, 0 turns it down to ``floor``.
 
     Args:
         wave_window: (n,) float32 at ``spec.sample_rate``, normally one window of
             ``spec.n_samples``.
         mask: (spec.n_mels, 1 + n // spec.hop_length) in [0, 1] (values outside are clipped);
-            for a full window that is ``spec.shape``.
+            for a full window that is ``spec.plane_shape``.
         floor: gain in [0, 1] where the mask is 0.
 
     Returns:
@@ -570,7 +636,7 @@ def invert_mel_mask(wave_window: FloatArray, spec: AudioInput, mask: npt.ArrayLi
     librosa = _librosa()
     stft = librosa.stft(wave, n_fft=spec.n_fft, hop_length=spec.hop_length,
                         win_length=spec.win_length, center=True, pad_mode="constant")
-    bin_mask = _mel_to_stft_weights(spec) @ np.clip(mask, 0.0, 1.0)
+    bin_mask = _band_to_stft_weights(spec) @ np.clip(mask, 0.0, 1.0)
     gain = floor + (1.0 - floor) * bin_mask
     out = librosa.istft(stft * gain, n_fft=spec.n_fft, hop_length=spec.hop_length,
                         win_length=spec.win_length, center=True, length=len(wave))

@@ -47,6 +47,9 @@ def models_table(service: Service) -> str:
         status = row.state if not row.reason or row.state == "ready" else f"{row.state}: {row.reason}"
         if service.manager.checking(row.id):
             status += " (checking its target layer...)"
+        forward = service.manager.forward_path(row.id)
+        if forward is not None:
+            status += f"<br>forward passes: {forward.describe()}"
         labels = ", ".join(get_method(m).label for m in ok)
         lines.append(f"| **{row.name}**<br>`{row.id}` · {row.modality} · {row.framework} | "
                      f"{status} | {labels} |")

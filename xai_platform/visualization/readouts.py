@@ -28,7 +28,7 @@ def top_bands(expl: Explanation, k: int = 3) -> list[tuple[float, float]]:
     per_band, _, _ = band_and_time_profiles(expl)
     total = float(per_band.sum()) or 1.0
     order = np.argsort(-per_band)[:k]
-    return [(float(expl.axes.mel_centers_hz[i]), float(per_band[i] / total)) for i in order]
+    return [(float(expl.axes.band_centers_hz[i]), float(per_band[i] / total)) for i in order]
 
 
 def render_readouts(expl: Explanation, *, dpi: int = 110) -> Figure:
@@ -39,7 +39,7 @@ def render_readouts(expl: Explanation, *, dpi: int = 110) -> Figure:
         fig = Figure(figsize=(8.0, 2.6), dpi=dpi, layout="constrained")
         FigureCanvasAgg(fig)
         ax_f, ax_t = fig.subplots(1, 2)
-        hz = expl.axes.mel_centers_hz
+        hz = expl.axes.band_centers_hz
         ax_f.barh(np.arange(len(per_band)), per_band, color="#b2182b", height=0.9)
         ticks = np.linspace(0, len(hz) - 1, 6).round().astype(int)
         ax_f.set_yticks(ticks, [f"{hz[t]:.0f}" for t in ticks])

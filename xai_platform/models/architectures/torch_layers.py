@@ -132,6 +132,69 @@ def build_vgg16_slim(spec) -> nn.Module:
                      dropout=float(args.get("dropout", 0.3)))
 
 
+def _conv_bn(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+class InceptionBlock(nn.Module):
+    """Four branches side by side, concatenated on channels (Szegedy et al. 2015, with the 5x5
+    branch factorised into two 3x3 convolutions as in Inception-v2/v3): 1x1; 1x1 then 3x3;
+    1x1 then two 3x3; 3x3 max-pool then 1x1. Each branch gives ``c_out // 4`` channels."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        b = c_out // 4
+        self.branch1 = _conv_bn(c_in, b, 1)
+        self.branch3 = nn.Sequential(_conv_bn(c_in, b // 2, 1), _conv_bn(b // 2, b, 3))
+        self.branch5 = nn.Sequential(_conv_bn(c_in, b // 2, 1), _conv_bn(b // 2, b, 3),
+                                     _conv_bn(b, b, 3))
+        self.pool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), _conv_bn(c_in, b, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch3(x), self.branch5(x), self.pool(x)], 1)
+
+
+class SlimInception(nn.Module):
+    """A slim GoogLeNet-style network: a 3x3 stem, then ``stages`` stages of two Inception
+    blocks each, 2x2 max-pooling between stages; global average pooling, dropout, linear.
+
+    ``features.<i>``: ``features.0`` is the stem, then the pools and blocks in order; the last
+    block (``features.<3 * stages>``) is the natural Grad-CAM layer. Channels double per stage from
+    ``width`` (capped at 8x).
+    """
+
+    def __init__(self, in_channels: int, num_outputs: int, *, width: int = 32, stages: int = 3,
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [_conv_bn(in_channels, width, 3)]
+        c_in = width
+        for stage in range(stages):
+            c_out = width * 2 ** min(stage + 1, 3)
+            if stage > 0:
+                layers.append(nn.MaxPool2d(2))
+            layers += [InceptionBlock(c_in, c_out), InceptionBlock(c_out, c_out)]
+            c_in = c_out
+        layers.insert(1, nn.MaxPool2d(2))  # after the stem
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(c_in, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(x)).flatten(1)
+        return self.classifier(self.dropout(x))
+
+
+def build_inception_slim(spec) -> nn.Module:
+    """:class:`SlimInception`; ``arch_args``: ``width`` (default 32), ``stages`` (3),
+    ``dropout`` (0.2). Grad-CAM layer: the last module of ``features``."""
+    args = dict(spec.arch_args)
+    return SlimInception(spec.input.channels, spec.num_outputs, width=int(args.get("width", 32)),
+                         stages=int(args.get("stages", 3)),
+                         dropout=float(args.get("dropout", 0.2)))
+
+
 def build_resnet18(spec) -> nn.Module:
     """ResNet-18 (torchvision's BasicBlock, layers [2, 2, 2, 2]) at ``arch_args.width`` base
     channels (64 as in the paper; 32 gives a quarter of the parameters). Grad-CAM: ``layer4``."""

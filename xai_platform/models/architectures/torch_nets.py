@@ -16,8 +16,9 @@ from __future__ import annotations
 from . import register_lazy, register_lazy_fetcher
 
 for _name in ("custom_cnn", "mobilenet_v2", "vgg16_slim", "resnet18", "alexnet", "densenet121",
-              "efficientnet_lite0", "lung_unet"):
+              "efficientnet_lite0", "lung_unet", "inception_slim"):
     register_lazy(_name, framework="torch", target=f".torch_layers:build_{_name}")
 for _name in ("xrv_densenet121", "xrv_resnet50"):
     register_lazy(_name, framework="torch", target=f".xrv_nets:build_{_name}")
     register_lazy_fetcher(_name, target=".xrv_nets:fetch_for_entry")
+register_lazy("rawnet2_slim", framework="torch", target=".waveform_nets:build_rawnet2_slim")

@@ -35,6 +35,8 @@ class Capabilities:
     input_gradients: bool = False  #: gradients of a score with respect to the input
     randomize: bool = False  #: a copy with its top layers re-initialised (sanity check)
     reference_cam: bool = False  #: Grad-CAM from pytorch-grad-cam on the same model (bench)
+    #: its forward pass exports to ONNX (the exact fast path, :mod:`..fast_forward`)
+    onnx_export: bool = False
 
     def missing(self, needs: tuple[str, ...]) -> list[str]:
         """The capabilities in ``needs`` this format lacks."""
@@ -53,6 +55,7 @@ CAPABILITY_TEXT = {
     "input_gradients": "gradients with respect to its input",
     "randomize": "re-initialisation of its layers",
     "reference_cam": "a pytorch-grad-cam reference",
+    "onnx_export": "an ONNX export of its forward pass",
 }
 
 
@@ -82,6 +85,10 @@ class ModelFormat(ABC):
              calibration: Calibration | None = None) -> ModelHandle:
         """The loaded model (weights loaded safely: no code from a weights file runs);
         problems raise :class:`~xai_platform.errors.ModelUnavailableError`."""
+
+    def weights_found(self, spec: ModelSpec) -> bool:
+        """Whether the entry's weights are there (default: ``weights`` is a file)."""
+        return spec.weights is not None and spec.weights.is_file()
 
     def check_untrusted(self, spec: ModelSpec) -> None:
         """Raise :class:`ConfigError` if loading this entry from an untrusted person (the

@@ -458,6 +458,11 @@ class KerasFormat(ModelFormat):
 
     def check_spec(self, spec: ModelSpec) -> None:
         where = f"{spec.source} (model '{spec.id}')"
+        if getattr(spec.input, "waveform", False):
+            raise ConfigError("raw-waveform models (input.kind: waveform) are not supported for "
+                              "Keras models yet.", source=where, key="input.kind",
+                              fix="export the network for framework: torch (a state_dict) or "
+                                  "torchscript, or use a spectrogram input.")
         if spec.architecture != KERAS_FILE:
             check_architecture(spec, self.name, extra=(KERAS_FILE,))
         elif spec.weights is None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ...config import ModelSpec
 from ...errors import ConfigError, ModelUnavailableError, first_line
-from ..handle import Calibration, FloatArray, ModelHandle, normalization
+from ..handle import Calibration, FloatArray, ForwardPath, ModelHandle, normalization
 from .base import Capabilities, ModelFormat, register_format
 
 #: ``architecture:`` values this format accepts
@@ -80,6 +80,7 @@ class OnnxHandle(ModelHandle):
         super().__init__(spec, device=device, untrained=False,
                          default_batch_size=default_batch_size, calibration=calibration)
         self.session = session
+        self.forward_path = ForwardPath("onnxruntime", "an ONNX model: ONNX Runtime runs it")
         self.input_name = session.get_inputs()[0].name
         c = spec.input.channels
         scale, shift = normalization(spec)
@@ -88,9 +89,11 @@ class OnnxHandle(ModelHandle):
 
     def network_input(self, x: FloatArray) -> FloatArray:
         """(n, H, W) feature planes -> (n, C, H, W) float32 network input."""
-        c = self.spec.input.channels
-        x = np.repeat(np.asarray(x, dtype=np.float32)[:, None], c, axis=1)
-        return np.ascontiguousarray(x * self._scale + self._shift, dtype=np.float32)
+        x = np.asarray(x, dtype=np.float32)
+        out = np.empty((len(x), self.spec.input.channels, *x.shape[1:]), dtype=np.float32)
+        np.multiply(x[:, None], self._scale, out=out)  # broadcast to C channels: one pass
+        out += self._shift
+        return out
 
     def _raw(self, x: FloatArray) -> np.ndarray:
         with self.lock:
@@ -110,6 +113,11 @@ class OnnxHandle(ModelHandle):
 
     def _scores_batch(self, x: FloatArray) -> FloatArray:
         return numpy_outputs(self.spec.output, self._raw(x))[1].astype(np.float32)
+
+    def _outputs_batch(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        raw = self._raw(x)
+        probs = numpy_outputs(self.spec.output, raw, temperature=self.calibration.temperature)[0]
+        return probs.astype(np.float32), numpy_outputs(self.spec.output, raw)[1].astype(np.float32)
 
     @property
     def native(self) -> Any:
@@ -203,6 +211,11 @@ class OnnxFormat(ModelFormat):
                               key="architecture",
                               fix=f"use {RUNTIME} (onnxruntime) or {CONVERTED} (converted to "
                                   "PyTorch: gradient methods too).")
+        if getattr(spec.input, "waveform", False):
+            raise ConfigError("raw-waveform models (input.kind: waveform) are not supported for "
+                              "ONNX models yet.", source=where, key="input.kind",
+                              fix="export the network for framework: torch (a state_dict) or "
+                                  "torchscript, or use a spectrogram input.")
         if spec.weights is None or spec.weights.suffix != ".onnx":
             raise ConfigError("an ONNX model needs its '.onnx' file.", source=where,
                               key="weights", fix="set weights: to the path of model.onnx.")

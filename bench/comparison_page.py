@@ -1,0 +1,163 @@
+"""Time the XAI Comparison page's request, from upload to last figure, with the fast path off
+and on.
+
+It drives the same calls the page's Compare button makes (``ui.comparison.compare``: every
+method that applies, fastest first, each scored with the page's default metrics, then the
+ranking and the agreement figure; ``ui.common.figure_image`` draws each card), on a fresh
+session, so nothing is cached between the two runs. The model is loaded and warmed up before
+the clock starts (a running app has it loaded; the load, with the ONNX export or the cached
+graph, is printed on its own line). Per method it prints the explanation's seconds and model
+evaluations and the metrics' seconds and evaluations; then the request's wall-clock total.
+
+    .venv/bin/python bench/comparison_page.py                       # both models, off then on
+    .venv/bin/python bench/comparison_page.py --model audio-cnn --only on
+    .venv/bin/python bench/comparison_page.py --json > out/comparison.json
+
+Defaults: DenseNet-121 at 224 px (``bench-densenet121`` of bench/models.yaml: the shipped
+architecture with random weights; what a request costs does not depend on what the weights
+learned) on examples/xray/rg1-chest-pa.dcm, and the shipped audio CNN (``audio-cnn``) on
+examples/audio/fake_espeak_de_letters_long.wav.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CASES = {
+    "bench-densenet121": ("xray", ROOT / "examples/xray/rg1-chest-pa.dcm"),
+    "audio-cnn": ("audio", ROOT / "examples/audio/fake_espeak_de_letters_long.wav"),
+}
+
+
+def run_request(service, model_id: str, modality: str, path: Path, metrics: tuple[str, ...]
+                ) -> dict:
+    """One Compare press on a fresh session: (per-method rows, total seconds)."""
+    from xai_platform.service import Session
+    from xai_platform.ui.common import figure_image
+    from xai_platform.ui.comparison import compare, summary_outputs
+
+    session = Session()
+    audio, image = (str(path), None) if modality == "audio" else (None, str(path))
+    methods, _ = service.methods(model_id)
+    rows, explanations, cards = [], {}, {}
+    start = time.perf_counter()
+    try:
+        service.analyse(session, path, model_id)  # the upload: decode, prepare, predict
+        upload = time.perf_counter() - start
+        last = time.perf_counter()
+        for _, _, method, expl, card in compare(service, session, modality, audio, image,
+                                                model_id, methods, 0, metrics=metrics):
+            figure_image(expl)
+            explanations[method], cards[method] = expl, card
+            now = time.perf_counter()
+            costs = card.costs if card is not None else {}
+            rows.append({
+                "method": method, "seconds": round(now - last, 3),
+                "explain_seconds": round(expl.seconds, 3), "explain_evaluations": expl.n_evaluations,
+                "metrics_seconds": round(sum(c.seconds for c in costs.values()), 3),
+                "metrics_evaluations": int(sum(c.evaluations for c in costs.values()))})
+            last = now
+        summary_outputs(explanations, cards)  # ranking and the agreement figure
+        total = time.perf_counter() - start
+    finally:
+        session.close()
+    return {"upload_seconds": round(upload, 3), "methods": rows, "total_seconds": round(total, 3),
+            "evaluations": sum(r["explain_evaluations"] + r["metrics_evaluations"] for r in rows)}
+
+
+def warm_up(service, model_id: str, path: Path) -> None:
+    """What a running app has done before: decoded an input, run a full batch forward on each
+    engine and a gradient pass (first-call allocations, kernel selection)."""
+    import numpy as np
+
+    from xai_platform import explainers
+    from xai_platform.service import Session
+
+    session = Session()
+    try:
+        analysis = service.analyse(session, path, model_id)
+    finally:
+        session.close()
+    handle = service.manager.get(model_id)
+    plane = analysis.prepared.planes[0]
+    for fn in handle.forward_engines().values():
+        fn(np.repeat(plane[None], handle.default_batch_size, axis=0))
+    explainers.run("saliency", handle, plane, target=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", choices=sorted(CASES),
+                        help="model (repeatable; default: both)")
+    parser.add_argument("--only", choices=("off", "on"), default=None,
+                        help="run only with the fast path off or on (default: off, then on)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+
+    import torch  # noqa: F401  (before TensorFlow, which the page's imports may load)
+
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+    from xai_platform.service import Service
+    from xai_platform.ui.comparison import DEFAULT_METRICS
+
+    config = load_config([ROOT / "bench/models.yaml"])
+    metrics = tuple(DEFAULT_METRICS)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"{platform.platform()}, {os.cpu_count()} CPUs, torch threads "
+          f"{torch.get_num_threads()}, load average {load}; metrics {', '.join(metrics)}",
+          file=sys.stderr)
+    results = []
+    for model_id in args.model or list(CASES):
+        modality, path = CASES[model_id]
+        for mode in ([args.only] if args.only else ["off", "on"]):
+            cfg = replace(config, app=replace(config.app, fast_forward=mode == "on"))
+            manager = ModelManager(cfg, device="cpu")
+            service = Service(manager, cfg.app)
+            t = time.perf_counter()
+            handle = manager.get(model_id)
+            loaded = time.perf_counter() - t
+            print(f"\n{model_id}, fast path {mode}: loaded in {loaded:.1f} s; forward passes: "
+                  f"{handle.forward_path.describe()}", file=sys.stderr)
+            warm_up(service, model_id, path)
+            result = run_request(service, model_id, modality, path, metrics)
+            result |= {"model": model_id, "fast_forward": mode, "load_seconds": round(loaded, 2),
+                       "forward_path": handle.forward_path.to_dict()}
+            results.append(result)
+            print(f"  upload (decode, prepare, predict) {result['upload_seconds']:.2f} s",
+                  file=sys.stderr)
+            for r in result["methods"]:
+                print(f"  {r['method']:<22} {r['seconds']:7.2f} s  explain {r['explain_seconds']:7.2f}"
+                      f" s / {r['explain_evaluations']:5d} evals  metrics {r['metrics_seconds']:7.2f}"
+                      f" s / {r['metrics_evaluations']:5d} evals", file=sys.stderr)
+            print(f"  total {result['total_seconds']:.1f} s ({result['evaluations']} model "
+                  "evaluations)", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"machine": platform.platform(), "load_average": load,
+                          "metrics": list(metrics), "results": results}, indent=2))
+    else:
+        for model_id in dict.fromkeys(r["model"] for r in results):
+            mine = [r for r in results if r["model"] == model_id]
+            print(f"\n| {model_id}: fast path | upload (s) | "
+                  + " | ".join(r["method"] for r in mine[0]["methods"])
+                  + " | total (s) | evaluations |")
+            print("|---|" + "---:|" * (len(mine[0]["methods"]) + 3))
+            for res in mine:
+                print(f"| {res['fast_forward']} | {res['upload_seconds']:.2f} | "
+                      + " | ".join(f"{r['seconds']:.2f}" for r in res["methods"])
+                      + f" | {res['total_seconds']:.1f} | {res['evaluations']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
