@@ -53,18 +53,22 @@ def features(x: FloatArray, ctx: ExplainContext, params: dict[str, Any]) -> IntA
 
 def evaluate_coalitions(model: ModelHandle, x: FloatArray, baseline: FloatArray,
                         segments: IntArray, coalitions: npt.NDArray[np.bool_],
-                        ctx: ExplainContext, *, what: str = "evaluating perturbations") -> FloatArray:
+                        ctx: ExplainContext, *, what: str = "evaluating perturbations",
+                        done: int = 0, total: int | None = None) -> FloatArray:
     """Probabilities (n, K) for each coalition row (n, M): feature ``m`` kept where True,
     replaced by ``baseline`` where False, evaluated ``ctx.batch_size`` at a time by the model's
-    :meth:`~xai_platform.models.handle.ModelHandle.coalition_evaluator`.
+    :meth:`~xai_platform.models.handle.ModelHandle.coalition_evaluator`. Progress is reported as
+    ``done`` + rows so far out of ``total`` (default: this call's rows), for callers that
+    evaluate in rounds.
     """
     n = len(coalitions)
+    total = n if total is None else total
     evaluate = model.coalition_evaluator(x, baseline, segments)
-    out: list[np.ndarray] = []
+    out: list[np.ndarray] = [np.zeros((0, len(model.spec.labels)), np.float32)]
     for start in range(0, n, ctx.batch_size):
         z = coalitions[start:start + ctx.batch_size]
         out.append(evaluate(z))
-        ctx.report(start + len(z), n, what)
+        ctx.report(done + start + len(z), total, what)
     return np.concatenate(out).astype(np.float32)
 
 
