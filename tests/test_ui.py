@@ -72,7 +72,8 @@ def test_classification_handler_returns_figure_record_and_downloads(service, ses
     assert readouts is not None and kept.endswith("_kept.wav") and removed.endswith("_removed.wav")
     assert "Listen" in clips_md
     assert collect_params("lime", "xray", values) == {"num_samples": 1000, "kernel_width": 0.25,
-                                                      "n_segments": 60, "compactness": 0.2}
+                                                      "adaptive": False, "n_segments": 60,
+                                                      "compactness": 0.2}
 
 
 def test_comparison_runs_fastest_first(service, session, png_file):
