@@ -144,3 +144,58 @@ def test_the_concurrency_limit_lets_that_many_requests_run_at_once(capsys):
         assert results == ["0", "1"]
     finally:
         demo.close()
+
+
+PAGE_CONFIG = """
+import json, re, sys
+if sys.argv[1] == "gradio-first":  # Gradio as it imports itself: stubs regenerated
+    import gradio
+from xai_platform.config import load_config
+from xai_platform.models import ModelManager
+from xai_platform.ui.app import build_app
+import gradio.component_meta
+config = load_config([])
+page = build_app(ModelManager(config), config.app).get_config_file()
+page.pop("app_id")  # random per app
+text = re.sub(r" at 0x[0-9a-f]+", "", json.dumps(page, sort_keys=True, default=str))
+print(gradio.component_meta.create_or_modify_pyi.__module__)
+print(text)
+"""
+
+
+def _python(code: str, *args: str, env: dict | None = None) -> list[str]:
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_skipping_gradio_stub_writing_serves_the_same_page():
+    # xai_platform.ui skips Gradio's .pyi regeneration at import (about 1 s of start-up); the
+    # page config, every component with its props and events, is the same as Gradio's own.
+    ours = _python(PAGE_CONFIG, "ours")
+    reference = _python(PAGE_CONFIG, "gradio-first")
+    assert ours[0] == "xai_platform.ui.gradio_import"  # the hook was in place
+    assert reference[0] == "gradio.component_meta"  # imported first: left as it is
+    assert ours[1] == reference[1]
+
+
+CUSTOM_COMPONENT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import xai_platform.ui
+import gradio
+import mybox  # class MyBox(gradio.Textbox)
+print(mybox.MyBox.__mro__[1].__name__)
+"""
+
+
+@pytest.mark.parametrize("stubs", ["", "1"])
+def test_gradio_writes_no_stub_unless_asked(tmp_path, stubs):
+    (tmp_path / "mybox.py").write_text("import gradio\n\n\nclass MyBox(gradio.Textbox):\n"
+                                       "    pass\n")
+    out = _python(CUSTOM_COMPONENT, str(tmp_path), env={"XAI_GRADIO_STUBS": stubs})
+    assert out == ["Textbox"]
+    # XAI_GRADIO_STUBS=1 keeps Gradio's behaviour: a .pyi next to the component's source
+    assert (tmp_path / "mybox.pyi").exists() == bool(stubs)
