@@ -10,6 +10,8 @@ load of other processes drifts over all of them alike:
 * `import gradio`: a bare `python -c "import gradio"`, the import alone;
 * a minimal Gradio page: import Gradio, one Markdown in a `gr.Blocks`, launch: the floor for
   any page Gradio serves (its import plus building an app plus its server start);
+* both again with Gradio's `.pyi` regeneration skipped, as `xai_platform.ui` imports Gradio
+  (:mod:`xai_platform.ui.gradio_import`): the floor for our page;
 * `app.py --no-verify` at REV (``--before``, exported with `git archive` to a temporary folder),
   and in this checkout;
 * `app.py` in this checkout as a user starts it (the target-layer checks start in the
@@ -45,7 +47,7 @@ def lap(name): marks.append((name, time.perf_counter()))
 from xai_platform.config import load_config
 from xai_platform.models import ModelManager
 config = load_config([]); manager = ModelManager(config); lap("our package and config")
-import gradio; lap("import gradio")
+import xai_platform.ui, gradio; lap("import gradio")  # as app.py does: stubs skipped
 from xai_platform.ui.app import build_app, launch
 demo = build_app(manager, config.app); lap("build the page")
 launch(demo, host="127.0.0.1", port=int(sys.argv[1]), share=False, auth=None, concurrency=1,
@@ -62,6 +64,8 @@ print("HEAVY " + (" ".join(heavy) or "-"))
 
 MINIMAL = r"""
 import sys
+if sys.argv[2] == "skip":
+    import xai_platform.ui  # skips Gradio's .pyi regeneration (xai_platform/ui/gradio_import.py)
 import gradio as gr
 with gr.Blocks() as demo:
     gr.Markdown("minimal")
@@ -95,10 +99,9 @@ def page_up(cmd: list[str], *, cwd: Path, port: int, timeout: float = 120.0) -> 
         proc.wait(timeout=30)
 
 
-def import_time(module: str) -> float:
+def import_time(code: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, env=_env(ROOT),
-                   check=True)
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(ROOT), check=True)
     return time.perf_counter() - t0
 
 
@@ -133,10 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     app = [sys.executable, "app.py", "--port", str(args.port)]
     with tempfile.TemporaryDirectory(prefix="startup-before-") as tmp:
+        minimal = [sys.executable, "-c", MINIMAL, str(args.port)]
         rows: dict[str, tuple] = {
-            "python -c 'import gradio'": (import_time, "gradio"),
-            "minimal Gradio page (floor)": (
-                page_up, [sys.executable, "-c", MINIMAL, str(args.port)]),
+            "python -c 'import gradio'": (import_time, "import gradio"),
+            "  same, Gradio's .pyi rewrite skipped": (import_time,
+                                                     "import xai_platform.ui, gradio"),
+            "minimal Gradio page": (page_up, [*minimal, "gradio"]),
+            "  same, .pyi rewrite skipped (floor)": (page_up, [*minimal, "skip"]),
         }
         if args.before:
             export(args.before, Path(tmp))
