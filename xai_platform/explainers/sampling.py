@@ -67,32 +67,12 @@ def random_subsets(m: int, sizes: np.ndarray, rng: np.random.Generator) -> npt.N
     return ranks < np.asarray(sizes)[:, None]
 
 
-def rank(values: np.ndarray) -> npt.NDArray[np.float64]:
-    """Ranks with ties averaged (as scipy.stats.rankdata)."""
-    a = np.asarray(values, dtype=np.float64)
-    order = np.argsort(a, kind="stable")
-    ordered = a[order]
-    first = np.r_[True, ordered[1:] != ordered[:-1]]
-    starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], a.size]
-    ranks = np.empty(a.size)
-    ranks[order] = ((starts + ends + 1) / 2.0)[np.cumsum(first) - 1]
-    return ranks
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rho of two vectors (1.0 when both are constant, 0.0 when one is)."""
-    ra, rb = rank(a), rank(b)
-    sa, sb = ra.std(), rb.std()
-    if sa == 0 or sb == 0:
-        return 1.0 if sa == sb else 0.0
-    return float(np.mean((ra - ra.mean()) * (rb - rb.mean())) / (sa * sb))
-
-
 def stable(previous: np.ndarray, current: np.ndarray, *, min_spearman: float = STOP_SPEARMAN,
            top_k: int = STOP_TOP_K) -> bool:
     """Whether two successive per-feature estimates (M,) rank the features alike: Spearman
     >= ``min_spearman`` and the same ``top_k`` largest features."""
+    from ..evaluation.metrics import spearman  # here: metrics imports explainers
+
     k = min(top_k, len(current))
     top = set(np.argsort(-previous, kind="stable")[:k]) == set(np.argsort(-current, kind="stable")[:k])
     return top and spearman(previous, current) >= min_spearman
