@@ -81,3 +81,121 @@ def test_bad_config_stops_start_up_with_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "colour" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+BUILD_AND_LAUNCH = """
+import sys
+from xai_platform.config import load_config
+from xai_platform.models import ModelManager
+from xai_platform.ui.app import build_app, launch
+config = load_config([])  # the shipped config, as `python app.py` reads it
+demo = build_app(ModelManager(config), config.app)
+launch(demo, host="127.0.0.1", port=int(sys.argv[1]), share=False, auth=None, concurrency=1,
+       prevent_thread_lock=True)
+heavy = ("torch", "tensorflow", "keras", "matplotlib", "librosa", "cv2", "onnxruntime",
+         "transformers", "scipy", "sklearn")
+print("IMPORTED", *[m for m in heavy if m in sys.modules])
+demo.close()
+"""
+
+
+def test_the_page_is_served_before_any_framework_is_imported():
+    # Start-up time: the frameworks and plotting libraries load when a model or a figure is
+    # first needed, or in the background checks once the page is up, never before it.
+    result = subprocess.run([sys.executable, "-c", BUILD_AND_LAUNCH, str(_free_port())],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("IMPORTED"))
+    assert line.split()[1:] == []
+
+
+def test_the_concurrency_limit_lets_that_many_requests_run_at_once(capsys):
+    import threading
+
+    import gradio as gr
+    from gradio_client import Client
+
+    from xai_platform.ui.app import launch
+
+    together = threading.Barrier(2, timeout=60)
+
+    def meet(x: str) -> str:
+        together.wait()  # returns only once both requests are running at the same time
+        return x
+
+    with gr.Blocks() as demo:
+        gr.api(meet, api_name="meet")
+    port = _free_port()
+    launch(demo, host="127.0.0.1", port=port, share=False, auth=None, concurrency=2,
+           prevent_thread_lock=True)
+    try:
+        results: list = [None, None]
+
+        def call(i):
+            results[i] = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+                str(i), api_name="/meet")
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == ["0", "1"]
+    finally:
+        demo.close()
+
+
+PAGE_CONFIG = """
+import json, re, sys
+if sys.argv[1] == "gradio-first":  # Gradio as it imports itself: stubs regenerated
+    import gradio
+from xai_platform.config import load_config
+from xai_platform.models import ModelManager
+from xai_platform.ui.app import build_app
+import gradio.component_meta
+config = load_config([])
+page = build_app(ModelManager(config), config.app).get_config_file()
+page.pop("app_id")  # random per app
+text = re.sub(r" at 0x[0-9a-f]+", "", json.dumps(page, sort_keys=True, default=str))
+print(gradio.component_meta.create_or_modify_pyi.__module__)
+print(text)
+"""
+
+
+def _python(code: str, *args: str, env: dict | None = None) -> list[str]:
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_skipping_gradio_stub_writing_serves_the_same_page():
+    # xai_platform.ui skips Gradio's .pyi regeneration at import (about 1 s of start-up); the
+    # page config, every component with its props and events, is the same as Gradio's own.
+    ours = _python(PAGE_CONFIG, "ours")
+    reference = _python(PAGE_CONFIG, "gradio-first")
+    assert ours[0] == "xai_platform.ui.gradio_import"  # the hook was in place
+    assert reference[0] == "gradio.component_meta"  # imported first: left as it is
+    assert ours[1] == reference[1]
+
+
+CUSTOM_COMPONENT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import xai_platform.ui
+import gradio
+import mybox  # class MyBox(gradio.Textbox)
+print(mybox.MyBox.__mro__[1].__name__)
+"""
+
+
+@pytest.mark.parametrize("stubs", ["", "1"])
+def test_gradio_writes_no_stub_unless_asked(tmp_path, stubs):
+    (tmp_path / "mybox.py").write_text("import gradio\n\n\nclass MyBox(gradio.Textbox):\n"
+                                       "    pass\n")
+    out = _python(CUSTOM_COMPONENT, str(tmp_path), env={"XAI_GRADIO_STUBS": stubs})
+    assert out == ["Textbox"]
+    # XAI_GRADIO_STUBS=1 keeps Gradio's behaviour: a .pyi next to the component's source
+    assert (tmp_path / "mybox.pyi").exists() == bool(stubs)

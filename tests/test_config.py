@@ -72,6 +72,24 @@ def test_bad_yaml_names_the_line(tmp_path):
         load_config([path], base=None)
 
 
+def test_yaml_is_read_as_safe_load_reads_it_with_its_messages():
+    # config files go through libyaml's parser for speed (start-up waits on them): the same
+    # data, and on an error the pure-Python parser's message, naming the offending character.
+    import yaml
+
+    from xai_platform.config import DEFAULT_CONFIG_DIR, read_yaml
+
+    for path in sorted(DEFAULT_CONFIG_DIR.glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        assert read_yaml(text) == yaml.safe_load(text)
+    for bad in ("a: [1, 2\nb: 3\n", "a:\n\t- 1\n", "x: 1\n  y: 2\n"):
+        with pytest.raises(yaml.YAMLError) as ours:
+            read_yaml(bad)
+        with pytest.raises(yaml.YAMLError) as reference:
+            yaml.safe_load(bad)
+        assert str(ours.value) == str(reference.value)
+
+
 def test_config_folder_and_app_settings(tmp_path):
     folder = tmp_path / "extra"
     folder.mkdir()

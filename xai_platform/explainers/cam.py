@@ -8,7 +8,6 @@ channel, weighted sum, ReLU, min-max scaling per map, bilinear resize to the inp
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from ..models.handle import ModelHandle
@@ -42,6 +41,8 @@ def cam_from_weights(activations: FloatArray, weights: FloatArray,
     pytorch-grad-cam scales before and after resizing; the result is the same map, since
     resizing is linear and the scaling affine.
     """
+    import cv2  # here, not at the top: the app imports this module before its page is served
+
     cam = np.maximum((weights[:, :, None, None] * activations).sum(axis=1), 0.0)
     out = np.empty((cam.shape[0], *size), dtype=np.float32)
     for i, m in enumerate(cam):
