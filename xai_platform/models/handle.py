@@ -243,6 +243,14 @@ class ModelHandle(ABC):
 
         return attach(self, cache_dir=cache_dir, threads=threads)
 
+    def use_framework_forward(self, reason: str = "turned off") -> None:
+        """Run forward-only batches on the framework again, dropping the ONNX Runtime twin: its
+        graph was exported from the parameters at load, so a network changed in place (or a
+        forward function replaced) afterwards would no longer be what it runs."""
+        with self.lock:
+            self._fast, self._fast_pending, self._fast_options = None, False, None
+            self.forward_path = ForwardPath(self.framework, reason)
+
     def derive_fast_forward(self, other: ModelHandle) -> ModelHandle:
         """Give ``other`` (a copy derived from this model) the same fast-path settings, set up
         lazily; returns ``other``."""
