@@ -124,3 +124,39 @@ def with_spec(handle, **changes):
 
 __all__ = ["ImageInput", "REGION", "SIZE", "region_handle", "region_input", "region_mask",
            "region_spec", "with_spec"]
+
+
+def wrapped_network(handle):
+    """A torch handle's network as the reference libraries (pytorch-grad-cam, captum, Quantus)
+    see it: (N, 1, H, W) -> raw outputs."""
+    import torch
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net, self.adapter = handle.net, handle.adapter
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(self.adapter(x[:, 0]))
+
+    return Wrapped().eval()
+
+
+def exact_shapley(game, m: int) -> np.ndarray:
+    """Shapley values (m,) of ``game`` (bool coalitions (n, m) -> values (n,)) by enumerating
+    every coalition: the reference for the sampled estimators."""
+    from itertools import combinations
+    from math import factorial
+
+    phi = np.zeros(m)
+    for i in range(m):
+        others = [j for j in range(m) if j != i]
+        for k in range(m):
+            for subset in combinations(others, k):
+                z = np.zeros(m, bool)
+                z[list(subset)] = True
+                with_i = z.copy()
+                with_i[i] = True
+                w = factorial(k) * factorial(m - k - 1) / factorial(m)
+                phi[i] += w * (game(with_i[None])[0] - game(z[None])[0])
+    return phi

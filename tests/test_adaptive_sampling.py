@@ -3,31 +3,16 @@ stopping rule, and honest evaluation counts (issue 18, item 3)."""
 
 from __future__ import annotations
 
-from itertools import combinations, product
-from math import factorial
+from itertools import product
 
 import numpy as np
 import pytest
 
 from conftest import needs_torch
+from region_models import exact_shapley
 from xai_platform.explainers import sampling
 from xai_platform.explainers.kernel_shap import adaptive_shapley
 from xai_platform.explainers.lime_explainer import adaptive_lime, averaged_fit, fit_surrogate
-
-
-def exact_shapley(game, m: int) -> np.ndarray:
-    phi = np.zeros(m)
-    for i in range(m):
-        others = [j for j in range(m) if j != i]
-        for k in range(m):
-            for subset in combinations(others, k):
-                z = np.zeros(m, bool)
-                z[list(subset)] = True
-                with_i = z.copy()
-                with_i[i] = True
-                w = factorial(k) * factorial(m - k - 1) / factorial(m)
-                phi[i] += w * (game(with_i[None])[0] - game(z[None])[0])
-    return phi
 
 
 class Counted:

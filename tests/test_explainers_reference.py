@@ -13,35 +13,17 @@ Tolerances (stated, and why):
 
 from __future__ import annotations
 
-from itertools import combinations
-from math import factorial
-
 import numpy as np
 import pytest
 
 from conftest import needs_torch
-from region_models import region_handle, region_input
+from region_models import exact_shapley, region_handle, region_input, wrapped_network
 from xai_platform import explainers
 from xai_platform.explainers.kernel_shap import kernel_coalitions, solve_shapley
 from xai_platform.explainers.perturbation import evaluate_coalitions, grid_segments, masked_value
 from xai_platform.explainers.registry import ExplainContext
 
 pytestmark = needs_torch
-
-
-def _wrapped(handle):
-    """The handle's network as pytorch-grad-cam / captum see it: (N, 1, H, W) -> raw outputs."""
-    import torch
-
-    class Wrapped(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net, self.adapter = handle.net, handle.adapter
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net(self.adapter(x[:, 0]))
-
-    return Wrapped().eval()
 
 
 @pytest.mark.parametrize("ours, theirs", [("gradcam", "GradCAM"), ("gradcampp", "GradCAMPlusPlus")])
@@ -54,7 +36,7 @@ def test_cam_matches_pytorch_grad_cam(manager, ours, theirs):
     for p in handle.net.parameters():  # pytorch-grad-cam backpropagates through parameters
         p.requires_grad_(True)
     x = region_input("xray", seed=3)
-    wrapped = _wrapped(handle)
+    wrapped = wrapped_network(handle)
     layer = handle.net.get_submodule(handle.spec.target_layer)
     with getattr(pytorch_grad_cam, theirs)(model=wrapped, target_layers=[layer]) as cam:
         reference = cam(torch.from_numpy(x)[None, None], targets=[ClassifierOutputTarget(1)])[0]
@@ -70,7 +52,7 @@ def test_integrated_gradients_matches_captum(manager):
     handle = manager.get("tiny-torch-xray")
     x = region_input("xray", seed=4)
     base = masked_value(x, "xray")
-    wrapped = _wrapped(handle)
+    wrapped = wrapped_network(handle)
     ig = IntegratedGradients(lambda t: wrapped(t))
     reference = ig.attribute(torch.from_numpy(x)[None, None], baselines=torch.from_numpy(base)[None, None],
                              target=1, n_steps=50, method="gausslegendre").detach().numpy()[0, 0]
@@ -98,17 +80,7 @@ def test_kernel_shap_is_exact_when_every_coalition_fits():
     segments = grid_segments(x.shape, patch_rows=16, patch_cols=11)  # 2 x 3 = 6 features
     m = int(segments.max()) + 1
     f = _coalition_values(handle, x, segments, target=1)
-    exact = np.zeros(m)
-    for i in range(m):
-        others = [j for j in range(m) if j != i]
-        for k in range(m):
-            for subset in combinations(others, k):
-                z = np.zeros(m, bool)
-                z[list(subset)] = True
-                with_i = z.copy()
-                with_i[i] = True
-                w = factorial(k) * factorial(m - k - 1) / factorial(m)
-                exact[i] += w * (f(with_i[None])[0] - f(z[None])[0])
+    exact = exact_shapley(f, m)
     coalitions, weights = kernel_coalitions(m, 2 ** m, np.random.default_rng(0))
     assert len(coalitions) == 2 ** m - 2
     values = f(coalitions)

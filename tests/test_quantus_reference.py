@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from conftest import needs_torch
+from region_models import wrapped_network
 
 pytestmark = needs_torch
 
@@ -36,21 +37,6 @@ def quantus():
     import torch  # noqa: F401  (before TensorFlow, which Quantus imports)
 
     return pytest.importorskip("quantus", minversion="0.6")
-
-
-def _wrapped(handle):
-    """The handle's network as Quantus sees it: (N, 1, H, W) -> logits."""
-    import torch
-
-    class Wrapped(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net, self.adapter = handle.net, handle.adapter
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net(self.adapter(x[:, 0]))
-
-    return Wrapped().eval()
 
 
 def _take_from(source: np.ndarray):
@@ -90,7 +76,7 @@ def test_deletion_and_insertion_match_pixel_flipping(quantus, case):
     assert ours.scale == "probability"
     base = masked_value(x, "xray")
     kw = dict(features_in_step=x.size // steps, disable_warnings=True, normalise=False)
-    model, y, a = _wrapped(handle), np.array([target]), heatmap[None, None]
+    model, y, a = wrapped_network(handle), np.array([target]), heatmap[None, None]
     deletion = quantus.PixelFlipping(perturb_func=_take_from(base), **kw)(
         model=model, x_batch=x[None, None], y_batch=y, a_batch=a, channel_first=True,
         softmax=True, device="cpu")[0]
@@ -115,7 +101,7 @@ def test_deletion_matches_region_perturbation_on_patch_maps(quantus, case):
     theirs = quantus.RegionPerturbation(patch_size=patch, regions_evaluation=n_patches,
                                         perturb_func=_take_from(masked_value(x, "xray")),
                                         normalise=False, disable_warnings=True)(
-        model=_wrapped(handle), x_batch=x[None, None], y_batch=np.array([target]),
+        model=wrapped_network(handle), x_batch=x[None, None], y_batch=np.array([target]),
         a_batch=heatmap[None, None], channel_first=True, softmax=True, device="cpu")[0]
     # Quantus reports f(x) - f(x with the first k patches removed)
     np.testing.assert_allclose(ours.deletion[0] - ours.deletion[1:], theirs, atol=TOL)
@@ -134,7 +120,7 @@ def test_pointing_game_matches(quantus, case):
     maps[:10][regions[:10]] += 5.0  # some hits for sure
     ours = [localisation(h, s, signed=True)["pointing_game"] for h, s in zip(maps, regions)]
     theirs = quantus.PointingGame(disable_warnings=True)(
-        model=_wrapped(handle), x_batch=np.repeat(x[None, None], len(maps), axis=0),
+        model=wrapped_network(handle), x_batch=np.repeat(x[None, None], len(maps), axis=0),
         y_batch=np.full(len(maps), target), a_batch=maps[:, None], s_batch=regions[:, None],
         channel_first=True, device="cpu")
     assert 10 <= sum(ours) < len(maps)
@@ -150,7 +136,7 @@ def test_pointing_game_ties_are_the_one_documented_difference(quantus, case):
     region = np.zeros(x.shape, bool)
     region[18:23, 18:23] = True
     theirs = quantus.PointingGame(disable_warnings=True)(
-        model=_wrapped(handle), x_batch=x[None, None], y_batch=np.array([target]),
+        model=wrapped_network(handle), x_batch=x[None, None], y_batch=np.array([target]),
         a_batch=heatmap[None, None], s_batch=region[None, None], channel_first=True,
         device="cpu")
     assert localisation(heatmap, region, signed=True)["pointing_game"] == 0.0
@@ -174,13 +160,13 @@ def test_randomisation_matches_mprt(quantus, case):
         return np.stack([explainers.run("saliency", h, plane[0], target=int(t)).attribution.heatmap
                          for plane, t in zip(inputs, targets)])[:, None]
 
-    original = explain(_wrapped(handle), x[None, None], [target])
+    original = explain(wrapped_network(handle), x[None, None], [target])
     scores = quantus.MPRT(disable_warnings=True)(
-        model=_wrapped(handle), x_batch=x[None, None], y_batch=np.array([target]),
+        model=wrapped_network(handle), x_batch=x[None, None], y_batch=np.array([target]),
         a_batch=original, explain_func=explain, channel_first=True, device="cpu")
     layers = [name for name in scores if name != "original"]
     models = [copy.deepcopy(m) for _, m in
-              PyTorchModel(_wrapped(handle)).get_random_layer_generator(order="top_down", seed=42)]
+              PyTorchModel(wrapped_network(handle)).get_random_layer_generator(order="top_down", seed=42)]
     assert len(models) == len(layers) >= 3
     for name, randomized in zip(layers, models):
         ours = randomization_test(handle, x, "saliency", target=target,
