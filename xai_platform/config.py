@@ -152,25 +152,37 @@ def resolve_weights(value: str | None, *, weights_dir: Path) -> Path | None:
     return path if path.is_absolute() else (weights_dir / path)
 
 
-def _folder_labels(weights: Any, weights_dir: Path, where: str) -> list[str]:
-    """A Hugging Face model's class names, from its ``save_pretrained`` folder's
-    ``config.json`` (``id2label`` in index order; read as JSON, nothing imported), for an entry
-    that leaves ``labels`` out."""
-    folder = resolve_weights(weights, weights_dir=weights_dir) if isinstance(weights, str) else None
-    path = folder / "config.json" if folder is not None else None
-    fix = ("add `labels:` (the model's classes in output order), or fetch the model first "
-           "(python -m xai_platform fetch MODEL) so they can be read from its config.json.")
-    if path is None or not path.is_file():
-        raise ConfigError("is missing, and there is no config.json in the weights folder to read "
-                          "the model's id2label from.", source=where, key="labels", fix=fix)
+def folder_labels(folder: Path) -> list[str] | None:
+    """The class names of a Hugging Face ``save_pretrained`` folder: its ``config.json``'s
+    ``id2label`` in index order, read as JSON (nothing imported); None when the folder has no
+    ``config.json``. ValueError when the file is not such a config."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
     try:
         id2label = json.loads(path.read_text(encoding="utf-8")).get("id2label") or {}
-        labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise ConfigError(f"could not be read from {path} ({exc}).", source=where,
-                          key="labels", fix=fix) from None
+        return [str(id2label[k]) for k in sorted(id2label, key=int)]
+    except (AttributeError, TypeError, KeyError) as exc:
+        raise ValueError(f"{path} is not a model config ({exc})") from None
+
+
+def _labels_from_folder(weights: Any, weights_dir: Path, where: str) -> list[str]:
+    """The labels of an entry that leaves them out (``framework: transformers``): read from
+    its weights folder (:func:`folder_labels`)."""
+    fix = ("add `labels:` (the model's classes in output order), or fetch the model first "
+           "(python -m xai_platform fetch MODEL) so they can be read from its config.json.")
+    folder = resolve_weights(weights, weights_dir=weights_dir) if isinstance(weights, str) else None
+    try:
+        labels = folder_labels(folder) if folder is not None else None
+    except ValueError as exc:
+        raise ConfigError(f"could not be read: {exc}.", source=where, key="labels",
+                          fix=fix) from None
+    if labels is None:
+        raise ConfigError("is missing, and there is no config.json in the weights folder to read "
+                          "the model's id2label from.", source=where, key="labels", fix=fix)
     if not labels:
-        raise ConfigError(f"{path} has no id2label.", source=where, key="labels", fix=fix)
+        raise ConfigError(f"{folder / 'config.json'} has no id2label.", source=where,
+                          key="labels", fix=fix)
     return labels
 
 
@@ -182,7 +194,7 @@ def parse_model(entry: Any, *, source: str, weights_dir: Path = DEFAULT_WEIGHTS_
     where = f"{source} (model '{entry.get('id', '?')}')"
     check_keys(entry, _MODEL_TYPES, source=where)
     if "labels" not in entry and entry.get("framework") == "transformers":
-        entry = {**entry, "labels": _folder_labels(entry.get("weights"), weights_dir, where)}
+        entry = {**entry, "labels": _labels_from_folder(entry.get("weights"), weights_dir, where)}
     for key in _REQUIRED:
         if key not in entry:
             raise ConfigError("is required but missing.", source=where, key=key,

@@ -25,15 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from xai_platform.config import ROOT, ModelSpec, load_config
-from xai_platform.models.cards import read_card, read_serving
+from xai_platform.models.cards import read_card
 
 from ..weights import load_saved
 from .data import load_clips
-from .evaluate import report, window_logits
-from .features import feature_set
+from .evaluate import score_split
 
 #: a model must stay under this false-alarm and miss rate on validation to be chosen
 USABLE = 0.5
@@ -57,20 +54,16 @@ class ModelResult:
 
 def evaluate_model(spec: ModelSpec, clips: Sequence[Any], splits: Sequence[str], *,
                    cache_dir: Path) -> ModelResult:
-    calibration, _ = read_serving(spec.weights)
-    if calibration.threshold is None:
-        raise SystemExit(f"{spec.id} has no calibrated threshold in its card; train it with "
-                         "training.train_audio first.")
-    handle = load_saved(spec, spec.weights)
     card = read_card(spec.weights)
-    trained_on = card.data.root if card is not None and card.data is not None else "?"
-    result = ModelResult(spec.id, spec.name, str(trained_on), calibration.temperature,
-                         calibration.threshold)
+    if card is None or card.calibration.threshold is None:
+        raise SystemExit(f"{spec.id} has no model card with a calibrated threshold beside its "
+                         "weights; train it with training.train_audio first.")
+    cal = card.calibration
+    handle = load_saved(spec, spec.weights)
+    result = ModelResult(spec.id, spec.name, str(card.data.root), cal.temperature, cal.threshold)
     for split in splits:
-        fs = feature_set(clips, spec, split, cache_dir=cache_dir)
-        z = window_logits(handle, fs.x)
-        result.splits[split] = report(spec, z, fs, temperature=calibration.temperature,
-                                      threshold=calibration.threshold, breakdown=True)
+        result.splits[split] = score_split(handle, clips, split, temperature=cal.temperature,
+                                           threshold=cal.threshold, cache_dir=cache_dir)
     return result
 
 

@@ -19,7 +19,7 @@ from xai_platform.models.cards import ExplanationSummary
 from xai_platform.preprocessing import audio
 
 from ..metrics import binary_report, equal_error_rate, positive_logit, rates_at, sigmoid
-from .features import FeatureSet, Transform
+from .features import FeatureSet, Transform, feature_set
 
 
 def _encode_round_trip(wave: np.ndarray, sr: int, *, fmt: str, subtype: str,
@@ -104,6 +104,16 @@ def report(spec: ModelSpec, z: np.ndarray, fs: FeatureSet, *, temperature: float
             key = "false_alarm_rate" if y[sel].max() == 0 else "miss_rate"
             out["by_generator"][gen] = {"n": int(sel.sum()), key: rates[key]}
     return out
+
+
+def score_split(handle: Any, clips: Sequence[Any], split: str, *, temperature: float,
+                threshold: float, cache_dir: Any) -> dict[str, Any]:
+    """A saved model's figures on one split of a corpus at a given calibration (usually its
+    card's), with the per-language and per-generator breakdown: features by the app's path
+    (cached), window logits, clip verdicts."""
+    fs = feature_set(clips, handle.spec, split, cache_dir=cache_dir)
+    return report(handle.spec, window_logits(handle, fs.x), fs, temperature=temperature,
+                  threshold=threshold, breakdown=True)
 
 
 def band_summary(handle: Any, fs: FeatureSet, z: np.ndarray, *, methods: Sequence[str],

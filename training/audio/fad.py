@@ -164,13 +164,11 @@ def detector_rates(model_id: str, data: Path, clips: Sequence[Clip], *,
         out.update(source="card", note="the card's test figures (made on this corpus)")
     else:
         from ..weights import load_saved
-        from .evaluate import report, window_logits
-        from .features import feature_set
+        from .evaluate import score_split
 
-        handle = load_saved(spec, Path(spec.weights))
-        fs = feature_set(clips, spec, "test", cache_dir=cache_dir)
-        rep = report(spec, window_logits(handle, fs.x), fs, temperature=cal.temperature,
-                     threshold=cal.threshold, breakdown=True)
+        rep = score_split(load_saved(spec, Path(spec.weights)), clips, "test",
+                          temperature=cal.temperature, threshold=cal.threshold,
+                          cache_dir=cache_dir)
         by_gen, eer = rep["by_generator"], rep["eer"]
         why = ("asked (--measure)" if measure else
                f"its card is of another corpus ({card.data.root})" if not same_corpus else

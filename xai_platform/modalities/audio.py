@@ -252,7 +252,7 @@ class Audio(Modality):
     def predict(self, model: Any, prepared: PreparedInput) -> FloatArray:
         if model.spec.input.waveform:
             return model.predict(np.asarray(prepared.data["waveforms"], np.float32)[:, None])
-        return model.predict(prepared.planes)
+        return super().predict(model, prepared)
 
     def reference(self, prepared: PreparedInput, window: int) -> dict[str, Any]:
         waves = prepared.data.get("waveforms")

@@ -512,12 +512,16 @@ def spectrogram(wave: FloatArray, spec: AudioInput) -> FloatArray:
     return log_linear(wave, spec) if spec.kind == "linear" else log_mel(wave, spec)
 
 
-def features(windows: AudioWindows, spec: AudioInput) -> FloatArray:
-    """:func:`spectrogram` of every window: (n_windows, n_mels, n_frames) float32 in
-    [-top_db, 0] (for a waveform model: the plane it is explained on)."""
+def _check_rate(windows: AudioWindows, spec: AudioInput) -> None:
     if windows.sample_rate != spec.sample_rate:
         raise ValueError(f"windows are at {windows.sample_rate} Hz but the model expects "
                          f"{spec.sample_rate} Hz; build them with load_for_model.")
+
+
+def features(windows: AudioWindows, spec: AudioInput) -> FloatArray:
+    """:func:`spectrogram` of every window: (n_windows, n_mels, n_frames) float32 in
+    [-top_db, 0] (for a waveform model: the plane it is explained on)."""
+    _check_rate(windows, spec)
     return np.stack([spectrogram(w, spec) for w in windows.windows])
 
 
@@ -526,9 +530,7 @@ def model_inputs(windows: AudioWindows, spec: AudioInput) -> FloatArray:
     (``kind: waveform``) the windows' samples, (n_windows, 1, n_samples) float32 in [-1, 1]."""
     if not spec.waveform:
         return features(windows, spec)
-    if windows.sample_rate != spec.sample_rate:
-        raise ValueError(f"windows are at {windows.sample_rate} Hz but the model expects "
-                         f"{spec.sample_rate} Hz; build them with load_for_model.")
+    _check_rate(windows, spec)
     return np.ascontiguousarray(windows.windows[:, None, :], dtype=np.float32)
 
 
@@ -612,8 +614,9 @@ def invert_band_mask(wave_window: FloatArray, spec: AudioInput, mask: npt.ArrayL
     rest.
 
     The mask is spread onto the STFT bins (each bin takes the filterbank-weighted average of
-    the bands, mel or linear, covering it), the STFT is scaled by ``floor + (1 - floor) * mask`` and
-    inverted, so a heatmap becomes audio: 1 keeps a region, 0 turns it down to ``floor``.
+    the bands, mel or linear, covering it), the STFT is scaled by ``floor + (1 - floor) *
+    mask`` and inverted, so a heatmap becomes audio: 1 keeps a region, 0 turns it down to
+    ``floor``.
 
     Args:
         wave_window: (n,) float32 at ``spec.sample_rate``, normally one window of

@@ -18,8 +18,9 @@ applied inside the network, in torch, so gradients reach the samples:
   FFT, Kaldi mel bands), padded or cut to ``max_length`` frames and normalised with its mean
   and std, as the extractor's NumPy path computes it (a test checks both against it).
 
-Labels come from the model's ``config.json`` (``id2label``): the entry's ``labels`` must list
-them in that order (generic ``LABEL_0, LABEL_1, ...`` may be named freely). ``output: logits``.
+Labels come from the model's ``config.json`` (``id2label``): an entry without ``labels`` gets
+them from there (:func:`xai_platform.config.folder_labels`); written, they must list them in
+that order (generic ``LABEL_0, LABEL_1, ...`` may be named freely). ``output: logits``.
 ``target_layer`` names a module of the Hugging Face model (e.g.
 ``wav2vec2.feature_extractor.conv_layers.6``: a 1-D convolution over time).
 
@@ -29,14 +30,13 @@ transformers and torch are imported when the first such model loads.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...config import ModelSpec
+from ...config import ModelSpec, folder_labels
 from ...errors import ConfigError, ModelUnavailableError, first_line
 from ..architectures import register_lazy_fetcher
 from ..handle import Calibration
@@ -55,16 +55,6 @@ _GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
 
 def _where(spec: ModelSpec) -> str:
     return f"{spec.source} (model '{spec.id}')"
-
-
-def folder_labels(folder: Path) -> list[str] | None:
-    """The class names of a ``save_pretrained`` folder (``config.json``'s ``id2label`` in index
-    order), read as JSON without importing transformers; None when there is no config."""
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        return None
-    id2label = json.loads(path.read_text(encoding="utf-8")).get("id2label") or {}
-    return [str(id2label[k]) for k in sorted(id2label, key=int)]
 
 
 def check_labels(spec: ModelSpec, labels: list[str]) -> None:
