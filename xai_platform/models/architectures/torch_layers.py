@@ -15,11 +15,15 @@ from torch import nn
 
 
 
+def _conv_bn(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
+    """Convolution (same padding, no bias), batch norm, ReLU."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU())
+
+
 def _conv_block(c_in: int, c_out: int, *, pool: bool) -> nn.Sequential:
-    layers: list[nn.Module] = [
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
-    ]
+    # One flat Sequential (conv, BN, ReLU, conv, BN, ReLU[, pool]): the shipped weights' keys.
+    layers: list[nn.Module] = [*_conv_bn(c_in, c_out, 3), *_conv_bn(c_out, c_out, 3)]
     if pool:
         layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers)
@@ -141,11 +145,6 @@ def build_vgg16_slim(spec) -> nn.Module:
                      dropout=float(args.get("dropout", 0.3)))
 
 
-def _conv_bn(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU())
-
-
 class InceptionBlock(nn.Module):
     """Four branches side by side, concatenated on channels (Szegedy et al. 2015, with the 5x5
     branch factorised into two 3x3 convolutions as in Inception-v2/v3): 1x1; 1x1 then 3x3;
@@ -165,12 +164,12 @@ class InceptionBlock(nn.Module):
 
 
 class SlimInception(nn.Module):
-    """A slim GoogLeNet-style network: a 3x3 stem, then ``stages`` stages of two Inception
-    blocks each, 2x2 max-pooling between stages; global average pooling, dropout, linear.
+    """A slim GoogLeNet-style network: a 3x3 stem, then ``stages`` stages of 2x2 max-pooling and
+    two Inception blocks; global average pooling, dropout, linear.
 
     ``features.<i>``: ``features.0`` is the stem, then the pools and blocks in order; the last
-    block (``features.<3 * stages>``) is the natural Grad-CAM layer. Channels double per stage from
-    ``width`` (capped at 8x).
+    block (``features.<3 * stages>``) is the natural Grad-CAM layer. Channels double per stage
+    from ``width`` (capped at 8x).
     """
 
     def __init__(self, in_channels: int, num_outputs: int, *, width: int = 32, stages: int = 3,
@@ -178,13 +177,10 @@ class SlimInception(nn.Module):
         super().__init__()
         layers: list[nn.Module] = [_conv_bn(in_channels, width, 3)]
         c_in = width
-        for stage in range(stages):
+        for stage in range(stages):  # each stage halves the plane first
             c_out = width * 2 ** min(stage + 1, 3)
-            if stage > 0:
-                layers.append(nn.MaxPool2d(2))
-            layers += [InceptionBlock(c_in, c_out), InceptionBlock(c_out, c_out)]
+            layers += [nn.MaxPool2d(2), InceptionBlock(c_in, c_out), InceptionBlock(c_out, c_out)]
             c_in = c_out
-        layers.insert(1, nn.MaxPool2d(2))  # after the stem
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
