@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,8 @@ def app_url():
     from xai_platform.models import ModelManager
     from xai_platform.ui.app import build_app, launch
 
+    from xai_platform.models.handle import ModelHandle
+
     config = load_config()
     demo = build_app(ModelManager(config, device="cpu"), config.app)
     with socket.socket() as s:
@@ -42,7 +45,20 @@ def app_url():
         port = s.getsockname()[1]
     launch(demo, host="127.0.0.1", port=port, share=False, auth=None, concurrency=2,
            prevent_thread_lock=True)
-    yield f"http://127.0.0.1:{port}/"
+    # A model as slow as PyTorch eager on a busy laptop: 0.2 s per batch of forward passes.
+    # On ONNX Runtime and an idle machine all six methods of a comparison can finish before
+    # the page shows one done, and the test cancels a comparison half-way.
+    batched = ModelHandle._batched
+
+    def slow_batched(self, fn, x, batch_size, progress):
+        def slow(batch):
+            time.sleep(0.2)
+            return fn(batch)
+        return batched(self, slow, x, batch_size, progress)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ModelHandle, "_batched", slow_batched)
+        yield f"http://127.0.0.1:{port}/"
     demo.close()
 
 
