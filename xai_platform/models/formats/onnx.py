@@ -70,18 +70,14 @@ def numpy_outputs(kind: str, raw: np.ndarray, *, temperature: float = 1.0
     raise ValueError(f"unknown output kind {kind!r}")
 
 
-class OnnxHandle(ModelHandle):
-    """An onnxruntime session; the network input is built in NumPy."""
+class GraphHandle(ModelHandle):
+    """A network graph run by an inference engine, the network input built in NumPy; a
+    subclass runs one batch (:meth:`_run`)."""
 
-    framework = "onnx"
-
-    def __init__(self, spec: ModelSpec, session: Any, *, default_batch_size: int = 32,
+    def __init__(self, spec: ModelSpec, *, default_batch_size: int = 32,
                  calibration: Calibration | None = None, device: str = "cpu") -> None:
         super().__init__(spec, device=device, untrained=False,
                          default_batch_size=default_batch_size, calibration=calibration)
-        self.session = session
-        self.forward_path = ForwardPath("onnxruntime", "an ONNX model: ONNX Runtime runs it")
-        self.input_name = session.get_inputs()[0].name
         c = spec.input.channels
         scale, shift = normalization(spec)
         self._scale = np.asarray(scale, dtype=np.float32).reshape(1, c, 1, 1)
@@ -95,10 +91,13 @@ class OnnxHandle(ModelHandle):
         out += self._shift
         return out
 
+    def _run(self, net_input: FloatArray) -> np.ndarray:
+        """The graph's first output for one batch (n, C, H, W); called under :attr:`lock`."""
+        raise NotImplementedError
+
     def _raw(self, x: FloatArray) -> np.ndarray:
         with self.lock:
-            (out,) = self.session.run(None, {self.input_name: self.network_input(x)})[:1]
-        out = np.asarray(out)
+            out = np.asarray(self._run(self.network_input(x)))
         if out.ndim != 2 or out.shape[1] != self.spec.num_outputs:
             raise ModelUnavailableError(
                 f"model '{self.spec.id}' outputs shape {out.shape}, but its config declares "
@@ -118,6 +117,23 @@ class OnnxHandle(ModelHandle):
         raw = self._raw(x)
         probs = numpy_outputs(self.spec.output, raw, temperature=self.calibration.temperature)[0]
         return probs.astype(np.float32), numpy_outputs(self.spec.output, raw)[1].astype(np.float32)
+
+
+class OnnxHandle(GraphHandle):
+    """An onnxruntime session."""
+
+    framework = "onnx"
+
+    def __init__(self, spec: ModelSpec, session: Any, *, default_batch_size: int = 32,
+                 calibration: Calibration | None = None, device: str = "cpu") -> None:
+        super().__init__(spec, default_batch_size=default_batch_size, calibration=calibration,
+                         device=device)
+        self.session = session
+        self.forward_path = ForwardPath("onnxruntime", "an ONNX model: ONNX Runtime runs it")
+        self.input_name = session.get_inputs()[0].name
+
+    def _run(self, net_input: FloatArray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: net_input})[0]
 
     @property
     def native(self) -> Any:
