@@ -2,7 +2,7 @@
 
     python app.py [--host 127.0.0.1] [--port 7860] [--share] [--auth user:password]
                   [--config PATH ...] [--device auto|cpu|cuda] [--concurrency N]
-                  [--no-fast-forward]
+                  [--no-fast-forward | --bf16]
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-fast-forward", action="store_true",
                    help="keep every forward pass in PyTorch (default: forward-only batches run "
                         "on ONNX Runtime when its graph matches to 1e-5; app.fast_forward)")
+    p.add_argument("--bf16", action="store_true",
+                   help="run forward-only batches on OpenVINO in bfloat16 (reduced precision, "
+                        "opt-in: used where the probabilities stay within 1e-2 and no example "
+                        "decision changes, else the exact path; app.forward_precision)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip checking every model's target layer (otherwise checked in the "
                         "background after start-up; the Models tab shows the results)")
@@ -43,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     pin_mmap_threshold()  # before the models load: freed buffers go back to the system
     from dataclasses import replace
 
+    from xai_platform.cli import forward_flags
     from xai_platform.config import load_config
     from xai_platform.errors import XAIError
 
@@ -57,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         if args.max_audio_seconds:
             config = replace(config, app=replace(config.app, max_audio_seconds=args.max_audio_seconds))
-        if args.no_fast_forward:
-            config = replace(config, app=replace(config.app, fast_forward=False))
+        config = replace(config, app=forward_flags(
+            config.app, no_fast_forward=args.no_fast_forward, bf16=args.bf16))
         from xai_platform.models import ModelManager
 
         manager = ModelManager(config, device=args.device)

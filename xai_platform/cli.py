@@ -32,11 +32,12 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import PlatformConfig, load_config
+from .config import AppSettings, PlatformConfig, load_config
 from .errors import XAIError
 
 
@@ -181,11 +182,7 @@ def cmd_check_model(args: argparse.Namespace, config: PlatformConfig) -> int:
         raise XAIError(f"{args.input}: file not found. Check the path.")
     # The checked file's own app settings (its defaults where it declares none): the
     # settings the model would run with.
-    settings = own.app
-    if args.no_fast_forward:
-        from dataclasses import replace
-
-        settings = replace(settings, fast_forward=False)
+    settings = forward_flags(own.app, no_fast_forward=args.no_fast_forward, bf16=args.bf16)
     reports = [check_model(spec, settings=settings, input_path=args.input,
                            device=args.device or own.app.device, debug=args.debug)
                for spec in specs]
@@ -414,6 +411,16 @@ def cmd_evaluate(args: argparse.Namespace, config: PlatformConfig) -> int:
     return evaluate_main(args, config)
 
 
+def forward_flags(settings: AppSettings, *, no_fast_forward: bool, bf16: bool) -> AppSettings:
+    """``settings`` with ``--no-fast-forward`` / ``--bf16`` applied."""
+    if no_fast_forward and bf16:
+        raise XAIError("--bf16 runs the fast path's exported graph on OpenVINO, and "
+                       "--no-fast-forward turns that graph off; drop one of them.")
+    if no_fast_forward:
+        return replace(settings, fast_forward=False)
+    return replace(settings, forward_precision="bf16") if bf16 else settings
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m xai_platform",
                                      description="Explain audio deepfake and chest X-ray models.")
@@ -426,6 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep every forward pass in the model's framework (default: "
                              "PyTorch models' forward-only batches run on ONNX Runtime when "
                              "its graph matches to 1e-5; app.fast_forward)")
+    common.add_argument("--bf16", action="store_true",
+                        help="run forward-only batches on OpenVINO in bfloat16 (reduced "
+                             "precision, opt-in: used where the probabilities stay within 1e-2 "
+                             "and no example decision changes, else the exact path; "
+                             "app.forward_precision)")
     common.add_argument("--debug", action="store_true",
                         help="show tracebacks and the frameworks' and decoders' own messages")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -543,10 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["XAI_DEBUG"] = "1"
     try:
         config = load_config(args.config)
-        if args.no_fast_forward:  # in the config, so Ray workers and evaluate follow it too
-            from dataclasses import replace
-
-            config = replace(config, app=replace(config.app, fast_forward=False))
+        # in the config, so Ray workers and evaluate follow the flags too
+        config = replace(config, app=forward_flags(
+            config.app, no_fast_forward=args.no_fast_forward, bf16=args.bf16))
         return int(args.func(args, config) or 0)
     except XAIError as exc:
         if args.debug:

@@ -89,6 +89,10 @@ class ModelSpec:
         return 1 if len(self.labels) == 2 and self.output != "multilabel" else None
 
 
+#: ``app.forward_precision`` values: exact, or the opt-in reduced precision
+FORWARD_PRECISIONS = ("float32", "bf16")
+
+
 @dataclass(frozen=True)
 class AppSettings:
     """App-wide defaults (``app:`` section of a config file)."""
@@ -116,6 +120,10 @@ class AppSettings:
     #: Runtime when the probabilities match to 1e-5 (:mod:`xai_platform.models.fast_forward`);
     #: false (or ``--no-fast-forward``) keeps every pass in PyTorch
     fast_forward: bool = True
+    #: the fast path's precision: float32 (exact, ONNX Runtime) or bf16 (opt-in, ``--bf16``:
+    #: the same graph on OpenVINO in bfloat16 when its probabilities stay within 1e-2 and no
+    #: example decision changes; :mod:`xai_platform.models.reduced_precision`)
+    forward_precision: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -257,6 +265,10 @@ def _parse_app(raw: Any, *, source: str) -> dict[str, Any]:
         if types[key] in (int, float):
             check_positive(val, source=source, key=f"app.{key}",
                            strict=key not in _MAY_BE_ZERO)
+    if out.get("forward_precision", FORWARD_PRECISIONS[0]) not in FORWARD_PRECISIONS:
+        raise ConfigError(f"'{out['forward_precision']}' is not a forward precision.",
+                          source=source, key="app.forward_precision",
+                          fix=f"use {' or '.join(FORWARD_PRECISIONS)}.")
     if "device" in out and not re.match(r"^(auto|cpu|cuda(:\d+)?)$", out["device"]):
         raise ConfigError(f"'{out['device']}' is not a device.", source=source, key="app.device",
                           fix="use auto, cpu, cuda or cuda:N.")

@@ -201,6 +201,8 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
                      "like its training data.")
     if model.untrained:
         notes.append(UNTRAINED_NOTE)
+    if model.forward_path.note():
+        notes.append(model.forward_path.note())
     if spec.notice:
         notes.append(spec.notice)
     return Analysis(prepared, spec.id, prediction, probs, suspicious, tuple(notes),

@@ -12,6 +12,8 @@ ONNX Runtime. Gradients (Grad-CAM, saliency, IG, the familiarity features) stay 
 framework. Otherwise the model keeps its framework and
 :attr:`~xai_platform.models.handle.ModelHandle.forward_path` says why (export failed, parity
 failed, not on the CPU, ...); the record, the Models tab and ``check-model`` show it.
+With ``precision="bf16"`` (opt-in) a graph that passed is then also tried on OpenVINO in
+bfloat16 (:mod:`xai_platform.models.reduced_precision`).
 
 Cache: ``$XAI_ONNX_CACHE``, else ``$XDG_CACHE_HOME/xai-platform/onnx``, else
 ``~/.cache/xai-platform/onnx`` (never beside the weights). Each graph ``KEY.onnx`` has a
@@ -31,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import FORWARD_PRECISIONS
 from ..errors import first_line
 from ..files import sha256, write_atomic
 from .handle import ForwardPath, ModelHandle, NO_EXPORT
@@ -78,7 +81,7 @@ def parity_planes(handle: ModelHandle) -> np.ndarray:
 
 
 def _fallback(handle: ModelHandle, reason: str, started: float, **extra: Any) -> ForwardPath:
-    handle._fast = None
+    handle._fast = handle._exact = None
     handle.forward_path = ForwardPath(handle.framework, reason,
                                       seconds=time.perf_counter() - started, **extra)
     return handle.forward_path
@@ -131,9 +134,12 @@ def _twin(handle: ModelHandle, onnx_file: Path, threads: int) -> ModelHandle:
                                   default_batch_size=handle.default_batch_size)
 
 
-def _parity(handle: ModelHandle, twin: ModelHandle, planes: np.ndarray) -> tuple[float, float]:
-    """(max |p_framework - p_onnx|, max |score_framework - score_onnx|) over ``planes``."""
-    (p_ref, s_ref), (p_fast, s_fast) = handle._outputs_batch(planes), twin._outputs_batch(planes)
+def parity(reference: tuple[np.ndarray, np.ndarray], fast: tuple[np.ndarray, np.ndarray]
+           ) -> tuple[float, float]:
+    """(max |p_framework - p_fast|, max |score_framework - score_fast|) of two engines'
+    (probabilities, scores) on the same planes (inf where a shape differs or a value is not
+    finite)."""
+    (p_ref, s_ref), (p_fast, s_fast) = reference, fast
     if p_ref.shape != p_fast.shape or s_ref.shape != s_fast.shape:
         return float("inf"), float("inf")
     with np.errstate(invalid="ignore"):
@@ -143,15 +149,18 @@ def _parity(handle: ModelHandle, twin: ModelHandle, planes: np.ndarray) -> tuple
 
 
 def attach(handle: ModelHandle, *, cache_dir: Path | str | None = None,
-           threads: int | None = None) -> ForwardPath:
+           threads: int | None = None, precision: str = "float32") -> ForwardPath:
     """Set up the fast path on ``handle`` (see the module docstring) and return its
     :class:`~xai_platform.models.handle.ForwardPath`, also kept as ``handle.forward_path``.
+    ``precision``: ``float32`` (exact) or ``bf16`` (then OpenVINO, where its check passes).
 
     Never raises for a model that cannot take the fast path: the model keeps its framework and
     the reason is recorded. A cached graph that fails its sha256 check, does not load or fails
     parity is exported once more before giving up.
     """
     started = time.perf_counter()
+    if precision not in FORWARD_PRECISIONS:
+        raise ValueError(f"precision must be one of {FORWARD_PRECISIONS}, not {precision!r}")
     if not handle.capabilities.onnx_export:
         return _fallback(handle, NO_EXPORT, started)
     if handle.device != "cpu":
@@ -166,6 +175,7 @@ def attach(handle: ModelHandle, *, cache_dir: Path | str | None = None,
     try:
         key = handle.weights_fingerprint()  # type: ignore[attr-defined]
         planes = parity_planes(handle)
+        reference = handle._outputs_batch(planes)
     except Exception as exc:  # noqa: BLE001 - a foreign network may fail in any way
         return _fallback(handle, f"cannot prepare the export: {first_line(exc)[:200]}", started)
     onnx_file, meta_file = folder / f"{key[:40]}.onnx", folder / f"{key[:40]}.json"
@@ -180,7 +190,7 @@ def attach(handle: ModelHandle, *, cache_dir: Path | str | None = None,
                 return _fallback(handle, f"ONNX export failed: {first_line(exc)[:240]}", started)
         try:
             twin = _twin(handle, onnx_file, n_threads)
-            dp, ds = _parity(handle, twin, planes)
+            dp, ds = parity(reference, twin._outputs_batch(planes))
         except Exception as exc:  # noqa: BLE001 - an invalid graph, a wrong output shape
             last_error = f"the exported graph does not run: {first_line(exc)[:240]}"
             if not exported:
@@ -188,11 +198,16 @@ def attach(handle: ModelHandle, *, cache_dir: Path | str | None = None,
                 continue
             return _fallback(handle, last_error, started, onnx_file=str(onnx_file))
         if dp <= PARITY_TOLERANCE:
-            handle._fast = twin
+            handle._fast = handle._exact = twin
             handle.forward_path = ForwardPath(
                 "onnxruntime", note, max_abs_diff=dp, max_score_diff=ds,
                 parity_inputs=len(planes), onnx_file=str(onnx_file), exported=exported,
-                seconds=time.perf_counter() - started, threads=n_threads)
+                seconds=time.perf_counter() - started, threads=n_threads,
+                tolerance=PARITY_TOLERANCE)
+            if precision == "bf16":
+                from .reduced_precision import attach_bf16
+
+                attach_bf16(handle, planes, reference, started=started)
             return handle.forward_path
         if exported:
             break

@@ -64,10 +64,14 @@ class ForwardPath:
     """Which engine runs a model's forward-only batches, and why (see
     :mod:`xai_platform.models.fast_forward`).
 
-    ``engine`` is ``onnxruntime`` when the exported graph passed its parity check, else the
-    model's framework, with ``reason`` saying why the fast path is not used. ``max_abs_diff``:
-    the largest difference of probabilities between the two engines on the ``parity_inputs``
-    example planes; ``max_score_diff`` the same for the explained scores (e.g. logits).
+    ``engine`` is ``onnxruntime`` when the exported graph passed its parity check, ``openvino``
+    when the reduced-precision path was asked for (``precision`` ``bf16``) and passed its looser
+    check too (:mod:`xai_platform.models.reduced_precision`), else the model's framework, with
+    ``reason`` saying why the fast path is not used (or why bf16 is not). ``max_abs_diff``: the
+    largest difference of probabilities between the engine and the framework on the
+    ``parity_inputs`` example planes, held to ``tolerance``; ``max_score_diff`` the same for
+    the explained scores (e.g. logits); ``decision_changes``: how many of those examples' decisions
+    differ (checked for reduced precision only).
     """
 
     engine: str
@@ -78,11 +82,19 @@ class ForwardPath:
     onnx_file: str | None = None
     exported: bool = False  #: this load exported the graph (False: the cached graph was reused)
     seconds: float = 0.0  #: export (if any), session and parity check
-    threads: int | None = None  #: ONNX Runtime intra-op threads
+    threads: int | None = None  #: intra-op threads of the engine
+    precision: str = "float32"  #: what the forward-only batches compute in
+    tolerance: float | None = None  #: the bound ``max_abs_diff`` was held to
+    decision_changes: int | None = None
 
     @property
     def fast(self) -> bool:
-        return self.engine == "onnxruntime"
+        return self.engine in ("onnxruntime", "openvino")
+
+    @property
+    def reduced(self) -> bool:
+        """Forward-only batches run below float32 (the opt-in bf16 path)."""
+        return self.precision != "float32"
 
     def describe(self) -> str:
         """One line for the Models tab, ``check-model`` and logs."""
@@ -90,15 +102,33 @@ class ForwardPath:
             return f"{self.engine}" + (f" ({self.reason})" if self.reason else "")
         how = "exported" if self.exported else "cached graph"
         note = f"; {self.reason}" if self.reason else ""
+        if self.reduced:
+            changed = f"{self.decision_changes or 'no'} decision changed"
+            return (f"OpenVINO {self.precision}, reduced precision ({how}, parity "
+                    f"{self.max_abs_diff:.1e} within {self.tolerance:.0e} on "
+                    f"{self.parity_inputs} example inputs, {changed}, {self.threads} "
+                    f"threads{note})")
         return (f"ONNX Runtime ({how}, parity {self.max_abs_diff:.1e} on {self.parity_inputs} "
                 f"example inputs, {self.threads} threads{note})")
+
+    def note(self) -> str:
+        """What a user reading a result should know about its forward passes ("" when they
+        were exact)."""
+        if not self.reduced:
+            return ""
+        return (f"Reduced precision: the prediction and the perturbation methods' model "
+                f"evaluations ran on OpenVINO in {self.precision} (probabilities within "
+                f"{self.max_abs_diff:.1e} of the exact model on {self.parity_inputs} example "
+                f"inputs, no decision changed); gradient methods ran in float32. "
+                f"app.forward_precision: float32 (no --bf16) gives exact results.")
 
     def to_dict(self) -> dict[str, Any]:
         return {"engine": self.engine, "reason": self.reason,
                 "max_abs_diff": self.max_abs_diff, "max_score_diff": self.max_score_diff,
                 "parity_inputs": self.parity_inputs, "onnx_file": self.onnx_file,
                 "exported": self.exported, "seconds": round(self.seconds, 3),
-                "threads": self.threads}
+                "threads": self.threads, "precision": self.precision,
+                "tolerance": self.tolerance, "decision_changes": self.decision_changes}
 
 
 @dataclass(frozen=True)
@@ -220,20 +250,23 @@ class ModelHandle(ABC):
         self.lock = threading.RLock()
         #: which engine runs forward-only batches (:meth:`use_fast_forward`)
         self.forward_path = ForwardPath(self.framework, NO_EXPORT)
-        self._fast: ModelHandle | None = None  # the ONNX Runtime twin, once its parity passed
+        self._fast: ModelHandle | None = None  # runs forward batches, once its parity passed
+        self._exact: ModelHandle | None = None  # the ONNX Runtime twin (also under bf16)
         self._fast_options: dict[str, Any] | None = None
         self._fast_pending = False
 
     # --- the exact fast path for forward passes ----------------------------------------------
     def use_fast_forward(self, *, cache_dir: Any = None, threads: int | None = None,
-                         lazy: bool = False) -> ForwardPath:
+                         precision: str = "float32", lazy: bool = False) -> ForwardPath:
         """Run forward-only batches (:meth:`predict`, :meth:`scores`, and so LIME, SHAP, the
         deletion / insertion curves, the window timeline) through ONNX Runtime when the
         exported graph matches this model on example inputs
         (:func:`xai_platform.models.fast_forward.attach`); gradients stay with the framework.
-        ``lazy``: export on the first forward batch instead of now (a derived copy, e.g. the
-        randomised model, that may only ever be asked for gradients)."""
-        self._fast_options = {"cache_dir": cache_dir, "threads": threads}
+        ``precision="bf16"``: then through OpenVINO in bfloat16, if its looser check passes
+        (:mod:`xai_platform.models.reduced_precision`). ``lazy``: export on the first forward
+        batch instead of now (a derived copy, e.g. the randomised model, that may only ever be
+        asked for gradients)."""
+        self._fast_options = {"cache_dir": cache_dir, "threads": threads, "precision": precision}
         if lazy:
             self._fast_pending = True
             self.forward_path = ForwardPath(self.framework, "fast path set up on the first "
@@ -241,14 +274,15 @@ class ModelHandle(ABC):
             return self.forward_path
         from .fast_forward import attach
 
-        return attach(self, cache_dir=cache_dir, threads=threads)
+        return attach(self, cache_dir=cache_dir, threads=threads, precision=precision)
 
     def use_framework_forward(self, reason: str = "turned off") -> None:
-        """Run forward-only batches on the framework again, dropping the ONNX Runtime twin: its
+        """Run forward-only batches on the framework again, dropping the fast twins: their
         graph was exported from the parameters at load, so a network changed in place (or a
         forward function replaced) afterwards would no longer be what it runs."""
         with self.lock:
-            self._fast, self._fast_pending, self._fast_options = None, False, None
+            self._fast = self._exact = self._fast_options = None
+            self._fast_pending = False
             self.forward_path = ForwardPath(self.framework, reason)
 
     def derive_fast_forward(self, other: ModelHandle) -> ModelHandle:
@@ -270,13 +304,15 @@ class ModelHandle(ABC):
         return self._fast or self
 
     def forward_engines(self) -> dict[str, Callable[[FloatArray], FloatArray]]:
-        """Every exact engine this model's probabilities can come from, name -> one-batch
-        predict function (the framework's own, and ``onnxruntime`` when the fast path is on);
-        the benchmark times each."""
+        """Every engine this model's probabilities can come from, name -> one-batch predict
+        function (the framework's own, ``onnxruntime`` when the fast path is on, and
+        ``openvino`` when it runs in bf16); the benchmark times each."""
         engines = {self.framework: self._predict_batch}
         fast = self._forward_engine()
-        if fast is not self:
-            engines["onnxruntime"] = fast._predict_batch
+        if self._exact is not None:
+            engines["onnxruntime"] = self._exact._predict_batch
+        if fast is not self and fast is not self._exact:
+            engines[self.forward_path.engine] = fast._predict_batch
         return engines
 
     # --- the framework-specific part -------------------------------------------------------

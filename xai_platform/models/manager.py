@@ -57,10 +57,14 @@ class ModelManager:
 
     def __init__(self, config: PlatformConfig, *, device: str | None = None,
                  cache_size: int | None = None, batch_size: int | None = None,
-                 fast_forward: bool | None = None, onnx_cache: Path | str | None = None) -> None:
+                 fast_forward: bool | None = None, onnx_cache: Path | str | None = None,
+                 forward_precision: str | None = None) -> None:
         """``fast_forward``: run forward-only batches on ONNX Runtime where the exported graph
         passes its parity check (default ``app.fast_forward``); ``onnx_cache``: where the
-        graphs are kept (default: :func:`~xai_platform.models.fast_forward.default_cache_dir`).
+        graphs are kept (default: :func:`~xai_platform.models.fast_forward.default_cache_dir`);
+        ``forward_precision``: ``bf16`` runs them on OpenVINO in bfloat16 where that passes its
+        looser check (default ``app.forward_precision``;
+        :mod:`~xai_platform.models.reduced_precision`).
         """
         check_models(config)
         self.config = config
@@ -69,6 +73,7 @@ class ModelManager:
         self.batch_size = batch_size or config.app.batch_size
         self.fast_forward = config.app.fast_forward if fast_forward is None else fast_forward
         self.onnx_cache = onnx_cache
+        self.forward_precision = forward_precision or config.app.forward_precision
         self._cache: OrderedDict[str, ModelHandle] = OrderedDict()
         self._failures: dict[str, str] = {}
         self._hashes: dict[str, str] = {}
@@ -196,9 +201,13 @@ class ModelManager:
                     calibration=calibration)
                 handle.familiarity = read_familiarity(spec.weights, familiarity_info)
                 if not self.fast_forward:
-                    handle.forward_path = ForwardPath(handle.framework, FAST_FORWARD_OFF)
+                    reduced = self.forward_precision != "float32"
+                    handle.forward_path = ForwardPath(handle.framework, FAST_FORWARD_OFF + (
+                        f"; {self.forward_precision} runs on its graph, so it is off too"
+                        if reduced else ""))
                 elif handle.capabilities.onnx_export:
-                    handle.use_fast_forward(cache_dir=self.onnx_cache)
+                    handle.use_fast_forward(cache_dir=self.onnx_cache,
+                                            precision=self.forward_precision)
             except ModelUnavailableError as exc:
                 self._failures[model_id] = str(exc)
                 raise ModelUnavailableError(f"model '{model_id}' is unavailable: {exc}") from None
