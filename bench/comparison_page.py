@@ -1,5 +1,5 @@
 """Time the XAI Comparison page's request, from upload to last figure, with the fast path off
-and on.
+and on (and, when asked, in bf16).
 
 It drives the same calls the page's Compare button makes (``ui.comparison.compare``: every
 method that applies, fastest first, each scored with the page's default metrics, then the
@@ -11,6 +11,7 @@ evaluations and the metrics' seconds and evaluations; then the request's wall-cl
 
     .venv/bin/python bench/comparison_page.py                       # both models, off then on
     .venv/bin/python bench/comparison_page.py --model audio-cnn --only on
+    .venv/bin/python bench/comparison_page.py --only bf16           # OpenVINO bf16 (opt-in path)
     .venv/bin/python bench/comparison_page.py --json > out/comparison.json
 
 Defaults: DenseNet-121 at 224 px (``bench-densenet121`` of bench/models.yaml: the shipped
@@ -99,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", choices=sorted(CASES),
                         help="model (repeatable; default: both)")
-    parser.add_argument("--only", choices=("off", "on"), default=None,
-                        help="run only with the fast path off or on (default: off, then on)")
+    parser.add_argument("--only", choices=("off", "on", "bf16"), default=None,
+                        help="run only with the fast path off, on (float32, ONNX Runtime) or in "
+                             "bf16 (OpenVINO, app.forward_precision) (default: off, then on)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
 
@@ -121,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     for model_id in args.model or list(CASES):
         modality, path = CASES[model_id]
         for mode in ([args.only] if args.only else ["off", "on"]):
-            cfg = replace(config, app=replace(config.app, fast_forward=mode == "on"))
+            cfg = replace(config, app=replace(
+                config.app, fast_forward=mode != "off",
+                forward_precision="bf16" if mode == "bf16" else "float32"))
             manager = ModelManager(cfg, device="cpu")
             service = Service(manager, cfg.app)
             t = time.perf_counter()
