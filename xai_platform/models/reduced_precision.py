@@ -105,6 +105,13 @@ def decisions(handle: ModelHandle, probs: np.ndarray) -> np.ndarray:
     return np.argmax(probs, axis=1)
 
 
+def decision_changes(handle: ModelHandle, reference: np.ndarray, probs: np.ndarray) -> int:
+    """How many rows' decisions (:func:`decisions`) differ between two engines' probabilities
+    (N, K) of the same inputs."""
+    changed = decisions(handle, reference) != decisions(handle, probs)
+    return int(np.any(changed.reshape(len(changed), -1), axis=1).sum())
+
+
 def attach_bf16(handle: ModelHandle, planes: np.ndarray,
                 reference: tuple[np.ndarray, np.ndarray], *, started: float) -> ForwardPath:
     """Move ``handle``'s forward-only batches from its exact ONNX Runtime twin to OpenVINO in
@@ -130,8 +137,7 @@ def attach_bf16(handle: ModelHandle, planes: np.ndarray,
     except Exception as exc:  # noqa: BLE001 - an operator OpenVINO lacks, a compile error
         return keep_exact(f"OpenVINO could not run the graph: {first_line(exc)[:240]}")
     dp, ds = parity(reference, fast)
-    changed = int(np.sum(np.any((decisions(handle, reference[0]) != decisions(handle, fast[0]))
-                                .reshape(len(planes), -1), axis=1)))
+    changed = decision_changes(handle, reference[0], fast[0])
     if dp > TOLERANCE or changed:
         return keep_exact(f"its parity failed: probabilities differ by up to {dp:.1e} (bound "
                           f"{TOLERANCE:.0e}) and {changed} of {len(planes)} example decisions "
