@@ -164,6 +164,24 @@ def test_a_cpu_without_bf16_keeps_the_exact_path(tmp_path):
         handle.forward_path.reason
 
 
+@needs_bf16
+def test_a_graph_openvino_compiles_in_float32_is_not_called_bf16(tmp_path):
+    """The plugin may choose another precision than the hint asks; the compiled model's own
+    precision is what counts."""
+    from xai_platform.models.reduced_precision import _core
+
+    real = _core()
+    core = mock.Mock(wraps=real)
+    core.get_property = real.get_property
+    core.compile_model = lambda model, device, config: real.compile_model(
+        model, device, config | {"INFERENCE_PRECISION_HINT": "f32"})
+    with mock.patch("xai_platform.models.reduced_precision._core", return_value=core):
+        path = _manager(tmp_path, forward_precision="bf16").get("tiny-torch-xray").forward_path
+    assert path.engine == "onnxruntime"
+    assert ("bf16 not used: OpenVINO could not compile or run the graph in bf16: its CPU plugin "
+            "compiled it for f32, not bf16") in path.reason
+
+
 def test_bf16_with_the_fast_path_off_runs_the_framework_and_says_so(tmp_path):
     handle = _manager(tmp_path, fast_forward=False, forward_precision="bf16").get("tiny-torch-xray")
     assert handle.forward_path.engine == "torch"

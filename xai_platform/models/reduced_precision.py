@@ -51,7 +51,10 @@ def unavailable() -> str:
         import openvino  # noqa: F401
     except ImportError:
         return "openvino is not installed (pip install openvino)"
-    capabilities = list(_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    try:
+        capabilities = [str(c) for c in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    except Exception as exc:  # noqa: BLE001 - a CPU plugin that does not load
+        return f"OpenVINO cannot use the CPU: {first_line(exc)[:200]}"
     if "BF16" not in capabilities:
         return (f"this CPU has no bf16 instructions (OpenVINO's CPU capabilities: "
                 f"{', '.join(capabilities)})")
@@ -66,8 +69,9 @@ def compile_bf16(onnx_file: Path | str, *, threads: int) -> Any:
         "INFERENCE_PRECISION_HINT": PRECISION, "INFERENCE_NUM_THREADS": int(threads),
         "PERFORMANCE_HINT": "LATENCY"})
     got = compiled.get_property("INFERENCE_PRECISION_HINT")
-    if getattr(got, "to_string", lambda: str(got))() != PRECISION:
-        raise RuntimeError(f"OpenVINO compiled the graph for {got}, not {PRECISION}")
+    name = got.to_string() if hasattr(got, "to_string") else str(got)
+    if name != PRECISION:
+        raise RuntimeError(f"its CPU plugin compiled it for {name}, not {PRECISION}")
     return compiled
 
 
@@ -135,7 +139,8 @@ def attach_bf16(handle: ModelHandle, planes: np.ndarray,
                               calibration=handle.calibration)
         fast = twin._outputs_batch(planes)
     except Exception as exc:  # noqa: BLE001 - an operator OpenVINO lacks, a compile error
-        return keep_exact(f"OpenVINO could not run the graph: {first_line(exc)[:240]}")
+        return keep_exact(f"OpenVINO could not compile or run the graph in {PRECISION}: "
+                          f"{first_line(exc)[:240]}")
     dp, ds = parity(reference, fast)
     changed = decision_changes(handle, reference[0], fast[0])
     if dp > TOLERANCE or changed:
