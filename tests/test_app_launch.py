@@ -110,6 +110,27 @@ def test_the_page_is_served_before_any_framework_is_imported():
     assert line.split()[1:] == []
 
 
+PRELOAD = """
+import sys
+from xai_platform.ui.app import PRELOAD, preload
+done = preload(PRELOAD + ("no_such_module_xai",))
+print("DONE", *done)
+print("LOADED", *[m for m in PRELOAD if m in sys.modules])
+"""
+
+
+def test_preload_imports_what_the_first_figure_needs_and_skips_what_is_missing():
+    # After the page is served, the app imports what the first explanation and figure would
+    # otherwise wait for; a library that is not installed does not stop it.
+    result = subprocess.run([sys.executable, "-c", PRELOAD], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    lines = {x.split()[0]: x.split()[1:] for x in result.stdout.splitlines() if x.strip()}
+    assert "no_such_module_xai" not in lines["DONE"]
+    assert lines["DONE"] == lines["LOADED"]
+    assert {"xai_platform.visualization.figure", "lime.lime_base"} <= set(lines["LOADED"])
+
+
 def test_the_concurrency_limit_lets_that_many_requests_run_at_once(capsys):
     import threading
 

@@ -315,13 +315,32 @@ def test_augmentations_keep_the_db_range_and_are_seeded(kind):
     x = np.clip(rng.normal(-40, 15, (8, 16, 40)), -80, 0).astype(np.float32)
     x[:, :, :5] = -80.0  # digital silence
     x[:, 0, 10] = 0.0
-    augment = audio_augment.augmentation(kind, 80.0)
+    augment = audio_augment.augmentation(kind, 80.0, centers_hz=np.linspace(100, 7900, 16))
     a = augment(x, np.random.default_rng(1))
     b = augment(x, np.random.default_rng(1))
     assert a.shape == x.shape and a.dtype == np.float32
     assert np.array_equal(a, b)
     assert a.min() >= -80.0 - 1e-3 and a.max() <= 0.0
     assert not np.array_equal(a, x)
+
+
+def test_band_limit_silences_the_bands_a_telephone_or_low_rate_recording_lacks():
+    # channel_band: some windows lose every band above a cut-off (and the telephone band the
+    # bands below 300 Hz), whatever their class, so bandwidth cannot stand in for the label.
+    centers = np.linspace(100, 7900, 16)
+    x = np.full((200, 16, 20), -30.0, np.float32)
+    x[:, :, 0] = 0.0
+    a = audio_augment._band_limit  # one window at a time, as the augmentation applies it
+    rng = np.random.default_rng(0)
+    out = np.stack([a(w, rng, -80.0, centers) for w in x])
+    limited = (out == -80.0).all(axis=2)  # (N, bands) wholly floored
+    assert 0.3 < limited.any(axis=1).mean() < 0.7  # p = 0.5
+    for row in limited[limited.any(axis=1)]:
+        cut = centers[~row].max()
+        assert row[centers > cut].all()  # everything above the cut-off is gone
+        assert cut <= max(audio_augment.BAND_CUTOFFS_HZ)
+    with pytest.raises(ValueError, match="centre frequencies"):
+        audio_augment.augmentation("channel_band", 80.0)
 
 
 def test_cap_per_language_keeps_whole_clips():

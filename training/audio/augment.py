@@ -17,6 +17,10 @@ AUGMENTATIONS = {
                "below the peak, a noise gate (frames quieter than 35-60 dB below the peak set "
                "to the floor, p = 0.25) and a time shift of up to +-0.5 s",
     "channel_warp": "channel, plus warp's band shift and time stretch",
+    "channel_band": "channel, plus a band limit (p = 0.5): every band above a cut-off drawn "
+                    "from 3.4, 4, 5.5 and 7 kHz set to the floor (telephone, 8 and 11 kHz "
+                    "recordings, low-pass codecs), and below 300 Hz with the 3.4 kHz cut-off "
+                    "(the telephone band)",
     "wave": "waveform models: a gain of +-6 dB, a time shift of up to +-0.25 of the window "
             "(zero-filled) and white noise 40-70 dB below the peak (p = 0.5 each)",
     "none": "none",
@@ -75,6 +79,30 @@ def _channel(x: np.ndarray, rng: np.random.Generator, floor: float) -> np.ndarra
     return np.clip(x - x.max(), floor, 0).astype(np.float32)
 
 
+BAND_CUTOFFS_HZ = (3400.0, 4000.0, 5500.0, 7000.0)
+"""``channel_band``'s upper cut-offs: the telephone band, 8 kHz and 11.025 kHz recordings, and a
+low-pass codec."""
+
+
+def _band_limit(x: np.ndarray, rng: np.random.Generator, floor: float,
+                centers_hz: np.ndarray) -> np.ndarray:
+    """x: (H, W) dB plane; with p = 0.5 the bands whose centre lies above a random cut-off
+    (:data:`BAND_CUTOFFS_HZ`) are set to the floor, as a recording at a lower sample rate or
+    through a telephone chain would leave them (the telephone cut-off also removes the bands
+    below 300 Hz). The plane is re-referenced to its peak, as :func:`log_mel` would."""
+    if rng.random() >= 0.5:
+        return x
+    cutoff = float(rng.choice(BAND_CUTOFFS_HZ))
+    gone = centers_hz > cutoff
+    if cutoff == BAND_CUTOFFS_HZ[0]:
+        gone |= centers_hz < 300.0
+    if gone.all():
+        return x
+    x = x.copy()
+    x[gone] = floor
+    return np.clip(x - x.max(), floor, 0).astype(np.float32)
+
+
 def _wave(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """x: (L,) samples in [-1, 1]; gain, time shift and a noise floor (see ``wave``)."""
     if rng.random() < 0.5:
@@ -93,7 +121,8 @@ def _wave(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
-def augmentation(kind: str, top_db: float, *, waveform: bool = False) -> Augment | None:
+def augmentation(kind: str, top_db: float, *, waveform: bool = False,
+                 centers_hz: np.ndarray | None = None) -> Augment | None:
     """Feature-domain augmentation applied alike to both classes (see :data:`AUGMENTATIONS`).
 
     x: (N, H, W) float32 dB planes in [-top_db, 0]; returned in the same range (``waveform``:
@@ -102,7 +131,9 @@ def augmentation(kind: str, top_db: float, *, waveform: bool = False) -> Augment
     the mel axis and a time stretch, which mimic other speakers and speaking rates (the
     training set has few real speakers; test speakers are all new). ``channel`` varies what a
     recording set-up changes (EQ, noise floor, noise gate, where the speech sits), so that
-    none of it can stand in for the label.
+    none of it can stand in for the label. ``channel_band`` adds band limits at the cut-offs
+    users' recordings have (telephone, low sample rates), so that the bandwidth cannot stand in
+    for the label either; it needs each band's centre frequency, ``centers_hz`` (H,).
     """
     if kind not in AUGMENTATIONS:
         raise SystemExit(f"unknown augmentation '{kind}'; use one of {', '.join(AUGMENTATIONS)}.")
@@ -114,6 +145,8 @@ def augmentation(kind: str, top_db: float, *, waveform: bool = False) -> Augment
                          f"{', '.join(fits)}.")
     if kind == "none":
         return None
+    if kind == "channel_band" and centers_hz is None:
+        raise ValueError("channel_band needs the bands' centre frequencies (centers_hz)")
     if waveform:  # x: (N, 1, L) samples
         def augment_wave(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             return np.stack([_wave(row[0].copy(), rng)[None] for row in x])
@@ -127,8 +160,10 @@ def augmentation(kind: str, top_db: float, *, waveform: bool = False) -> Augment
         for i in range(n):
             if kind in ("warp", "channel_warp"):
                 x[i] = _warp(x[i], rng, floor)
-            if kind in ("channel", "channel_warp"):
+            if kind in ("channel", "channel_warp", "channel_band"):
                 x[i] = _channel(x[i], rng, floor)
+            if kind == "channel_band":
+                x[i] = _band_limit(x[i], rng, floor, centers_hz)
             if rng.random() < 0.5:
                 f = int(rng.integers(1, 9))
                 f0 = int(rng.integers(0, h - f + 1))

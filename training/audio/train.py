@@ -49,6 +49,7 @@ import numpy as np
 
 from xai_platform.config import ROOT, ModelSpec, load_config
 from xai_platform.modalities.audio import AudioInput
+from xai_platform.preprocessing import audio
 from xai_platform.models.cards import (DataInfo, ModelCard, ReliabilityFigure, RobustnessCheck,
                                        SplitInfo, SplitMetrics, card_path, card_stem)
 
@@ -229,7 +230,9 @@ def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
                     sets["validation"].x, sets["validation"].y, options.train,
                     checkpoint=checkpoint,
                     augment=augmentation(options.augment, spec.input.top_db,
-                                         waveform=spec.input.waveform))
+                                         waveform=spec.input.waveform,
+                                         centers_hz=(None if spec.input.waveform
+                                                     else audio.band_centers_hz(spec.input))))
     this_session = time.time() - t_train
     if timing is not None:
         timing.parent.mkdir(parents=True, exist_ok=True)

@@ -284,6 +284,30 @@ def set_concurrency(demo: gr.Blocks, limit: int) -> None:
         demo.queue(default_concurrency_limit=limit)
 
 
+#: What the first explanation and figure of a session would otherwise import (about 1 s on two
+#: cores): imported once the page is served, so the first Compare does not wait for them.
+PRELOAD = ("matplotlib.backends.backend_agg", "xai_platform.visualization.figure",
+           "xai_platform.evaluation.scorecard", "skimage.segmentation", "skimage.metrics",
+           "lime.lime_base", "sklearn.linear_model", "cv2", "pytorch_grad_cam")
+
+
+def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
+    """Import ``modules`` (those not installed are skipped); returns the ones imported.
+    :func:`launch` runs it in a background thread once the page is served: the page does not
+    wait for these imports, and the first request mostly does not either."""
+    import importlib
+
+    done = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            log.info("preload: %s not imported (%s)", name, exc)
+        else:
+            done.append(name)
+    return done
+
+
 def launch(demo: gr.Blocks, *, host: str, port: int, share: bool, auth: Any, concurrency: int,
            prevent_thread_lock: bool = False) -> gr.Blocks:
     pin_mmap_threshold()  # memory freed by requests goes back to the system (xai_platform.memory)
@@ -300,6 +324,7 @@ def launch(demo: gr.Blocks, *, host: str, port: int, share: bool, auth: Any, con
         print(f"[xai] Public link: {demo.share_url}"
               + ("" if auth else "  (no --auth: anyone with the link can use the app)"), flush=True)
     print(f"[xai] Serving on {local}", flush=True)
-    if not prevent_thread_lock:
+    if not prevent_thread_lock:  # the app proper (tests that launch a page import what they use)
+        threading.Thread(target=preload, name="xai-preload", daemon=True).start()
         demo.block_thread()
     return demo
