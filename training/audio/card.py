@@ -46,7 +46,7 @@ def loso_folds(rows: Sequence[dict[str, Any]], out: Path) -> dict[str, dict[str,
             "test_real": sum(r["label"] == "real" for r in mine),
             "test_fake": sum(r["label"] == "fake" for r in mine),
             "build": f"python -m training.audio_corpus_v2 --out {out} --loso {source}",
-            "train": f"python -m training.train_audio --model audio-cnn --data {out}/loso-{source}",
+            "train": f"python -m training.audio_loso --data {out} --source {source}",
         }
     return folds
 

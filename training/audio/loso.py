@@ -1,0 +1,143 @@
+"""Leave one real source out (issue 15, item 2): train on every real source but one, test on
+that one.
+
+    python -m training.audio_loso --data data/audio_corpus_v2 --model audio-cnn-v2 \\
+        --config config/research --weights-dir runs/audio/loso --out docs/audio-v2/loso
+
+For each real source of the corpus the fold is built (:func:`training.audio.corpus_v2.
+build_loso`: the source's real clips, their vocoded copies and the synthetic clips reading its
+texts are the test split; validation keeps the plan's validation clips of the other sources),
+the model is trained on it with its entry's recipe unless ``<weights-dir>/loso-<source>.pt``
+already has a card (so a stopped run resumes fold by fold), and the report gathers each fold's
+card: the held-out source's EER and ROC AUC, and at the threshold chosen on the fold's
+validation split, its real clips called fake and its fakes let through, per generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from xai_platform.config import load_config
+from xai_platform.models.cards import read_card
+
+from .corpus_v2 import build_loso, read_metadata
+from .splits import loso_sources
+
+
+def fold_weights(weights_dir: Path, source: str) -> Path:
+    return weights_dir / f"loso-{source}.pt"
+
+
+def train_command(model: str, configs: list[str], data: Path, source: str, weights: Path,
+                  extra: list[str]) -> list[str]:
+    """The training run of one fold: the model entry's recipe on the fold's data."""
+    cfg = [a for c in configs for a in ("--config", c)]
+    return [sys.executable, "-m", "training.train_audio", "--model", model, *cfg,
+            "--data", str(data / f"loso-{source}"), "--out", str(weights), "--no-robustness",
+            "--explain", "", *extra]
+
+
+def recipe(model: str, configs: list[str]) -> list[str]:
+    """The options of the entry's ``train_command`` other than model, config, data and out
+    (epochs, learning rate, augmentation, initialisation, seed)."""
+    spec = load_config(configs).model(model)
+    if not spec.train_command:
+        return ["--epochs", "12", "--seed", "0"]
+    args = shlex.split(spec.train_command)
+    args = args[args.index("training.train_audio") + 1:] if "training.train_audio" in args else []
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("--model", "--config", "--data", "--out"):
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
+def fold_row(source: str, card: Any) -> dict[str, Any]:
+    """One fold's figures from its card (test = the held-out source)."""
+    test, val = card.metrics["test"], card.metrics["validation"]
+    by = test.by_generator or {}
+    fakes = {g: round(v["miss_rate"], 4) for g, v in by.items() if "miss_rate" in v}
+    return {"source": source, "n_real": test.n - test.n_positive, "n_fake": test.n_positive,
+            "validation_eer": round(val.eer, 4), "eer": round(test.eer, 4),
+            "roc_auc": round(test.roc_auc, 4), "false_alarms": round(test.false_alarm_rate, 4),
+            "misses": round(test.miss_rate, 4), "threshold": round(test.threshold, 4),
+            "misses_by_generator": fakes}
+
+
+def report_markdown(model: str, rows: list[dict[str, Any]], commands: dict[str, str]) -> str:
+    lines = [f"# Leave one real source out: `{model}`", "",
+             "Each row: trained on every other real source (and the synthetic and vocoded clips "
+             "of their texts), threshold and temperature chosen on the fold's validation split, "
+             "tested on the held-out source's real clips, their vocoded copies and the synthetic "
+             "clips reading its texts.", "",
+             "| held-out source | real / fake clips | validation EER | test EER | ROC AUC | "
+             "real called fake | fakes let through | threshold |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['source']} | {r['n_real']} / {r['n_fake']} | "
+                     f"{r['validation_eer']:.1%} | {r['eer']:.1%} | {r['roc_auc']:.3f} | "
+                     f"{r['false_alarms']:.1%} | {r['misses']:.1%} | {r['threshold']:.3f} |")
+    gens = sorted({g for r in rows for g in r["misses_by_generator"]})
+    lines += ["", "Fakes let through at the fold's threshold, per generator (the clips reading "
+              "the held-out source's texts):", "",
+              "| held-out source | " + " | ".join(gens) + " |",
+              "| --- | " + " | ".join("---:" for _ in gens) + " |"]
+    for r in rows:
+        cells = [f"{r['misses_by_generator'][g]:.0%}" if g in r["misses_by_generator"] else ""
+                 for g in gens]
+        lines.append(f"| {r['source']} | " + " | ".join(cells) + " |")
+    lines += ["", "Reproduce:", "", "```"] + [commands[r["source"]] for r in rows] + ["```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.audio_loso",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("data/audio_corpus_v2"))
+    parser.add_argument("--model", default="audio-cnn-v2")
+    parser.add_argument("--config", action="append", default=[])
+    parser.add_argument("--weights-dir", type=Path, default=Path("runs/audio/loso"))
+    parser.add_argument("--out", type=Path, default=Path("docs/audio-v2/loso"),
+                        help="report stem (.md and .json)")
+    parser.add_argument("--source", action="append", default=None,
+                        help="only these sources (default: every real source)")
+    parser.add_argument("--no-train", action="store_true",
+                        help="report the folds already trained; train none")
+    args = parser.parse_args(argv)
+    rows_meta = read_metadata(args.data / "metadata.csv")
+    sources = args.source or loso_sources(rows_meta)
+    extra = recipe(args.model, args.config)
+    rows, commands = [], {}
+    for source in sources:
+        weights = fold_weights(args.weights_dir, source)
+        cmd = train_command(args.model, args.config, args.data, source, weights, extra)
+        commands[source] = (f"python -m training.audio_corpus_v2 --out {args.data} --loso "
+                            f"{source} && " + shlex.join(["python", *cmd[1:]]))
+        if read_card(weights) is None:
+            if args.no_train:
+                print(f"  {source}: not trained yet ({weights})", file=sys.stderr)
+                continue
+            build_loso(args.data, source)
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            print(f"  {source}: training -> {weights}", file=sys.stderr)
+            subprocess.run(cmd, check=True)
+        rows.append(fold_row(source, read_card(weights)))
+    if not rows:
+        raise SystemExit("no fold is trained yet.")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"model": args.model, "data": str(args.data), "folds": rows, "commands": commands},
+        indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(report_markdown(args.model, rows, commands))
+    print(report_markdown(args.model, rows, commands))
+    return 0
