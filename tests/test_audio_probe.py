@@ -31,3 +31,17 @@ def test_the_linear_probe_finds_a_direction_that_holds_across_splits():
     assert noise["test_eer"] > 0.35  # nothing to find: near chance
     eer, thr = probe.eer_point(y[split == "validation"], r["scores"][split == "validation"])
     assert abs(eer - r["validation_eer"]) < 1e-12 and thr == r["threshold"]
+
+
+def test_a_cannot_tell_band_keeps_each_verdicts_validation_errors_in_bound():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 2000)
+    p = np.clip(0.5 + 0.25 * (2 * y - 1) + rng.normal(0, 0.2, len(y)), 0, 1)
+    t_real, t_fake = probe.two_thresholds(y, p, 0.05)
+    assert t_real < t_fake
+    v = probe.band_verdicts(y, p, t_real, t_fake)
+    assert v["reals_called_fake"] <= 0.05 + 1e-9 and v["fakes_called_real"] <= 0.05 + 1e-9
+    assert 0 < v["coverage"] < 1
+    # where the scores carry nothing, the band covers almost everything: no verdict
+    flat = probe.band_verdicts(y, rng.random(len(y)), *probe.two_thresholds(y, rng.random(len(y)), 0.05))
+    assert flat["coverage"] < 0.25

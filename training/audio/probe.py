@@ -13,6 +13,12 @@
    reading its texts (which took the same storage trip). A low pooled AUC with high
    within-source AUCs would mean the scores shift by set-up (a calibration problem); low
    within-source AUCs mean the set-up hides what tells real from synthetic.
+
+``--detector MODEL_ID`` measures a trained detector instead of an embedding (its clip
+probabilities at its card's temperature, by the app's feature path): within-source AUC, and
+**verdicts with a "cannot tell" band**: two thresholds chosen on validation so that at most
+``--target`` of validation's real clips are called fake and at most ``--target`` of its fakes
+are called real, and what those verdicts do on test.
 """
 
 from __future__ import annotations
@@ -65,6 +71,75 @@ def linear_probe(x: np.ndarray, y: np.ndarray, split: np.ndarray, *, c: float = 
             "test_auc": float(roc_auc_score(y[test], s[test]))}
 
 
+def two_thresholds(y: np.ndarray, p: np.ndarray, target: float) -> tuple[float, float]:
+    """(t_real, t_fake) on validation: "fake" above t_fake (at most ``target`` of real clips
+    there), "real" below t_real (at most ``target`` of fakes there), "cannot tell" between."""
+    return (float(np.quantile(p[y == 1], target, method="lower")),
+            float(np.quantile(p[y == 0], 1 - target, method="higher")))
+
+
+def band_verdicts(y: np.ndarray, p: np.ndarray, t_real: float, t_fake: float) -> dict[str, float]:
+    """What two thresholds do: coverage, how often each verdict is wrong, and the share of
+    real clips called fake and of fakes called real."""
+    fake = p > t_fake
+    real = (p < t_real) & ~fake
+    return {"coverage": float(np.mean(fake | real)),
+            "fake_verdicts": int(fake.sum()), "fake_verdicts_wrong": float(np.mean(y[fake] == 0))
+            if fake.any() else 0.0,
+            "real_verdicts": int(real.sum()), "real_verdicts_wrong": float(np.mean(y[real] == 1))
+            if real.any() else 0.0,
+            "reals_called_fake": float(np.mean(fake[y == 0])),
+            "fakes_called_real": float(np.mean(real[y == 1]))}
+
+
+def detector_scores(model_id: str, config: list[Path], data: Path, cache_dir: Path
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray, list]]:
+    """Per split (validation, test): (y, clip probability, clips) of a trained detector at its
+    card's temperature."""
+    from xai_platform.config import load_config
+    from xai_platform.models.cards import read_card
+
+    from ..weights import load_saved
+    from .evaluate import clip_probabilities, window_logits
+    from .features import feature_set
+
+    spec = load_config(config).model(model_id)
+    card = read_card(spec.weights)
+    if card is None or card.calibration.temperature is None:
+        raise SystemExit(f"'{model_id}' has no trained weights with a calibrated card.")
+    handle = load_saved(spec, spec.weights)
+    clips, _ = load_clips(data)
+    out = {}
+    for split in ("validation", "test"):
+        fs = feature_set(clips, spec, split, cache_dir=cache_dir)
+        p = clip_probabilities(window_logits(handle, fs.x), fs.clip, len(fs.clips),
+                               card.calibration.temperature)
+        out[split] = ((fs.y_clip == spec.positive_index).astype(int), p, fs.clips)
+    return out
+
+
+def detector_main(args: argparse.Namespace) -> int:
+    scores = detector_scores(args.detector, args.config, args.data, args.cache_dir)
+    yv, pv, _ = scores["validation"]
+    y, p, clips = scores["test"]
+    sources = np.array([c.source for c in clips])
+    print(f"{args.detector}: test, within-source ROC AUC (real against the fakes reading its "
+          "texts):")
+    for src, auc in within_source_auc(y, p, sources).items():
+        print(f"    {src:<12} {auc:.3f}")
+    for target in args.target:
+        t_real, t_fake = two_thresholds(yv, pv, target)
+        v, t = band_verdicts(yv, pv, t_real, t_fake), band_verdicts(y, p, t_real, t_fake)
+        print(f"  'cannot tell' between {t_real:.3f} and {t_fake:.3f} (validation errors <= "
+              f"{target:.0%} each way; validation coverage {v['coverage']:.1%}): test coverage "
+              f"{t['coverage']:.1%}; 'fake' verdicts {t['fake_verdicts']}, "
+              f"{t['fake_verdicts_wrong']:.1%} of them real; 'real' verdicts "
+              f"{t['real_verdicts']}, {t['real_verdicts_wrong']:.1%} of them fake; real clips "
+              f"called fake {t['reals_called_fake']:.1%}, fakes called real "
+              f"{t['fakes_called_real']:.1%}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.audio_probe",
                                      description=__doc__.split("\n\n")[0])
@@ -74,7 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", action="append", type=Path, default=[])
     parser.add_argument("--cache-dir", type=Path, default=Path("data/feature_cache"))
     parser.add_argument("--c", type=float, default=0.1, help="inverse L2 strength")
+    parser.add_argument("--detector", default=None, metavar="MODEL_ID",
+                        help="measure this trained detector instead of an embedding")
+    parser.add_argument("--target", type=float, action="append", default=None,
+                        help="--detector: the validation error bound of each verdict "
+                             "(repeatable; default 0.05 and 0.10)")
     args = parser.parse_args(argv)
+    if args.detector:
+        args.target = args.target or [0.05, 0.10]
+        return detector_main(args)
     clips, _ = load_clips(args.data)
     embedder = embeddings.make(args.embedding, config=args.config, cache_dir=args.cache_dir)
     emb = embeddings.embed_cached(embedder, clips, args.cache_dir)
