@@ -131,7 +131,7 @@ def test_preload_imports_what_the_first_figure_needs_and_skips_what_is_missing()
     assert {"xai_platform.visualization.figure", "lime.lime_base"} <= set(lines["LOADED"])
 
 
-def test_the_concurrency_limit_lets_that_many_requests_run_at_once(capsys):
+def test_the_concurrency_limit_lets_that_many_requests_run_at_once():
     import threading
 
     import gradio as gr

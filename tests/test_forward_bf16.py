@@ -26,7 +26,17 @@ def _bf16_here() -> str:
     return unavailable()
 
 
-needs_bf16 = pytest.mark.skipif(bool(_bf16_here()), reason=_bf16_here() or "bf16 runs here")
+@pytest.fixture
+def bf16():
+    """Skips where this machine cannot run bf16. A fixture, not a collection-time mark:
+    importing openvino imports absl.logging, which must not happen while pytest collects (a
+    later test that captures output around a Gradio server then loses stderr)."""
+    why = _bf16_here()
+    if why:
+        pytest.skip(why)
+
+
+needs_bf16 = pytest.mark.usefixtures("bf16")
 needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
                                     reason="openvino is not installed")
 
