@@ -78,13 +78,13 @@ def run_request(service, model_id: str, modality: str, path: Path, metrics: tupl
 
 def warm_up(service, model_id: str, path: Path) -> None:
     """What a running app has done before: imported what the page imports once it is served
-    (``ui.app.preload``), decoded an input, run a full batch forward on each engine and a
+    (``xai_platform.preload``), decoded an input, run a full batch forward on each engine and a
     gradient pass (first-call allocations, kernel selection)."""
     import numpy as np
 
     from xai_platform import explainers
     from xai_platform.service import Session
-    from xai_platform.ui.app import preload
+    from xai_platform.preload import preload
 
     preload()
 

@@ -112,7 +112,7 @@ def test_the_page_is_served_before_any_framework_is_imported():
 
 PRELOAD = """
 import sys
-from xai_platform.ui.app import PRELOAD, preload
+from xai_platform.preload import PRELOAD, preload
 done = preload(PRELOAD + ("no_such_module_xai",))
 print("DONE", *done)
 print("LOADED", *[m for m in PRELOAD if m in sys.modules])

@@ -21,6 +21,7 @@ from ..explainers import get_method
 from ..memory import pin_mmap_threshold, release_free_memory
 from ..modalities import all_modalities, get_modality
 from ..models import ModelManager
+from ..preload import preload
 from ..service import SESSION_ROOT, Service, Session
 from . import classification, comparison, fetch_panel, plugin_panel
 from .common import (example_files, file_types, input_kind, input_path, model_choices,
@@ -282,30 +283,6 @@ def set_concurrency(demo: gr.Blocks, limit: int) -> None:
         queue.default_concurrency_limit = limit
     else:
         demo.queue(default_concurrency_limit=limit)
-
-
-#: What the first explanation and figure of a session would otherwise import (about 1 s on two
-#: cores): imported once the page is served, so the first Compare does not wait for them.
-PRELOAD = ("matplotlib.backends.backend_agg", "xai_platform.visualization.figure",
-           "xai_platform.evaluation.scorecard", "skimage.segmentation", "skimage.metrics",
-           "lime.lime_base", "sklearn.linear_model", "cv2", "pytorch_grad_cam")
-
-
-def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
-    """Import ``modules`` (those not installed are skipped); returns the ones imported.
-    :func:`launch` runs it in a background thread once the page is served: the page does not
-    wait for these imports, and the first request mostly does not either."""
-    import importlib
-
-    done = []
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            log.info("preload: %s not imported (%s)", name, exc)
-        else:
-            done.append(name)
-    return done
 
 
 def launch(demo: gr.Blocks, *, host: str, port: int, share: bool, auth: Any, concurrency: int,

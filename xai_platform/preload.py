@@ -1,0 +1,33 @@
+"""Import once, ahead of the first request, what explanations and figures import lazily.
+
+The page is served before any framework or plotting library is imported (start-up time), so the
+first explanation would otherwise wait about 1 s (two cores) for matplotlib, lime, scikit-image,
+scikit-learn, cv2 and pytorch-grad-cam. :func:`xai_platform.ui.app.launch` runs :func:`preload`
+in a background thread once the page is up; the benchmarks run it in their warm-up, so a timed
+call measures the method, not its imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+log = logging.getLogger(__name__)
+
+#: what the first explanation and figure of a session would otherwise import
+PRELOAD = ("matplotlib.backends.backend_agg", "xai_platform.visualization.figure",
+           "xai_platform.evaluation.scorecard", "skimage.segmentation", "skimage.metrics",
+           "lime.lime_base", "sklearn.linear_model", "cv2", "pytorch_grad_cam")
+
+
+def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
+    """Import ``modules`` (those not installed are skipped); returns the ones imported."""
+    done = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            log.info("preload: %s not imported (%s)", name, exc)
+        else:
+            done.append(name)
+    return done
