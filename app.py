@@ -13,6 +13,8 @@ import sys
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from xai_platform.cli import add_forward_flags
+
     p = argparse.ArgumentParser(description="XAI platform web app")
     p.add_argument("--host", default=os.environ.get("XAI_HOST", "127.0.0.1"),
                    help="interface to listen on (0.0.0.0 for the whole network)")
@@ -27,13 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="requests run at the same time (default: app.concurrency in config)")
     p.add_argument("--max-audio-seconds", type=float, default=None,
                    help="refuse longer recordings (default: app.max_audio_seconds)")
-    p.add_argument("--no-fast-forward", action="store_true",
-                   help="keep every forward pass in PyTorch (default: forward-only batches run "
-                        "on ONNX Runtime when its graph matches to 1e-5; app.fast_forward)")
-    p.add_argument("--bf16", action="store_true",
-                   help="run forward-only batches on OpenVINO in bfloat16 (reduced precision, "
-                        "opt-in: used where the probabilities stay within 1e-2 and no example "
-                        "decision changes, else the exact path; app.forward_precision)")
+    add_forward_flags(p)
     p.add_argument("--no-verify", action="store_true",
                    help="skip checking every model's target layer (otherwise checked in the "
                         "background after start-up; the Models tab shows the results)")

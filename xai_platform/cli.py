@@ -411,6 +411,20 @@ def cmd_evaluate(args: argparse.Namespace, config: PlatformConfig) -> int:
     return evaluate_main(args, config)
 
 
+def add_forward_flags(parser: argparse.ArgumentParser) -> None:
+    """``--no-fast-forward`` and ``--bf16``, for the app and every command
+    (:func:`forward_flags` applies them)."""
+    parser.add_argument("--no-fast-forward", action="store_true",
+                        help="keep every forward pass in the model's framework (default: "
+                             "PyTorch models' forward-only batches run on ONNX Runtime when "
+                             "its graph matches to 1e-5; app.fast_forward)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="run forward-only batches on OpenVINO in bfloat16 (reduced "
+                             "precision, opt-in: used where the probabilities stay within 1e-2 "
+                             "and no example decision changes, else the exact path; "
+                             "app.forward_precision)")
+
+
 def forward_flags(settings: AppSettings, *, no_fast_forward: bool, bf16: bool) -> AppSettings:
     """``settings`` with ``--no-fast-forward`` / ``--bf16`` applied."""
     if no_fast_forward and bf16:
@@ -429,15 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", action="append", default=[], metavar="PATH",
                         help="extra model config file or folder (repeatable)")
     common.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
-    common.add_argument("--no-fast-forward", action="store_true",
-                        help="keep every forward pass in the model's framework (default: "
-                             "PyTorch models' forward-only batches run on ONNX Runtime when "
-                             "its graph matches to 1e-5; app.fast_forward)")
-    common.add_argument("--bf16", action="store_true",
-                        help="run forward-only batches on OpenVINO in bfloat16 (reduced "
-                             "precision, opt-in: used where the probabilities stay within 1e-2 "
-                             "and no example decision changes, else the exact path; "
-                             "app.forward_precision)")
+    add_forward_flags(common)
     common.add_argument("--debug", action="store_true",
                         help="show tracebacks and the frameworks' and decoders' own messages")
     sub = parser.add_subparsers(dest="command", required=True)
