@@ -106,14 +106,21 @@ def report(spec: ModelSpec, z: np.ndarray, fs: FeatureSet, *, temperature: float
     return out
 
 
+def split_logits(handle: Any, clips: Sequence[Any], split: str, *, cache_dir: Any
+                 ) -> tuple[FeatureSet, np.ndarray]:
+    """One split's windows by the app's feature path (cached) and their positive-class logits."""
+    fs = feature_set(clips, handle.spec, split, cache_dir=cache_dir)
+    return fs, window_logits(handle, fs.x)
+
+
 def score_split(handle: Any, clips: Sequence[Any], split: str, *, temperature: float,
                 threshold: float, cache_dir: Any) -> dict[str, Any]:
     """A saved model's figures on one split of a corpus at a given calibration (usually its
     card's), with the per-language and per-generator breakdown: features by the app's path
     (cached), window logits, clip verdicts."""
-    fs = feature_set(clips, handle.spec, split, cache_dir=cache_dir)
-    return report(handle.spec, window_logits(handle, fs.x), fs, temperature=temperature,
-                  threshold=threshold, breakdown=True)
+    fs, z = split_logits(handle, clips, split, cache_dir=cache_dir)
+    return report(handle.spec, z, fs, temperature=temperature, threshold=threshold,
+                  breakdown=True)
 
 
 def band_summary(handle: Any, fs: FeatureSet, z: np.ndarray, *, methods: Sequence[str],

@@ -30,24 +30,14 @@ from typing import Any
 
 import numpy as np
 
+from ..metrics import equal_error_rate, roc_auc
 from . import embeddings
 from .data import load_clips
 
 
-def eer_point(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
-    """(EER, threshold at the equal-error point) of scores ``s`` for labels ``y`` (1: fake)."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, thr = roc_curve(y, s)
-    k = int(np.argmin(np.abs((1 - tpr) - fpr)))
-    return float((fpr[k] + 1 - tpr[k]) / 2), float(thr[k])
-
-
 def within_source_auc(y: np.ndarray, s: np.ndarray, sources: np.ndarray) -> dict[str, float]:
     """ROC AUC of real against fake clips within each source that has both."""
-    from sklearn.metrics import roc_auc_score
-
-    return {src: round(float(roc_auc_score(y[sources == src], s[sources == src])), 4)
+    return {src: round(roc_auc(s[sources == src], y[sources == src]), 4)
             for src in sorted(set(sources)) if len(set(y[sources == src])) == 2}
 
 
@@ -55,7 +45,6 @@ def linear_probe(x: np.ndarray, y: np.ndarray, split: np.ndarray, *, c: float = 
                  ) -> dict[str, Any]:
     """Fit on train, threshold on validation; scores of every clip and the split figures."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
 
     train = split == "train"
@@ -64,11 +53,11 @@ def linear_probe(x: np.ndarray, y: np.ndarray, split: np.ndarray, *, c: float = 
     clf.fit(scaler.transform(x[train]), y[train])
     s = clf.decision_function(scaler.transform(x))
     val, test = split == "validation", split == "test"
-    val_eer, threshold = eer_point(y[val], s[val])
-    test_eer, _ = eer_point(y[test], s[test])
+    val_eer, threshold = equal_error_rate(s[val], y[val])
+    test_eer, _ = equal_error_rate(s[test], y[test])
     return {"scores": s, "threshold": threshold, "validation_eer": val_eer,
-            "validation_auc": float(roc_auc_score(y[val], s[val])), "test_eer": test_eer,
-            "test_auc": float(roc_auc_score(y[test], s[test]))}
+            "validation_auc": roc_auc(s[val], y[val]), "test_eer": test_eer,
+            "test_auc": roc_auc(s[test], y[test])}
 
 
 def two_thresholds(y: np.ndarray, p: np.ndarray, target: float) -> tuple[float, float]:
@@ -100,8 +89,7 @@ def detector_scores(model_id: str, config: list[Path], data: Path, cache_dir: Pa
     from xai_platform.models.cards import read_card
 
     from ..weights import load_saved
-    from .evaluate import clip_probabilities, window_logits
-    from .features import feature_set
+    from .evaluate import clip_probabilities, split_logits
 
     spec = load_config(config).model(model_id)
     card = read_card(spec.weights)
@@ -111,9 +99,8 @@ def detector_scores(model_id: str, config: list[Path], data: Path, cache_dir: Pa
     clips, _ = load_clips(data)
     out = {}
     for split in ("validation", "test"):
-        fs = feature_set(clips, spec, split, cache_dir=cache_dir)
-        p = clip_probabilities(window_logits(handle, fs.x), fs.clip, len(fs.clips),
-                               card.calibration.temperature)
+        fs, z = split_logits(handle, clips, split, cache_dir=cache_dir)
+        p = clip_probabilities(z, fs.clip, len(fs.clips), card.calibration.temperature)
         out[split] = ((fs.y_clip == spec.positive_index).astype(int), p, fs.clips)
     return out
 
