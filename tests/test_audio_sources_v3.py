@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import needs_torch, tone
 from training.audio import false_alarms, sources_v3
 
 
@@ -45,6 +46,7 @@ def test_plain_file_readers_keep_speech_and_name_speakers(tmp_path):
     k = tmp_path / "kajongg/usr/share/kajongg/voices"
     _put(k / "male1/b1.ogg", _ogg(44100, 0.6))
     _put(k / "de/female1/b1.ogg", _ogg(44100, 0.6, 1))
+    _put(k / "male2/b1.ogg", _ogg(44100, 0.6, 2))  # provenance not shown: left out
     recs = sources_v3.read_kajongg(tmp_path / "kajongg")
     assert {(r.language, r.speaker) for r in recs} == {("en", "kajongg-en-male1"),
                                                        ("de", "kajongg-de-female1")}
@@ -207,3 +209,19 @@ def test_tally_counts_refused_and_withheld_apart():
     assert t["a"]["fake"] == pytest.approx(1 / 3)  # of the three given a verdict
     assert t["a"]["fake_incl_withheld"] == pytest.approx(2 / 4)
     assert t["a"]["by_segment_rule"] == 1 and t["b"]["fake"] == 0.0
+
+
+@needs_torch
+def test_verdicts_take_the_apps_path_and_count_refused_clips(tmp_path, manager, tiny_config):
+    from xai_platform.pipeline import analyse, prepare
+
+    model = manager.get("tiny-torch-audio")
+    sf.write(tmp_path / "voice.wav", tone(1.5), 16000)
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
+    rows = [{"path": "voice.wav"}, {"path": "silent.wav"}]
+    got = false_alarms.verdicts(model, rows, tmp_path, tiny_config.app)
+    pred = analyse(model, prepare(tmp_path / "voice.wav", model.spec, settings=tiny_config.app),
+                   settings=tiny_config.app).prediction
+    assert got[0]["verdict"] == pred.label and got[0]["withheld"] == pred.withheld
+    assert got[0]["p"] == pytest.approx(float(pred.probabilities[model.spec.positive_index]))
+    assert got[1]["verdict"] == "refused" and got[1]["p"] is None and got[1]["reason"]

@@ -123,7 +123,9 @@ def score(root: Path, model_ids: Sequence[str], configs: Sequence[str], *,
             "overall": tally(rows, answers, positive, ())[""],
             "by_source": tally(rows, answers, positive, ("source",)),
             "by_source_language": tally(rows, answers, positive, ("source", "language")),
-            "clips": [{"path": r["path"], **a} for r, a in zip(rows, answers)],
+            "clip_fields": ["path", "verdict", "p", "segment_only"],
+            "clips": [[r["path"], a["verdict"], None if a["p"] is None else round(a["p"], 4),
+                       a["segment_only"]] for r, a in zip(rows, answers)],
         }
     return result
 
@@ -185,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = markdown(result)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+        args.out.with_suffix(".json").write_text(json.dumps(result, separators=(",", ":")),
+                                                 encoding="utf-8")
         args.out.with_suffix(".md").write_text(text + "\n", encoding="utf-8")
         print(f"wrote {args.out.with_suffix('.md')} and .json")
     print(text)
