@@ -312,6 +312,9 @@ class Builder:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     info: dict[str, tuple[int, float]] = field(default_factory=dict)  # path -> (sr, speech s)
+    # the rate a recording was stored at before it was extracted (path -> Hz), where its file
+    # no longer says it (sources_v3's 16 kHz extractions): a fake's storage trip uses it
+    original_rates: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, list[float]] = field(default_factory=dict)  # generator -> [n, seconds]
 
     def __post_init__(self) -> None:
@@ -342,7 +345,8 @@ class Builder:
     def build(self, item: Item, tmp: Path) -> dict[str, Any] | None:
         rng = item_rng(self.seed, item.key)
         params: list[str] = []
-        original_sr = _rate(item.origin.path) if item.origin is not None else None
+        original_sr = (self.original_rates.get(str(item.origin.path)) or _rate(item.origin.path)
+                       if item.origin is not None else None)
         if item.label == "real":
             wave, sr = audio.decode_audio(item.origin.path)
             voice = item.origin.speaker
@@ -596,7 +600,31 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "OUT/loso-SOURCE/metadata.csv ('all' for every source) and stop")
     parser.add_argument("--card-only", action="store_true",
                         help="rewrite the card from the existing metadata.csv")
+    extra = parser.add_argument_group(
+        "more real sources in training only (training.audio.corpus_extend)")
+    extra.add_argument("--extra-train-sources", default=None, metavar="S1,S2",
+                       help="build OUT as BASE plus these extracted sources' real clips and "
+                            "their WORLD copies in the training split (the rest unchanged)")
+    extra.add_argument("--base", type=Path, default=Path("data/audio_corpus_v2"))
+    extra.add_argument("--extra-root", type=Path, default=Path("data/sources_v3"),
+                       help="the extracted sources (python -m training.audio_sources_v3 extract)")
+    extra.add_argument("--extra-per-source", type=int, default=150, metavar="N")
+    extra.add_argument("--extra-copies", type=int, default=1, metavar="N",
+                       help="vocoded copies of each added real clip")
     args = parser.parse_args(argv)
+    if args.extra_train_sources is not None:
+        from .corpus_extend import build_extended
+
+        summary = build_extended(
+            args.out, base=args.base, extra_root=args.extra_root,
+            sources=[s for s in args.extra_train_sources.split(",") if s],
+            cap=args.extra_per_source, copies=args.extra_copies, seed=args.seed,
+            command="python -m training.audio_corpus_v2 " + " ".join(
+                sys.argv[1:] if argv is None else list(argv)))
+        for key, n in summary["counts"].items():
+            print(f"{key:16s} {n:5d}")
+        print(f"metadata: {args.out / 'metadata.csv'}")
+        return
     if args.loso:
         rows = read_metadata(args.out / "metadata.csv")
         for source in (loso_sources(rows) if args.loso == "all" else [args.loso]):
