@@ -96,8 +96,10 @@ def test_forward_only_batches_run_on_openvino_and_gradients_on_keras(tmp_path):
     handle = _manager(tmp_path).get("tiny-keras-xray")
     x = _planes(handle, 1)[0]
     runs = {"openvino": 0, "keras": 0}
-    with mock.patch.object(handle._fast, "_run", _counting(runs, "openvino", handle._fast._run)), \
-            mock.patch.object(handle, "_predict_fn", _counting(runs, "keras", handle._predict_fn)), \
+    fast = handle._fast
+    with mock.patch.object(fast, "_run", _counting(runs, "openvino", fast._run)), \
+            mock.patch.object(handle, "_predict_fn", _counting(runs, "keras",
+                                                               handle._predict_fn)), \
             mock.patch.object(handle, "_layer_fn", _counting(runs, "keras", handle._layer_fn)):
         explainers.run("lime", handle, x, target=1, params={"num_samples": 50}, seed=0)
         assert runs == {"openvino": 4, "keras": 0}  # 50 samples in batches of 16
@@ -275,5 +277,6 @@ def test_bf16_beyond_its_bound_keeps_the_exact_openvino_path(tmp_path):
         handle = _manager(tmp_path, forward_precision="bf16").get("tiny-keras-audio")
     path = handle.forward_path
     assert path.engine == "openvino" and path.precision == "float32" and path.max_abs_diff <= 1e-5
-    assert path.reason.startswith("bf16 not used: its parity failed") and handle._fast is handle._exact
+    assert path.reason.startswith("bf16 not used: its parity failed")
+    assert handle._fast is handle._exact
     assert path.describe().startswith("OpenVINO f32 (converted, parity ")

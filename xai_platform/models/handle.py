@@ -65,14 +65,14 @@ class ForwardPath:
     :mod:`xai_platform.models.fast_forward`).
 
     ``engine`` is ``onnxruntime`` when a PyTorch model's exported graph passed its parity check,
-    ``openvino`` (``precision`` ``float32``) when a Keras model's converted graph did, ``openvino``
-    with ``precision`` ``bf16`` when the reduced-precision path was asked for and passed its
-    looser check too (:mod:`xai_platform.models.reduced_precision`), else the model's framework, with
-    ``reason`` saying why the fast path is not used (or why bf16 is not). ``max_abs_diff``: the
-    largest difference of probabilities between the engine and the framework on the
-    ``parity_inputs`` example planes, held to ``tolerance``; ``max_score_diff`` the same for
-    the explained scores (e.g. logits); ``decision_changes``: how many of those examples' decisions
-    differ (checked for reduced precision only).
+    ``openvino`` (``precision`` ``float32``) when a Keras model's converted graph did,
+    ``openvino`` with ``precision`` ``bf16`` when the reduced-precision path was asked for and
+    passed its looser check too (:mod:`xai_platform.models.reduced_precision`), else the
+    model's framework, with ``reason`` saying why the fast path is not used (or why bf16 is
+    not). ``max_abs_diff``: the largest difference of probabilities between the engine and the
+    framework on the ``parity_inputs`` example planes, held to ``tolerance``;
+    ``max_score_diff`` the same for the explained scores (e.g. logits); ``decision_changes``:
+    how many of those examples' decisions differ (checked for reduced precision only).
     """
 
     engine: str
@@ -81,7 +81,7 @@ class ForwardPath:
     max_score_diff: float | None = None
     parity_inputs: int = 0
     onnx_file: str | None = None  #: the cached ONNX graph (PyTorch models)
-    ir_file: str | None = None  #: the cached OpenVINO IR ``.xml`` (Keras models; ``.bin`` beside it)
+    ir_file: str | None = None  #: the cached OpenVINO IR ``.xml`` (Keras; its ``.bin`` beside)
     exported: bool = False  #: this load exported (or converted) the graph, not the cache
     seconds: float = 0.0  #: export (if any), session and parity check
     threads: int | None = None  #: intra-op threads of the engine

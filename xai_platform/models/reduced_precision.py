@@ -2,16 +2,16 @@
 
 With ``app.forward_precision: bf16`` (``--bf16``), once a model's graph has passed the exact
 path's check (:mod:`xai_platform.models.fast_forward`), OpenVINO compiles the same cached file
-(a PyTorch model's ``.onnx``, a Keras model's OpenVINO IR ``.xml``) for the CPU with the ``bf16``
-inference-precision hint and as many threads as the exact engine. On a CPU with bf16 instructions (AVX512_BF16, AMX) this runs
-DenseNet-121 about twice as fast as ONNX Runtime in float32 (docs/BENCHMARKS.md). bfloat16
-keeps 8 bits of mantissa, so probabilities move by about 1e-3: the check is looser than the
-exact path's 1e-5. On the same example planes the probabilities must stay within
-:data:`TOLERANCE` of the framework's and no example's decision may change (the positive class at
-the model's threshold, each label at 0.5 for a multi-label model, else the argmax). Otherwise,
-and when openvino is not installed or the CPU has no bf16, the exact path stays
-and :attr:`~xai_platform.models.handle.ModelHandle.forward_path` says why. Gradients stay with
-the framework, as on the exact path.
+(a PyTorch model's ``.onnx``, a Keras model's OpenVINO IR ``.xml``) for the CPU with the
+``bf16`` inference-precision hint and as many threads as the exact engine. On a CPU with bf16
+instructions (AVX512_BF16, AMX) this runs DenseNet-121 about twice as fast as ONNX Runtime in
+float32 (docs/BENCHMARKS.md). bfloat16 keeps 8 bits of mantissa, so probabilities move by
+about 1e-3: the check is looser than the exact path's 1e-5. On the same example planes the
+probabilities must stay within :data:`TOLERANCE` of the framework's and no example's decision
+may change (the positive class at the model's threshold, each label at 0.5 for a multi-label
+model, else the argmax). Otherwise, and when openvino is not installed or the CPU has no bf16,
+the exact path stays and :attr:`~xai_platform.models.handle.ModelHandle.forward_path` says why.
+Gradients stay with the framework, as on the exact path.
 
 Nothing from the graph is executed: OpenVINO reads a graph of operators, and no extension
 library is loaded.
