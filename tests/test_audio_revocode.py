@@ -63,6 +63,9 @@ def test_a_world_copy_changes_less_under_world_than_a_noisy_harmonic_signal(seed
     # and within one clip, the second pass (on a vocoded signal) changes less than the first
     assert mean_of(fh, "w2:mean") < 0.9 * mean_of(fh, "w1:mean")
     assert mean_of(fh, "w1/w2") > 0.1
+    # the diagnostic's scalar agrees, over every bin and over the strong bins only
+    assert revocode.change_db(copy) == pytest.approx(mean_of(fc, "w1:mean"), rel=1e-5)
+    assert revocode.change_db(copy, strong_db=30) < 0.85 * revocode.change_db(h, strong_db=30)
 
 
 def test_a_mel_round_trip_copy_changes_less_under_the_round_trip():

@@ -293,3 +293,82 @@ class Revocode:
                 rows.append(done[k][self._cols])
         x = np.stack(rows) if rows else np.zeros((0, len(self._cols)), np.float32)
         return Embedded(tuple(paths), x, len(clips) - len(paths), time.time() - start)
+
+
+def change_db(wave: np.ndarray, *, sr: int = RATE, strong_db: float | None = None) -> float:
+    """One WORLD pass's mean change (dB) over a clip's speech frames: |10 log10 |X|^2 -
+    10 log10 |WORLD(X)|^2| over every bin (the mean of ``w1:mean``'s bands), or, with
+    ``strong_db``, only over the bins within ``strong_db`` dB of their frame's loudest bin,
+    where speech stands above a noise bed."""
+    x = vocoders.prepared(wave, sr, np.random.default_rng(SEED))
+    px, p1 = _power(x), _power(_world_pass(x)[0])
+    floor = px.max() * 10 ** (-FLOOR_DB / 10) + 1e-30
+    lx, l1 = 10 * np.log10(px + floor), 10 * np.log10(p1 + floor)
+    energy = 10 * np.log10(px.sum(0) + 1e-30)
+    keep = np.broadcast_to(energy >= energy.max() - SPEECH_DB, lx.shape)
+    if strong_db is None:
+        return float((_STFT_BANDS @ np.abs(lx - l1))[:, keep[0]].mean())
+    keep = keep & (lx >= lx.max(0, keepdims=True) - strong_db)
+    return float(np.abs(lx - l1)[keep].mean())
+
+
+def chain_diagnostic(clips: Sequence[Clip], *, n: int = 30, seed: int = 0
+                     ) -> dict[str, dict[str, float]]:
+    """Does a WORLD copy stay a near fixed point through the corpus's storage chain
+    (:mod:`training.audio.chain`)? For ``n`` real test clips x: the mean one-pass change of x,
+    of its clean WORLD copy, of the copy after each chain step alone and after the whole chain,
+    and how often the copy changes less than x (1.0: always closer to a fixed point)."""
+    from . import chain
+
+    real = [c for c in clips if c.label == "real" and c.split == "test"]
+    rng = np.random.default_rng(seed)
+    pick = [real[i] for i in rng.choice(len(real), min(n, len(real)), replace=False)]
+    steps = {
+        "x (corpus clip)": lambda x, v, r: x,
+        "WORLD(x), clean": lambda x, v, r: v,
+        "+ noise bed at -50 dB": lambda x, v, r: v + chain.coloured_noise(
+            len(v), r, slope=0.75).astype(np.float32) * np.float32(10 ** (-50 / 20)),
+        "+ room reverb": lambda x, v, r: chain.room(v, RATE, r),
+        "+ Vorbis (level 0.45)": lambda x, v, r: chain.vorbis_round_trip(v, RATE, level=0.45),
+        "+ the whole chain": lambda x, v, r: chain.shared_chain(v, RATE, r)[0]}
+    table = {k: {"all": [], "strong": []} for k in steps}
+    for i, c in enumerate(pick):
+        x, sr = audio.decode_audio(c.path)
+        x = audio.resample(x, sr, RATE)
+        v, *_ = vocoders.world(x, RATE, np.random.default_rng(seed + i))
+        for k, step in steps.items():
+            w = np.asarray(step(x, v, np.random.default_rng(seed + 1000 + i)), np.float32)
+            table[k]["all"].append(change_db(w))
+            table[k]["strong"].append(change_db(w, strong_db=30.0))
+    base = table["x (corpus clip)"]
+    return {k: {"change_db": float(np.mean(t["all"])),
+                "copy_changes_less": float(np.mean(np.array(t["all"]) < base["all"])),
+                "strong_change_db": float(np.mean(t["strong"])),
+                "strong_copy_changes_less": float(np.mean(np.array(t["strong"])
+                                                          < base["strong"]))}
+            for k, t in table.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .data import load_clips
+
+    parser = argparse.ArgumentParser(prog="python -m training.audio.revocode",
+                                     description=chain_diagnostic.__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("data/audio_corpus_v2"))
+    parser.add_argument("--n", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    clips, _ = load_clips(args.data)
+    print(f"one WORLD pass's mean change on {args.n} real test clips x and their WORLD copies "
+          "(all bins | bins within 30 dB of the frame's peak):")
+    for k, r in chain_diagnostic(clips, n=args.n, seed=args.seed).items():
+        print(f"  {k:<24} {r['change_db']:5.2f} dB, copy changes less than x in "
+              f"{r['copy_changes_less']:4.0%} | {r['strong_change_db']:5.2f} dB, "
+              f"{r['strong_copy_changes_less']:4.0%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
