@@ -19,7 +19,8 @@ import pytest
 from conftest import needs_torch
 from region_models import exact_shapley, region_handle, region_input, wrapped_network
 from xai_platform import explainers
-from xai_platform.explainers.kernel_shap import kernel_coalitions, solve_shapley
+from xai_platform.explainers.kernel_shap import (kernel_coalitions, solve_shapley,
+                                                 weighted_least_squares)
 from xai_platform.explainers.perturbation import evaluate_coalitions, grid_segments, masked_value
 from xai_platform.explainers.registry import ExplainContext
 
@@ -87,6 +88,32 @@ def test_kernel_shap_is_exact_when_every_coalition_fits():
     ends = f(np.array([np.zeros(m, bool), np.ones(m, bool)]))
     phi = solve_shapley(coalitions, weights, values, ends[0], ends[1])
     np.testing.assert_allclose(phi, exact, atol=1e-6)
+
+
+def _lstsq(design, y, weights):
+    sw = np.sqrt(weights)[:, None]
+    return np.linalg.lstsq(design * sw, y * sw[:, 0], rcond=None)[0]
+
+
+def test_weighted_least_squares_matches_lstsq_on_kernel_shap_problems():
+    """The fast solve (Cholesky of the Gram matrix) gives numpy lstsq's answer on a Kernel SHAP
+    design of the audio CNN's size, and lstsq's minimum-norm answer when the coalitions leave
+    values undetermined (fewer coalitions than features, or a feature that never varies)."""
+    rng = np.random.default_rng(3)
+    m = 128
+    coalitions, weights = kernel_coalitions(m, 478, rng)
+    z = coalitions.astype(np.float64)
+    design = z[:, :-1] - z[:, -1:]
+    y = design @ rng.normal(size=m - 1) + 0.01 * rng.normal(size=len(z))
+    np.testing.assert_allclose(weighted_least_squares(design, y, weights),
+                               _lstsq(design, y, weights), atol=1e-8)
+    few = slice(0, 40)  # 40 coalitions for 127 unknowns
+    np.testing.assert_allclose(weighted_least_squares(design[few], y[few], weights[few]),
+                               _lstsq(design[few], y[few], weights[few]), atol=1e-8)
+    constant = design.copy()
+    constant[:, 5] = constant[:, 6]  # two features always together: rank deficient
+    np.testing.assert_allclose(weighted_least_squares(constant, y, weights),
+                               _lstsq(constant, y, weights), atol=1e-8)
 
 
 def test_kernel_shap_agrees_with_shap_kernel_explainer():

@@ -97,6 +97,39 @@ def kernel_coalitions(m: int, budget: int, rng: np.random.Generator) -> tuple[np
     return np.array(rows, dtype=bool).reshape(-1, m), np.array(weights)
 
 
+WELL_CONDITIONED = 1e-4
+"""The smallest ratio of the Cholesky factor's diagonal entries (about 1 / sqrt(condition
+number) of the Gram matrix, so 1e-4 means a condition number under about 1e8 and errors
+under about 1e-8) at which :func:`weighted_least_squares` trusts the normal
+equations."""
+
+
+def weighted_least_squares(design: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """argmin_b sum_i w_i (y_i - design_i @ b)^2: (p,) float64.
+
+    Through the normal equations (a Cholesky factor of the p x p weighted Gram matrix: well
+    under a millisecond for Kernel SHAP's ~500 x 127 problems) when they are well conditioned,
+    else numpy's SVD-based ``lstsq`` (the minimum-norm solution when the coalitions do not
+    determine every value). The SVD took 20 ms per solve on an idle machine, and 0.6 s in a
+    profile of the audio CNN's SHAP bench under load (its forward passes: 0.9 s)."""
+    n, p = design.shape
+    if n >= p > 0:
+        gram = design.T @ (weights[:, None] * design)
+        try:
+            factor = np.linalg.cholesky(gram)
+        except np.linalg.LinAlgError:
+            factor = None
+        if factor is not None:
+            diagonal = np.abs(np.diag(factor))
+            if diagonal.min() > WELL_CONDITIONED * diagonal.max():
+                from scipy.linalg import cho_solve
+
+                return cho_solve((factor, True), design.T @ (weights * y))
+    sw = np.sqrt(weights)[:, None]
+    solution, *_ = np.linalg.lstsq(design * sw, y * sw[:, 0], rcond=None)
+    return solution
+
+
 def solve_shapley(coalitions: np.ndarray, weights: np.ndarray, values: np.ndarray,
                   f_none: float, f_all: float, *, ridge: float = 0.0) -> np.ndarray:
     """Weighted least squares for phi (M,) with sum(phi) = f_all - f_none.
@@ -113,8 +146,7 @@ def solve_shapley(coalitions: np.ndarray, weights: np.ndarray, values: np.ndarra
     z = coalitions.astype(np.float64)
     y = values - f_none - z[:, -1] * total
     design = z[:, :-1] - z[:, -1:]
-    sw = np.sqrt(weights)[:, None]
-    phi_head, *_ = np.linalg.lstsq(design * sw, y * sw[:, 0], rcond=None)
+    phi_head = weighted_least_squares(design, y, weights)
     n = len(z)
     if ridge > 0 and n > 0:
         unexplained = 1.0

@@ -1,0 +1,146 @@
+"""The randomisation test's model reuses the trained model's trunk
+(xai_platform/models/shared_trunk.py): the same maps and predictions as without it, fewer
+evaluations of the trunk, and a clear note when it cannot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import needs_torch
+from test_fast_forward import _manager, _planes
+
+pytestmark = needs_torch
+
+
+def _pair(tmp_path: Path, model_id: str = "tiny-torch-xray", n_layers: int = 2):
+    handle = _manager(tmp_path).get(model_id)
+    assert handle.forward_path.fast
+    return handle, handle.randomized(n_layers, seed=0), handle.randomized(n_layers, seed=0)
+
+
+@pytest.mark.parametrize("model_id", ["tiny-torch-xray", "tiny-torch-audio"])
+@pytest.mark.parametrize("method,params", [("lime", {"num_samples": 96}),
+                                           ("shap", {"n_evaluations": 96})])
+def test_randomised_maps_are_the_same_with_the_shared_trunk(tmp_path, model_id, method, params):
+    from xai_platform import explainers
+    from xai_platform.models.shared_trunk import HeadTwin, share_trunk
+
+    handle, plain, shared = _pair(tmp_path, model_id)
+    note = share_trunk(handle, shared, max_head_share=1.0)
+    assert note.startswith("shares the trained model's trunk"), note
+    assert note in shared.forward_path.reason
+    x = _planes(handle, 1)[0]
+    explainers.run(method, handle, x, target=1, params=params, seed=3)  # fills the cache
+    expected = explainers.run(method, plain, x, target=1, params=params, seed=3)
+    got = explainers.run(method, shared, x, target=1, params=params, seed=3)
+    assert isinstance(shared._fast, HeadTwin)
+    assert shared._fast.evaluations_from_cache >= got.attribution.n_evaluations - 2
+    np.testing.assert_allclose(got.attribution.heatmap, expected.attribution.heatmap,
+                               atol=1e-6, rtol=0)
+
+
+def test_batches_the_trained_model_never_saw_run_the_whole_graph(tmp_path):
+    from xai_platform.models.shared_trunk import share_trunk
+
+    handle, plain, shared = _pair(tmp_path)
+    share_trunk(handle, shared, max_head_share=1.0)
+    x = _planes(handle, 5, seed=9)
+    np.testing.assert_allclose(shared.predict(x), plain.predict(x), atol=1e-6, rtol=0)
+    assert shared._fast.evaluations_from_cache == 0
+    handle.predict(x)  # now the trunk has seen this batch
+    np.testing.assert_allclose(shared.predict(x), plain.predict(x), atol=1e-6, rtol=0)
+    assert shared._fast.evaluations_from_cache == 5
+    # the trained model's own predictions are unchanged by recording its frontier
+    np.testing.assert_allclose(handle.predict(x), handle._predict_batch(x), atol=1e-5, rtol=0)
+
+
+def test_the_comparison_page_reruns_lime_on_the_cached_trunk(tmp_path, monkeypatch):
+    """As the XAI Comparison page calls it (``ui.comparison.compare``, LIME with the
+    randomisation test): the randomised model is built before LIME runs, and LIME's re-run on
+    it takes every batch's trunk from the cache; the score is the one without sharing."""
+    from xai_platform.evaluation.metrics import RANDOMIZE_LAYERS, randomization_test
+    from xai_platform.models import shared_trunk
+    from xai_platform.service import Service
+    from xai_platform.ui.comparison import compare
+
+    monkeypatch.setattr(shared_trunk, "MAX_HEAD_SHARE", 1.0)  # a tiny net's head is not cheap
+    manager = _manager(tmp_path)
+    service = Service(manager)
+    from xai_platform.service import Session
+
+    session = Session()
+    handle = manager.get("tiny-torch-xray")
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray((_planes(handle, 1)[0] * 255).astype(np.uint8)).save(image)
+    [(_, _, _, expl, card)] = list(compare(service, session, "xray", None, str(image),
+                                           "tiny-torch-xray", ["lime"], 0,
+                                           metrics=("randomization",)))
+    randomized = service.randomized("tiny-torch-xray")
+    assert isinstance(randomized._fast, shared_trunk.HeadTwin)
+    assert randomized._fast.evaluations_from_cache >= expl.n_evaluations - 1
+    plain = handle.randomized(RANDOMIZE_LAYERS, seed=0)  # not shared
+    expected = randomization_test(handle, service.analyse(session, str(image),
+                                                          "tiny-torch-xray").prepared.planes[0],
+                                  "lime", target=expl.target, params=expl.params, seed=expl.seed,
+                                  heatmap=expl.heatmap, randomized=plain)
+    assert card.values["randomization_rho"] == pytest.approx(expected["spearman"], abs=1e-6)
+    session.close()
+
+
+def test_no_trunk_when_the_first_layer_is_reinitialised(tmp_path):
+    from xai_platform.models.shared_trunk import share_trunk
+
+    handle = _manager(tmp_path).get("tiny-torch-xray")
+    n_layers = sum(1 for m in handle.net.modules() if hasattr(m, "reset_parameters")
+                   and any(True for _ in m.parameters(recurse=False)))
+    everything = handle.randomized(n_layers, seed=1)  # seed 0 rebuilds the tiny model itself
+    note = share_trunk(handle, everything, max_head_share=1.0)
+    assert note == ("trunk not shared: a re-initialised layer reads the network input: no "
+                    "trunk to share")
+    assert type(everything._fast).__name__ == "OnnxHandle"
+
+
+def test_a_split_that_changes_the_logits_is_not_used(tmp_path, monkeypatch):
+    from xai_platform.models import shared_trunk
+
+    handle, plain, shared = _pair(tmp_path)
+    monkeypatch.setattr(shared_trunk, "PARITY", -1.0)  # no difference passes
+    note = shared_trunk.share_trunk(handle, shared, max_head_share=1.0)
+    assert note.startswith("trunk not shared: the split changes the logits by")
+    assert not isinstance(shared._fast, shared_trunk.HeadTwin)
+    assert not isinstance(handle._fast, shared_trunk.RecordingTwin)
+
+
+def test_a_head_that_costs_too_much_is_not_shared(tmp_path):
+    from xai_platform.models.shared_trunk import RecordingTwin, share_trunk
+
+    handle, plain, shared = _pair(tmp_path)
+    note = share_trunk(handle, shared, max_head_share=0.0)
+    assert "too much to gain" in note
+    assert not isinstance(handle._fast, RecordingTwin)
+
+
+def test_framework_models_are_left_alone(tmp_path):
+    from xai_platform.models.shared_trunk import share_trunk
+
+    handle = _manager(tmp_path, fast_forward=False).get("tiny-torch-xray")
+    shared = handle.randomized(2, seed=0)
+    assert share_trunk(handle, shared).startswith("trunk not shared: both models must run")
+
+
+def test_the_activation_cache_keeps_the_newest_batches_within_its_bytes():
+    from xai_platform.models.shared_trunk import ActivationCache, batch_key
+
+    cache = ActivationCache(max_bytes=3 * 400)
+    batches = [np.full((10, 10), i, np.float32) for i in range(5)]  # 400 bytes each
+    for b in batches:
+        cache.put(batch_key(b), [b])
+    assert len(cache) == 3 and cache.bytes == 1200
+    assert cache.get(batch_key(batches[0])) is None
+    np.testing.assert_array_equal(cache.get(batch_key(batches[4]))[0], batches[4])
+    assert batch_key(batches[1]) != batch_key(batches[1].reshape(100))  # the shape counts
+    assert cache.hits == 1 and cache.misses == 1
