@@ -280,3 +280,17 @@ def test_bf16_beyond_its_bound_keeps_the_exact_openvino_path(tmp_path):
     assert path.reason.startswith("bf16 not used: its parity failed")
     assert handle._fast is handle._exact
     assert path.describe().startswith("OpenVINO f32 (converted, parity ")
+
+
+def test_the_shared_trunk_is_not_tried_on_openvino_and_the_copy_stays_lazy(tmp_path):
+    """The shared trunk (models/shared_trunk.py) splits ONNX graphs only: a Keras model's copy
+    is not converted for it (it may only ever be asked for gradients)."""
+    from xai_platform.models.shared_trunk import share_trunk
+
+    handle = _manager(tmp_path).get("tiny-keras-xray")
+    copy = handle.randomized(2, seed=0)
+    assert share_trunk(handle, copy) == ("trunk not shared: both models must run on ONNX "
+                                         "Runtime in float32")
+    assert "first forward batch" in copy.forward_path.reason and copy._fast is None
+    assert copy.forward_path.reason.endswith("trunk not shared: both models must run on ONNX "
+                                             "Runtime in float32")
