@@ -36,6 +36,26 @@ if HAS_TORCH:  # torch and torchvision before tensorflow in every process (SETUP
 
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
 needs_tf = pytest.mark.skipif(not HAS_TF, reason="TensorFlow is not installed")
+needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                    reason="openvino is not installed")
+
+
+@pytest.fixture
+def bf16():
+    """Skips where this machine cannot run bf16 (OpenVINO reports no BF16 capability). A
+    fixture, not a collection-time mark: importing openvino imports absl.logging, which must
+    not happen while pytest collects (a later test that captures output around a Gradio server
+    then loses stderr)."""
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino is not installed")
+    from xai_platform.models.reduced_precision import unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+
+
+needs_bf16 = pytest.mark.usefixtures("bf16")
 
 TINY_AUDIO = {"sample_rate": 8000, "duration": 0.5, "n_fft": 256, "hop_length": 128,
               "n_mels": 16, "fmin": 20.0, "fmax": 4000.0, "top_db": 80.0, "normalize": "db"}

@@ -4,7 +4,6 @@ every way back to the exact ONNX Runtime path."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -12,33 +11,11 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from conftest import TINY_MODELS, needs_torch, write_config
+from conftest import TINY_MODELS, needs_bf16, needs_openvino, needs_torch, write_config
 
 pytestmark = needs_torch
 
 
-def _bf16_here() -> str:
-    """Why this machine cannot run bf16 ("" when it can)."""
-    if importlib.util.find_spec("openvino") is None:
-        return "openvino is not installed"
-    from xai_platform.models.reduced_precision import unavailable
-
-    return unavailable()
-
-
-@pytest.fixture
-def bf16():
-    """Skips where this machine cannot run bf16. A fixture, not a collection-time mark:
-    importing openvino imports absl.logging, which must not happen while pytest collects (a
-    later test that captures output around a Gradio server then loses stderr)."""
-    why = _bf16_here()
-    if why:
-        pytest.skip(why)
-
-
-needs_bf16 = pytest.mark.usefixtures("bf16")
-needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
-                                    reason="openvino is not installed")
 
 
 def _manager(tmp_path: Path, *, app: dict | None = None, **kwargs):

@@ -6,7 +6,8 @@ measured in the same run (for Grad-CAM: one forward pass) on the engine the meth
 on (``engine``: ONNX Runtime for forward-only methods when the fast path is on, the framework
 for gradients). Each row also has the **fastest exact forward budget** for the same number of
 evaluations, measured in the same run: the minimum over every exact engine the model has
-(PyTorch eager and ONNX Runtime, :meth:`~xai_platform.models.handle.ModelHandle.forward_engines`),
+(PyTorch eager and ONNX Runtime, Keras and OpenVINO f32,
+:meth:`~xai_platform.models.handle.ModelHandle.forward_engines`),
 at the same batch size (``fastest_forward_s``, ``ratio_to_fastest``). With ``--baselines`` it
 also times the methods called the way the libraries are usually called: ``lime_image`` with
 its default batch size of 10 and quickshift segmentation, ``shap.KernelExplainer`` on the same
@@ -131,13 +132,14 @@ def bench_model(handle: ModelHandle, methods: Sequence[str], *, repeats: int, ba
     budgets = ForwardBudgets(handle, x, repeats)
     for fn in budgets.engines.values():  # warm-up (tracing, allocations) of every engine
         fn(np.repeat(x[None], batch_size, axis=0))
-    forward_engine = handle.forward_path.engine if handle.forward_path.fast else handle.framework
+    forward_engine = handle.forward_engine
     ms = engine_speeds(budgets, batch_size)
+    exact = handle.exact_engine
     print(f"  forward passes: {handle.forward_path.describe()}", file=sys.stderr)
     print("  ms per evaluation at batch " f"{batch_size}: "
           + ", ".join(f"{name} {v:.2f}" for name, v in ms.items())
-          + (f"; {handle.framework} / onnxruntime = {ms[handle.framework] / ms['onnxruntime']:.2f}"
-             if "onnxruntime" in ms else ""), file=sys.stderr)
+          + (f"; {handle.framework} / {exact} = {ms[handle.framework] / ms[exact]:.2f}"
+             if exact in ms else ""), file=sys.stderr)
     if speeds is not None:
         speeds.update({"ms_per_evaluation": ms, "batch_size": batch_size,
                        "forward_path": handle.forward_path.to_dict()})

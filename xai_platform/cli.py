@@ -416,8 +416,9 @@ def add_forward_flags(parser: argparse.ArgumentParser) -> None:
     (:func:`forward_flags` applies them)."""
     parser.add_argument("--no-fast-forward", action="store_true",
                         help="keep every forward pass in the model's framework (default: "
-                             "PyTorch models' forward-only batches run on ONNX Runtime when "
-                             "its graph matches to 1e-5; app.fast_forward)")
+                             "PyTorch models' forward-only batches run on ONNX Runtime, Keras "
+                             "models' on OpenVINO in f32, when the graph matches to 1e-5; "
+                             "app.fast_forward)")
     parser.add_argument("--bf16", action="store_true",
                         help="run forward-only batches on OpenVINO in bfloat16 (reduced "
                              "precision, opt-in: used where the probabilities stay within 1e-2 "

@@ -9,6 +9,9 @@ clip, by name:
   averaged over time and frequency, then over the clip's windows (the app's windows of the
   app's feature path), the features its familiarity check describes
   (:mod:`xai_platform.familiarity`).
+* ``revocode``: re-vocoding consistency, how much a clip changes through WORLD and
+  Griffin-Lim round trips (:mod:`training.audio.revocode`); ``revocode:w1,w2,world`` keeps
+  some feature groups. Cached clip by clip as well, so a stopped extraction resumes.
 * ``vggish`` / ``pann``: the embeddings of the ``frechet-audio-distance`` package (VGGish,
   Hershey et al. 2017, 128 dims; PANNs CNN14 at 16 kHz, Kong et al. 2020, 2048 dims), averaged
   over the clip's frames. That package downloads its weights at run time (torch.hub from
@@ -239,15 +242,21 @@ class Detector:
 
 def make(name: str, *, config: Sequence[Path] = (), cache_dir: Path | None = None,
          fad_ckpt_dir: Path | None = None) -> Embedder:
-    """The embedder called ``name`` (resemblyzer, detector:MODEL_ID, vggish, pann)."""
+    """The embedder called ``name`` (resemblyzer, detector:MODEL_ID, revocode[:GROUP,...],
+    vggish, pann)."""
     if name == "resemblyzer":
         return Resemblyzer()
     if name.startswith("detector:") and name.split(":", 1)[1]:
         return Detector(name.split(":", 1)[1], config=config, cache_dir=cache_dir)
     if name in ("vggish", "pann"):
         return FadPackage(name, ckpt_dir=fad_ckpt_dir)
+    if name == "revocode" or name.startswith("revocode:"):
+        from .revocode import GROUPS, Revocode
+
+        groups = name.split(":", 1)[1].split(",") if ":" in name else GROUPS
+        return Revocode(groups, cache_dir=cache_dir)
     raise SystemExit(f"unknown embedding '{name}'; choose resemblyzer, detector:MODEL_ID "
-                     "(e.g. detector:audio-cnn), vggish or pann.")
+                     "(e.g. detector:audio-cnn), revocode[:GROUP,...], vggish or pann.")
 
 
 def embed_cached(embedder: Embedder, clips: Sequence[Clip], cache_dir: Path | None) -> Embedded:

@@ -3,6 +3,7 @@
     python -m training.audio_probe --data data/audio_corpus_v2 --embedding resemblyzer
     python -m training.audio_probe --data data/audio_corpus_v2 --embedding detector:audio-cnn-v2 \\
         --config config/research
+    python -m training.audio_probe --embedding revocode+resemblyzer --loso --out probe.json
 
 1. **A linear probe on clip embeddings** (:mod:`training.audio.embeddings`; Resemblyzer's
    speaker encoder was trained on thousands of speakers and microphones, so if real and
@@ -13,6 +14,11 @@
    reading its texts (which took the same storage trip). A low pooled AUC with high
    within-source AUCs would mean the scores shift by set-up (a calibration problem); low
    within-source AUCs mean the set-up hides what tells real from synthetic.
+3. With ``--loso``, the same probe on each leave-one-source-out fold
+   (:func:`training.audio.splits.loso_rows`), as ``training.audio_loso`` does for a detector.
+
+Embeddings (:mod:`training.audio.embeddings`): ``resemblyzer``, ``revocode`` (re-vocoding
+consistency, :mod:`training.audio.revocode`), ``detector:MODEL_ID``; ``a+b`` concatenates.
 
 ``--detector MODEL_ID`` measures a trained detector instead of an embedding (its clip
 probabilities at its card's temperature, by the app's feature path): within-source AUC, and
@@ -24,6 +30,8 @@ are called real, and what those verdicts do on test.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -127,15 +135,112 @@ def detector_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def embed_clips(names: str, clips: list, *, config: list[Path], cache_dir: Path
+                ) -> tuple[list, np.ndarray, str]:
+    """The clips that every embedding of ``names`` (``a`` or ``a+b+...``) could embed, their
+    vectors side by side (K, D1 + D2 + ...), and a label."""
+    parts, labels = [], []
+    for name in names.split("+"):
+        embedder = embeddings.make(name, config=config, cache_dir=cache_dir)
+        emb = embeddings.embed_cached(embedder, clips, cache_dir)
+        parts.append(dict(zip(emb.paths, emb.x)))
+        labels.append(f"{embedder.name} ({emb.x.shape[1]} dims, {emb.skipped} skipped)")
+    kept = [c for c in clips if all(str(c.path) in p for p in parts)]
+    x = np.stack([np.concatenate([p[str(c.path)] for p in parts]) for c in kept])
+    return kept, x.astype(np.float64), " + ".join(labels)
+
+
+def split_report(kept: list, x: np.ndarray, *, c: float = 0.1) -> dict[str, Any]:
+    """The linear probe on ``kept``'s own splits: EERs, test false alarms and misses at the
+    validation threshold, per real source and generator, and within-source AUC on test."""
+    y = np.array([k.label == "fake" for k in kept], dtype=int)
+    split = np.array([k.split for k in kept])
+    source = np.array([k.source for k in kept])
+    gen = np.array([k.generator if k.label == "fake" else "" for k in kept])
+    r = linear_probe(x, y, split, c=c)
+    s, test = r["scores"], split == "test"
+    fake = s >= r["threshold"]
+    out = {k: round(float(v), 4) for k, v in r.items() if k != "scores"}
+    out["n_test_real"] = int((test & (y == 0)).sum())
+    out["n_test_fake"] = int((test & (y == 1)).sum())
+    out["false_alarms"] = round(float(fake[test & (y == 0)].mean()), 4)
+    out["misses"] = round(float(1 - fake[test & (y == 1)].mean()), 4)
+    out["called_fake_by_source"] = {
+        src: round(float(fake[test & (y == 0) & (source == src)].mean()), 4)
+        for src in sorted(set(source[test & (y == 0)]))}
+    out["let_through_by_generator"] = {
+        g: round(float(1 - fake[test & (y == 1) & (gen == g)].mean()), 4)
+        for g in sorted(set(gen[test & (y == 1)]))}
+    out["within_source_auc"] = within_source_auc(y[test], s[test], source[test])
+    return out
+
+
+def loso_report(data: Path, kept: list, x: np.ndarray, *, c: float = 0.1
+                ) -> list[dict[str, Any]]:
+    """The linear probe on each leave-one-source-out fold of the corpus
+    (:func:`training.audio.splits.loso_rows`: trained on the other sources' train and test
+    clips, threshold on their validation clips, tested on the held-out source)."""
+    from .corpus_v2 import read_metadata
+    from .splits import loso_rows, loso_sources
+
+    rows = read_metadata(data / "metadata.csv")
+    out = []
+    for src in loso_sources(rows):
+        fold = {str(data / r["path"]): r["split"] for r in loso_rows(rows, src)}
+        fold_clips = [dataclasses.replace(k, split=fold[str(k.path)]) for k in kept]
+        r = split_report(fold_clips, x, c=c)
+        r = {"source": src, **{k: r[k] for k in (
+            "n_test_real", "n_test_fake", "validation_eer", "test_eer", "test_auc",
+            "false_alarms", "misses", "threshold", "let_through_by_generator")}}
+        out.append(r)
+    return out
+
+
+def print_report(label: str, r: dict[str, Any]) -> None:
+    print(f"{label}: linear probe validation EER {r['validation_eer']:.1%} (AUC "
+          f"{r['validation_auc']:.3f}), test EER {r['test_eer']:.1%} (AUC {r['test_auc']:.3f}); "
+          f"at the validation threshold, test false alarms {r['false_alarms']:.1%} of "
+          f"{r['n_test_real']}, misses {r['misses']:.1%} of {r['n_test_fake']}")
+    print("  test, real clips called fake at the validation threshold, per source:")
+    for src, v in r["called_fake_by_source"].items():
+        print(f"    {src:<12} {v:6.1%}")
+    print("  test, fakes let through, per generator:")
+    for g, v in r["let_through_by_generator"].items():
+        print(f"    {g:<12} {v:6.1%}")
+    print("  test, within-source ROC AUC (real against the fakes reading its texts):")
+    for src, auc in r["within_source_auc"].items():
+        print(f"    {src:<12} {auc:.3f}")
+
+
+def print_loso(folds: list[dict[str, Any]]) -> None:
+    print("  leave one real source out (threshold on the fold's validation clips):")
+    gens = sorted({g for f in folds for g in f["let_through_by_generator"]})
+    print(f"    {'held out':<11} {'real/fake':>9} {'val EER':>8} {'test EER':>8} {'AUC':>6} "
+          f"{'FA':>6} {'miss':>6}  let through: " + " ".join(f"{g[:8]:>8}" for g in gens))
+    for f in folds:
+        cells = " ".join(f"{f['let_through_by_generator'][g]:8.0%}"
+                         if g in f["let_through_by_generator"] else " " * 8 for g in gens)
+        print(f"    {f['source']:<11} {f['n_test_real']:>4}/{f['n_test_fake']:<4} "
+              f"{f['validation_eer']:8.1%} {f['test_eer']:8.1%} {f['test_auc']:6.3f} "
+              f"{f['false_alarms']:6.1%} {f['misses']:6.1%}  {' ' * 13}{cells}")
+    print(f"    mean held-out EER {np.mean([f['test_eer'] for f in folds]):.1%}, AUC "
+          f"{np.mean([f['test_auc'] for f in folds]):.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.audio_probe",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("data/audio_corpus_v2"))
     parser.add_argument("--embedding", default="resemblyzer",
-                        help="resemblyzer or detector:MODEL_ID (its pooled features)")
+                        help="resemblyzer, revocode[:GROUP,...] or detector:MODEL_ID (its "
+                             "pooled features); a+b puts two side by side")
     parser.add_argument("--config", action="append", type=Path, default=[])
     parser.add_argument("--cache-dir", type=Path, default=Path("data/feature_cache"))
     parser.add_argument("--c", type=float, default=0.1, help="inverse L2 strength")
+    parser.add_argument("--loso", action="store_true",
+                        help="also fit and test the probe on each leave-one-source-out fold")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the figures to this JSON file")
     parser.add_argument("--detector", default=None, metavar="MODEL_ID",
                         help="measure this trained detector instead of an embedding")
     parser.add_argument("--target", type=float, action="append", default=None,
@@ -146,31 +251,17 @@ def main(argv: list[str] | None = None) -> int:
         args.target = args.target or [0.05, 0.10]
         return detector_main(args)
     clips, _ = load_clips(args.data)
-    embedder = embeddings.make(args.embedding, config=args.config, cache_dir=args.cache_dir)
-    emb = embeddings.embed_cached(embedder, clips, args.cache_dir)
-    by_path = {str(c.path): c for c in clips}
-    kept = [by_path[p] for p in emb.paths]
-    y = np.array([c.label == "fake" for c in kept], dtype=int)
-    split = np.array([c.split for c in kept])
-    source = np.array([c.source for c in kept])
-    gen = np.array([c.generator if c.label == "fake" else "" for c in kept])
-    r = linear_probe(emb.x, y, split, c=args.c)
-    s, test = r["scores"], split == "test"
-    called_fake = s >= r["threshold"]
-    print(f"{embedder.name}: {len(kept)} clips ({emb.skipped} skipped); linear probe "
-          f"validation EER {r['validation_eer']:.1%} (AUC {r['validation_auc']:.3f}), test EER "
-          f"{r['test_eer']:.1%} (AUC {r['test_auc']:.3f})")
-    print("  test, real clips called fake at the validation threshold, per source:")
-    for src in sorted(set(source[test & (y == 0)])):
-        m = test & (y == 0) & (source == src)
-        print(f"    {src:<12} {called_fake[m].mean():6.1%} of {m.sum()}")
-    print("  test, fakes let through, per generator:")
-    for g in sorted(set(gen[test & (y == 1)])):
-        m = test & (y == 1) & (gen == g)
-        print(f"    {g:<12} {1 - called_fake[m].mean():6.1%} of {m.sum()}")
-    print("  test, within-source ROC AUC (real against the fakes reading its texts):")
-    for src, auc in within_source_auc(y[test], s[test], source[test]).items():
-        print(f"    {src:<12} {auc:.3f}")
+    kept, x, label = embed_clips(args.embedding, clips, config=args.config,
+                                 cache_dir=args.cache_dir)
+    result: dict[str, Any] = {"embedding": args.embedding, "clips": len(kept), "c": args.c,
+                              **split_report(kept, x, c=args.c)}
+    print_report(f"{label}: {len(kept)} clips", result)
+    if args.loso:
+        result["loso"] = loso_report(args.data, kept, x, c=args.c)
+        print_loso(result["loso"])
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

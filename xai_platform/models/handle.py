@@ -43,7 +43,7 @@ from ..familiarity import Familiarity
 FloatArray = npt.NDArray[np.float32]
 _EPS = 1e-7
 #: why a model's forward passes stay with its framework when its format cannot export them
-NO_EXPORT = "its format gives no ONNX export"
+NO_EXPORT = "its format gives no ONNX export or OpenVINO conversion"
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,15 @@ class ForwardPath:
     """Which engine runs a model's forward-only batches, and why (see
     :mod:`xai_platform.models.fast_forward`).
 
-    ``engine`` is ``onnxruntime`` when the exported graph passed its parity check, ``openvino``
-    when the reduced-precision path was asked for (``precision`` ``bf16``) and passed its looser
-    check too (:mod:`xai_platform.models.reduced_precision`), else the model's framework, with
-    ``reason`` saying why the fast path is not used (or why bf16 is not). ``max_abs_diff``: the
-    largest difference of probabilities between the engine and the framework on the
-    ``parity_inputs`` example planes, held to ``tolerance``; ``max_score_diff`` the same for
-    the explained scores (e.g. logits); ``decision_changes``: how many of those examples' decisions
-    differ (checked for reduced precision only).
+    ``engine`` is ``onnxruntime`` when a PyTorch model's exported graph passed its parity check,
+    ``openvino`` (``precision`` ``float32``) when a Keras model's converted graph did,
+    ``openvino`` with ``precision`` ``bf16`` when the reduced-precision path was asked for and
+    passed its looser check too (:mod:`xai_platform.models.reduced_precision`), else the
+    model's framework, with ``reason`` saying why the fast path is not used (or why bf16 is
+    not). ``max_abs_diff``: the largest difference of probabilities between the engine and the
+    framework on the ``parity_inputs`` example planes, held to ``tolerance``;
+    ``max_score_diff`` the same for the explained scores (e.g. logits); ``decision_changes``:
+    how many of those examples' decisions differ (checked for reduced precision only).
     """
 
     engine: str
@@ -79,8 +80,9 @@ class ForwardPath:
     max_abs_diff: float | None = None
     max_score_diff: float | None = None
     parity_inputs: int = 0
-    onnx_file: str | None = None
-    exported: bool = False  #: this load exported the graph (False: the cached graph was reused)
+    onnx_file: str | None = None  #: the cached ONNX graph (PyTorch models)
+    ir_file: str | None = None  #: the cached OpenVINO IR ``.xml`` (Keras; its ``.bin`` beside)
+    exported: bool = False  #: this load exported (or converted) the graph, not the cache
     seconds: float = 0.0  #: export (if any), session and parity check
     threads: int | None = None  #: intra-op threads of the engine
     precision: str = "float32"  #: what the forward-only batches compute in
@@ -100,7 +102,7 @@ class ForwardPath:
         """One line for the Models tab, ``check-model`` and logs."""
         if not self.fast or self.max_abs_diff is None:  # the framework, or an ONNX model
             return f"{self.engine}" + (f" ({self.reason})" if self.reason else "")
-        how = "exported" if self.exported else "cached graph"
+        how = ("converted" if self.ir_file else "exported") if self.exported else "cached graph"
         note = f"; {self.reason}" if self.reason else ""
         if self.reduced:
             changed = f"{self.decision_changes or 'no'} decision changed"
@@ -108,7 +110,8 @@ class ForwardPath:
                     f"{self.max_abs_diff:.1e} within {self.tolerance:.0e} on "
                     f"{self.parity_inputs} example inputs, {changed}, {self.threads} "
                     f"threads{note})")
-        return (f"ONNX Runtime ({how}, parity {self.max_abs_diff:.1e} on {self.parity_inputs} "
+        engine = "ONNX Runtime" if self.engine == "onnxruntime" else "OpenVINO f32"
+        return (f"{engine} ({how}, parity {self.max_abs_diff:.1e} on {self.parity_inputs} "
                 f"example inputs, {self.threads} threads{note})")
 
     def note(self) -> str:
@@ -126,6 +129,7 @@ class ForwardPath:
         return {"engine": self.engine, "reason": self.reason,
                 "max_abs_diff": self.max_abs_diff, "max_score_diff": self.max_score_diff,
                 "parity_inputs": self.parity_inputs, "onnx_file": self.onnx_file,
+                "ir_file": self.ir_file,
                 "exported": self.exported, "seconds": round(self.seconds, 3),
                 "threads": self.threads, "precision": self.precision,
                 "tolerance": self.tolerance, "decision_changes": self.decision_changes}
@@ -251,7 +255,7 @@ class ModelHandle(ABC):
         #: which engine runs forward-only batches (:meth:`use_fast_forward`)
         self.forward_path = ForwardPath(self.framework, NO_EXPORT)
         self._fast: ModelHandle | None = None  # runs forward batches, once its parity passed
-        self._exact: ModelHandle | None = None  # the ONNX Runtime twin (also under bf16)
+        self._exact: ModelHandle | None = None  # the exact graph's twin (also under bf16)
         self._fast_options: dict[str, Any] | None = None
         self._fast_pending = False
 
@@ -259,8 +263,8 @@ class ModelHandle(ABC):
     def use_fast_forward(self, *, cache_dir: Any = None, threads: int | None = None,
                          precision: str = "float32", lazy: bool = False) -> ForwardPath:
         """Run forward-only batches (:meth:`predict`, :meth:`scores`, and so LIME, SHAP, the
-        deletion / insertion curves, the window timeline) through ONNX Runtime when the
-        exported graph matches this model on example inputs
+        deletion / insertion curves, the window timeline) through ONNX Runtime (PyTorch) or
+        OpenVINO in float32 (Keras) when the graph matches this model on example inputs
         (:func:`xai_platform.models.fast_forward.attach`); gradients stay with the framework.
         ``precision="bf16"``: then through OpenVINO in bfloat16, if its looser check passes
         (:mod:`xai_platform.models.reduced_precision`). ``lazy``: export on the first forward
@@ -303,16 +307,34 @@ class ModelHandle(ABC):
                     attach(self, **(self._fast_options or {}))
         return self._fast or self
 
+    @property
+    def exact_engine(self) -> str | None:
+        """The engine of the exact fast path (``onnxruntime``, or ``openvino`` for a Keras
+        model), None while it runs no forward batches."""
+        return None if self._exact is None else getattr(self._exact, "engine", None)
+
+    @property
+    def forward_engine(self) -> str:
+        """The name, in :meth:`forward_engines`, of the engine forward-only batches run on: the
+        framework, the exact engine, or the reduced-precision one (``openvino``; ``openvino-bf16``
+        where OpenVINO in f32 is the exact engine)."""
+        if self._fast is None:
+            return self.framework
+        name = self.forward_path.engine
+        if self._fast is not self._exact and name == self.exact_engine:
+            return f"{name}-{self.forward_path.precision}"
+        return name
+
     def forward_engines(self) -> dict[str, Callable[[FloatArray], FloatArray]]:
         """Every engine this model's probabilities can come from, name -> one-batch predict
-        function (the framework's own, ``onnxruntime`` when the fast path is on, and
-        ``openvino`` when it runs in bf16); the benchmark times each."""
-        engines = {self.framework: self._predict_batch}
+        function (the framework's own, the exact fast path's (:attr:`exact_engine`) when it is
+        on, and the bf16 one when it runs (:attr:`forward_engine`)); the benchmark times each."""
         fast = self._forward_engine()
+        engines = {self.framework: self._predict_batch}
         if self._exact is not None:
-            engines["onnxruntime"] = self._exact._predict_batch
+            engines[self.exact_engine or "exact"] = self._exact._predict_batch
         if fast is not self and fast is not self._exact:
-            engines[self.forward_path.engine] = fast._predict_batch
+            engines[self.forward_engine] = fast._predict_batch
         return engines
 
     # --- the framework-specific part -------------------------------------------------------

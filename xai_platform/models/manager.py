@@ -59,8 +59,9 @@ class ModelManager:
                  cache_size: int | None = None, batch_size: int | None = None,
                  fast_forward: bool | None = None, onnx_cache: Path | str | None = None,
                  forward_precision: str | None = None) -> None:
-        """``fast_forward``: run forward-only batches on ONNX Runtime where the exported graph
-        passes its parity check (default ``app.fast_forward``); ``onnx_cache``: where the
+        """``fast_forward``: run forward-only batches on ONNX Runtime (PyTorch) or OpenVINO in
+        f32 (Keras) where the graph passes its parity check (default ``app.fast_forward``);
+        ``onnx_cache``: where the
         graphs are kept (default: :func:`~xai_platform.models.fast_forward.default_cache_dir`);
         ``forward_precision``: ``bf16`` runs them on OpenVINO in bfloat16 where that passes its
         looser check (default ``app.forward_precision``;
@@ -205,7 +206,7 @@ class ModelManager:
                     handle.forward_path = ForwardPath(handle.framework, FAST_FORWARD_OFF + (
                         f"; {self.forward_precision} runs on its graph, so it is off too"
                         if reduced else ""))
-                elif handle.capabilities.onnx_export:
+                elif handle.capabilities.forward_graph:
                     handle.use_fast_forward(cache_dir=self.onnx_cache,
                                             precision=self.forward_precision)
             except ModelUnavailableError as exc:

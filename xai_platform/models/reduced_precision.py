@@ -1,17 +1,17 @@
 """The opt-in reduced-precision forward path: the fast path's graph on OpenVINO in bfloat16.
 
-With ``app.forward_precision: bf16`` (``--bf16``), once a PyTorch model's exported graph has
-passed the exact path's check (:mod:`xai_platform.models.fast_forward`), OpenVINO compiles the
-same cached ``.onnx`` file for the CPU with the ``bf16`` inference-precision hint and as many
-threads as ONNX Runtime. On a CPU with bf16 instructions (AVX512_BF16, AMX) this runs
-DenseNet-121 about twice as fast as ONNX Runtime in float32 (docs/BENCHMARKS.md). bfloat16
-keeps 8 bits of mantissa, so probabilities move by about 1e-3: the check is looser than the
-exact path's 1e-5. On the same example planes the probabilities must stay within
-:data:`TOLERANCE` of the framework's and no example's decision may change (the positive class at
-the model's threshold, each label at 0.5 for a multi-label model, else the argmax). Otherwise,
-and when openvino is not installed or the CPU has no bf16, the exact ONNX Runtime path stays
-and :attr:`~xai_platform.models.handle.ModelHandle.forward_path` says why. Gradients stay with
-the framework, as on the exact path.
+With ``app.forward_precision: bf16`` (``--bf16``), once a model's graph has passed the exact
+path's check (:mod:`xai_platform.models.fast_forward`), OpenVINO compiles the same cached file
+(a PyTorch model's ``.onnx``, a Keras model's OpenVINO IR ``.xml``) for the CPU with the
+``bf16`` inference-precision hint and as many threads as the exact engine. On a CPU with bf16
+instructions (AVX512_BF16, AMX) this runs DenseNet-121 about twice as fast as ONNX Runtime in
+float32 (docs/BENCHMARKS.md). bfloat16 keeps 8 bits of mantissa, so probabilities move by
+about 1e-3: the check is looser than the exact path's 1e-5. On the same example planes the
+probabilities must stay within :data:`TOLERANCE` of the framework's and no example's decision
+may change (the positive class at the model's threshold, each label at 0.5 for a multi-label
+model, else the argmax). Otherwise, and when openvino is not installed or the CPU has no bf16,
+the exact path stays and :attr:`~xai_platform.models.handle.ModelHandle.forward_path` says why.
+Gradients stay with the framework, as on the exact path.
 
 Nothing from the graph is executed: OpenVINO reads a graph of operators, and no extension
 library is loaded.
@@ -36,6 +36,8 @@ from .handle import Calibration, FloatArray, ForwardPath, ModelHandle
 #: the largest difference of probabilities (any class, any example plane) bf16 may make
 TOLERANCE = 1e-2
 PRECISION = "bf16"
+#: OpenVINO's name of the exact path's inference precision (a Keras model's converted graph)
+EXACT = "f32"
 
 
 @lru_cache(maxsize=1)
@@ -61,29 +63,38 @@ def unavailable() -> str:
     return ""
 
 
-def compile_bf16(onnx_file: Path | str, *, threads: int) -> Any:
-    """The graph compiled by OpenVINO for the CPU in bfloat16 with ``threads`` threads (one
-    stream, so a batch gets them all, as on ONNX Runtime)."""
+def compile_cpu(graph_file: Path | str, *, threads: int, precision: str = PRECISION) -> Any:
+    """The graph (an ``.onnx`` file or OpenVINO IR ``.xml``) compiled by OpenVINO for the CPU
+    with the inference-precision hint ``precision`` (``bf16``, or ``f32`` for the exact path)
+    and ``threads`` threads (one stream, so a batch gets them all, as on ONNX Runtime); raises
+    when the CPU plugin reports another precision (e.g. bf16 on a CPU without it)."""
     core = _core()
-    compiled = core.compile_model(core.read_model(str(onnx_file)), "CPU", {
-        "INFERENCE_PRECISION_HINT": PRECISION, "INFERENCE_NUM_THREADS": int(threads),
+    compiled = core.compile_model(core.read_model(str(graph_file)), "CPU", {
+        "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": int(threads),
         "PERFORMANCE_HINT": "LATENCY"})
     got = compiled.get_property("INFERENCE_PRECISION_HINT")
     name = got.to_string() if hasattr(got, "to_string") else str(got)
-    if name != PRECISION:
-        raise RuntimeError(f"its CPU plugin compiled it for {name}, not {PRECISION}")
+    if name != precision:
+        raise RuntimeError(f"its CPU plugin compiled it for {name}, not {precision}")
     return compiled
 
 
-class OpenVinoHandle(GraphHandle):
-    """A graph compiled by OpenVINO (:func:`compile_bf16`); one inference request, used under
-    the handle's lock."""
+def compile_bf16(graph_file: Path | str, *, threads: int) -> Any:
+    """:func:`compile_cpu` in bfloat16."""
+    return compile_cpu(graph_file, threads=threads, precision=PRECISION)
 
-    framework = "openvino"
+
+class OpenVinoHandle(GraphHandle):
+    """A graph compiled by OpenVINO (:func:`compile_cpu`); one inference request, used under
+    the handle's lock. ``channels_last``: the graph takes (n, H, W, C) (a converted Keras
+    network)."""
+
+    framework = engine = "openvino"
 
     def __init__(self, spec: ModelSpec, compiled: Any, *, default_batch_size: int = 32,
-                 calibration: Calibration | None = None) -> None:
-        super().__init__(spec, default_batch_size=default_batch_size, calibration=calibration)
+                 calibration: Calibration | None = None, channels_last: bool = False) -> None:
+        super().__init__(spec, default_batch_size=default_batch_size, calibration=calibration,
+                         channels_last=channels_last)
         self.compiled = compiled
         self._request = compiled.create_infer_request()
 
@@ -118,8 +129,8 @@ def decision_changes(handle: ModelHandle, reference: np.ndarray, probs: np.ndarr
 
 def attach_bf16(handle: ModelHandle, planes: np.ndarray,
                 reference: tuple[np.ndarray, np.ndarray], *, started: float) -> ForwardPath:
-    """Move ``handle``'s forward-only batches from its exact ONNX Runtime twin to OpenVINO in
-    bf16 when the check in the module docstring passes on ``planes`` (N, H, W), whose
+    """Move ``handle``'s forward-only batches from its exact twin (ONNX Runtime, or OpenVINO in
+    f32) to OpenVINO in bf16 when the check in the module docstring passes on ``planes`` (N, H, W), whose
     framework (probabilities, scores) are ``reference``; else keep the exact path and add the
     reason to it. Returns the new ``handle.forward_path``; never raises."""
     exact = handle.forward_path
@@ -134,9 +145,11 @@ def attach_bf16(handle: ModelHandle, planes: np.ndarray,
     if why:
         return keep_exact(why)
     try:
-        twin = OpenVinoHandle(handle.spec, compile_bf16(exact.onnx_file, threads=exact.threads),
+        graph_file = exact.onnx_file or exact.ir_file
+        twin = OpenVinoHandle(handle.spec, compile_bf16(graph_file, threads=exact.threads),
                               default_batch_size=handle.default_batch_size,
-                              calibration=handle.calibration)
+                              calibration=handle.calibration,
+                              channels_last=bool(getattr(handle._exact, "channels_last", False)))
         fast = twin._outputs_batch(planes)
     except Exception as exc:  # noqa: BLE001 - an operator OpenVINO lacks, a compile error
         return keep_exact(f"OpenVINO could not compile or run the graph in {PRECISION}: "

@@ -282,7 +282,11 @@ def share_trunk(trained: ModelHandle, randomized: ModelHandle, *,
         return text
 
     try:
-        trained._forward_engine(), randomized._forward_engine()  # attach both (lazy)
+        trained._forward_engine()
+        if not isinstance(trained._exact, OnnxHandle):  # e.g. a Keras model on OpenVINO: do
+            # not convert the copy now, it may only ever be asked for gradients
+            return note("trunk not shared: both models must run on ONNX Runtime in float32")
+        randomized._forward_engine()  # attach (lazy)
         a, b = trained._exact, randomized._exact
         if not (isinstance(a, OnnxHandle) and isinstance(b, OnnxHandle)
                 and trained._fast is a and randomized._fast is b):

@@ -37,6 +37,13 @@ class Capabilities:
     reference_cam: bool = False  #: Grad-CAM from pytorch-grad-cam on the same model (bench)
     #: its forward pass exports to ONNX (the exact fast path, :mod:`..fast_forward`)
     onnx_export: bool = False
+    #: its forward pass converts to an OpenVINO model (the exact fast path for Keras)
+    openvino_convert: bool = False
+
+    @property
+    def forward_graph(self) -> bool:
+        """Its forward pass becomes a graph the exact fast path can run (ONNX or OpenVINO)."""
+        return self.onnx_export or self.openvino_convert
 
     def missing(self, needs: tuple[str, ...]) -> list[str]:
         """The capabilities in ``needs`` this format lacks."""
@@ -56,6 +63,7 @@ CAPABILITY_TEXT = {
     "randomize": "re-initialisation of its layers",
     "reference_cam": "a pytorch-grad-cam reference",
     "onnx_export": "an ONNX export of its forward pass",
+    "openvino_convert": "an OpenVINO conversion of its forward pass",
 }
 
 

@@ -9,15 +9,23 @@ The target layer may sit inside a nested model (``backbone/Conv_1``). The model'
 graph is replayed with that one layer's output recorded, so the tape sees the activation of the
 very call that produced the score, however deep the nesting. Grad-CAM and gradient functions run
 under ``tf.function``.
+
+The exact fast path (:mod:`~xai_platform.models.fast_forward`, capability ``openvino_convert``)
+converts the in-memory network with ``openvino.convert_model`` and runs forward-only batches on
+the result where it matches Keras; gradients stay here.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
+import importlib.metadata
 import importlib.util
+import json
 import os
 import random
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,6 +42,8 @@ from .base import Capabilities, ModelFormat, register_format
 
 #: ``architecture:`` of a whole saved ``.keras`` model (no builder)
 KERAS_FILE = "keras_file"
+#: changes when the OpenVINO conversion changes, so graphs cached before are not reused
+CONVERT_VERSION = 1
 
 
 
@@ -258,6 +268,42 @@ class KerasHandle(ModelHandle):
 
         return evaluate
 
+    # --- the fast path's conversion (capability openvino_convert) ---------------------------
+    def weights_fingerprint(self) -> str:
+        """sha256 of what the converted graph depends on: the network's structure
+        (:func:`structure`), every variable as loaded (path, dtype, shape, bytes), the
+        architecture and its arguments, the input shape, and the Keras, TensorFlow, OpenVINO and
+        package versions. Keys the graph cache, so an untrained (seeded) network and a randomised
+        copy are keyed as well as a weights file."""
+        from ... import __version__
+
+        keras, tf = _frameworks()
+        try:
+            openvino = importlib.metadata.version("openvino")
+        except importlib.metadata.PackageNotFoundError:
+            openvino = None
+        digest = hashlib.sha256(json.dumps(
+            [CONVERT_VERSION, __version__, keras.__version__, tf.__version__, openvino,
+             self.spec.architecture, dict(self.spec.arch_args), self.spec.input.channels,
+             list(self.spec.input_shape), structure(self.model)],
+            sort_keys=True, default=str).encode())
+        for var in self.model.weights:
+            value = np.ascontiguousarray(keras.ops.convert_to_numpy(var))
+            digest.update(f"{var.path}|{value.dtype}|{value.shape}|".encode())
+            digest.update(value.tobytes())
+        return digest.hexdigest()
+
+    def convert_openvino(self) -> Any:
+        """The network, (N, H, W, C) float32 -> raw outputs (N, K), as an ``openvino.Model``
+        converted from the model in memory by ``openvino.convert_model`` (no file is read)."""
+        import openvino as ov
+
+        with warnings.catch_warnings():
+            # Keras warns that the traced input's structure ("inputs") is not the model's
+            # input name; the conversion is right (the parity check runs on its result)
+            warnings.simplefilter("ignore")
+            return ov.convert_model(self.model)
+
     def layers(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
 
@@ -316,8 +362,21 @@ class KerasHandle(ModelHandle):
                     init = getattr(layer, f"{var.path.rsplit('/', 1)[-1]}_initializer", None)
                     if init is not None:
                         var.assign(init(var.shape, dtype=var.dtype))
-        return KerasHandle(self.spec, clone, device=self.device, untrained=True,
-                           default_batch_size=self.default_batch_size, calibration=self.calibration)
+        return self.derive_fast_forward(KerasHandle(
+            self.spec, clone, device=self.device, untrained=True,
+            default_batch_size=self.default_batch_size, calibration=self.calibration))
+
+
+def structure(model: Any) -> str:
+    """The network's structure as text: ``model.to_json()``, or for a model with a custom layer
+    that cannot serialise its arguments, each layer's class and name (what such a layer holds
+    outside its weights is then not in it: a cached graph of a model that differs only there
+    fails the parity check and is converted again)."""
+    try:
+        return model.to_json()
+    except Exception:  # noqa: BLE001 - NotImplementedError from a custom layer's get_config
+        return json.dumps([[f"{type(layer).__module__}.{type(layer).__qualname__}", layer.name]
+                           for layer in _flat_layers(model)])
 
 
 def _flat_layers(model: Any) -> list[Any]:
@@ -454,7 +513,7 @@ class KerasFormat(ModelFormat):
     modules = ("tensorflow", "keras")
     install_hint = "pip install tensorflow-cpu (or tensorflow[and-cuda] on a GPU)"
     capabilities = Capabilities(device_batches=True, layer_gradients=True, input_gradients=True,
-                                randomize=True)
+                                randomize=True, openvino_convert=True)
 
     def check_spec(self, spec: ModelSpec) -> None:
         where = f"{spec.source} (model '{spec.id}')"

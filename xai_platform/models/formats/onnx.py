@@ -72,22 +72,35 @@ def numpy_outputs(kind: str, raw: np.ndarray, *, temperature: float = 1.0
 
 class GraphHandle(ModelHandle):
     """A network graph run by an inference engine, the network input built in NumPy; a
-    subclass runs one batch (:meth:`_run`)."""
+    subclass runs one batch (:meth:`_run`). ``channels_last``: the graph takes (n, H, W, C)
+    (a Keras network's layout) instead of (n, C, H, W)."""
+
+    #: the inference engine's name (the fast path's ``ForwardPath.engine``)
+    engine: str = ""
 
     def __init__(self, spec: ModelSpec, *, default_batch_size: int = 32,
-                 calibration: Calibration | None = None, device: str = "cpu") -> None:
+                 calibration: Calibration | None = None, device: str = "cpu",
+                 channels_last: bool = False) -> None:
         super().__init__(spec, device=device, untrained=False,
                          default_batch_size=default_batch_size, calibration=calibration)
         c = spec.input.channels
         scale, shift = normalization(spec)
-        self._scale = np.asarray(scale, dtype=np.float32).reshape(1, c, 1, 1)
-        self._shift = np.asarray(shift, dtype=np.float32).reshape(1, c, 1, 1)
+        self.channels_last = channels_last
+        shape = (1, 1, 1, c) if channels_last else (1, c, 1, 1)
+        self._scale = np.asarray(scale, dtype=np.float32).reshape(shape)
+        self._shift = np.asarray(shift, dtype=np.float32).reshape(shape)
 
     def network_input(self, x: FloatArray) -> FloatArray:
-        """(n, H, W) feature planes -> (n, C, H, W) float32 network input."""
+        """(n, H, W) feature planes -> (n, C, H, W) float32 network input ((n, H, W, C) when
+        :attr:`channels_last`), scaled and shifted as every format does."""
         x = np.asarray(x, dtype=np.float32)
-        out = np.empty((len(x), self.spec.input.channels, *x.shape[1:]), dtype=np.float32)
-        np.multiply(x[:, None], self._scale, out=out)  # broadcast to C channels: one pass
+        c = self.spec.input.channels
+        if self.channels_last:
+            out = np.empty((*x.shape, c), dtype=np.float32)
+            np.multiply(x[..., None], self._scale, out=out)
+        else:
+            out = np.empty((len(x), c, *x.shape[1:]), dtype=np.float32)
+            np.multiply(x[:, None], self._scale, out=out)  # broadcast to C channels: one pass
         out += self._shift
         return out
 
@@ -123,6 +136,7 @@ class OnnxHandle(GraphHandle):
     """An onnxruntime session."""
 
     framework = "onnx"
+    engine = "onnxruntime"
 
     def __init__(self, spec: ModelSpec, session: Any, *, default_batch_size: int = 32,
                  calibration: Calibration | None = None, device: str = "cpu") -> None:
