@@ -3,6 +3,8 @@ packages as the real class; classic, neural and vocoded speech as the fake class
 
     python -m training.audio_corpus_v2 --out data/audio_corpus_v2 --seed 0 [--scale 1.0]
     python -m training.audio_corpus_v2 --out data/audio_corpus_v2 --loso tuxpaint
+    python -m training.audio_corpus_v2 --out data/audio_corpus_v3x --extra-train-sources fotaq,kajongg
+        (v2 plus extracted sources in training only: :mod:`training.audio.corpus_extend`)
 
 Real (:mod:`training.audio.sources`): KLettres, Tux Paint stamp descriptions, Fish Fillets NG
 dialogue (cs, nl, en), Asterisk prompts, KTuberling, gcin; each capped (``--per-source``,
