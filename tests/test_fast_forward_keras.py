@@ -227,23 +227,12 @@ def test_check_model_shows_the_keras_forward_path_and_the_switch(tmp_path, capsy
 def test_lime_and_shap_give_the_same_map_through_openvino_and_keras(tmp_path, method, params):
     """The Keras region model (tests/region_models.py: a custom layer that has no config, so
     the cache key falls back to the layers' classes and names)."""
-    from region_models import keras_region_handle, region_input
-
-    from xai_platform import explainers
-    from xai_platform.evaluation.metrics import spearman
+    from region_models import assert_same_map, keras_region_handle, region_input
 
     fast, plain = keras_region_handle("xray"), keras_region_handle("xray")
     path = fast.use_fast_forward(cache_dir=tmp_path / "graphs")
     assert path.engine == "openvino", path.reason
-    x = region_input("xray")
-    a = explainers.run(method, fast, x, target=1, params=params, seed=3)
-    b = explainers.run(method, plain, x, target=1, params=params, seed=3)
-    assert a.attribution.n_evaluations == b.attribution.n_evaluations
-    top = float(np.abs(b.attribution.heatmap).max())
-    assert top > 1e-3
-    np.testing.assert_allclose(a.attribution.heatmap, b.attribution.heatmap, atol=1e-4 * top,
-                               rtol=0)
-    assert spearman(a.attribution.heatmap, b.attribution.heatmap) > 0.999
+    assert_same_map(fast, plain, region_input("xray"), method, params)
 
 
 def test_randomised_copy_gets_its_own_graph_on_its_first_forward_batch(tmp_path):
