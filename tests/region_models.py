@@ -160,3 +160,21 @@ def exact_shapley(game, m: int) -> np.ndarray:
                 w = factorial(k) * factorial(m - k - 1) / factorial(m)
                 phi[i] += w * (game(with_i[None])[0] - game(z[None])[0])
     return phi
+
+
+def assert_same_map(fast, plain, x: np.ndarray, method: str, params: dict) -> None:
+    """``method`` (LIME or SHAP, seeded) gives the same map on the fast-path handle as on the
+    framework's: the same evaluations, every pixel within 1e-4 of the map's largest value
+    (measured on ONNX Runtime: at most 1.2e-5, probabilities differing by ~1e-7), and the same
+    ranking."""
+    from xai_platform import explainers
+    from xai_platform.evaluation.metrics import spearman
+
+    a = explainers.run(method, fast, x, target=1, params=params, seed=3)
+    b = explainers.run(method, plain, x, target=1, params=params, seed=3)
+    assert a.attribution.n_evaluations == b.attribution.n_evaluations
+    top = float(np.abs(b.attribution.heatmap).max())
+    assert top > 1e-3
+    np.testing.assert_allclose(a.attribution.heatmap, b.attribution.heatmap, atol=1e-4 * top,
+                               rtol=0)
+    assert spearman(a.attribution.heatmap, b.attribution.heatmap) > 0.999

@@ -194,23 +194,11 @@ def test_cli_switch_and_check_model_show_the_forward_path(tmp_path, capsys, monk
 def test_lime_and_shap_give_the_same_map_through_both_engines(tmp_path, modality, method, params):
     """The region model (tests/region_models.py), whose score moves strongly with the region's
     features, so the maps are far from zero and a difference would show."""
-    from region_models import region_input, torch_region_handle
-
-    from xai_platform import explainers
-    from xai_platform.evaluation.metrics import spearman
+    from region_models import assert_same_map, region_input, torch_region_handle
 
     fast, eager = torch_region_handle(modality), torch_region_handle(modality)
     assert fast.use_fast_forward(cache_dir=tmp_path / "onnx").fast
-    x = region_input(modality)
-    a = explainers.run(method, fast, x, target=1, params=params, seed=3)
-    b = explainers.run(method, eager, x, target=1, params=params, seed=3)
-    assert a.attribution.n_evaluations == b.attribution.n_evaluations
-    top = float(np.abs(b.attribution.heatmap).max())
-    assert top > 1e-3
-    # measured: at most 1.2e-5 of the map's largest value (probabilities differ by ~1e-7)
-    np.testing.assert_allclose(a.attribution.heatmap, b.attribution.heatmap, atol=1e-4 * top,
-                               rtol=0)
-    assert spearman(a.attribution.heatmap, b.attribution.heatmap) > 0.999
+    assert_same_map(fast, eager, region_input(modality), method, params)
 
 
 def test_randomised_copy_gets_the_fast_path_on_its_first_forward_batch(tmp_path):

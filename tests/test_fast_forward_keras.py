@@ -78,6 +78,27 @@ def test_keras_forward_batches_run_on_openvino_f32_and_match(tmp_path, model_id)
     assert handle.exact_engine == handle.forward_engine == "openvino"
 
 
+def test_converting_leaves_the_apps_logging_as_it_was(tmp_path, caplog):
+    """openvino.convert_model sets the root logger to ERROR and leaves it so when the
+    conversion fails (measured with openvino 2026.4: 30 before, 40 after); after a Keras
+    model tried the fast path, the app's warnings (e.g. a broken model card) still show."""
+    import logging
+
+    root = logging.getLogger()
+    before = root.level, list(root.filters), list(root.handlers)
+    handle = _manager(tmp_path).get("tiny-keras-audio")
+    assert handle.forward_path.fast and handle.forward_path.ir_file  # converted
+    handle.model, model = object(), handle.model  # what openvino cannot convert
+    try:
+        with pytest.raises(Exception, match="model type"):
+            handle.convert_openvino()
+    finally:
+        handle.model = model
+    assert (root.level, list(root.filters), list(root.handlers)) == before
+    logging.getLogger("xai_platform.models.cards").warning("still heard")
+    assert "still heard" in caplog.text
+
+
 def test_the_cached_ir_keeps_float32_weights(tmp_path):
     """``openvino.save_model`` compresses weights to f16 unless told not to (measured: every
     real constant of the region model's IR is f16 then)."""
@@ -206,23 +227,12 @@ def test_check_model_shows_the_keras_forward_path_and_the_switch(tmp_path, capsy
 def test_lime_and_shap_give_the_same_map_through_openvino_and_keras(tmp_path, method, params):
     """The Keras region model (tests/region_models.py: a custom layer that has no config, so
     the cache key falls back to the layers' classes and names)."""
-    from region_models import keras_region_handle, region_input
-
-    from xai_platform import explainers
-    from xai_platform.evaluation.metrics import spearman
+    from region_models import assert_same_map, keras_region_handle, region_input
 
     fast, plain = keras_region_handle("xray"), keras_region_handle("xray")
     path = fast.use_fast_forward(cache_dir=tmp_path / "graphs")
     assert path.engine == "openvino", path.reason
-    x = region_input("xray")
-    a = explainers.run(method, fast, x, target=1, params=params, seed=3)
-    b = explainers.run(method, plain, x, target=1, params=params, seed=3)
-    assert a.attribution.n_evaluations == b.attribution.n_evaluations
-    top = float(np.abs(b.attribution.heatmap).max())
-    assert top > 1e-3
-    np.testing.assert_allclose(a.attribution.heatmap, b.attribution.heatmap, atol=1e-4 * top,
-                               rtol=0)
-    assert spearman(a.attribution.heatmap, b.attribution.heatmap) > 0.999
+    assert_same_map(fast, plain, region_input("xray"), method, params)
 
 
 def test_randomised_copy_gets_its_own_graph_on_its_first_forward_batch(tmp_path):

@@ -44,7 +44,10 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
     order = sorted(methods, key=lambda m: (get_method(m).speed, m))
     session.cancel.clear()
     if "randomization" in metrics and any(get_method(m).uses_features for m in order):
-        service.randomized(model_id)  # before LIME / SHAP run: their re-runs reuse the trunk
+        try:  # before LIME / SHAP run: their re-runs then reuse the trunk's batches
+            service.randomized(model_id)
+        except NotImplementedError:
+            pass  # a format that cannot re-initialise: the scorecard says so, as before
     for i, method in enumerate(order):
         def report(f: float, what: str, i=i, label=get_method(method).label) -> None:
             if progress is not None:

@@ -296,13 +296,24 @@ class KerasHandle(ModelHandle):
     def convert_openvino(self) -> Any:
         """The network, (N, H, W, C) float32 -> raw outputs (N, K), as an ``openvino.Model``
         converted from the model in memory by ``openvino.convert_model`` (no file is read)."""
+        import logging
+
         import openvino as ov
 
-        with warnings.catch_warnings():
-            # Keras warns that the traced input's structure ("inputs") is not the model's
-            # input name; the conversion is right (the parity check runs on its result)
-            warnings.simplefilter("ignore")
-            return ov.convert_model(self.model)
+        root = logging.getLogger()
+        state = root.level, list(root.filters), list(root.handlers)
+        try:
+            with warnings.catch_warnings():
+                # Keras warns that the traced input's structure ("inputs") is not the model's
+                # input name; the conversion is right (the parity check runs on its result)
+                warnings.simplefilter("ignore")
+                return ov.convert_model(self.model)
+        finally:
+            # convert_model sets the root logger to ERROR (and may add a handler and a
+            # filter) for the rest of the process: the app's own warnings would vanish
+            root.setLevel(state[0])
+            root.filters[:] = state[1]
+            root.handlers[:] = state[2]
 
     def layers(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
