@@ -89,9 +89,10 @@ def band_verdicts(y: np.ndarray, p: np.ndarray, t_real: float, t_fake: float) ->
             "fakes_called_real": float(np.mean(real[y == 1]))}
 
 
-def detector_scores(model_id: str, config: list[Path], data: Path, cache_dir: Path
+def detector_scores(model_id: str, config: list[Path], data: Path, cache_dir: Path, *,
+                    splits: tuple[str, ...] = ("validation", "test")
                     ) -> dict[str, tuple[np.ndarray, np.ndarray, list]]:
-    """Per split (validation, test): (y, clip probability, clips) of a trained detector at its
+    """Per split (``splits``): (y, clip probability, clips) of a trained detector at its
     card's temperature."""
     from xai_platform.config import load_config
     from xai_platform.models.cards import read_card
@@ -106,7 +107,7 @@ def detector_scores(model_id: str, config: list[Path], data: Path, cache_dir: Pa
     handle = load_saved(spec, spec.weights)
     clips, _ = load_clips(data)
     out = {}
-    for split in ("validation", "test"):
+    for split in splits:
         fs, z = split_logits(handle, clips, split, cache_dir=cache_dir)
         p = clip_probabilities(z, fs.clip, len(fs.clips), card.calibration.temperature)
         out[split] = ((fs.y_clip == spec.positive_index).astype(int), p, fs.clips)
