@@ -130,9 +130,9 @@ def decision_changes(handle: ModelHandle, reference: np.ndarray, probs: np.ndarr
 def attach_bf16(handle: ModelHandle, planes: np.ndarray,
                 reference: tuple[np.ndarray, np.ndarray], *, started: float) -> ForwardPath:
     """Move ``handle``'s forward-only batches from its exact twin (ONNX Runtime, or OpenVINO in
-    f32) to OpenVINO in bf16 when the check in the module docstring passes on ``planes`` (N, H, W), whose
-    framework (probabilities, scores) are ``reference``; else keep the exact path and add the
-    reason to it. Returns the new ``handle.forward_path``; never raises."""
+    f32) to OpenVINO in bf16 when the check in the module docstring passes on ``planes``
+    (N, H, W), whose framework (probabilities, scores) are ``reference``; else keep the exact
+    path and add the reason to it. Returns the new ``handle.forward_path``; never raises."""
     exact = handle.forward_path
 
     def keep_exact(why: str) -> ForwardPath:

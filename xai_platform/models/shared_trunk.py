@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import first_line
-from .formats.onnx import OnnxHandle
+from .formats.onnx import OnnxHandle, session
 
 if TYPE_CHECKING:
     from .handle import ModelHandle
@@ -213,17 +213,6 @@ def _head(model: Any, names: list[str], nodes: list[str]) -> Any:
     return head
 
 
-def _session(model: Any, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), sess_options=options,
-                                providers=["CPUExecutionProvider"])
-
-
 class RecordingTwin(OnnxHandle):
     """The trained model's ONNX Runtime twin that also keeps each batch's frontier."""
 
@@ -301,9 +290,10 @@ def share_trunk(trained: ModelHandle, randomized: ModelHandle, *,
         ma, mb = (onnx.load(str(Path(f))) for f in files)
         names, head_nodes = split(ma, mb)
         threads = trained.forward_path.threads or 1
-        recording = RecordingTwin(a, _session(_with_outputs(ma, names), threads),
-                                  ActivationCache(max_bytes or default_cache_bytes()))
-        head = _session(_head(mb, names, head_nodes), threads)
+        recording = RecordingTwin(
+            a, session(_with_outputs(ma, names).SerializeToString(), n_threads=threads),
+            ActivationCache(max_bytes or default_cache_bytes()))
+        head = session(_head(mb, names, head_nodes).SerializeToString(), n_threads=threads)
         planes = parity_planes(trained)
         net_input = a.network_input(planes)
         outputs = recording.session.run(None, {recording.input_name: net_input})
@@ -318,7 +308,8 @@ def share_trunk(trained: ModelHandle, randomized: ModelHandle, *,
         t_head = _best_seconds(lambda: head.run(None, dict(zip(names, outputs[1:]))))
         share = t_head / max(t_full, 1e-9)
         if share > (MAX_HEAD_SHARE if max_head_share is None else max_head_share):
-            return note(f"trunk not shared: the head takes {share:.0%} of a forward pass, too much to gain")
+            return note(f"trunk not shared: the head takes {share:.0%} of a forward pass, too "
+                        "much to gain")
         twin = HeadTwin(b, head, names, recording.cache)
         with trained.lock:
             trained._fast = trained._exact = recording

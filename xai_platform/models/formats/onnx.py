@@ -170,8 +170,9 @@ def _check_file(path: Path | None) -> Path:
     return path
 
 
-def session(path: Path, *, n_threads: int | None = None) -> Any:
-    """An onnxruntime inference session on the CPU (``n_threads`` intra-op threads)."""
+def session(path: Path | bytes, *, n_threads: int | None = None) -> Any:
+    """An onnxruntime inference session on the CPU (``n_threads`` intra-op threads) on the
+    graph file at ``path``, or on a serialised graph (``bytes``, e.g. one built in memory)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -179,11 +180,12 @@ def session(path: Path, *, n_threads: int | None = None) -> Any:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: no graph-optimisation notices on the terminal
     try:
-        return ort.InferenceSession(str(path), sess_options=options,
-                                    providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(path if isinstance(path, bytes) else str(path),
+                                    sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / ...
         first = first_line(exc)
-        raise ModelUnavailableError(f"{path} is not a valid ONNX model: {first[:240]}") from None
+        what = "the graph" if isinstance(path, bytes) else str(path)
+        raise ModelUnavailableError(f"{what} is not a valid ONNX model: {first[:240]}") from None
 
 
 def check_input(sess: Any, spec: ModelSpec) -> None:
