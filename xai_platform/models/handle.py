@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -97,6 +97,10 @@ class ForwardPath:
     def reduced(self) -> bool:
         """Forward-only batches run below float32 (the opt-in bf16 path)."""
         return self.precision != "float32"
+
+    def with_reason(self, text: str, **changes: Any) -> ForwardPath:
+        """A copy with ``text`` appended to :attr:`reason` (after "; ") and ``changes``."""
+        return replace(self, reason="; ".join(filter(None, [self.reason, text])), **changes)
 
     def describe(self) -> str:
         """One line for the Models tab, ``check-model`` and logs."""

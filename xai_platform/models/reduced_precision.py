@@ -137,8 +137,7 @@ def attach_bf16(handle: ModelHandle, planes: np.ndarray,
 
     def keep_exact(why: str) -> ForwardPath:
         reason = f"bf16 not used: {why}; the exact path runs"
-        handle.forward_path = replace(exact, reason="; ".join(filter(None, [exact.reason, reason])),
-                                      seconds=time.perf_counter() - started)
+        handle.forward_path = exact.with_reason(reason, seconds=time.perf_counter() - started)
         return handle.forward_path
 
     why = unavailable()

@@ -261,13 +261,10 @@ def share_trunk(trained: ModelHandle, randomized: ModelHandle, *,
     :data:`MAX_HEAD_SHARE`) of a forward pass. Both must run
     on their exact ONNX Runtime twins. Returns what was done, or why not, and appends it to
     ``randomized.forward_path.reason``; never raises."""
-    from dataclasses import replace
-
     from .fast_forward import parity_planes
 
     def note(text: str) -> str:
-        path = randomized.forward_path
-        randomized.forward_path = replace(path, reason="; ".join(filter(None, [path.reason, text])))
+        randomized.forward_path = randomized.forward_path.with_reason(text)
         return text
 
     try:
