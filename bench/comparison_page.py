@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only with the fast path off, on (float32, ONNX Runtime) or in "
                              "bf16 (OpenVINO, app.forward_precision) (default: off, then on)")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="rows per forward batch (app.batch_size; default: the config's)")
+                        help="rows per forward batch for every model (app.batch_size and the "
+                             "entries' batch_size; default: the config's)")
     parser.add_argument("--gradient-batch-size", type=int, default=None,
                         help="rows per backward pass (app.gradient_batch_size; default: the "
                              "config's)")
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 forward_precision="bf16" if mode == "bf16" else "float32",
                 batch_size=args.batch_size or config.app.batch_size,
                 gradient_batch_size=args.gradient_batch_size or config.app.gradient_batch_size))
+            if args.batch_size:  # the flag also overrides a model entry's own batch_size
+                cfg = replace(cfg, models=tuple(replace(s, batch_size=None) for s in cfg.models))
             manager = ModelManager(cfg, device="cpu")
             service = Service(manager, cfg.app)
             t = time.perf_counter()

@@ -50,6 +50,7 @@ def test_tiny_config_parses(tiny_config):
     (model_entry(input={"size": 32, "normalize": "zscore"}, modality="xray"),
      "key 'input.normalize'", "imagenet, xrv, unit, minus1_1"),
     (model_entry(positive_label="spoof"), "key 'positive_label'", "real, fake"),
+    (model_entry(batch_size=0), "key 'batch_size'", "a value > 0"),
     ({k: v for k, v in model_entry().items() if k != "labels"}, "key 'labels'", "add `labels:`"),
 ])
 def test_invalid_entries_name_file_key_and_fix(tmp_path, entry, key, fix):
@@ -138,3 +139,22 @@ def test_keras_target_layer_checked(tmp_path, layer, message):
     config = _load(tmp_path, [TINY_MODELS[2] | {"target_layer": layer}])
     with pytest.raises(ConfigError, match=message):
         ModelManager(config).verify()
+
+
+@needs_torch
+def test_a_model_entry_batch_size_sets_its_forward_batches(tmp_path):
+    import numpy as np
+
+    from xai_platform.models import ModelManager
+
+    entries = [{**TINY_MODELS[0], "batch_size": 3}, TINY_MODELS[1]]
+    config = _load(tmp_path, entries)
+    assert config.model(TINY_MODELS[0]["id"]).batch_size == 3
+    assert config.model(TINY_MODELS[1]["id"]).batch_size is None
+    manager = ModelManager(config, device="cpu", batch_size=16, fast_forward=False)
+    small, default = (manager.get(e["id"]) for e in TINY_MODELS[:2])
+    assert (small.default_batch_size, default.default_batch_size) == (3, 16)
+    seen: list[int] = []
+    small.net.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    small.predict(np.zeros((7, *small.input_shape), np.float32))
+    assert seen == [3, 3, 1]

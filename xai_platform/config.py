@@ -70,6 +70,9 @@ class ModelSpec:
     train_command: str = ""
     positive_label: str | None = None
     arch_args: Mapping[str, Any] = field(default_factory=dict)
+    #: rows per forward batch for this model (None: ``app.batch_size``); DenseNet-121 at 224 px
+    #: runs faster per row in small batches (docs/BENCHMARKS.md), a small CNN in large ones
+    batch_size: int | None = None
     source: str = "<memory>"
 
     @property
@@ -153,6 +156,7 @@ _MODEL_TYPES: dict[str, Any] = {
     "weights": (str, type(None)), "labels": list, "input": dict, "output": str,
     "target_layer": (str, type(None)), "description": str, "notice": str,
     "train_command": str, "positive_label": (str, type(None)), "arch_args": dict,
+    "batch_size": (int, type(None)),
 }
 _REQUIRED = ("id", "name", "framework", "modality", "architecture", "weights", "labels",
              "input", "output")
@@ -241,6 +245,8 @@ def parse_model(entry: Any, *, source: str, weights_dir: Path = DEFAULT_WEIGHTS_
         raise ConfigError(f"'{positive}' is not one of the labels.", source=where,
                           key="positive_label", fix=f"use one of: {', '.join(labels)}.")
 
+    if v.get("batch_size") is not None:
+        check_positive(v["batch_size"], source=where, key="batch_size", strict=True)
     spec_input = get_modality(v["modality"]).parse_input(v["input"], source=where)
 
     return ModelSpec(
@@ -249,7 +255,8 @@ def parse_model(entry: Any, *, source: str, weights_dir: Path = DEFAULT_WEIGHTS_
         labels=tuple(labels), input=spec_input, output=v["output"],
         target_layer=v.get("target_layer"), description=v.get("description", ""),
         notice=v.get("notice", ""), train_command=v.get("train_command", ""),
-        positive_label=positive, arch_args=dict(v.get("arch_args", {})), source=str(source),
+        positive_label=positive, arch_args=dict(v.get("arch_args", {})),
+        batch_size=v.get("batch_size"), source=str(source),
     )
 
 

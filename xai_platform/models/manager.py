@@ -198,7 +198,8 @@ class ModelManager:
             try:
                 calibration, familiarity_info = read_serving(spec.weights)
                 handle = get_format(spec.framework).load(
-                    spec, device=self.device, default_batch_size=self.batch_size,
+                    spec, device=self.device,
+                    default_batch_size=spec.batch_size or self.batch_size,
                     calibration=calibration)
                 handle.familiarity = read_familiarity(spec.weights, familiarity_info)
                 handle.gradient_batch_size = self.config.app.gradient_batch_size
