@@ -1,0 +1,254 @@
+"""Texts for the extracted real sources (:mod:`training.audio.sources_v3`), so that the
+synthesisers can read what the real clips say, and where no text can be had, sentences of the
+same language from a base corpus.
+
+Each text carries where it came from (``text_origin``), and a guess is never called a
+transcript:
+
+- ``subtitle``: the game's own on-screen line for the recording (Warzone 2100's tutorial,
+  ``script/tutorial.js`` in ``base.wz``: ``{"audio": "tut3.ogg", "message": _("...")}``);
+- ``file_name``: what the package names the recording: Hedgewars' English voice files
+  (``Watchthis.ogg`` -> "watch this", split into words with Festival's CMU word list),
+  Warzone 2100's sound table (``audio/audio.cfg``: ``audio "pcv337.ogg" ... /*Structure Under
+  Attack*/``), Kajongg's tile and call files (``s4.ogg`` -> the game's own tile name "stone 4",
+  through its translation catalogue for the German voices);
+- ``pool``: a sentence in the clip's language from the base corpus's *training* clips (never a
+  held-out clip's text); ``textbank``: Tux Paint's translated descriptions where the base corpus
+  has no text in the language (Polish).
+
+Not read (their clips get ``pool`` texts): Flight of the Amazon Queen's dialogue (the text
+tables inside ``queen.1c``'s ``QUEEN.JAS`` and ``*.DOG`` resources, which need ScummVM's
+parser), Hedgewars' Russian, Polish and Spanish packs (their file names are the English event
+names, not what is said), MegaGlest's acknowledgements (numbered, no text), Warzone's cut
+sequences and the sounds its tables do not describe.
+"""
+
+from __future__ import annotations
+
+import gettext
+import re
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+TEXT_ORIGINS = ("transcript", "subtitle", "file_name", "pool", "textbank")
+CMU_WORDS = Path("/usr/share/festival/dicts/cmu/cmudict-0.4.out")
+WARZONE_ARCHIVE = "warzone2100-data/usr/share/games/warzone2100/base.wz"
+KAJONGG_ROOT = "kajongg/usr/share"
+# the game's own English strings: the everyday words that split its voice files' names
+HEDGEWARS_ENGLISH = ("hedgewars-data/usr/share/games/hedgewars/Data/Locale/en.txt",
+                     "hedgewars-data/usr/share/games/hedgewars/Data/Locale/campaigns_en.txt")
+# the language of a source whose language is undetermined (MegaGlest's short acknowledgements
+# sound English) when a synthesiser must read something in its place
+READ_AS = {"und": "en"}
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+    origin: str  # one of TEXT_ORIGINS
+
+    def __post_init__(self) -> None:
+        if self.origin not in TEXT_ORIGINS:
+            raise ValueError(f"unknown text origin {self.origin!r}; one of {TEXT_ORIGINS}")
+
+
+# --------------------------------------------------------------------------------------------
+# Hedgewars: English voice files named after what they say
+
+
+@lru_cache(maxsize=1)
+def cmu_words(path: Path = CMU_WORDS) -> frozenset[str]:
+    """The words of Festival's CMU dictionary (lower case, apostrophes dropped as it does)."""
+    if not Path(path).is_file():
+        return frozenset()
+    words = set()
+    with open(path, encoding="latin-1") as fh:
+        for line in fh:
+            m = re.match(r'\("([a-z]+)"', line)
+            if m:
+                words.add(m.group(1))
+    return frozenset(words)
+
+
+def split_words(name: str, words: frozenset[str] | set[str],
+                common: frozenset[str] | set[str] = frozenset()) -> str:
+    """``"Watchthis"`` -> ``"watch this"``: the split into ``words`` with the fewest words not
+    in ``common`` (everyday words, so "come on then" rather than "com eon then"), then the
+    fewest words, then the longest; a part with no split is kept as it is written ("Nooo").
+    Hyphens separate (``Uh-oh``); a trailing number (``Jump1``) is dropped."""
+    out: list[str] = []
+    for part in re.split(r"[-_\s]+", re.sub(r"\d+$", "", name).lower()):
+        n = len(part)
+        best: list[tuple[int, int, int, list[str]] | None] = [None] * (n + 1)
+        best[0] = (0, 0, 0, [])
+        for end in range(1, n + 1):
+            for start in range(max(0, end - 20), end):
+                word, prev = part[start:end], best[start]
+                if prev is None or word not in words or (len(word) == 1 and word not in "ai"):
+                    continue
+                cost = (prev[0] + 1, prev[1] + (word not in common), prev[2] - len(word) ** 2,
+                        prev[3] + [word])
+                if best[end] is None or cost[:3] < best[end][:3]:
+                    best[end] = cost
+        out += best[n][3] if best[n] is not None else ([part] if part else [])
+    return " ".join(out)
+
+
+def hedgewars_text(origin: str, language: str, words: frozenset[str],
+                   common: frozenset[str] = frozenset()) -> Text | None:
+    """The English packs say their file's name; the other languages' packs do not."""
+    if language != "en":
+        return None
+    text = split_words(Path(origin).stem, words, common)
+    return Text(text, "file_name") if text else None
+
+
+def common_words(texts: Iterable[str]) -> frozenset[str]:
+    """Lower-case words of some texts, apostrophes dropped as the CMU list drops them."""
+    return frozenset(w.replace("'", "") for t in texts for w in re.findall(r"[a-z']+", t.lower()))
+
+
+# --------------------------------------------------------------------------------------------
+# Warzone 2100: the tutorial's on-screen lines and the sound table's descriptions
+
+
+def warzone_texts(archive: Path) -> dict[str, Text]:
+    """Sound file stem -> its text, from ``base.wz``."""
+    if not Path(archive).is_file():
+        return {}
+    out: dict[str, Text] = {}
+    with zipfile.ZipFile(archive) as z:
+        names = set(z.namelist())
+        if "audio/audio.cfg" in names:
+            cfg = z.read("audio/audio.cfg").decode("latin-1")
+            for stem, text in re.findall(r'audio\s+"([^"]+)\.ogg"[^\n]*?/\*\s*(.*?)\s*\*/', cfg):
+                if re.search(r"[A-Za-z]", text):
+                    out[stem] = Text(text, "file_name")
+        if "script/tutorial.js" in names:
+            js = z.read("script/tutorial.js").decode("utf-8")
+            for stem, text in re.findall(
+                    r'"audio":\s*"([^"]+)\.ogg"[^}]*?"message":\s*_\("((?:[^"\\]|\\.)*)"\)', js):
+                out[stem] = Text(text.replace('\\"', '"'), "subtitle")
+    return out
+
+
+def warzone_text(origin: str, table: Mapping[str, Text]) -> Text | None:
+    member = origin.split(":", 1)[-1]
+    if "#" in member:  # a piece of a longer recording: the whole one's text does not fit
+        return None
+    return table.get(Path(member).stem)
+
+
+# --------------------------------------------------------------------------------------------
+# Kajongg: tile names and calls, in the game's own words
+
+
+KAJONGG_GROUPS = {"s": "stone", "b": "bamboo", "c": "character", "d": "dragon"}
+KAJONGG_DRAGONS = {"b": "white", "r": "red", "g": "green"}
+KAJONGG_WINDS = {"e": "East Wind", "s": "South Wind", "w": "West Wind", "n": "North Wind"}
+# the voice file of a call is its message name in lower case without spaces (sound.py)
+KAJONGG_CALLS = ("Chow", "Pung", "Kong", "Mah Jongg", "Original Call", "Violates Original Call",
+                 "Dangerous Game", "No Choice")
+
+
+def kajongg_catalogue(root: Path, language: str) -> gettext.NullTranslations | None:
+    """The game's translation catalogue for ``language`` (None: not shipped); English needs
+    none."""
+    if language == "en":
+        return gettext.NullTranslations()
+    mo = Path(root) / "locale" / language / "LC_MESSAGES" / "kajongg.mo"
+    if not mo.is_file():
+        return None
+    with open(mo, "rb") as fh:
+        return gettext.GNUTranslations(fh)
+
+
+def kajongg_text(stem: str, catalogue: gettext.NullTranslations | None) -> Text | None:
+    """What a voice file names, as the game names it (``tile.py``'s ``Tile.name``,
+    ``message.py``'s message names); None where the catalogue lacks the translation (the
+    German voice then says something the game does not write down)."""
+    if catalogue is None:
+        return None
+
+    def tr(context: str | None, msg: str) -> str | None:
+        got = catalogue.pgettext(context, msg) if context else catalogue.gettext(msg)
+        translated = isinstance(catalogue, gettext.GNUTranslations)
+        return None if translated and got == msg and msg.lower() not in (
+            "chow", "pung", "kong", "mah jongg") else got
+
+    if len(stem) == 2 and stem[0] == "w" and stem[1] in KAJONGG_WINDS:
+        text = tr(None, KAJONGG_WINDS[stem[1]])
+    elif len(stem) == 2 and stem[0] == "d" and stem[1] in KAJONGG_DRAGONS:
+        group, value = tr("kajongg", "dragon"), tr("kajongg", KAJONGG_DRAGONS[stem[1]])
+        text = f"{group} {value}" if group and value else None
+    elif len(stem) == 2 and stem[0] in "sbc" and stem[1].isdigit():
+        group = tr("kajongg", KAJONGG_GROUPS[stem[0]])
+        text = f"{group} {stem[1]}" if group else None
+    else:
+        calls = {c.lower().replace(" ", ""): c for c in KAJONGG_CALLS}
+        text = tr("kajongg", calls[stem]) if stem in calls else None
+    return Text(text, "file_name") if text else None
+
+
+# --------------------------------------------------------------------------------------------
+# All of them
+
+
+def source_texts(rows: Sequence[Mapping[str, str]], raw: Path, *,
+                 common: frozenset[str] = frozenset()) -> dict[str, Text]:
+    """Extracted clip path (as in the manifest, relative to its root) -> its text, for the
+    clips whose package says what they say. ``rows``: the extraction manifest's rows;
+    ``raw``: where the packages were unpacked (``data/sources_v3/raw``); ``common``: everyday
+    English words for splitting Hedgewars' file names (:func:`common_words`)."""
+    raw = Path(raw)
+    words = cmu_words()
+    common = common | common_words(
+        (raw / p).read_text(encoding="utf-8", errors="replace") for p in HEDGEWARS_ENGLISH
+        if (raw / p).is_file())
+    wz = warzone_texts(raw / WARZONE_ARCHIVE) if any(r["source"] == "warzone" for r in rows) \
+        else {}
+    catalogues: dict[str, gettext.NullTranslations | None] = {}
+    out: dict[str, Text] = {}
+    for r in rows:
+        origin, text = r.get("origin", ""), None
+        if r["source"] == "hedgewars":
+            text = hedgewars_text(origin, r["language"], words, common)
+        elif r["source"] == "warzone":
+            text = warzone_text(origin, wz)
+        elif r["source"] == "kajongg":
+            lang = r["language"]
+            if lang not in catalogues:
+                catalogues[lang] = kajongg_catalogue(raw / KAJONGG_ROOT, lang)
+            text = kajongg_text(Path(origin).stem, catalogues[lang])
+        if text is not None:
+            out[r["path"]] = text
+    return out
+
+
+def text_pool(rows: Sequence[Mapping[str, str]]) -> dict[str, list[str]]:
+    """Sentences per language from a base corpus's metadata rows of the *training* split
+    (real clips' texts and the text-bank sentences its synthesisers read there), sorted,
+    duplicates dropped: no held-out clip's text."""
+    pool: dict[str, set[str]] = {}
+    for r in rows:
+        text = (r.get("text") or "").strip()
+        if r.get("split") == "train" and text:
+            pool.setdefault(r["language"], set()).add(text)
+    return {lang: sorted(v) for lang, v in sorted(pool.items())}
+
+
+def pick_text(language: str, rng: np.random.Generator, pool: Mapping[str, Sequence[str]],
+              bank: Mapping[str, Sequence[str]]) -> Text | None:
+    """A sentence in ``language`` from the pool, else from the text bank; None if neither
+    has one."""
+    lang = READ_AS.get(language, language)
+    if pool.get(lang):
+        return Text(pool[lang][int(rng.integers(len(pool[lang])))], "pool")
+    if bank.get(lang):
+        return Text(bank[lang][int(rng.integers(len(bank[lang])))], "textbank")
+    return None
