@@ -139,10 +139,14 @@ def plan_mixed(reals: Sequence[Speech], shares: dict[str, float], engines: Engin
             dropped.append(s)
             continue
         lang = READ_AS.get(s.language, s.language)
-        rng = np.random.default_rng([seed, _crc32(str(s.path)), 1])
-        text = own or pick_text(lang, rng, pool, bank)
+        rng = np.random.default_rng([seed, _crc32(str(s.path)), 1])  # the generator's draw
+        text = own or pick_text(lang, np.random.default_rng([seed, _crc32(str(s.path)), 2]),
+                                pool, bank)
         options = [g for g in usable_gens if g in engines.vocoders
                    or (text is not None and training_voices(engines, g, lang, split_plan))]
+        if not options:
+            raise SystemExit(f"no generator of the mix can make a fake of {s.path} (language "
+                             f"{s.language}): no text in the language, or no training voice")
         clips.append((s, real, own, text, lang, rng, options))
     order = np.random.default_rng([seed, 2]).permutation(len(clips))
     order = sorted(order, key=lambda i: len(clips[i][6]))  # stable: the fewest options first

@@ -5,8 +5,12 @@ same language from a base corpus.
 Each text carries where it came from (``text_origin``), and a guess is never called a
 transcript:
 
-- ``subtitle``: the game's own on-screen line for the recording (Warzone 2100's tutorial,
-  ``script/tutorial.js`` in ``base.wz``: ``{"audio": "tut3.ogg", "message": _("...")}``);
+- ``subtitle``: the game's own on-screen line for the recording: Flight of the Amazon Queen's
+  dialogues (the ``*.DOG`` resources of ``queen.1c``, read as ScummVM's ``Talk::load`` and
+  ``Talk::speak`` do: a line is split at its ``*`` commands, and piece ``k`` of the line
+  ``head`` of the dialogue ``talkKey`` is the voice file ``%2d%4x{P|J}%1x``), Warzone 2100's
+  tutorial (``script/tutorial.js`` in ``base.wz``: ``{"audio": "tut3.ogg", "message":
+  _("...")}``);
 - ``file_name``: what the package names the recording: Hedgewars' English voice files
   (``Watchthis.ogg`` -> "watch this", split into words with Festival's CMU word list),
   Warzone 2100's sound table (``audio/audio.cfg``: ``audio "pcv337.ogg" ... /*Structure Under
@@ -16,9 +20,8 @@ transcript:
   held-out clip's text); ``textbank``: Tux Paint's translated descriptions where the base corpus
   has no text in the language (Polish).
 
-Not read (their clips get ``pool`` texts): Flight of the Amazon Queen's dialogue (the text
-tables inside ``queen.1c``'s ``QUEEN.JAS`` and ``*.DOG`` resources, which need ScummVM's
-parser), Hedgewars' Russian, Polish and Spanish packs (their file names are the English event
+Not read (their clips get ``pool`` texts): Flight of the Amazon Queen's ``JOE*`` lines and
+cut scenes (their texts are in ``QUEEN.JAS`` and the ``*.CUT`` resources), Hedgewars' Russian, Polish and Spanish packs (their file names are the English event
 names, not what is said), MegaGlest's acknowledgements (numbered, no text), Warzone's cut
 sequences and the sounds its tables do not describe.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import gettext
 import re
+import struct
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +41,7 @@ import numpy as np
 
 TEXT_ORIGINS = ("transcript", "subtitle", "file_name", "pool", "textbank")
 CMU_WORDS = Path("/usr/share/festival/dicts/cmu/cmudict-0.4.out")
+QUEEN_DATA = "flight-of-the-amazon-queen/usr/share/scummvm/flight-of-the-amazon-queen/queen.1c"
 WARZONE_ARCHIVE = "warzone2100-data/usr/share/games/warzone2100/base.wz"
 KAJONGG_ROOT = "kajongg/usr/share"
 # the game's own English strings: the everyday words that split its voice files' names
@@ -111,6 +116,81 @@ def hedgewars_text(origin: str, language: str, words: frozenset[str],
 def common_words(texts: Iterable[str]) -> frozenset[str]:
     """Lower-case words of some texts, apostrophes dropped as the CMU list drops them."""
     return frozenset(w.replace("'", "") for t in texts for w in re.findall(r"[a-z']+", t.lower()))
+
+
+# --------------------------------------------------------------------------------------------
+# Flight of the Amazon Queen: the dialogue files
+
+DOG_HEADER = 20  # ScummVM's DOG_HEADER_SIZE (an "AmBk" bank header)
+
+
+def _strings(b: bytes, offset: int, count: int) -> dict[int, str]:
+    """``Talk::findDialogueString``'s table: ``count`` entries of (2 bytes, a big-endian id, a
+    length byte and the text, padded to 4 bytes)."""
+    out = {}
+    for _ in range(count):
+        offset += 2
+        ident = struct.unpack(">h", b[offset:offset + 2])[0]
+        offset += 2
+        n = b[offset]
+        offset += 1
+        out[ident] = b[offset:offset + n].decode("latin-1")
+        if n:
+            offset = (offset + n + 3) & ~3
+    return out
+
+
+def queen_segments(sentence: str) -> list[str]:
+    """A line split as ``Talk::speak`` splits it: at each ``*`` followed by a 2-character
+    command (``*XY`` by 11 more: a position); each piece has a voice file of its own."""
+    pieces, start, i = [], 0, 0
+    while i < len(sentence):
+        if sentence[i] == "*":
+            pieces.append(sentence[start:i])
+            cmd = sentence[i + 1:i + 3]
+            i += 3 + (11 if cmd == "XY" else 0)
+            start = i
+        else:
+            i += 1
+    if start != i:
+        pieces.append(sentence[start:i])
+    return pieces
+
+
+def dog_texts(data: bytes) -> dict[str, Text]:
+    """Voice file stem (``020001P2``) -> its on-screen text, from one ``*.DOG`` resource: the
+    other person's lines (``P``) and Joe's (``J``)."""
+    b = data[DOG_HEADER:]
+    level, _unique, talk_key, j_max, p_max = struct.unpack(">5h", b[:10])
+    person = struct.unpack(">H", b[22:24])[0]
+    out: dict[str, Text] = {}
+    for who, table in (("P", _strings(b, person, p_max)),
+                       ("J", _strings(b, 32 + abs(level) * 96, j_max))):
+        for head, sentence in table.items():
+            for k, piece in enumerate(queen_segments(sentence), 1):
+                stem = f"{talk_key:2d}{head:4x}{who}{k:1x}".replace(" ", "0").upper()
+                if piece.strip():
+                    out[stem] = Text(piece.strip(), "subtitle")
+    return out
+
+
+def fotaq_texts(path: Path) -> dict[str, Text]:
+    """Every dialogue line's text in ``queen.1c`` by voice file stem."""
+    from .sources_v3 import queen_table
+
+    if not Path(path).is_file():
+        return {}
+    data = Path(path).read_bytes()
+    out: dict[str, Text] = {}
+    for e in queen_table(data)[1]:
+        if e.name.endswith(".DOG"):
+            out.update(dog_texts(data[e.offset:e.offset + e.size]))
+    return out
+
+
+def fotaq_text(origin: str, table: Mapping[str, Text]) -> Text | None:
+    member = origin.split(":", 1)[-1]
+    return None if "#" in member else table.get(member.split(".")[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,6 +292,7 @@ def source_texts(rows: Sequence[Mapping[str, str]], raw: Path, *,
         if (raw / p).is_file())
     wz = warzone_texts(raw / WARZONE_ARCHIVE) if any(r["source"] == "warzone" for r in rows) \
         else {}
+    queen = fotaq_texts(raw / QUEEN_DATA) if any(r["source"] == "fotaq" for r in rows) else {}
     catalogues: dict[str, gettext.NullTranslations | None] = {}
     out: dict[str, Text] = {}
     for r in rows:
@@ -220,6 +301,8 @@ def source_texts(rows: Sequence[Mapping[str, str]], raw: Path, *,
             text = hedgewars_text(origin, r["language"], words, common)
         elif r["source"] == "warzone":
             text = warzone_text(origin, wz)
+        elif r["source"] == "fotaq":
+            text = fotaq_text(origin, queen)
         elif r["source"] == "kajongg":
             lang = r["language"]
             if lang not in catalogues:
