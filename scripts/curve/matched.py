@@ -1,7 +1,7 @@
 """Threshold-free and matched-miss views of corpus v2's test split for the curve models:
 per real test source, ROC AUC of its real clips against every test fake, and the false-alarm
 rate at the threshold that gives each model the same overall test miss rate as audio-cnn-v2
-at its own card threshold.
+at its own card threshold, and each generator's misses there.
 
     PYTHONPATH=. python scripts/curve/matched.py [--out FILE.json] audio-cnn-v2 MODEL...
 """
@@ -34,6 +34,10 @@ for mid in args:
         labels = np.concatenate([np.zeros(sel.sum()), np.ones(len(fake))])
         row["sources"][src] = {"n": int(sel.sum()), "auc_vs_all_fakes": roc_auc(scores, labels),
                                "false_alarms_at_matched_miss": float(np.mean(p[sel] >= thr))}
+    for gen in sorted({c.generator for c, t in zip(clips, y) if t == 1}):
+        sel = np.array([c.generator == gen and t == 1 for c, t in zip(clips, y)])
+        row.setdefault("generators", {})[gen] = {
+            "n": int(sel.sum()), "miss_at_matched_miss": float(np.mean(p[sel] < thr))}
     out[mid] = row
     print(mid, json.dumps(row, indent=None, default=float))
 Path(OUT).write_text(json.dumps(
