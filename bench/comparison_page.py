@@ -107,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("off", "on", "bf16"), default=None,
                         help="run only with the fast path off, on (float32, ONNX Runtime) or in "
                              "bf16 (OpenVINO, app.forward_precision) (default: off, then on)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="rows per forward batch (app.batch_size; default: the config's)")
+    parser.add_argument("--gradient-batch-size", type=int, default=None,
+                        help="rows per backward pass (app.gradient_batch_size; default: the "
+                             "config's)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
 
@@ -129,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         for mode in ([args.only] if args.only else ["off", "on"]):
             cfg = replace(config, app=replace(
                 config.app, fast_forward=mode != "off",
-                forward_precision="bf16" if mode == "bf16" else "float32"))
+                forward_precision="bf16" if mode == "bf16" else "float32",
+                batch_size=args.batch_size or config.app.batch_size,
+                gradient_batch_size=args.gradient_batch_size or config.app.gradient_batch_size))
             manager = ModelManager(cfg, device="cpu")
             service = Service(manager, cfg.app)
             t = time.perf_counter()

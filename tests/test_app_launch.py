@@ -128,7 +128,7 @@ def test_preload_imports_what_the_first_figure_needs_and_skips_what_is_missing()
     lines = {x.split()[0]: x.split()[1:] for x in result.stdout.splitlines() if x.strip()}
     assert "no_such_module_xai" not in lines["DONE"]
     assert lines["DONE"] == lines["LOADED"]
-    assert {"xai_platform.visualization.figure", "lime.lime_base"} <= set(lines["LOADED"])
+    assert {"xai_platform.visualization.figure", "lime.lime_base", "onnx"} <= set(lines["LOADED"])
 
 
 def test_the_concurrency_limit_lets_that_many_requests_run_at_once():

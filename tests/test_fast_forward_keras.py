@@ -299,8 +299,8 @@ def test_the_shared_trunk_is_not_tried_on_openvino_and_the_copy_stays_lazy(tmp_p
 
     handle = _manager(tmp_path).get("tiny-keras-xray")
     copy = handle.randomized(2, seed=0)
-    assert share_trunk(handle, copy) == ("trunk not shared: both models must run on ONNX "
-                                         "Runtime in float32")
+    assert share_trunk(handle, copy) == ("trunk not shared: both models must have exact ONNX "
+                                         "Runtime graphs")
     assert "first forward batch" in copy.forward_path.reason and copy._fast is None
-    assert copy.forward_path.reason.endswith("trunk not shared: both models must run on ONNX "
-                                             "Runtime in float32")
+    assert copy.forward_path.reason.endswith("trunk not shared: both models must have exact "
+                                             "ONNX Runtime graphs")

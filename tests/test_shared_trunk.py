@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import needs_torch
+from conftest import needs_bf16, needs_torch
 from test_fast_forward import _manager, _planes
 
 pytestmark = needs_torch
@@ -129,7 +129,8 @@ def test_framework_models_are_left_alone(tmp_path):
 
     handle = _manager(tmp_path, fast_forward=False).get("tiny-torch-xray")
     shared = handle.randomized(2, seed=0)
-    assert share_trunk(handle, shared).startswith("trunk not shared: both models must run")
+    assert share_trunk(handle, shared).startswith("trunk not shared: both models must have "
+                                                  "exact ONNX Runtime graphs")
 
 
 def test_the_activation_cache_keeps_the_newest_batches_within_its_bytes():
@@ -144,3 +145,53 @@ def test_the_activation_cache_keeps_the_newest_batches_within_its_bytes():
     np.testing.assert_array_equal(cache.get(batch_key(batches[4]))[0], batches[4])
     assert batch_key(batches[1]) != batch_key(batches[1].reshape(100))  # the shape counts
     assert cache.hits == 1 and cache.misses == 1
+
+
+def _bf16_pair(tmp_path: Path, n_layers: int = 2):
+    handle = _manager(tmp_path, app={"forward_precision": "bf16"}).get("tiny-torch-xray")
+    assert handle.forward_path.engine == "openvino" and handle.forward_path.reduced
+    return handle, handle.randomized(n_layers, seed=0), handle.randomized(n_layers, seed=0)
+
+
+@needs_bf16
+def test_under_bf16_the_trunk_runs_once_and_the_copy_stays_within_the_bf16_bound(tmp_path):
+    """With ``--bf16`` the trained model's OpenVINO graph also returns the frontier; the copy's
+    head (float32) on it gives what the copy's own graphs give, within the bf16 bound, and a
+    batch the trunk never saw runs the copy's own bf16 graph."""
+    from xai_platform import explainers
+    from xai_platform.models.reduced_precision import TOLERANCE, OpenVinoHandle
+    from xai_platform.models.shared_trunk import HeadTwin, RecordingOpenVino, share_trunk
+
+    handle, plain, shared = _bf16_pair(tmp_path)
+    before = handle.predict(_planes(handle, 6, seed=4))
+    note = share_trunk(handle, shared, max_head_share=1.0)
+    assert note.startswith("shares the trained model's trunk") and "bf16" in note, note
+    assert isinstance(handle._fast, RecordingOpenVino) and isinstance(shared._fast, HeadTwin)
+    assert type(handle._exact).__name__ == "OnnxHandle"  # the exact twin stays exact
+    x = _planes(handle, 6, seed=4)
+    np.testing.assert_allclose(handle.predict(x), before, atol=1e-6, rtol=0)
+
+    new = _planes(handle, 3, seed=8)  # never seen by the trunk: the copy's bf16 graph
+    assert isinstance(plain._forward_engine(), OpenVinoHandle)
+    np.testing.assert_allclose(shared.predict(new), plain.predict(new), atol=1e-6, rtol=0)
+    assert shared._fast.evaluations_from_cache == 0
+
+    lime = {"num_samples": 64}
+    explainers.run("lime", handle, x[0], target=1, params=lime, seed=3)  # fills the cache
+    got = explainers.run("lime", shared, x[0], target=1, params=lime, seed=3)
+    assert shared._fast.evaluations_from_cache >= got.attribution.n_evaluations - 2
+    np.testing.assert_allclose(shared.predict(x), plain._exact._predict_batch(x),
+                               atol=TOLERANCE, rtol=0)
+
+
+@needs_bf16
+def test_under_bf16_a_split_beyond_the_bound_is_not_used(tmp_path, monkeypatch):
+    from xai_platform.models import shared_trunk
+    from xai_platform.models.reduced_precision import OpenVinoHandle
+
+    handle, plain, shared = _bf16_pair(tmp_path)
+    monkeypatch.setattr(shared_trunk, "TOLERANCE", -1.0)  # no difference passes
+    note = shared_trunk.share_trunk(handle, shared, max_head_share=1.0)
+    assert note.startswith("trunk not shared: in bf16 the split moves probabilities"), note
+    assert type(handle._fast) is OpenVinoHandle and type(shared._fast) is OpenVinoHandle
+    assert note in shared.forward_path.reason

@@ -103,6 +103,11 @@ class AppSettings:
     model_cache_size: int = 3
     concurrency: int = 2
     batch_size: int = 32
+    #: rows per backward pass of a PyTorch model (Integrated Gradients' steps, Grad-CAM's
+    #: batches); larger gradient batches are split into these, with the same results. On this
+    #: CPU, DenseNet-121 at 224 px took 2-4x longer per row at 24-48 rows than at 4-16 (the
+    #: allocator page-faults its larger buffers again on every pass; docs/BENCHMARKS.md)
+    gradient_batch_size: int = 8
     device: str = "auto"
     #: refuse inputs a modality can tell are not what its models expect (an X-ray upload that
     #: is not a frontal chest radiograph); off only for tests with synthetic images

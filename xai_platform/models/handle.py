@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..config import ModelSpec
+from ..config import AppSettings, ModelSpec
 from ..familiarity import Familiarity
 
 FloatArray = npt.NDArray[np.float32]
@@ -244,6 +244,8 @@ class ModelHandle(ABC):
     """
 
     framework: str = ""
+    #: rows per backward pass where a format splits gradient batches (``app.gradient_batch_size``)
+    gradient_batch_size: int = AppSettings.gradient_batch_size
 
     def __init__(self, spec: ModelSpec, *, device: str, untrained: bool,
                  default_batch_size: int = 32, calibration: Calibration | None = None) -> None:

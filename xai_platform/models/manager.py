@@ -201,6 +201,7 @@ class ModelManager:
                     spec, device=self.device, default_batch_size=self.batch_size,
                     calibration=calibration)
                 handle.familiarity = read_familiarity(spec.weights, familiarity_info)
+                handle.gradient_batch_size = self.config.app.gradient_batch_size
                 if not self.fast_forward:
                     reduced = self.forward_precision != "float32"
                     handle.forward_path = ForwardPath(handle.framework, FAST_FORWARD_OFF + (

@@ -63,13 +63,18 @@ def unavailable() -> str:
     return ""
 
 
-def compile_cpu(graph_file: Path | str, *, threads: int, precision: str = PRECISION) -> Any:
+def compile_cpu(graph_file: Path | str, *, threads: int, precision: str = PRECISION,
+                extra_outputs: list[str] | None = None) -> Any:
     """The graph (an ``.onnx`` file or OpenVINO IR ``.xml``) compiled by OpenVINO for the CPU
     with the inference-precision hint ``precision`` (``bf16``, or ``f32`` for the exact path)
     and ``threads`` threads (one stream, so a batch gets them all, as on ONNX Runtime); raises
-    when the CPU plugin reports another precision (e.g. bf16 on a CPU without it)."""
+    when the CPU plugin reports another precision (e.g. bf16 on a CPU without it).
+    ``extra_outputs``: tensor names the compiled graph also returns, after its own outputs."""
     core = _core()
-    compiled = core.compile_model(core.read_model(str(graph_file)), "CPU", {
+    model = core.read_model(str(graph_file))
+    if extra_outputs:
+        model.add_outputs(list(extra_outputs))
+    compiled = core.compile_model(model, "CPU", {
         "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": int(threads),
         "PERFORMANCE_HINT": "LATENCY"})
     got = compiled.get_property("INFERENCE_PRECISION_HINT")

@@ -21,6 +21,12 @@ whole graph, the trained graph with its extra outputs against the plain one). It
 when the trunk is most of the cost (the head takes at most :data:`MAX_HEAD_SHARE` of a full
 forward pass on those planes): on a small network the hashing and copying would cost more than
 the trunk saves. Either way ``forward_path.reason`` of the randomised model says what happened.
+
+Under the opt-in bf16 path (:mod:`.reduced_precision`) the trained model's batches run on OpenVINO
+in bfloat16; there its compiled graph returns the frontier too (``add_outputs``), the head still
+runs in float32 on ONNX Runtime, and the check is the bf16 path's own: probabilities within
+:data:`~.reduced_precision.TOLERANCE` of the exact graphs' and no example decision changed. A
+batch not in the cache runs the randomised model's own bf16 graph.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ import numpy as np
 
 from ..errors import first_line
 from .formats.onnx import OnnxHandle, session
+from .reduced_precision import (PRECISION, TOLERANCE, OpenVinoHandle, compile_cpu,
+                                decision_changes)
 
 if TYPE_CHECKING:
     from .handle import ModelHandle
@@ -227,19 +235,39 @@ class RecordingTwin(OnnxHandle):
         return outputs[0]
 
 
+class RecordingOpenVino(OpenVinoHandle):
+    """The trained model's bf16 twin, compiled with the frontier as extra outputs
+    (:func:`~.reduced_precision.compile_cpu`'s ``extra_outputs``), keeping it per batch."""
+
+    def __init__(self, twin: OpenVinoHandle, compiled: Any, n_frontier: int,
+                 cache: ActivationCache) -> None:
+        super().__init__(twin.spec, compiled, default_batch_size=twin.default_batch_size,
+                         calibration=twin.calibration)
+        self.n_frontier, self.cache = n_frontier, cache
+
+    def _run(self, net_input: np.ndarray) -> np.ndarray:
+        outputs = self._request.infer({0: net_input})
+        self.cache.put(batch_key(net_input),
+                       [np.array(outputs[i]) for i in range(1, self.n_frontier + 1)])
+        return np.array(outputs[0])
+
+
 class HeadTwin(OnnxHandle):
-    """The randomised model's twin: its head on a cached frontier, else its whole graph."""
+    """The randomised model's twin: its head on a cached frontier, else its whole graph (on
+    ``fallback``, a handle of the same graph, when given: its bf16 twin)."""
 
     def __init__(self, twin: OnnxHandle, head: Any, names: list[str],
-                 cache: ActivationCache) -> None:
+                 cache: ActivationCache, fallback: Any = None) -> None:
         super().__init__(twin.spec, twin.session, default_batch_size=twin.default_batch_size,
                          calibration=twin.calibration)
-        self.head, self.names, self.cache = head, names, cache
+        self.head, self.names, self.cache, self.fallback = head, names, cache, fallback
         self.evaluations_from_cache = 0
 
     def _run(self, net_input: np.ndarray) -> np.ndarray:
         found = self.cache.get(batch_key(net_input))
         if found is None:
+            if self.fallback is not None:
+                return self.fallback._run(net_input)
             return self.session.run(None, {self.input_name: net_input})[0]
         self.evaluations_from_cache += len(net_input)
         return self.head.run(None, dict(zip(self.names, found)))[0]
@@ -258,10 +286,11 @@ def share_trunk(trained: ModelHandle, randomized: ModelHandle, *,
                 max_bytes: int | None = None, max_head_share: float | None = None) -> str:
     """Let ``randomized`` (``trained.randomized(...)``) reuse ``trained``'s trunk (module
     docstring) when its head takes at most ``max_head_share`` (default
-    :data:`MAX_HEAD_SHARE`) of a forward pass. Both must run
-    on their exact ONNX Runtime twins. Returns what was done, or why not, and appends it to
-    ``randomized.forward_path.reason``; never raises."""
-    from .fast_forward import parity_planes
+    :data:`MAX_HEAD_SHARE`) of a forward pass. Both must have exact ONNX Runtime twins; the
+    trained model's forward batches run on its twin in float32 or on OpenVINO in bf16. Returns
+    what was done, or why not, and appends it to ``randomized.forward_path.reason``; never
+    raises."""
+    from .fast_forward import parity, parity_planes
 
     def note(text: str) -> str:
         randomized.forward_path = randomized.forward_path.with_reason(text)
@@ -271,14 +300,16 @@ def share_trunk(trained: ModelHandle, randomized: ModelHandle, *,
         trained._forward_engine()
         if not isinstance(trained._exact, OnnxHandle):  # e.g. a Keras model on OpenVINO: do
             # not convert the copy now, it may only ever be asked for gradients
-            return note("trunk not shared: both models must run on ONNX Runtime in float32")
+            return note("trunk not shared: both models must have exact ONNX Runtime graphs")
         randomized._forward_engine()  # attach (lazy)
         a, b = trained._exact, randomized._exact
-        if not (isinstance(a, OnnxHandle) and isinstance(b, OnnxHandle)
-                and trained._fast is a and randomized._fast is b):
-            return note("trunk not shared: both models must run on ONNX Runtime in float32")
-        if isinstance(a, RecordingTwin):
+        if isinstance(trained._fast, (RecordingTwin, RecordingOpenVino)):
             return note("trunk not shared: the trained model already shares it with another copy")
+        bf16 = (isinstance(trained._fast, OpenVinoHandle)
+                and trained.forward_path.precision == PRECISION)
+        if not (isinstance(a, OnnxHandle) and isinstance(b, OnnxHandle)
+                and (bf16 or (trained._fast is a and randomized._fast is b))):
+            return note("trunk not shared: both models must have exact ONNX Runtime graphs")
         import onnx
 
         files = [trained.forward_path.onnx_file, randomized.forward_path.onnx_file]
@@ -287,34 +318,60 @@ def share_trunk(trained: ModelHandle, randomized: ModelHandle, *,
         ma, mb = (onnx.load(str(Path(f))) for f in files)
         names, head_nodes = split(ma, mb)
         threads = trained.forward_path.threads or 1
-        recording = RecordingTwin(
-            a, session(_with_outputs(ma, names).SerializeToString(), n_threads=threads),
-            ActivationCache(max_bytes or default_cache_bytes()))
+        cache = ActivationCache(max_bytes or default_cache_bytes())
         head = session(_head(mb, names, head_nodes).SerializeToString(), n_threads=threads)
         planes = parity_planes(trained)
         net_input = a.network_input(planes)
-        outputs = recording.session.run(None, {recording.input_name: net_input})
-        full_a = a.session.run(None, {a.input_name: net_input})[0]
-        full_b = b.session.run(None, {b.input_name: net_input})[0]
-        from_head = head.run(None, dict(zip(names, outputs[1:])))[0]
-        diff = max(float(np.max(np.abs(outputs[0] - full_a))),
-                   float(np.max(np.abs(from_head - full_b))))
-        if not diff <= PARITY:
-            return note(f"trunk not shared: the split changes the logits by {diff:.1e}")
+        if bf16:
+            recording = RecordingOpenVino(
+                trained._fast, compile_cpu(files[0], threads=threads, precision=PRECISION,
+                                           extra_outputs=names), len(names), cache)
+            twin = HeadTwin(b, head, names, cache,
+                            fallback=None if randomized._fast is b else randomized._fast)
+            # the bf16 path's own check, on the head's way (which the first call caches)
+            ref_a, ref_b = a._outputs_batch(planes), b._outputs_batch(planes)
+            got_a, got_b = recording._outputs_batch(planes), twin._outputs_batch(planes)
+            worst = max(parity(ref_a, got_a)[0], parity(ref_b, got_b)[0])
+            changed = (decision_changes(trained, ref_a[0], got_a[0])
+                       + decision_changes(randomized, ref_b[0], got_b[0]))
+            if twin.evaluations_from_cache != len(planes) or worst > TOLERANCE or changed:
+                return note(f"trunk not shared: in bf16 the split moves probabilities by up to "
+                            f"{worst:.1e} (bound {TOLERANCE:.0e}) and changes {changed} "
+                            "example decisions")
+            twin.evaluations_from_cache = 0
+            frontier = cache.get(batch_key(net_input))
+        else:
+            recording = RecordingTwin(
+                a, session(_with_outputs(ma, names).SerializeToString(), n_threads=threads),
+                cache)
+            twin = HeadTwin(b, head, names, cache)
+            outputs = recording.session.run(None, {recording.input_name: net_input})
+            full_a = a.session.run(None, {a.input_name: net_input})[0]
+            full_b = b.session.run(None, {b.input_name: net_input})[0]
+            frontier = outputs[1:]
+            from_head = head.run(None, dict(zip(names, frontier)))[0]
+            diff = max(float(np.max(np.abs(outputs[0] - full_a))),
+                       float(np.max(np.abs(from_head - full_b))))
+            if not diff <= PARITY:
+                return note(f"trunk not shared: the split changes the logits by {diff:.1e}")
         t_full = _best_seconds(lambda: b.session.run(None, {b.input_name: net_input}))
-        t_head = _best_seconds(lambda: head.run(None, dict(zip(names, outputs[1:]))))
+        t_head = _best_seconds(lambda: head.run(None, dict(zip(names, frontier))))
         share = t_head / max(t_full, 1e-9)
         if share > (MAX_HEAD_SHARE if max_head_share is None else max_head_share):
             return note(f"trunk not shared: the head takes {share:.0%} of a forward pass, too "
                         "much to gain")
-        twin = HeadTwin(b, head, names, recording.cache)
         with trained.lock:
-            trained._fast = trained._exact = recording
+            trained._fast = recording
+            if not bf16:
+                trained._exact = recording
         with randomized.lock:
-            randomized._fast = randomized._exact = twin
+            randomized._fast = twin
+            if not bf16:
+                randomized._exact = twin
         n = len(_Graph(ma).order)
         return note(f"shares the trained model's trunk ({n - len(head_nodes)} of {n} graph "
                     f"nodes; the head takes {share:.1%} of a forward pass; {len(names)} "
-                    f"frontier tensors)")
+                    f"frontier tensors" + ("; the trunk in bf16, the head in float32)" if bf16
+                                           else ")"))
     except Exception as exc:  # noqa: BLE001 - an unusual graph must not break the test
         return note(f"trunk not shared: {first_line(exc)[:200]}")

@@ -271,7 +271,21 @@ class TorchHandle(ModelHandle):
                     p.requires_grad_(False)
         return np.asarray(out[0], dtype=np.float32)
 
+    def _in_gradient_batches(self, fn: Callable[..., Any], x: np.ndarray,
+                             targets: Any) -> list[Any]:
+        """``fn(rows, their targets)`` over ``x`` in batches of at most
+        :attr:`gradient_batch_size` rows (each row's gradient depends on that row only)."""
+        targets = np.asarray(targets, dtype=np.int64)
+        step = max(1, int(self.gradient_batch_size))
+        return [fn(x[i:i + step], targets[i:i + step]) for i in range(0, len(x), step)]
+
     def layer_gradients(self, x, targets, *, layer=None) -> LayerGradients:
+        x = self.check_batch(x)
+        if len(x) > self.gradient_batch_size:
+            parts = self._in_gradient_batches(
+                lambda rows, t: self.layer_gradients(rows, t, layer=layer), x, targets)
+            return LayerGradients(*(np.concatenate([getattr(p, f) for p in parts])
+                                    for f in ("activations", "gradients", "scores")))
         name = layer or self.spec.target_layer
         if name is None:
             raise ConfigError("no target_layer is declared.", source=self.spec.source,
@@ -297,6 +311,10 @@ class TorchHandle(ModelHandle):
 
     def input_gradients(self, x, targets):
         x = self.check_batch(x)
+        if len(x) > self.gradient_batch_size:
+            parts = self._in_gradient_batches(self.input_gradients, x, targets)
+            return (np.concatenate([g for g, _ in parts]),
+                    np.concatenate([scores for _, scores in parts]))
         torch = _torch()
         t = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=self.device)
         with self.lock, torch.enable_grad():
@@ -320,9 +338,11 @@ class TorchHandle(ModelHandle):
                 module.reset_parameters()
         finally:
             torch.random.set_rng_state(gen_state)
-        return self.derive_fast_forward(type(self)(
-            self.spec, net, device=self.device, untrained=True,
-            default_batch_size=self.default_batch_size, calibration=self.calibration))
+        fresh = type(self)(self.spec, net, device=self.device, untrained=True,
+                           default_batch_size=self.default_batch_size,
+                           calibration=self.calibration)
+        fresh.gradient_batch_size = self.gradient_batch_size
+        return self.derive_fast_forward(fresh)
 
 
 #: the ONNX opset of exported graphs, and the version of the export (both key the cache)
