@@ -21,9 +21,10 @@ transcript:
   has no text in the language (Polish).
 
 Not read (their clips get ``pool`` texts): Flight of the Amazon Queen's ``JOE*`` lines and
-cut scenes (their texts are in ``QUEEN.JAS`` and the ``*.CUT`` resources), Hedgewars' Russian, Polish and Spanish packs (their file names are the English event
-names, not what is said), MegaGlest's acknowledgements (numbered, no text), Warzone's cut
-sequences and the sounds its tables do not describe.
+cut scenes (their texts are in ``QUEEN.JAS`` and the ``*.CUT`` resources), Hedgewars'
+Russian, Polish and Spanish packs (their file names are the English event names, not what is
+said), MegaGlest's acknowledgements (numbered, no text), Warzone's cut sequences and the
+sounds its tables do not describe.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ READ_AS = {"und": "en"}
 
 @dataclass(frozen=True)
 class Text:
+    """A clip's text and where it came from."""
+
     text: str
     origin: str  # one of TEXT_ORIGINS
 
@@ -232,8 +235,9 @@ KAJONGG_GROUPS = {"s": "stone", "b": "bamboo", "c": "character", "d": "dragon"}
 KAJONGG_DRAGONS = {"b": "white", "r": "red", "g": "green"}
 KAJONGG_WINDS = {"e": "East Wind", "s": "South Wind", "w": "West Wind", "n": "North Wind"}
 # the voice file of a call is its message name in lower case without spaces (sound.py)
-KAJONGG_CALLS = ("Chow", "Pung", "Kong", "Mah Jongg", "Original Call", "Violates Original Call",
-                 "Dangerous Game", "No Choice")
+KAJONGG_CALLS = ("Chow", "Pung", "Kong", "Mah Jongg", "Original Call", "Dangerous Game",
+                 "No Choice", "Violates Original Call")
+SAME_IN_EVERY_LANGUAGE = ("chow", "pung", "kong", "mah jongg")  # a catalogue may leave these
 
 
 def kajongg_catalogue(root: Path, language: str) -> gettext.NullTranslations | None:
@@ -258,8 +262,9 @@ def kajongg_text(stem: str, catalogue: gettext.NullTranslations | None) -> Text 
     def tr(context: str | None, msg: str) -> str | None:
         got = catalogue.pgettext(context, msg) if context else catalogue.gettext(msg)
         translated = isinstance(catalogue, gettext.GNUTranslations)
-        return None if translated and got == msg and msg.lower() not in (
-            "chow", "pung", "kong", "mah jongg") else got
+        # an untranslated message is unknown in that language, except the game's own terms
+        return None if translated and got == msg and msg.lower() not in SAME_IN_EVERY_LANGUAGE \
+            else got
 
     if len(stem) == 2 and stem[0] == "w" and stem[1] in KAJONGG_WINDS:
         text = tr(None, KAJONGG_WINDS[stem[1]])
