@@ -5,7 +5,11 @@ before the cap, the stored rate used for the copies' storage trip, refused sourc
 from __future__ import annotations
 
 import csv
+import gettext
 import json
+import shutil
+import struct
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -13,11 +17,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from training.audio import corpus_extend, corpus_v2, sources_v3
+from training.audio import corpus_extend, corpus_v2, sources_v3, texts_v3
 from training.audio.sources import Speech
 from training.audio.chain import ChannelAugment
 from training.audio.data import load_clips
-from training.audio.splits import HoldOut, SplitPlan
+from training.audio.splits import DEFAULT_PLAN, HoldOut, SplitPlan
 
 PLAN = SplitPlan(test=HoldOut(sources=("phone",), languages=("el",)),
                  validation=HoldOut(languages=("uk",)))
@@ -43,7 +47,8 @@ def _base(root: Path) -> Path:
             sf.write(root / path, _voice(rng, 16000, 1.0), 16000, format="FLAC")
             rows.append({"path": path, "label": label, "source": "src", "language": "en",
                          "generator": "src" if label == "real" else "espeak-ng",
-                         "split": split, "key": f"{split}-{label}", "speech_duration": "1.0"})
+                         "split": split, "key": f"{split}-{label}", "speech_duration": "1.0",
+                         "text": f"a {split} sentence"})
     corpus_v2.write_metadata(root / "metadata.csv", rows)
     (root / "corpus.json").write_text(json.dumps({"command": "base", "generators": ["world"],
                                                   "test_held_out": {"sources": ["phone"]}}))
@@ -139,3 +144,181 @@ def test_plan_extra_copies_each_clip_and_drops_held_out_ones(tmp_path):
     assert Counter((it.label, it.generator) for it in items) == {("real", "game"): 1,
                                                                  ("fake", "world"): 2}
     assert len({it.key for it in items}) == 3
+
+
+# --------------------------------------------------------------------------------------------
+# --extra-fakes mix: one fake per added clip in the base corpus's training mix
+
+
+def _engines() -> corpus_v2.Engines:
+    """Voices of every kind the plan treats differently: training voices, a validation
+    generator (Pico) and voices (af_river, p*), test voices (bf_*) and a test vocoder."""
+    return corpus_v2.Engines(
+        voices={"espeak-ng": {"en": "en", "de": "de", "pl": "pl"},
+                "festival": {"kal_diphone": "en", "msu_ru_nsh_clunits": "ru"},
+                "kokoro": {"af_bella": "en", "am_adam": "en", "af_river": "en", "bf_emma": "en",
+                           "pf_dora": "pt", "ef_dora": "es"},
+                "pico": {"en-US": "en"}},
+        vocoders=("world", "mlsa", "griffinlim"))
+
+
+SHARES = {"espeak-ng": 0.45, "festival": 0.21, "kokoro": 0.16, "world": 0.18}
+
+
+def test_plan_mixed_keeps_the_base_mix_and_only_training_voices(tmp_path):
+    speech = ([Speech("game", "en", tmp_path / f"en{i}.wav", "", "s-en", "en")
+               for i in range(160)]
+              + [Speech("game", "de", tmp_path / f"de{i}.wav", "", "s-de", "de")
+                 for i in range(30)]
+              + [Speech("home", "und", tmp_path / f"und{i}.wav", "", "s-und", "und")
+                 for i in range(10)]
+              + [Speech("game", "uk", tmp_path / "uk.wav", "", "s-uk", "uk")])
+    own = {str(tmp_path / f"en{i}.wav"): texts_v3.Text(f"line {i}", "subtitle")
+           for i in range(20)}
+    pool = {"en": ["an english sentence"], "de": ["ein deutscher Satz"]}
+    kwargs = dict(texts=own, pool=pool, bank={}, seed=3)
+    items, dropped, origins = corpus_extend.plan_mixed(speech, SHARES, _engines(), **kwargs)
+    assert [s.language for s in dropped] == ["uk"]  # a validation language
+    fakes = [it for it in items if it.label == "fake"]
+    reals = [it for it in items if it.label == "real"]
+    assert len(fakes) == len(reals) == 200
+    counts = Counter(it.generator for it in fakes)
+    for gen, share in SHARES.items():
+        assert abs(counts[gen] - share * 200) <= 2, counts
+    # never a held-out generator or voice: each fake trains under the corpus v2 plan
+    assert {it.generator for it in fakes} <= set(SHARES)
+    assert not {it.voice for it in fakes} & {"kokoro:af_river", "kokoro:bf_emma",
+                                             "kokoro:pf_dora"}
+    assert all(DEFAULT_PLAN.split_of(it.attributes()) == "train" for it in items)
+    # a German clip has no Festival or Kokoro voice here: eSpeak NG or WORLD
+    assert {it.generator for it in fakes if it.origin.language == "de"} <= {"espeak-ng",
+                                                                             "world"}
+    # an undetermined language is read in English; the voices rotate
+    assert {it.language for it in fakes if it.origin.source == "home"
+            and it.generator != "world"} <= {"en"}
+    assert len({it.voice for it in fakes if it.generator == "kokoro"}) == 2
+    # texts: the clip's own where known (and on its real clip), else the pool, with the origin
+    for it in fakes:
+        if str(it.origin.path) in own and it.generator != "world":
+            assert it.text == own[str(it.origin.path)].text and origins[it.key] == "subtitle"
+        elif it.generator != "world":
+            assert it.text in pool[it.language] and origins[it.key] == "pool"
+    assert {it.text for it in reals if str(it.origin.path) in own} == {f"line {i}"
+                                                                       for i in range(20)}
+    # seeded: the same plan again
+    again, _, _ = corpus_extend.plan_mixed(speech, SHARES, _engines(), **kwargs)
+    assert [(it.key, it.voice) for it in again] == [(it.key, it.voice) for it in items]
+
+
+def test_plan_mixed_refuses_a_generator_it_cannot_run(tmp_path):
+    speech = [Speech("game", "en", tmp_path / "a.wav", "", "s", "en")]
+    engines = corpus_v2.Engines(voices={"espeak-ng": {"en": "en"}}, vocoders=("world",))
+    with pytest.raises(SystemExit, match="not installed here: kokoro"):
+        corpus_extend.plan_mixed(speech, {"espeak-ng": 0.5, "kokoro": 0.5}, engines,
+                                 texts={}, pool={}, bank={})
+
+
+def test_base_mix_counts_training_fakes_only():
+    rows = ([{"split": "train", "label": "fake", "generator": "espeak-ng"}] * 3
+            + [{"split": "train", "label": "fake", "generator": "world"}]
+            + [{"split": "test", "label": "fake", "generator": "flite"}] * 5
+            + [{"split": "train", "label": "real", "generator": "src"}] * 5)
+    assert corpus_extend.base_mix(rows) == {"espeak-ng": 0.75, "world": 0.25}
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_mix_build_writes_text_origins_and_resumes(tmp_path):
+    base, extra = _base(tmp_path / "v2"), _extracted(tmp_path / "v3")
+    out = tmp_path / "v3t"
+    engines = corpus_v2.Engines(voices={"espeak-ng": {"en": "en"}}, vocoders=())
+    kwargs = dict(base=base, extra_root=extra, sources=["game", "home"], cap=5, seed=0,
+                  split_plan=PLAN, builder_kwargs=QUIET, log=lambda m: None, fakes="mix",
+                  engines=engines, bank={})
+    summary = corpus_extend.build_extended(out, **kwargs)
+    new = [r for r in _rows(out / "metadata.csv") if r["source"] != "src"]
+    fakes = [r for r in new if r["label"] == "fake"]
+    # the base's training fakes are all eSpeak NG, so are the added ones: one per real clip
+    assert len(fakes) == len(new) - len(fakes) == 8
+    assert {r["generator"] for r in fakes} == {"espeak-ng"} and {r["split"] for r in new} == {
+        "train"}
+    # no text in these packages: the base corpus's training sentence (the only English one)
+    base_train = {r["text"] for r in _rows(base / "metadata.csv") if r["split"] == "train"}
+    assert {r["text_origin"] for r in fakes} == {"pool"}
+    assert {r["text"] for r in fakes} <= base_train
+    assert all(r["licence"].startswith("GPL-3+; text: corpus v2") for r in fakes)
+    assert {r["text_origin"] for r in new if r["label"] == "real"} == {""}
+    assert "store=vorbis11k/" in next(r["params"] for r in fakes if r["source"] == "game")
+    assert summary["added_fakes_per_generator"] == {"espeak-ng": 8}
+    logged: list[str] = []
+    corpus_extend.build_extended(out, **{**kwargs, "log": logged.append})
+    assert any("16 clips planned, 16 already built, 0 to build" in m for m in logged)
+    with pytest.raises(SystemExit, match="one fake per added clip"):
+        corpus_extend.build_extended(out, **{**kwargs, "copies": 2})
+
+
+def test_texts_from_file_names_and_the_games_tables(tmp_path):
+    words = {"watch", "this", "cut", "it", "out", "cu", "tit", "come", "on", "then", "com", "eon"}
+    assert texts_v3.split_words("Watchthis", words) == "watch this"
+    assert texts_v3.split_words("Cutitout", words, {"it", "out"}) == "cut it out"
+    assert texts_v3.split_words("Comeonthen", words, {"come", "on"}) == "come on then"
+    assert texts_v3.split_words("Uh-oh", {"uh", "oh"}) == "uh oh"
+    assert texts_v3.split_words("Nooo", words) == "nooo"
+    # a pack in another language says something else than its English file name
+    assert texts_v3.hedgewars_text("voices/Default_ru/Hello.ogg", "ru", frozenset()) is None
+    english = gettext.NullTranslations()
+    assert texts_v3.kajongg_text("s4", english) == texts_v3.Text("stone 4", "file_name")
+    assert texts_v3.kajongg_text("we", english).text == "East Wind"
+    assert texts_v3.kajongg_text("dr", english).text == "dragon red"
+    assert texts_v3.kajongg_text("originalcall", english).text == "Original Call"
+    assert texts_v3.kajongg_text("s4", None) is None  # no catalogue for the language
+    wz = tmp_path / "base.wz"
+    with zipfile.ZipFile(wz, "w") as z:
+        z.writestr("audio/audio.cfg", 'audio\t"pcv337.ogg"\toneshot 100 /*Structure Under '
+                                      'Attack*/\naudio "beep1.ogg" oneshot 30\n')
+        z.writestr("script/tutorial.js", '{"audio": "tut2.ogg", "clear": false, "message": '
+                                         '_("Oil resources are key"), "state": 0}')
+    table = texts_v3.warzone_texts(wz)
+    assert table == {"pcv337": texts_v3.Text("Structure Under Attack", "file_name"),
+                     "tut2": texts_v3.Text("Oil resources are key", "subtitle")}
+    assert texts_v3.warzone_text("base.wz:audio/tutorial/tut2.ogg", table).origin == "subtitle"
+    assert texts_v3.warzone_text("base.wz:sequenceaudio/tut2.ogg#1", table) is None
+    pool = texts_v3.text_pool([{"split": "train", "language": "en", "text": "b"},
+                               {"split": "train", "language": "en", "text": "a"},
+                               {"split": "test", "language": "en", "text": "held out"}])
+    assert pool == {"en": ["a", "b"]}
+    rng = np.random.default_rng(0)
+    assert texts_v3.pick_text("und", rng, pool, {}).origin == "pool"  # read as English
+    assert texts_v3.pick_text("pl", rng, pool, {"pl": ["zdanie"]}) == texts_v3.Text("zdanie",
+                                                                                    "textbank")
+    assert texts_v3.pick_text("pl", rng, pool, {}) is None
+    with pytest.raises(ValueError, match="unknown text origin"):
+        texts_v3.Text("x", "guess")
+
+
+def _dog(talk_key: int, person: dict[int, str], joe: dict[int, str]) -> bytes:
+    """A one-level ``*.DOG`` resource laid out as ScummVM's ``Talk::load`` reads it."""
+    def table(lines: dict[int, str]) -> bytes:
+        out = b""
+        for ident, text in lines.items():
+            out += struct.pack(">hh", 0, ident) + bytes([len(text)]) + text.encode("latin-1")
+            out += b"\0" * (-len(out) % 4)
+        return out
+
+    joe_table, person_table = table(joe), table(person)
+    person_at = 32 + 96 + len(joe_table)
+    head = struct.pack(">5h", 1, 7, talk_key, len(joe), len(person)) + b"\0" * 12
+    head += struct.pack(">3H", person_at, 0, 0) + b"\0" * 4
+    return b"AmBk" + b"\0" * 16 + head + b"\0" * 96 + joe_table + person_table
+
+
+def test_fotaq_dialogue_lines_map_to_their_voice_files():
+    assert texts_v3.queen_segments("Hello.*FLWho are you?") == ["Hello.", "Who are you?"]
+    assert texts_v3.queen_segments("*XY00(237,112)Over here.") == ["", "Over here."]
+    data = _dog(2, {1: "Good day.*WTIt is hot."}, {0xA6: "Where am I?"})
+    assert texts_v3.dog_texts(data) == {
+        "020001P1": texts_v3.Text("Good day.", "subtitle"),
+        "020001P2": texts_v3.Text("It is hot.", "subtitle"),
+        "0200A6J1": texts_v3.Text("Where am I?", "subtitle")}
+    table = texts_v3.dog_texts(data)
+    assert texts_v3.fotaq_text("queen.1c:0200A6J1.SB", table).text == "Where am I?"
+    assert texts_v3.fotaq_text("queen.1c:JOE00741.SB", table) is None

@@ -1,5 +1,8 @@
 """Verdicts of each model (its card's temperature and threshold) on data/audio_curve_heldout:
-false alarms per real source, misses per source and generator, AUC per source."""
+false alarms per real source, misses per source and generator, AUC per source.
+
+    PYTHONPATH=. python scripts/curve/heldout_score.py [--out FILE.json] MODEL...
+"""
 import json
 import sys
 from pathlib import Path
@@ -24,8 +27,12 @@ def test_scores(model_id: str, data: Path) -> tuple[np.ndarray, np.ndarray, list
 
 
 if __name__ == "__main__":
+    args = sys.argv[1:]
+    OUT = "docs/audio-v3/curve_heldout.json"
+    if args[:1] == ["--out"]:
+        OUT, args = args[1], args[2:]
     out = {}
-    for mid in sys.argv[1:]:
+    for mid in args:
         y, p, clips, threshold = test_scores(mid, Path("data/audio_curve_heldout"))
         called = p >= threshold
         row = {}
@@ -42,4 +49,4 @@ if __name__ == "__main__":
                       "miss": float((~called[y == 1]).mean()), "auc": roc_auc(p, y)}
         out[mid] = row
         print(mid, json.dumps(row))
-    Path("docs/audio-v3/curve_heldout.json").write_text(json.dumps(out, indent=1) + "\n")
+    Path(OUT).write_text(json.dumps(out, indent=1) + "\n")

@@ -463,10 +463,11 @@ class Builder:
                 and self.rows[it.key]["path"] == it.relpath]
 
 
-def write_metadata(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+def write_metadata(path: Path, rows: Sequence[dict[str, Any]], *,
+                   fields: Sequence[str] = METADATA_FIELDS) -> None:
     tmp = path.with_suffix(".csv.partial")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=METADATA_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
@@ -612,7 +613,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                        help="the extracted sources (python -m training.audio_sources_v3 extract)")
     extra.add_argument("--extra-per-source", type=int, default=150, metavar="N")
     extra.add_argument("--extra-copies", type=int, default=1, metavar="N",
-                       help="vocoded copies of each added real clip")
+                       help="vocoded copies of each added real clip (--extra-fakes world)")
+    extra.add_argument("--extra-fakes", choices=("world", "mix"), default="world",
+                        help="world: WORLD copies only (as run s5); mix: one fake per added "
+                             "clip in the base corpus's training generator mix, the TTS "
+                             "engines reading the clip's text where its package has it")
+    extra.add_argument("--extra-raw", type=Path, default=None,
+                       help="the unpacked packages, for the texts (default EXTRA_ROOT/raw)")
     args = parser.parse_args(argv)
     if args.extra_train_sources is not None:
         from .corpus_extend import build_extended
@@ -621,6 +628,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.out, base=args.base, extra_root=args.extra_root,
             sources=[s for s in args.extra_train_sources.split(",") if s],
             cap=args.extra_per_source, copies=args.extra_copies, seed=args.seed,
+            fakes=args.extra_fakes, raw=args.extra_raw,
+            builder_kwargs={"kokoro_dir": args.kokoro_voices} if args.kokoro_voices else None,
             command="python -m training.audio_corpus_v2 " + " ".join(
                 sys.argv[1:] if argv is None else list(argv)))
         for key, n in summary["counts"].items():

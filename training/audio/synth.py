@@ -34,6 +34,7 @@ ESPEAK_VOICES = {
     "gl": "pt",  # eSpeak NG 1.51 has no Galician; Portuguese is the nearest
     "ro": "ro", "sl": "sl", "sr": "sr", "sv": "sv", "zh": "cmn", "hi": "hi",
     "ja": "ja",
+    "pl": "pl",  # Hedgewars' Polish packs (corpus_extend); no corpus v2 clip is Polish
 }
 ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
                    "klatt", "klatt2", "klatt3", "croak", "Andy", "Annie", "Denis", "Gene",
