@@ -291,7 +291,6 @@ class TorchHandle(ModelHandle):
             raise ConfigError("no target_layer is declared.", source=self.spec.source,
                               key="target_layer", fix="declare a convolutional layer.")
         module = find_layer(self.net, name, spec=self.spec)
-        x = self.check_batch(x)
         torch = _torch()
         t = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=self.device)
         with self.lock, torch.enable_grad(), capture(module) as store:
