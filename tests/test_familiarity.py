@@ -233,3 +233,48 @@ def test_rates_count_inputs_not_windows():
     assert withheld_rate(fam, x) == pytest.approx(3 / 7)
     sub = Inputs(x, owner).sample(1, np.random.default_rng(0))
     assert len(np.unique(sub.owner)) == 1 and len(sub.x) in (3, 4)
+
+
+def test_withheld_report_tells_a_check_that_targets_errors_from_one_that_only_answers_less():
+    """``training.audio_withheld``: the error rate of the verdicts given must fall only when
+    the check withholds wrong verdicts more often than right ones."""
+    from training.audio_withheld import table
+
+    rows = ([{"label": "fake", "group": "fake: tts"}] * 4
+            + [{"label": "real", "group": "real: a"}] * 4)
+    verdicts = ["real", "real", "fake", "fake", "real", "real", "real", "fake"]  # 3 of 8 wrong
+
+    def answers(withheld):
+        return [{"verdict": v, "withheld": w} for v, w in zip(verdicts, withheld)]
+
+    targets = table(rows, answers([True, True, False, False, False, False, False, True]))
+    assert targets["all"]["wrong_all"] == pytest.approx(3 / 8)
+    assert targets["all"]["wrong_given"] == 0.0
+    assert targets["all"]["wrong_withheld"] == 1.0 and targets["all"]["right_withheld"] == 0.0
+    blind = table(rows, answers([True, False, True, False, True, False, False, False]))
+    assert blind["all"]["wrong_withheld"] == pytest.approx(1 / 3)
+    assert blind["all"]["right_withheld"] == pytest.approx(2 / 5)
+    assert blind["all"]["wrong_given"] == pytest.approx(2 / 5)  # no better than 3 / 8
+    refused = table(rows, [{"verdict": "refused", "withheld": False}]
+                    + answers([False] * 8)[1:])
+    assert refused["fake: tts"]["refused"] == 1
+    assert refused["fake: tts"]["wrong_all"] == pytest.approx(1 / 3)
+
+
+@needs_torch
+def test_joined_recordings_give_windows_of_each_kind_by_the_apps_path(manager):
+    """``--joined``: recordings joined from one split's clips (the shipped examples: real
+    KLettres and eSpeak NG German) reach the check as the app's scored windows, by kind."""
+    from training.audio.data import Clip
+    from training.familiarity import joined_inputs
+
+    examples = Path(__file__).resolve().parents[1] / "examples" / "audio"
+    clips = [Clip(p, "fake" if p.name.startswith("fake_") else "real", "test", "de")
+             for p in sorted(examples.glob("*_de_*.wav"))]
+    spec = manager.get("tiny-torch-audio").spec
+    kinds = joined_inputs(spec, clips, "test", 2, seed=0)
+    assert set(kinds) == {"partly synthetic", "real only", "synthetic only"}
+    for inputs in kinds.values():
+        assert inputs.x.shape[1:] == (spec.input.n_mels, spec.input_shape[1])
+        recordings = len(np.unique(inputs.owner))
+        assert recordings <= 2 and len(inputs.x) >= 2 * recordings

@@ -148,10 +148,72 @@ def xray_inputs(spec: ModelSpec, data: Path, also: list[Path], *, max_shifted: i
     return splits, probes
 
 
+def joined_inputs(spec: ModelSpec, clips: list, split: str, n: int, *, seed: int
+                  ) -> dict[str, Inputs]:
+    """Windows of recordings joined from one split's clips, as users upload them, each
+    through the app's own path (speech check, windows; only the scored windows), by kind:
+    ``partly synthetic`` (the segment study's :func:`training.audio.segments.build`: real
+    speech around a synthetic stretch of the same language), ``real only`` and ``synthetic
+    only`` (as long, the same language), ``n`` of each. A clip alone fills part of one padded
+    window; a recording fills its windows with speech and pauses, which the clips alone never
+    show the check."""
+    import tempfile
+    from collections import defaultdict
+
+    import soundfile as sf
+
+    from xai_platform import pipeline
+    from xai_platform.errors import InputError
+
+    from .audio.segments import Recording, _join, build
+
+    rate = spec.input.sample_rate
+    recordings = build(clips, split, n, rate, seed=seed)
+    rng = np.random.default_rng(seed + 1000)
+    fakes: dict[str, list] = defaultdict(list)
+    for c in clips:
+        if c.split == split and c.label == "fake":
+            fakes[c.language].append(c)
+    for rec in [r for r in recordings if r.fake is None]:  # one synthetic-only per real-only
+        pool = [fakes[rec.language][j] for j in rng.permutation(len(fakes[rec.language]))]
+        wave, _ = _join(pool, rate, rng, rec.seconds)
+        recordings.append(Recording(rec.language, wave, rate, (0.0, rec.seconds)))
+    kinds = {"partly synthetic": [], "real only": [], "synthetic only": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, rec in enumerate(recordings):
+            path = Path(tmp) / f"r{i}.wav"
+            sf.write(path, rec.wave, rec.rate, subtype="PCM_16")
+            try:
+                prepared = pipeline.prepare(path, spec)
+            except InputError:  # too little speech: the app refuses it, nothing to check
+                continue
+            kind = ("real only" if rec.fake is None else
+                    "synthetic only" if rec.fake == (0.0, rec.seconds) else "partly synthetic")
+            planes = prepared.planes[prepared.scored_mask]
+            kinds[kind].append((planes, np.full(len(planes), i)))
+    return {kind: Inputs(np.concatenate([x for x, _ in parts]).astype(np.float32),
+                         np.concatenate([o for _, o in parts]))
+            for kind, parts in kinds.items() if parts}
+
+
+def _joined(a: Inputs, b: Inputs) -> Inputs:
+    """Both sets of windows; owners kept apart (``b``'s shifted past ``a``'s)."""
+    owner_a = np.arange(len(a.x)) if a.owner is None else a.owner
+    owner_b = np.arange(len(b.x)) if b.owner is None else b.owner
+    return Inputs(np.concatenate([a.x, b.x]).astype(np.float32),
+                  np.concatenate([owner_a, owner_b + owner_a.max() + 1]))
+
+
 def audio_inputs(spec: ModelSpec, data: Path, also: list[Path], *, max_probe: int,
-                 rng: np.random.Generator) -> tuple[dict[str, Inputs], dict[str, Inputs]]:
+                 rng: np.random.Generator, joined: int = 0, seed: int = 0
+                 ) -> tuple[dict[str, Inputs], dict[str, Inputs]]:
     """(splits, probes) of an offline audio corpus, windows by the app's own path; probes:
-    the clips of each ``also`` corpus grouped by generator (fakes) and source (real)."""
+    the clips of each ``also`` corpus grouped by generator (fakes) and source (real).
+
+    ``joined`` > 0: the train and validation splits also hold the windows of ``joined``
+    partly synthetic, real-only and synthetic-only recordings built from their own clips
+    (:func:`joined_inputs`), so that the fit and the limit know continuous recordings; the
+    test split's recordings are probes."""
     from .audio.data import load_clips, load_corpus
     from .audio.features import feature_set
 
@@ -162,6 +224,14 @@ def audio_inputs(spec: ModelSpec, data: Path, also: list[Path], *, max_probe: in
         fs = feature_set(clips, spec, name, cache_dir=cache)
         splits[name] = Inputs(fs.x, fs.clip)
     probes: dict[str, Inputs] = {}
+    if joined > 0:
+        for i, name in enumerate(("train", "validation", "test")):
+            for kind, inputs in joined_inputs(spec, clips, name, joined,
+                                              seed=seed + i).items():
+                if name == "test":
+                    probes[f"test recordings, {kind} ({joined})"] = inputs
+                else:
+                    splits[name] = _joined(splits[name], inputs)
     for root in also:
         extra = load_corpus(root)
         groups: dict[str, list] = {}
@@ -178,8 +248,8 @@ def audio_inputs(spec: ModelSpec, data: Path, also: list[Path], *, max_probe: in
 
 
 def run(spec: ModelSpec, data: Path, *, quantile: float, max_train: int | None,
-        max_shifted: int, seed: int, command: str, also: list[Path] | None = None
-        ) -> FamiliarityInfo:
+        max_shifted: int, seed: int, command: str, also: list[Path] | None = None,
+        joined: int = 0) -> FamiliarityInfo:
     """Fit, save, measure, and write the card's ``familiarity`` block."""
     weights = spec.weights
     card = read_card(weights)
@@ -190,7 +260,7 @@ def run(spec: ModelSpec, data: Path, *, quantile: float, max_train: int | None,
     rng = np.random.default_rng(seed)
     if spec.modality == "audio":
         splits, probes = audio_inputs(spec, data, list(also or ()), max_probe=max_shifted,
-                                      rng=rng)
+                                      rng=rng, joined=joined, seed=seed)
     else:
         splits, probes = xray_inputs(spec, data, list(also or ()), max_shifted=max_shifted,
                                      rng=rng)
@@ -241,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="another data set to measure: audio, a corpus whose generators "
                              "and sources are reported one by one; X-ray, a benchmark whose "
                              "test split is reported (repeatable)")
+    parser.add_argument("--joined", type=int, default=0,
+                        help="audio: also fit and set the limit on N partly synthetic, N "
+                             "real-only and N synthetic-only recordings joined from each "
+                             "split's clips (windows of continuous speech; the test split's "
+                             "are measured)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     argv = list(argv if argv is not None else sys.argv[1:])
@@ -249,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         command = ("python -m training.familiarity " + " ".join(
             shlex.quote(a) for a in ["--model", model_id, *_without_models(argv)]))
         run(config.model(model_id), args.data, quantile=args.quantile, max_train=args.max_train,
-            max_shifted=args.max_shifted, seed=args.seed, command=command, also=args.also)
+            max_shifted=args.max_shifted, seed=args.seed, command=command, also=args.also,
+            joined=args.joined)
     return 0
 
 
