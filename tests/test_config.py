@@ -51,6 +51,8 @@ def test_tiny_config_parses(tiny_config):
      "key 'input.normalize'", "imagenet, xrv, unit, minus1_1"),
     (model_entry(positive_label="spoof"), "key 'positive_label'", "real, fake"),
     (model_entry(batch_size=0), "key 'batch_size'", "a value > 0"),
+    (model_entry(one_sided=True), "key 'one_sided'", "set positive_label"),
+    (model_entry(one_sided="yes", positive_label="fake"), "key 'one_sided'", "true/false"),
     ({k: v for k, v in model_entry().items() if k != "labels"}, "key 'labels'", "add `labels:`"),
 ])
 def test_invalid_entries_name_file_key_and_fix(tmp_path, entry, key, fix):

@@ -173,6 +173,37 @@ def test_partly_synthetic_recording_is_flagged_and_the_headline_says_where(tmp_p
     assert real[strict.default_window] == real.max()  # the most clearly real window
 
 
+def test_a_one_sided_detector_flags_but_never_confirms_the_other_label():
+    """A detector measured to let most fakes unlike its training data through
+    (``one_sided``) says "no fake found", never "real", on the label, the verdict, the figure
+    and the record; its positive decisions read as before."""
+    from xai_platform.visualization.figure import title
+
+    kw = dict(positive=1, threshold=0.9, one_sided=True)
+    low = Prediction(("real", "fake"), np.array([0.95, 0.05], np.float32), **kw)
+    assert low.label == "real" and low.unconfirmed
+    assert low.headline == "no fake found (cannot confirm real)"
+    assert low.verdict.startswith("no fake found: p(fake) = 0.05, below this model's threshold "
+                                  "of 0.90. This model cannot confirm 'real'")
+    assert low.to_dict()["confirmed"] is False and low.to_dict()["one_sided"] is True
+    high = Prediction(("real", "fake"), np.array([0.05, 0.95], np.float32), **kw)
+    assert not high.unconfirmed and high.headline == "fake"
+    assert high.verdict == "fake: p(fake) = 0.95, above this model's threshold of 0.90"
+    flagged = Prediction(("real", "fake"), np.array([0.7, 0.3], np.float32), segments=((1.0, 3.0),),
+                         segment_phrase="synthetic speech", **kw)
+    assert not flagged.unconfirmed and flagged.verdict.startswith("fake: synthetic speech at")
+    two_sided = Prediction(("real", "fake"), np.array([0.95, 0.05], np.float32), positive=1,
+                           threshold=0.9)
+    assert not two_sided.unconfirmed and two_sided.verdict.startswith("real: p(fake)")
+
+    class Expl:  # what figure.title reads
+        model_name, method_label, target_label, seconds, n_evaluations, seed = (
+            "m", "Grad-CAM", "real", 0.1, 1, None)
+        prediction = low
+    assert "no fake found (cannot confirm real), p(fake) 5.0%" in title(Expl)
+    assert "prediction real" not in title(Expl)
+
+
 def test_verdict_states_the_decision_and_the_probability_together():
     low = Prediction(("normal", "lesion"), np.array([0.83, 0.17], np.float32), positive=1,
                      threshold=0.11)

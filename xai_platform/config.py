@@ -70,6 +70,10 @@ class ModelSpec:
     train_command: str = ""
     positive_label: str | None = None
     arch_args: Mapping[str, Any] = field(default_factory=dict)
+    #: a binary detector that can flag its positive label but not confirm the other: measured
+    #: on data unlike its training set it lets most positives through, so a negative decision
+    #: is reported as "no <positive> found", never as the other label (explanation.Prediction)
+    one_sided: bool = False
     #: rows per forward batch for this model (None: ``app.batch_size``); DenseNet-121 at 224 px
     #: runs faster per row in small batches (docs/BENCHMARKS.md), a small CNN in large ones
     batch_size: int | None = None
@@ -156,7 +160,7 @@ _MODEL_TYPES: dict[str, Any] = {
     "weights": (str, type(None)), "labels": list, "input": dict, "output": str,
     "target_layer": (str, type(None)), "description": str, "notice": str,
     "train_command": str, "positive_label": (str, type(None)), "arch_args": dict,
-    "batch_size": (int, type(None)),
+    "batch_size": (int, type(None)), "one_sided": bool,
 }
 _REQUIRED = ("id", "name", "framework", "modality", "architecture", "weights", "labels",
              "input", "output")
@@ -247,6 +251,9 @@ def parse_model(entry: Any, *, source: str, weights_dir: Path = DEFAULT_WEIGHTS_
 
     if v.get("batch_size") is not None:
         check_positive(v["batch_size"], source=where, key="batch_size", strict=True)
+    if v.get("one_sided") and (positive is None or v["output"] == "multilabel"):
+        raise ConfigError("one_sided needs a binary model with a positive_label.", source=where,
+                          key="one_sided", fix="set positive_label, or remove one_sided.")
     spec_input = get_modality(v["modality"]).parse_input(v["input"], source=where)
 
     return ModelSpec(
@@ -256,7 +263,8 @@ def parse_model(entry: Any, *, source: str, weights_dir: Path = DEFAULT_WEIGHTS_
         target_layer=v.get("target_layer"), description=v.get("description", ""),
         notice=v.get("notice", ""), train_command=v.get("train_command", ""),
         positive_label=positive, arch_args=dict(v.get("arch_args", {})),
-        batch_size=v.get("batch_size"), source=str(source),
+        batch_size=v.get("batch_size"), one_sided=bool(v.get("one_sided", False)),
+        source=str(source),
     )
 
 

@@ -26,6 +26,8 @@ class Prediction:
     ("synthetic speech"). ``withheld``: the input is unlike the model's training data
     (:mod:`xai_platform.familiarity`), so no verdict is given; ``reason`` says why and
     ``familiarity`` holds the measured distance (None: the model has no such check).
+    ``one_sided``: the model can flag ``labels[positive]`` but not confirm the other label
+    (``ModelSpec.one_sided``), so a negative decision reads "no <positive> found".
     """
 
     labels: tuple[str, ...]
@@ -39,6 +41,7 @@ class Prediction:
     withheld: bool = False
     reason: str = ""
     familiarity: dict[str, Any] | None = None
+    one_sided: bool = False
 
     @property
     def index(self) -> int:
@@ -53,6 +56,21 @@ class Prediction:
     @property
     def label(self) -> str:
         return self.labels[self.index]
+
+    @property
+    def unconfirmed(self) -> bool:
+        """A one-sided model's negative decision: nothing flagged, the other label not
+        confirmed."""
+        return (self.one_sided and self.positive is not None and not self.multilabel
+                and self.threshold is not None and self.index != self.positive)
+
+    @property
+    def headline(self) -> str:
+        """The decision in a few words for the label box and figure titles."""
+        if self.unconfirmed:
+            return (f"no {self.labels[self.positive]} found "  # type: ignore[index]
+                    f"(cannot confirm {self.label})")
+        return self.label
 
     @property
     def score(self) -> float:
@@ -86,6 +104,11 @@ class Prediction:
                     f"model's threshold of {self.threshold:.2f}; p({pos}) over the whole input "
                     f"{p:.2f})")
         side = "above" if p >= self.threshold else "below"
+        if self.unconfirmed:
+            return (f"no {pos} found: p({pos}) = {p:.2f}, {side} this model's threshold of "
+                    f"{self.threshold:.2f}. This model cannot confirm '{self.label}': it "
+                    f"misses most '{pos}' inputs unlike its training data (see the model's "
+                    "notice)")
         return (f"{self.label}: p({pos}) = {p:.2f}, {side} this model's threshold of "
                 f"{self.threshold:.2f}")
 
@@ -93,6 +116,7 @@ class Prediction:
         return {"label": self.label, "score": self.score, "untrained": self.untrained,
                 "multilabel": self.multilabel, "threshold": self.threshold,
                 "verdict": self.verdict, "withheld": self.withheld,
+                "one_sided": self.one_sided, "confirmed": not self.unconfirmed,
                 "reason": self.reason or None, "familiarity": self.familiarity,
                 "segments": [{"start_s": round(a, 3), "end_s": round(b, 3)}
                              for a, b in self.segments],

@@ -90,7 +90,8 @@ class Analysis:
         p = self.prediction
         return Prediction(p.labels, self.window_probabilities[window], multilabel=p.multilabel,
                           untrained=p.untrained, positive=p.positive, threshold=p.threshold,
-                          withheld=p.withheld, reason=p.reason, familiarity=p.familiarity)
+                          withheld=p.withheld, reason=p.reason, familiarity=p.familiarity,
+                          one_sided=p.one_sided)
 
 
 def flagged_segments(positive_probs: np.ndarray, starts_s: np.ndarray | None,
@@ -179,7 +180,8 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
                             if segments else "",
                             withheld=known is not None and known.withheld and not model.untrained,
                             reason=known.reason if known is not None else "",
-                            familiarity=known.to_dict() if known is not None else None)
+                            familiarity=known.to_dict() if known is not None else None,
+                            one_sided=spec.one_sided)
     suspicious = int(np.argmax(_among(probs[:, positive] if positive is not None
                                       else probs.max(axis=1), scored)))
     notes = list(prepared.notes)

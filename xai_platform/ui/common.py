@@ -128,6 +128,8 @@ def prediction_outputs(service: Service, session: Session, path: str | None, mod
     label = {lab: float(v) for lab, v in zip(p.labels, p.probabilities)}
     if p.withheld:  # gr.Label would show the top class in large type: show the withholding
         label = "verdict withheld"
+    elif p.unconfirmed:  # nor the label a one-sided model cannot confirm
+        label = p.headline
     lines = [f"### {'No verdict' if p.untrained else p.verdict}"]
     if p.untrained:
         lines.append(f"Highest output: {p.label} {p.score:.1%}. **The model is untrained: this "

@@ -60,6 +60,9 @@ def title(expl: Explanation) -> str:
         verdict = f"VERDICT WITHHELD: input unlike the training data (model would answer {p.label} {p.score:.0%})"
     elif p.multilabel:
         verdict = f"top finding {p.label} {p.score:.0%}"
+    elif p.unconfirmed:
+        pos = p.labels[p.positive]  # type: ignore[index]
+        verdict = f"{p.headline}, p({pos}) {p.probabilities[p.positive]:.1%}"
     else:
         verdict = f"prediction {p.label} {p.score:.1%}"
     cost = f"{expl.seconds:.2f} s, {expl.n_evaluations} model evaluations"
