@@ -80,7 +80,7 @@ def test_batch_writes_index_records_and_resumes_after_a_lost_record(dataset, con
             continue
         assert r["status"] == "ok" and r["resumed"] is False and r["error"] is None
         assert r["prediction"] in ("normal", "lesion") and r["untrained"] is True
-        assert r["withheld"] is False and r["explain_seconds"] > 0
+        assert r["withheld"] is False and r["confirmed"] is True and r["explain_seconds"] > 0
         assert np.isfinite(r["insertion_auc"]) and np.isfinite(r["deletion_auc"])
         assert json.loads(r["params"])["num_samples"] == 50 if method == "lime" else True
         for key in ("figure", "heatmap", "record"):
