@@ -278,3 +278,33 @@ def test_joined_recordings_give_windows_of_each_kind_by_the_apps_path(manager):
         assert inputs.x.shape[1:] == (spec.input.n_mels, spec.input_shape[1])
         recordings = len(np.unique(inputs.owner))
         assert recordings <= 2 and len(inputs.x) >= 2 * recordings
+
+
+def test_generator_auc_is_per_generator_against_all_real_clips_and_skips_refused():
+    """``training.audio_generator_auc``: a generator the detector scores under real speech
+    reads below 0.5; a refused clip (no score) is left out."""
+    from training.audio_generator_auc import generator_auc
+
+    rows = [{"label": "real", "generator": "src"}] * 3 + [
+        {"label": "fake", "generator": "tts"}] * 2 + [{"label": "fake", "generator": "voc"}] * 3
+    p = [0.2, 0.3, 0.4, 0.9, 0.8, 0.1, 0.05, None]
+    out = generator_auc(rows, p)
+    assert out["tts"] == {"n": 2, "auc": 1.0}
+    assert out["voc"] == {"n": 2, "auc": 0.0}  # scored as more real than real speech
+    assert out["all fakes"]["n"] == 4 and out["all fakes"]["auc"] == pytest.approx(0.5)
+
+
+def test_vocoded_copies_are_paired_with_their_own_originals():
+    from training.audio_generator_auc import paired_rates, vocoded_pairs
+
+    corpus = [{"label": "real", "original": "/a.ogg", "split": "train", "generator": "src"},
+              {"label": "real", "original": "/b.ogg", "split": "test", "generator": "src"}]
+    rows = [{"label": "fake", "original": "/a.ogg", "generator": "gl"},
+            {"label": "fake", "original": "/b.ogg", "generator": "gl"},
+            {"label": "fake", "original": "", "generator": "tts"}]  # a TTS fake: no original
+    pairs = vocoded_pairs(rows, corpus)
+    assert [(c["original"], o["split"]) for c, o in pairs] == [("/a.ogg", "train"),
+                                                                ("/b.ogg", "test")]
+    rates = paired_rates(pairs, [0.9, 0.2], [0.1, 0.3])
+    assert rates == {"gl, original held out": {"n": 1, "copy_above": 0.0},
+                     "gl, original in training": {"n": 1, "copy_above": 1.0}}
