@@ -19,7 +19,6 @@ the synthesis (same speaker, text and room); a text-to-speech fake shares only t
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .audio.false_alarms import verdicts
-from .audio_withheld import read_rows
+from .audio_withheld import read_rows, write_report
 
 
 def generator_auc(rows: Sequence[dict[str, Any]], p: Sequence[float | None]
@@ -147,10 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             originals = verdicts(model, [o for _, o in pairs], args.data, config.app)
             result["models"][model_id]["paired"] = paired_rates(
                 pairs, [p_copy[id(c)] for c, _ in pairs], [a["p"] for a in originals])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_report(args.out, result, markdown(result))
     return 0
 
 

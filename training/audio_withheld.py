@@ -100,6 +100,14 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_report(out: Path, result: dict[str, Any], text: str) -> None:
+    """``OUT.json`` (the result) and ``OUT.md`` (``text``), which is also printed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(text)
+    print(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.audio_withheld",
                                      description=__doc__.split("\n\n")[0])
@@ -130,10 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "command": "python -m training.audio_withheld " + shlex.join(
                   list(argv if argv is not None else sys.argv[1:])),
               "groups": table(rows, answers)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_report(args.out, result, markdown(result))
     return 0
 
 
