@@ -7,8 +7,9 @@
 ROC AUC of each generator's fakes against all real clips of the same split, from the clip's
 p(fake) as the app computes it (:func:`training.audio.false_alarms.verdicts`: speech check,
 windows, calibrated mean). Threshold-free, so models with different thresholds compare; 0.5 is
-chance and under 0.5 means the detector finds that generator *more* real than real speech.
-Clips the speech check refuses are left out.
+chance, and under 0.5 the generator's clips score below the real ones. Pooled over sources, so
+which sources each side comes from weighs in (``--paired`` compares like with like). Clips the
+speech check refuses are left out.
 
 ``--paired`` also scores, for each fake of the split whose ``original`` is the source file of a
 real row of the corpus (any split), that real clip, and reports how often the fake scores above
