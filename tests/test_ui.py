@@ -3,6 +3,7 @@ isolation of concurrent requests on one shared model."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 from pathlib import Path
@@ -43,6 +44,33 @@ def test_prediction_of_an_untrained_model_is_not_a_verdict(service, session, wav
     label, verdict, _ = prediction_outputs(service, session, str(wav_file), "tiny-torch-audio")
     assert set(label) == {"real", "fake"} and abs(sum(label.values()) - 1) < 1e-5
     assert verdict.startswith("### No verdict") and "not a verdict" in verdict
+
+
+def test_a_one_sided_model_says_so_and_never_answers_the_other_label(tmp_path, session, wav_file):
+    """The model panel says a one-sided detector cannot confirm 'real'; a prediction under its
+    threshold shows "no fake found (cannot confirm real)" in the label box and the headline."""
+    from conftest import model_entry, write_config
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+    from xai_platform.service import Service
+    from xai_platform.ui.common import model_status_markdown, prediction_outputs
+
+    config = load_config([write_config(tmp_path / "c.yaml", [model_entry(
+        one_sided=True, positive_label="fake")])], base=None)
+    service = Service(ModelManager(config, device="cpu"))
+    assert "**One-sided:** it can flag 'fake' but not confirm 'real'" in model_status_markdown(
+        service, "tiny-torch-audio")
+    untrained = service.analyse(session, str(wav_file), "tiny-torch-audio")
+    label, verdict, _ = prediction_outputs(service, session, str(wav_file), "tiny-torch-audio")
+    assert isinstance(label, dict) and verdict.startswith("### No verdict")  # untrained: none
+
+    # the same model with weights whose mean p(fake) is under its threshold
+    real = dataclasses.replace(untrained.prediction, untrained=False, threshold=0.9, segments=(),
+                               probabilities=np.array([0.8, 0.2], np.float32))
+    service.analyse = lambda *a, **k: dataclasses.replace(untrained, prediction=real)
+    label, verdict, _ = prediction_outputs(service, session, str(wav_file), "tiny-torch-audio")
+    assert label == "no fake found (cannot confirm real)"
+    assert verdict.startswith("### no fake found: p(fake) = 0.20, below this model's threshold")
 
 
 def test_same_request_is_computed_once_per_session(service, session, png_file):

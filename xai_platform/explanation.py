@@ -61,8 +61,9 @@ class Prediction:
     def unconfirmed(self) -> bool:
         """A one-sided model's negative decision: nothing flagged, the other label not
         confirmed."""
-        return (self.one_sided and self.positive is not None and not self.multilabel
-                and self.threshold is not None and self.index != self.positive)
+        return (self.one_sided and not self.untrained and self.positive is not None
+                and not self.multilabel and self.threshold is not None
+                and self.index != self.positive)
 
     @property
     def headline(self) -> str:

@@ -115,6 +115,10 @@ def model_status_markdown(service: Service, model_id: str | None) -> str:
     if metrics is not None:
         shown = {k: getattr(metrics, k) for k in ("roc_auc", "eer", "accuracy")}
         extra.append("Test split: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
+    if spec.one_sided and spec.positive_label is not None:
+        other = next(lab for lab in spec.labels if lab != spec.positive_label)
+        extra.append(f"**One-sided:** it can flag '{spec.positive_label}' but not confirm "
+                     f"'{other}'; otherwise it answers \"no {spec.positive_label} found\".")
     if row.notice:
         extra.append(f"*{row.notice}*")
     desc = spec.description or ""
