@@ -16,7 +16,6 @@ default all).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shlex
 import sys
@@ -32,9 +31,10 @@ def read_rows(root: Path, splits: Sequence[str]) -> list[dict[str, Any]]:
     (``manifest.jsonl``, real speech), each with ``path``, ``label`` and ``group`` (the
     generator of a fake, the source of real speech)."""
     if (root / "metadata.csv").is_file():
-        with open(root / "metadata.csv", newline="", encoding="utf-8") as fh:
-            rows = [dict(r) for r in csv.DictReader(fh)]
-        rows = [r for r in rows if not splits or r.get("split") in splits]
+        from .audio.corpus_v2 import read_metadata
+
+        rows = [r for r in read_metadata(root / "metadata.csv")
+                if not splits or r.get("split") in splits]
     else:
         from .audio.sources_v3 import read_manifest
 

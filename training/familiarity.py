@@ -168,27 +168,28 @@ def joined_inputs(spec: ModelSpec, clips: list, split: str, n: int, *, seed: int
     from .audio.segments import Recording, _join, build
 
     rate = spec.input.sample_rate
-    recordings = build(clips, split, n, rate, seed=seed)
+    recordings = [("real only" if rec.fake is None else "partly synthetic", rec)
+                  for rec in build(clips, split, n, rate, seed=seed)]
     rng = np.random.default_rng(seed + 1000)
     fakes: dict[str, list] = defaultdict(list)
     for c in clips:
         if c.split == split and c.label == "fake":
             fakes[c.language].append(c)
-    for rec in [r for r in recordings if r.fake is None]:  # one synthetic-only per real-only
-        pool = [fakes[rec.language][j] for j in rng.permutation(len(fakes[rec.language]))]
-        wave, _ = _join(pool, rate, rng, rec.seconds)
-        recordings.append(Recording(rec.language, wave, rate, (0.0, rec.seconds)))
-    kinds = {"partly synthetic": [], "real only": [], "synthetic only": []}
+    for kind, rec in list(recordings):  # one synthetic-only per real-only, as long
+        if kind == "real only":
+            pool = [fakes[rec.language][j] for j in rng.permutation(len(fakes[rec.language]))]
+            wave, _ = _join(pool, rate, rng, rec.seconds)
+            recordings.append(("synthetic only",
+                               Recording(rec.language, wave, rate, (0.0, rec.seconds))))
+    kinds: dict[str, list] = {"partly synthetic": [], "real only": [], "synthetic only": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, rec in enumerate(recordings):
+        for i, (kind, rec) in enumerate(recordings):
             path = Path(tmp) / f"r{i}.wav"
             sf.write(path, rec.wave, rec.rate, subtype="PCM_16")
             try:
                 prepared = pipeline.prepare(path, spec)
             except InputError:  # too little speech: the app refuses it, nothing to check
                 continue
-            kind = ("real only" if rec.fake is None else
-                    "synthetic only" if rec.fake == (0.0, rec.seconds) else "partly synthetic")
             planes = prepared.planes[prepared.scored_mask]
             kinds[kind].append((planes, np.full(len(planes), i)))
     return {kind: Inputs(np.concatenate([x for x, _ in parts]).astype(np.float32),
