@@ -116,6 +116,24 @@ class MaskSupervision:
     weight: float = 1.0
 
 
+@dataclass
+class PairRanking:
+    """Training-only ranking of matched pairs: each step also scores ``per_step`` pairs of
+    windows (a fake and the real recording it was made from, e.g. a vocoded copy and its
+    original: the same speaker, text and room) and adds ``weight`` times the logistic ranking
+    loss ``softplus(z_real - z_fake)`` on the positive-class logits. Within a pair only the
+    synthesis differs, so the term pushes the network towards synthesis evidence and away from
+    the recording set-up, which the pair shares (a RankNet-style pairwise loss, Burges et al.,
+    ICML 2005).
+
+    pairs: (P, 2) int rows of the training windows, (positive-class window, other window).
+    """
+
+    pairs: np.ndarray
+    weight: float = 1.0
+    per_step: int = 8
+
+
 def _labels_for_loss(spec: ModelSpec, y: np.ndarray) -> np.ndarray:
     return y.astype(np.float32) if spec.output == "sigmoid" else y.astype(np.int64)
 
@@ -123,7 +141,8 @@ def _labels_for_loss(spec: ModelSpec, y: np.ndarray) -> np.ndarray:
 def train(spec: ModelSpec, network: Any, train_x: np.ndarray, train_y: np.ndarray,
           val_x: np.ndarray, val_y: np.ndarray, config: TrainConfig, *,
           checkpoint: Path | None = None, augment: Augment | None = None,
-          masks: MaskSupervision | None = None) -> dict[str, Any]:
+          masks: MaskSupervision | None = None,
+          ranking: PairRanking | None = None) -> dict[str, Any]:
     """Train ``network`` (a torch module or Keras model built from ``spec``) on feature planes.
 
     x: (N, H, W) float32 feature planes; y: (N,) int class indices. Resumable: with a
@@ -131,13 +150,18 @@ def train(spec: ModelSpec, network: Any, train_x: np.ndarray, train_y: np.ndarra
     from it. The weights of the epoch with the best validation ROC AUC (binary) or accuracy are
     kept. ``masks`` (PyTorch only) adds :class:`MaskSupervision`; ``augment`` must then take
     and return the masks too (``augment(x, rng, masks=m) -> (x, m)``), moving them with the
-    image. Returns the training history.
+    image. ``ranking`` (PyTorch, binary models only) adds :class:`PairRanking`. Returns the
+    training history.
     """
+    if ranking is not None and (spec.positive_index is None or len(spec.labels) != 2):
+        raise ValueError("pair ranking needs a binary model with a positive label")
     if spec.framework == "torch":
         return _train_torch(spec, network, train_x, train_y, val_x, val_y, config, checkpoint,
-                            augment, masks)
+                            augment, masks, ranking)
     if masks is not None:
         raise ValueError("mask supervision is implemented for PyTorch models only")
+    if ranking is not None:
+        raise ValueError("pair ranking is implemented for PyTorch models only")
     return _train_keras(spec, network, train_x, train_y, val_x, val_y, config, checkpoint, augment)
 
 
@@ -219,8 +243,29 @@ class _MaskHeads:
         return self.weight * torch.stack(losses).mean()
 
 
+def _ranking_loss(spec: ModelSpec, model, train_x: np.ndarray, ranking: PairRanking,
+                  augment, rng):
+    """:class:`PairRanking`'s term for one step: ``per_step`` pairs drawn from ``rng``,
+    augmented like the training batches."""
+    import torch
+    import torch.nn.functional as F
+
+    rows = ranking.pairs[rng.integers(0, len(ranking.pairs), ranking.per_step)]
+    xb = train_x[np.concatenate([rows[:, 0], rows[:, 1]])].astype(np.float32)
+    if augment is not None:
+        xb = augment(xb, rng)
+    out = model(torch.from_numpy(xb))
+    pos = spec.positive_index
+    if spec.output == "sigmoid":
+        z = out[:, 0] if pos == 1 else -out[:, 0]
+    else:
+        z = out[:, pos] - out[:, 1 - pos]
+    n = len(rows)
+    return ranking.weight * F.softplus(z[n:] - z[:n]).mean()
+
+
 def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, augment,
-                 masks=None):
+                 masks=None, ranking=None):
     import torch
     from torch import nn
 
@@ -269,6 +314,8 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
                 loss = loss_fn(out[:, 0], yb) if spec.output == "sigmoid" else loss_fn(out, yb)
                 if head is not None:
                     loss = loss + head.loss(mb)
+                if ranking is not None:
+                    loss = loss + _ranking_loss(spec, model, train_x, ranking, augment, rng)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -485,7 +485,9 @@ def build_loso(out: Path, source: str) -> Path:
     rows = loso_rows(read_metadata(out / "metadata.csv"), source)
     fold = out / f"loso-{source}"
     fold.mkdir(parents=True, exist_ok=True)
-    write_metadata(fold / "metadata.csv", [{**r, "path": f"../{r['path']}"} for r in rows])
+    extra = [k for k in (rows[0] if rows else {}) if k not in METADATA_FIELDS]  # e.g. pair_of
+    write_metadata(fold / "metadata.csv", [{**r, "path": f"../{r['path']}"} for r in rows],
+                   fields=(*METADATA_FIELDS, *extra))
     counts = Counter((r["split"], r["label"]) for r in rows)
     (fold / "corpus.json").write_text(json.dumps({
         "command": f"python -m training.audio_corpus_v2 --out {out} --loso {source}",

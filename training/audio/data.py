@@ -30,6 +30,8 @@ class Clip:
     speaker: str = ""
     speech_seconds: float | None = None  # trimmed speech length (the corpus's metadata)
     source: str = ""  # where a real clip was recorded (corpus v2), or whose line a fake reads
+    key: str = ""  # the corpus's key (corpus v2)
+    pair_of: str = ""  # the key of the recording this fake copies (training.audio.corpus_paired)
 
 
 def load_corpus(root: Path) -> list[Clip]:
@@ -40,7 +42,7 @@ def load_corpus(root: Path) -> list[Clip]:
         return [Clip(root / r["path"], r["label"], r["split"], r.get("language", ""),
                      r.get("generator", ""), r.get("speaker", ""),
                      float(r["speech_duration"]) if r.get("speech_duration") else None,
-                     r.get("source", ""))
+                     r.get("source", ""), r.get("key", ""), r.get("pair_of", ""))
                 for r in csv.DictReader(fh)]
 
 

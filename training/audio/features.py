@@ -114,6 +114,25 @@ def feature_set(clips: Sequence[Clip], spec: ModelSpec, split: str, *, cache_dir
     return FeatureSet(x, y, clip, keep, np.array([index[c.label] for c in keep], np.int64))
 
 
+def pair_index(fs: FeatureSet, positive: int) -> np.ndarray:
+    """(P, 2) window rows of ``fs``, (fake window, real window), for every fake clip whose
+    ``pair_of`` names a real clip of ``fs`` (a vocoded copy and its original,
+    :mod:`training.audio.corpus_paired`): the k-th window of the copy with the k-th of the
+    original, as many as the shorter has. Empty (0, 2) when ``fs`` has no pairs."""
+    by_key = {c.key: i for i, c in enumerate(fs.clips) if c.key and c.label == "real"}
+    windows: dict[int, np.ndarray] = {}
+    for i in np.unique(fs.clip):
+        windows[int(i)] = np.flatnonzero(fs.clip == i)
+    rows = []
+    for i, c in enumerate(fs.clips):
+        j = by_key.get(c.pair_of) if c.pair_of else None
+        if j is None or fs.y_clip[i] != positive or i not in windows or j not in windows:
+            continue
+        n = min(len(windows[i]), len(windows[j]))
+        rows.extend(zip(windows[i][:n], windows[j][:n]))
+    return np.asarray(rows, np.int64).reshape(-1, 2)
+
+
 def cap_per_language(fs: FeatureSet, n: int | None, *, seed: int) -> FeatureSet:
     """At most ``n`` clips of each (language, label) in ``fs`` (a seeded choice; all their
     windows kept), so that one large language (Malayalam: 28% of the corpus) does not set what

@@ -56,13 +56,13 @@ from xai_platform.models.cards import (DataInfo, ModelCard, ReliabilityFigure, R
 from .. import cards
 from ..calibration import choose_threshold, fit_temperature, plot_reliability
 from ..metrics import reliability
-from ..trainer import TrainConfig, limit_threads, train
+from ..trainer import PairRanking, TrainConfig, limit_threads, train
 from ..weights import imagenet_init, load_saved, save_weights
 from .augment import AUGMENTATIONS, augmentation
 from .data import SPLITS, Clip, load_clips
 from .evaluate import DEGRADATIONS, band_summary, clip_probabilities, report, window_logits
 from .features import (FeatureSet, cap_per_language, feature_set, limit_real_speakers,
-                       match_speech_duration, resplit)
+                       match_speech_duration, pair_index, resplit)
 
 VERDICT_RULE = "mean of window probabilities >= threshold"
 SPLIT_RULE = "by language (offline corpus) / as distributed (Fake-or-Real)"
@@ -90,6 +90,7 @@ class AudioOptions:
     robustness: bool = True
     explain: tuple[str, ...] = ("gradcam", "integrated_gradients")
     explain_clips: int = 100
+    pair_loss: float = 0.0  # weight of the ranking term on (vocoded copy, original) pairs
 
 
 def build(spec: ModelSpec, *, seed: int, threads: int) -> Any:
@@ -162,7 +163,11 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
             augmentation=f"{options.augment}: {AUGMENTATIONS[options.augment]}, both classes",
             init=init, options={"cap_per_language": options.cap_per_language,
                                 "match_speech_duration_s": options.match_speech_duration,
-                                "real_speakers": options.real_speakers},
+                                "real_speakers": options.real_speakers,
+                                **({"pair_loss": options.pair_loss,
+                                    "pairs": int(len(pair_index(sets["train"],
+                                                                spec.positive_index)))}
+                                   if options.pair_loss else {})},
             # this session's time outside training (a resumed run trained earlier too)
             other_seconds=time.time() - t_start - this_session,
             total_seconds=time.time() - t_start),
@@ -225,10 +230,19 @@ def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
     timing = checkpoint.with_name("timing.json") if checkpoint is not None else None
     earlier = (json.loads(timing.read_text())["train_seconds"]
                if timing is not None and timing.is_file() and checkpoint.exists() else 0.0)
+    ranking = None
+    if options.pair_loss:
+        pairs = pair_index(sets["train"], spec.positive_index)
+        if not len(pairs):
+            raise SystemExit("--pair-loss needs training fakes paired with their originals "
+                             "(a corpus built by python -m training.audio_paired).")
+        sys.stderr.write(f"  pair ranking on {len(pairs)} window pairs, weight "
+                         f"{options.pair_loss:g}\n")
+        ranking = PairRanking(pairs, weight=options.pair_loss)
     t_train = time.time()
     history = train(spec, network, sets["train"].x, sets["train"].y,
                     sets["validation"].x, sets["validation"].y, options.train,
-                    checkpoint=checkpoint,
+                    checkpoint=checkpoint, ranking=ranking,
                     augment=augmentation(options.augment, spec.input.top_db,
                                          waveform=spec.input.waveform,
                                          centers_hz=(None if spec.input.waveform
@@ -308,6 +322,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init", choices=("random", "imagenet"), default="random",
                         help="imagenet: start from the ImageNet weights shipped in a registry "
                              "package (efficientnet_lite0 only; see training.weights.IMAGENET_INIT)")
+    parser.add_argument("--pair-loss", type=float, default=0.0, metavar="W",
+                        help="add W times a ranking loss that scores each vocoded training copy "
+                             "above its original recording (a corpus with pair_of, built by "
+                             "python -m training.audio_paired; PyTorch models)")
     parser.add_argument("--no-robustness", action="store_true")
     parser.add_argument("--explain", default="gradcam,integrated_gradients",
                         help="methods for the band summary ('' for none)")
@@ -332,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
                           + ([args.init] if args.init != "random" else [])
                           + ([args.match_speech_duration] if args.match_speech_duration else [])
                           + ([f"speakers={args.real_speakers}"] if args.real_speakers else [])
+                          + ([f"pair_loss={args.pair_loss:g}"] if args.pair_loss else [])
                           + ([args.train_languages, args.validation_languages]
                              if args.train_languages or args.validation_languages else []))
     tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
@@ -353,7 +372,8 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
         train_languages=_languages(args.train_languages),
         validation_languages=_languages(args.validation_languages),
         robustness=not args.no_robustness,
-        explain=tuple(m for m in args.explain.split(",") if m), explain_clips=args.explain_clips)
+        explain=tuple(m for m in args.explain.split(",") if m), explain_clips=args.explain_clips,
+        pair_loss=args.pair_loss)
     card = run(spec, options)
     t, pct = card.metrics["test"], cards.pct
     print(f"{spec.id}: test EER {pct(t.eer)}, AUC {t.roc_auc:.4f}, accuracy "

@@ -1,0 +1,134 @@
+"""Every training recording with a vocoded twin (training.audio.corpus_paired), the pairs the
+trainer reads from it (features.pair_index) and the pair-ranking term (trainer.PairRanking)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from conftest import needs_torch
+from test_audio_corpus_extend import QUIET, _voice
+from training.audio import corpus_paired, corpus_v2
+from training.audio.data import load_clips
+from training.audio.features import FeatureSet, pair_index
+
+
+def _corpus(root: Path) -> Path:
+    """Three training recordings (one with a WORLD copy already), a validation and a test one,
+    and a text-to-speech fake per split; the recordings' originals stored at 22.05 kHz."""
+    rng = np.random.default_rng(3)
+    rows = []
+
+    def clip(path: str, **row) -> None:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(root / path, _voice(rng, 16000, 1.2), 16000, format="FLAC")
+        rows.append({"path": path, "language": "en", "speech_duration": "1.2", **row})
+
+    for i, split in enumerate(("train", "train", "train", "validation", "test")):
+        original = root / "originals" / f"rec{i}.wav"
+        original.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(original, _voice(rng, 22050, 1.5), 22050)
+        clip(f"clips/{split}/real/src/rec{i}.flac", label="real", source="src",
+             speaker=f"src-{i}", generator="src", split=split, key=f"rec{i}",
+             original=str(original), original_sample_rate="22050", licence="src licence")
+    clip("clips/train/fake/src/world-rec0.flac", label="fake", source="src", speaker="src-0",
+         generator="world", split="train", key="world-x0-rec0",
+         original=str(root / "originals" / "rec0.wav"))
+    for split in ("train", "validation", "test"):
+        clip(f"clips/{split}/fake/tts/{split}.flac", label="fake", source="src",
+             generator="espeak-ng", split=split, key=f"tts-{split}", original="")
+    corpus_v2.write_metadata(root / "metadata.csv", rows,
+                             fields=(*corpus_v2.METADATA_FIELDS, "text_origin"))
+    return root
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_every_training_recording_gets_one_twin_and_the_other_splits_stay(tmp_path):
+    base = _corpus(tmp_path / "base")
+    out = tmp_path / "paired"
+    summary = corpus_paired.build_paired(out, base=base, builder_kwargs=QUIET,
+                                         log=lambda m: None)
+    rows = _rows(out / "metadata.csv")
+    old = {r["key"] for r in _rows(base / "metadata.csv")}
+    new = [r for r in rows if r["key"] not in old]
+    # rec1 and rec2 get a copy; rec0 keeps the one it had; validation and test get none
+    assert sorted(r["pair_of"] for r in new) == ["rec1", "rec2"]
+    pairs = {r["key"]: r["pair_of"] for r in rows if r["pair_of"]}
+    assert sorted(pairs.values()) == ["rec0", "rec1", "rec2"]
+    assert pairs["world-x0-rec0"] == "rec0"
+    assert summary["paired"]["copies_added"] == 2 and summary["paired"]["training_pairs"] == 3
+    reals = {r["key"]: r for r in rows if r["label"] == "real"}
+    for r in new:
+        twin = reals[r["pair_of"]]
+        assert (r["split"], r["label"], r["generator"]) == ("train", "fake", "world")
+        assert r["speaker"] == twin["speaker"] and r["licence"] == "src licence"
+        assert "store=vorbis22k/" in r["params"]  # the original's storage rate
+        info = sf.info(out / r["path"])
+        assert (info.samplerate, info.channels) == (16000, 1)
+    # the base clips keep their split and files
+    assert {(r["key"], r["split"]) for r in rows if r["key"] in old} == {
+        (r["key"], r["split"]) for r in _rows(base / "metadata.csv")}
+    assert all((out / r["path"]).is_file() for r in rows)
+    # the trainer reads the pairs
+    clips, _ = load_clips(out)
+    assert {c.key: c.pair_of for c in clips if c.pair_of} == pairs
+
+    # a leave-one-source-out fold keeps the pairs
+    fold = corpus_v2.build_loso(out, "src")
+    assert {r["key"]: r["pair_of"] for r in _rows(fold / "metadata.csv") if r["pair_of"]} == pairs
+
+    logged: list[str] = []
+    corpus_paired.build_paired(out, base=base, builder_kwargs=QUIET, log=logged.append)
+    assert any("2 clips planned, 2 already built, 0 to build" in m for m in logged)
+
+
+def test_pair_index_matches_each_copy_window_with_its_originals():
+    from training.audio.data import Clip
+
+    clips = [Clip(Path("a"), "real", "train", key="a"),
+             Clip(Path("b"), "fake", "train", key="b", pair_of="a"),
+             Clip(Path("c"), "fake", "train", key="c", pair_of="gone"),  # original not here
+             Clip(Path("d"), "real", "train", key="d")]
+    clip = np.array([0, 0, 0, 1, 1, 2, 3])  # a: 3 windows, b: 2, c: 1, d: 1
+    fs = FeatureSet(np.zeros((7, 2, 2), np.float32), np.array([0, 0, 0, 1, 1, 1, 0]), clip,
+                    clips, np.array([0, 1, 1, 0]))
+    assert pair_index(fs, positive=1).tolist() == [[3, 0], [4, 1]]
+    none = FeatureSet(fs.x, fs.y, clip, [c.__class__(c.path, c.label, c.split, key=c.key)
+                                         for c in clips], fs.y_clip)
+    assert pair_index(none, positive=1).shape == (0, 2)
+
+
+@needs_torch
+def test_pair_ranking_teaches_what_tells_a_copy_from_its_original(tiny_config):
+    """The labels say nothing (drawn at random); only the pairs do: each 'copy' is its
+    original plus a mark. Trained with the ranking term, the model scores a held-out copy above
+    its original; the term has the right sign."""
+    import torch
+
+    from training.trainer import PairRanking, TrainConfig, train
+    from xai_platform.models.formats.torch import InputAdapter, build_network
+
+    spec = tiny_config.model("tiny-torch-xray")
+    rng = np.random.default_rng(0)
+    originals = rng.random((60, 32, 32), dtype=np.float32)
+    copies = originals.copy()
+    copies[:, 20:28, 4:12] += 0.8
+    x = np.concatenate([originals[:40], copies[:40]])
+    y = rng.integers(0, 2, 80)
+    pairs = np.stack([np.arange(40, 80), np.arange(40)], axis=1)  # (copy, original)
+    net = build_network(spec, seed=0)
+    train(spec, net, x, y, x[:16], np.r_[np.zeros(8, int), np.ones(8, int)],
+          TrainConfig(epochs=4, batch_size=16, lr=3e-3, seed=0, threads=1),
+          ranking=PairRanking(pairs, weight=5.0, per_step=16))
+    model = torch.nn.Sequential(InputAdapter(spec), net).eval()
+    with torch.no_grad():
+        z = model(torch.from_numpy(np.concatenate([originals[40:], copies[40:]])))
+    z = (z[:, 1] - z[:, 0]).numpy()  # the positive label's logit difference
+    assert np.mean(z[20:] > z[:20]) >= 0.9

@@ -1,0 +1,137 @@
+"""Every training recording with a vocoded copy: a corpus where the recording set-up no longer
+tells the classes apart.
+
+    python -m training.audio_paired --base data/audio_corpus_v3t --out data/audio_corpus_v3w
+
+The leave-one-source-out folds and the per-generator AUCs (docs/AUDIO.md) say the detectors
+learn the recording set-up (room, microphone, codec) more than the synthesis: a text-to-speech
+fake never went through a real set-up, so "sounds like a recording I know" reads as "real".
+In the base corpus only some training recordings have a vocoded copy (WORLD: 275 of 1,455 in
+corpus v3t). This builder gives every other *training* recording one copy by the base corpus's
+training vocoder (WORLD; validation holds MLSA and test Griffin-Lim, so both stay unseen), made
+the base corpus's way (:class:`training.audio.corpus_v2.Builder`: the copy is cut from the
+original file, takes the storage trip at the rate the original was stored at, then the shared
+chain). Every training recording then has a fake twin in its own set-up, so only the synthesis
+separates the classes there (the recipe of Wang and Yamagishi, ICASSP 2023, on top of the
+text-to-speech fakes). Validation and test are the base corpus's, unchanged: results compare
+with the base corpus's models split for split.
+
+The new rows carry ``pair_of``, the key of the recording they copy (the base corpus's own
+WORLD copies get it too), so that training can use the pairs
+(:func:`training.audio.features.pair_index`). Resumable: the builder's state is under
+``out/.state``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .corpus_extend import FIELDS, TRAIN_VOCODER
+from .corpus_v2 import Builder, Item, _crc, read_metadata, write_metadata
+from .sources import Speech
+from .splits import DEFAULT_PLAN, SplitPlan
+
+PAIRED_FIELDS = (*FIELDS, "pair_of")
+
+
+def _origin(row: dict[str, Any]) -> Speech:
+    return Speech(source=row["source"], language=row["language"], path=Path(row["original"]),
+                  text=row.get("text") or "", speaker=row.get("speaker") or "")
+
+
+def plan_copies(rows: Sequence[dict[str, Any]], *, vocoder: str = TRAIN_VOCODER,
+                split_plan: SplitPlan = DEFAULT_PLAN) -> tuple[list[Item], dict[str, str]]:
+    """One ``vocoder`` copy of every training recording in ``rows`` that has none yet; returns
+    (the items, ``pair_of`` for every copy: the new ones' and the existing ones' keys to the key
+    of the recording they copy)."""
+    reals = {r["original"]: r for r in rows
+             if r["label"] == "real" and r["split"] == "train" and r.get("original")}
+    pair_of = {r["key"]: reals[r["original"]]["key"] for r in rows
+               if r["label"] == "fake" and r["generator"] == vocoder
+               and r.get("original") in reals}
+    copied = {r["original"] for r in rows if r["key"] in pair_of}
+    items = []
+    for original, real in reals.items():
+        if original in copied:
+            continue
+        origin = _origin(real)
+        item = Item(f"{vocoder}-p0-{_crc(original)}", "fake", real["source"], real["language"],
+                    vocoder, vocoder, real.get("text") or "", origin)
+        split = split_plan.split_of(item.attributes())
+        if split != "train":  # the plan holds an attribute out: the copy would leave training
+            raise SystemExit(f"the split plan puts a {vocoder} copy of {original} in {split}; "
+                             "pick a training vocoder.")
+        items.append(item)
+        pair_of[item.key] = real["key"]
+    return items, pair_of
+
+
+def build_paired(out: Path, *, base: Path, vocoder: str = TRAIN_VOCODER, seed: int = 0,
+                 command: str = "", builder_kwargs: dict | None = None,
+                 log: Callable[[str], None] = lambda m: sys.stderr.write(m + "\n")
+                 ) -> dict[str, Any]:
+    """Build (or finish) ``out``: the base corpus's clips as they are plus one ``vocoder`` copy
+    of each training recording that lacks one. Returns the summary written to ``corpus.json``."""
+    t0 = time.time()
+    base_meta = base / "metadata.csv"
+    if not base_meta.is_file():
+        raise SystemExit(f"{base_meta} not found: build the base corpus first.")
+    rows = read_metadata(base_meta)
+    items, pair_of = plan_copies(rows, vocoder=vocoder)
+    out.mkdir(parents=True, exist_ok=True)
+    builder = Builder(out, seed=seed, log=log, **(builder_kwargs or {}))
+    builder.original_rates.update({r["original"]: int(float(r["original_sample_rate"]))
+                                   for r in rows if r["label"] == "real" and r.get("original")
+                                   and r.get("original_sample_rate")})
+    licences = {r["original"]: r["licence"] for r in rows if r["label"] == "real"}
+    log(f"  {len(items)} training recordings get a {vocoder} copy "
+        f"({len(pair_of) - len(items)} have one already)")
+    new = builder.run(items)
+    for row in new:
+        row["licence"] = licences.get(row["original"], row["licence"])
+    old = [{**r, "path": os.path.relpath(base / r["path"], out)} for r in rows]
+    merged = [{**r, "pair_of": pair_of.get(r["key"], "")} for r in old + new]
+    write_metadata(out / "metadata.csv", merged, fields=PAIRED_FIELDS)
+    counts = Counter((r["split"], r["label"]) for r in merged)
+    summary: dict[str, Any] = {}
+    base_info = base / "corpus.json"
+    if base_info.is_file():  # the base plan, which the trainer copies into the model card
+        summary.update(json.loads(base_info.read_text(encoding="utf-8")))
+        summary["base_command"] = summary.get("command", "")
+    summary.update({
+        "command": command, "base": str(base), "paired_vocoder": vocoder, "seed": seed,
+        "paired": {"copies_added": len(new), "planned": len(items),
+                   "training_pairs": sum(1 for r in merged if r["pair_of"]),
+                   "skipped": builder.skipped},
+        "split_rule": (summary.get("split_rule", "") + "; every training recording also has "
+                       f"one {vocoder} copy in training (validation and test unchanged)"),
+        "n_clips": len(merged),
+        "counts": {f"{s}/{lab}": n for (s, lab), n in sorted(counts.items())},
+        "seconds_this_run": round(time.time() - t0, 1)})
+    (out / "corpus.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.audio_paired",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", type=Path, required=True, help="a built corpus (metadata.csv)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--vocoder", default=TRAIN_VOCODER,
+                        help="a training vocoder of training.audio.vocoders (default: world)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    words = ["python", "-m", "training.audio_paired", *(sys.argv[1:] if argv is None else argv)]
+    summary = build_paired(args.out, base=args.base, vocoder=args.vocoder, seed=args.seed,
+                           command=shlex.join(words))
+    print(json.dumps({k: summary[k] for k in ("paired", "counts", "seconds_this_run")},
+                     indent=2))
