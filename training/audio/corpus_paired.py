@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
@@ -35,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .corpus_extend import FIELDS, TRAIN_VOCODER
+from .corpus_extend import BASE_KEYS, FIELDS, TRAIN_VOCODER, _relative
 from .corpus_v2 import Builder, Item, _crc, read_metadata, write_metadata
 from .sources import Speech
 from .splits import DEFAULT_PLAN, SplitPlan
@@ -98,15 +97,17 @@ def build_paired(out: Path, *, base: Path, vocoder: str = TRAIN_VOCODER, seed: i
     new = builder.run(items)
     for row in new:
         row["licence"] = licences.get(row["original"], row["licence"])
-    old = [{**r, "path": os.path.relpath(base / r["path"], out)} for r in rows]
+    old = [{**r, "path": _relative(base, out, r["path"])} for r in rows]
     merged = [{**r, "pair_of": pair_of.get(r["key"], "")} for r in old + new]
     write_metadata(out / "metadata.csv", merged, fields=PAIRED_FIELDS)
     counts = Counter((r["split"], r["label"]) for r in merged)
     summary: dict[str, Any] = {}
     base_info = base / "corpus.json"
     if base_info.is_file():  # the base plan, which the trainer copies into the model card
-        summary.update(json.loads(base_info.read_text(encoding="utf-8")))
-        summary["base_command"] = summary.get("command", "")
+        base_corpus = json.loads(base_info.read_text(encoding="utf-8"))
+        summary.update({k: base_corpus[k] for k in BASE_KEYS if k in base_corpus})
+        summary["base_command"] = base_corpus.get("command", "")
+        summary["split_rule"] = base_corpus.get("split_rule", "")
     summary.update({
         "command": command, "base": str(base), "paired_vocoder": vocoder, "seed": seed,
         "paired": {"copies_added": len(new), "planned": len(items),

@@ -120,9 +120,7 @@ def pair_index(fs: FeatureSet, positive: int) -> np.ndarray:
     :mod:`training.audio.corpus_paired`): the k-th window of the copy with the k-th of the
     original, as many as the shorter has. Empty (0, 2) when ``fs`` has no pairs."""
     by_key = {c.key: i for i, c in enumerate(fs.clips) if c.key and c.label == "real"}
-    windows: dict[int, np.ndarray] = {}
-    for i in np.unique(fs.clip):
-        windows[int(i)] = np.flatnonzero(fs.clip == i)
+    windows = {int(i): np.flatnonzero(fs.clip == i) for i in np.unique(fs.clip)}
     rows = []
     for i, c in enumerate(fs.clips):
         j = by_key.get(c.pair_of) if c.pair_of else None

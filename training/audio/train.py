@@ -126,7 +126,8 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     network = build(spec, seed=options.train.seed, threads=options.train.threads)
     init = (imagenet_init(spec, network) if options.init == "imagenet"
             else "random (seeded)")
-    history, train_seconds, this_session = _train(spec, network, sets, options)
+    ranking = pair_ranking(spec, sets["train"], options.pair_loss)
+    history, train_seconds, this_session = _train(spec, network, sets, options, ranking)
     save_weights(spec, network, options.out)
     handle = load_saved(spec, options.out)  # every figure below is for the file as shipped
 
@@ -165,9 +166,7 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
                                 "match_speech_duration_s": options.match_speech_duration,
                                 "real_speakers": options.real_speakers,
                                 **({"pair_loss": options.pair_loss,
-                                    "pairs": int(len(pair_index(sets["train"],
-                                                                spec.positive_index)))}
-                                   if options.pair_loss else {})},
+                                    "pairs": int(len(ranking.pairs))} if ranking else {})},
             # this session's time outside training (a resumed run trained earlier too)
             other_seconds=time.time() - t_start - this_session,
             total_seconds=time.time() - t_start),
@@ -221,8 +220,22 @@ def training_sets(spec: ModelSpec, clips: Sequence[Clip],
     return sets
 
 
+def pair_ranking(spec: ModelSpec, train_set: FeatureSet, weight: float) -> PairRanking | None:
+    """The pair-ranking term on the training split's (vocoded copy, original) window pairs;
+    None when ``weight`` is 0."""
+    if not weight:
+        return None
+    pairs = pair_index(train_set, spec.positive_index)
+    if not len(pairs):
+        raise SystemExit("--pair-loss needs training fakes paired with their originals "
+                         "(a corpus built by python -m training.audio_paired).")
+    sys.stderr.write(f"  pair ranking on {len(pairs)} window pairs, weight {weight:g}\n")
+    return PairRanking(pairs, weight=weight)
+
+
 def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
-           options: AudioOptions) -> tuple[dict[str, Any], float, float]:
+           options: AudioOptions, ranking: PairRanking | None = None
+           ) -> tuple[dict[str, Any], float, float]:
     """The shared loop; returns the history, the training seconds summed over the sessions of
     a resumed run (``timing.json`` beside the checkpoint: checkpoints keep no clock) and this
     session's."""
@@ -230,15 +243,6 @@ def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
     timing = checkpoint.with_name("timing.json") if checkpoint is not None else None
     earlier = (json.loads(timing.read_text())["train_seconds"]
                if timing is not None and timing.is_file() and checkpoint.exists() else 0.0)
-    ranking = None
-    if options.pair_loss:
-        pairs = pair_index(sets["train"], spec.positive_index)
-        if not len(pairs):
-            raise SystemExit("--pair-loss needs training fakes paired with their originals "
-                             "(a corpus built by python -m training.audio_paired).")
-        sys.stderr.write(f"  pair ranking on {len(pairs)} window pairs, weight "
-                         f"{options.pair_loss:g}\n")
-        ranking = PairRanking(pairs, weight=options.pair_loss)
     t_train = time.time()
     history = train(spec, network, sets["train"].x, sets["train"].y,
                     sets["validation"].x, sets["validation"].y, options.train,
