@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from conftest import needs_torch
@@ -132,3 +133,46 @@ def test_pair_ranking_teaches_what_tells_a_copy_from_its_original(tiny_config):
         z = model(torch.from_numpy(np.concatenate([originals[40:], copies[40:]])))
     z = (z[:, 1] - z[:, 0]).numpy()  # the positive label's logit difference
     assert np.mean(z[20:] > z[:20]) >= 0.9
+
+
+def test_several_vocoders_are_dealt_in_turn_over_every_source():
+    rows = [{"key": f"r{i}", "label": "real", "split": "train", "original": f"/o/{i}.ogg",
+             "source": "ab"[i % 2], "language": "en", "text": "", "speaker": ""}
+            for i in range(60)]
+    rows.append({"key": "w0", "label": "fake", "split": "train", "original": "/o/0.ogg",
+                 "generator": "world", "source": "a", "language": "en"})
+    items, pair_of = corpus_paired.plan_copies(rows, vocoders=("world", "phasevoc", "lpc"))
+    # r0 has its WORLD copy already; the other 59 are dealt in turn
+    assert len(items) == 59 and pair_of["w0"] == "r0"
+    counts = {(it.generator, it.source): 0 for it in items}
+    for it in items:
+        counts[it.generator, it.source] += 1
+    assert sorted(sum(n for (g, _), n in counts.items() if g == v)
+                  for v in ("world", "phasevoc", "lpc")) == [19, 20, 20]
+    assert all(n in (9, 10) for n in counts.values())  # an equal share of each source
+    again, _ = corpus_paired.plan_copies(rows, vocoders=("world", "phasevoc", "lpc"))
+    assert [it.key for it in again] == [it.key for it in items]  # seeded
+
+
+@pytest.mark.parametrize("name", ["phasevoc", "lpc"])
+def test_a_training_vocoder_keeps_length_level_pitch_and_envelope_not_the_wave(name):
+    import librosa
+
+    from training.audio import vocoders
+
+    x = _voice(np.random.default_rng(0), 22050, 1.5)
+    ref = vocoders.prepared(x, 22050, np.random.default_rng(1)).astype(np.float32)
+    y, sr, _, params = vocoders.VOCODERS[name](x, 22050, np.random.default_rng(2))
+    assert sr == 16000 and len(y) == len(ref) and np.all(np.isfinite(y)), params
+    assert np.sqrt(np.mean(y ** 2)) == pytest.approx(np.sqrt(np.mean(ref ** 2)), rel=1e-3)
+
+    def pitch(z):
+        f0, _, _ = librosa.pyin(z, fmin=60, fmax=400, sr=16000)
+        return np.nanmedian(f0)
+
+    def mel_db(z):
+        return librosa.power_to_db(librosa.feature.melspectrogram(y=z, sr=16000, n_mels=40))
+
+    assert pitch(y) == pytest.approx(pitch(ref), rel=0.05)
+    assert np.corrcoef(mel_db(y).ravel(), mel_db(ref).ravel())[0, 1] > 0.85
+    assert np.corrcoef(y, ref)[0, 1] < 0.9  # resynthesised, not the original passed through

@@ -34,10 +34,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .corpus_extend import BASE_KEYS, FIELDS, TRAIN_VOCODER, _relative
 from .corpus_v2 import Builder, Item, _crc, read_metadata, write_metadata
 from .sources import Speech
 from .splits import DEFAULT_PLAN, SplitPlan
+from .vocoders import VOCODERS
 
 PAIRED_FIELDS = (*FIELDS, "pair_of")
 
@@ -47,24 +50,32 @@ def _origin(row: dict[str, Any]) -> Speech:
                   text=row.get("text") or "", speaker=row.get("speaker") or "")
 
 
-def plan_copies(rows: Sequence[dict[str, Any]], *, vocoder: str = TRAIN_VOCODER,
-                split_plan: SplitPlan = DEFAULT_PLAN) -> tuple[list[Item], dict[str, str]]:
-    """One ``vocoder`` copy of every training recording in ``rows`` that has none yet; returns
-    (the items, ``pair_of`` for every copy: the new ones' and the existing ones' keys to the key
-    of the recording they copy)."""
+def plan_copies(rows: Sequence[dict[str, Any]], *, vocoders: Sequence[str] = (TRAIN_VOCODER,),
+                split_plan: SplitPlan = DEFAULT_PLAN, seed: int = 0
+                ) -> tuple[list[Item], dict[str, str]]:
+    """One vocoded copy of every training recording in ``rows`` that has none yet (by any of
+    ``vocoders``); returns (the items, ``pair_of`` for every copy: the new ones' and the
+    existing ones' keys to the key of the recording they copy). With several vocoders each
+    source's recordings are dealt to them in turn, in a seeded order, so every vocoder copies
+    an equal share of every source."""
     reals = {r["original"]: r for r in rows
              if r["label"] == "real" and r["split"] == "train" and r.get("original")}
     pair_of = {r["key"]: reals[r["original"]]["key"] for r in rows
-               if r["label"] == "fake" and r["generator"] == vocoder
+               if r["label"] == "fake" and r["generator"] in vocoders
                and r.get("original") in reals}
     copied = {r["original"] for r in rows if r["key"] in pair_of}
+    todo = [o for o in reals if o not in copied]
+    dealt: dict[str, str] = {}
+    rng = np.random.default_rng(seed)
+    for source in sorted({reals[o]["source"] for o in todo}):  # in turn within each source
+        mine = [o for o in todo if reals[o]["source"] == source]
+        for j in rng.permutation(len(mine)):
+            dealt[mine[j]] = vocoders[len(dealt) % len(vocoders)]
     items = []
-    for original, real in reals.items():
-        if original in copied:
-            continue
-        origin = _origin(real)
+    for original in todo:
+        real, vocoder = reals[original], dealt[original]
         item = Item(f"{vocoder}-p0-{_crc(original)}", "fake", real["source"], real["language"],
-                    vocoder, vocoder, real.get("text") or "", origin)
+                    vocoder, vocoder, real.get("text") or "", _origin(real))
         split = split_plan.split_of(item.attributes())
         if split != "train":  # the plan holds an attribute out: the copy would leave training
             raise SystemExit(f"the split plan puts a {vocoder} copy of {original} in {split}; "
@@ -74,25 +85,32 @@ def plan_copies(rows: Sequence[dict[str, Any]], *, vocoder: str = TRAIN_VOCODER,
     return items, pair_of
 
 
-def build_paired(out: Path, *, base: Path, vocoder: str = TRAIN_VOCODER, seed: int = 0,
+def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCODER,),
+                 seed: int = 0,
                  command: str = "", builder_kwargs: dict | None = None,
                  log: Callable[[str], None] = lambda m: sys.stderr.write(m + "\n")
                  ) -> dict[str, Any]:
-    """Build (or finish) ``out``: the base corpus's clips as they are plus one ``vocoder`` copy
-    of each training recording that lacks one. Returns the summary written to ``corpus.json``."""
+    """Build (or finish) ``out``: the base corpus's clips as they are plus one vocoded copy
+    of each training recording that lacks one (``vocoders`` in turn). Returns the summary
+    written to ``corpus.json``."""
     t0 = time.time()
     base_meta = base / "metadata.csv"
     if not base_meta.is_file():
         raise SystemExit(f"{base_meta} not found: build the base corpus first.")
+    unknown = [v for v in vocoders if v not in VOCODERS]
+    if unknown or not vocoders:
+        raise SystemExit(f"unknown vocoder(s) {', '.join(unknown) or '(none given)'}; "
+                         f"training.audio.vocoders has {', '.join(VOCODERS)}")
     rows = read_metadata(base_meta)
-    items, pair_of = plan_copies(rows, vocoder=vocoder)
+    items, pair_of = plan_copies(rows, vocoders=vocoders, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     builder = Builder(out, seed=seed, log=log, **(builder_kwargs or {}))
     builder.original_rates.update({r["original"]: int(float(r["original_sample_rate"]))
                                    for r in rows if r["label"] == "real" and r.get("original")
                                    and r.get("original_sample_rate")})
     licences = {r["original"]: r["licence"] for r in rows if r["label"] == "real"}
-    log(f"  {len(items)} training recordings get a {vocoder} copy "
+    named = "/".join(vocoders)
+    log(f"  {len(items)} training recordings get a {named} copy "
         f"({len(pair_of) - len(items)} have one already)")
     new = builder.run(items)
     for row in new:
@@ -109,12 +127,13 @@ def build_paired(out: Path, *, base: Path, vocoder: str = TRAIN_VOCODER, seed: i
         summary["base_command"] = base_corpus.get("command", "")
         summary["split_rule"] = base_corpus.get("split_rule", "")
     summary.update({
-        "command": command, "base": str(base), "paired_vocoder": vocoder, "seed": seed,
+        "command": command, "base": str(base), "paired_vocoder": named, "seed": seed,
         "paired": {"copies_added": len(new), "planned": len(items),
                    "training_pairs": sum(1 for r in merged if r["pair_of"]),
+                   "by_vocoder": dict(Counter(r["generator"] for r in new)),
                    "skipped": builder.skipped},
         "split_rule": (summary.get("split_rule", "") + "; every training recording also has "
-                       f"one {vocoder} copy in training (validation and test unchanged)"),
+                       f"one {named} copy in training (validation and test unchanged)"),
         "n_clips": len(merged),
         "counts": {f"{s}/{lab}": n for (s, lab), n in sorted(counts.items())},
         "seconds_this_run": round(time.time() - t0, 1)})
@@ -128,11 +147,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--base", type=Path, required=True, help="a built corpus (metadata.csv)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--vocoder", default=TRAIN_VOCODER,
-                        help="a training vocoder of training.audio.vocoders (default: world)")
+                        help="training vocoders of training.audio.vocoders, comma-separated, "
+                             "dealt in turn (default: world)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     words = ["python", "-m", "training.audio_paired", *(sys.argv[1:] if argv is None else argv)]
-    summary = build_paired(args.out, base=args.base, vocoder=args.vocoder, seed=args.seed,
+    summary = build_paired(args.out, base=args.base, vocoders=tuple(args.vocoder.split(",")),
+                           seed=args.seed,
                            command=shlex.join(words))
     print(json.dumps({k: summary[k] for k in ("paired", "counts", "seconds_this_run")},
                      indent=2))

@@ -110,6 +110,69 @@ def mlsa(wave: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarra
     return _checked(y[: len(x)], "mlsa"), RATE, "mlsa:swipe", f"order={order} alpha={alpha}"
 
 
+def phase_vocoder(wave: np.ndarray, sr: int, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, int, str, str]:
+    """A phase-vocoder round trip: time-stretched by a random factor and back
+    (``librosa.effects.time_stretch``; Flanagan and Golden, 1966; Laroche and Dolson, 1999).
+    The magnitudes keep the original's frames; the phases are re-accumulated twice, so what
+    remains is the smearing and "phasiness" of an STFT resynthesis."""
+    import librosa
+
+    x = prepared(wave, sr, rng).astype(np.float32)
+    rate = float(rng.choice([0.75, 0.85, 1.2, 1.35]))
+    n_fft = int(rng.choice([512, 1024]))
+    hop = n_fft // 4
+    y = librosa.effects.time_stretch(x, rate=rate, n_fft=n_fft, hop_length=hop)
+    y = librosa.effects.time_stretch(y, rate=1.0 / rate, n_fft=n_fft, hop_length=hop)
+    y = _level(librosa.util.fix_length(y, size=len(x)), x)
+    return _checked(y, "phasevoc"), RATE, "phasevoc:stretch", f"rate={rate} n_fft={n_fft}"
+
+
+def lpc(wave: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, int, str, str]:
+    """A classic LPC vocoder (Atal and Hanauer, 1971): an all-pole filter per 5 ms (Burg's
+    LPC over 32 ms Hann frames, ``librosa.lpc``) driven by a pulse train at the RAPT pitch
+    (``pysptk.rapt``) where voiced and white noise where not, at the frame's residual level."""
+    import librosa
+    import pysptk
+    from scipy.signal import lfilter
+
+    x = prepared(wave, sr, rng)
+    order = int(rng.choice([12, 16, 20]))
+    hop, frame = 80, 512
+    f0 = pysptk.rapt(x.astype(np.float32) * 32768, fs=RATE, hopsize=hop, min=60, max=400,
+                     otype="f0").astype(np.float64)
+    padded = np.pad(x, frame // 2)
+    n = min(len(f0), 1 + (len(padded) - frame) // hop)
+    window = np.hanning(frame)
+    y = np.zeros(n * hop)
+    state = np.zeros(order)
+    phase = 0.0
+    for i in range(n):
+        seg = padded[i * hop: i * hop + frame] * window
+        a = librosa.lpc(seg + rng.standard_normal(frame) * 1e-9, order=order)
+        gain = float(np.sqrt(np.mean(lfilter(a, [1.0], seg) ** 2) / np.mean(window ** 2)))
+        if f0[i] > 0:
+            period = RATE / f0[i]
+            excitation = np.zeros(hop)
+            for j in range(hop):
+                phase += 1.0
+                if phase >= period:
+                    phase -= period
+                    excitation[j] = np.sqrt(period)
+        else:
+            excitation = rng.standard_normal(hop)
+        y[i * hop:(i + 1) * hop], state = lfilter([gain], a, excitation, zi=state)
+    y = _level(np.pad(y[: len(x)], (0, max(0, len(x) - len(y)))), x)
+    return _checked(y, "lpc"), RATE, "lpc:rapt", f"order={order}"
+
+
+def _level(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``y`` scaled to the RMS of ``x``: overlap-add of re-phased frames loses 45-60% of the
+    level and an all-pole filter's gain is approximate; the copy should not say so by its level."""
+    rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
+    return y * (float(np.sqrt(np.mean(np.square(x)))) / rms) if rms > 0 else y
+
+
 def _checked(y: np.ndarray, name: str) -> np.ndarray:
     """``y`` as float32, refused when the synthesis diverged (an unstable MLSA filter)."""
     if not np.all(np.isfinite(y)) or np.max(np.abs(y), initial=0.0) > 100.0:
@@ -118,8 +181,10 @@ def _checked(y: np.ndarray, name: str) -> np.ndarray:
 
 
 VOCODERS: dict[str, Callable[..., tuple[np.ndarray, int, str, str]]] = {
-    "world": world, "griffinlim": griffin_lim, "mlsa": mlsa}
-MODULES = {"world": "pyworld", "griffinlim": "librosa", "mlsa": "pysptk"}
+    "world": world, "griffinlim": griffin_lim, "mlsa": mlsa,
+    "phasevoc": phase_vocoder, "lpc": lpc}
+MODULES = {"world": "pyworld", "griffinlim": "librosa", "mlsa": "pysptk",
+           "phasevoc": "librosa", "lpc": "pysptk"}
 
 
 def available_vocoders(wanted: tuple[str, ...] = tuple(VOCODERS)) -> list[str]:
