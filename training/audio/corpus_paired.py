@@ -16,6 +16,10 @@ separates the classes there (the recipe of Wang and Yamagishi, ICASSP 2023, on t
 text-to-speech fakes). Validation and test are the base corpus's, unchanged: results compare
 with the base corpus's models split for split.
 
+With ``--vocoder world,phasevoc,lpc`` the copies are dealt to several training vocoders in
+turn, an equal share of each source to each (corpus v3z: does variety among the twins' vocoders
+reach an unseen one, where WORLD alone did not?).
+
 The new rows carry ``pair_of``, the key of the recording they copy (the base corpus's own
 WORLD copies get it too), so that training can use the pairs
 (:func:`training.audio.features.pair_index`). Resumable: the builder's state is under
