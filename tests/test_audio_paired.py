@@ -176,3 +176,29 @@ def test_a_training_vocoder_keeps_length_level_pitch_and_envelope_not_the_wave(n
     assert pitch(y) == pytest.approx(pitch(ref), rel=0.05)
     assert np.corrcoef(mel_db(y).ravel(), mel_db(ref).ravel())[0, 1] > 0.85
     assert np.corrcoef(y, ref)[0, 1] < 0.9  # resynthesised, not the original passed through
+
+
+def test_twin_sampling_gives_the_twins_their_share_of_the_fake_draws():
+    from training.audio.data import Clip
+    from training.audio.features import twin_sampling
+    from training.trainer import _epoch_batches
+
+    clips = [Clip(Path("r"), "real", "train", key="r"),
+             Clip(Path("t"), "fake", "train", key="t", pair_of="r"),
+             Clip(Path("s"), "fake", "train", key="s")]
+    clip = np.array([0, 0, 1, 1, 1, 1, 2, 2])  # the twin has 4 windows, the TTS fake 2
+    fs = FeatureSet(np.zeros((8, 2, 2), np.float32), np.array([0, 0, 1, 1, 1, 1, 1, 1]), clip,
+                    clips, np.array([0, 1, 1]))
+    w = twin_sampling(fs, positive=1, share=0.2)
+    assert w[:2].tolist() == [1.0, 1.0]  # real windows as they were
+    assert w[2:6].sum() == pytest.approx(0.2 * 6) and w[6:].sum() == pytest.approx(0.8 * 6)
+    # the sampler draws the rows in proportion, and never a row of weight 0
+    rng = np.random.default_rng(0)
+    draws = np.concatenate([idx for _ in range(500) for _, idx, _, _ in _epoch_batches(
+        fs.x, 1, 8, None, rng, sampling=w * (np.arange(8) != 3))])
+    counts = np.bincount(draws, minlength=8)
+    assert counts[3] == 0
+    twin_left = 0.2 * 6 * 3 / 4  # row 3, one of the twin's four windows, is out
+    assert counts[6:].sum() / counts[2:].sum() == pytest.approx(4.8 / (4.8 + twin_left), abs=0.03)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        twin_sampling(fs, positive=1, share=1.0)

@@ -142,7 +142,8 @@ def train(spec: ModelSpec, network: Any, train_x: np.ndarray, train_y: np.ndarra
           val_x: np.ndarray, val_y: np.ndarray, config: TrainConfig, *,
           checkpoint: Path | None = None, augment: Augment | None = None,
           masks: MaskSupervision | None = None,
-          ranking: PairRanking | None = None) -> dict[str, Any]:
+          ranking: PairRanking | None = None,
+          sampling: np.ndarray | None = None) -> dict[str, Any]:
     """Train ``network`` (a torch module or Keras model built from ``spec``) on feature planes.
 
     x: (N, H, W) float32 feature planes; y: (N,) int class indices. Resumable: with a
@@ -150,27 +151,37 @@ def train(spec: ModelSpec, network: Any, train_x: np.ndarray, train_y: np.ndarra
     from it. The weights of the epoch with the best validation ROC AUC (binary) or accuracy are
     kept. ``masks`` (PyTorch only) adds :class:`MaskSupervision`; ``augment`` must then take
     and return the masks too (``augment(x, rng, masks=m) -> (x, m)``), moving them with the
-    image. ``ranking`` (PyTorch, binary models only) adds :class:`PairRanking`. Returns the
-    training history.
+    image. ``ranking`` (PyTorch, binary models only) adds :class:`PairRanking`. ``sampling``:
+    (N,) non-negative weights; each epoch then draws its N rows with replacement in proportion
+    to them (a weighted sampler) instead of a permutation. Returns the training history.
     """
+    if sampling is not None:
+        sampling = np.asarray(sampling, np.float64)
+        if sampling.shape != (len(train_x),) or np.any(sampling < 0) or not sampling.sum() > 0:
+            raise ValueError("sampling needs one non-negative weight per training row, "
+                             "not all zero")
     if ranking is not None and (spec.positive_index is None or len(spec.labels) != 2):
         raise ValueError("pair ranking needs a binary model with a positive label")
     if spec.framework == "torch":
         return _train_torch(spec, network, train_x, train_y, val_x, val_y, config, checkpoint,
-                            augment, masks, ranking)
+                            augment, masks, ranking, sampling)
     if masks is not None:
         raise ValueError("mask supervision is implemented for PyTorch models only")
     if ranking is not None:
         raise ValueError("pair ranking is implemented for PyTorch models only")
-    return _train_keras(spec, network, train_x, train_y, val_x, val_y, config, checkpoint, augment)
+    return _train_keras(spec, network, train_x, train_y, val_x, val_y, config, checkpoint, augment,
+                        sampling)
 
 
 def _epoch_batches(train_x: np.ndarray, n_batches: int, batch_size: int, augment, rng,
-                   masks: np.ndarray | None = None):
+                   masks: np.ndarray | None = None, sampling: np.ndarray | None = None):
     """One epoch's shuffled batches, augmented: (index, rows, float32 batch, masks or None).
-    Both frameworks draw the permutation, then each batch's augmentation, from ``rng`` in this
-    order (resuming restores ``rng``, so a resumed run sees the same batches)."""
-    order = rng.permutation(len(train_x))
+    Both frameworks draw the permutation (or, with ``sampling`` weights, N rows with
+    replacement), then each batch's augmentation, from ``rng`` in this order (resuming restores
+    ``rng``, so a resumed run sees the same batches)."""
+    n = len(train_x)
+    order = (rng.permutation(n) if sampling is None
+             else rng.choice(n, size=n, replace=True, p=sampling / sampling.sum()))
     for i in range(n_batches):
         idx = order[i * batch_size:(i + 1) * batch_size]
         xb = train_x[idx].astype(np.float32)
@@ -265,7 +276,7 @@ def _ranking_loss(spec: ModelSpec, model, train_x: np.ndarray, ranking: PairRank
 
 
 def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, augment,
-                 masks=None, ranking=None):
+                 masks=None, ranking=None, sampling=None):
     import torch
     from torch import nn
 
@@ -307,7 +318,7 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
             n_batches = int(np.ceil(len(train_x) / config.batch_size))
             losses = []
             batches = _epoch_batches(train_x, n_batches, config.batch_size, augment, rng,
-                                     None if masks is None else masks.masks)
+                                     None if masks is None else masks.masks, sampling)
             for i, idx, xb, mb in batches:
                 out = model(torch.from_numpy(xb))
                 yb = torch.from_numpy(targets[idx])
@@ -352,7 +363,8 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
     return history
 
 
-def _train_keras(spec, model, train_x, train_y, val_x, val_y, config, checkpoint, augment):
+def _train_keras(spec, model, train_x, train_y, val_x, val_y, config, checkpoint, augment,
+                 sampling=None):
     import keras
     import tensorflow as tf
 
@@ -398,7 +410,8 @@ def _train_keras(spec, model, train_x, train_y, val_x, val_y, config, checkpoint
     t0 = time.time()
     for epoch in range(start_epoch + 1, config.epochs + 1):
         losses = []
-        for i, idx, xb, _ in _epoch_batches(train_x, steps, config.batch_size, augment, rng):
+        for i, idx, xb, _ in _epoch_batches(train_x, steps, config.batch_size, augment, rng,
+                                            sampling=sampling):
             losses.append(float(step(tf.constant(xb), tf.constant(targets[idx]))))
             progress.batch(epoch, i + 1, steps, float(np.mean(losses[-20:])))
         handle = KerasHandle(spec, model, device="/CPU:0", untrained=False)

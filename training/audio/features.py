@@ -131,6 +131,25 @@ def pair_index(fs: FeatureSet, positive: int) -> np.ndarray:
     return np.asarray(rows, np.int64).reshape(-1, 2)
 
 
+def twin_sampling(fs: FeatureSet, positive: int, share: float) -> np.ndarray:
+    """(N,) sampling weights for ``fs``'s windows that give the twins (fake clips with a
+    ``pair_of``) ``share`` of the fake class's draws and the other fakes the rest; the real
+    windows keep weight 1 and the fake class its number of draws. So a corpus where every
+    recording has a twin can keep the text-to-speech share of its base corpus."""
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"twin share {share} must be between 0 and 1")
+    twin_clip = np.array([bool(c.pair_of) for c in fs.clips])
+    fake = fs.y == positive
+    twin = fake & twin_clip[fs.clip]
+    other = fake & ~twin
+    if not twin.any() or not other.any():
+        raise ValueError("a twin share needs both twins (fakes with pair_of) and other fakes")
+    weights = np.ones(len(fs.y))
+    weights[twin] = share * fake.sum() / twin.sum()
+    weights[other] = (1.0 - share) * fake.sum() / other.sum()
+    return weights
+
+
 def cap_per_language(fs: FeatureSet, n: int | None, *, seed: int) -> FeatureSet:
     """At most ``n`` clips of each (language, label) in ``fs`` (a seeded choice; all their
     windows kept), so that one large language (Malayalam: 28% of the corpus) does not set what

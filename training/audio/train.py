@@ -62,7 +62,7 @@ from .augment import AUGMENTATIONS, augmentation
 from .data import SPLITS, Clip, load_clips
 from .evaluate import DEGRADATIONS, band_summary, clip_probabilities, report, window_logits
 from .features import (FeatureSet, cap_per_language, feature_set, limit_real_speakers,
-                       match_speech_duration, pair_index, resplit)
+                       match_speech_duration, pair_index, resplit, twin_sampling)
 
 VERDICT_RULE = "mean of window probabilities >= threshold"
 SPLIT_RULE = "by language (offline corpus) / as distributed (Fake-or-Real)"
@@ -91,6 +91,7 @@ class AudioOptions:
     explain: tuple[str, ...] = ("gradcam", "integrated_gradients")
     explain_clips: int = 100
     pair_loss: float = 0.0  # weight of the ranking term on (vocoded copy, original) pairs
+    twin_share: float | None = None  # share of the fake draws given to the twins
 
 
 def build(spec: ModelSpec, *, seed: int, threads: int) -> Any:
@@ -127,7 +128,12 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     init = (imagenet_init(spec, network) if options.init == "imagenet"
             else "random (seeded)")
     ranking = pair_ranking(spec, sets["train"], options.pair_loss)
-    history, train_seconds, this_session = _train(spec, network, sets, options, ranking)
+    sampling = (None if options.twin_share is None
+                else twin_sampling(sets["train"], spec.positive_index, options.twin_share))
+    if sampling is not None:
+        sys.stderr.write(f"  twins drawn as {options.twin_share:.0%} of the training fakes\n")
+    history, train_seconds, this_session = _train(spec, network, sets, options, ranking,
+                                                  sampling)
     save_weights(spec, network, options.out)
     handle = load_saved(spec, options.out)  # every figure below is for the file as shipped
 
@@ -166,7 +172,9 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
                                 "match_speech_duration_s": options.match_speech_duration,
                                 "real_speakers": options.real_speakers,
                                 **({"pair_loss": options.pair_loss,
-                                    "pairs": int(len(ranking.pairs))} if ranking else {})},
+                                    "pairs": int(len(ranking.pairs))} if ranking else {}),
+                                **({"twin_share": options.twin_share}
+                                   if options.twin_share is not None else {})},
             # this session's time outside training (a resumed run trained earlier too)
             other_seconds=time.time() - t_start - this_session,
             total_seconds=time.time() - t_start),
@@ -234,8 +242,8 @@ def pair_ranking(spec: ModelSpec, train_set: FeatureSet, weight: float) -> PairR
 
 
 def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
-           options: AudioOptions, ranking: PairRanking | None = None
-           ) -> tuple[dict[str, Any], float, float]:
+           options: AudioOptions, ranking: PairRanking | None = None,
+           sampling: np.ndarray | None = None) -> tuple[dict[str, Any], float, float]:
     """The shared loop; returns the history, the training seconds summed over the sessions of
     a resumed run (``timing.json`` beside the checkpoint: checkpoints keep no clock) and this
     session's."""
@@ -246,7 +254,7 @@ def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
     t_train = time.time()
     history = train(spec, network, sets["train"].x, sets["train"].y,
                     sets["validation"].x, sets["validation"].y, options.train,
-                    checkpoint=checkpoint, ranking=ranking,
+                    checkpoint=checkpoint, ranking=ranking, sampling=sampling,
                     augment=augmentation(options.augment, spec.input.top_db,
                                          waveform=spec.input.waveform,
                                          centers_hz=(None if spec.input.waveform
@@ -330,6 +338,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="add W times a ranking loss that scores each vocoded training copy "
                              "above its original recording (a corpus with pair_of, built by "
                              "python -m training.audio_paired; PyTorch models)")
+    parser.add_argument("--twin-share", type=float, default=None, metavar="S",
+                        help="draw the training fakes with pair_of (the twins of "
+                             "python -m training.audio_paired) as S of the fake class, the "
+                             "other fakes as the rest (a weighted sampler; e.g. 0.18 keeps "
+                             "corpus v3t's share of vocoded copies)")
     parser.add_argument("--no-robustness", action="store_true")
     parser.add_argument("--explain", default="gradcam,integrated_gradients",
                         help="methods for the band summary ('' for none)")
@@ -355,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
                           + ([args.match_speech_duration] if args.match_speech_duration else [])
                           + ([f"speakers={args.real_speakers}"] if args.real_speakers else [])
                           + ([f"pair_loss={args.pair_loss:g}"] if args.pair_loss else [])
+                          + ([f"twin_share={args.twin_share:g}"] if args.twin_share else [])
                           + ([args.train_languages, args.validation_languages]
                              if args.train_languages or args.validation_languages else []))
     tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
@@ -377,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
         validation_languages=_languages(args.validation_languages),
         robustness=not args.no_robustness,
         explain=tuple(m for m in args.explain.split(",") if m), explain_clips=args.explain_clips,
-        pair_loss=args.pair_loss)
+        pair_loss=args.pair_loss, twin_share=args.twin_share)
     card = run(spec, options)
     t, pct = card.metrics["test"], cards.pct
     print(f"{spec.id}: test EER {pct(t.eer)}, AUC {t.roc_auc:.4f}, accuracy "
