@@ -128,9 +128,13 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     init = (imagenet_init(spec, network) if options.init == "imagenet"
             else "random (seeded)")
     ranking = pair_ranking(spec, sets["train"], options.pair_loss)
-    sampling = (None if options.twin_share is None
-                else twin_sampling(sets["train"], spec.positive_index, options.twin_share))
-    if sampling is not None:
+    sampling = None
+    if options.twin_share is not None:
+        try:
+            sampling = twin_sampling(sets["train"], spec.positive_index, options.twin_share)
+        except ValueError as e:
+            raise SystemExit(f"--twin-share: {e} (a corpus built by python -m "
+                             "training.audio_paired has them)") from None
         sys.stderr.write(f"  twins drawn as {options.twin_share:.0%} of the training fakes\n")
     history, train_seconds, this_session = _train(spec, network, sets, options, ranking,
                                                   sampling)
