@@ -18,7 +18,7 @@ import numpy as np
 
 from training.audio.data import load_clips
 from training.audio.evaluate import clip_probabilities, split_logits
-from training.metrics import equal_error_rate
+from training.metrics import equal_error_rate, rates_at
 from training.weights import load_saved
 from xai_platform.config import ROOT, load_config
 from xai_platform.models.cards import read_card
@@ -47,11 +47,15 @@ def line(name: str, scores: list[dict[str, np.ndarray]]) -> str:
     t = np.mean([s["test"] for s in scores], axis=0)
     val_eer, threshold = equal_error_rate(v, ref["validation:y"])[:2]
     y, g = ref["test:y"], ref["test:g"]
-    called = t >= threshold
-    per = {k: f"{(called[g == k] if y[g == k][0] == 0 else ~called[g == k]).mean():.0%}"
-           for k in SHOWN if (g == k).any()}
+    rates = rates_at(t, y, threshold)
+    per = {}
+    for k in SHOWN:
+        sel = g == k
+        if sel.any():  # a real source's false alarms or a generator's misses
+            r = rates_at(t[sel], y[sel], threshold)
+            per[k] = f"{r['false_alarm_rate' if y[sel][0] == 0 else 'miss_rate']:.0%}"
     return (f"{name}: validation EER {val_eer:.1%}, test EER {equal_error_rate(t, y)[0]:.1%}, "
-            f"false alarms {called[y == 0].mean():.1%}, misses {(~called[y == 1]).mean():.1%} "
+            f"false alarms {rates['false_alarm_rate']:.1%}, misses {rates['miss_rate']:.1%} "
             f"{per}")
 
 

@@ -128,14 +128,7 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     init = (imagenet_init(spec, network) if options.init == "imagenet"
             else "random (seeded)")
     ranking = pair_ranking(spec, sets["train"], options.pair_loss)
-    sampling = None
-    if options.twin_share is not None:
-        try:
-            sampling = twin_sampling(sets["train"], spec.positive_index, options.twin_share)
-        except ValueError as e:
-            raise SystemExit(f"--twin-share: {e} (a corpus built by python -m "
-                             "training.audio_paired has them)") from None
-        sys.stderr.write(f"  twins drawn as {options.twin_share:.0%} of the training fakes\n")
+    sampling = twin_draws(spec, sets["train"], options.twin_share)
     history, train_seconds, this_session = _train(spec, network, sets, options, ranking,
                                                   sampling)
     save_weights(spec, network, options.out)
@@ -243,6 +236,21 @@ def pair_ranking(spec: ModelSpec, train_set: FeatureSet, weight: float) -> PairR
                          "(a corpus built by python -m training.audio_paired).")
     sys.stderr.write(f"  pair ranking on {len(pairs)} window pairs, weight {weight:g}\n")
     return PairRanking(pairs, weight=weight)
+
+
+def twin_draws(spec: ModelSpec, train_set: FeatureSet, share: float | None
+               ) -> np.ndarray | None:
+    """Sampling weights that draw the training split's twins as ``share`` of the fakes
+    (:func:`twin_sampling`); None when no share is set."""
+    if share is None:
+        return None
+    try:
+        weights = twin_sampling(train_set, spec.positive_index, share)
+    except ValueError as e:
+        raise SystemExit(f"--twin-share: {e} (a corpus built by python -m "
+                         "training.audio_paired has them)") from None
+    sys.stderr.write(f"  twins drawn as {share:.0%} of the training fakes\n")
+    return weights
 
 
 def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
