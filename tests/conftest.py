@@ -36,6 +36,16 @@ if HAS_TORCH:  # torch and torchvision before tensorflow in every process (SETUP
 
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
 needs_tf = pytest.mark.skipif(not HAS_TF, reason="TensorFlow is not installed")
+
+
+def needs_corpus_package(module: str) -> pytest.MarkDecorator:
+    """Skip unless ``module``, one of requirements-corpus.txt's packages (the corpus builders
+    need them; the app, the trainer and the README's test command do without), imports."""
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
+                              reason=f"{module} is not installed: "
+                                     "pip install -r requirements-corpus.txt")
+
+
 needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
                                     reason="openvino is not installed")
 

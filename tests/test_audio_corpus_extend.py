@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import needs_corpus_package
 from training.audio import corpus_extend, corpus_v2, sources_v3, texts_v3
 from training.audio.sources import Speech
 from training.audio.chain import ChannelAugment
@@ -78,6 +79,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@needs_corpus_package("pyworld")
 def test_extra_sources_train_only_and_the_base_splits_stay(tmp_path, capsys):
     base, extra = _base(tmp_path / "v2"), _extracted(tmp_path / "v3")
     out = tmp_path / "v3x"

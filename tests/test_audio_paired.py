@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import needs_torch
+from conftest import needs_corpus_package, needs_torch
 from test_audio_corpus_extend import QUIET, _voice
 from training.audio import corpus_paired, corpus_v2
 from training.audio.data import load_clips
@@ -51,6 +51,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@needs_corpus_package("pyworld")
 def test_every_training_recording_gets_one_twin_and_the_other_splits_stay(tmp_path):
     base = _corpus(tmp_path / "base")
     out = tmp_path / "paired"
@@ -154,12 +155,13 @@ def test_several_vocoders_are_dealt_in_turn_over_every_source():
     assert [it.key for it in again] == [it.key for it in items]  # seeded
 
 
-@pytest.mark.parametrize("name", ["phasevoc", "lpc"])
+@pytest.mark.parametrize("name", ["phasevoc", "lpc", "pghi"])
 def test_a_training_vocoder_keeps_length_level_pitch_and_envelope_not_the_wave(name):
     import librosa
 
     from training.audio import vocoders
 
+    pytest.importorskip(vocoders.MODULES[name], reason="requirements-corpus.txt")
     x = _voice(np.random.default_rng(0), 22050, 1.5)
     ref = vocoders.prepared(x, 22050, np.random.default_rng(1)).astype(np.float32)
     y, sr, _, params = vocoders.VOCODERS[name](x, 22050, np.random.default_rng(2))
@@ -202,3 +204,22 @@ def test_twin_sampling_gives_the_twins_their_share_of_the_fake_draws():
     assert counts[6:].sum() / counts[2:].sum() == pytest.approx(4.8 / (4.8 + twin_left), abs=0.03)
     with pytest.raises(ValueError, match="between 0 and 1"):
         twin_sampling(fs, positive=1, share=1.0)
+
+
+def test_a_source_moved_to_validation_leaves_training_whole_and_gets_no_twin():
+    rows = [{"key": f"r{i}", "label": "real", "split": "train", "original": f"/o/{i}.ogg",
+             "source": "ab"[i % 2], "language": "en", "text": "", "speaker": "",
+             "split_reason": "", "generator": "ab"[i % 2]} for i in range(6)]
+    rows += [{**rows[1], "key": "f1", "label": "fake", "generator": "espeak-ng"},
+             {**rows[1], "key": "world-p0-1", "label": "fake", "generator": "world"},
+             {**rows[0], "key": "t", "split": "test", "split_reason": "held out"}]
+    moved = corpus_paired.moved_to_validation(rows, ["b"])
+    assert {(r["key"], r["split"]) for r in moved if r["source"] == "b"} == {
+        ("r1", "validation"), ("r3", "validation"), ("r5", "validation"), ("f1", "validation")}
+    assert [r["split"] for r in moved if r["source"] == "a"] == ["train"] * 3 + ["test"]
+    assert "world-p0-1" not in {r["key"] for r in moved}  # an earlier paired build's twin
+    assert rows[1]["split"] == "train"  # the base rows are not changed in place
+    items, _ = corpus_paired.plan_copies(moved)
+    assert sorted(it.origin.path.name for it in items) == ["0.ogg", "2.ogg", "4.ogg"]
+    with pytest.raises(SystemExit, match="no training clips of c"):
+        corpus_paired.moved_to_validation(rows, ["c"])

@@ -20,6 +20,12 @@ With ``--vocoder world,phasevoc,lpc`` the copies are dealt to several training v
 turn, an equal share of each source to each (corpus v3z: does variety among the twins' vocoders
 reach an unseen one, where WORLD alone did not?).
 
+With ``--validation-sources warzone`` the base corpus's training clips of those sources, real
+and fake, move to validation (and get no copy), so that validation holds a recording set-up
+that training never heard, as the test split's held-out sources are. The base corpora's
+validation holds none (KTuberling's words sound like KLettres'), so it cannot tell a detector
+that generalises across set-ups from one that does not.
+
 The new rows carry ``pair_of``, the key of the recording they copy (the base corpus's own
 WORLD copies get it too), so that training can use the pairs
 (:func:`training.audio.features.pair_index`). Resumable: the builder's state is under
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 import time
@@ -47,11 +54,33 @@ from .splits import DEFAULT_PLAN, SplitPlan
 from .vocoders import VOCODERS
 
 PAIRED_FIELDS = (*FIELDS, "pair_of")
+PAIRED_KEY = re.compile(r"^[a-z]+-p0-")  # the keys of the copies plan_copies makes
 
 
 def _origin(row: dict[str, Any]) -> Speech:
     return Speech(source=row["source"], language=row["language"], path=Path(row["original"]),
                   text=row.get("text") or "", speaker=row.get("speaker") or "")
+
+
+def moved_to_validation(rows: Sequence[dict[str, Any]], sources: Sequence[str]
+                        ) -> list[dict[str, Any]]:
+    """``rows`` with the training clips of ``sources`` (real and fake) put in validation. The
+    copies an earlier paired build gave them (keys ``<vocoder>-p0-*``) are left out, so every
+    corpus built from the same base with the same sources moved has the same validation."""
+    known = {r["source"] for r in rows if r["split"] == "train"}
+    missing = sorted(set(sources) - known)
+    if missing:
+        raise SystemExit(f"no training clips of {', '.join(missing)} to move to validation; "
+                         f"training holds {', '.join(sorted(known))}")
+    moved = []
+    for r in rows:
+        if r["split"] != "train" or r["source"] not in sources:
+            moved.append(r)
+        elif not PAIRED_KEY.match(r["key"]):
+            moved.append({**r, "split": "validation",
+                          "split_reason": "moved to validation: a recording set-up "
+                                          "training never hears"})
+    return moved
 
 
 def plan_copies(rows: Sequence[dict[str, Any]], *, vocoders: Sequence[str] = (TRAIN_VOCODER,),
@@ -90,13 +119,14 @@ def plan_copies(rows: Sequence[dict[str, Any]], *, vocoders: Sequence[str] = (TR
 
 
 def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCODER,),
-                 seed: int = 0,
+                 seed: int = 0, validation_sources: Sequence[str] = (),
                  command: str = "", builder_kwargs: dict | None = None,
                  log: Callable[[str], None] = lambda m: sys.stderr.write(m + "\n")
                  ) -> dict[str, Any]:
     """Build (or finish) ``out``: the base corpus's clips as they are plus one vocoded copy
-    of each training recording that lacks one (``vocoders`` in turn). Returns the summary
-    written to ``corpus.json``."""
+    of each training recording that lacks one (``vocoders`` in turn), after the training clips
+    of ``validation_sources`` moved to validation. Returns the summary written to
+    ``corpus.json``."""
     t0 = time.time()
     base_meta = base / "metadata.csv"
     if not base_meta.is_file():
@@ -106,6 +136,8 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
         raise SystemExit(f"unknown vocoder(s) {', '.join(unknown) or '(none given)'}; "
                          f"training.audio.vocoders has {', '.join(VOCODERS)}")
     rows = read_metadata(base_meta)
+    if validation_sources:
+        rows = moved_to_validation(rows, validation_sources)
     items, pair_of = plan_copies(rows, vocoders=vocoders, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     builder = Builder(out, seed=seed, log=log, **(builder_kwargs or {}))
@@ -132,12 +164,16 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
         summary["split_rule"] = base_corpus.get("split_rule", "")
     summary.update({
         "command": command, "base": str(base), "paired_vocoder": named, "seed": seed,
+        "validation_sources": list(validation_sources),
         "paired": {"copies_added": len(new), "planned": len(items),
                    "training_pairs": sum(1 for r in merged if r["pair_of"]),
                    "by_vocoder": dict(Counter(r["generator"] for r in new)),
                    "skipped": builder.skipped},
         "split_rule": (summary.get("split_rule", "") + "; every training recording also has "
-                       f"one {named} copy in training (validation and test unchanged)"),
+                       f"one {named} copy in training "
+                       + (f"({', '.join(validation_sources)} moved from training to validation; "
+                          "test unchanged)" if validation_sources
+                          else "(validation and test unchanged)")),
         "n_clips": len(merged),
         "counts": {f"{s}/{lab}": n for (s, lab), n in sorted(counts.items())},
         "seconds_this_run": round(time.time() - t0, 1)})
@@ -154,10 +190,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="training vocoders of training.audio.vocoders, comma-separated, "
                              "dealt in turn (default: world)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validation-sources", default="", metavar="S1,S2",
+                        help="move the base corpus's training clips of these sources, real and "
+                             "fake, to validation: a recording set-up training never hears")
     args = parser.parse_args(argv)
     words = ["python", "-m", "training.audio_paired", *(sys.argv[1:] if argv is None else argv)]
     summary = build_paired(args.out, base=args.base, vocoders=tuple(args.vocoder.split(",")),
                            seed=args.seed,
+                           validation_sources=tuple(filter(None,
+                                                           args.validation_sources.split(","))),
                            command=shlex.join(words))
     print(json.dumps({k: summary[k] for k in ("paired", "counts", "seconds_this_run")},
                      indent=2))

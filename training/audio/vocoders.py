@@ -166,6 +166,30 @@ def lpc(wave: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarray
     return _checked(y, "lpc"), RATE, "lpc:rapt", f"order={order}"
 
 
+def pghi(wave: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, int, str, str]:
+    """A mel-spectrogram vocoder without Griffin-Lim: the magnitude mel spectrogram of a
+    Gaussian-window STFT (32 ms frames, hop 4 ms), its linear magnitudes by non-negative least
+    squares, and the phase by Phase Gradient Heap Integration (Prusa, Balazs and Sondergaard,
+    IEEE/ACM TASLP 2017; ``pghipy``), which integrates the phase gradients that the log
+    magnitude implies instead of iterating. It shares Griffin-Lim's mel bottleneck (as neural
+    mel vocoders do), not its frames or its phase retrieval."""
+    import librosa
+    import pghipy
+
+    x = prepared(wave, sr, rng)
+    n_fft, hop = 512, 128
+    n_mels = int(rng.choice([64, 80]))
+    window, gamma = pghipy.get_default_window(n_fft)
+    spec = np.abs(pghipy.stft(x, win_length=n_fft, hop_length=hop, window=window))  # (T, bins)
+    basis = librosa.filters.mel(sr=RATE, n_fft=n_fft, n_mels=n_mels)
+    magnitude = librosa.util.nnls(basis, basis @ spec.T).T
+    phase = pghipy.pghi(magnitude, win_length=n_fft, hop_length=hop, gamma=gamma)
+    synthesis = pghipy.calculate_synthesis_window(n_fft, hop, window)
+    y = pghipy.istft(magnitude * np.exp(1j * phase), win_length=n_fft, hop_length=hop,
+                     synthesis_window=synthesis, length=len(x))
+    return _checked(_level(y, x), "pghi"), RATE, "pghi:mel", f"n_mels={n_mels}"
+
+
 def _level(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``y`` scaled to the RMS of ``x``: overlap-add of re-phased frames loses 45-60% of the
     level and an all-pole filter's gain is approximate; the copy should not say so by its level."""
@@ -182,9 +206,9 @@ def _checked(y: np.ndarray, name: str) -> np.ndarray:
 
 VOCODERS: dict[str, Callable[..., tuple[np.ndarray, int, str, str]]] = {
     "world": world, "griffinlim": griffin_lim, "mlsa": mlsa,
-    "phasevoc": phase_vocoder, "lpc": lpc}
+    "phasevoc": phase_vocoder, "lpc": lpc, "pghi": pghi}
 MODULES = {"world": "pyworld", "griffinlim": "librosa", "mlsa": "pysptk",
-           "phasevoc": "librosa", "lpc": "pysptk"}
+           "phasevoc": "librosa", "lpc": "pysptk", "pghi": "pghipy"}
 
 
 def available_vocoders(wanted: tuple[str, ...] = tuple(VOCODERS)) -> list[str]:
