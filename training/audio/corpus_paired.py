@@ -152,7 +152,8 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
     for row in new:
         row["licence"] = licences.get(row["original"], row["licence"])
     old = [{**r, "path": _relative(base, out, r["path"])} for r in rows]
-    merged = [{**r, "pair_of": pair_of.get(r["key"], "")} for r in old + new]
+    # a base built by this builder keeps its pairs (copies by other vocoders than these)
+    merged = [{**r, "pair_of": pair_of.get(r["key"], r.get("pair_of") or "")} for r in old + new]
     write_metadata(out / "metadata.csv", merged, fields=PAIRED_FIELDS)
     counts = Counter((r["split"], r["label"]) for r in merged)
     summary: dict[str, Any] = {}
