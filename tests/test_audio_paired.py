@@ -90,6 +90,14 @@ def test_every_training_recording_gets_one_twin_and_the_other_splits_stay(tmp_pa
     corpus_paired.build_paired(out, base=base, builder_kwargs=QUIET, log=logged.append)
     assert any("2 clips planned, 2 already built, 0 to build" in m for m in logged)
 
+    # a second vocoder's twins on top: the first twins keep their pairs
+    both = tmp_path / "both"
+    corpus_paired.build_paired(both, base=out, vocoders=("phasevoc",), builder_kwargs=QUIET,
+                               log=lambda m: None)
+    two = {r["key"]: r["pair_of"] for r in _rows(both / "metadata.csv") if r["pair_of"]}
+    assert {k: v for k, v in two.items() if k in pairs} == pairs
+    assert sorted(v for k, v in two.items() if k not in pairs) == ["rec0", "rec1", "rec2"]
+
 
 def test_pair_index_matches_each_copy_window_with_its_originals():
     from training.audio.data import Clip
