@@ -5,7 +5,8 @@ averaged as logits over the given models; the threshold at the validation EER; t
         audio-cnn-v3t audio-cnn-grid-v3t ...
 
 A measurement (docs/AUDIO.md, "The front-end on corpus v3t"), not an app feature: prints one
-line per model and one for the mean of all of them, with the false alarms and misses at the
+line per model and one for the mean of all of them (``--combine max``: the largest margin of
+any model over its own card's threshold, for detectors that each catch one kind of fake), with the false alarms and misses at the
 validation threshold per held-out real source and generator.
 """
 
@@ -35,16 +36,21 @@ def clip_logits(config, mid: str, clips, cache_dir: Path) -> dict[str, np.ndarra
         fs, z = split_logits(handle, clips, split, cache_dir=cache_dir)
         p = np.clip(clip_probabilities(z, fs.clip, len(fs.clips), cal.temperature), 1e-6, 1 - 1e-6)
         out[split] = np.log(p / (1 - p))
+        out[split + ":margin"] = out[split] - np.log(cal.threshold / (1 - cal.threshold))
         out[split + ":y"] = (fs.y_clip == spec.positive_index).astype(int)
         out[split + ":g"] = np.array([c.generator if c.label == "fake" else c.source
                                       for c in fs.clips])
     return out
 
 
-def line(name: str, scores: list[dict[str, np.ndarray]]) -> str:
+def line(name: str, scores: list[dict[str, np.ndarray]], combine: str = "mean") -> str:
     ref = scores[0]
-    v = np.mean([s["validation"] for s in scores], axis=0)
-    t = np.mean([s["test"] for s in scores], axis=0)
+    if combine == "max":
+        v = np.max([s["validation:margin"] for s in scores], axis=0)
+        t = np.max([s["test:margin"] for s in scores], axis=0)
+    else:
+        v = np.mean([s["validation"] for s in scores], axis=0)
+        t = np.mean([s["test"] for s in scores], axis=0)
     val_eer, threshold = equal_error_rate(v, ref["validation:y"])[:2]
     y, g = ref["test:y"], ref["test:g"]
     rates = rates_at(t, y, threshold)
@@ -65,13 +71,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "audio_corpus_v3t")
     parser.add_argument("--config", action="append",
                         default=["config/research", "scripts/paired/paired.yaml"])
+    parser.add_argument("--combine", choices=("mean", "max"), default="mean")
     args = parser.parse_args()
     config = load_config(args.config)
     clips, _ = load_clips(args.data)
     scores = [clip_logits(config, m, clips, ROOT / "data" / "feature_cache") for m in args.models]
     for mid, s in zip(args.models, scores):
         print(line(mid, [s]))
-    print(line(f"mean of {len(scores)}", scores))
+    print(line(f"{args.combine} of {len(scores)}", scores, args.combine))
 
 
 if __name__ == "__main__":
