@@ -231,3 +231,17 @@ def test_a_source_moved_to_validation_leaves_training_whole_and_gets_no_twin():
     assert sorted(it.origin.path.name for it in items) == ["0.ogg", "2.ogg", "4.ogg"]
     with pytest.raises(SystemExit, match="no training clips of c"):
         corpus_paired.moved_to_validation(rows, ["c"])
+
+
+def test_no_copies_only_moves_the_sources(tmp_path):
+    base = _corpus(tmp_path / "base")
+    out = tmp_path / "moved"
+    summary = corpus_paired.build_paired(out, base=base, copies=False, validation_sources=["src"],
+                                         builder_kwargs=QUIET, log=lambda m: None)
+    rows = _rows(out / "metadata.csv")
+    old = _rows(base / "metadata.csv")
+    assert summary["paired"]["copies_added"] == 0 and len(rows) == len(old)
+    assert {r["split"] for r in rows} == {"validation", "test"}  # training's one source moved
+    assert all((out / r["path"]).is_file() for r in rows)
+    with pytest.raises(SystemExit, match="--no-copies"):
+        corpus_paired.build_paired(tmp_path / "x", base=base, copies=False, log=lambda m: None)

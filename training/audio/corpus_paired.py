@@ -24,7 +24,8 @@ With ``--validation-sources warzone`` the base corpus's training clips of those 
 and fake, move to validation (and get no copy), so that validation holds a recording set-up
 that training never heard, as the test split's held-out sources are. The base corpora's
 validation holds none (KTuberling's words sound like KLettres'), so it cannot tell a detector
-that generalises across set-ups from one that does not.
+that generalises across set-ups from one that does not. ``--no-copies`` only moves them: a
+twin-free baseline with the same validation.
 
 The new rows carry ``pair_of``, the key of the recording they copy (the base corpus's own
 WORLD copies get it too), so that training can use the pairs
@@ -119,14 +120,14 @@ def plan_copies(rows: Sequence[dict[str, Any]], *, vocoders: Sequence[str] = (TR
 
 
 def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCODER,),
-                 seed: int = 0, validation_sources: Sequence[str] = (),
+                 seed: int = 0, validation_sources: Sequence[str] = (), copies: bool = True,
                  command: str = "", builder_kwargs: dict | None = None,
                  log: Callable[[str], None] = lambda m: sys.stderr.write(m + "\n")
                  ) -> dict[str, Any]:
     """Build (or finish) ``out``: the base corpus's clips as they are plus one vocoded copy
     of each training recording that lacks one (``vocoders`` in turn), after the training clips
-    of ``validation_sources`` moved to validation. Returns the summary written to
-    ``corpus.json``."""
+    of ``validation_sources`` moved to validation (``copies=False``: only the move, no new
+    copies). Returns the summary written to ``corpus.json``."""
     t0 = time.time()
     base_meta = base / "metadata.csv"
     if not base_meta.is_file():
@@ -138,14 +139,17 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
     rows = read_metadata(base_meta)
     if validation_sources:
         rows = moved_to_validation(rows, validation_sources)
-    items, pair_of = plan_copies(rows, vocoders=vocoders, seed=seed)
+    if not copies and not validation_sources:
+        raise SystemExit("--no-copies without --validation-sources would copy the base as it is")
+    items, pair_of = (plan_copies(rows, vocoders=vocoders, seed=seed) if copies
+                      else ([], {}))
     out.mkdir(parents=True, exist_ok=True)
     builder = Builder(out, seed=seed, log=log, **(builder_kwargs or {}))
     builder.original_rates.update({r["original"]: int(float(r["original_sample_rate"]))
                                    for r in rows if r["label"] == "real" and r.get("original")
                                    and r.get("original_sample_rate")})
     licences = {r["original"]: r["licence"] for r in rows if r["label"] == "real"}
-    named = "/".join(vocoders)
+    named = "/".join(vocoders) if copies else "no"
     log(f"  {len(items)} training recordings get a {named} copy "
         f"({len(pair_of) - len(items)} have one already)")
     new = builder.run(items)
@@ -191,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="training vocoders of training.audio.vocoders, comma-separated, "
                              "dealt in turn (default: world)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-copies", action="store_true",
+                        help="add no copies: only move --validation-sources (a twin-free "
+                             "baseline with the same validation)")
     parser.add_argument("--validation-sources", default="", metavar="S1,S2",
                         help="move the base corpus's training clips of these sources, real and "
                              "fake, to validation: a recording set-up training never hears")
@@ -198,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     words = ["python", "-m", "training.audio_paired", *(sys.argv[1:] if argv is None else argv)]
     summary = build_paired(args.out, base=args.base, vocoders=tuple(args.vocoder.split(",")),
                            seed=args.seed,
+                           copies=not args.no_copies,
                            validation_sources=tuple(filter(None,
                                                            args.validation_sources.split(","))),
                            command=shlex.join(words))
