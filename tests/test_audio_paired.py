@@ -241,6 +241,8 @@ def test_no_copies_only_moves_the_sources(tmp_path):
     rows = _rows(out / "metadata.csv")
     old = _rows(base / "metadata.csv")
     assert summary["paired"]["copies_added"] == 0 and len(rows) == len(old)
+    assert summary["split_rule"].endswith(
+        "; no copies added (src moved from training to validation; test unchanged)")
     assert {r["split"] for r in rows} == {"validation", "test"}  # training's one source moved
     assert all((out / r["path"]).is_file() for r in rows)
     with pytest.raises(SystemExit, match="--no-copies"):

@@ -6,8 +6,9 @@ averaged as logits over the given models; the threshold at the validation EER; t
 
 A measurement (docs/AUDIO.md, "The front-end on corpus v3t"), not an app feature: prints one
 line per model and one for the mean of all of them (``--combine max``: the largest margin of
-any model over its own card's threshold, for detectors that each catch one kind of fake), with the false alarms and misses at the
-validation threshold per held-out real source and generator.
+any model over its own card's threshold, for detectors that each catch one kind of fake),
+with the false alarms and misses at the validation threshold per held-out real source and
+generator.
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ from .splits import DEFAULT_PLAN, SplitPlan
 from .vocoders import VOCODERS
 
 PAIRED_FIELDS = (*FIELDS, "pair_of")
-PAIRED_KEY = re.compile(r"^[a-z]+-p0-")  # the keys of the copies plan_copies makes
+COPY_TAG = "p0"  # the copies plan_copies makes are keyed <vocoder>-p0-<crc of the original>
+COPY_KEY = re.compile(rf"^[a-z]+-{COPY_TAG}-")
 
 
 def _origin(row: dict[str, Any]) -> Speech:
@@ -66,7 +67,8 @@ def _origin(row: dict[str, Any]) -> Speech:
 def moved_to_validation(rows: Sequence[dict[str, Any]], sources: Sequence[str]
                         ) -> list[dict[str, Any]]:
     """``rows`` with the training clips of ``sources`` (real and fake) put in validation. The
-    copies an earlier paired build gave them (keys ``<vocoder>-p0-*``) are left out, so every
+    copies an earlier paired build gave them (keys ``<vocoder>-p0-*``, :data:`COPY_KEY`) are
+    left out, so every
     corpus built from the same base with the same sources moved has the same validation."""
     known = {r["source"] for r in rows if r["split"] == "train"}
     missing = sorted(set(sources) - known)
@@ -77,7 +79,7 @@ def moved_to_validation(rows: Sequence[dict[str, Any]], sources: Sequence[str]
     for r in rows:
         if r["split"] != "train" or r["source"] not in sources:
             moved.append(r)
-        elif not PAIRED_KEY.match(r["key"]):
+        elif not COPY_KEY.match(r["key"]):
             moved.append({**r, "split": "validation",
                           "split_reason": "moved to validation: a recording set-up "
                                           "training never hears"})
@@ -108,8 +110,8 @@ def plan_copies(rows: Sequence[dict[str, Any]], *, vocoders: Sequence[str] = (TR
     items = []
     for original in todo:
         real, vocoder = reals[original], dealt[original]
-        item = Item(f"{vocoder}-p0-{_crc(original)}", "fake", real["source"], real["language"],
-                    vocoder, vocoder, real.get("text") or "", _origin(real))
+        item = Item(f"{vocoder}-{COPY_TAG}-{_crc(original)}", "fake", real["source"],
+                    real["language"], vocoder, vocoder, real.get("text") or "", _origin(real))
         split = split_plan.split_of(item.attributes())
         if split != "train":  # the plan holds an attribute out: the copy would leave training
             raise SystemExit(f"the split plan puts a {vocoder} copy of {original} in {split}; "
@@ -136,11 +138,11 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
     if unknown or not vocoders:
         raise SystemExit(f"unknown vocoder(s) {', '.join(unknown) or '(none given)'}; "
                          f"training.audio.vocoders has {', '.join(VOCODERS)}")
+    if not copies and not validation_sources:
+        raise SystemExit("--no-copies without --validation-sources would copy the base as it is")
     rows = read_metadata(base_meta)
     if validation_sources:
         rows = moved_to_validation(rows, validation_sources)
-    if not copies and not validation_sources:
-        raise SystemExit("--no-copies without --validation-sources would copy the base as it is")
     items, pair_of = (plan_copies(rows, vocoders=vocoders, seed=seed) if copies
                       else ([], {}))
     out.mkdir(parents=True, exist_ok=True)
@@ -149,9 +151,12 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
                                    for r in rows if r["label"] == "real" and r.get("original")
                                    and r.get("original_sample_rate")})
     licences = {r["original"]: r["licence"] for r in rows if r["label"] == "real"}
-    named = "/".join(vocoders) if copies else "no"
-    log(f"  {len(items)} training recordings get a {named} copy "
-        f"({len(pair_of) - len(items)} have one already)")
+    named = "/".join(vocoders) if copies else ""
+    if copies:
+        log(f"  {len(items)} training recordings get a {named} copy "
+            f"({len(pair_of) - len(items)} have one already)")
+    else:
+        log(f"  no copies; {', '.join(validation_sources)} moved to validation")
     new = builder.run(items)
     for row in new:
         row["licence"] = licences.get(row["original"], row["licence"])
@@ -174,11 +179,12 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
                    "training_pairs": sum(1 for r in merged if r["pair_of"]),
                    "by_vocoder": dict(Counter(r["generator"] for r in new)),
                    "skipped": builder.skipped},
-        "split_rule": (summary.get("split_rule", "") + "; every training recording also has "
-                       f"one {named} copy in training "
-                       + (f"({', '.join(validation_sources)} moved from training to validation; "
-                          "test unchanged)" if validation_sources
-                          else "(validation and test unchanged)")),
+        "split_rule": (summary.get("split_rule", "") + "; "
+                       + (f"every training recording also has one {named} copy in training"
+                          if copies else "no copies added")
+                       + (f" ({', '.join(validation_sources)} moved from training to "
+                          "validation; test unchanged)" if validation_sources
+                          else " (validation and test unchanged)")),
         "n_clips": len(merged),
         "counts": {f"{s}/{lab}": n for (s, lab), n in sorted(counts.items())},
         "seconds_this_run": round(time.time() - t0, 1)})
