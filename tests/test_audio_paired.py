@@ -247,3 +247,112 @@ def test_no_copies_only_moves_the_sources(tmp_path):
     assert all((out / r["path"]).is_file() for r in rows)
     with pytest.raises(SystemExit, match="--no-copies"):
         corpus_paired.build_paired(tmp_path / "x", base=base, copies=False, log=lambda m: None)
+
+
+def _set_up_decodable(spec, net, x, domains) -> float:
+    """How well a logistic regression names each row's set-up from the target layer's pooled
+    features (cross-validated accuracy)."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    from xai_platform.models.formats.torch import InputAdapter
+
+    kept = []
+    hook = net.get_submodule(spec.target_layer).register_forward_hook(
+        lambda _m, _i, out: kept.append(out.mean(dim=(2, 3))))
+    with torch.no_grad():
+        torch.nn.Sequential(InputAdapter(spec), net).eval()(torch.from_numpy(x))
+    hook.remove()
+    features = kept[0].numpy()
+    return float(cross_val_score(LogisticRegression(max_iter=2000), features, domains, cv=4).mean())
+
+
+@needs_torch
+def test_set_up_matching_hides_the_set_up_and_leaves_the_plain_network(tiny_config):
+    """Two recording set-ups (a stripe on half of the planes), independent of the label (a
+    patch). Trained with set-up matching, the network's features name the set-up less well
+    than the same network trained without it, and the saved network has no extra weights."""
+    from training.trainer import SetUpMatching, TrainConfig, train
+    from xai_platform.models.formats.torch import build_network
+
+    spec = tiny_config.model("tiny-torch-audio")
+    rng = np.random.default_rng(0)
+    n = 160
+    x = rng.normal(0, 0.2, (n, 16, 32)).astype(np.float32) - 40
+    y = np.tile([0, 1], n // 2)
+    domains = np.repeat([0, 1], n // 2)
+    x[y == 1, 10:14, 20:28] += 6.0
+    x[domains == 1, 0:3, :] += 6.0
+    config = TrainConfig(epochs=20, batch_size=16, lr=3e-3, seed=0, threads=1)
+    decodable = {}
+    for name, matching in (("plain", None),
+                           ("matched", SetUpMatching(domains, spec.target_layer, 3.0))):
+        net = build_network(spec, seed=0)
+        keys = set(net.state_dict())
+        history = train(spec, net, x, y, x[:32], y[:32], config, matching=matching)
+        assert set(net.state_dict()) == keys
+        assert history["best_metric"] > 0.95  # it still learns the label
+        decodable[name] = _set_up_decodable(spec, net, x, domains)
+        if matching is not None:
+            assert all("set_up_penalty" in e for e in history["epochs"])
+    assert decodable["plain"] > 0.95
+    assert decodable["matched"] < decodable["plain"] - 0.2, decodable
+
+
+def test_set_up_matching_sees_only_sources_with_both_classes(tiny_config):
+    """A source with real clips only (or a text bank with fakes only) cannot be matched within
+    a class against another set-up of the same clips: its windows get no domain."""
+    from training.audio.data import Clip
+    from training.audio.train import set_up_matching, set_up_names
+
+    clips = [Clip(Path(f"{i}.flac"), label, "train", source=source)
+             for i, (label, source) in enumerate([("real", "a"), ("fake", "a"), ("real", "b"),
+                                                   ("fake", "b"), ("real", "c"),
+                                                   ("fake", "textbank")])]
+    fs = FeatureSet(np.zeros((8, 16, 32), np.float32), np.zeros(8, int),
+                    np.array([0, 0, 1, 2, 3, 4, 5, 5]), clips, np.zeros(6, int))
+    spec = tiny_config.model("tiny-torch-audio")
+    assert set_up_names(fs) == ["a", "b"]
+    matching = set_up_matching(spec, fs, 2.0)
+    assert matching.domains.tolist() == [0, 0, 0, 1, 1, -1, -1, -1]
+    assert matching.layer == spec.target_layer and matching.weight == 2.0
+    assert set_up_matching(spec, fs, 0.0) is None
+
+
+def test_readings_use_training_voices_of_the_language_in_turn_and_the_own_text():
+    """Every training recording in a language a training voice speaks gets one reading by
+    such a voice (held-out voices never), of its own text where it has one, else of a training
+    text in its language; the reading keeps the recording's source (its storage trip) and
+    is paired with it. Recordings in other languages, and held-out splits, get none."""
+    from training.audio.corpus_v2 import Engines
+
+    def real(i: int, language: str, text: str = "", split: str = "train") -> dict[str, str]:
+        return {"key": f"r{i}", "label": "real", "split": split, "original": f"/o/{i}.ogg",
+                "source": f"src{i % 2}", "language": language, "text": text, "speaker": ""}
+
+    rows = [real(0, "en", "Hello there."), real(1, "en"), real(2, "und"), real(3, "en", "Hi."),
+            real(4, "nl", "Hallo."), real(5, "en", "Held out.", split="test")]
+    engines = Engines(voices={"kokoro": {"af_one": "en", "am_two": "en", "bf_test": "en",
+                                         "af_river": "en"}}, vocoders=())
+    items, pair_of, origins, unspoken = corpus_paired.plan_readings(
+        rows, engines, generators=("kokoro",), bank={"en": ["A sentence from the bank."]})
+    by_original = {str(it.origin.path): it for it in items}
+    assert sorted(by_original) == ["/o/0.ogg", "/o/1.ogg", "/o/2.ogg", "/o/3.ogg"]
+    assert unspoken == {"nl": 1}
+    assert {it.voice for it in items} == {"kokoro:af_one", "kokoro:am_two"}  # in turn
+    assert sum(it.voice == "kokoro:af_one" for it in items) == 2
+    assert by_original["/o/0.ogg"].text == "Hello there."
+    assert origins[by_original["/o/0.ogg"].key] == "own"
+    # no own text: a training text in the language (the pool), else the bank
+    assert by_original["/o/1.ogg"].text in ("Hello there.", "Hi.")
+    assert origins[by_original["/o/1.ogg"].key] == "pool"
+    assert by_original["/o/2.ogg"].language == "en"  # 'und' is read as English
+    for it in items:
+        i = int(str(it.origin.path)[3])
+        assert it.source == f"src{i % 2}" and pair_of[it.key] == f"r{i}"
+        assert corpus_paired.COPY_KEY.match(it.key)
+    again = corpus_paired.plan_readings(rows, engines, generators=("kokoro",),
+                                        bank={"en": ["A sentence from the bank."]})[0]
+    assert [(it.key, it.voice, it.text) for it in again] == [
+        (it.key, it.voice, it.text) for it in items]  # seeded

@@ -48,15 +48,18 @@ from typing import Any
 
 import numpy as np
 
-from .corpus_extend import BASE_KEYS, FIELDS, TRAIN_VOCODER, _relative
-from .corpus_v2 import Builder, Item, _crc, read_metadata, write_metadata
-from .sources import Speech
+from .corpus_extend import BASE_KEYS, FIELDS, TRAIN_VOCODER, _crc32, _relative, training_voices
+from .corpus_v2 import (LICENCES, TTS, Builder, Engines, Item, _crc, find_engines,
+                        read_metadata, write_metadata)
+from .sources import Speech, text_bank
 from .splits import DEFAULT_PLAN, SplitPlan
+from .texts_v3 import READ_AS, pick_text, text_pool
 from .vocoders import VOCODERS
 
 PAIRED_FIELDS = (*FIELDS, "pair_of")
 COPY_TAG = "p0"  # the copies plan_copies makes are keyed <vocoder>-p0-<crc of the original>
-COPY_KEY = re.compile(rf"^[a-z]+-{COPY_TAG}-")
+READING_TAG = "t0"  # the readings plan_readings makes: <generator>-t0-<crc of the original>
+COPY_KEY = re.compile(rf"^[a-z]+-(?:{COPY_TAG}|{READING_TAG})-")
 
 
 def _origin(row: dict[str, Any]) -> Speech:
@@ -121,30 +124,96 @@ def plan_copies(rows: Sequence[dict[str, Any]], *, vocoders: Sequence[str] = (TR
     return items, pair_of
 
 
+def plan_readings(rows: Sequence[dict[str, Any]], engines: Engines, *,
+                  generators: Sequence[str], bank: dict[str, list[str]],
+                  split_plan: SplitPlan = DEFAULT_PLAN, seed: int = 0
+                  ) -> tuple[list[Item], dict[str, str], dict[str, str], Counter[str]]:
+    """One text-to-speech twin of every training recording in ``rows`` whose language a
+    training voice of ``generators`` speaks: that voice (the voices of each language in turn,
+    in a seeded order) reads the recording's own text, else a seeded pick of the training texts
+    in its language, and the fake takes the recording's storage trip (its source's). Returns
+    (the items, ``pair_of`` for each, the text origin of each, the recordings left without a
+    twin per language: no training voice speaks it, or no text)."""
+    reals = sorted((r for r in rows if r["label"] == "real" and r["split"] == "train"
+                    and r.get("original")), key=lambda r: r["key"])
+    have = {r["original"] for r in rows if r["label"] == "fake"
+            and re.match(rf"^[a-z]+-{READING_TAG}-", r["key"])}
+    pool = text_pool(rows)
+    order: dict[str, list[str]] = {}
+    turn: Counter[str] = Counter()
+    items, pair_of, origins, unspoken = [], {}, {}, Counter()
+    for real in reals:
+        if real["original"] in have:
+            continue
+        lang = READ_AS.get(real["language"], real["language"])
+        if lang not in order:
+            voices = [v for g in generators for v in training_voices(engines, g, lang, split_plan)]
+            perm = np.random.default_rng([seed, _crc32(f"readings|{lang}")]).permutation(
+                len(voices))
+            order[lang] = [voices[j] for j in perm]
+        own = (real.get("text") or "").strip()
+        text = own or getattr(pick_text(lang, np.random.default_rng(
+            [seed, _crc32(real["original"]), 2]), pool, bank), "text", "")
+        if not order[lang] or not text:
+            unspoken[real["language"]] += 1
+            continue
+        vid = order[lang][turn[lang] % len(order[lang])]
+        turn[lang] += 1
+        gen = vid.split(":", 1)[0]
+        item = Item(f"{gen}-{READING_TAG}-{_crc(real['original'])}", "fake", real["source"],
+                    lang, gen, vid, text, _origin(real))
+        if split_plan.split_of(item.attributes()) != "train":  # voices are filtered: a bug
+            raise AssertionError(f"{item.key} would not train: {item.attributes()}")
+        items.append(item)
+        pair_of[item.key] = real["key"]
+        origins[item.key] = (real.get("text_origin") or "own") if own else "pool"
+    return items, pair_of, origins, unspoken
+
+
 def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCODER,),
                  seed: int = 0, validation_sources: Sequence[str] = (), copies: bool = True,
+                 readers: Sequence[str] = (), engines: Engines | None = None,
+                 bank: dict[str, list[str]] | None = None,
                  command: str = "", builder_kwargs: dict | None = None,
                  log: Callable[[str], None] = lambda m: sys.stderr.write(m + "\n")
                  ) -> dict[str, Any]:
     """Build (or finish) ``out``: the base corpus's clips as they are plus one vocoded copy
-    of each training recording that lacks one (``vocoders`` in turn), after the training clips
-    of ``validation_sources`` moved to validation (``copies=False``: only the move, no new
+    of each training recording that lacks one (``vocoders`` in turn; none when empty), and one
+    reading of its text by the text-to-speech ``readers`` (:func:`plan_readings`; ``engines``
+    and ``bank`` default to what is installed), after the training clips of
+    ``validation_sources`` moved to validation (``copies=False``: only the move, no new
     copies). Returns the summary written to ``corpus.json``."""
     t0 = time.time()
     base_meta = base / "metadata.csv"
     if not base_meta.is_file():
         raise SystemExit(f"{base_meta} not found: build the base corpus first.")
     unknown = [v for v in vocoders if v not in VOCODERS]
-    if unknown or not vocoders:
+    if unknown or not (vocoders or readers or not copies):
         raise SystemExit(f"unknown vocoder(s) {', '.join(unknown) or '(none given)'}; "
                          f"training.audio.vocoders has {', '.join(VOCODERS)}")
+    not_tts = [g for g in readers if g not in TTS]
+    if not_tts:
+        raise SystemExit(f"--tts takes text-to-speech engines ({', '.join(TTS)}), got "
+                         f"{', '.join(not_tts)}")
     if not copies and not validation_sources:
         raise SystemExit("--no-copies without --validation-sources would copy the base as it is")
     rows = read_metadata(base_meta)
     if validation_sources:
         rows = moved_to_validation(rows, validation_sources)
-    items, pair_of = (plan_copies(rows, vocoders=vocoders, seed=seed) if copies
+    items, pair_of = (plan_copies(rows, vocoders=vocoders, seed=seed) if copies and vocoders
                       else ([], {}))
+    n_copies, origins, unspoken = len(items), {}, Counter()
+    if copies and readers:
+        engines = engines or find_engines(tuple(readers), kokoro_dir=(builder_kwargs or {}).get(
+            "kokoro_dir"))
+        missing = [g for g in readers if g not in engines.voices]
+        if missing:
+            raise SystemExit(f"not installed here: {', '.join(missing)} "
+                             f"({'; '.join(engines.missing.get(g, '') for g in missing)})")
+        readings, read_of, origins, unspoken = plan_readings(
+            rows, engines, generators=readers, bank=text_bank() if bank is None else bank,
+            seed=seed)
+        items, pair_of = items + readings, {**pair_of, **read_of}
     out.mkdir(parents=True, exist_ok=True)
     builder = Builder(out, seed=seed, log=log, **(builder_kwargs or {}))
     builder.original_rates.update({r["original"]: int(float(r["original_sample_rate"]))
@@ -152,14 +221,24 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
                                    and r.get("original_sample_rate")})
     licences = {r["original"]: r["licence"] for r in rows if r["label"] == "real"}
     named = "/".join(vocoders) if copies else ""
-    if copies:
-        log(f"  {len(items)} training recordings get a {named} copy "
+    if copies and vocoders:
+        log(f"  {n_copies} training recordings get a {named} copy "
             f"({len(pair_of) - len(items)} have one already)")
-    else:
+    if copies and readers:
+        log(f"  {len(items) - n_copies} training recordings get a {'/'.join(readers)} reading "
+            f"of their text; none for {sum(unspoken.values())} (no training voice speaks "
+            f"{', '.join(sorted(unspoken))}, or no text)")
+    if not copies:
         log(f"  no copies; {', '.join(validation_sources)} moved to validation")
     new = builder.run(items)
     for row in new:
-        row["licence"] = licences.get(row["original"], row["licence"])
+        if row["generator"] in TTS:
+            row["text_origin"] = origins.get(row["key"], "")
+            text_from = ("corpus training texts" if row["text_origin"] == "pool"
+                         else licences.get(row["original"], ""))
+            row["licence"] = f"{LICENCES[row['generator']]}; text: {text_from}"
+        else:
+            row["licence"] = licences.get(row["original"], row["licence"])
     old = [{**r, "path": _relative(base, out, r["path"])} for r in rows]
     # a base built by this builder keeps its pairs (copies by other vocoders than these)
     merged = [{**r, "pair_of": pair_of.get(r["key"], r.get("pair_of") or "")} for r in old + new]
@@ -174,13 +253,24 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
         summary["split_rule"] = base_corpus.get("split_rule", "")
     summary.update({
         "command": command, "base": str(base), "paired_vocoder": named, "seed": seed,
+        **({"paired_readers": "/".join(readers),
+            "readings": {"planned": len(items) - n_copies,
+                         "by_voice": dict(sorted(Counter(
+                             it.voice for it in items[n_copies:]).items())),
+                         "none_for_language": dict(sorted(unspoken.items()))}}
+           if copies and readers else {}),
         "validation_sources": list(validation_sources),
         "paired": {"copies_added": len(new), "planned": len(items),
                    "training_pairs": sum(1 for r in merged if r["pair_of"]),
                    "by_vocoder": dict(Counter(r["generator"] for r in new)),
                    "skipped": builder.skipped},
         "split_rule": (summary.get("split_rule", "") + "; "
-                       + (f"every training recording also has one {named} copy in training"
+                       + ("; ".join(
+                           ([f"every training recording also has one {named} copy in training"]
+                            if copies and vocoders else [])
+                           + ([f"every training recording in a language a training voice of "
+                               f"{'/'.join(readers)} speaks also has a reading of its text "
+                               "by that voice, in its set-up"] if copies and readers else []))
                           if copies else "no copies added")
                        + (f" ({', '.join(validation_sources)} moved from training to "
                           "validation; test unchanged)" if validation_sources
@@ -200,6 +290,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--vocoder", default=TRAIN_VOCODER,
                         help="training vocoders of training.audio.vocoders, comma-separated, "
                              "dealt in turn (default: world)")
+    parser.add_argument("--tts", default="", metavar="ENGINE",
+                        help="text-to-speech engines (e.g. kokoro) whose training voices also "
+                             "read each training recording's text, in its set-up; with "
+                             "--vocoder none, no vocoded copies")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-copies", action="store_true",
                         help="add no copies: only move --validation-sources (a twin-free "
@@ -209,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "fake, to validation: a recording set-up training never hears")
     args = parser.parse_args(argv)
     words = ["python", "-m", "training.audio_paired", *(sys.argv[1:] if argv is None else argv)]
-    summary = build_paired(args.out, base=args.base, vocoders=tuple(args.vocoder.split(",")),
+    vocoders = () if args.vocoder == "none" else tuple(args.vocoder.split(","))
+    summary = build_paired(args.out, base=args.base, vocoders=vocoders,
+                           readers=tuple(filter(None, args.tts.split(","))),
                            seed=args.seed,
                            copies=not args.no_copies,
                            validation_sources=tuple(filter(None,
