@@ -139,8 +139,9 @@ class SetUpMatching:
     """A training-only penalty that keeps the recording set-up (a domain index per training
     row) out of the network's pooled features at ``layer``: within each class, the mean
     feature vector of every set-up's rows in the batch is pulled towards the class's mean over
-    all set-ups (features divided by their batch standard deviation, so that the penalty does
-    not shrink the features instead). It is a class-conditional match of first moments, the
+    all set-ups (features divided by their batch standard deviation, so that scaling them down
+    does not satisfy it; features that are the same for every input still do, and at too high
+    a weight the network collapses to them: docs/AUDIO.md, "Hiding the recording set-up"). It is a class-conditional match of first moments, the
     linear-kernel case of the maximum mean discrepancy used for domain generalisation (Li et
     al., CVPR 2018, MMD-AAE); what it removes is what a linear read-out of the features could
     use to name the set-up apart from the class. The weight rises from 0 to ``weight`` over
@@ -359,7 +360,7 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
     adapter = InputAdapter(spec)
     model = nn.Sequential(adapter, net)
     head = None if masks is None else _MaskHeads(net, model, masks, train_x.shape[1:])
-    rival = None if matching is None else _SetUpPenalty(net, matching)
+    set_up = None if matching is None else _SetUpPenalty(net, matching)
     params = list(net.parameters()) + ([] if head is None else list(head.convs.parameters()))
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -388,7 +389,7 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
         for epoch in range(start_epoch + 1, config.epochs + 1):
             net.train()
             n_batches = int(np.ceil(len(train_x) / config.batch_size))
-            losses, rival_losses = [], []
+            losses, penalties = [], []
             batches = _epoch_batches(train_x, n_batches, config.batch_size, augment, rng,
                                      None if masks is None else masks.masks, sampling)
             for i, idx, xb, mb in batches:
@@ -397,12 +398,12 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
                 loss = loss_fn(out[:, 0], yb) if spec.output == "sigmoid" else loss_fn(out, yb)
                 if head is not None:
                     loss = loss + head.loss(mb)
-                if rival is not None:
+                if set_up is not None:
                     done = ((epoch - 1) * n_batches + i) / (config.epochs * n_batches)
-                    terms = rival.loss(idx, train_y, done)
+                    terms = set_up.loss(idx, train_y, done)
                     if terms is not None:
                         loss = loss + terms[0]
-                        rival_losses.append(terms[1])
+                        penalties.append(terms[1])
                 if ranking is not None:
                     loss = loss + _ranking_loss(spec, model, train_x, ranking, augment, rng)
                 opt.zero_grad()
@@ -417,8 +418,8 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
                 p.requires_grad_(True)
             history["epochs"].append({"epoch": epoch, "loss": float(np.mean(losses)),
                                       "val": metric,
-                                      **({"set_up_penalty": float(np.mean(rival_losses))}
-                                         if rival_losses else {})})
+                                      **({"set_up_penalty": float(np.mean(penalties))}
+                                         if penalties else {})})
             if metric > history["best_metric"]:
                 history["best_metric"], history["best_epoch"] = metric, epoch
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -437,8 +438,8 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
     finally:
         if head is not None:
             head.remove()
-        if rival is not None:
-            rival.remove()
+        if set_up is not None:
+            set_up.remove()
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()

@@ -262,7 +262,7 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
         "validation_sources": list(validation_sources),
         "paired": {"copies_added": len(new), "planned": len(items),
                    "training_pairs": sum(1 for r in merged if r["pair_of"]),
-                   "by_vocoder": dict(Counter(r["generator"] for r in new)),
+                   "by_generator": dict(Counter(r["generator"] for r in new)),
                    "skipped": builder.skipped},
         "split_rule": (summary.get("split_rule", "") + "; "
                        + ("; ".join(
