@@ -332,27 +332,33 @@ def test_readings_use_training_voices_of_the_language_in_turn_and_the_own_text()
                 "source": f"src{i % 2}", "language": language, "text": text, "speaker": ""}
 
     rows = [real(0, "en", "Hello there."), real(1, "en"), real(2, "und"), real(3, "en", "Hi."),
-            real(4, "nl", "Hallo."), real(5, "en", "Held out.", split="test")]
+            real(4, "nl", "Hallo."), real(5, "en", "Held out.", split="test"), real(6, "es"),
+            real(3, "en", "Hi.")]  # a base may list a recording twice: one twin
     engines = Engines(voices={"kokoro": {"af_one": "en", "am_two": "en", "bf_test": "en",
-                                         "af_river": "en"}}, vocoders=())
+                                         "af_river": "en", "ef_one": "es"}}, vocoders=())
+    bank = {"en": ["A sentence from the bank."], "es": ["Una frase del banco."]}
     items, pair_of, origins, unspoken = corpus_paired.plan_readings(
-        rows, engines, generators=("kokoro",), bank={"en": ["A sentence from the bank."]})
+        rows, engines, generators=("kokoro",), bank=bank)
     by_original = {str(it.origin.path): it for it in items}
-    assert sorted(by_original) == ["/o/0.ogg", "/o/1.ogg", "/o/2.ogg", "/o/3.ogg"]
+    assert sorted(by_original) == ["/o/0.ogg", "/o/1.ogg", "/o/2.ogg", "/o/3.ogg", "/o/6.ogg"]
+    assert len(items) == len(by_original) == len({it.key for it in items})
     assert unspoken == {"nl": 1}
-    assert {it.voice for it in items} == {"kokoro:af_one", "kokoro:am_two"}  # in turn
-    assert sum(it.voice == "kokoro:af_one" for it in items) == 2
+    english = [it for it in items if it.language == "en"]
+    assert {it.voice for it in english} == {"kokoro:af_one", "kokoro:am_two"}  # in turn
+    assert sum(it.voice == "kokoro:af_one" for it in english) == 2
     assert by_original["/o/0.ogg"].text == "Hello there."
     assert origins[by_original["/o/0.ogg"].key] == "own"
     # no own text: a training text in the language (the pool), else the bank
     assert by_original["/o/1.ogg"].text in ("Hello there.", "Hi.")
     assert origins[by_original["/o/1.ogg"].key] == "pool"
     assert by_original["/o/2.ogg"].language == "en"  # 'und' is read as English
+    # no training text in Spanish: the bank's, and the origin says so
+    assert by_original["/o/6.ogg"].text == "Una frase del banco."
+    assert origins[by_original["/o/6.ogg"].key] == "textbank"
     for it in items:
         i = int(str(it.origin.path)[3])
         assert it.source == f"src{i % 2}" and pair_of[it.key] == f"r{i}"
         assert corpus_paired.COPY_KEY.match(it.key)
-    again = corpus_paired.plan_readings(rows, engines, generators=("kokoro",),
-                                        bank={"en": ["A sentence from the bank."]})[0]
+    again = corpus_paired.plan_readings(rows, engines, generators=("kokoro",), bank=bank)[0]
     assert [(it.key, it.voice, it.text) for it in again] == [
         (it.key, it.voice, it.text) for it in items]  # seeded

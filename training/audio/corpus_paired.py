@@ -59,7 +59,8 @@ from .vocoders import VOCODERS
 PAIRED_FIELDS = (*FIELDS, "pair_of")
 COPY_TAG = "p0"  # the copies plan_copies makes are keyed <vocoder>-p0-<crc of the original>
 READING_TAG = "t0"  # the readings plan_readings makes: <generator>-t0-<crc of the original>
-COPY_KEY = re.compile(rf"^[a-z]+-(?:{COPY_TAG}|{READING_TAG})-")
+READING_KEY = re.compile(rf"^[a-z]+-{READING_TAG}-")
+COPY_KEY = re.compile(rf"^[a-z]+-(?:{COPY_TAG}|{READING_TAG})-")  # copies and readings
 
 
 def _origin(row: dict[str, Any]) -> Speech:
@@ -132,12 +133,14 @@ def plan_readings(rows: Sequence[dict[str, Any]], engines: Engines, *,
     training voice of ``generators`` speaks: that voice (the voices of each language in turn,
     in a seeded order) reads the recording's own text, else a seeded pick of the training texts
     in its language, and the fake takes the recording's storage trip (its source's). Returns
-    (the items, ``pair_of`` for each, the text origin of each, the recordings left without a
-    twin per language: no training voice speaks it, or no text)."""
-    reals = sorted((r for r in rows if r["label"] == "real" and r["split"] == "train"
-                    and r.get("original")), key=lambda r: r["key"])
-    have = {r["original"] for r in rows if r["label"] == "fake"
-            and re.match(rf"^[a-z]+-{READING_TAG}-", r["key"])}
+    (the items, ``pair_of`` for each, the text origin of each (the recording's own, ``pool`` or
+    ``textbank``), the recordings left without a twin per language: no training voice speaks
+    it, or no text)."""
+    # one twin per recording, as in plan_copies (a base may list a recording twice)
+    reals = sorted({r["original"]: r for r in rows if r["label"] == "real"
+                    and r["split"] == "train" and r.get("original")}.values(),
+                   key=lambda r: r["key"])
+    have = {r["original"] for r in rows if r["label"] == "fake" and READING_KEY.match(r["key"])}
     pool = text_pool(rows)
     order: dict[str, list[str]] = {}
     turn: Counter[str] = Counter()
@@ -152,8 +155,9 @@ def plan_readings(rows: Sequence[dict[str, Any]], engines: Engines, *,
                 len(voices))
             order[lang] = [voices[j] for j in perm]
         own = (real.get("text") or "").strip()
-        text = own or getattr(pick_text(lang, np.random.default_rng(
-            [seed, _crc32(real["original"]), 2]), pool, bank), "text", "")
+        picked = None if own else pick_text(lang, np.random.default_rng(
+            [seed, _crc32(real["original"]), 2]), pool, bank)
+        text = own or (picked.text if picked is not None else "")
         if not order[lang] or not text:
             unspoken[real["language"]] += 1
             continue
@@ -166,7 +170,7 @@ def plan_readings(rows: Sequence[dict[str, Any]], engines: Engines, *,
             raise AssertionError(f"{item.key} would not train: {item.attributes()}")
         items.append(item)
         pair_of[item.key] = real["key"]
-        origins[item.key] = (real.get("text_origin") or "own") if own else "pool"
+        origins[item.key] = (real.get("text_origin") or "own") if own else picked.origin
     return items, pair_of, origins, unspoken
 
 
@@ -234,8 +238,8 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
     for row in new:
         if row["generator"] in TTS:
             row["text_origin"] = origins.get(row["key"], "")
-            text_from = ("corpus training texts" if row["text_origin"] == "pool"
-                         else licences.get(row["original"], ""))
+            text_from = {"pool": "corpus training texts", "textbank": "Tux Paint (GPL-2)"}.get(
+                row["text_origin"], licences.get(row["original"], ""))
             row["licence"] = f"{LICENCES[row['generator']]}; text: {text_from}"
         else:
             row["licence"] = licences.get(row["original"], row["licence"])
