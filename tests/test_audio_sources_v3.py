@@ -9,6 +9,7 @@ import io
 import json
 import struct
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,25 @@ def test_plain_file_readers_keep_speech_and_name_speakers(tmp_path):
         sf.write(m / name, _voice(22050, 0.5), 22050)
     assert sorted(r.speaker for r in sources_v3.read_megaglest(tmp_path / "megaglest-data")) \
         == ["megaglest-common-archer", "megaglest-magic-initiate"]
+    # two units of a faction with different recordings under one file name: both extracted,
+    # to different files (one used to overwrite the other while the manifest listed both)
+    for unit, seed in (("archer", 3), ("fire_archer", 4)):
+        path = m / f"factions/indian/units/{unit}/sounds/archer_ack1.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, _voice(22050, 0.5, seed), 22050)
+    recs = sources_v3.read_megaglest(tmp_path / "megaglest-data")
+    names = sorted(r.name for r in recs)
+    assert names == ["common-archer_ack1", "indian-archer-archer_ack1",
+                     "indian-fire_archer-archer_ack1", "magic-initiate_select2"]
+    rows = sources_v3.extract({"megaglest": recs}, tmp_path / "out", log=lambda m: None)
+    written = [tmp_path / "out" / r["path"] for r in rows]
+    assert len(set(written)) == len(rows) == 4
+    a, b = (sf.read(tmp_path / "out/megaglest/und" / f"indian-{u}-archer_ack1.wav")[0]
+            for u in ("archer", "fire_archer"))
+    assert not np.array_equal(a, b)
+    clash = [recs[0], replace(recs[1], name=recs[0].name)]
+    with pytest.raises(ValueError, match="would both be written to megaglest/und/"):
+        sources_v3.extract({"megaglest": clash}, tmp_path / "clash", log=lambda m: None)
 
 
 def test_asterisk_gsm_reads_headerless_gsm(tmp_path):

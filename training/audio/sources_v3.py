@@ -28,6 +28,7 @@ import re
 import struct
 import sys
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,11 +186,20 @@ def read_megaglest(root: Path) -> list[Recording]:
     paths = sorted(p for p in base.rglob("*.wav")
                    if re.search(r"_(ack|select)\d*$", p.stem)
                    and not p.stem.startswith(_MEGAGLEST_NONHUMAN))
+    def where(p: Path) -> str:
+        return "common" if "commondata" in p.parts else p.relative_to(base).parts[1]
+
+    # Units of one faction can hold different recordings under one file name (the Indian
+    # archer and fire archer both have archer_ack1.wav): those are named by their unit folder
+    # too, or the extraction would write them to one path, one over the other
+    names = Counter(f"{where(p)}-{p.stem}" for p in paths)
     for p in paths:
         unit = re.sub(r"_(ack|select)\d*$", "", p.stem)
-        where = "common" if "commondata" in p.parts else p.relative_to(base).parts[1]
-        out.append(Recording("megaglest", "und", _slug(f"{where}-{p.stem}"),
-                             str(p.relative_to(root)), _file(p), f"megaglest-{where}-{unit}"))
+        name = f"{where(p)}-{p.stem}"
+        if names[name] > 1:
+            name = f"{where(p)}-{p.parent.parent.name}-{p.stem}"
+        out.append(Recording("megaglest", "und", _slug(name), str(p.relative_to(root)),
+                             _file(p), f"megaglest-{where(p)}-{unit}"))
     return out
 
 
@@ -473,6 +483,7 @@ def extract(found: dict[str, list[Recording]], out: Path, *, log: Callable[[str]
     log = log or (lambda msg: sys.stderr.write(msg + "\n"))
     out = Path(out)
     rows: list[dict[str, Any]] = []
+    written: dict[Path, str] = {}
     for source, recs in found.items():
         info = SOURCES[source]
         kept = skipped = failed = 0
@@ -492,6 +503,10 @@ def extract(found: dict[str, list[Recording]], out: Path, *, log: Callable[[str]
                     continue
                 name = rec.name if len(parts) == 1 else f"{rec.name}-{k:02d}"
                 rel = Path(source) / rec.language / f"{name}.wav"
+                if rel in written:  # a reader's names must tell its recordings apart
+                    raise ValueError(f"{rec.origin} and {written[rel]} would both be written "
+                                     f"to {rel}")
+                written[rel] = rec.origin
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 sf.write(out / rel, part, SAMPLE_RATE, subtype="PCM_16")
                 package = info.packages[0] if len(info.packages) == 1 else \
