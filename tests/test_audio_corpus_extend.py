@@ -127,7 +127,7 @@ def test_extra_sources_train_only_and_the_base_splits_stay(tmp_path, capsys):
 
 def test_held_out_families_and_unknown_sources_are_refused(tmp_path):
     base, extra = _base(tmp_path / "v2"), _extracted(tmp_path / "v3")
-    with pytest.raises(SystemExit, match="asterisk-gsm .*Asterisk"):
+    with pytest.raises(SystemExit, match="asterisk-gsm .*Asterisk.*--train-held-out"):
         corpus_extend.build_extended(tmp_path / "x", base=base, extra_root=extra,
                                      sources=["game", "asterisk-gsm"])
     with pytest.raises(SystemExit, match="no extracted clips of fotaq.*game"):
@@ -136,6 +136,51 @@ def test_held_out_families_and_unknown_sources_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="build the base corpus first"):
         corpus_extend.build_extended(tmp_path / "x", base=tmp_path / "none", extra_root=extra,
                                      sources=["game"])
+
+
+@needs_corpus_package("pyworld")
+def test_a_held_out_family_trains_only_when_named_and_its_fakes_take_its_codec(tmp_path):
+    """--train-held-out asterisk-gsm: the GSM prompts train, their copies take the 8 kHz GSM
+    06.10 trip (not the Vorbis one, or the codec would tell the classes apart), and
+    corpus.json records what was held out and why."""
+    base, extra = _base(tmp_path / "v2"), _extracted(tmp_path / "v3")
+    summary = corpus_extend.build_extended(
+        tmp_path / "x", base=base, extra_root=extra, sources=["asterisk-gsm"], cap=5,
+        split_plan=PLAN, builder_kwargs=QUIET, log=lambda m: None,
+        allow_held_out=["asterisk-gsm"])
+    new = [r for r in _rows(tmp_path / "x" / "metadata.csv") if r["source"] == "asterisk-gsm"]
+    assert Counter((r["label"], r["split"]) for r in new) == {("real", "train"): 2,
+                                                              ("fake", "train"): 2}
+    assert all("store=gsm8k" in r["params"] for r in new if r["label"] == "fake")
+    assert summary["held_out_sources_trained"] == {
+        "asterisk-gsm": corpus_extend.NOT_FOR_TRAINING["asterisk-gsm"]}
+
+
+def _band_energy(wave: np.ndarray, sr: int, lo: float) -> float:
+    spectrum = np.abs(np.fft.rfft(wave)) ** 2
+    return float(spectrum[np.fft.rfftfreq(len(wave), 1 / sr) > lo].sum() / spectrum.sum())
+
+
+def test_storage_trips_imitate_each_source_codec():
+    """A fake reading a GSM prompt's line goes through GSM 06.10 at 8 kHz (lossy: the wave
+    changes, nothing above 4 kHz); one of Beneath a Steel Sky's through 8-bit PCM at
+    11.025 kHz (a quantisation floor); other sources keep their trips."""
+    rng = np.random.default_rng(0)
+    wave = _voice(rng, 16000, 1.0) + 0.05 * rng.standard_normal(16000).astype(np.float32)
+    speech = {s: Speech(s, "fr", Path(f"{s}.wav"), "", s, "fr")
+              for s in ("asterisk-gsm", "bass", "asterisk", "game")}
+    gsm, sr, trip = corpus_v2.storage_trip(wave, 16000, speech["asterisk-gsm"], 8000, rng)
+    assert (sr, trip, len(gsm)) == (8000, "store=gsm8k", 8000)
+    plain = corpus_v2.audio.resample(wave, 16000, 8000)
+    assert np.abs(gsm - plain).max() > 0.01  # the codec changed the samples
+    assert _band_energy(corpus_v2.audio.resample(gsm, 8000, 16000), 16000, 4100) < 1e-3
+    pcm8, sr, trip = corpus_v2.storage_trip(wave, 16000, speech["bass"], 11025, rng)
+    assert (sr, trip) == (11025, "store=pcm_u8_11k")
+    steps = np.unique(np.round(pcm8 * 128, 4))
+    assert np.allclose(steps, np.round(steps))  # on the 8-bit grid
+    assert corpus_v2.storage_trip(wave, 16000, speech["asterisk"], 8000, rng)[2] == "store=pcm8k"
+    assert corpus_v2.storage_trip(wave, 16000, speech["game"], 22050, rng)[2].startswith(
+        "store=vorbis22k/")
 
 
 def test_plan_extra_copies_each_clip_and_drops_held_out_ones(tmp_path):

@@ -194,22 +194,28 @@ def build_extended(out: Path, *, base: Path, extra_root: Path, sources: Sequence
                    log: Callable[[str], None] = lambda m: sys.stderr.write(m + "\n"),
                    command: str = "", fakes: str = "world", raw: Path | None = None,
                    engines: Engines | None = None,
-                   bank: dict[str, list[str]] | None = None) -> dict[str, Any]:
+                   bank: dict[str, list[str]] | None = None,
+                   allow_held_out: Sequence[str] = ()) -> dict[str, Any]:
     """Build (or finish) ``out``: the base corpus's clips as they are plus the extra sources'
     real clips and their fakes in training: ``copies`` WORLD copies of each (``fakes="world"``)
     or one fake each in the base corpus's training mix (``"mix"``; the texts from the packages
     unpacked under ``raw``, default ``extra_root/raw``; ``engines`` and ``bank`` default to
-    what is installed). Returns the summary written to ``corpus.json``."""
+    what is installed). A source of :data:`NOT_FOR_TRAINING` is refused unless it is also in
+    ``allow_held_out`` (``--train-held-out``); ``corpus.json`` then says which and why it was
+    held out. Returns the summary written to ``corpus.json``."""
     if fakes not in FAKE_MODES:
         raise SystemExit(f"--extra-fakes takes one of {', '.join(FAKE_MODES)}, got {fakes!r}")
     if fakes == "mix" and copies != 1:
         raise SystemExit("--extra-fakes mix makes one fake per added clip; leave --extra-copies "
                          "at 1")
     t0 = time.time()
-    refused = {s: NOT_FOR_TRAINING[s] for s in sources if s in NOT_FOR_TRAINING}
+    refused = {s: NOT_FOR_TRAINING[s] for s in sources
+               if s in NOT_FOR_TRAINING and s not in allow_held_out}
     if refused:
         raise SystemExit("these sources must stay out of training: " + "; ".join(
-            f"{s} ({why})" for s, why in refused.items()))
+            f"{s} ({why})" for s, why in refused.items()) + "; name them in --train-held-out "
+            "to train on them anyway (the corpus card then says so)")
+    overridden = {s: NOT_FOR_TRAINING[s] for s in sources if s in NOT_FOR_TRAINING}
     base_meta = base / "metadata.csv"
     if not base_meta.is_file():
         raise SystemExit(f"{base_meta} not found: build the base corpus first "
@@ -302,6 +308,7 @@ def build_extended(out: Path, *, base: Path, extra_root: Path, sources: Sequence
         "counts": {f"{s}/{lab}": n for (s, lab), n in sorted(counts.items())},
         "added": {f"{s}/{lang}/{lab}": n for (s, lang, lab), n in sorted(added.items())},
         "left_out_by_plan": len(dropped), "skipped": builder.skipped,
+        **({"held_out_sources_trained": overridden} if overridden else {}),
         "seconds_this_run": round(time.time() - t0, 1),
     }
     base_info = base / "corpus.json"

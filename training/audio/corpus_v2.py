@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import re
 import sys
@@ -270,13 +271,31 @@ def plan(reals: Sequence[Speech], engines: Engines, quotas: dict[str, int], *, s
 # Building
 
 
+def _soundfile_round_trip(wave: np.ndarray, sr: int, subtype: str) -> np.ndarray:
+    """Write ``wave`` as a WAV file of ``subtype`` (e.g. ``GSM610``, ``PCM_U8``) and read it
+    back, cut to the input's length."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(np.asarray(wave, np.float32), -1, 1), sr, format="WAV",
+             subtype=subtype)
+    buf.seek(0)
+    out, _ = sf.read(buf, dtype="float32")
+    return np.asarray(out[: len(wave)], np.float32)
+
+
 def storage_trip(wave: np.ndarray, sr: int, origin: Speech | None, original_sr: int | None,
                  rng: np.random.Generator) -> tuple[np.ndarray, int, str]:
     """What the real recordings went through on their way into their package, for a fake:
-    Asterisk's 8 kHz PCM; otherwise Ogg Vorbis at the real clip's rate (44.1 kHz for a
+    Asterisk's 8 kHz PCM; the Asterisk GSM prompts' 8 kHz GSM 06.10; Beneath a Steel Sky's
+    8-bit PCM at 11.025 kHz; otherwise Ogg Vorbis at the real clip's rate (44.1 kHz for a
     text-bank sentence)."""
     if origin is not None and origin.source == "asterisk":
         return audio.resample(wave, sr, 8000), 8000, "store=pcm8k"
+    if origin is not None and origin.source == "asterisk-gsm":
+        return _soundfile_round_trip(audio.resample(wave, sr, 8000), 8000, "GSM610"), 8000, \
+            "store=gsm8k"
+    if origin is not None and origin.source == "bass":
+        return _soundfile_round_trip(audio.resample(wave, sr, 11025), 11025, "PCM_U8"), 11025, \
+            "store=pcm_u8_11k"
     rate = int(original_sr or 44100)
     level = float(rng.uniform(0.3, 0.6))
     wave = vorbis_round_trip(audio.resample(wave, sr, rate), rate, level=level)
@@ -622,6 +641,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "engines reading the clip's text where its package has it")
     extra.add_argument("--extra-raw", type=Path, default=None,
                        help="the unpacked packages, for the texts (default EXTRA_ROOT/raw)")
+    extra.add_argument("--train-held-out", default="", metavar="S1,S2",
+                       help="sources kept out of training by default (asterisk-gsm, bass, "
+                            "codec2, pocketsphinx) that --extra-train-sources may use anyway; "
+                            "corpus.json records them with the reason they were held out")
     args = parser.parse_args(argv)
     if args.extra_train_sources is not None:
         from .corpus_extend import build_extended
@@ -631,6 +654,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             sources=[s for s in args.extra_train_sources.split(",") if s],
             cap=args.extra_per_source, copies=args.extra_copies, seed=args.seed,
             fakes=args.extra_fakes, raw=args.extra_raw,
+            allow_held_out=[s for s in args.train_held_out.split(",") if s],
             builder_kwargs={"kokoro_dir": args.kokoro_voices} if args.kokoro_voices else None,
             command="python -m training.audio_corpus_v2 " + " ".join(
                 sys.argv[1:] if argv is None else list(argv)))
