@@ -39,7 +39,7 @@ def main() -> None:
             groups[f"{c.language} {c.speaker}"].append(i)
     margins = {}
     for mid in args.models:
-        out = clip_logits(config, mid, clips, args.data / "features")
+        out = clip_logits(config, mid, clips, ROOT / "data" / "feature_cache")
         margins[mid] = out["test:margin"]
         if len(out["test:margin"]) != len(test):
             raise SystemExit("the scored test clips do not line up with the corpus's test rows")
