@@ -141,10 +141,11 @@ class SetUpMatching:
     feature vector of every set-up's rows in the batch is pulled towards the class's mean over
     all set-ups (features divided by their batch standard deviation, so that scaling them down
     does not satisfy it; features that are the same for every input still do, and at too high
-    a weight the network collapses to them: docs/AUDIO.md, "Hiding the recording set-up"). It is a class-conditional match of first moments, the
-    linear-kernel case of the maximum mean discrepancy used for domain generalisation (Li et
-    al., CVPR 2018, MMD-AAE); what it removes is what a linear read-out of the features could
-    use to name the set-up apart from the class. The weight rises from 0 to ``weight`` over
+    a weight the network collapses to them: docs/AUDIO.md, "Hiding the recording set-up"). It
+    is a class-conditional match of first moments, the linear-kernel case of the maximum mean
+    discrepancy used for domain generalisation (Li et al., CVPR 2018, MMD-AAE); what it
+    removes is what a linear read-out of the features could use to name the set-up apart from
+    the class. The weight rises from 0 to ``weight`` over
     training (``2 / (1 + e^(-10 p)) - 1`` of progress ``p``, the schedule of Ganin et al., JMLR
     2016), so that the network first learns the task.
 

@@ -84,8 +84,9 @@ def main() -> None:
         print(f"{name}: C {c}, validation EER {eer:.1%}, test EER "
               f"{equal_error_rate(t, yt)[0]:.1%}, AUC {roc_auc_score(yt, t):.3f}, false alarms "
               f"{np.mean(t[yt == 0] > thr):.1%}, misses {np.mean(t[yt == 1] <= thr):.1%}")
-        print("  wrong at the validation threshold: " + ", ".join(
-            f"{g} {np.mean((t[gt == g] > thr) != (yt[gt == g] == 1)):.0%}" for g in sorted(set(gt))))
+        wrong = {g: np.mean((t[gt == g] > thr) != (yt[gt == g] == 1)) for g in sorted(set(gt))}
+        print("  wrong at the validation threshold: "
+              + ", ".join(f"{g} {w:.0%}" for g, w in wrong.items()))
 
 
 if __name__ == "__main__":

@@ -29,14 +29,22 @@ SAMPLE_RATE = 16000
 TRIM_TOP_DB = 25.0  # KLettres clips carry room noise 40-50 dB below the peak; 35 dB keeps it
 
 
-def vorbis_round_trip(wave: np.ndarray, sr: int, *, level: float) -> np.ndarray:
-    """Encode to Ogg Vorbis and decode again; ``level`` in [0, 1], 0 is the best quality."""
+def codec_round_trip(wave: np.ndarray, sr: int, *, fmt: str, subtype: str,
+                     **write_options: float) -> np.ndarray:
+    """Encode with libsndfile (``fmt`` and ``subtype`` as :func:`soundfile.write` takes them,
+    e.g. WAV / GSM610) and decode again, cut to the input's length."""
     buf = io.BytesIO()
-    sf.write(buf, np.asarray(wave, np.float32), sr, format="OGG", subtype="VORBIS",
-             compression_level=float(level))
+    sf.write(buf, np.asarray(wave, np.float32), sr, format=fmt, subtype=subtype,
+             **write_options)
     buf.seek(0)
     out, _ = sf.read(buf, dtype="float32")
     return np.asarray(out[: len(wave)], np.float32)
+
+
+def vorbis_round_trip(wave: np.ndarray, sr: int, *, level: float) -> np.ndarray:
+    """Encode to Ogg Vorbis and decode again; ``level`` in [0, 1], 0 is the best quality."""
+    return codec_round_trip(wave, sr, fmt="OGG", subtype="VORBIS",
+                            compression_level=float(level))
 
 
 def coloured_noise(n: int, rng: np.random.Generator, *, slope: float) -> np.ndarray:

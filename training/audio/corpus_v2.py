@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import re
 import sys
@@ -57,7 +56,8 @@ import soundfile as sf
 
 from xai_platform.preprocessing import audio
 
-from .chain import SAMPLE_RATE, TRIM_TOP_DB, ChannelAugment, shared_chain, vorbis_round_trip
+from .chain import (SAMPLE_RATE, TRIM_TOP_DB, ChannelAugment, codec_round_trip, shared_chain,
+                    vorbis_round_trip)
 from .corpus import finished_rows, item_rng, tool_versions
 from .sources import READERS, Speech, read_sources, text_bank
 from .splits import DEFAULT_PLAN, SPLITS, SplitPlan, loso_rows, loso_sources
@@ -271,15 +271,8 @@ def plan(reals: Sequence[Speech], engines: Engines, quotas: dict[str, int], *, s
 # Building
 
 
-def _soundfile_round_trip(wave: np.ndarray, sr: int, subtype: str) -> np.ndarray:
-    """Write ``wave`` as a WAV file of ``subtype`` (e.g. ``GSM610``, ``PCM_U8``) and read it
-    back, cut to the input's length."""
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(wave, np.float32), -1, 1), sr, format="WAV",
-             subtype=subtype)
-    buf.seek(0)
-    out, _ = sf.read(buf, dtype="float32")
-    return np.asarray(out[: len(wave)], np.float32)
+# Sources stored in a WAV codec of their own (source -> rate, libsndfile subtype, trip name)
+WAV_TRIPS = {"asterisk-gsm": (8000, "GSM610", "gsm8k"), "bass": (11025, "PCM_U8", "pcm_u8_11k")}
 
 
 def storage_trip(wave: np.ndarray, sr: int, origin: Speech | None, original_sr: int | None,
@@ -290,12 +283,10 @@ def storage_trip(wave: np.ndarray, sr: int, origin: Speech | None, original_sr: 
     text-bank sentence)."""
     if origin is not None and origin.source == "asterisk":
         return audio.resample(wave, sr, 8000), 8000, "store=pcm8k"
-    if origin is not None and origin.source == "asterisk-gsm":
-        return _soundfile_round_trip(audio.resample(wave, sr, 8000), 8000, "GSM610"), 8000, \
-            "store=gsm8k"
-    if origin is not None and origin.source == "bass":
-        return _soundfile_round_trip(audio.resample(wave, sr, 11025), 11025, "PCM_U8"), 11025, \
-            "store=pcm_u8_11k"
+    if origin is not None and origin.source in WAV_TRIPS:
+        rate, subtype, name = WAV_TRIPS[origin.source]
+        wave = np.clip(audio.resample(wave, sr, rate), -1, 1)
+        return codec_round_trip(wave, rate, fmt="WAV", subtype=subtype), rate, f"store={name}"
     rate = int(original_sr or 44100)
     level = float(rng.uniform(0.3, 0.6))
     wave = vorbis_round_trip(audio.resample(wave, sr, rate), rate, level=level)
