@@ -134,29 +134,6 @@ class PairRanking:
     per_step: int = 8
 
 
-@dataclass
-class SetUpMatching:
-    """A training-only penalty that keeps the recording set-up (a domain index per training
-    row) out of the network's pooled features at ``layer``: within each class, the mean
-    feature vector of every set-up's rows in the batch is pulled towards the class's mean over
-    all set-ups (features divided by their batch standard deviation, so that scaling them down
-    does not satisfy it; features that are the same for every input still do, and at too high
-    a weight the network collapses to them: docs/AUDIO.md, "Hiding the recording set-up"). It
-    is a class-conditional match of first moments, the linear-kernel case of the maximum mean
-    discrepancy used for domain generalisation (Li et al., CVPR 2018, MMD-AAE); what it
-    removes is what a linear read-out of the features could use to name the set-up apart from
-    the class. The weight rises from 0 to ``weight`` over
-    training (``2 / (1 + e^(-10 p)) - 1`` of progress ``p``, the schedule of Ganin et al., JMLR
-    2016), so that the network first learns the task.
-
-    domains: (N,) int domain of every training row, -1 for rows the penalty does not see.
-    """
-
-    domains: np.ndarray
-    layer: str
-    weight: float = 1.0
-
-
 def _labels_for_loss(spec: ModelSpec, y: np.ndarray) -> np.ndarray:
     return y.astype(np.float32) if spec.output == "sigmoid" else y.astype(np.int64)
 
@@ -166,8 +143,7 @@ def train(spec: ModelSpec, network: Any, train_x: np.ndarray, train_y: np.ndarra
           checkpoint: Path | None = None, augment: Augment | None = None,
           masks: MaskSupervision | None = None,
           ranking: PairRanking | None = None,
-          sampling: np.ndarray | None = None,
-          matching: SetUpMatching | None = None) -> dict[str, Any]:
+          sampling: np.ndarray | None = None) -> dict[str, Any]:
     """Train ``network`` (a torch module or Keras model built from ``spec``) on feature planes.
 
     x: (N, H, W) float32 feature planes; y: (N,) int class indices. Resumable: with a
@@ -175,8 +151,7 @@ def train(spec: ModelSpec, network: Any, train_x: np.ndarray, train_y: np.ndarra
     from it. The weights of the epoch with the best validation ROC AUC (binary) or accuracy are
     kept. ``masks`` (PyTorch only) adds :class:`MaskSupervision`; ``augment`` must then take
     and return the masks too (``augment(x, rng, masks=m) -> (x, m)``), moving them with the
-    image. ``ranking`` (PyTorch, binary models only) adds :class:`PairRanking`, ``matching``
-    (PyTorch only) :class:`SetUpMatching`. ``sampling``:
+    image. ``ranking`` (PyTorch, binary models only) adds :class:`PairRanking`. ``sampling``:
     (N,) non-negative weights; each epoch then draws its N rows with replacement in proportion
     to them (a weighted sampler) instead of a permutation. Returns the training history.
     """
@@ -187,13 +162,9 @@ def train(spec: ModelSpec, network: Any, train_x: np.ndarray, train_y: np.ndarra
                              "not all zero")
     if ranking is not None and (spec.positive_index is None or len(spec.labels) != 2):
         raise ValueError("pair ranking needs a binary model with a positive label")
-    if matching is not None and np.shape(matching.domains) != (len(train_x),):
-        raise ValueError("set-up matching needs one domain per training row")
     if spec.framework == "torch":
         return _train_torch(spec, network, train_x, train_y, val_x, val_y, config, checkpoint,
-                            augment, masks, ranking, sampling, matching)
-    if matching is not None:
-        raise ValueError("set-up matching is implemented for PyTorch models only")
+                            augment, masks, ranking, sampling)
     if masks is not None:
         raise ValueError("mask supervision is implemented for PyTorch models only")
     if ranking is not None:
@@ -283,50 +254,6 @@ class _MaskHeads:
         return self.weight * torch.stack(losses).mean()
 
 
-class _SetUpPenalty:
-    """:class:`SetUpMatching`'s term: a forward hook keeps the layer's output, averaged over
-    its spatial axes."""
-
-    def __init__(self, net, matching: SetUpMatching) -> None:
-        self.matching, self.feature = matching, None
-        self.hook = net.get_submodule(matching.layer).register_forward_hook(self._keep)
-
-    def _keep(self, _module, _inputs, output) -> None:
-        self.feature = output
-
-    def remove(self) -> None:
-        self.hook.remove()
-
-    def loss(self, idx: np.ndarray, y: np.ndarray, progress: float):
-        """(weighted penalty, unweighted penalty) on this batch, or None when no class holds
-        two set-ups in it."""
-        import torch
-
-        f = self.feature
-        if f is None or f.ndim < 2:
-            raise ValueError(f"layer '{self.matching.layer}' gives no (N, C, ...) output")
-        f = f.mean(dim=tuple(range(2, f.ndim))) if f.ndim > 2 else f
-        f = f / (f.std(dim=0).detach() + 1e-5)
-        domains, labels = self.matching.domains[idx], y[idx]
-        terms, weights = [], []
-        for cls in np.unique(labels):
-            rows = np.flatnonzero((labels == cls) & (domains >= 0))
-            if len(np.unique(domains[rows])) < 2:
-                continue
-            centre = f[torch.from_numpy(rows)].mean(dim=0)
-            for d in np.unique(domains[rows]):
-                own = rows[domains[rows] == d]
-                gap = f[torch.from_numpy(own)].mean(dim=0) - centre
-                terms.append((gap ** 2).mean())
-                weights.append(len(own))
-        if not terms:
-            return None
-        w = torch.tensor(weights, dtype=f.dtype) / sum(weights)
-        penalty = (torch.stack(terms) * w).sum()
-        strength = self.matching.weight * (2.0 / (1.0 + np.exp(-10.0 * progress)) - 1.0)
-        return strength * penalty, penalty.item()
-
-
 def _ranking_loss(spec: ModelSpec, model, train_x: np.ndarray, ranking: PairRanking,
                   augment, rng):
     """:class:`PairRanking`'s term for one step: ``per_step`` pairs drawn from ``rng``,
@@ -349,7 +276,7 @@ def _ranking_loss(spec: ModelSpec, model, train_x: np.ndarray, ranking: PairRank
 
 
 def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, augment,
-                 masks=None, ranking=None, sampling=None, matching=None):
+                 masks=None, ranking=None, sampling=None):
     import torch
     from torch import nn
 
@@ -361,7 +288,6 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
     adapter = InputAdapter(spec)
     model = nn.Sequential(adapter, net)
     head = None if masks is None else _MaskHeads(net, model, masks, train_x.shape[1:])
-    set_up = None if matching is None else _SetUpPenalty(net, matching)
     params = list(net.parameters()) + ([] if head is None else list(head.convs.parameters()))
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -390,7 +316,7 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
         for epoch in range(start_epoch + 1, config.epochs + 1):
             net.train()
             n_batches = int(np.ceil(len(train_x) / config.batch_size))
-            losses, penalties = [], []
+            losses = []
             batches = _epoch_batches(train_x, n_batches, config.batch_size, augment, rng,
                                      None if masks is None else masks.masks, sampling)
             for i, idx, xb, mb in batches:
@@ -399,12 +325,6 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
                 loss = loss_fn(out[:, 0], yb) if spec.output == "sigmoid" else loss_fn(out, yb)
                 if head is not None:
                     loss = loss + head.loss(mb)
-                if set_up is not None:
-                    done = ((epoch - 1) * n_batches + i) / (config.epochs * n_batches)
-                    terms = set_up.loss(idx, train_y, done)
-                    if terms is not None:
-                        loss = loss + terms[0]
-                        penalties.append(terms[1])
                 if ranking is not None:
                     loss = loss + _ranking_loss(spec, model, train_x, ranking, augment, rng)
                 opt.zero_grad()
@@ -418,9 +338,7 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
             for p in net.parameters():  # the handle froze them for inference
                 p.requires_grad_(True)
             history["epochs"].append({"epoch": epoch, "loss": float(np.mean(losses)),
-                                      "val": metric,
-                                      **({"set_up_penalty": float(np.mean(penalties))}
-                                         if penalties else {})})
+                                      "val": metric})
             if metric > history["best_metric"]:
                 history["best_metric"], history["best_epoch"] = metric, epoch
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -439,8 +357,6 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
     finally:
         if head is not None:
             head.remove()
-        if set_up is not None:
-            set_up.remove()
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()

@@ -56,7 +56,7 @@ from xai_platform.models.cards import (DataInfo, ModelCard, ReliabilityFigure, R
 from .. import cards
 from ..calibration import choose_threshold, fit_temperature, plot_reliability
 from ..metrics import reliability
-from ..trainer import PairRanking, SetUpMatching, TrainConfig, limit_threads, train
+from ..trainer import PairRanking, TrainConfig, limit_threads, train
 from ..weights import imagenet_init, load_saved, save_weights
 from .augment import AUGMENTATIONS, augmentation
 from .data import SPLITS, Clip, load_clips
@@ -92,7 +92,6 @@ class AudioOptions:
     explain_clips: int = 100
     pair_loss: float = 0.0  # weight of the ranking term on (vocoded copy, original) pairs
     twin_share: float | None = None  # share of the fake draws given to the twins
-    set_up_matching: float = 0.0  # weight of the recording set-up penalty
 
 
 def build(spec: ModelSpec, *, seed: int, threads: int) -> Any:
@@ -130,9 +129,8 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
             else "random (seeded)")
     ranking = pair_ranking(spec, sets["train"], options.pair_loss)
     sampling = twin_draws(spec, sets["train"], options.twin_share)
-    matching = set_up_matching(spec, sets["train"], options.set_up_matching)
     history, train_seconds, this_session = _train(spec, network, sets, options, ranking,
-                                                  sampling, matching)
+                                                  sampling)
     save_weights(spec, network, options.out)
     handle = load_saved(spec, options.out)  # every figure below is for the file as shipped
 
@@ -173,11 +171,7 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
                                 **({"pair_loss": options.pair_loss,
                                     "pairs": int(len(ranking.pairs))} if ranking else {}),
                                 **({"twin_share": options.twin_share}
-                                   if options.twin_share is not None else {}),
-                                **({"set_up_matching": options.set_up_matching,
-                                    "set_up_layer": matching.layer,
-                                    "set_ups": set_up_names(sets["train"])}
-                                   if matching else {})},
+                                   if options.twin_share is not None else {})},
             # this session's time outside training (a resumed run trained earlier too)
             other_seconds=time.time() - t_start - this_session,
             total_seconds=time.time() - t_start),
@@ -259,39 +253,9 @@ def twin_draws(spec: ModelSpec, train_set: FeatureSet, share: float | None
     return weights
 
 
-def set_up_names(train_set: FeatureSet) -> list[str]:
-    """The recording set-ups that set-up matching keeps apart: the training split's sources
-    that hold both real clips and fakes (a fake's source is the one whose line it reads and
-    whose storage trip it takes), sorted."""
-    labels: dict[str, set[str]] = {}
-    for c in train_set.clips:
-        labels.setdefault(c.source, set()).add(c.label)
-    return sorted(s for s, seen in labels.items() if s and len(seen) == 2)
-
-
-def set_up_matching(spec: ModelSpec, train_set: FeatureSet, weight: float
-                    ) -> SetUpMatching | None:
-    """The training split's set-up penalty (:class:`training.trainer.SetUpMatching`) on the
-    model's target layer, one domain per source of :func:`set_up_names`, -1 for the windows of
-    other sources; None when ``weight`` is 0."""
-    if not weight:
-        return None
-    names = set_up_names(train_set)
-    if len(names) < 2:
-        raise SystemExit("--set-up-matching needs at least two training sources with both "
-                         "real and fake clips (corpus v2 or later).")
-    index = {name: i for i, name in enumerate(names)}
-    per_clip = np.array([index.get(c.source, -1) for c in train_set.clips], dtype=np.int64)
-    domains = per_clip[train_set.clip]
-    sys.stderr.write(f"  set-up matching over {len(names)} sources ({', '.join(names)}; "
-                     f"{(domains >= 0).mean():.0%} of the windows), weight {weight:g}\n")
-    return SetUpMatching(domains, layer=spec.target_layer, weight=weight)
-
-
 def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
            options: AudioOptions, ranking: PairRanking | None = None,
-           sampling: np.ndarray | None = None,
-           matching: SetUpMatching | None = None) -> tuple[dict[str, Any], float, float]:
+           sampling: np.ndarray | None = None) -> tuple[dict[str, Any], float, float]:
     """The shared loop; returns the history, the training seconds summed over the sessions of
     a resumed run (``timing.json`` beside the checkpoint: checkpoints keep no clock) and this
     session's."""
@@ -303,7 +267,6 @@ def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
     history = train(spec, network, sets["train"].x, sets["train"].y,
                     sets["validation"].x, sets["validation"].y, options.train,
                     checkpoint=checkpoint, ranking=ranking, sampling=sampling,
-                    matching=matching,
                     augment=augmentation(options.augment, spec.input.top_db,
                                          waveform=spec.input.waveform,
                                          centers_hz=(None if spec.input.waveform
@@ -392,10 +355,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "python -m training.audio_paired) as S of the fake class, the "
                              "other fakes as the rest (a weighted sampler; e.g. 0.18 keeps "
                              "corpus v3t's share of vocoded copies)")
-    parser.add_argument("--set-up-matching", type=float, default=0.0, metavar="W",
-                        help="add W times a penalty that pulls, within each class, every "
-                             "recording set-up's (source's) mean target-layer features "
-                             "towards the class mean (PyTorch models)")
     parser.add_argument("--no-robustness", action="store_true")
     parser.add_argument("--explain", default="gradcam,integrated_gradients",
                         help="methods for the band summary ('' for none)")
@@ -421,8 +380,6 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
                           + ([f"speakers={args.real_speakers}"] if args.real_speakers else [])
                           + ([f"pair_loss={args.pair_loss:g}"] if args.pair_loss else [])
                           + ([f"twin_share={args.twin_share:g}"] if args.twin_share else [])
-                          + ([f"set_up_matching={args.set_up_matching:g}"]
-                             if args.set_up_matching else [])
                           + ([args.train_languages, args.validation_languages]
                              if args.train_languages or args.validation_languages else []))
     tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
@@ -445,8 +402,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
         validation_languages=_languages(args.validation_languages),
         robustness=not args.no_robustness,
         explain=tuple(m for m in args.explain.split(",") if m), explain_clips=args.explain_clips,
-        pair_loss=args.pair_loss, twin_share=args.twin_share,
-        set_up_matching=args.set_up_matching)
+        pair_loss=args.pair_loss, twin_share=args.twin_share)
     card = run(spec, options)
     t, pct = card.metrics["test"], cards.pct
     print(f"{spec.id}: test EER {pct(t.eer)}, AUC {t.roc_auc:.4f}, accuracy "
