@@ -16,7 +16,7 @@ import soundfile as sf
 from training.audio import corpus_v2, sources
 from training.audio.chain import ChannelAugment, telephone
 from training.audio.data import load_clips
-from training.audio.splits import HoldOut, SplitPlan, loso_rows
+from training.audio.splits import HoldOut, SplitPlan, loso_rows, selection_rows
 
 PLAN = SplitPlan(
     test=HoldOut(sources=("phone",), languages=("el",), speakers=("studio-en-b",),
@@ -164,6 +164,26 @@ def test_loso_moves_one_source_to_test_and_keeps_the_rest_out_of_it():
     assert [r["split"] for r in fold] == ["test", "test", "train", "train", "validation", "train"]
     with pytest.raises(SystemExit, match="no clips of source 'nope'"):
         loso_rows(rows, "nope")
+
+
+def test_a_selection_fold_never_holds_a_test_clip_and_tests_recipes_on_the_same_clips():
+    # A fold for choosing between recipes: the plan's test clips are in no split, only a
+    # training source can be held out, and its twins (pair_of) are neither trained nor tested,
+    # so a corpus with twins and its base are tested on the same clips.
+    rows = [{"key": k, "source": s, "split": sp, "label": lab, "pair_of": pair}
+            for k, s, sp, lab, pair in (
+                ("a", "studio", "train", "real", ""), ("b", "studio", "train", "fake", ""),
+                ("c", "studio", "train", "fake", "a"), ("d", "kids", "train", "real", ""),
+                ("e", "kids", "train", "fake", "d"), ("f", "phone", "test", "real", ""),
+                ("g", "studio", "test", "fake", ""), ("h", "ktub", "validation", "real", ""))]
+    fold = {r["key"]: r["split"] for r in selection_rows(rows, "studio")}
+    assert fold == {"a": "test", "b": "test", "d": "train", "e": "train", "h": "validation"}
+    base = [r for r in rows if not r["pair_of"]]
+    assert {k for k, sp in fold.items() if sp == "test"} == {
+        r["key"] for r in selection_rows(base, "studio") if r["split"] == "test"}
+    for source in ("phone", "ktub"):
+        with pytest.raises(SystemExit, match="no real training clips"):
+            selection_rows(rows, source)
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,3 +48,30 @@ def test_the_report_reads_each_folds_card_and_names_what_it_let_through(tmp_path
     text = out.with_suffix(".md").read_text()
     assert "| asterisk |" in text and "kokoro" in text
     assert "--loso asterisk" in text
+
+
+def test_selection_folds_train_on_their_own_folder_and_recipes_compare_on_shared_sources(
+        tmp_path):
+    cmd = loso.train_command("audio-cnn-v2", [RESEARCH], Path("data/c"), "fotaq",
+                             loso.fold_weights(Path("runs"), "fotaq", selection=True), [],
+                             selection=True)
+    assert cmd[cmd.index("--data") + 1] == str(Path("data/c/select-fotaq"))
+    assert cmd[cmd.index("--out") + 1] == str(Path("runs/select-fotaq.pt"))
+
+    def report(model, eers):
+        return {"model": model, "data": f"data/{model}", "folds": [
+            {"source": s, "eer": e, "false_alarms": e / 2} for s, e in eers.items()]}
+
+    a = report("plain", {"fotaq": 0.2, "kajongg": 0.1, "warzone": 0.3})
+    b = report("twins", {"fotaq": 0.1, "kajongg": 0.2, "warzone": 0.1, "bass": 0.5})
+    paths = []
+    for rep in (a, b):
+        paths.append(tmp_path / f"{rep['model']}.json")
+        paths[-1].write_text(json.dumps(rep))
+    out = tmp_path / "cmp"
+    assert loso.main(["--compare", *map(str, paths), "--out", str(out)]) == 0
+    text = out.with_suffix(".md").read_text()
+    # bass is only in one report: left out of the mean, and named
+    assert "| **mean** | **20.0%** | **13.3%** |" in text
+    assert "| folds with the lowest EER | 1 | 2 |" in text
+    assert "Left out (not in every report): bass." in text

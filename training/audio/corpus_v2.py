@@ -60,7 +60,8 @@ from .chain import (SAMPLE_RATE, TRIM_TOP_DB, ChannelAugment, codec_round_trip, 
                     vorbis_round_trip)
 from .corpus import finished_rows, item_rng, tool_versions
 from .sources import READERS, Speech, read_sources, text_bank
-from .splits import DEFAULT_PLAN, SPLITS, SplitPlan, loso_rows, loso_sources
+from .splits import (DEFAULT_PLAN, SPLITS, SplitPlan, loso_rows, loso_sources, selection_rows,
+                     selection_sources)
 from .synth import (BINARIES, ESPEAK_VOICES, GENERATOR_KINDS, KOKORO_LANGUAGES, PICO_VOICES,
                     KokoroEngine, available_generators, installed_festival_voices,
                     kokoro_available, kokoro_voice_dir, pico_available, synth_espeak,
@@ -488,20 +489,25 @@ def read_metadata(path: Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(fh))
 
 
-def build_loso(out: Path, source: str) -> Path:
+def build_loso(out: Path, source: str, *, selection: bool = False) -> Path:
     """``out/loso-<source>/metadata.csv``: the leave-one-source-out fold of
     :func:`training.audio.splits.loso_rows`, its paths pointing into ``out/clips`` (train with
-    ``--data out/loso-<source>``)."""
-    rows = loso_rows(read_metadata(out / "metadata.csv"), source)
-    fold = out / f"loso-{source}"
+    ``--data out/loso-<source>``). ``selection``: ``out/select-<source>``, the fold of
+    :func:`training.audio.splits.selection_rows` (no test-split clip in it)."""
+    meta = read_metadata(out / "metadata.csv")
+    rows = selection_rows(meta, source) if selection else loso_rows(meta, source)
+    fold = out / f"{'select' if selection else 'loso'}-{source}"
     fold.mkdir(parents=True, exist_ok=True)
     extra = [k for k in (rows[0] if rows else {}) if k not in METADATA_FIELDS]  # e.g. pair_of
     write_metadata(fold / "metadata.csv", [{**r, "path": f"../{r['path']}"} for r in rows],
                    fields=(*METADATA_FIELDS, *extra))
     counts = Counter((r["split"], r["label"]) for r in rows)
     (fold / "corpus.json").write_text(json.dumps({
-        "command": f"python -m training.audio_corpus_v2 --out {out} --loso {source}",
-        "split_rule": f"leave one source out: {source} is the test split",
+        "command": (f"python -m training.audio_corpus_v2 --out {out} "
+                    f"--{'select' if selection else 'loso'} {source}"),
+        "split_rule": (f"leave one source out: {source} is the test split"
+                       + (f"; the plan's test clips and the twins of {source} left out"
+                          if selection else "")),
         "n_clips": len(rows), "counts": {f"{s}/{lab}": n for (s, lab), n in sorted(counts.items())},
     }, indent=2) + "\n")
     return fold
@@ -613,6 +619,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--loso", default=None, metavar="SOURCE",
                         help="write the leave-one-source-out fold of an existing build to "
                              "OUT/loso-SOURCE/metadata.csv ('all' for every source) and stop")
+    parser.add_argument("--select", default=None, metavar="SOURCE",
+                        help="like --loso, but a fold for choosing between recipes: the plan's "
+                             "test clips and the held-out source's twins left out, written to "
+                             "OUT/select-SOURCE ('all' for every training source)")
     parser.add_argument("--card-only", action="store_true",
                         help="rewrite the card from the existing metadata.csv")
     extra = parser.add_argument_group(
@@ -657,6 +667,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = read_metadata(args.out / "metadata.csv")
         for source in (loso_sources(rows) if args.loso == "all" else [args.loso]):
             print(f"leave out {source}: {build_loso(args.out, source) / 'metadata.csv'}")
+        return
+    if args.select:
+        rows = read_metadata(args.out / "metadata.csv")
+        for source in (selection_sources(rows) if args.select == "all" else [args.select]):
+            fold = build_loso(args.out, source, selection=True)
+            print(f"leave out {source}: {fold / 'metadata.csv'}")
         return
     if args.card_only:
         from .card import corpus_card, write_card

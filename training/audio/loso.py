@@ -11,6 +11,17 @@ the model is trained on it with its entry's recipe unless ``<weights-dir>/loso-<
 already has a card (so a stopped run resumes fold by fold), and the report gathers each fold's
 card: the held-out source's EER and ROC AUC, and at the threshold chosen on the fold's
 validation split, its real clips called fake and its fakes let through, per generator.
+
+``--selection`` makes folds for choosing between recipes instead (``select-<source>``: the
+plan's test clips left out altogether, only training sources held out, their twins neither
+trained on nor tested), so that a choice made on them never sees the test split; ``--compare
+A.json B.json ...`` then sets the recipes' reports side by side over the sources they share:
+
+    python -m training.audio_loso --selection --data data/audio_corpus_v3gk \
+        --model audio-cnn-v3gk --config config/research --config scripts/paired/paired.yaml \
+        --weights-dir runs/audio/select-v3gk --out docs/audio-v3/select_v3gk
+    python -m training.audio_loso --compare docs/audio-v3/select_v3t.json \
+        docs/audio-v3/select_v3gk.json --out docs/audio-v3/select
 """
 
 from __future__ import annotations
@@ -27,20 +38,24 @@ from xai_platform.config import load_config
 from xai_platform.models.cards import read_card
 
 from .corpus_v2 import build_loso, read_metadata
-from .splits import loso_sources
+from .splits import loso_sources, selection_sources
 
 
-def fold_weights(weights_dir: Path, source: str) -> Path:
-    return weights_dir / f"loso-{source}.pt"
+def fold_name(source: str, selection: bool = False) -> str:
+    return f"{'select' if selection else 'loso'}-{source}"
+
+
+def fold_weights(weights_dir: Path, source: str, selection: bool = False) -> Path:
+    return weights_dir / f"{fold_name(source, selection)}.pt"
 
 
 def train_command(model: str, configs: list[str], data: Path, source: str, weights: Path,
-                  extra: list[str]) -> list[str]:
+                  extra: list[str], selection: bool = False) -> list[str]:
     """The training run of one fold: the model entry's recipe on the fold's data."""
     cfg = [a for c in configs for a in ("--config", c)]
     return [sys.executable, "-m", "training.train_audio", "--model", model, *cfg,
-            "--data", str(data / f"loso-{source}"), "--out", str(weights), "--no-robustness",
-            "--explain", "", *extra]
+            "--data", str(data / fold_name(source, selection)), "--out", str(weights),
+            "--no-robustness", "--explain", "", *extra]
 
 
 def recipe(model: str, configs: list[str]) -> list[str]:
@@ -74,12 +89,17 @@ def fold_row(source: str, card: Any) -> dict[str, Any]:
             "misses_by_generator": fakes}
 
 
-def report_markdown(model: str, rows: list[dict[str, Any]], commands: dict[str, str]) -> str:
-    lines = [f"# Leave one real source out: `{model}`", "",
-             "Each row: trained on every other real source (and the synthetic and vocoded clips "
-             "of their texts), threshold and temperature chosen on the fold's validation split, "
-             "tested on the held-out source's real clips, their vocoded copies and the synthetic "
-             "clips reading its texts.", "",
+def report_markdown(model: str, rows: list[dict[str, Any]], commands: dict[str, str],
+                    selection: bool = False) -> str:
+    what = ("Each row: trained on every other real source (and the synthetic and vocoded clips "
+            "of their texts), threshold and temperature chosen on the fold's validation split, "
+            "tested on the held-out source's real clips, their vocoded copies and the synthetic "
+            "clips reading its texts.")
+    if selection:
+        what += (" Folds for choosing between recipes: the corpus's test split is in none of "
+                 "them, and the held-out source's twins are neither trained on nor tested.")
+    lines = [f"# Leave one real source out{' (selection folds)' if selection else ''}: "
+             f"`{model}`", "", what, "",
              "| held-out source | real / fake clips | validation EER | test EER | ROC AUC | "
              "real called fake | fakes let through | threshold |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -100,6 +120,35 @@ def report_markdown(model: str, rows: list[dict[str, Any]], commands: dict[str, 
     return "\n".join(lines)
 
 
+def compare_markdown(reports: list[dict[str, Any]]) -> str:
+    """Recipes side by side over the held-out sources every report has: test EER per fold,
+    the mean, and how many folds each recipe has the lowest EER on."""
+    by = [{r["source"]: r for r in rep["folds"]} for rep in reports]
+    shared = sorted(set.intersection(*(set(b) for b in by)))
+    if not shared:
+        raise SystemExit("the reports share no held-out source.")
+    names = [rep["model"] for rep in reports]
+    lines = ["# Recipes on the same leave-one-source-out folds", "",
+             "Test EER of each fold (the held-out source's clips), at equal folds: "
+             + ", ".join(f"`{n}` ({rep['data']})" for n, rep in zip(names, reports)) + ".", "",
+             "| held-out source | " + " | ".join(f"`{n}`" for n in names) + " |",
+             "| --- | " + " | ".join("---:" for _ in names) + " |"]
+    wins = [0] * len(names)
+    for source in shared:
+        eers = [b[source]["eer"] for b in by]
+        wins[eers.index(min(eers))] += 1
+        lines.append(f"| {source} | " + " | ".join(f"{e:.1%}" for e in eers) + " |")
+    means = [sum(b[s]["eer"] for s in shared) / len(shared) for b in by]
+    fa = [sum(b[s]["false_alarms"] for s in shared) / len(shared) for b in by]
+    lines += ["| **mean** | " + " | ".join(f"**{m:.1%}**" for m in means) + " |",
+              "| real called fake, mean | " + " | ".join(f"{m:.1%}" for m in fa) + " |",
+              "| folds with the lowest EER | " + " | ".join(str(w) for w in wins) + " |"]
+    left = sorted(set().union(*(set(b) for b in by)) - set(shared))
+    if left:
+        lines += ["", f"Left out (not in every report): {', '.join(left)}."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.audio_loso",
                                      description=__doc__.split("\n\n")[0])
@@ -113,31 +162,46 @@ def main(argv: list[str] | None = None) -> int:
                         help="only these sources (default: every real source)")
     parser.add_argument("--no-train", action="store_true",
                         help="report the folds already trained; train none")
+    parser.add_argument("--selection", action="store_true",
+                        help="folds for choosing between recipes: no test-split clip, only "
+                             "training sources held out, their twins left out")
+    parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="JSON",
+                        help="only set these reports side by side (written to --out)")
     args = parser.parse_args(argv)
+    if args.compare:
+        text = compare_markdown([json.loads(p.read_text()) for p in args.compare])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".md").write_text(text)
+        print(text)
+        return 0
     rows_meta = read_metadata(args.data / "metadata.csv")
-    sources = args.source or loso_sources(rows_meta)
+    listed = selection_sources(rows_meta) if args.selection else loso_sources(rows_meta)
+    sources = args.source or listed
     extra = recipe(args.model, args.config)
+    flag = "--select" if args.selection else "--loso"
     rows, commands = [], {}
     for source in sources:
-        weights = fold_weights(args.weights_dir, source)
-        cmd = train_command(args.model, args.config, args.data, source, weights, extra)
-        commands[source] = (f"python -m training.audio_corpus_v2 --out {args.data} --loso "
+        weights = fold_weights(args.weights_dir, source, args.selection)
+        cmd = train_command(args.model, args.config, args.data, source, weights, extra,
+                            args.selection)
+        commands[source] = (f"python -m training.audio_corpus_v2 --out {args.data} {flag} "
                             f"{source} && " + shlex.join(["python", *cmd[1:]]))
         if read_card(weights) is None:
             if args.no_train:
                 print(f"  {source}: not trained yet ({weights})", file=sys.stderr)
                 continue
-            build_loso(args.data, source)
+            build_loso(args.data, source, selection=args.selection)
             weights.parent.mkdir(parents=True, exist_ok=True)
             print(f"  {source}: training -> {weights}", file=sys.stderr)
             subprocess.run(cmd, check=True)
         rows.append(fold_row(source, read_card(weights)))
     if not rows:
         raise SystemExit("no fold is trained yet.")
+    report = report_markdown(args.model, rows, commands, args.selection)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(
-        {"model": args.model, "data": str(args.data), "folds": rows, "commands": commands},
-        indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(report_markdown(args.model, rows, commands))
-    print(report_markdown(args.model, rows, commands))
+        {"model": args.model, "data": str(args.data), "selection": args.selection,
+         "folds": rows, "commands": commands}, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(report)
+    print(report)
     return 0

@@ -109,3 +109,26 @@ def loso_rows(rows: Sequence[dict[str, Any]], source: str) -> list[dict[str, Any
 def loso_sources(rows: Iterable[dict[str, Any]]) -> list[str]:
     """The real sources a leave-one-source-out fold can leave out (those with real clips)."""
     return sorted({r["source"] for r in rows if r["label"] == "real"})
+
+
+def selection_rows(rows: Sequence[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+    """A leave-one-source-out fold for choosing between recipes without touching the test
+    split: the plan's test clips are left out altogether; the held-out training source's
+    clips are the fold's test split, except its twins (rows with ``pair_of``), which are left
+    out too, so that recipes with and without twins are tested on the same clips; validation
+    keeps the plan's validation clips; the rest trains."""
+    if source not in selection_sources(rows):
+        raise SystemExit(f"'{source}' has no real training clips; a selection fold holds out "
+                         f"one of {', '.join(selection_sources(rows))}.")
+    out = []
+    for r in rows:
+        if r["split"] == "test" or (r["source"] == source and r.get("pair_of")):
+            continue
+        split = "test" if r["source"] == source else r["split"]
+        out.append({**r, "split": split})
+    return out
+
+
+def selection_sources(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """The sources a selection fold can hold out: those with real clips in training."""
+    return sorted({r["source"] for r in rows if r["label"] == "real" and r["split"] == "train"})
