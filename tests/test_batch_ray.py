@@ -92,4 +92,21 @@ def test_evaluate_on_ray_equals_evaluate_in_process(folder, tmp_path):
         tables.append([{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows])
         report = (out / "report.md").read_text()
         assert "broken.png" in report  # skipped, and named
-    assert len(tables[0]) == 8 and tables[0] == tables[1]
+    assert len(tables[0]) == 8 and [list(r) for r in tables[0]] == [list(r) for r in tables[1]]
+    # Equal up to float rounding: a Ray worker runs its BLAS on other threads, and the LIME
+    # maps' SSIM against the randomised model moved in the 5th digit on one CPU.
+    for here, there in zip(*tables):
+        for key, value in here.items():
+            if _is_number(value):
+                assert float(there[key]) == pytest.approx(float(value), rel=1e-3, abs=1e-6,
+                                                           nan_ok=True), key
+            else:
+                assert there[key] == value, key
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
