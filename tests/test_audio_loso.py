@@ -17,6 +17,9 @@ def test_each_fold_trains_with_the_entrys_own_recipe_on_its_fold():
     extra = loso.recipe("audio-efficientnet-lite0-v2", [RESEARCH])
     assert extra == ["--epochs", "8", "--lr", "0.0005", "--init", "imagenet", "--augment",
                      "warp", "--seed", "0"]
+    # the summaries every fold skips are not repeated from the entry's own command
+    assert loso.recipe("audio-cnn-v3t", [RESEARCH]) == ["--epochs", "12", "--seed", "1",
+                                                        "--threads", "1"]
     cmd = loso.train_command("audio-cnn-v2", [RESEARCH], Path("data/c"), "gcin",
                              Path("runs/loso-gcin.pt"), extra)
     assert cmd[cmd.index("--data") + 1] == str(Path("data/c/loso-gcin"))

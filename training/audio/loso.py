@@ -59,8 +59,8 @@ def train_command(model: str, configs: list[str], data: Path, source: str, weigh
 
 
 def recipe(model: str, configs: list[str]) -> list[str]:
-    """The options of the entry's ``train_command`` other than model, config, data and out
-    (epochs, learning rate, augmentation, initialisation, seed)."""
+    """The options of the entry's ``train_command`` other than model, config, data, out and the
+    summaries every fold skips (epochs, learning rate, augmentation, initialisation, seed)."""
     spec = load_config(configs).model(model)
     if not spec.train_command:
         return ["--epochs", "12", "--seed", "0"]
@@ -70,9 +70,9 @@ def recipe(model: str, configs: list[str]) -> list[str]:
     for a in args:
         if skip:
             skip = False
-        elif a in ("--model", "--config", "--data", "--out"):
+        elif a in ("--model", "--config", "--data", "--out", "--explain"):
             skip = True
-        else:
+        elif a != "--no-robustness":  # train_command sets these two for every fold
             out.append(a)
     return out
 
