@@ -489,6 +489,12 @@ def read_metadata(path: Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(fh))
 
 
+def fold_name(source: str, selection: bool = False) -> str:
+    """The folder (and weights stem) of a leave-one-source-out fold: ``loso-<source>``, or
+    ``select-<source>`` for a selection fold."""
+    return f"{'select' if selection else 'loso'}-{source}"
+
+
 def build_loso(out: Path, source: str, *, selection: bool = False) -> Path:
     """``out/loso-<source>/metadata.csv``: the leave-one-source-out fold of
     :func:`training.audio.splits.loso_rows`, its paths pointing into ``out/clips`` (train with
@@ -496,7 +502,7 @@ def build_loso(out: Path, source: str, *, selection: bool = False) -> Path:
     :func:`training.audio.splits.selection_rows` (no test-split clip in it)."""
     meta = read_metadata(out / "metadata.csv")
     rows = selection_rows(meta, source) if selection else loso_rows(meta, source)
-    fold = out / f"{'select' if selection else 'loso'}-{source}"
+    fold = out / fold_name(source, selection)
     fold.mkdir(parents=True, exist_ok=True)
     extra = [k for k in (rows[0] if rows else {}) if k not in METADATA_FIELDS]  # e.g. pair_of
     write_metadata(fold / "metadata.csv", [{**r, "path": f"../{r['path']}"} for r in rows],
@@ -504,7 +510,7 @@ def build_loso(out: Path, source: str, *, selection: bool = False) -> Path:
     counts = Counter((r["split"], r["label"]) for r in rows)
     (fold / "corpus.json").write_text(json.dumps({
         "command": (f"python -m training.audio_corpus_v2 --out {out} "
-                    f"--{'select' if selection else 'loso'} {source}"),
+                    f"{'--select' if selection else '--loso'} {source}"),
         "split_rule": (f"leave one source out: {source} is the test split"
                        + (f"; the plan's test clips and the twins of {source} left out"
                           if selection else "")),

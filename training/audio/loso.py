@@ -37,12 +37,8 @@ from typing import Any
 from xai_platform.config import load_config
 from xai_platform.models.cards import read_card
 
-from .corpus_v2 import build_loso, read_metadata
+from .corpus_v2 import build_loso, fold_name, read_metadata
 from .splits import loso_sources, selection_sources
-
-
-def fold_name(source: str, selection: bool = False) -> str:
-    return f"{'select' if selection else 'loso'}-{source}"
 
 
 def fold_weights(weights_dir: Path, source: str, selection: bool = False) -> Path:
