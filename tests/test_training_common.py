@@ -1,4 +1,5 @@
-"""The shared training loop: resumable, and a resumed run equals an uninterrupted one."""
+"""The shared training loop: resumable, and a resumed run equals an uninterrupted one; weight
+averaging (trainer.WeightAverage) keeps the mean of the steps and ships it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from conftest import needs_torch
 
 
 @needs_torch
-def test_resumed_training_equals_uninterrupted(tmp_path, tiny_config):
+@pytest.mark.parametrize("average_from", [None, 2])
+def test_resumed_training_equals_uninterrupted(tmp_path, tiny_config, average_from):
     import torch
 
     from training.trainer import TrainConfig, train
@@ -23,7 +25,8 @@ def test_resumed_training_equals_uninterrupted(tmp_path, tiny_config):
 
     def run(epochs_first: int, checkpoint):
         net = build_network(spec, seed=0)
-        config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, seed=1, threads=1)
+        config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, seed=1, threads=1,
+                             average_from=average_from)
         if epochs_first < 3:  # interrupted after `epochs_first` epochs, then resumed
             train(spec, net, x[:64], y[:64], x[64:], y[64:],
                   TrainConfig(**{**config.__dict__, "time_limit_s": 1e-9}), checkpoint=checkpoint)
@@ -37,6 +40,59 @@ def test_resumed_training_equals_uninterrupted(tmp_path, tiny_config):
     assert h1["epochs"] == h2["epochs"]
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+
+
+@needs_torch
+def test_weight_average_is_the_mean_of_the_states_it_was_given():
+    import torch
+
+    from training.trainer import WeightAverage
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    states = []
+    average = WeightAverage()
+    for i in range(3):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.normal_()
+        net.train()
+        net(torch.randn(4, 3))  # moves the running statistics and counts the batch
+        states.append({k: v.clone() for k, v in net.state_dict().items()})
+        average.add(net)
+    mean = average.snapshot()
+    for key, value in mean.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, torch.stack([s[key] for s in states]).mean(0))
+        else:  # the batch count is the latest, not a mean
+            assert torch.equal(value, states[-1][key]), key
+    mean["0.weight"].zero_()  # a snapshot is a copy
+    assert not torch.equal(average.state["0.weight"], mean["0.weight"])
+
+
+@needs_torch
+def test_weight_averaging_ships_the_averaged_network_at_its_best_epoch(tiny_config):
+    from training.trainer import TrainConfig, _val_metric, train
+    from xai_platform.models.formats.torch import TorchHandle, build_network
+
+    spec = tiny_config.model("tiny-torch-xray")
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 32, 32), dtype=np.float32)
+    y = rng.integers(0, 2, 96)
+    x[y == 1, 8:16, 8:16] += 0.3
+    net = build_network(spec, seed=0)
+    history = train(spec, net, x[:64], y[:64], x[64:], y[64:],
+                    TrainConfig(epochs=3, batch_size=16, lr=3e-3, seed=1, threads=1,
+                                average_from=2))
+    rows = history["epochs"]
+    assert "val_averaged" not in rows[0] and all("val_averaged" in r for r in rows[1:])
+    assert history["best_metric"] == max(r["val_averaged"] for r in rows[1:])
+    shipped = _val_metric(spec, TorchHandle(spec, net, device="cpu", untrained=False)
+                          .scores(x[64:], batch_size=64), y[64:])
+    assert shipped == pytest.approx(history["best_metric"], abs=1e-9)
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="average_from"):
+            train(spec, build_network(spec, seed=0), x[:64], y[:64], x[64:], y[64:],
+                  TrainConfig(epochs=3, average_from=bad))
 
 
 def test_metrics_on_known_answers():

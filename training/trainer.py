@@ -36,6 +36,7 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     time_limit_s: float | None = None  # stop after the epoch that crosses it
+    average_from: int | None = None  # PyTorch: keep the running mean of the weights from here
 
 
 def set_seed(seed: int) -> None:
@@ -134,6 +135,37 @@ class PairRanking:
     per_step: int = 8
 
 
+class WeightAverage:
+    """The running mean of a network's state after every optimiser step (stochastic weight
+    averaging, Izmailov et al., UAI 2018; taken densely, every step, as in SWAD, Cha et al.,
+    NeurIPS 2021): floating-point parameters and buffers are averaged (batch-norm running
+    statistics too, so no pass over the data is needed afterwards), integer buffers keep the
+    latest value. A flat region of the loss, which the mean of a stretch of the trajectory
+    finds, tends to hold on data from set-ups training never saw."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.state: dict[str, Any] | None = None
+
+    def add(self, net) -> None:
+        current = net.state_dict()
+        if self.state is None:
+            self.state = {k: v.detach().clone() for k, v in current.items()}
+        else:
+            for k, v in current.items():
+                mean = self.state[k]
+                if mean.is_floating_point():
+                    mean.add_((v.detach() - mean) / (self.n + 1))
+                else:
+                    mean.copy_(v)
+        self.n += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        if self.state is None:
+            raise RuntimeError("no step has been averaged yet")
+        return {k: v.clone() for k, v in self.state.items()}
+
+
 def _labels_for_loss(spec: ModelSpec, y: np.ndarray) -> np.ndarray:
     return y.astype(np.float32) if spec.output == "sigmoid" else y.astype(np.int64)
 
@@ -151,7 +183,9 @@ def train(spec: ModelSpec, network: Any, train_x: np.ndarray, train_y: np.ndarra
     from it. The weights of the epoch with the best validation ROC AUC (binary) or accuracy are
     kept. ``masks`` (PyTorch only) adds :class:`MaskSupervision`; ``augment`` must then take
     and return the masks too (``augment(x, rng, masks=m) -> (x, m)``), moving them with the
-    image. ``ranking`` (PyTorch, binary models only) adds :class:`PairRanking`. ``sampling``:
+    image. ``ranking`` (PyTorch, binary models only) adds :class:`PairRanking`. With
+    ``config.average_from`` (PyTorch) a :class:`WeightAverage` runs from that epoch on, and the
+    kept network is the averaged one at its best validated epoch. ``sampling``:
     (N,) non-negative weights; each epoch then draws its N rows with replacement in proportion
     to them (a weighted sampler) instead of a permutation. Returns the training history.
     """
@@ -160,6 +194,9 @@ def train(spec: ModelSpec, network: Any, train_x: np.ndarray, train_y: np.ndarra
         if sampling.shape != (len(train_x),) or np.any(sampling < 0) or not sampling.sum() > 0:
             raise ValueError("sampling needs one non-negative weight per training row, "
                              "not all zero")
+    if config.average_from is not None and not 1 <= config.average_from <= config.epochs:
+        raise ValueError(f"average_from must be an epoch from 1 to {config.epochs}, "
+                         f"not {config.average_from}")
     if ranking is not None and (spec.positive_index is None or len(spec.labels) != 2):
         raise ValueError("pair ranking needs a binary model with a positive label")
     if spec.framework == "torch":
@@ -169,6 +206,8 @@ def train(spec: ModelSpec, network: Any, train_x: np.ndarray, train_y: np.ndarra
         raise ValueError("mask supervision is implemented for PyTorch models only")
     if ranking is not None:
         raise ValueError("pair ranking is implemented for PyTorch models only")
+    if config.average_from is not None:
+        raise ValueError("weight averaging is implemented for PyTorch models only")
     return _train_keras(spec, network, train_x, train_y, val_x, val_y, config, checkpoint, augment,
                         sampling)
 
@@ -275,12 +314,23 @@ def _ranking_loss(spec: ModelSpec, model, train_x: np.ndarray, ranking: PairRank
     return ranking.weight * F.softplus(z[n:] - z[:n]).mean()
 
 
+def _val_torch(spec: ModelSpec, net, val_x: np.ndarray, val_y: np.ndarray) -> float:
+    from xai_platform.models.formats.torch import TorchHandle
+
+    handle = TorchHandle(spec, net, device="cpu", untrained=False)
+    metric = _val_metric(spec, handle.scores(val_x, batch_size=64), val_y)
+    for p in net.parameters():  # the handle froze them for inference
+        p.requires_grad_(True)
+    net.train()
+    return metric
+
+
 def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, augment,
                  masks=None, ranking=None, sampling=None):
     import torch
     from torch import nn
 
-    from xai_platform.models.formats.torch import InputAdapter, TorchHandle
+    from xai_platform.models.formats.torch import InputAdapter
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -296,9 +346,12 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
     loss_fn = nn.BCEWithLogitsLoss() if spec.output == "sigmoid" else nn.CrossEntropyLoss()
     history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_metric": -np.inf}
     start_epoch, best_state = 0, None
+    average = None if config.average_from is None else WeightAverage()
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own file
         net.load_state_dict(state["net"])
+        if average is not None and state.get("average") is not None:
+            average.n, average.state = state["average"]["n"], state["average"]["state"]
         if head is not None:
             head.convs.load_state_dict(state["mask_head"])
         opt.load_state_dict(state["opt"])
@@ -331,23 +384,33 @@ def _train_torch(spec, net, train_x, train_y, val_x, val_y, config, checkpoint, 
                 loss.backward()
                 opt.step()
                 sched.step()
+                if average is not None and epoch >= config.average_from:
+                    average.add(net)
                 losses.append(loss.item())
                 progress.batch(epoch, i + 1, n_batches, float(np.mean(losses[-20:])))
-            handle = TorchHandle(spec, net, device="cpu", untrained=False)
-            metric = _val_metric(spec, handle.scores(val_x, batch_size=64), val_y)
-            for p in net.parameters():  # the handle froze them for inference
-                p.requires_grad_(True)
-            history["epochs"].append({"epoch": epoch, "loss": float(np.mean(losses)),
-                                      "val": metric})
-            if metric > history["best_metric"]:
-                history["best_metric"], history["best_epoch"] = metric, epoch
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            progress.epoch(epoch, {"loss": float(np.mean(losses)), "val": metric})
+            metric = _val_torch(spec, net, val_x, val_y)
+            row = {"epoch": epoch, "loss": float(np.mean(losses)), "val": metric}
+            candidate = None
+            if average is None:
+                candidate = metric, {k: v.detach().clone() for k, v in net.state_dict().items()}
+            elif average.n:  # the averaged network is validated, and kept if it is the best
+                current = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                net.load_state_dict(average.state)
+                row["val_averaged"] = _val_torch(spec, net, val_x, val_y)
+                net.load_state_dict(current)
+                candidate = row["val_averaged"], average.snapshot()
+            history["epochs"].append(row)
+            if candidate is not None and candidate[0] > history["best_metric"]:
+                history["best_metric"], history["best_epoch"] = candidate[0], epoch
+                best_state = candidate[1]
+            progress.epoch(epoch, {k: v for k, v in row.items() if k != "epoch"})
             if checkpoint is not None:
                 checkpoint.parent.mkdir(parents=True, exist_ok=True)
                 torch.save({"net": net.state_dict(), "opt": opt.state_dict(),
                             "sched": sched.state_dict(),
                             "mask_head": None if head is None else head.convs.state_dict(),
+                            "average": None if average is None else {"n": average.n,
+                                                                     "state": average.state},
                             "history": history, "best": best_state, "epoch": epoch,
                             "numpy_rng": rng.bit_generator.state,
                             "torch_rng": torch.get_rng_state()}, checkpoint)

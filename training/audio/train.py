@@ -350,6 +350,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="add W times a ranking loss that scores each vocoded training copy "
                              "above its original recording (a corpus with pair_of, built by "
                              "python -m training.audio_paired; PyTorch models)")
+    parser.add_argument("--average-from", type=int, default=None, metavar="EPOCH",
+                        help="from this epoch on, keep the running mean of the weights after "
+                             "every step (stochastic weight averaging) and ship the averaged "
+                             "network at its best validated epoch (PyTorch models)")
     parser.add_argument("--twin-share", type=float, default=None, metavar="S",
                         help="draw the training fakes with pair_of (the twins of "
                              "python -m training.audio_paired) as S of the fake class, the "
@@ -380,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
                           + ([f"speakers={args.real_speakers}"] if args.real_speakers else [])
                           + ([f"pair_loss={args.pair_loss:g}"] if args.pair_loss else [])
                           + ([f"twin_share={args.twin_share:g}"] if args.twin_share else [])
+                          + ([f"average_from={args.average_from}"] if args.average_from else [])
                           + ([args.train_languages, args.validation_languages]
                              if args.train_languages or args.validation_languages else []))
     tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
@@ -393,7 +398,8 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
     options = AudioOptions(
         data=args.data, out=out, command=shlex.join(words),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          seed=args.seed, threads=args.threads, time_limit_s=args.time_limit),
+                          seed=args.seed, threads=args.threads, time_limit_s=args.time_limit,
+                          average_from=args.average_from),
         cache_dir=args.cache_dir or ROOT / "data" / "feature_cache", checkpoint=checkpoint,
         subset=args.for_subset, augment=args.augment, cap_per_language=args.cap_per_language,
         match_speech_duration=args.match_speech_duration, init=args.init,
