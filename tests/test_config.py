@@ -53,6 +53,8 @@ def test_tiny_config_parses(tiny_config):
     (model_entry(batch_size=0), "key 'batch_size'", "a value > 0"),
     (model_entry(one_sided=True), "key 'one_sided'", "set positive_label"),
     (model_entry(one_sided="yes", positive_label="fake"), "key 'one_sided'", "true/false"),
+    (model_entry(verdict=False), "key 'verdict'", "add a notice"),
+    (model_entry(verdict="no", notice="measured"), "key 'verdict'", "true/false"),
     ({k: v for k, v in model_entry().items() if k != "labels"}, "key 'labels'", "add `labels:`"),
 ])
 def test_invalid_entries_name_file_key_and_fix(tmp_path, entry, key, fix):

@@ -204,6 +204,37 @@ def test_a_one_sided_detector_flags_but_never_confirms_the_other_label():
     assert "prediction real" not in title(Expl)
 
 
+def test_a_model_unfit_for_a_verdict_never_gives_one(tmp_path, manager, monkeypatch):
+    """A model configured with ``verdict: false`` (measured unfit for one, e.g. a detector
+    that calls most real speech from new set-ups fake) withholds its verdict on every input,
+    says why with its notice, and still shows what it would answer, on the verdict, the
+    label box and the figure title."""
+    from dataclasses import replace
+
+    import soundfile as sf
+
+    from xai_platform.visualization.figure import title
+
+    path = tmp_path / "voice.wav"
+    sf.write(path, tone(1.0, sr=8000, freq=150.0), 8000)
+    handle = manager.get("tiny-torch-audio")
+    prepared = prepare(path, handle.spec, settings=manager.config.app)
+    monkeypatch.setattr(handle, "untrained", False)  # as if trained: a verdict would be given
+    judged = analyse(handle, prepared).prediction
+    assert not judged.withheld and judged.verdict.startswith(judged.label)
+    notice = "calls 82% of real speech from set-ups no corpus has fake"
+    monkeypatch.setattr(handle, "spec", replace(handle.spec, verdict=False, notice=notice))
+    analysis = analyse(handle, prepared)
+    p = analysis.prediction
+    assert p.withheld and p.familiarity is None and notice in p.reason
+    assert p.verdict.startswith("verdict withheld: this model is not fit for a verdict: "
+                                f"{notice}. The model would answer {judged.label}")
+    assert np.allclose(p.probabilities, judged.probabilities) and p.label == judged.label
+    assert p.to_dict()["withheld"] is True
+    expl = explain(handle, analysis, "saliency")
+    assert "VERDICT WITHHELD: model not fit for a verdict" in title(expl)
+
+
 def test_verdict_states_the_decision_and_the_probability_together():
     low = Prediction(("normal", "lesion"), np.array([0.83, 0.17], np.float32), positive=1,
                      threshold=0.11)

@@ -74,6 +74,10 @@ class ModelSpec:
     #: on data unlike its training set it lets most positives through, so a negative decision
     #: is reported as "no <positive> found", never as the other label (explanation.Prediction)
     one_sided: bool = False
+    #: False for a model shown to explain, not to judge: measured unfit for a verdict (its
+    #: ``notice`` says why), so its verdict is always withheld while its probabilities and
+    #: explanations are still shown (explanation.Prediction.withheld)
+    verdict: bool = True
     #: rows per forward batch for this model (None: ``app.batch_size``); DenseNet-121 at 224 px
     #: runs faster per row in small batches (docs/BENCHMARKS.md), a small CNN in large ones
     batch_size: int | None = None
@@ -160,7 +164,7 @@ _MODEL_TYPES: dict[str, Any] = {
     "weights": (str, type(None)), "labels": list, "input": dict, "output": str,
     "target_layer": (str, type(None)), "description": str, "notice": str,
     "train_command": str, "positive_label": (str, type(None)), "arch_args": dict,
-    "batch_size": (int, type(None)), "one_sided": bool,
+    "batch_size": (int, type(None)), "one_sided": bool, "verdict": bool,
 }
 _REQUIRED = ("id", "name", "framework", "modality", "architecture", "weights", "labels",
              "input", "output")
@@ -254,6 +258,10 @@ def parse_model(entry: Any, *, source: str, weights_dir: Path = DEFAULT_WEIGHTS_
     if v.get("one_sided") and (positive is None or v["output"] == "multilabel"):
         raise ConfigError("one_sided needs a binary model with a positive_label.", source=where,
                           key="one_sided", fix="set positive_label, or remove one_sided.")
+    if v.get("verdict") is False and not v.get("notice"):
+        raise ConfigError("a model withheld from verdicts needs a notice that says why.",
+                          source=where, key="verdict",
+                          fix="add a notice with the measured figures, or remove verdict.")
     spec_input = get_modality(v["modality"]).parse_input(v["input"], source=where)
 
     return ModelSpec(
@@ -264,7 +272,7 @@ def parse_model(entry: Any, *, source: str, weights_dir: Path = DEFAULT_WEIGHTS_
         notice=v.get("notice", ""), train_command=v.get("train_command", ""),
         positive_label=positive, arch_args=dict(v.get("arch_args", {})),
         batch_size=v.get("batch_size"), one_sided=bool(v.get("one_sided", False)),
-        source=str(source),
+        verdict=bool(v.get("verdict", True)), source=str(source),
     )
 
 

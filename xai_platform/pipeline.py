@@ -22,7 +22,8 @@ detection, false-alarm and boundary figures on test recordings).
 distribution is checked on every input; when most scored windows (an image's only one) lie
 beyond the limit set on validation data, the verdict is withheld (``prediction.withheld``, with
 ``prediction.reason``) while the probabilities and explanations are still computed: they show
-what the model would answer and why, not a verdict.
+what the model would answer and why, not a verdict. A model configured with ``verdict: false``
+(measured unfit for one; its notice says why) has its verdict withheld on every input.
 
 Windows the modality finds hold nothing to judge (audio: less than ``app.min_speech_s`` of
 speech, found by voice activity detection) are left out of the mean, the segment rule (they
@@ -173,13 +174,16 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
                                     modality.window_seconds(spec), threshold=threshold,
                                     min_windows=settings.segment_windows)
     known = familiar(model, prepared)
+    unfit = not spec.verdict and not model.untrained
     prediction = Prediction(spec.labels, overall.astype(np.float32), multilabel=multilabel,
                             untrained=model.untrained, positive=positive, threshold=threshold,
                             segments=segments,
                             segment_phrase=modality.segment_phrase(spec.labels[positive])
                             if segments else "",
-                            withheld=known is not None and known.withheld and not model.untrained,
-                            reason=known.reason if known is not None else "",
+                            withheld=unfit or (known is not None and known.withheld
+                                               and not model.untrained),
+                            reason=f"this model is not fit for a verdict: {spec.notice}" if unfit
+                            else known.reason if known is not None else "",
                             familiarity=known.to_dict() if known is not None else None,
                             one_sided=spec.one_sided)
     suspicious = int(np.argmax(_among(probs[:, positive] if positive is not None

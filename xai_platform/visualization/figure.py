@@ -57,7 +57,9 @@ def title(expl: Explanation) -> str:
     if p.untrained:
         verdict = f"UNTRAINED MODEL, no verdict (top output {p.label} {p.score:.0%})"
     elif p.withheld:
-        verdict = f"VERDICT WITHHELD: input unlike the training data (model would answer {p.label} {p.score:.0%})"
+        why = ("input unlike the training data" if p.familiarity is not None
+               else "model not fit for a verdict")
+        verdict = f"VERDICT WITHHELD: {why} (model would answer {p.label} {p.score:.0%})"
     elif p.multilabel:
         verdict = f"top finding {p.label} {p.score:.0%}"
     elif p.unconfirmed:
