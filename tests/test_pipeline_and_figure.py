@@ -207,8 +207,8 @@ def test_a_one_sided_detector_flags_but_never_confirms_the_other_label():
 def test_a_model_unfit_for_a_verdict_never_gives_one(tmp_path, manager, monkeypatch):
     """A model configured with ``verdict: false`` (measured unfit for one, e.g. a detector
     that calls most real speech from new set-ups fake) withholds its verdict on every input,
-    says why with its notice, and still shows what it would answer, on the verdict, the
-    label box and the figure title."""
+    points to its notice (shown beside it) and still shows what it would answer, on the
+    verdict, the label box and the figure title."""
     from dataclasses import replace
 
     import soundfile as sf
@@ -226,9 +226,10 @@ def test_a_model_unfit_for_a_verdict_never_gives_one(tmp_path, manager, monkeypa
     monkeypatch.setattr(handle, "spec", replace(handle.spec, verdict=False, notice=notice))
     analysis = analyse(handle, prepared)
     p = analysis.prediction
-    assert p.withheld and p.familiarity is None and notice in p.reason
-    assert p.verdict.startswith("verdict withheld: this model is not fit for a verdict: "
-                                f"{notice}. The model would answer {judged.label}")
+    assert p.withheld and p.familiarity is None and notice in analysis.notes
+    assert p.verdict.startswith("verdict withheld: this model is not fit for a verdict; its "
+                                "notice gives the measured figures. The model would answer "
+                                f"{judged.label}")
     assert np.allclose(p.probabilities, judged.probabilities) and p.label == judged.label
     assert p.to_dict()["withheld"] is True
     expl = explain(handle, analysis, "saliency")

@@ -54,6 +54,10 @@ from .modalities import PreparedInput, Source, get_modality
 from .models.handle import ModelHandle
 
 
+#: why a model configured ``verdict: false`` gives none (its notice, shown beside, says more)
+UNFIT_REASON = "this model is not fit for a verdict; its notice gives the measured figures"
+
+
 def _name(source: Source, name: str | None) -> str:
     if name:
         return name
@@ -182,7 +186,7 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
                             if segments else "",
                             withheld=unfit or (known is not None and known.withheld
                                                and not model.untrained),
-                            reason=f"this model is not fit for a verdict: {spec.notice}" if unfit
+                            reason=UNFIT_REASON if unfit
                             else known.reason if known is not None else "",
                             familiarity=known.to_dict() if known is not None else None,
                             one_sided=spec.one_sided)
