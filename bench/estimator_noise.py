@@ -1,0 +1,199 @@
+"""How far are today's LIME and Kernel SHAP maps from what they converge to, and does explaining
+the log-odds instead of the probability make the game easier? (issue 18, item 3)
+
+    .venv/bin/python bench/estimator_noise.py [--quick]
+    .venv/bin/python bench/estimator_noise.py --adaptive [--quick]
+
+``--adaptive`` prints another table: the app's fixed and adaptive estimators (``explainers.run``
+with ``adaptive`` off and on) at the default budget and at a quarter of it, seeds 0-2, each
+against the fixed estimator at 8x (seed 7; a page caps a budget at 10,000), with the
+evaluations the adaptive one used and the seconds at the default budget.
+
+The cases are those of ``bench/fewer_evaluations.py``. For each case, method and explained
+quantity (``prob``: the target probability, as the app explains it; ``logit``: its log-odds,
+shap's ``link="logit"``), the fixed estimator runs at 16x today's default budget (seed 7),
+twice at 4x (seeds 100, 101), and three times each at the default and at a quarter of it
+(seeds 0-2). It prints the Spearman rho of each pair over the pixels of features whose removal
+changes the input (all of an X-ray; on audio, patches of silence at the floor are null
+features, whose exact value is 0 and whose rank among ties is noise), and R^2, the share of the
+output's variance over LIME's uniform coalitions that an additive model of the features
+explains (LIME's weighted ridge at 16x). With R^2 below 1 the sampling noise of a linear
+estimator is the game's interactions, which no reweighting of the same samples removes.
+
+Two maps of the same budget and different seeds agree with rho about S / (S + N / n) (signal
+variance S, noise N / n; as for Pearson's correlation), so "4x vs 4x" measures the 4x map's
+reliability r4. From it: the most any map, even the exact one, can agree with one 4x map is
+sqrt(r4) (``best possible vs 4x``), and the fixed estimator's budget to agree 0.95 with the
+exact map is 4 x default x (1 / r4 - 1) / (1 / 0.95^2 - 1) (``budget for 0.95``). Both
+are approximations (ranks, not values), to read as orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import torch  # noqa: E402,F401  (before TensorFlow)
+import numpy as np  # noqa: E402
+
+from fewer_evaluations import CASES, METHODS  # noqa: E402
+from xai_platform import explainers  # noqa: E402
+from xai_platform.config import load_config  # noqa: E402
+from xai_platform.evaluation.metrics import spearman  # noqa: E402
+from xai_platform.explainers.kernel_shap import kernel_coalitions, solve_shapley  # noqa: E402
+from xai_platform.explainers.lime_explainer import (cosine_distance_to_full,  # noqa: E402
+                                                    lime_kernel, weighted_ridge)
+from xai_platform.explainers.perturbation import (evaluate_coalitions, masked_value,  # noqa: E402
+                                                  paint)
+from xai_platform.explainers.registry import ExplainContext  # noqa: E402
+from xai_platform.explainers.sampling import null_features  # noqa: E402
+from xai_platform.models import ModelManager  # noqa: E402
+from xai_platform.pipeline import analyse, prepare  # noqa: E402
+
+KERNEL_WIDTH = 0.25
+"""LIME's default kernel width (the app's)."""
+TARGET_RHO = 0.95
+
+
+class Game:
+    """The target's probability or log-odds on coalitions of one input's features."""
+
+    def __init__(self, handle, x: np.ndarray, target: int, segments: np.ndarray) -> None:
+        self.ctx = ExplainContext(spec=handle.spec)
+        self.handle, self.x, self.target, self.segments = handle, x, target, segments
+        self.baseline = masked_value(x, self.ctx.modality)
+        self.m = int(segments.max()) + 1
+
+    def __call__(self, z: np.ndarray, link: str) -> np.ndarray:
+        p = evaluate_coalitions(self.handle, self.x, self.baseline, self.segments, z,
+                                self.ctx)[:, self.target].astype(np.float64)
+        if link == "prob":
+            return p
+        p = np.clip(p, 1e-7, 1 - 1e-7)
+        return np.log(p / (1 - p))
+
+
+def lime_map(game: Game, n: int, seed: int, link: str) -> tuple[np.ndarray, float]:
+    """lime_image's fixed estimator (uniform coalitions, the first complete): weights, R^2."""
+    z = np.random.default_rng(seed).integers(0, 2, size=(n, game.m)).astype(bool)
+    z[0] = True
+    weights = lime_kernel(KERNEL_WIDTH)(cosine_distance_to_full(z))
+    beta, _, r2 = weighted_ridge(z.astype(np.float64), game(z, link), weights,
+                                 np.full(game.m, 1.0))
+    return beta, r2
+
+
+def shap_map(game: Game, n: int, seed: int, link: str) -> tuple[np.ndarray, float]:
+    """shap.KernelExplainer's fixed estimator (enumerated sizes, paired samples)."""
+    z, weights = kernel_coalitions(game.m, n - 2, np.random.default_rng(seed))
+    ends = game(np.array([np.zeros(game.m, bool), np.ones(game.m, bool)]), link)
+    return solve_shapley(z, weights, game(z, link), float(ends[0]), float(ends[1])), float("nan")
+
+
+def budget_for(r4: float, default: int) -> float:
+    """The fixed estimator's budget to agree ``TARGET_RHO`` with the exact map, from the
+    agreement ``r4`` of two maps at 4x ``default`` (module docstring)."""
+    if r4 <= 0:
+        return float("inf")
+    return 4 * default * (1 / r4 - 1) / (1 / TARGET_RHO ** 2 - 1)
+
+
+def adaptive_table(manager: ModelManager, config, cases) -> None:
+    """Fixed against adaptive, at the default budget and a quarter of it (module docstring)."""
+    print("| model | input | method | fixed, default | adaptive, default budget (evaluations "
+          "used) | adaptive, quarter | fixed, quarter | seconds fixed / adaptive, default |")
+    print("|---|---|---|---:|---:|---:|---:|---|")
+    for model_id, path in cases:
+        handle = manager.get(model_id)
+        analysis = analyse(handle, prepare(ROOT / path, handle.spec, settings=config.app),
+                           settings=config.app)
+        x = analysis.prepared.planes[analysis.default_window]
+        target = analysis.prediction.index
+        for method, (key, default) in METHODS.items():
+            def run(n: int, seed: int, adaptive: bool):
+                start = time.perf_counter()
+                result = explainers.run(method, handle, x, target=target, seed=seed,
+                                        params={key: n, "adaptive": adaptive})
+                return result.attribution, time.perf_counter() - start
+
+            reference, _ = run(8 * default, 7, False)
+            segments = reference.extras["segments"]
+            live = ~null_features(x, masked_value(x, handle.spec.modality), segments)[segments]
+            cells = {}
+            for name, n, adaptive in (("fixed", default, False), ("adaptive", default, True),
+                                      ("adaptive quarter", default // 4, True),
+                                      ("fixed quarter", default // 4, False)):
+                runs = [run(n, seed, adaptive) for seed in range(3)]
+                cells[name] = (np.mean([spearman(a.heatmap[live], reference.heatmap[live])
+                                        for a, _ in runs]),
+                               np.mean([a.n_evaluations for a, _ in runs]),
+                               np.mean([s for _, s in runs]))
+            print(f"| {model_id} | {Path(path).name} | {method} | {cells['fixed'][0]:.2f} | "
+                  f"{cells['adaptive'][0]:.2f} ({cells['adaptive'][1]:.0f}) | "
+                  f"{cells['adaptive quarter'][0]:.2f} ({cells['adaptive quarter'][1]:.0f}) | "
+                  f"{cells['fixed quarter'][0]:.2f} | {cells['fixed'][2]:.1f} / "
+                  f"{cells['adaptive'][2]:.1f} |", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="first audio and X-ray case only")
+    ap.add_argument("--adaptive", action="store_true",
+                    help="fixed against adaptive estimators instead (module docstring)")
+    args = ap.parse_args()
+    config = load_config()
+    manager = ModelManager(config, device="cpu")
+    if args.adaptive:
+        adaptive_table(manager, config, CASES[::2] if args.quick else CASES)
+        return 0
+    estimators = {"lime": lime_map, "shap": shap_map}
+    print("| model | input | method | link | R^2 (additive) | 4x vs 4x | best possible vs 4x | "
+          "quarter vs 4x | default vs 16x | quarter vs 16x | 4x vs 16x | budget for 0.95 | "
+          "16x: prob vs logit | seconds |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for model_id, path in CASES[::2] if args.quick else CASES:
+        handle = manager.get(model_id)
+        analysis = analyse(handle, prepare(ROOT / path, handle.spec, settings=config.app),
+                           settings=config.app)
+        x = analysis.prepared.planes[analysis.default_window]
+        target = analysis.prediction.index
+        segments = explainers.run("lime", handle, x, target=target, seed=0,
+                                  params={"num_samples": 50}).attribution.extras["segments"]
+        game = Game(handle, x, target, segments)
+
+        live = ~null_features(x, game.baseline, segments)[segments]
+
+        def rho(a: np.ndarray, b: np.ndarray) -> float:
+            return spearman(paint(segments, a)[live], paint(segments, b)[live])
+
+        for method, (_, default) in METHODS.items():
+            estimate = estimators[method]
+            long = {}
+            for link in ("prob", "logit"):
+                start = time.perf_counter()
+                conv, r2 = estimate(game, 16 * default, 7, link)
+                long[link] = conv
+                ref_a, _ = estimate(game, 4 * default, 100, link)
+                ref_b, _ = estimate(game, 4 * default, 101, link)
+                full = [estimate(game, default, s, link)[0] for s in range(3)]
+                quarter = [estimate(game, default // 4, s, link)[0] for s in range(3)]
+                r4 = rho(ref_a, ref_b)
+                cross = f"{rho(long['prob'], conv):.2f}" if link == "logit" else ""
+                print(f"| {model_id} | {Path(path).name} | {method} | {link} | {r2:.2f} | "
+                      f"{r4:.2f} | {np.sqrt(max(r4, 0)):.2f} | "
+                      f"{np.mean([rho(a, ref_a) for a in quarter]):.2f} | "
+                      f"{np.mean([rho(a, conv) for a in full]):.2f} | "
+                      f"{np.mean([rho(a, conv) for a in quarter]):.2f} | {rho(ref_a, conv):.2f} | "
+                      f"{budget_for(r4, default):,.0f} | {cross} | "
+                      f"{time.perf_counter() - start:.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
