@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import torch  # noqa: E402,F401  (before TensorFlow)
 import numpy as np  # noqa: E402
 
-from fewer_evaluations import CASES, METHODS  # noqa: E402
+from fewer_evaluations import CASES, METHODS, load_case, timed_runner  # noqa: E402
 from xai_platform import explainers  # noqa: E402
 from xai_platform.config import load_config  # noqa: E402
 from xai_platform.evaluation.metrics import spearman  # noqa: E402
@@ -63,7 +63,6 @@ from xai_platform.explainers.perturbation import (evaluate_coalitions, masked_va
 from xai_platform.explainers.registry import ExplainContext  # noqa: E402
 from xai_platform.explainers.sampling import null_features  # noqa: E402
 from xai_platform.models import ModelManager  # noqa: E402
-from xai_platform.pipeline import analyse, prepare  # noqa: E402
 
 KERNEL_WIDTH = 0.25
 """LIME's default kernel width (the app's)."""
@@ -86,6 +85,21 @@ class Game:
             return p
         p = np.clip(p, 1e-7, 1 - 1e-7)
         return np.log(p / (1 - p))
+
+
+def case_game(manager: ModelManager, config, model_id: str, path: str):
+    """The case's :class:`Game` on the app's features, and ``rho(values_a, values_b)``: the
+    Spearman rho of two per-feature maps over the pixels of non-null features."""
+    handle, x, target = load_case(manager, config, model_id, path)
+    segments = explainers.run("lime", handle, x, target=target, seed=0,
+                              params={"num_samples": 50}).attribution.extras["segments"]
+    game = Game(handle, x, target, segments)
+    live = ~null_features(x, game.baseline, segments)[segments]
+
+    def rho(a: np.ndarray, b: np.ndarray) -> float:
+        return spearman(paint(segments, a)[live], paint(segments, b)[live])
+
+    return game, rho
 
 
 def lime_map(game: Game, n: int, seed: int, link: str) -> tuple[np.ndarray, float]:
@@ -119,18 +133,9 @@ def adaptive_table(manager: ModelManager, config, cases) -> None:
           "used) | adaptive, quarter | fixed, quarter | seconds fixed / adaptive, default |")
     print("|---|---|---|---:|---:|---:|---:|---|")
     for model_id, path in cases:
-        handle = manager.get(model_id)
-        analysis = analyse(handle, prepare(ROOT / path, handle.spec, settings=config.app),
-                           settings=config.app)
-        x = analysis.prepared.planes[analysis.default_window]
-        target = analysis.prediction.index
+        handle, x, target = load_case(manager, config, model_id, path)
         for method, (key, default) in METHODS.items():
-            def run(n: int, seed: int, adaptive: bool):
-                start = time.perf_counter()
-                result = explainers.run(method, handle, x, target=target, seed=seed,
-                                        params={key: n, "adaptive": adaptive})
-                return result.attribution, time.perf_counter() - start
-
+            run = timed_runner(method, key, handle, x, target)
             reference, _ = run(8 * default, 7, False)
             segments = reference.extras["segments"]
             live = ~null_features(x, masked_value(x, handle.spec.modality), segments)[segments]
@@ -182,18 +187,7 @@ def regression_adjusted_table(manager: ModelManager, config, cases) -> None:
     print("| model | input | estimator | quarter: vs 16x / self | default: vs 16x / self |")
     print("|---|---|---|---|---|")
     for model_id, path in cases:
-        handle = manager.get(model_id)
-        analysis = analyse(handle, prepare(ROOT / path, handle.spec, settings=config.app),
-                           settings=config.app)
-        x = analysis.prepared.planes[analysis.default_window]
-        target = analysis.prediction.index
-        segments = explainers.run("lime", handle, x, target=target, seed=0,
-                                  params={"num_samples": 50}).attribution.extras["segments"]
-        game = Game(handle, x, target, segments)
-        live = ~null_features(x, game.baseline, segments)[segments]
-
-        def rho(a: np.ndarray, b: np.ndarray) -> float:
-            return spearman(paint(segments, a)[live], paint(segments, b)[live])
+        game, rho = case_game(manager, config, model_id, path)
 
         reference, _ = shap_map(game, 16 * default, 7, "prob")
         estimators = {"fixed": lambda n, seed: shap_map(game, n, seed, "prob")[0],
@@ -234,19 +228,7 @@ def main() -> int:
           "16x: prob vs logit | seconds |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model_id, path in cases:
-        handle = manager.get(model_id)
-        analysis = analyse(handle, prepare(ROOT / path, handle.spec, settings=config.app),
-                           settings=config.app)
-        x = analysis.prepared.planes[analysis.default_window]
-        target = analysis.prediction.index
-        segments = explainers.run("lime", handle, x, target=target, seed=0,
-                                  params={"num_samples": 50}).attribution.extras["segments"]
-        game = Game(handle, x, target, segments)
-
-        live = ~null_features(x, game.baseline, segments)[segments]
-
-        def rho(a: np.ndarray, b: np.ndarray) -> float:
-            return spearman(paint(segments, a)[live], paint(segments, b)[live])
+        game, rho = case_game(manager, config, model_id, path)
 
         for method, (_, default) in METHODS.items():
             estimate = estimators[method]

@@ -24,12 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402,F401  (before TensorFlow)
-import numpy as np  # noqa: E402
 
 from xai_platform import explainers  # noqa: E402
 from xai_platform.config import load_config  # noqa: E402
 from xai_platform.evaluation.metrics import spearman  # noqa: E402
-from xai_platform.explainers.perturbation import features, masked_value  # noqa: E402
+from xai_platform.explainers.perturbation import masked_value  # noqa: E402
 from xai_platform.explainers.registry import ExplainContext  # noqa: E402
 from xai_platform.explainers.sampling import null_features  # noqa: E402
 from xai_platform.models import ModelManager  # noqa: E402
@@ -40,6 +39,27 @@ CASES = [("audio-cnn", "examples/audio/real_klettres_de_b.wav"),
          ("xray-cnn", "examples/xray/rg1-mass-lesion.png"),
          ("xray-cnn", "examples/xray/synthetic-nodule-lesion.png")]
 METHODS = {"lime": ("num_samples", 1000), "shap": ("n_evaluations", 500)}
+
+
+def load_case(manager: ModelManager, config, model_id: str, path: str):
+    """The bench case's model handle, the plane explained (the analysis' default window) and
+    the predicted class: (handle, x, target)."""
+    handle = manager.get(model_id)
+    analysis = analyse(handle, prepare(ROOT / path, handle.spec, settings=config.app),
+                       settings=config.app)
+    return handle, analysis.prepared.planes[analysis.default_window], analysis.prediction.index
+
+
+def timed_runner(method: str, key: str, handle, x, target: int):
+    """``run(budget, seed, adaptive)`` -> (the app's attribution, seconds), the budget passed
+    as the method's parameter ``key``."""
+    def run(n: int, seed: int, adaptive: bool):
+        start = time.perf_counter()
+        result = explainers.run(method, handle, x, target=target, seed=seed,
+                                params={key: n, "adaptive": adaptive})
+        return result.attribution, time.perf_counter() - start
+
+    return run
 
 
 def main() -> int:
@@ -54,18 +74,9 @@ def main() -> int:
           "ceiling | seconds adaptive / default |")
     print("|---|---|---|---:|---:|---:|---:|---:|---|---|")
     for model_id, path in cases:
-        handle = manager.get(model_id)
-        analysis = analyse(handle, prepare(ROOT / path, handle.spec, settings=config.app),
-                           settings=config.app)
-        x = analysis.prepared.planes[analysis.default_window]
-        target = analysis.prediction.index
+        handle, x, target = load_case(manager, config, model_id, path)
         for method, (key, default) in METHODS.items():
-            def run(n: int, seed: int, adaptive: bool):
-                start = time.perf_counter()
-                result = explainers.run(method, handle, x, target=target, seed=seed,
-                                        params={key: n, "adaptive": adaptive})
-                return result.attribution, time.perf_counter() - start
-
+            run = timed_runner(method, key, handle, x, target)
             ref_a, _ = run(4 * default, 100, False)
             ref_b, _ = run(4 * default, 101, False)
             new, t_new = run(default // 4, 0, True)
