@@ -8,7 +8,9 @@ the log-odds instead of the probability make the game easier? (issue 18, item 3)
 ``--adaptive`` prints another table: the app's fixed and adaptive estimators (``explainers.run``
 with ``adaptive`` off and on) at the default budget and at a quarter of it, seeds 0-2, each
 against the fixed estimator at 8x (seed 7; a page caps a budget at 10,000), with the
-evaluations the adaptive one used and the seconds at the default budget.
+evaluations the adaptive one used, the seconds at the default budget, and how alike the fixed
+estimator's maps of seeds 0-2 are over all pixels (the mean rho of the three pairs: what a user
+who reruns with another seed sees).
 
 ``--regression-adjusted`` probes Kernel SHAP with a learnt control variate (Witter et al.,
 "Regression-adjusted Monte Carlo estimators for Shapley values and probabilistic values",
@@ -130,8 +132,9 @@ def budget_for(r4: float, default: int) -> float:
 def adaptive_table(manager: ModelManager, config, cases) -> None:
     """Fixed against adaptive, at the default budget and a quarter of it (module docstring)."""
     print("| model | input | method | fixed, default | adaptive, default budget (evaluations "
-          "used) | adaptive, quarter | fixed, quarter | seconds fixed / adaptive, default |")
-    print("|---|---|---|---:|---:|---:|---:|---|")
+          "used) | adaptive, quarter | fixed, quarter | seconds fixed / adaptive, default | "
+          "fixed, default: seeds agree (all pixels) |")
+    print("|---|---|---|---:|---:|---:|---:|---|---:|")
     for model_id, path in cases:
         handle, x, target = load_case(manager, config, model_id, path)
         for method, (key, default) in METHODS.items():
@@ -147,12 +150,14 @@ def adaptive_table(manager: ModelManager, config, cases) -> None:
                 cells[name] = (np.mean([spearman(a.heatmap[live], reference.heatmap[live])
                                         for a, _ in runs]),
                                np.mean([a.n_evaluations for a, _ in runs]),
-                               np.mean([s for _, s in runs]))
+                               np.mean([s for _, s in runs]),
+                               np.mean([spearman(runs[i][0].heatmap, runs[j][0].heatmap)
+                                        for i, j in ((0, 1), (0, 2), (1, 2))]))
             print(f"| {model_id} | {Path(path).name} | {method} | {cells['fixed'][0]:.2f} | "
                   f"{cells['adaptive'][0]:.2f} ({cells['adaptive'][1]:.0f}) | "
                   f"{cells['adaptive quarter'][0]:.2f} ({cells['adaptive quarter'][1]:.0f}) | "
                   f"{cells['fixed quarter'][0]:.2f} | {cells['fixed'][2]:.1f} / "
-                  f"{cells['adaptive'][2]:.1f} |", flush=True)
+                  f"{cells['adaptive'][2]:.1f} | {cells['fixed'][3]:.2f} |", flush=True)
 
 
 def regression_adjusted(game: Game, n: int, seed: int, kind: str) -> np.ndarray:
