@@ -224,6 +224,11 @@ def test_a_model_unfit_for_a_verdict_never_gives_one(tmp_path, manager, monkeypa
     assert not judged.withheld and judged.verdict.startswith(judged.label)
     notice = "calls 82% of real speech from set-ups no corpus has fake"
     monkeypatch.setattr(handle, "spec", replace(handle.spec, verdict=False, notice=notice))
+
+    def no_check(*_):
+        raise AssertionError("the familiarity check ran for a model unfit for a verdict")
+
+    monkeypatch.setattr("xai_platform.pipeline.familiar", no_check)
     analysis = analyse(handle, prepared)
     p = analysis.prediction
     assert p.withheld and p.familiarity is None and notice in analysis.notes

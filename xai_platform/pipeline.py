@@ -177,8 +177,10 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
         segments = flagged_segments(_among(probs[:, positive], scored), prepared.starts_s,
                                     modality.window_seconds(spec), threshold=threshold,
                                     min_windows=settings.segment_windows)
-    known = familiar(model, prepared)
     unfit = not spec.verdict and not model.untrained
+    # an unfit model's verdict is withheld whatever its inputs look like: no familiarity check
+    # (so a withheld verdict without one means "unfit", as the figure title reads it)
+    known = None if unfit else familiar(model, prepared)
     prediction = Prediction(spec.labels, overall.astype(np.float32), multilabel=multilabel,
                             untrained=model.untrained, positive=positive, threshold=threshold,
                             segments=segments,
