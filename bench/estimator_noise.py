@@ -60,8 +60,8 @@ from xai_platform.evaluation.metrics import spearman  # noqa: E402
 from xai_platform.explainers.kernel_shap import kernel_coalitions, solve_shapley  # noqa: E402
 from xai_platform.explainers.lime_explainer import (cosine_distance_to_full,  # noqa: E402
                                                     lime_kernel, weighted_ridge)
-from xai_platform.explainers.perturbation import (evaluate_coalitions, masked_value,  # noqa: E402
-                                                  paint)
+from xai_platform.explainers.perturbation import (evaluate_coalitions, features,  # noqa: E402
+                                                  masked_value, paint)
 from xai_platform.explainers.registry import ExplainContext  # noqa: E402
 from xai_platform.explainers.sampling import null_features  # noqa: E402
 from xai_platform.models import ModelManager  # noqa: E402
@@ -93,8 +93,9 @@ def case_game(manager: ModelManager, config, model_id: str, path: str):
     """The case's :class:`Game` on the app's features, and ``rho(values_a, values_b)``: the
     Spearman rho of two per-feature maps over the pixels of non-null features."""
     handle, x, target = load_case(manager, config, model_id, path)
-    segments = explainers.run("lime", handle, x, target=target, seed=0,
-                              params={"num_samples": 50}).attribution.extras["segments"]
+    modality = handle.spec.modality
+    segments = features(x, ExplainContext(spec=handle.spec),
+                        explainers.get_method("lime").resolve_params({}, modality=modality))
     game = Game(handle, x, target, segments)
     live = ~null_features(x, game.baseline, segments)[segments]
 
