@@ -149,8 +149,11 @@ def test_null_features_are_the_ones_equal_to_the_masked_value():
 
 
 @needs_torch
-@pytest.mark.parametrize("method, key", [("shap", "n_evaluations"), ("lime", "num_samples")])
-def test_reported_evaluations_are_the_model_evaluations_made(method, key):
+@pytest.mark.parametrize("method, key, extra", [
+    ("shap", "n_evaluations", {"adaptive": True, "estimator": "kernel"}),
+    ("shap", "n_evaluations", {"estimator": "partition"}),
+    ("lime", "num_samples", {"adaptive": True})])
+def test_reported_evaluations_are_the_model_evaluations_made(method, key, extra):
     from region_models import region_handle, region_input
     from xai_platform import explainers
 
@@ -170,12 +173,13 @@ def test_reported_evaluations_are_the_model_evaluations_made(method, key):
         return evaluate
 
     handle.coalition_evaluator = counting
-    params = {key: 160, "adaptive": True, "patch_bands": 4, "patch_frames": 4}
+    params = {key: 160, "patch_bands": 4, "patch_frames": 4, **extra}
     result = explainers.run(method, handle, x, target=1, params=params, seed=0)
     a = result.attribution
     assert a.n_evaluations == counted[0] <= 160
     assert a.extras["null_features"] == 16  # 2 of 8 patch columns, 8 patch rows
-    assert a.extras["budget"] == 160 and a.extras["rounds"] >= 1
+    assert a.extras["budget"] == 160
+    assert a.extras.get("rounds", 1) >= 1 and a.extras.get("expanded", 1) >= 1
     segments = a.extras["segments"]
     values = [float(a.heatmap[segments == i][0]) for i in range(int(segments.max()) + 1)]
     null_values = {values[i] for i in range(len(values)) if i % 8 < 2}

@@ -153,7 +153,7 @@ def test_both_pages_in_a_real_browser(app_url, files):
         page.get_by_role("button", name="Compare").click()
         expect(page.get_by_text(re.compile(r"All \d methods done"))).to_be_visible(
             timeout=600_000)
-        for label in ("Grad-CAM", "Integrated Gradients", "LIME", "SHAP (Kernel)"):
+        for label in ("Grad-CAM", "Integrated Gradients", "LIME", "SHAP"):
             expect(page.get_by_role("heading", name=label, exact=True)).to_be_visible()
         expect(page.get_by_text("Which explanation to trust for this input")).to_be_visible()
         expect(page.get_by_text("Insertion AUC").first).to_be_visible()

@@ -103,19 +103,47 @@ def test_known_region_gets_most_attribution(framework, modality, method):
     assert inside > 0.85, inside
 
 
-@pytest.mark.parametrize("method", ["lime", "shap"])
-def test_stochastic_methods_are_reproducible_and_record_the_seed(manager, method):
+@pytest.mark.parametrize("method, extra", [("lime", {}), ("shap", {"estimator": "kernel"})])
+def test_stochastic_methods_are_reproducible_and_record_the_seed(manager, method, extra):
     pytest.importorskip("torch")
     handle = manager.get("tiny-torch-audio")
     x = region_input("audio")[:16, :32]
     x = np.resize(x, handle.input_shape).astype(np.float32)
-    kw = dict(target=1, params=FAST[method])
+    kw = dict(target=1, params={**FAST[method], **extra})
     a = explainers.run(method, handle, x, seed=7, **kw)
     b = explainers.run(method, handle, x, seed=7, **kw)
     c = explainers.run(method, handle, x, seed=8, **kw)
     assert a.seed == 7
     assert np.array_equal(a.attribution.heatmap, b.attribution.heatmap)  # bitwise
     assert not np.array_equal(a.attribution.heatmap, c.attribution.heatmap)
+
+
+def test_shap_by_default_draws_no_random_numbers(manager):
+    """The partition estimator (the default) gives the same map whatever the seed and the batch
+    size, records no seed, and its values still sum to p(input) - p(all masked)."""
+    pytest.importorskip("torch")
+    handle = manager.get("tiny-torch-audio")
+    x = np.resize(region_input("audio")[:16, :32], handle.input_shape).astype(np.float32)
+    a = explainers.run("shap", handle, x, target=1, seed=7, params=FAST["shap"])
+    b = explainers.run("shap", handle, x, target=1, seed=8, params=FAST["shap"])
+    c = explainers.run("shap", handle, x, target=1, seed=7, params=FAST["shap"], batch_size=5)
+    assert a.seed is None and a.params["estimator"] == "partition"
+    assert np.array_equal(a.attribution.heatmap, b.attribution.heatmap)
+    assert np.array_equal(a.attribution.heatmap, c.attribution.heatmap)  # any batch size
+    extras = a.attribution.extras
+    phi = np.bincount(extras["segments"].ravel(), a.attribution.heatmap.ravel().astype(np.float64),
+                      extras["n_features"]) / np.bincount(extras["segments"].ravel(),
+                                                          minlength=extras["n_features"])
+    assert phi.sum() == pytest.approx(extras["full_value"] - extras["base_value"], abs=1e-5)
+    assert a.attribution.n_evaluations <= FAST["shap"]["n_evaluations"] + 1
+
+
+def test_adaptive_sampling_needs_the_kernel_estimator(manager):
+    pytest.importorskip("torch")
+    handle = manager.get("tiny-torch-audio")
+    x = np.zeros(handle.input_shape, np.float32)
+    with pytest.raises(ExplainerError, match="estimator to 'kernel'"):
+        explainers.run("shap", handle, x, target=1, params={"adaptive": True})
 
 
 def test_deterministic_methods_record_no_seed(manager):

@@ -245,9 +245,9 @@ def _fingerprint(service: Service, item: BatchItem, method: str, settings: Batch
     info = get_method(method)
     own = {k: v for k, v in settings.params.items()
            if any(p.name == k for p in info.params_for(spec.modality))}
-    return {"model": spec.id, "weights_sha256": weights, "method": method,
-            "params": info.resolve_params(own, modality=spec.modality),
-            "seed": settings.seed if info.stochastic else None, "target": settings.target,
+    resolved = info.resolve_params(own, modality=spec.modality)
+    return {"model": spec.id, "weights_sha256": weights, "method": method, "params": resolved,
+            "seed": settings.seed if info.uses_seed(resolved) else None, "target": settings.target,
             "window": settings.window, "metrics": sorted(settings.metrics),
             "input_sha256": input_sha256,
             "mask_sha256": file_digest(item.mask) if item.mask and item.mask.is_file() else None}

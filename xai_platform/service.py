@@ -173,7 +173,7 @@ class Service:
         spec = self.spec(model_id)
         info = get_method(method)
         resolved = info.resolve_params(params, modality=spec.modality)
-        used_seed = int(seed) if info.stochastic else None
+        used_seed = int(seed) if info.uses_seed(resolved) else None
         key = (file_digest(path), model_id, method, json.dumps(resolved, sort_keys=True),
                used_seed, window, target)
         cached = session.explanations.get(key)

@@ -337,13 +337,16 @@ def stability(model: ModelHandle, x: np.ndarray, method: Method, *, target: int,
 
     Returns pixel_std (mean over pixels of the std across seeds of the :func:`normalised` maps,
     in [0, 1]; 0 is perfectly stable), spearman (mean pairwise rank correlation, 1 is stable),
-    stochastic, n_seeds, n_evaluations, seconds. A registered deterministic method is exactly
-    stable and is not recomputed; a callable is run once per seed (it gets no seed, so the
+    stochastic, n_seeds, n_evaluations, seconds. A registered method that draws no random
+    numbers with these parameters (``MethodInfo.uses_seed``) is exactly stable and is not
+    recomputed; a callable is run once per seed (it gets no seed, so the
     spread shows its own nondeterminism). ``known``: maps already computed, by seed (e.g. the
     explanation being scored), reused instead of recomputed.
     """
     seeds = list(seeds)
-    if isinstance(method, str) and not explainers.get_method(method).stochastic:
+    info = explainers.get_method(method) if isinstance(method, str) else None
+    if info is not None and not info.uses_seed(
+            info.resolve_params(params, modality=model.spec.modality)):
         return {"pixel_std": 0.0, "spearman": 1.0, "stochastic": False, "n_seeds": len(seeds),
                 "n_evaluations": 0, "seconds": 0.0}
     if len(seeds) < 2:

@@ -67,4 +67,5 @@ def run(method_id: str, model: ModelHandle, x: np.ndarray, *, target: int,
                              "try other parameters or another method.")
     signed = method.signed if attribution.signed is None else attribution.signed
     attribution = Attribution(heatmap, attribution.n_evaluations, attribution.extras, signed)
-    return RunResult(method, attribution, resolved, seed if method.stochastic else None, seconds)
+    return RunResult(method, attribution, resolved, seed if method.uses_seed(resolved) else None,
+                     seconds)

@@ -15,7 +15,7 @@ modules are imported by the package (:mod:`xai_platform.explainers`), not by thi
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,14 @@ class MethodInfo:
     caveats: str
     speed: int  # rough rank of cost: lower appears first on the comparison page
     fn: ExplainFn
+    stochastic_when: Callable[[Mapping[str, Any]], bool] | None = None
+
+    def uses_seed(self, params: Mapping[str, Any]) -> bool:
+        """Whether the method draws random numbers with these resolved parameters (a method
+        that is ``stochastic`` with some parameters only says which through
+        ``stochastic_when``)."""
+        return self.stochastic and (self.stochastic_when is None or
+                                    bool(self.stochastic_when(params)))
 
     def params_for(self, modality: str) -> tuple[Param, ...]:
         """The parameters that apply to inputs of ``modality`` (the method's own, then the
@@ -144,8 +152,12 @@ def register_method(*, id: str, label: str, description: str, paper: str, kind: 
                     modalities: tuple[str, ...] | None = None, uses_features: bool = False,
                     needs_conv_layer: bool = False, stochastic: bool = False,
                     signed: bool = False, params: tuple[Param, ...] = (), caveats: str = "",
-                    speed: int = 50) -> Callable[[ExplainFn], ExplainFn]:
-    """Decorator registering an explainer function. A duplicate id raises."""
+                    speed: int = 50,
+                    stochastic_when: Callable[[Mapping[str, Any]], bool] | None = None
+                    ) -> Callable[[ExplainFn], ExplainFn]:
+    """Decorator registering an explainer function. A duplicate id raises. ``stochastic``:
+    the method may sample; ``stochastic_when(params)``: whether it does with those parameters
+    (default: always, when stochastic)."""
     if kind not in ("gradient", "perturbation"):
         raise ValueError(f"kind must be gradient or perturbation, not {kind!r}")
     if specificity not in ("model-specific", "model-agnostic"):
@@ -159,7 +171,8 @@ def register_method(*, id: str, label: str, description: str, paper: str, kind: 
                                   modalities=modalities, uses_features=uses_features,
                                   needs_conv_layer=needs_conv_layer,
                                   stochastic=stochastic, signed=signed, params=params,
-                                  caveats=caveats, speed=speed, fn=fn)
+                                  caveats=caveats, speed=speed, fn=fn,
+                                  stochastic_when=stochastic_when)
         return fn
 
     return decorate

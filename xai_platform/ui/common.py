@@ -195,7 +195,10 @@ def method_details_markdown(method_id: str) -> str:
     from ..explainers import get_method
 
     m = get_method(method_id)
-    return (f"**{m.label}** ({m.kind}, {m.specificity}{', stochastic: seeded' if m.stochastic else ''})"
+    defaults = {p.name: p.default for p in m.params}
+    seeded = (", stochastic: seeded" if m.uses_seed(defaults)
+              else ", deterministic by default, seeded when it samples" if m.stochastic else "")
+    return (f"**{m.label}** ({m.kind}, {m.specificity}{seeded})"
             f"  \n{m.description}  \n*Paper:* {m.paper}  \n*Caveats:* {m.caveats}")
 
 
