@@ -22,8 +22,13 @@ def _pair(tmp_path: Path, model_id: str = "tiny-torch-xray", n_layers: int = 2):
 
 @pytest.mark.parametrize("model_id", ["tiny-torch-xray", "tiny-torch-audio"])
 @pytest.mark.parametrize("method,params", [("lime", {"num_samples": 96}),
+                                           ("shap", {"n_evaluations": 96, "estimator": "kernel"}),
                                            ("shap", {"n_evaluations": 96})])
 def test_randomised_maps_are_the_same_with_the_shared_trunk(tmp_path, model_id, method, params):
+    """LIME and Kernel SHAP re-run the trained model's coalitions (the same seed): every row's
+    trunk comes from the cache. SHAP's partition estimator picks its coalitions from the
+    randomised model's own outputs: the rows it shares with the trained run come from the
+    cache, the others run the whole graph, and the map is the one without sharing."""
     from xai_platform import explainers
     from xai_platform.models.shared_trunk import HeadTwin, share_trunk
 
@@ -36,7 +41,10 @@ def test_randomised_maps_are_the_same_with_the_shared_trunk(tmp_path, model_id, 
     expected = explainers.run(method, plain, x, target=1, params=params, seed=3)
     got = explainers.run(method, shared, x, target=1, params=params, seed=3)
     assert isinstance(shared._fast, HeadTwin)
-    assert shared._fast.evaluations_from_cache >= got.attribution.n_evaluations - 2
+    if got.params.get("estimator") == "partition":
+        assert shared._fast.evaluations_from_cache >= 2  # at least f(none) and f(all)
+    else:
+        assert shared._fast.evaluations_from_cache >= got.attribution.n_evaluations - 2
     np.testing.assert_allclose(got.attribution.heatmap, expected.attribution.heatmap,
                                atol=1e-6, rtol=0)
 
@@ -52,6 +60,10 @@ def test_batches_the_trained_model_never_saw_run_the_whole_graph(tmp_path):
     handle.predict(x)  # now the trunk has seen this batch
     np.testing.assert_allclose(shared.predict(x), plain.predict(x), atol=1e-6, rtol=0)
     assert shared._fast.evaluations_from_cache == 5
+    # a batch of seen and unseen rows: the head on the seen ones, the whole graph on the rest
+    mixed = np.concatenate([_planes(handle, 3, seed=11), x[[3, 0]]])
+    np.testing.assert_allclose(shared.predict(mixed), plain.predict(mixed), atol=1e-6, rtol=0)
+    assert shared._fast.evaluations_from_cache == 7
     # the trained model's own predictions are unchanged by recording its frontier
     np.testing.assert_allclose(handle.predict(x), handle._predict_batch(x), atol=1e-5, rtol=0)
 
@@ -145,6 +157,27 @@ def test_the_activation_cache_keeps_the_newest_batches_within_its_bytes():
     np.testing.assert_array_equal(cache.get(batch_key(batches[4]))[0], batches[4])
     assert batch_key(batches[1]) != batch_key(batches[1].reshape(100))  # the shape counts
     assert cache.hits == 1 and cache.misses == 1
+
+
+def test_the_activation_cache_finds_a_batch_by_its_rows():
+    from xai_platform.models.shared_trunk import ActivationCache
+
+    cache = ActivationCache(max_bytes=10 ** 6)
+    batch = np.arange(4 * 6, dtype=np.float32).reshape(4, 2, 3)
+    frontier = [batch * 10, batch.sum(axis=(1, 2))]  # one row per input each
+    cache.put_batch(batch, frontier)
+    assert cache.per_row and len(cache) == 4
+    asked = np.stack([batch[2], batch[0] + 100, batch[0]])  # seen, unseen, seen
+    found, hit = cache.get_batch(asked)
+    assert hit.tolist() == [0, 2]
+    np.testing.assert_array_equal(found[0], frontier[0][[2, 0]])
+    np.testing.assert_array_equal(found[1], frontier[1][[2, 0]])
+    assert cache.get_batch(batch[1:2] + 7)[0] is None
+    shape = ActivationCache(max_bytes=10 ** 6)  # a frontier tensor not per row: whole batches
+    shape.put_batch(batch, [batch, np.array([4, 2, 3])])
+    assert shape.per_row is False and len(shape) == 1
+    assert shape.get_batch(batch)[1].tolist() == [0, 1, 2, 3]
+    assert shape.get_batch(batch[:3])[0] is None
 
 
 def _bf16_pair(tmp_path: Path, n_layers: int = 2):

@@ -10,10 +10,13 @@ the same numbers: the same seed draws the same coalitions, so the same batches g
 re-initialised weight: a comparison of the graphs' initializers, no layer names needed), and then
 
 * the trained model's ONNX Runtime session also returns the **frontier**, the trunk's tensors the
-  re-initialised layers read, and keeps them per batch in an :class:`ActivationCache` (keyed by a
-  hash of the whole batch);
-* the randomised model looks each batch up there and, on a hit, runs only its **head** graph
-  (extracted from its own exported graph) on the cached frontier; on a miss, its whole graph.
+  re-initialised layers read, and keeps them per input row in an :class:`ActivationCache` (keyed
+  by a hash of the row; per batch when a frontier tensor is not one row per input);
+* the randomised model looks each row up there, runs only its **head** graph (extracted from its
+  own exported graph) on the rows it finds, and its whole graph on the others. Rows, not
+  batches: SHAP's default partition estimator chooses its next coalitions from the model's
+  outputs, so the randomised model's run shares about half of its coalitions with the trained
+  model's, in other batches.
 
 Both paths run the same operators on the same numbers; before it is used, the split is checked on
 the fast path's example planes (the head on the trunk's frontier against the randomised model's
@@ -67,15 +70,47 @@ def batch_key(net_input: np.ndarray) -> bytes:
     return digest.digest()
 
 
+def row_keys(net_input: np.ndarray) -> list[bytes]:
+    """:func:`batch_key` of each row of a network input batch, alone."""
+    return [batch_key(row) for row in np.ascontiguousarray(net_input)]
+
+
 class ActivationCache:
-    """Frontier tensors per batch key, least recently used first out, at most ``max_bytes``."""
+    """Frontier tensors per key (a row's or a batch's), least recently used first out, at most
+    ``max_bytes``. :meth:`put_batch` and :meth:`get_batch` store and find a batch's frontier by
+    row when every frontier tensor has one row per input."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = int(max_bytes)
         self.bytes = 0
         self.hits = self.misses = 0
+        self.per_row: bool | None = None  # decided by the first batch stored
         self._items: OrderedDict[bytes, list[np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def put_batch(self, net_input: np.ndarray, tensors: list[np.ndarray]) -> None:
+        """Keep the frontier ``tensors`` of the batch ``net_input``: a copy of each row's
+        slices under the row's key, or the whole batch under its key."""
+        n = len(net_input)
+        if self.per_row is None:
+            self.per_row = all(t.ndim >= 1 and t.shape[0] == n for t in tensors)
+        if not self.per_row:
+            self.put(batch_key(net_input), list(tensors))
+            return
+        for i, key in enumerate(row_keys(net_input)):
+            self.put(key, [np.array(t[i]) for t in tensors])
+
+    def get_batch(self, net_input: np.ndarray) -> tuple[list[np.ndarray] | None, np.ndarray]:
+        """(the frontier of the rows of ``net_input`` found, stacked, or None; the indices of
+        those rows)."""
+        if not self.per_row:
+            found = self.get(batch_key(net_input))
+            return found, np.arange(len(net_input) if found is not None else 0)
+        rows = [self.get(key) for key in row_keys(net_input)]
+        hit = np.array([i for i, r in enumerate(rows) if r is not None], dtype=np.int64)
+        if not len(hit):
+            return None, hit
+        return [np.stack([rows[i][j] for i in hit]) for j in range(len(rows[hit[0]]))], hit
 
     def put(self, key: bytes, tensors: list[np.ndarray]) -> None:
         size = sum(t.nbytes for t in tensors)
@@ -231,7 +266,7 @@ class RecordingTwin(OnnxHandle):
 
     def _run(self, net_input: np.ndarray) -> np.ndarray:
         outputs = self.session.run(None, {self.input_name: net_input})
-        self.cache.put(batch_key(net_input), outputs[1:])
+        self.cache.put_batch(net_input, outputs[1:])
         return outputs[0]
 
 
@@ -247,14 +282,15 @@ class RecordingOpenVino(OpenVinoHandle):
 
     def _run(self, net_input: np.ndarray) -> np.ndarray:
         outputs = self._request.infer({0: net_input})
-        self.cache.put(batch_key(net_input),
-                       [np.array(outputs[i]) for i in range(1, self.n_frontier + 1)])
+        self.cache.put_batch(net_input,
+                             [np.array(outputs[i]) for i in range(1, self.n_frontier + 1)])
         return np.array(outputs[0])
 
 
 class HeadTwin(OnnxHandle):
-    """The randomised model's twin: its head on a cached frontier, else its whole graph (on
-    ``fallback``, a handle of the same graph, when given: its bf16 twin)."""
+    """The randomised model's twin: its head on the rows whose frontier is cached, its whole
+    graph on the others (on ``fallback``, a handle of the same graph, when given: its bf16
+    twin)."""
 
     def __init__(self, twin: OnnxHandle, head: Any, names: list[str],
                  cache: ActivationCache, fallback: Any = None) -> None:
@@ -263,14 +299,23 @@ class HeadTwin(OnnxHandle):
         self.head, self.names, self.cache, self.fallback = head, names, cache, fallback
         self.evaluations_from_cache = 0
 
+    def _whole(self, net_input: np.ndarray) -> np.ndarray:
+        if self.fallback is not None:
+            return self.fallback._run(net_input)
+        return self.session.run(None, {self.input_name: net_input})[0]
+
     def _run(self, net_input: np.ndarray) -> np.ndarray:
-        found = self.cache.get(batch_key(net_input))
+        found, hit = self.cache.get_batch(net_input)
         if found is None:
-            if self.fallback is not None:
-                return self.fallback._run(net_input)
-            return self.session.run(None, {self.input_name: net_input})[0]
-        self.evaluations_from_cache += len(net_input)
-        return self.head.run(None, dict(zip(self.names, found)))[0]
+            return self._whole(net_input)
+        from_head = self.head.run(None, dict(zip(self.names, found)))[0]
+        self.evaluations_from_cache += len(hit)
+        if len(hit) == len(net_input):
+            return from_head
+        miss = np.setdiff1d(np.arange(len(net_input)), hit)
+        out = np.empty((len(net_input), *from_head.shape[1:]), from_head.dtype)
+        out[hit], out[miss] = from_head, self._whole(np.ascontiguousarray(net_input[miss]))
+        return out
 
 
 def _best_seconds(fn, repeats: int = 3) -> float:
@@ -339,7 +384,7 @@ def share_trunk(trained: ModelHandle, randomized: ModelHandle, *,
                             f"{worst:.1e} (bound {TOLERANCE:.0e}) and changes {changed} "
                             "example decisions")
             twin.evaluations_from_cache = 0
-            frontier = cache.get(batch_key(net_input))
+            frontier, _ = cache.get_batch(net_input)
         else:
             recording = RecordingTwin(
                 a, session(_with_outputs(ma, names).SerializeToString(), n_threads=threads),
