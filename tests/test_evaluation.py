@@ -477,6 +477,32 @@ def test_evaluate_explains_missing_data_and_bad_methods(tmp_path, manager, monke
                         out=tmp_path / "o")
 
 
+def test_evaluate_takes_method_parameters_and_writes_them_into_the_command(tmp_path, manager,
+                                                                           xray_folder):
+    """``--param shap.estimator=kernel``: the run uses it (seeded: a kernel map's evaluations
+    are the budget's), the report's command reproduces it, and a parameter for a method not
+    evaluated, or a bad value, is refused before any input is read."""
+    paths = report.evaluate(manager, "tiny-torch-xray", xray_folder, methods=["shap"],
+                            out=tmp_path / "r", metrics=("faithfulness",), progress=False,
+                            params={"shap": {"estimator": "kernel", "n_evaluations": 48}})
+    with paths["csv"].open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and all(int(r["explain_evaluations"]) == 48 for r in rows)
+    assert ("--param shap.estimator=kernel --param shap.n_evaluations=48"
+            in paths["report"].read_text())
+    assert report.method_params(["shap.adaptive=true", "lime.num_samples=64"]) == {
+        "shap": {"adaptive": True}, "lime": {"num_samples": 64}}
+    with pytest.raises(XAIError, match="METHOD.NAME=VALUE"):
+        report.method_params(["estimator=kernel"])
+    with pytest.raises(XAIError, match="which this run does not evaluate"):
+        report.evaluate(manager, "tiny-torch-xray", xray_folder, methods=["shap"],
+                        out=tmp_path / "o", params={"lime": {"num_samples": 64}})
+    with pytest.raises(XAIError, match="must be one of"):
+        report.evaluate(manager, "tiny-torch-xray", xray_folder, methods=["shap"],
+                        out=tmp_path / "o", params={"shap": {"estimator": "magic"}})
+    assert not (tmp_path / "o").exists()
+
+
 def test_bootstrap_interval_contains_the_mean():
     mean, low, high, n = report.bootstrap_ci([1.0, 2.0, 3.0, float("nan")], seed=0)
     assert n == 3 and mean == 2.0 and 1.0 <= low <= mean <= high <= 3.0

@@ -99,7 +99,7 @@ class EvaluateWorker:
 def evaluate_ray(manager: Any, model_id: str, items: Sequence[Any], folder: Path,
                  methods: Sequence[str], *, metrics: Sequence[str], seed: int,
                  batch_size: int | None, n_layers: int, address: str = "auto",
-                 workers: int | None = None):
+                 workers: int | None = None, params: Any = None):
     """``evaluate --ray``: yield (item, rows, agreement, error) in the items' order, as
     :func:`xai_platform.evaluation.report.evaluate_items` does in-process."""
     import pickle
@@ -119,7 +119,7 @@ def evaluate_ray(manager: Any, model_id: str, items: Sequence[Any], folder: Path
                 "batch_size": manager.batch_size, "model_id": model_id, "items": list(items),
                 "folder": str(folder), "methods": list(methods),
                 "options": {"metrics": tuple(metrics), "seed": seed, "batch_size": batch_size,
-                            "n_layers": n_layers}})
+                            "n_layers": n_layers, "params": params or {}}})
         done = {int(r["i"]): pickle.loads(r["outcome"]) for r in results.iter_rows()}
     finally:
         if not started:

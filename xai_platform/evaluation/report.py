@@ -29,7 +29,7 @@ import shlex
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,13 +155,18 @@ def bootstrap_ci(values: Sequence[float], *, seed: int = 0, level: float = 0.95,
 
 def command_line(model_id: str, data: str | Path, *, methods: Sequence[str] | None,
                  n: int | None, out: str | Path, seed: int, metrics: Sequence[str],
-                 split: str = "test", n_layers: int = RANDOMIZE_LAYERS, configs: Sequence[str] = ()) -> str:
+                 split: str = "test", n_layers: int = RANDOMIZE_LAYERS, configs: Sequence[str] = (),
+                 params: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The exact command that reproduces a run."""
     parts = ["python", "-m", "xai_platform", "evaluate", "--model", model_id, "--data", str(data)]
     for c in configs:
         parts += ["--config", str(c)]
     for method in methods or ():
         parts += ["--method", method]
+    for method, given in (params or {}).items():
+        for name, value in given.items():
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            parts += ["--param", f"{method}.{name}={text}"]
     if n is not None:
         parts += ["--n", str(n)]
     if split != "test":
@@ -177,13 +182,15 @@ def evaluate(manager: ModelManager, model_id: str, data: str | Path, *,
              seed: int = 0, metrics: Sequence[str] = COSTLY_METRICS, split: str = "test",
              n_layers: int = RANDOMIZE_LAYERS, progress: bool = True, batch_size: int | None = None,
              command: str | None = None, ray: str | None = None,
-             ray_workers: int | None = None) -> dict[str, Any]:
+             ray_workers: int | None = None,
+             params: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Evaluate ``methods`` (default: every compatible one) of model ``model_id`` on ``data``.
 
     ``n_layers``: how many top parameterised layers the randomisation test re-initialises
     (batch-norm layers count: see ``ModelHandle.randomized``). ``ray``: run the inputs on Ray
     Data (``auto`` or a cluster's address; ``ray_workers`` actors, each loading the model
-    once), with the same results as in-process.
+    once), with the same results as in-process. ``params``: parameters by method id (e.g.
+    ``{"shap": {"estimator": "kernel"}}``), checked before any input is read; the rest default.
 
     An input that cannot be read is skipped (named in the report), not fatal. Returns the
     written paths: ``{"csv": Path, "report": Path, "plots": [Path, ...]}``.
@@ -198,12 +205,19 @@ def evaluate(manager: ModelManager, model_id: str, data: str | Path, *,
         reason = explainers.get_method(method).reason_incompatible(spec)
         if reason:
             raise XAIError(f"method '{method}' does not apply to model '{spec.id}': {reason}")
+    params = {k: dict(v) for k, v in (params or {}).items()}
+    for method, given in params.items():
+        if method not in methods:
+            raise XAIError(f"--param for method '{method}', which this run does not evaluate "
+                           f"({', '.join(methods)}).")
+        explainers.get_method(method).resolve_params(given, modality=spec.modality)
     folder = resolve_data(data, spec.modality)
     items = select(list_inputs(folder, spec.modality, split=split), n, seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     command = command or command_line(model_id, data, methods=methods, n=n, out=out, seed=seed,
-                                      metrics=metrics, split=split, n_layers=n_layers)
+                                      metrics=metrics, split=split, n_layers=n_layers,
+                                      params=params)
     rows: list[dict[str, Any]] = []
     agreements: list[dict[str, Any]] = []
     skipped: list[str] = []
@@ -213,11 +227,11 @@ def evaluate(manager: ModelManager, model_id: str, data: str | Path, *,
 
         outcomes = evaluate_ray(manager, model_id, items, folder, methods, metrics=metrics,
                                 seed=seed, batch_size=batch_size, n_layers=n_layers,
-                                address=ray, workers=ray_workers)
+                                address=ray, workers=ray_workers, params=params)
     else:
         outcomes = evaluate_items(manager, model_id, items, folder, methods, metrics=metrics,
                                   seed=seed, batch_size=batch_size, n_layers=n_layers,
-                                  progress=progress)
+                                  progress=progress, params=params)
     for item, new_rows, agreement, error in outcomes:
         if error is not None:
             skipped.append(f"{item.path}: {error}")
@@ -242,10 +256,11 @@ def evaluate(manager: ModelManager, model_id: str, data: str | Path, *,
 def evaluate_items(manager: ModelManager, model_id: str, items: Sequence[Item], folder: Path,
                    methods: Sequence[str], *, metrics: Sequence[str], seed: int,
                    batch_size: int | None, n_layers: int, progress: bool = False,
-                   randomized: ModelHandle | None = None):
+                   randomized: ModelHandle | None = None,
+                   params: Mapping[str, Mapping[str, Any]] | None = None):
     """Yield (item, rows, agreement or None, error or None) for each item, in order: the
     in-process loop, and what each Ray worker runs on its share (``evaluate --ray``).
-    ``randomized``: the randomisation test's model, when already built."""
+    ``randomized``: the randomisation test's model, when already built; ``params``: by method."""
     service = Service(manager)
     handle = manager.get(model_id)
     # one re-initialised copy per run (or per worker: the same, from ``seed``)
@@ -262,7 +277,7 @@ def evaluate_items(manager: ModelManager, model_id: str, items: Sequence[Item], 
             new_rows, agreement = _evaluate_item(service, handle, item, folder, methods,
                                                  metrics=metrics, seed=seed,
                                                  batch_size=batch_size, say=say,
-                                                 randomized=randomized)
+                                                 randomized=randomized, params=params or {})
         except InputError as exc:
             say(f"skipped: {exc}")
             yield item, [], None, str(exc)
@@ -273,7 +288,7 @@ def evaluate_items(manager: ModelManager, model_id: str, items: Sequence[Item], 
 def _evaluate_item(service: Service, handle: ModelHandle, item: Item, folder: Path,
                    methods: Sequence[str], *, metrics: Sequence[str], seed: int,
                    batch_size: int | None, say: Callable[[str], Any],
-                   randomized: ModelHandle | None
+                   randomized: ModelHandle | None, params: Mapping[str, Mapping[str, Any]]
                    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """One input through the app's service: a CSV row per method, and the methods'
     agreement (None for one method)."""
@@ -290,7 +305,7 @@ def _evaluate_item(service: Service, handle: ModelHandle, item: Item, folder: Pa
     control = None
     for method in methods:
         expl = service.explain(session, item.path, spec.id, method, target=target, seed=seed,
-                               batch_size=batch_size)
+                               batch_size=batch_size, params=dict(params.get(method, {})))
         if lesion is not None and control is None:
             control = m.localisation(m.input_control(expl.display), lesion, signed=False)
         card = score_explanation(handle, None, expl, metrics=metrics, region_mask=lesion,
@@ -582,6 +597,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="top parameterised layers the randomisation test re-initialises "
                              f"(default {RANDOMIZE_LAYERS}: the classifier and the last "
                              "convolution with its normalisation)")
+    parser.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                        help="a method's parameter (repeatable), e.g. --param "
+                             "shap.estimator=kernel; the others keep their defaults")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("--ray", default=None, metavar="auto|ADDRESS",
@@ -589,6 +607,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--ray-workers", type=int, default=None, metavar="N",
                         help="workers in the pool (default: the cluster's CPUs)")
     return parser
+
+
+def method_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``--param METHOD.NAME=VALUE`` items as ``{method: {name: value}}`` (values typed as
+    ``explain --param`` types them)."""
+    from ..cli import _parse_value
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.strip().partition(".")
+        if not sep or not dot or not method or not name:
+            raise XAIError(f"--param takes METHOD.NAME=VALUE (e.g. shap.estimator=kernel), "
+                           f"got '{item}'.")
+        out.setdefault(method, {})[name] = _parse_value(value.strip())
+    return out
 
 
 def main(args: argparse.Namespace, config: PlatformConfig) -> int:
@@ -599,15 +633,17 @@ def main(args: argparse.Namespace, config: PlatformConfig) -> int:
                            batch_size=getattr(args, "batch_size", None))
     metrics = tuple(getattr(args, "metrics", None) or COSTLY_METRICS)
     configs = getattr(args, "config", None) or ()
+    params = method_params(getattr(args, "param", None) or ())
     command = command_line(args.model, args.data, methods=args.method, n=args.n, out=args.out,
                            seed=args.seed, metrics=metrics, split=args.split,
-                           n_layers=args.randomize_layers, configs=configs)
+                           n_layers=args.randomize_layers, configs=configs, params=params)
     paths = evaluate(manager, args.model, args.data, methods=args.method, n=args.n,
                      out=args.out, seed=args.seed, metrics=metrics, split=args.split,
                      n_layers=args.randomize_layers,
                      progress=not getattr(args, "quiet", False),
                      batch_size=getattr(args, "batch_size", None), command=command,
-                     ray=getattr(args, "ray", None), ray_workers=getattr(args, "ray_workers", None))
+                     ray=getattr(args, "ray", None), ray_workers=getattr(args, "ray_workers", None),
+                     params=params)
     print(f"metrics: {paths['csv']}\nreport:  {paths['report']}\nplots:   "
           f"{len(paths['plots'])} in {paths['report'].parent / 'plots'}")
     return 0
