@@ -4,6 +4,7 @@ the log-odds instead of the probability make the game easier? (issue 18, item 3)
     .venv/bin/python bench/estimator_noise.py [--quick]
     .venv/bin/python bench/estimator_noise.py --adaptive [--quick]
     .venv/bin/python bench/estimator_noise.py --regression-adjusted [--quick]
+    .venv/bin/python bench/estimator_noise.py --partition [--quick]
 
 ``--adaptive`` prints another table: the app's fixed and adaptive estimators (``explainers.run``
 with ``adaptive`` off and on) at the default budget and at a quarter of it, seeds 0-2, each
@@ -19,6 +20,13 @@ on the other half (and the other way round); the answer is g's Shapley values (f
 its own coalitions: g is cheap) plus Kernel SHAP of the residual game on the evaluated
 coalitions. At a quarter and at today's budget, seeds 0-2, against the fixed 16x map and
 between seeds ("self": the mean rho of the three pairs), beside the fixed estimator.
+
+``--partition`` measures SHAP's default estimator, Owen values over a spatial hierarchy
+(``explainers.run("shap")``, deterministic): at a quarter of the default budget, at the default
+and at 4x, each against its own 4x map and its fully refined map (the budget raised until the
+tree is expanded to its leaves; the evaluations that took are shown), beside the kernel
+estimator at the default budget against its 16x map and between seeds 0-2 (the same columns
+as the main table), and the seconds of one run of each at the default budget.
 
 The cases are those of ``bench/fewer_evaluations.py``. For each case, method and explained
 quantity (``prob``: the target probability, as the app explains it; ``logit``: its log-odds,
@@ -211,6 +219,47 @@ def regression_adjusted_table(manager: ModelManager, config, cases) -> None:
                   flush=True)
 
 
+def partition_table(manager: ModelManager, config, cases) -> None:
+    """SHAP's partition estimator against itself and the kernel estimator (docstring)."""
+    default = METHODS["shap"][1]
+    print("| model | input | non-null features | partition: quarter vs 4x | default vs 4x | "
+          "quarter vs refined | default vs refined | 4x vs refined | evaluations to refine | "
+          "kernel: default vs 16x | kernel: seeds agree | seconds partition / kernel, default |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for model_id, path in cases:
+        handle, x, target = load_case(manager, config, model_id, path)
+        game, rho = case_game(manager, config, model_id, path)
+        segments = game.segments
+
+        def values(n: int, estimator: str = "partition", seed: int = 0):
+            start = time.perf_counter()
+            a = explainers.run("shap", handle, x, target=target, seed=seed,
+                               params={"n_evaluations": n, "estimator": estimator}).attribution
+            assert np.array_equal(a.extras["segments"], segments)
+            return a, time.perf_counter() - start
+
+        def per_feature(a) -> np.ndarray:
+            return np.array([a.heatmap[segments == i][0] for i in range(game.m)])
+
+        runs = {n: values(n) for n in (default // 4, default, 4 * default, 10000)}
+        maps = {n: per_feature(a) for n, (a, _) in runs.items()}
+        refined = runs[10000][0]
+        if not refined.extras["complete"]:
+            print(f"(not refined to the leaves within 10,000 evaluations: {model_id})")
+        kernel = [values(default, "kernel", s) for s in range(3)]
+        long = shap_map(game, 16 * default, 7, "prob")[0]
+        k_maps = [per_feature(a) for a, _ in kernel]
+        live = int((~null_features(x, game.baseline, segments)).sum())
+        q, d, f = default // 4, default, 4 * default
+        print(f"| {model_id} | {Path(path).name} | {live} | {rho(maps[q], maps[f]):.2f} | "
+              f"{rho(maps[d], maps[f]):.2f} | {rho(maps[q], maps[10000]):.2f} | "
+              f"{rho(maps[d], maps[10000]):.2f} | {rho(maps[f], maps[10000]):.2f} | "
+              f"{refined.n_evaluations:,} | "
+              f"{np.mean([rho(k, long) for k in k_maps]):.2f} | "
+              f"{np.mean([rho(k_maps[i], k_maps[j]) for i, j in ((0, 1), (0, 2), (1, 2))]):.2f} | "
+              f"{runs[d][1]:.1f} / {kernel[0][1]:.1f} |", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="first audio and X-ray case only")
@@ -218,6 +267,8 @@ def main() -> int:
                     help="fixed against adaptive estimators instead (module docstring)")
     ap.add_argument("--regression-adjusted", action="store_true",
                     help="Kernel SHAP with a tree surrogate as control variate (docstring)")
+    ap.add_argument("--partition", action="store_true",
+                    help="SHAP's default partition estimator against itself and the kernel one")
     args = ap.parse_args()
     config = load_config()
     manager = ModelManager(config, device="cpu")
@@ -227,6 +278,9 @@ def main() -> int:
         return 0
     if args.regression_adjusted:
         regression_adjusted_table(manager, config, cases)
+        return 0
+    if args.partition:
+        partition_table(manager, config, cases)
         return 0
     estimators = {"lime": lime_map, "shap": shap_map}
     print("| model | input | method | link | R^2 (additive) | 4x vs 4x | best possible vs 4x | "

@@ -220,6 +220,17 @@ def baseline_rows(handle: ModelHandle, x: np.ndarray, target: int, *, params, re
     rows.append(budgets.row(handle.spec.id, "shap (KernelExplainer)", seconds, n_shap, engine,
                             budgets(n_shap, batch_size, 1)))
 
+    def plain_partition():  # shap's usual image call, with the modality's masked value
+        masker = shap.maskers.Image(base[..., None].astype(np.float64), (*x.shape, 1))
+        explainer = shap.Explainer(lambda imgs: handle.predict(
+            imgs[..., 0].astype(np.float32), batch_size=batch_size)[:, target], masker)
+        return explainer(x[None, ..., None].astype(np.float64), max_evals=n_shap,
+                         batch_size=batch_size, silent=True)
+
+    seconds, _ = _median_time(plain_partition, repeats)
+    rows.append(budgets.row(handle.spec.id, "shap (PartitionExplainer, pixels)", seconds, n_shap,
+                            engine, budgets(n_shap, batch_size, 1)))
+
     if handle.capabilities.reference_cam and handle.spec.target_layer:
         seconds, _ = _median_time(lambda: handle.reference_gradcam(x, target), max(repeats, 3))
         rows.append(budgets.row(handle.spec.id, "gradcam (pytorch-grad-cam)", seconds, 1,
