@@ -227,9 +227,8 @@ def partition_table(manager: ModelManager, config, cases) -> None:
           "kernel: default vs 16x | kernel: seeds agree | seconds partition / kernel, default |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for model_id, path in cases:
-        handle, x, target = load_case(manager, config, model_id, path)
         game, rho = case_game(manager, config, model_id, path)
-        segments = game.segments
+        handle, x, target, segments = game.handle, game.x, game.target, game.segments
 
         def values(n: int, estimator: str = "partition", seed: int = 0):
             start = time.perf_counter()
