@@ -138,6 +138,24 @@ def test_shap_by_default_draws_no_random_numbers(manager):
     assert a.attribution.n_evaluations <= FAST["shap"]["n_evaluations"] + 1
 
 
+def test_lime_orthogonal_sample_is_balanced_folded_and_uniform_per_row():
+    """Each block of the default LIME sample (2 x 64 rows for 60 features) holds every feature
+    in half its rows, every pair of features in each of its four states equally often, and
+    every coalition's complement; the first coalition is complete; a seed repeats it."""
+    from xai_platform.explainers.lime_explainer import orthogonal_coalitions
+
+    z = orthogonal_coalitions(1000, 60, np.random.default_rng(3))
+    assert z.shape == (1000, 60) and z[0].all()
+    block = z[128:256].astype(np.int64)
+    assert np.all(block.sum(axis=0) == 64)
+    both = block.T @ block  # rows where features i and j are both present
+    assert np.all(both[~np.eye(60, dtype=bool)] == 32)
+    assert {r.tobytes() for r in z[128:256]} == {(~r).tobytes() for r in z[128:256]}
+    assert np.array_equal(z, orthogonal_coalitions(1000, 60, np.random.default_rng(3)))
+    assert abs(z[1:].mean() - 0.5) < 0.01
+    assert orthogonal_coalitions(5, 600, np.random.default_rng(0)).shape == (5, 600)
+
+
 def test_adaptive_sampling_needs_the_kernel_estimator(manager):
     pytest.importorskip("torch")
     handle = manager.get("tiny-torch-audio")
