@@ -5,6 +5,7 @@ the log-odds instead of the probability make the game easier? (issue 18, item 3)
     .venv/bin/python bench/estimator_noise.py --adaptive [--quick]
     .venv/bin/python bench/estimator_noise.py --regression-adjusted [--quick]
     .venv/bin/python bench/estimator_noise.py --partition [--quick]
+    .venv/bin/python bench/estimator_noise.py --lime-sampling [--quick]
 
 ``--adaptive`` prints another table: the app's fixed and adaptive estimators (``explainers.run``
 with ``adaptive`` off and on) at the default budget and at a quarter of it, seeds 0-2, each
@@ -27,6 +28,11 @@ and at 4x, each against its own 4x map and its fully refined map (the budget rai
 tree is expanded to its leaves; the evaluations that took are shown), beside the kernel
 estimator at the default budget against its 16x map and between seeds 0-2 (the same columns
 as the main table), and the seconds of one run of each at the default budget.
+
+``--lime-sampling`` measures LIME's default sampler, a randomised fold-over orthogonal array
+(``sampling="orthogonal"``), against lime_image's independent draws (``"uniform"``): the app's
+runs at a quarter of the default budget and at the default, seeds 0-2, each against the
+uniform estimator at 16x (seed 7), and how alike the three seeds' maps are.
 
 The cases are those of ``bench/fewer_evaluations.py``. For each case, method and explained
 quantity (``prob``: the target probability, as the app explains it; ``logit``: its log-odds,
@@ -259,6 +265,38 @@ def partition_table(manager: ModelManager, config, cases) -> None:
               f"{runs[d][1]:.1f} / {kernel[0][1]:.1f} |", flush=True)
 
 
+def lime_sampling_table(manager: ModelManager, config, cases) -> None:
+    """LIME's orthogonal-array sample against the uniform one (module docstring)."""
+    default = METHODS["lime"][1]
+    print("| model | input | sampling | quarter: vs 16x | quarter: seeds agree | default: vs 16x "
+          "| default: seeds agree | seconds, default |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for model_id, path in cases:
+        game, rho = case_game(manager, config, model_id, path)
+        long, _ = lime_map(game, 16 * default, 7, "prob")
+        segments = game.segments
+
+        def per_feature(a) -> np.ndarray:
+            return np.array([a.heatmap[segments == i][0] for i in range(game.m)])
+
+        for sampling in ("orthogonal", "uniform"):
+            cells = []
+            for n in (default // 4, default):
+                maps, seconds = [], []
+                for seed in range(3):
+                    start = time.perf_counter()
+                    a = explainers.run("lime", game.handle, game.x, target=game.target,
+                                       seed=seed, params={"num_samples": n,
+                                                          "sampling": sampling}).attribution
+                    seconds.append(time.perf_counter() - start)
+                    maps.append(per_feature(a))
+                cells += [np.mean([rho(v, long) for v in maps]),
+                          np.mean([rho(maps[i], maps[j]) for i, j in ((0, 1), (0, 2), (1, 2))])]
+            print(f"| {model_id} | {Path(path).name} | {sampling} | {cells[0]:.2f} | "
+                  f"{cells[1]:.2f} | {cells[2]:.2f} | {cells[3]:.2f} | {np.mean(seconds):.1f} |",
+                  flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="first audio and X-ray case only")
@@ -268,6 +306,8 @@ def main() -> int:
                     help="Kernel SHAP with a tree surrogate as control variate (docstring)")
     ap.add_argument("--partition", action="store_true",
                     help="SHAP's default partition estimator against itself and the kernel one")
+    ap.add_argument("--lime-sampling", action="store_true",
+                    help="LIME's orthogonal-array sample against lime_image's uniform one")
     args = ap.parse_args()
     config = load_config()
     manager = ModelManager(config, device="cpu")
@@ -280,6 +320,9 @@ def main() -> int:
         return 0
     if args.partition:
         partition_table(manager, config, cases)
+        return 0
+    if args.lime_sampling:
+        lime_sampling_table(manager, config, cases)
         return 0
     estimators = {"lime": lime_map, "shap": shap_map}
     print("| model | input | method | link | R^2 (additive) | 4x vs 4x | best possible vs 4x | "
