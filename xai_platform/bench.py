@@ -11,7 +11,9 @@ evaluations, measured in the same run: the minimum over every exact engine the m
 at the same batch size (``fastest_forward_s``, ``ratio_to_fastest``). With ``--baselines`` it
 also times the methods called the way the libraries are usually called: ``lime_image`` with
 its default batch size of 10 and quickshift segmentation, ``shap.KernelExplainer`` on the same
-features, and pytorch-grad-cam (which backpropagates to the input).
+features, shap's usual image call (``shap.Explainer`` with an ``Image`` masker over pixels,
+which runs its ``PartitionExplainer``, with the modality's masked value) and pytorch-grad-cam
+(which backpropagates to the input).
 
     python -m xai_platform bench --model audio-cnn --model xray-densenet121 [--baselines]
 """

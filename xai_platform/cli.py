@@ -541,8 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shap-evals", type=int, default=500)
     p.add_argument("--ig-steps", type=int, default=50)
     p.add_argument("--baselines", action="store_true",
-                   help="also time lime_image (batch 10, quickshift), shap.KernelExplainer and "
-                        "pytorch-grad-cam called the usual way")
+                   help="also time lime_image (batch 10, quickshift), shap.KernelExplainer, "
+                        "shap's PartitionExplainer over pixels and pytorch-grad-cam called the "
+                        "usual way")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
