@@ -100,6 +100,11 @@ def test_classification_handler_returns_figure_record_and_downloads(service, ses
     assert readouts is not None and kept.endswith("_kept.wav") and removed.endswith("_removed.wav")
     assert "Listen" in clips_md
     assert collect_params("lime", "xray", values) == {"num_samples": 1000, "kernel_width": 0.25,
+                                                      "sampling": "orthogonal",
+                                                      "adaptive": False, "n_segments": 60,
+                                                      "compactness": 0.2}
+    assert collect_params("shap", "xray", values) == {"n_evaluations": 500,
+                                                      "estimator": "partition",
                                                       "adaptive": False, "n_segments": 60,
                                                       "compactness": 0.2}
 
