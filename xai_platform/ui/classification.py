@@ -148,7 +148,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
             details = gr.Markdown()
             hidden = gr.Markdown()
         with gr.Column(scale=1):
-            seed = gr.Number(value=0, precision=0, label="Seed (LIME, SHAP)")
+            seed = gr.Number(value=0, precision=0, label="Seed (LIME; SHAP with the kernel estimator)")
             first = get_modality(header["first_modality"]).window_label
             window = gr.Dropdown(label=first or "Window", choices=[AUTO_WINDOW], value=AUTO_WINDOW,
                                  visible=first is not None)
