@@ -94,6 +94,10 @@ class Game:
         self.baseline = masked_value(x, self.ctx.modality)
         self.m = int(segments.max()) + 1
 
+    def per_feature(self, heatmap: np.ndarray) -> np.ndarray:
+        """Each feature's value (M,) read back from a map painted over its pixels."""
+        return np.array([heatmap[self.segments == i][0] for i in range(self.m)])
+
     def __call__(self, z: np.ndarray, link: str) -> np.ndarray:
         p = evaluate_coalitions(self.handle, self.x, self.baseline, self.segments, z,
                                 self.ctx)[:, self.target].astype(np.float64)
@@ -243,17 +247,14 @@ def partition_table(manager: ModelManager, config, cases) -> None:
             assert np.array_equal(a.extras["segments"], segments)
             return a, time.perf_counter() - start
 
-        def per_feature(a) -> np.ndarray:
-            return np.array([a.heatmap[segments == i][0] for i in range(game.m)])
-
         runs = {n: values(n) for n in (default // 4, default, 4 * default, 10000)}
-        maps = {n: per_feature(a) for n, (a, _) in runs.items()}
+        maps = {n: game.per_feature(a.heatmap) for n, (a, _) in runs.items()}
         refined = runs[10000][0]
         if not refined.extras["complete"]:
             print(f"(not refined to the leaves within 10,000 evaluations: {model_id})")
         kernel = [values(default, "kernel", s) for s in range(3)]
         long = shap_map(game, 16 * default, 7, "prob")[0]
-        k_maps = [per_feature(a) for a, _ in kernel]
+        k_maps = [game.per_feature(a.heatmap) for a, _ in kernel]
         live = int((~null_features(x, game.baseline, segments)).sum())
         q, d, f = default // 4, default, 4 * default
         print(f"| {model_id} | {Path(path).name} | {live} | {rho(maps[q], maps[f]):.2f} | "
@@ -274,11 +275,6 @@ def lime_sampling_table(manager: ModelManager, config, cases) -> None:
     for model_id, path in cases:
         game, rho = case_game(manager, config, model_id, path)
         long, _ = lime_map(game, 16 * default, 7, "prob")
-        segments = game.segments
-
-        def per_feature(a) -> np.ndarray:
-            return np.array([a.heatmap[segments == i][0] for i in range(game.m)])
-
         for sampling in ("orthogonal", "uniform"):
             cells = []
             for n in (default // 4, default):
@@ -289,7 +285,7 @@ def lime_sampling_table(manager: ModelManager, config, cases) -> None:
                                        seed=seed, params={"num_samples": n,
                                                           "sampling": sampling}).attribution
                     seconds.append(time.perf_counter() - start)
-                    maps.append(per_feature(a))
+                    maps.append(game.per_feature(a.heatmap))
                 cells += [np.mean([rho(v, long) for v in maps]),
                           np.mean([rho(maps[i], maps[j]) for i, j in ((0, 1), (0, 2), (1, 2))])]
             print(f"| {model_id} | {Path(path).name} | {sampling} | {cells[0]:.2f} | "
