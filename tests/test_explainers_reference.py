@@ -165,6 +165,10 @@ def test_owen_values_match_shap_partition_explainer_part_way_and_in_full(budget)
     assert used == min(budget, 172) and info["complete"] == (budget >= 172)
     total = game(np.ones((1, m)))[0] - game(np.zeros((1, m)))[0]
     assert ours.sum() == pytest.approx(total, abs=1e-9)
+    rows = []  # an odd budget: the evaluations reported are the evaluations made
+    _, used, _ = owen_values(lambda z: rows.append(len(z)) or game(z), m, np.arange(m), tree,
+                             budget + 1, batch_size=10)
+    assert used == sum(rows) == min(budget, 172)
 
 
 def test_partition_shap_matches_shap_partition_explainer_on_a_model():

@@ -344,9 +344,6 @@ def kernel_shap(model: ModelHandle, x: FloatArray, *, target: int, ctx: ExplainC
                 n_evaluations: int = DEFAULT_EVALUATIONS, estimator: str = "partition",
                 adaptive: bool = False, **segment_params) -> Attribution:
     """SHAP: (H, W) float32, signed; the values sum to p(x) - p(masked)."""
-    if estimator not in ESTIMATORS:
-        raise ExplainerError(f"SHAP's estimator must be one of {list(ESTIMATORS)}, got "
-                             f"{estimator!r}.")
     if adaptive and estimator != "kernel":
         raise ExplainerError("Adaptive sampling is the kernel estimator's: set estimator to "
                              "'kernel', or turn adaptive sampling off (the partition estimator "
@@ -354,23 +351,20 @@ def kernel_shap(model: ModelHandle, x: FloatArray, *, target: int, ctx: ExplainC
     segments = features(x, ctx, segment_params)
     m = int(segments.max()) + 1
     baseline = masked_value(x, ctx.modality)
-    if estimator == "partition":
+    if estimator == "partition" or adaptive:  # the estimators that evaluate in rounds
         evaluate = target_evaluator(model, x, baseline, segments, ctx, target=target,
                                     total=int(n_evaluations), what="SHAP: evaluating coalitions")
-        live = np.flatnonzero(~sampling.null_features(x, baseline, segments))
-        tree = owen.spatial_hierarchy(segments, live)
-        phi, n, info = owen.owen_values(evaluate, m, live, tree, max(int(n_evaluations), 2),
-                                        batch_size=owen.ROUND)
-        return Attribution(paint(segments, phi), n_evaluations=n,
-                           extras={"n_features": m, "null_features": m - len(live), **info,
-                                   "budget": int(n_evaluations), "segments": segments})
-    if adaptive:
-        evaluate = target_evaluator(model, x, baseline, segments, ctx, target=target,
-                                    total=int(n_evaluations), what="SHAP: evaluating coalitions")
-
         active = ~sampling.null_features(x, baseline, segments)
-        phi, n, info = adaptive_shapley(evaluate, active, max(int(n_evaluations), 2), ctx.rng,
-                                        batch_size=ctx.batch_size)
+        budget = max(int(n_evaluations), 2)
+        if estimator == "partition":
+            live = np.flatnonzero(active)
+            phi, n, info = owen.owen_values(evaluate, m, live,
+                                            owen.spatial_hierarchy(segments, live), budget,
+                                            batch_size=owen.ROUND)
+            info["null_features"] = m - len(live)
+        else:
+            phi, n, info = adaptive_shapley(evaluate, active, budget, ctx.rng,
+                                            batch_size=ctx.batch_size)
         return Attribution(paint(segments, phi), n_evaluations=n,
                            extras={"n_features": m, **info, "budget": int(n_evaluations),
                                    "segments": segments})

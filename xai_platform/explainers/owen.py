@@ -42,14 +42,14 @@ def spatial_hierarchy(segments: np.ndarray, features: np.ndarray) -> np.ndarray:
     height and width. Leaf i of the tree is ``features[i]``."""
     from scipy.cluster.hierarchy import linkage
 
+    if len(features) < 2:
+        return np.zeros((0, 4))
     m = int(segments.max()) + 1
     rows, cols = np.indices(segments.shape)
     area = np.maximum(np.bincount(segments.ravel(), minlength=m), 1)
     centroid = np.stack([np.bincount(segments.ravel(), rows.ravel() / segments.shape[0], m),
                          np.bincount(segments.ravel(), cols.ravel() / segments.shape[1], m)],
                         axis=1) / area[:, None]
-    if len(features) < 2:
-        return np.zeros((0, 4))
     return linkage(centroid[features], method="ward")
 
 
@@ -83,7 +83,7 @@ def owen_values(evaluate: Game, m: int, features: np.ndarray, tree: np.ndarray, 
     queue: list = [(0.0, next(order), np.zeros(m, bool), f00, f11, n_nodes - 1, 1.0)]
     limit, used = budget - 2, 0
     while queue:
-        if used >= limit:  # budget spent: an unexpanded node keeps its marginal effect
+        if used + 2 > limit:  # no budget for another node: each keeps its marginal effect
             for _, _, _, lo, hi, node, weight in queue:
                 credit[node] += (hi - lo) * weight
             info["complete"] = False
@@ -98,9 +98,7 @@ def owen_values(evaluate: Game, m: int, features: np.ndarray, tree: np.ndarray, 
             m10, m01 = m00 | members[left], m00 | members[right]
             work.append((m00, m10, m01, lo, hi, left, right, weight / 2))
             masks += [m10, m01]
-        if not work:
-            if queue and used + 2 > limit:  # one evaluation left: not enough for a node
-                used = limit
+        if not work:  # only leaves were popped
             continue
         out = evaluate(np.array(masks))
         used += len(masks)
