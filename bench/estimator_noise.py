@@ -67,7 +67,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import torch  # noqa: E402,F401  (before TensorFlow)
 import numpy as np  # noqa: E402
 
-from fewer_evaluations import CASES, METHODS, load_case, timed_runner  # noqa: E402
+from fewer_evaluations import CASES, METHODS, live_pixels, load_case, timed_runner  # noqa: E402
 from xai_platform import explainers  # noqa: E402
 from xai_platform.config import load_config  # noqa: E402
 from xai_platform.evaluation.metrics import spearman  # noqa: E402
@@ -115,7 +115,7 @@ def case_game(manager: ModelManager, config, model_id: str, path: str):
     segments = features(x, ExplainContext(spec=handle.spec),
                         explainers.get_method("lime").resolve_params({}, modality=modality))
     game = Game(handle, x, target, segments)
-    live = ~null_features(x, game.baseline, segments)[segments]
+    live = live_pixels(x, modality, segments)
 
     def rho(a: np.ndarray, b: np.ndarray) -> float:
         return spearman(paint(segments, a)[live], paint(segments, b)[live])
@@ -160,7 +160,7 @@ def adaptive_table(manager: ModelManager, config, cases) -> None:
             run = timed_runner(method, key, handle, x, target)
             reference, _ = run(8 * default, 7, False)
             segments = reference.extras["segments"]
-            live = ~null_features(x, masked_value(x, handle.spec.modality), segments)[segments]
+            live = live_pixels(x, handle.spec.modality, segments)
             cells = {}
             for name, n, adaptive in (("fixed", default, False), ("adaptive", default, True),
                                       ("adaptive quarter", default // 4, True),

@@ -29,7 +29,6 @@ from xai_platform import explainers  # noqa: E402
 from xai_platform.config import load_config  # noqa: E402
 from xai_platform.evaluation.metrics import spearman  # noqa: E402
 from xai_platform.explainers.perturbation import masked_value  # noqa: E402
-from xai_platform.explainers.registry import ExplainContext  # noqa: E402
 from xai_platform.explainers.sampling import null_features  # noqa: E402
 from xai_platform.models import ModelManager  # noqa: E402
 from xai_platform.pipeline import analyse, prepare  # noqa: E402
@@ -39,6 +38,8 @@ CASES = [("audio-cnn", "examples/audio/real_klettres_de_b.wav"),
          ("xray-cnn", "examples/xray/rg1-mass-lesion.png"),
          ("xray-cnn", "examples/xray/synthetic-nodule-lesion.png")]
 METHODS = {"lime": ("num_samples", 1000), "shap": ("n_evaluations", 500)}
+FIXED = {"lime": {"sampling": "uniform"}, "shap": {"estimator": "kernel"}}
+"""The estimators these benches call fixed: lime_image's and shap.KernelExplainer's samples."""
 
 
 def load_case(manager: ModelManager, config, model_id: str, path: str):
@@ -50,16 +51,24 @@ def load_case(manager: ModelManager, config, model_id: str, path: str):
     return handle, analysis.prepared.planes[analysis.default_window], analysis.prediction.index
 
 
+def live_pixels(x, modality: str, segments):
+    """(H, W) bool: the pixels of features whose removal changes the input (the rest, e.g.
+    silence at the floor, are null features, whose rank among ties is noise)."""
+    return ~null_features(x, masked_value(x, modality), segments)[segments]
+
+
 def timed_runner(method: str, key: str, handle, x, target: int):
     """``run(budget, seed, adaptive)`` -> (the app's attribution, seconds), the budget passed
-    as the method's parameter ``key``; SHAP with its kernel estimator (the sampled one these
-    benches compare; the default partition estimator is measured by
-    ``estimator_noise.py --partition``)."""
-    kernel = {"estimator": "kernel"} if method == "shap" else {}
+    as the method's parameter ``key``; SHAP with its kernel estimator and LIME with lime_image's
+    uniform draws, the fixed estimators these benches compare with the adaptive ones (the
+    defaults, SHAP's partition estimator and LIME's orthogonal sample, are measured by
+    ``estimator_noise.py --partition`` and ``--lime-sampling``)."""
+    fixed = FIXED.get(method, {})
+
     def run(n: int, seed: int, adaptive: bool):
         start = time.perf_counter()
         result = explainers.run(method, handle, x, target=target, seed=seed,
-                                params={key: n, "adaptive": adaptive, **kernel})
+                                params={key: n, "adaptive": adaptive, **fixed})
         return result.attribution, time.perf_counter() - start
 
     return run
@@ -86,8 +95,7 @@ def main() -> int:
             old, t_old = run(default, 0, False)
             quarter, _ = run(default // 4, 0, False)
             segments = ref_a.extras["segments"]
-            ctx = ExplainContext(spec=handle.spec)
-            live = ~null_features(x, masked_value(x, ctx.modality), segments)[segments]
+            live = live_pixels(x, handle.spec.modality, segments)
 
             def rho(a, b, keep=None):
                 a, b = a.heatmap, b.heatmap
