@@ -57,10 +57,13 @@ step_sources_v3() {
   (cd data/sources_v3/debs && for d in "${DEBS_V3[@]}"; do
      ls "${d}"_*.deb >/dev/null 2>&1 || apt-get download "$d"; done)
   for deb in data/sources_v3/debs/*.deb; do
-    local name; name=$(basename "${deb%%_*}")
+    # the package's name, from the file's name (its folder has an underscore too)
+    local name; name=$(basename "$deb"); name=${name%%_*}
     [[ -d data/sources_v3/raw/$name ]] || dpkg-deb -x "$deb" "data/sources_v3/raw/$name"
   done
   nice -n 10 $PY -m training.audio_sources_v3 extract --raw data/sources_v3/raw --out data/sources_v3
+  [[ -s data/sources_v3/manifest.jsonl ]] || {
+    echo "no clips extracted under data/sources_v3 (see the lines above)" >&2; return 1; }
 }
 
 step_v3t() {
