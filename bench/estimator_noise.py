@@ -6,6 +6,7 @@ the log-odds instead of the probability make the game easier? (issue 18, item 3)
     .venv/bin/python bench/estimator_noise.py --regression-adjusted [--quick]
     .venv/bin/python bench/estimator_noise.py --partition [--quick]
     .venv/bin/python bench/estimator_noise.py --lime-sampling [--quick]
+    .venv/bin/python bench/estimator_noise.py --budgets [--quick]
 
 ``--adaptive`` prints another table: the app's fixed and adaptive estimators (``explainers.run``
 with ``adaptive`` off and on) at the default budget and at a quarter of it, seeds 0-2, each
@@ -33,6 +34,14 @@ as the main table), and the seconds of one run of each at the default budget.
 (``sampling="orthogonal"``), against lime_image's independent draws (``"uniform"``): the app's
 runs at a quarter of the default budget and at the default, seeds 0-2, each against the
 uniform estimator at 16x (seed 7), and how alike the three seeds' maps are.
+
+``--budgets`` asks how far the default budgets could fall and keep the maps the app gave before
+the eighteenth session: each method's default estimator (LIME's orthogonal sample, SHAP's
+partition estimator) at a quarter, a half and the whole default budget against its converged
+map (LIME: the uniform estimator at 16x, seed 7; SHAP: Owen values refined to the leaves),
+beside the estimator the app used before (LIME's uniform sample, Kernel SHAP) at the whole
+default budget against its own (the uniform estimator at 16x; Kernel SHAP at 16x, seed 7),
+and how alike seeds 0-2 are (LIME; the partition estimator is deterministic).
 
 The cases are those of ``bench/fewer_evaluations.py``. For each case, method and explained
 quantity (``prob``: the target probability, as the app explains it; ``logit``: its log-odds,
@@ -293,6 +302,42 @@ def lime_sampling_table(manager: ModelManager, config, cases) -> None:
                   flush=True)
 
 
+def budget_table(manager: ModelManager, config, cases) -> None:
+    """Today's estimators at fractions of the default budget against the old ones (docstring)."""
+    print("| model | input | method | before: default vs converged | quarter | half | default | "
+          "seeds agree: half / default |")
+    print("|---|---|---|---:|---:|---:|---:|---|")
+    for model_id, path in cases:
+        game, rho = case_game(manager, config, model_id, path)
+
+        def app_map(method: str, seed: int, **params) -> np.ndarray:
+            a = explainers.run(method, game.handle, game.x, target=game.target, seed=seed,
+                               params=params).attribution
+            return game.per_feature(a.heatmap)
+
+        def agree(maps: list[np.ndarray]) -> float:
+            return float(np.mean([rho(maps[i], maps[j]) for i, j in ((0, 1), (0, 2), (1, 2))]))
+
+        default = METHODS["lime"][1]
+        long, _ = lime_map(game, 16 * default, 7, "prob")
+        before = [app_map("lime", s, num_samples=default, sampling="uniform") for s in range(3)]
+        now = {f: [app_map("lime", s, num_samples=int(default * f)) for s in range(3)]
+               for f in (0.25, 0.5, 1.0)}
+        cells = " | ".join(f"{np.mean([rho(m, long) for m in now[f]]):.2f}" for f in now)
+        print(f"| {model_id} | {Path(path).name} | lime | "
+              f"{np.mean([rho(m, long) for m in before]):.2f} | {cells} | "
+              f"{agree(now[0.5]):.2f} / {agree(now[1.0]):.2f} |", flush=True)
+
+        default = METHODS["shap"][1]
+        refined = app_map("shap", 0, n_evaluations=10000)
+        long, _ = shap_map(game, 16 * default, 7, "prob")
+        before = [app_map("shap", s, n_evaluations=default, estimator="kernel") for s in range(3)]
+        cells = " | ".join(f"{rho(app_map('shap', 0, n_evaluations=int(default * f)), refined):.2f}"
+                           for f in (0.25, 0.5, 1.0))
+        print(f"| {model_id} | {Path(path).name} | shap | "
+              f"{np.mean([rho(m, long) for m in before]):.2f} | {cells} | 1 / 1 |", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="first audio and X-ray case only")
@@ -304,6 +349,8 @@ def main() -> int:
                     help="SHAP's default partition estimator against itself and the kernel one")
     ap.add_argument("--lime-sampling", action="store_true",
                     help="LIME's orthogonal-array sample against lime_image's uniform one")
+    ap.add_argument("--budgets", action="store_true",
+                    help="today's estimators at 1/4, 1/2 and 1x the default budget, beside the old")
     args = ap.parse_args()
     config = load_config()
     manager = ModelManager(config, device="cpu")
@@ -319,6 +366,9 @@ def main() -> int:
         return 0
     if args.lime_sampling:
         lime_sampling_table(manager, config, cases)
+        return 0
+    if args.budgets:
+        budget_table(manager, config, cases)
         return 0
     estimators = {"lime": lime_map, "shap": shap_map}
     print("| model | input | method | link | R^2 (additive) | 4x vs 4x | best possible vs 4x | "
