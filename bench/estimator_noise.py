@@ -107,6 +107,12 @@ class Game:
         """Each feature's value (M,) read back from a map painted over its pixels."""
         return np.array([heatmap[self.segments == i][0] for i in range(self.m)])
 
+    def explain(self, method: str, seed: int, **params) -> np.ndarray:
+        """The app's map of ``method`` (``explainers.run``) on this input, per feature."""
+        a = explainers.run(method, self.handle, self.x, target=self.target, seed=seed,
+                           params=params).attribution
+        return self.per_feature(a.heatmap)
+
     def __call__(self, z: np.ndarray, link: str) -> np.ndarray:
         p = evaluate_coalitions(self.handle, self.x, self.baseline, self.segments, z,
                                 self.ctx)[:, self.target].astype(np.float64)
@@ -114,6 +120,11 @@ class Game:
             return p
         p = np.clip(p, 1e-7, 1 - 1e-7)
         return np.log(p / (1 - p))
+
+
+def seeds_agree(maps: list, rho) -> float:
+    """How alike the maps of seeds 0-2 are: the mean ``rho`` of the three pairs."""
+    return float(np.mean([rho(maps[i], maps[j]) for i, j in ((0, 1), (0, 2), (1, 2))]))
 
 
 def case_game(manager: ModelManager, config, model_id: str, path: str):
@@ -179,8 +190,7 @@ def adaptive_table(manager: ModelManager, config, cases) -> None:
                                         for a, _ in runs]),
                                np.mean([a.n_evaluations for a, _ in runs]),
                                np.mean([s for _, s in runs]),
-                               np.mean([spearman(runs[i][0].heatmap, runs[j][0].heatmap)
-                                        for i, j in ((0, 1), (0, 2), (1, 2))]))
+                                              seeds_agree([a.heatmap for a, _ in runs], spearman))
             print(f"| {model_id} | {Path(path).name} | {method} | {cells['fixed'][0]:.2f} | "
                   f"{cells['adaptive'][0]:.2f} ({cells['adaptive'][1]:.0f}) | "
                   f"{cells['adaptive quarter'][0]:.2f} ({cells['adaptive quarter'][1]:.0f}) | "
@@ -232,7 +242,7 @@ def regression_adjusted_table(manager: ModelManager, config, cases) -> None:
             cells = []
             for n in (default // 4, default):
                 maps = [estimate(n, seed) for seed in range(3)]
-                own = np.mean([rho(maps[i], maps[j]) for i, j in ((0, 1), (0, 2), (1, 2))])
+                own = seeds_agree(maps, rho)
                 cells.append(f"{np.mean([rho(a, reference) for a in maps]):.2f} / {own:.2f}")
             print(f"| {model_id} | {Path(path).name} | {name} | {cells[0]} | {cells[1]} |",
                   flush=True)
@@ -271,7 +281,7 @@ def partition_table(manager: ModelManager, config, cases) -> None:
               f"{rho(maps[d], maps[10000]):.2f} | {rho(maps[f], maps[10000]):.2f} | "
               f"{refined.n_evaluations:,} | "
               f"{np.mean([rho(k, long) for k in k_maps]):.2f} | "
-              f"{np.mean([rho(k_maps[i], k_maps[j]) for i, j in ((0, 1), (0, 2), (1, 2))]):.2f} | "
+              f"{seeds_agree(k_maps, rho):.2f} | "
               f"{runs[d][1]:.1f} / {kernel[0][1]:.1f} |", flush=True)
 
 
@@ -290,13 +300,9 @@ def lime_sampling_table(manager: ModelManager, config, cases) -> None:
                 maps, seconds = [], []
                 for seed in range(3):
                     start = time.perf_counter()
-                    a = explainers.run("lime", game.handle, game.x, target=game.target,
-                                       seed=seed, params={"num_samples": n,
-                                                          "sampling": sampling}).attribution
+                    maps.append(game.explain("lime", seed, num_samples=n, sampling=sampling))
                     seconds.append(time.perf_counter() - start)
-                    maps.append(game.per_feature(a.heatmap))
-                cells += [np.mean([rho(v, long) for v in maps]),
-                          np.mean([rho(maps[i], maps[j]) for i, j in ((0, 1), (0, 2), (1, 2))])]
+                cells += [np.mean([rho(v, long) for v in maps]), seeds_agree(maps, rho)]
             print(f"| {model_id} | {Path(path).name} | {sampling} | {cells[0]:.2f} | "
                   f"{cells[1]:.2f} | {cells[2]:.2f} | {cells[3]:.2f} | {np.mean(seconds):.1f} |",
                   flush=True)
@@ -310,30 +316,24 @@ def budget_table(manager: ModelManager, config, cases) -> None:
     for model_id, path in cases:
         game, rho = case_game(manager, config, model_id, path)
 
-        def app_map(method: str, seed: int, **params) -> np.ndarray:
-            a = explainers.run(method, game.handle, game.x, target=game.target, seed=seed,
-                               params=params).attribution
-            return game.per_feature(a.heatmap)
-
-        def agree(maps: list[np.ndarray]) -> float:
-            return float(np.mean([rho(maps[i], maps[j]) for i, j in ((0, 1), (0, 2), (1, 2))]))
-
         default = METHODS["lime"][1]
         long, _ = lime_map(game, 16 * default, 7, "prob")
-        before = [app_map("lime", s, num_samples=default, sampling="uniform") for s in range(3)]
-        now = {f: [app_map("lime", s, num_samples=int(default * f)) for s in range(3)]
+        before = [game.explain("lime", s, num_samples=default, sampling="uniform")
+                  for s in range(3)]
+        now = {f: [game.explain("lime", s, num_samples=int(default * f)) for s in range(3)]
                for f in (0.25, 0.5, 1.0)}
         cells = " | ".join(f"{np.mean([rho(m, long) for m in now[f]]):.2f}" for f in now)
         print(f"| {model_id} | {Path(path).name} | lime | "
               f"{np.mean([rho(m, long) for m in before]):.2f} | {cells} | "
-              f"{agree(now[0.5]):.2f} / {agree(now[1.0]):.2f} |", flush=True)
+              f"{seeds_agree(now[0.5], rho):.2f} / {seeds_agree(now[1.0], rho):.2f} |", flush=True)
 
         default = METHODS["shap"][1]
-        refined = app_map("shap", 0, n_evaluations=10000)
+        refined = game.explain("shap", 0, n_evaluations=10000)
         long, _ = shap_map(game, 16 * default, 7, "prob")
-        before = [app_map("shap", s, n_evaluations=default, estimator="kernel") for s in range(3)]
-        cells = " | ".join(f"{rho(app_map('shap', 0, n_evaluations=int(default * f)), refined):.2f}"
-                           for f in (0.25, 0.5, 1.0))
+        before = [game.explain("shap", s, n_evaluations=default, estimator="kernel")
+                  for s in range(3)]
+        at = {f: game.explain("shap", 0, n_evaluations=int(default * f)) for f in (0.25, 0.5, 1.0)}
+        cells = " | ".join(f"{rho(at[f], refined):.2f}" for f in at)
         print(f"| {model_id} | {Path(path).name} | shap | "
               f"{np.mean([rho(m, long) for m in before]):.2f} | {cells} | 1 / 1 |", flush=True)
 
@@ -355,21 +355,13 @@ def main() -> int:
     config = load_config()
     manager = ModelManager(config, device="cpu")
     cases = CASES[::2] if args.quick else CASES
-    if args.adaptive:
-        adaptive_table(manager, config, cases)
-        return 0
-    if args.regression_adjusted:
-        regression_adjusted_table(manager, config, cases)
-        return 0
-    if args.partition:
-        partition_table(manager, config, cases)
-        return 0
-    if args.lime_sampling:
-        lime_sampling_table(manager, config, cases)
-        return 0
-    if args.budgets:
-        budget_table(manager, config, cases)
-        return 0
+    tables = {"adaptive": adaptive_table, "regression_adjusted": regression_adjusted_table,
+              "partition": partition_table, "lime_sampling": lime_sampling_table,
+              "budgets": budget_table}
+    for flag, table in tables.items():
+        if getattr(args, flag):
+            table(manager, config, cases)
+            return 0
     estimators = {"lime": lime_map, "shap": shap_map}
     print("| model | input | method | link | R^2 (additive) | 4x vs 4x | best possible vs 4x | "
           "quarter vs 4x | default vs 16x | quarter vs 16x | 4x vs 16x | budget for 0.95 | "
