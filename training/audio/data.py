@@ -32,6 +32,9 @@ class Clip:
     source: str = ""  # where a real clip was recorded (corpus v2), or whose line a fake reads
     key: str = ""  # the corpus's key (corpus v2)
     pair_of: str = ""  # the key of the recording this fake copies (training.audio.corpus_paired)
+    generator_kind: str = ""  # human, classic, neural or vocoder (corpus v2)
+    params: str = ""  # what the generator and the shared chain did (corpus v2's ``params``)
+    original: str = ""  # the recording a real clip, or the one whose text a fake reads, came from
 
 
 def load_corpus(root: Path) -> list[Clip]:
@@ -42,7 +45,8 @@ def load_corpus(root: Path) -> list[Clip]:
         return [Clip(root / r["path"], r["label"], r["split"], r.get("language", ""),
                      r.get("generator", ""), r.get("speaker", ""),
                      float(r["speech_duration"]) if r.get("speech_duration") else None,
-                     r.get("source", ""), r.get("key", ""), r.get("pair_of", ""))
+                     r.get("source", ""), r.get("key", ""), r.get("pair_of", ""),
+                     r.get("generator_kind", ""), r.get("params", ""), r.get("original", ""))
                 for r in csv.DictReader(fh)]
 
 

@@ -69,8 +69,12 @@ def _cache_key(spec: AudioInput, clips: Sequence[Clip], variant: str) -> str:
 
 
 def feature_set(clips: Sequence[Clip], spec: ModelSpec, split: str, *, cache_dir: Path | None,
-                variant: str = "clean", transform: Transform | None = None) -> FeatureSet:
-    """Features of every clip of ``split``, from the cache when its key matches."""
+                variant: str = "clean", transform: Transform | None = None,
+                clip_transform: Callable[[Clip], Transform | None] | None = None
+                ) -> FeatureSet:
+    """Features of every clip of ``split``, from the cache when its key matches.
+    ``transform`` alters every clip alike; ``clip_transform(clip)`` gives one clip its own
+    (None: the clip as it is). ``variant`` names either in the cache key."""
     mine = [c for c in clips if c.split == split]
     index = {label: i for i, label in enumerate(spec.labels)}
     missing = {c.label for c in mine} - set(index)
@@ -91,7 +95,8 @@ def feature_set(clips: Sequence[Clip], spec: ModelSpec, split: str, *, cache_dir
     start = time.time()
     for i, c in enumerate(mine):
         try:
-            f = clip_features(c.path, spec.input, transform=transform)
+            f = clip_features(c.path, spec.input,
+                              transform=clip_transform(c) if clip_transform else transform)
         except InputError:
             skipped += 1  # silent or undecodable: the app would refuse it too
             continue

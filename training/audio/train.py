@@ -61,6 +61,7 @@ from ..weights import imagenet_init, load_saved, save_weights
 from .augment import AUGMENTATIONS, augmentation
 from .data import SPLITS, Clip, load_clips
 from .evaluate import DEGRADATIONS, band_summary, clip_probabilities, report, window_logits
+from .room_tone import RoomTones
 from .features import (FeatureSet, cap_per_language, feature_set, limit_real_speakers,
                        match_speech_duration, pair_index, resplit, twin_sampling)
 
@@ -92,6 +93,7 @@ class AudioOptions:
     explain_clips: int = 100
     pair_loss: float = 0.0  # weight of the ranking term on (vocoded copy, original) pairs
     twin_share: float | None = None  # share of the fake draws given to the twins
+    room_tone: bool = False  # lend the synthetic training fakes real room tone (room_tone.py)
 
 
 def build(spec: ModelSpec, *, seed: int, threads: int) -> Any:
@@ -123,7 +125,8 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
         raise SystemExit(f"model '{spec.id}' must be binary with positive_label: fake.")
     t_start = time.time()
     clips, info = load_clips(options.data, options.subset)
-    sets = training_sets(spec, clips, options)
+    tones = room_tones(clips, options)
+    sets = training_sets(spec, clips, options, tones)
     network = build(spec, seed=options.train.seed, threads=options.train.threads)
     init = (imagenet_init(spec, network) if options.init == "imagenet"
             else "random (seeded)")
@@ -171,7 +174,10 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
                                 **({"pair_loss": options.pair_loss,
                                     "pairs": int(len(ranking.pairs))} if ranking else {}),
                                 **({"twin_share": options.twin_share}
-                                   if options.twin_share is not None else {})},
+                                   if options.twin_share is not None else {}),
+                                **({"room_tone": {"sources": tones.summary(),
+                                                  "fakes_lent_per_source": tones.lent(clips)}}
+                                   if tones is not None else {})},
             # this session's time outside training (a resumed run trained earlier too)
             other_seconds=time.time() - t_start - this_session,
             total_seconds=time.time() - t_start),
@@ -211,11 +217,15 @@ def degraded_tests(handle: Any, clips: Sequence[Clip], options: AudioOptions, *,
     return out
 
 
-def training_sets(spec: ModelSpec, clips: Sequence[Clip],
-                  options: AudioOptions) -> dict[str, FeatureSet]:
-    """Features of every split, the languages regrouped as asked, the training set capped or
-    matched as asked."""
-    sets = {s: feature_set(clips, spec, s, cache_dir=options.cache_dir) for s in SPLITS}
+def training_sets(spec: ModelSpec, clips: Sequence[Clip], options: AudioOptions,
+                  tones: RoomTones | None = None) -> dict[str, FeatureSet]:
+    """Features of every split (the training fakes lent ``tones``' room tone when given), the
+    languages regrouped as asked, the training set capped or matched as asked."""
+    sets = {s: feature_set(clips, spec, s, cache_dir=options.cache_dir,
+                           **({"variant": f"roomtone-s{tones.seed}",
+                               "clip_transform": tones.transform}
+                              if tones is not None and s == "train" else {}))
+            for s in SPLITS}
     sets = resplit(sets, train=options.train_languages, validation=options.validation_languages)
     seed = options.train.seed
     sets["train"] = cap_per_language(sets["train"], options.cap_per_language, seed=seed)
@@ -223,6 +233,18 @@ def training_sets(spec: ModelSpec, clips: Sequence[Clip],
                                           seed=seed)
     sets["train"] = limit_real_speakers(sets["train"], options.real_speakers, seed=seed)
     return sets
+
+
+def room_tones(clips: Sequence[Clip], options: AudioOptions) -> RoomTones | None:
+    """The training real recordings' room tone, for ``--room-tone``; None without it."""
+    if not options.room_tone:
+        return None
+    tones = RoomTones.from_clips(clips, seed=options.train.seed)
+    if not tones.by_source:
+        raise SystemExit("--room-tone needs training real clips whose originals can be read "
+                         "(the original column of a corpus v2 metadata.csv).")
+    sys.stderr.write(f"  room tone, noise-to-speech per source: {tones.summary()}\n")
+    return tones
 
 
 def pair_ranking(spec: ModelSpec, train_set: FeatureSet, weight: float) -> PairRanking | None:
@@ -359,6 +381,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "python -m training.audio_paired) as S of the fake class, the "
                              "other fakes as the rest (a weighted sampler; e.g. 0.18 keeps "
                              "corpus v3t's share of vocoded copies)")
+    parser.add_argument("--room-tone", action="store_true",
+                        help="give each synthetic training fake, under its speech, the room "
+                             "tone of a real training recording of its source at that "
+                             "recording's noise-to-speech ratio (training.audio.room_tone); "
+                             "validation and test stay as they are")
     parser.add_argument("--no-robustness", action="store_true")
     parser.add_argument("--explain", default="gradcam,integrated_gradients",
                         help="methods for the band summary ('' for none)")
@@ -384,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
                           + ([f"speakers={args.real_speakers}"] if args.real_speakers else [])
                           + ([f"pair_loss={args.pair_loss:g}"] if args.pair_loss else [])
                           + ([f"twin_share={args.twin_share:g}"] if args.twin_share else [])
+                          + (["room_tone"] if args.room_tone else [])
                           + ([f"average_from={args.average_from}"] if args.average_from else [])
                           + ([args.train_languages, args.validation_languages]
                              if args.train_languages or args.validation_languages else []))
@@ -408,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
         validation_languages=_languages(args.validation_languages),
         robustness=not args.no_robustness,
         explain=tuple(m for m in args.explain.split(",") if m), explain_clips=args.explain_clips,
-        pair_loss=args.pair_loss, twin_share=args.twin_share)
+        pair_loss=args.pair_loss, twin_share=args.twin_share, room_tone=args.room_tone)
     card = run(spec, options)
     t, pct = card.metrics["test"], cards.pct
     print(f"{spec.id}: test EER {pct(t.eer)}, AUC {t.roc_auc:.4f}, accuracy "
