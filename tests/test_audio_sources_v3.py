@@ -290,3 +290,18 @@ def test_verdicts_take_the_apps_path_and_count_refused_clips(tmp_path, manager, 
     assert got[0]["verdict"] == pred.label and got[0]["withheld"] == pred.withheld
     assert got[0]["p"] == pytest.approx(float(pred.probabilities[model.spec.positive_index]))
     assert got[1]["verdict"] == "refused" and got[1]["p"] is None and got[1]["reason"]
+
+
+def test_against_fakes_is_free_of_the_cards_threshold():
+    fakes = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05]
+    apart = false_alarms.against_fakes([0.01, 0.02, 0.03], fakes)
+    assert apart["roc_auc"] == 1.0 and apart["fake"] == 0.0 and apart["n_fakes"] == 10
+    # the threshold lets 30% of the fakes through: three of the ten score under it
+    assert sum(f < apart["threshold"] for f in fakes) == 3
+    mixed = false_alarms.against_fakes([0.95, 0.35, 0.01, 0.25], fakes)
+    assert mixed["fake"] == pytest.approx(2 / 4)  # 0.95 and 0.35 reach the threshold
+    assert 0.0 < mixed["roc_auc"] < 1.0
+    # a monotone rescaling of every probability (another calibration) changes neither
+    squash = lambda xs: [x ** 3 for x in xs]  # noqa: E731
+    again = false_alarms.against_fakes(squash([0.95, 0.35, 0.01, 0.25]), squash(fakes))
+    assert again["roc_auc"] == mixed["roc_auc"] and again["fake"] == mixed["fake"]

@@ -96,11 +96,38 @@ def tally(rows: Sequence[dict[str, Any]], answers: Sequence[dict[str, Any]], pos
     return out
 
 
+def against_fakes(p_real: Sequence[float], p_fake: Sequence[float], *,
+                  let_through: float = 0.3) -> dict[str, Any]:
+    """Real clips against a set of fakes, free of the card's threshold (which validation chose,
+    on other set-ups): the ROC AUC (1: every fake scores above every real clip), and the share
+    of real clips called fake at the threshold that lets ``let_through`` of the fakes through."""
+    from sklearn.metrics import roc_auc_score
+
+    real, fake = np.asarray(p_real, float), np.asarray(p_fake, float)
+    threshold = float(np.quantile(fake, let_through))
+    return {"n_fakes": int(len(fake)),
+            "roc_auc": float(roc_auc_score(np.r_[np.zeros(len(real)), np.ones(len(fake))],
+                                           np.r_[real, fake])),
+            "let_through": let_through, "threshold": threshold,
+            "fake": float((real >= threshold).mean())}
+
+
+def fold_fakes(fold: Path) -> list[dict[str, Any]]:
+    """The test split's fakes of a corpus or leave-one-source-out fold (its ``metadata.csv``;
+    paths relative to ``fold``, as :func:`verdicts` reads them with ``root=fold``)."""
+    from .corpus_v2 import read_metadata
+
+    return [r for r in read_metadata(fold / "metadata.csv")
+            if r["split"] == "test" and r["label"] == "fake"]
+
+
 def score(root: Path, model_ids: Sequence[str], configs: Sequence[str], *,
-          per_group: int | None, seed: int = 0, sources: Sequence[str] | None = None
-          ) -> dict[str, Any]:
+          per_group: int | None, seed: int = 0, sources: Sequence[str] | None = None,
+          against: Path | None = None) -> dict[str, Any]:
     """Every model's answers on the sampled clips, tallied per source and per source and
-    language; the models are loaded the way the app loads them (config, weights, card)."""
+    language; the models are loaded the way the app loads them (config, weights, card).
+    ``against``: a corpus or fold whose test fakes every model scores too, for
+    :func:`against_fakes` over all the real clips."""
     from xai_platform.config import load_config
     from xai_platform.models.manager import ModelManager
 
@@ -110,8 +137,10 @@ def score(root: Path, model_ids: Sequence[str], configs: Sequence[str], *,
     if sources:
         rows = [r for r in rows if r["source"] in set(sources)]
     rows = sample_rows(rows, per_group, seed=seed)
+    fakes = fold_fakes(against) if against is not None else []
     result: dict[str, Any] = {"data": str(root), "per_group": per_group, "seed": seed,
-                              "n_clips": len(rows), "models": {}}
+                              "n_clips": len(rows), "models": {},
+                              **({"against": str(against)} if against is not None else {})}
     for mid in model_ids:
         model = manager.get(mid)
         positive = model.spec.labels[model.spec.positive_index]
@@ -127,6 +156,11 @@ def score(root: Path, model_ids: Sequence[str], configs: Sequence[str], *,
             "clips": [[r["path"], a["verdict"], None if a["p"] is None else round(a["p"], 4),
                        a["segment_only"]] for r, a in zip(rows, answers)],
         }
+        if fakes:
+            fake_answers = verdicts(model, fakes, against, config.app)
+            result["models"][mid]["against"] = against_fakes(
+                [a["p"] for a in answers if a["p"] is not None],
+                [a["p"] for a in fake_answers if a["p"] is not None])
     return result
 
 
@@ -156,6 +190,17 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {g} | {first['n']} | " + " | ".join(cells) + " |")
         overall = [_pct(result["models"][m]["overall"]["fake"]) for m in models]
         lines += [f"| all | {result['n_clips']} | " + " | ".join(overall) + " |", ""]
+    if "against" in result:
+        a = [result["models"][m]["against"] for m in models]
+        lines += [f"Against the test fakes of `{result['against']}` ({a[0]['n_fakes']} clips), "
+                  "free of the cards' thresholds: ROC AUC of every real clip here against "
+                  "them, and the real clips called fake at the threshold that lets "
+                  f"{a[0]['let_through']:.0%} of those fakes through.", "",
+                  "| | " + " | ".join(f"`{m}`" for m in models) + " |",
+                  "| --- | " + " | ".join("---:" for _ in models) + " |",
+                  "| ROC AUC | " + " | ".join(f"{x['roc_auc']:.3f}" for x in a) + " |",
+                  f"| called fake at {a[0]['let_through']:.0%} let through | "
+                  + " | ".join(_pct(x["fake"]) for x in a) + " |", ""]
     return "\n".join(lines)
 
 
@@ -177,6 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sc.add_argument("--sources", default="")
     sc.add_argument("--per-group", type=int, default=200)
     sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--against", type=Path, default=None, metavar="FOLD",
+                    help="a corpus or leave-one-source-out fold (its metadata.csv): score its "
+                         "test fakes too and report, free of the cards' thresholds, the ROC "
+                         "AUC of the real clips against them and the share called fake at "
+                         "the threshold that lets 30%% of them through")
     sc.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args(argv)
     if args.command == "extract":
@@ -185,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {len(rows)} clips and {args.out / 'manifest.jsonl'}")
         return 0
     result = score(args.data, args.model, args.config, per_group=args.per_group,
-                   seed=args.seed, sources=[s for s in args.sources.split(",") if s] or None)
+                   seed=args.seed, sources=[s for s in args.sources.split(",") if s] or None,
+                   against=args.against)
     text = markdown(result)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
