@@ -77,6 +77,18 @@ def lowpass(wave: np.ndarray, sr: int, cutoff: float) -> np.ndarray:
     return sosfiltfilt(sos, wave).astype(np.float32)
 
 
+def fade_edges(wave: np.ndarray, n: int) -> np.ndarray:
+    """A copy of ``wave`` faded in over its first ``n`` samples and out over its last ``n``
+    (linear ramps; ``wave`` itself when ``n`` is 0)."""
+    if n <= 0:
+        return wave
+    ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+    wave = wave.copy()
+    wave[:n] *= ramp
+    wave[-n:] *= ramp[::-1]
+    return wave
+
+
 @dataclass
 class ChainParams:
     """What the shared chain did to one clip (written to metadata ``params``)."""
@@ -109,12 +121,8 @@ def shared_chain(wave: np.ndarray, sr: int, rng: np.random.Generator, *,
     wave = audio.resample(wave, sr, SAMPLE_RATE)
     wave = audio.trim_silence(wave, SAMPLE_RATE, top_db=TRIM_TOP_DB)
     speech_s = len(wave) / SAMPLE_RATE
-    fade = min(len(wave) // 4, int(0.01 * SAMPLE_RATE))  # no click where the bed begins
-    if fade > 0:
-        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-        wave = wave.copy()
-        wave[:fade] *= ramp
-        wave[-fade:] *= ramp[::-1]
+    # no click where the bed begins
+    wave = fade_edges(wave, min(len(wave) // 4, int(0.01 * SAMPLE_RATE)))
     loud = float(rng.uniform(-28.0, -16.0))
     wave = audio.normalize_loudness(wave, target_dbfs=loud)
     reverb = bool(rng.random() < 0.5)

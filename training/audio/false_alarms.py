@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..metrics import roc_auc
 from .sources_v3 import READERS, TRAINABLE, extract, find_recordings, read_manifest
 
 
@@ -101,13 +102,10 @@ def against_fakes(p_real: Sequence[float], p_fake: Sequence[float], *,
     """Real clips against a set of fakes, free of the card's threshold (which validation chose,
     on other set-ups): the ROC AUC (1: every fake scores above every real clip), and the share
     of real clips called fake at the threshold that lets ``let_through`` of the fakes through."""
-    from sklearn.metrics import roc_auc_score
-
     real, fake = np.asarray(p_real, float), np.asarray(p_fake, float)
     threshold = float(np.quantile(fake, let_through))
     return {"n_fakes": int(len(fake)),
-            "roc_auc": float(roc_auc_score(np.r_[np.zeros(len(real)), np.ones(len(fake))],
-                                           np.r_[real, fake])),
+            "roc_auc": roc_auc(np.r_[real, fake], np.r_[np.zeros(len(real)), np.ones(len(fake))]),
             "let_through": let_through, "threshold": threshold,
             "fake": float((real >= threshold).mean())}
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from xai_platform.preprocessing import audio
 
-from .chain import SAMPLE_RATE, TRIM_TOP_DB, lowpass, vorbis_round_trip
+from .chain import SAMPLE_RATE, TRIM_TOP_DB, fade_edges, lowpass, vorbis_round_trip
 from .data import Clip
 
 MIN_TONE_S = 0.05  # shorter leading + trailing stretches carry too little to tile from
@@ -52,12 +52,8 @@ def room_tone(wave: np.ndarray, sr: int) -> Tone | None:
     """The stretches of a real recording that the corpus's trim cuts off (more than
     ``TRIM_TOP_DB`` below the peak, before the first and after the last louder frame), at
     16 kHz; None when they are shorter than ``MIN_TONE_S`` or digitally silent."""
-    import librosa
-
     wave = audio.resample(np.asarray(wave, np.float32), sr, SAMPLE_RATE)
-    frame = int(round(0.025 * SAMPLE_RATE))  # the trim's own frames (audio.trim_silence)
-    _, (start, end) = librosa.effects.trim(wave, top_db=TRIM_TOP_DB, frame_length=frame,
-                                           hop_length=frame // 4)
+    start, end = audio.speech_bounds(wave, SAMPLE_RATE, top_db=TRIM_TOP_DB)
     guard = int(GUARD_S * SAMPLE_RATE)
     tone = np.concatenate([wave[:max(start - guard, 0)], wave[end + guard:]])
     speech = wave[start:end]
@@ -112,10 +108,7 @@ def lend(clip: np.ndarray, tone: Tone, *, lead_s: float, speech_s: float,
     speech_rms = _rms(clip[a:b])
     bed = tile(tone.samples, b - a, rng)
     bed *= np.float32(tone.ratio * speech_rms / (_rms(bed) + 1e-12))
-    fade = int(FADE_S * SAMPLE_RATE)
-    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-    bed[:fade] *= ramp
-    bed[-fade:] *= ramp[::-1]
+    bed = fade_edges(bed, int(FADE_S * SAMPLE_RATE))
     full = np.zeros_like(clip)
     full[a:b] = bed
     if lowpass_hz:

@@ -370,17 +370,24 @@ def normalize_loudness(wave: FloatArray, *, target_dbfs: float = -20.0) -> Float
     return np.clip(wave * np.float32(gain), -1.0, 1.0)
 
 
-def trim_silence(wave: FloatArray, sr: int, *, top_db: float = 35.0) -> FloatArray:
-    """Cut leading and trailing parts quieter than ``top_db`` dB below the peak.
+def speech_bounds(wave: FloatArray, sr: int, *, top_db: float = 35.0) -> tuple[int, int]:
+    """(start, end) sample indices of what :func:`trim_silence` keeps: from the first to the
+    last frame no quieter than ``top_db`` dB below the peak (:func:`librosa.effects.trim`, 25 ms
+    frames, 6.25 ms hop at ``sr``); end <= start for a silent input."""
+    frame = max(16, int(round(0.025 * sr)))
+    _, (start, end) = _librosa().effects.trim(np.asarray(wave, dtype=np.float32), top_db=top_db,
+                                              frame_length=frame, hop_length=max(1, frame // 4))
+    return int(start), int(end)
 
-    Uses :func:`librosa.effects.trim` with 25 ms frames and a 6.25 ms hop at ``sr``. A silent
-    input is returned unchanged (check it with :func:`is_silent`). Returns (m,) float32, m <= n.
+
+def trim_silence(wave: FloatArray, sr: int, *, top_db: float = 35.0) -> FloatArray:
+    """Cut leading and trailing parts quieter than ``top_db`` dB below the peak
+    (:func:`speech_bounds`). A silent input is returned unchanged (check it with
+    :func:`is_silent`). Returns (m,) float32, m <= n.
     """
     wave = np.asarray(wave, dtype=np.float32)
-    frame = max(16, int(round(0.025 * sr)))
-    trimmed, _ = _librosa().effects.trim(wave, top_db=top_db, frame_length=frame,
-                                         hop_length=max(1, frame // 4))
-    return trimmed if trimmed.size else wave.copy()
+    start, end = speech_bounds(wave, sr, top_db=top_db)
+    return wave[start:end] if end > start else wave.copy()
 
 
 # --------------------------------------------------------------------------------------------
