@@ -14,6 +14,9 @@
 #   v3tw        data/audio_corpus_v3tw          (v3t + two of them, AMI meetings and a broadcast
 #                                                debate, in training: docs/AUDIO.md, twentieth
 #                                                session; only 0ad and mfa stay a test for it)
+#   v3twm       data/audio_corpus_v3twm         (v3tw + the aligner's read, podcast and
+#                                                crowd-sourced speech in training: docs/AUDIO.md,
+#                                                twenty-first session; only 0ad stays a test)
 #
 # Usage: bash scripts/build_audio_corpora.sh [STEP ...]   (no step: all of them, in order)
 # Progress: data/logs/build_<step>.log; a finished step leaves data/.built/<step>.
@@ -123,11 +126,18 @@ step_v3tw() {
     --kokoro-voices data/kokoro-js/package/voices
 }
 
+step_v3twm() {
+  nice -n 15 $PY -m training.audio_corpus_v2 --extra-train-sources mfa \
+    --extra-root data/sources_wild --base data/audio_corpus_v3tw --out data/audio_corpus_v3twm \
+    --extra-per-source 150 --seed 0 --extra-fakes mix \
+    --kokoro-voices data/kokoro-js/package/voices
+}
+
 # what each step builds on
 declare -A NEEDS=([v3t]="v2 sources_v3" [v3g]="v3t" [v3k]="v3t" [v3gk]="v3g v3k"
-  [v3tw]="v3t wild")
+  [v3tw]="v3t wild" [v3twm]="v3tw")
 
-ALL=(packages v2 sources_v3 v3t v3g v3k v3gk wild v3tw)
+ALL=(packages v2 sources_v3 v3t v3g v3k v3gk wild v3tw v3twm)
 steps=("$@")
 ((${#steps[@]})) || steps=("${ALL[@]}")
 for s in "${steps[@]}"; do
