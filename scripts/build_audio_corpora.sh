@@ -119,19 +119,17 @@ step_wild() {
   [[ -s $w/manifest.jsonl ]] || { echo "no clips extracted under $w (see above)" >&2; return 1; }
 }
 
-step_v3tw() {
-  nice -n 15 $PY -m training.audio_corpus_v2 --extra-train-sources ami,voxconverse \
-    --extra-root data/sources_wild --base data/audio_corpus_v3t --out data/audio_corpus_v3tw \
+# BASE corpus + the wild SOURCES (comma-separated) in training, one fake each in BASE's mix
+extend_wild() {  # SOURCES BASE OUT
+  nice -n 15 $PY -m training.audio_corpus_v2 --extra-train-sources "$1" \
+    --extra-root data/sources_wild --base "$2" --out "$3" \
     --extra-per-source 150 --seed 0 --extra-fakes mix \
     --kokoro-voices data/kokoro-js/package/voices
 }
 
-step_v3twm() {
-  nice -n 15 $PY -m training.audio_corpus_v2 --extra-train-sources mfa \
-    --extra-root data/sources_wild --base data/audio_corpus_v3tw --out data/audio_corpus_v3twm \
-    --extra-per-source 150 --seed 0 --extra-fakes mix \
-    --kokoro-voices data/kokoro-js/package/voices
-}
+step_v3tw() { extend_wild ami,voxconverse data/audio_corpus_v3t data/audio_corpus_v3tw; }
+
+step_v3twm() { extend_wild mfa data/audio_corpus_v3tw data/audio_corpus_v3twm; }
 
 # what each step builds on
 declare -A NEEDS=([v3t]="v2 sources_v3" [v3g]="v3t" [v3k]="v3t" [v3gk]="v3g v3k"
