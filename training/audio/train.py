@@ -40,7 +40,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,9 +61,11 @@ from ..weights import imagenet_init, load_saved, save_weights
 from .augment import AUGMENTATIONS, augmentation
 from .data import SPLITS, Clip, load_clips
 from .evaluate import DEGRADATIONS, band_summary, clip_probabilities, report, window_logits
+from .features import (FeatureSet, Transform, cap_per_language, feature_set,
+                       limit_real_speakers, match_speech_duration, pair_index, resplit,
+                       twin_sampling)
 from .room_tone import RoomTones
-from .features import (FeatureSet, cap_per_language, feature_set, limit_real_speakers,
-                       match_speech_duration, pair_index, resplit, twin_sampling)
+from .rooms import Rooms
 
 VERDICT_RULE = "mean of window probabilities >= threshold"
 SPLIT_RULE = "by language (offline corpus) / as distributed (Fake-or-Real)"
@@ -94,6 +96,7 @@ class AudioOptions:
     pair_loss: float = 0.0  # weight of the ranking term on (vocoded copy, original) pairs
     twin_share: float | None = None  # share of the fake draws given to the twins
     room_tone: bool = False  # lend the synthetic training fakes real room tone (room_tone.py)
+    rooms: float | None = None  # share of training clips heard through a simulated room
 
 
 def build(spec: ModelSpec, *, seed: int, threads: int) -> Any:
@@ -126,7 +129,8 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     t_start = time.time()
     clips, info = load_clips(options.data, options.subset)
     tones = room_tones(clips, options)
-    sets = training_sets(spec, clips, options, tones)
+    rooms = Rooms(options.rooms, seed=options.train.seed) if options.rooms else None
+    sets = training_sets(spec, clips, options, tones, rooms)
     network = build(spec, seed=options.train.seed, threads=options.train.threads)
     init = (imagenet_init(spec, network) if options.init == "imagenet"
             else "random (seeded)")
@@ -177,7 +181,9 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
                                    if options.twin_share is not None else {}),
                                 **({"room_tone": {"sources": tones.summary(),
                                                   "fakes_lent_per_source": tones.lent(clips)}}
-                                   if tones is not None else {})},
+                                   if tones is not None else {}),
+                                **({"rooms": rooms.summary(clips)} if rooms is not None
+                                   else {})},
             # this session's time outside training (a resumed run trained earlier too)
             other_seconds=time.time() - t_start - this_session,
             total_seconds=time.time() - t_start),
@@ -218,13 +224,17 @@ def degraded_tests(handle: Any, clips: Sequence[Clip], options: AudioOptions, *,
 
 
 def training_sets(spec: ModelSpec, clips: Sequence[Clip], options: AudioOptions,
-                  tones: RoomTones | None = None) -> dict[str, FeatureSet]:
-    """Features of every split (the training fakes lent ``tones``' room tone when given), the
-    languages regrouped as asked, the training set capped or matched as asked."""
+                  tones: RoomTones | None = None, rooms: Rooms | None = None
+                  ) -> dict[str, FeatureSet]:
+    """Features of every split (the training fakes lent ``tones``' room tone and the training
+    clips put in ``rooms``, when given), the languages regrouped as asked, the training set
+    capped or matched as asked."""
+    steps = [(f"roomtone-s{tones.seed}", tones.transform)] if tones is not None else []
+    steps += [(rooms.variant, rooms.transform)] if rooms is not None else []
+    train_options = ({"variant": "-".join(name for name, _ in steps),
+                      "clip_transform": _chained([f for _, f in steps])} if steps else {})
     sets = {s: feature_set(clips, spec, s, cache_dir=options.cache_dir,
-                           **({"variant": f"roomtone-s{tones.seed}",
-                               "clip_transform": tones.transform}
-                              if tones is not None and s == "train" else {}))
+                           **(train_options if s == "train" else {}))
             for s in SPLITS}
     sets = resplit(sets, train=options.train_languages, validation=options.validation_languages)
     seed = options.train.seed
@@ -233,6 +243,24 @@ def training_sets(spec: ModelSpec, clips: Sequence[Clip], options: AudioOptions,
                                           seed=seed)
     sets["train"] = limit_real_speakers(sets["train"], options.real_speakers, seed=seed)
     return sets
+
+
+def _chained(steps: Sequence[Callable[[Clip], Transform | None]]
+             ) -> Callable[[Clip], Transform | None]:
+    """One per-clip transform that runs each of ``steps``' transforms for the clip in turn."""
+    def for_clip(clip: Clip) -> Transform | None:
+        mine = [t for t in (step(clip) for step in steps) if t is not None]
+        if not mine:
+            return None
+
+        def apply(wave: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
+            for t in mine:
+                wave, sr = t(wave, sr)
+            return wave, sr
+
+        return apply
+
+    return for_clip
 
 
 def room_tones(clips: Sequence[Clip], options: AudioOptions) -> RoomTones | None:
@@ -386,6 +414,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "tone of a real training recording of its source at that "
                              "recording's noise-to-speech ratio (training.audio.room_tone); "
                              "validation and test stay as they are")
+    parser.add_argument("--rooms", type=float, default=None, metavar="P",
+                        help="hear each training clip, real and fake alike, through a simulated "
+                             "shoebox room with probability P (training.audio.rooms; image "
+                             "sources, RT60 0.15-0.9 s); validation and test stay as they are")
     parser.add_argument("--no-robustness", action="store_true")
     parser.add_argument("--explain", default="gradcam,integrated_gradients",
                         help="methods for the band summary ('' for none)")
@@ -412,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
                           + ([f"pair_loss={args.pair_loss:g}"] if args.pair_loss else [])
                           + ([f"twin_share={args.twin_share:g}"] if args.twin_share else [])
                           + (["room_tone"] if args.room_tone else [])
+                          + ([f"rooms={args.rooms:g}"] if args.rooms else [])
                           + ([f"average_from={args.average_from}"] if args.average_from else [])
                           + ([args.train_languages, args.validation_languages]
                              if args.train_languages or args.validation_languages else []))
@@ -436,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
         validation_languages=_languages(args.validation_languages),
         robustness=not args.no_robustness,
         explain=tuple(m for m in args.explain.split(",") if m), explain_clips=args.explain_clips,
-        pair_loss=args.pair_loss, twin_share=args.twin_share, room_tone=args.room_tone)
+        pair_loss=args.pair_loss, twin_share=args.twin_share, room_tone=args.room_tone,
+        rooms=args.rooms)
     card = run(spec, options)
     t, pct = card.metrics["test"], cards.pct
     print(f"{spec.id}: test EER {pct(t.eer)}, AUC {t.roc_auc:.4f}, accuracy "
