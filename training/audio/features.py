@@ -155,6 +155,23 @@ def twin_sampling(fs: FeatureSet, positive: int, share: float) -> np.ndarray:
     return weights
 
 
+def source_balancing(fs: FeatureSet, alpha: float) -> np.ndarray:
+    """(N,) sampling weights for ``fs``'s windows: each window ``n ** -alpha``, ``n`` the number
+    of windows of its (label, source) group, rescaled so that each class keeps its number of
+    draws. ``alpha`` 0 leaves the draws as they are, 1 gives every source of a class the same
+    share, 0.5 (square-root balancing) lifts the small sources without drawing a handful of
+    clips over and over."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"source balancing exponent {alpha} must be between 0 and 1")
+    groups = np.array([f"{fs.clips[i].label}\x00{fs.clips[i].source}" for i in fs.clip])
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    weights = counts[inverse].astype(np.float64) ** -alpha
+    for label in np.unique(fs.y):
+        mine = fs.y == label
+        weights[mine] *= mine.sum() / weights[mine].sum()
+    return weights
+
+
 def cap_per_language(fs: FeatureSet, n: int | None, *, seed: int) -> FeatureSet:
     """At most ``n`` clips of each (language, label) in ``fs`` (a seeded choice; all their
     windows kept), so that one large language (Malayalam: 28% of the corpus) does not set what

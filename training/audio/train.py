@@ -63,7 +63,7 @@ from .data import SPLITS, Clip, load_clips
 from .evaluate import DEGRADATIONS, band_summary, clip_probabilities, report, window_logits
 from .features import (FeatureSet, Transform, cap_per_language, feature_set,
                        limit_real_speakers, match_speech_duration, pair_index, resplit,
-                       twin_sampling)
+                       source_balancing, twin_sampling)
 from .room_tone import RoomTones
 from .rooms import Rooms
 
@@ -97,6 +97,7 @@ class AudioOptions:
     twin_share: float | None = None  # share of the fake draws given to the twins
     room_tone: bool = False  # lend the synthetic training fakes real room tone (room_tone.py)
     rooms: float | None = None  # share of training clips heard through a simulated room
+    balance_sources: float | None = None  # exponent of the source-balanced sampler
 
 
 def build(spec: ModelSpec, *, seed: int, threads: int) -> Any:
@@ -136,6 +137,7 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
             else "random (seeded)")
     ranking = pair_ranking(spec, sets["train"], options.pair_loss)
     sampling = twin_draws(spec, sets["train"], options.twin_share)
+    sampling = source_draws(sets["train"], options.balance_sources, sampling)
     history, train_seconds, this_session = _train(spec, network, sets, options, ranking,
                                                   sampling)
     save_weights(spec, network, options.out)
@@ -183,7 +185,9 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
                                                   "fakes_lent_per_source": tones.lent(clips)}}
                                    if tones is not None else {}),
                                 **({"rooms": rooms.summary(clips)} if rooms is not None
-                                   else {})},
+                                   else {}),
+                                **({"balance_sources": options.balance_sources}
+                                   if options.balance_sources is not None else {})},
             # this session's time outside training (a resumed run trained earlier too)
             other_seconds=time.time() - t_start - this_session,
             total_seconds=time.time() - t_start),
@@ -303,6 +307,31 @@ def twin_draws(spec: ModelSpec, train_set: FeatureSet, share: float | None
     return weights
 
 
+def source_draws(train_set: FeatureSet, alpha: float | None, sampling: np.ndarray | None
+                 ) -> np.ndarray | None:
+    """``sampling`` (None: uniform) times the source-balanced weights of
+    :func:`source_balancing` with exponent ``alpha``, each class keeping its number of draws;
+    ``sampling`` itself when ``alpha`` is None."""
+    if alpha is None:
+        return sampling
+    try:
+        weights = source_balancing(train_set, alpha)
+    except ValueError as e:
+        raise SystemExit(f"--balance-sources: {e}") from None
+    if sampling is not None:
+        weights = weights * sampling
+        for label in np.unique(train_set.y):
+            mine = train_set.y == label
+            weights[mine] *= sampling[mine].sum() / weights[mine].sum()
+    real = np.array([train_set.clips[i].label == "real" for i in train_set.clip])
+    sources = np.array([train_set.clips[i].source for i in train_set.clip])
+    total = weights[real].sum()
+    sys.stderr.write("  draws per real source: " + ", ".join(
+        f"{s} {weights[real & (sources == s)].sum() / total:.1%}"
+        for s in sorted(set(sources[real]))) + "\n")
+    return weights
+
+
 def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
            options: AudioOptions, ranking: PairRanking | None = None,
            sampling: np.ndarray | None = None) -> tuple[dict[str, Any], float, float]:
@@ -418,6 +447,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="hear each training clip, real and fake alike, through a simulated "
                              "shoebox room with probability P (training.audio.rooms; image "
                              "sources, RT60 0.15-0.9 s); validation and test stay as they are")
+    parser.add_argument("--balance-sources", type=float, default=None, metavar="ALPHA",
+                        help="draw each training window with weight n**-ALPHA, n the windows of "
+                             "its label and source (0.5: square-root balancing of the sources; "
+                             "each class keeps its number of draws)")
     parser.add_argument("--no-robustness", action="store_true")
     parser.add_argument("--explain", default="gradcam,integrated_gradients",
                         help="methods for the band summary ('' for none)")
@@ -445,6 +478,8 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
                           + ([f"twin_share={args.twin_share:g}"] if args.twin_share else [])
                           + (["room_tone"] if args.room_tone else [])
                           + ([f"rooms={args.rooms:g}"] if args.rooms else [])
+                          + ([f"balance_sources={args.balance_sources:g}"]
+                             if args.balance_sources is not None else [])
                           + ([f"average_from={args.average_from}"] if args.average_from else [])
                           + ([args.train_languages, args.validation_languages]
                              if args.train_languages or args.validation_languages else []))
@@ -470,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
         robustness=not args.no_robustness,
         explain=tuple(m for m in args.explain.split(",") if m), explain_clips=args.explain_clips,
         pair_loss=args.pair_loss, twin_share=args.twin_share, room_tone=args.room_tone,
-        rooms=args.rooms)
+        rooms=args.rooms, balance_sources=args.balance_sources)
     card = run(spec, options)
     t, pct = card.metrics["test"], cards.pct
     print(f"{spec.id}: test EER {pct(t.eer)}, AUC {t.roc_auc:.4f}, accuracy "
