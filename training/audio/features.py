@@ -165,10 +165,16 @@ def source_balancing(fs: FeatureSet, alpha: float) -> np.ndarray:
         raise ValueError(f"source balancing exponent {alpha} must be between 0 and 1")
     groups = np.array([f"{fs.clips[i].label}\x00{fs.clips[i].source}" for i in fs.clip])
     _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    weights = counts[inverse].astype(np.float64) ** -alpha
-    for label in np.unique(fs.y):
-        mine = fs.y == label
-        weights[mine] *= mine.sum() / weights[mine].sum()
+    return per_class_totals(counts[inverse].astype(np.float64) ** -alpha, fs.y,
+                            np.ones(len(fs.y)))
+
+
+def per_class_totals(weights: np.ndarray, y: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``weights`` rescaled within each class of ``y`` to the class's total in ``like``."""
+    weights = np.asarray(weights, np.float64).copy()
+    for label in np.unique(y):
+        mine = y == label
+        weights[mine] *= like[mine].sum() / weights[mine].sum()
     return weights
 
 

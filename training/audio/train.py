@@ -62,8 +62,8 @@ from .augment import AUGMENTATIONS, augmentation
 from .data import SPLITS, Clip, load_clips
 from .evaluate import DEGRADATIONS, band_summary, clip_probabilities, report, window_logits
 from .features import (FeatureSet, Transform, cap_per_language, feature_set,
-                       limit_real_speakers, match_speech_duration, pair_index, resplit,
-                       source_balancing, twin_sampling)
+                       limit_real_speakers, match_speech_duration, pair_index, per_class_totals,
+                       resplit, source_balancing, twin_sampling)
 from .room_tone import RoomTones
 from .rooms import Rooms
 
@@ -319,10 +319,7 @@ def source_draws(train_set: FeatureSet, alpha: float | None, sampling: np.ndarra
     except ValueError as e:
         raise SystemExit(f"--balance-sources: {e}") from None
     if sampling is not None:
-        weights = weights * sampling
-        for label in np.unique(train_set.y):
-            mine = train_set.y == label
-            weights[mine] *= sampling[mine].sum() / weights[mine].sum()
+        weights = per_class_totals(weights * sampling, train_set.y, sampling)
     real = np.array([train_set.clips[i].label == "real" for i in train_set.clip])
     sources = np.array([train_set.clips[i].source for i in train_set.clip])
     total = weights[real].sum()
