@@ -11,7 +11,7 @@ import soundfile as sf
 
 from training.audio.data import Clip, load_corpus
 from training.audio.features import feature_set
-from training.audio.rooms import Rooms, _rt60, impulse_response, reverberate
+from training.audio.rooms import Rooms, impulse_response, reverberate, rt60
 
 SR = 16000
 
@@ -27,7 +27,7 @@ def test_a_room_starts_with_its_direct_path_and_decays_as_asked():
     assert np.sum(ir.astype(np.float64) ** 2) == pytest.approx(1.0, rel=1e-4)
     # the same draw gives the same room (the bank is the same on any machine)
     assert np.array_equal(ir, impulse_response(np.random.default_rng(0)))
-    rts = [_rt60(impulse_response(np.random.default_rng(i))) for i in range(12)]
+    rts = [rt60(impulse_response(np.random.default_rng(i))) for i in range(12)]
     assert all(0.05 < t < 1.5 for t in rts)
     assert max(rts) > 2 * min(rts)  # rooms differ
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 import sys
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 from xai_platform.preprocessing import audio
 
 from .chain import SAMPLE_RATE, TRIM_TOP_DB, fade_edges, lowpass, vorbis_round_trip
+from .corpus import item_rng
 from .data import Clip
 
 MIN_TONE_S = 0.05  # shorter leading + trailing stretches carry too little to tile from
@@ -169,8 +169,7 @@ class RoomTones:
                 or clip.generator_kind not in SYNTHETIC_KINDS or clip.speech_seconds is None
                 or "lead" not in chain_settings(clip.params)):
             return None
-        rng = np.random.default_rng([self.seed, zlib.crc32((clip.key or str(clip.path))
-                                                           .encode())])
+        rng = item_rng(self.seed, clip.key or str(clip.path))
         source = (clip.source if clip.source in self.by_source
                   else sorted(self.by_source)[int(rng.integers(len(self.by_source)))])
         tones = self.by_source[source]

@@ -21,7 +21,6 @@ Validation and test clips are never touched: they stay what users meet.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +29,7 @@ import numpy as np
 from xai_platform.preprocessing import audio
 
 from .chain import SAMPLE_RATE
+from .corpus import item_rng
 from .data import Clip
 
 BANK_SIZE = 256
@@ -101,8 +101,7 @@ class Rooms:
         training split, or not drawn)."""
         if clip.split != "train":
             return None
-        rng = np.random.default_rng([self.seed, zlib.crc32((clip.key or str(clip.path))
-                                                           .encode())])
+        rng = item_rng(self.seed, clip.key or str(clip.path))
         if rng.random() >= self.p:
             return None
         return int(rng.integers(len(self.bank)))
@@ -116,7 +115,7 @@ class Rooms:
                 got = counts.setdefault(c.label, [0, 0])
                 got[0] += 1
                 got[1] += self.choose(c) is not None
-        rt = [_rt60(h) for h in self.bank]
+        rt = [rt60(h) for h in self.bank]
         return {"p": self.p, "bank": len(self.bank),
                 "rt60_s": [round(float(np.percentile(rt, q)), 2) for q in (5, 50, 95)],
                 "train_clips_with_a_room": {k: f"{v[1]} of {v[0]}"
@@ -135,11 +134,9 @@ class Rooms:
         return apply
 
 
-def _rt60(h: np.ndarray, sr: int = SAMPLE_RATE) -> float:
-    """Reverberation time from the Schroeder decay of ``h`` (the -5 to -25 dB slope, T20)."""
-    energy = np.cumsum(np.square(h[::-1], dtype=np.float64))[::-1]
-    db = 10 * np.log10(energy / energy[0] + 1e-30)
-    start, stop = np.argmax(db <= -5.0), np.argmax(db <= -25.0)
-    if stop <= start:
-        return float("nan")
-    return float(3.0 * (stop - start) / sr)
+def rt60(h: np.ndarray, sr: int = SAMPLE_RATE) -> float:
+    """Reverberation time of ``h`` in seconds: pyroomacoustics' Schroeder-decay measure on the
+    -5 to -25 dB slope (T20), extrapolated to 60 dB."""
+    import pyroomacoustics as pra
+
+    return float(pra.experimental.measure_rt60(h, fs=sr, decay_db=20))
