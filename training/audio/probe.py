@@ -34,6 +34,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -49,22 +50,28 @@ def within_source_auc(y: np.ndarray, s: np.ndarray, sources: np.ndarray) -> dict
             for src in sorted(set(sources)) if len(set(y[sources == src])) == 2}
 
 
-def linear_probe(x: np.ndarray, y: np.ndarray, split: np.ndarray, *, c: float = 0.1
-                 ) -> dict[str, Any]:
-    """Fit on train, threshold on validation; scores of every clip and the split figures."""
+def linear_probe(x: np.ndarray, y: np.ndarray, split: np.ndarray, *,
+                 c: float | Sequence[float] = 0.1) -> dict[str, Any]:
+    """Fit on train, threshold on validation; scores of every clip and the split figures.
+    Given several inverse L2 strengths ``c``, the one with the highest validation ROC AUC."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    train = split == "train"
-    scaler = StandardScaler().fit(x[train])
-    clf = LogisticRegression(C=c, max_iter=5000, class_weight="balanced")
-    clf.fit(scaler.transform(x[train]), y[train])
-    s = clf.decision_function(scaler.transform(x))
-    val, test = split == "validation", split == "test"
+    train, val, test = split == "train", split == "validation", split == "test"
+    z = StandardScaler().fit(x[train]).transform(x)
+    best: tuple[float, float, np.ndarray] | None = None
+    for strength in np.atleast_1d(c):
+        clf = LogisticRegression(C=float(strength), max_iter=5000, class_weight="balanced")
+        s = clf.fit(z[train], y[train]).decision_function(z)
+        auc = roc_auc(s[val], y[val])
+        if best is None or auc > best[0]:
+            best = (auc, float(strength), s)
+    assert best is not None
+    val_auc, chosen, s = best
     val_eer, threshold = equal_error_rate(s[val], y[val])
     test_eer, _ = equal_error_rate(s[test], y[test])
-    return {"scores": s, "threshold": threshold, "validation_eer": val_eer,
-            "validation_auc": roc_auc(s[val], y[val]), "test_eer": test_eer,
+    return {"scores": s, "threshold": threshold, "c": chosen, "validation_eer": val_eer,
+            "validation_auc": val_auc, "test_eer": test_eer,
             "test_auc": roc_auc(s[test], y[test])}
 
 
@@ -151,7 +158,8 @@ def embed_clips(names: str, clips: list, *, config: list[Path], cache_dir: Path
     return kept, x.astype(np.float64), " + ".join(labels)
 
 
-def split_report(kept: list, x: np.ndarray, *, c: float = 0.1) -> dict[str, Any]:
+def split_report(kept: list, x: np.ndarray, *, c: float | Sequence[float] = 0.1
+                 ) -> dict[str, Any]:
     """The linear probe on ``kept``'s own splits: EERs, test false alarms and misses at the
     validation threshold, per real source and generator, and within-source AUC on test."""
     y = np.array([k.label == "fake" for k in kept], dtype=int)
@@ -176,7 +184,7 @@ def split_report(kept: list, x: np.ndarray, *, c: float = 0.1) -> dict[str, Any]
     return out
 
 
-def loso_report(data: Path, kept: list, x: np.ndarray, *, c: float = 0.1
+def loso_report(data: Path, kept: list, x: np.ndarray, *, c: float | Sequence[float] = 0.1
                 ) -> list[dict[str, Any]]:
     """The linear probe on each leave-one-source-out fold of the corpus
     (:func:`training.audio.splits.loso_rows`: trained on the other sources' train and test
@@ -191,8 +199,8 @@ def loso_report(data: Path, kept: list, x: np.ndarray, *, c: float = 0.1
         fold_clips = [dataclasses.replace(k, split=fold[str(k.path)]) for k in kept]
         r = split_report(fold_clips, x, c=c)
         r = {"source": src, **{k: r[k] for k in (
-            "n_test_real", "n_test_fake", "validation_eer", "test_eer", "test_auc",
-            "false_alarms", "misses", "threshold", "let_through_by_generator")}}
+            "n_test_real", "n_test_fake", "c", "validation_eer", "validation_auc", "test_eer",
+            "test_auc", "false_alarms", "misses", "threshold", "let_through_by_generator")}}
         out.append(r)
     return out
 
@@ -216,13 +224,13 @@ def print_report(label: str, r: dict[str, Any]) -> None:
 def print_loso(folds: list[dict[str, Any]]) -> None:
     print("  leave one real source out (threshold on the fold's validation clips):")
     gens = sorted({g for f in folds for g in f["let_through_by_generator"]})
-    print(f"    {'held out':<11} {'real/fake':>9} {'val EER':>8} {'test EER':>8} {'AUC':>6} "
+    print(f"    {'held out':<11} {'real/fake':>9} {'C':>6} {'val EER':>8} {'test EER':>8} {'AUC':>6} "
           f"{'FA':>6} {'miss':>6}  let through: " + " ".join(f"{g[:8]:>8}" for g in gens))
     for f in folds:
         cells = " ".join(f"{f['let_through_by_generator'][g]:8.0%}"
                          if g in f["let_through_by_generator"] else " " * 8 for g in gens)
         print(f"    {f['source']:<11} {f['n_test_real']:>4}/{f['n_test_fake']:<4} "
-              f"{f['validation_eer']:8.1%} {f['test_eer']:8.1%} {f['test_auc']:6.3f} "
+              f"{f['c']:6g} {f['validation_eer']:8.1%} {f['test_eer']:8.1%} {f['test_auc']:6.3f} "
               f"{f['false_alarms']:6.1%} {f['misses']:6.1%}  {' ' * 13}{cells}")
     print(f"    mean held-out EER {np.mean([f['test_eer'] for f in folds]):.1%}, AUC "
           f"{np.mean([f['test_auc'] for f in folds]):.3f}")
@@ -237,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                              "pooled features); a+b puts two side by side")
     parser.add_argument("--config", action="append", type=Path, default=[])
     parser.add_argument("--cache-dir", type=Path, default=Path("data/feature_cache"))
-    parser.add_argument("--c", type=float, default=0.1, help="inverse L2 strength")
+    parser.add_argument("--c", type=float, action="append", default=None,
+                        help="inverse L2 strength (default 0.1); repeated, the one with the "
+                             "highest validation ROC AUC (per fold with --loso)")
     parser.add_argument("--loso", action="store_true",
                         help="also fit and test the probe on each leave-one-source-out fold")
     parser.add_argument("--out", type=Path, default=None,
@@ -248,13 +258,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="--detector: the validation error bound of each verdict "
                              "(repeatable; default 0.05 and 0.10)")
     args = parser.parse_args(argv)
+    args.c = args.c or [0.1]
     if args.detector:
         args.target = args.target or [0.05, 0.10]
         return detector_main(args)
     clips, _ = load_clips(args.data)
     kept, x, label = embed_clips(args.embedding, clips, config=args.config,
                                  cache_dir=args.cache_dir)
-    result: dict[str, Any] = {"embedding": args.embedding, "clips": len(kept), "c": args.c,
+    result: dict[str, Any] = {"embedding": args.embedding, "clips": len(kept),
+                              "c_candidates": args.c,
                               **split_report(kept, x, c=args.c)}
     print_report(f"{label}: {len(kept)} clips", result)
     if args.loso:
