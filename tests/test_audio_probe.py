@@ -47,3 +47,42 @@ def test_a_cannot_tell_band_keeps_each_verdicts_validation_errors_in_bound():
     # where the scores carry nothing, the band covers almost everything: no verdict
     flat = probe.band_verdicts(y, rng.random(len(y)), *probe.two_thresholds(y, rng.random(len(y)), 0.05))
     assert flat["coverage"] < 0.25
+
+
+def test_the_strength_is_chosen_on_validation_and_unseen_clips_get_the_same_fit():
+    rng = np.random.default_rng(2)
+    n, d = 300, 200  # few clips, many dimensions: strong shrinkage should win on validation
+    y = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, d))
+    x[:, :5] += 0.8 * y[:, None]
+    split = np.array(["train", "validation", "test"])[np.arange(n) % 3]
+    extra = rng.normal(size=(40, d))
+    extra[20:, :5] += 0.8
+    r = probe.linear_probe(x, y, split, c=[1e-3, 1e-2, 1e2], extra=extra)
+    aucs = {c: probe.linear_probe(x, y, split, c=c)["validation_auc"] for c in (1e-3, 1e-2, 1e2)}
+    assert r["c"] == max(aucs, key=aucs.get) and r["validation_auc"] == max(aucs.values())
+    assert r["extra_scores"].shape == (40,)
+    assert r["extra_scores"][20:].mean() > r["extra_scores"][:20].mean()  # the same direction
+
+
+def test_wild_clips_are_reported_per_source_at_the_validation_threshold():
+    from pathlib import Path
+
+    from training.audio.data import Clip
+
+    rng = np.random.default_rng(3)
+    n = 600
+    y = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 4))
+    x[:, 0] += 3.0 * y
+    splits = ["train", "validation", "test"]
+    kept = [Clip(path=Path(f"c{i}.wav"), label="fake" if y[i] else "real",
+                 split=splits[i % 3], source="s", generator="g" if y[i] else "")
+            for i in range(n)]
+    wild = [Clip(path=Path(f"w{i}.wav"), label="real", split="wild", source=src)
+            for i, src in enumerate(["like-real"] * 30 + ["like-fake"] * 30)]
+    x_wild = rng.normal(size=(60, 4))
+    x_wild[30:, 0] += 3.0  # the second source sounds like the fakes
+    r = probe.split_report(kept, x, wild=wild, x_wild=x_wild)
+    assert r["wild_called_fake"]["like-real"] < 0.2 < 0.8 < r["wild_called_fake"]["like-fake"]
+    assert 0.6 < r["wild_auc"] < 0.9  # half of the wild clips look fake

@@ -4,6 +4,8 @@
     python -m training.audio_probe --data data/audio_corpus_v2 --embedding detector:audio-cnn-v2 \\
         --config config/research
     python -m training.audio_probe --embedding revocode+resemblyzer --loso --out probe.json
+    python -m training.audio_probe --data data/audio_corpus_v3tw --embedding whisper --loso \
+        --c 0.001 --c 0.01 --c 0.1 --wild data/sources_wild --wild-sources 0ad,mfa
 
 1. **A linear probe on clip embeddings** (:mod:`training.audio.embeddings`; Resemblyzer's
    speaker encoder was trained on thousands of speakers and microphones, so if real and
@@ -18,7 +20,9 @@
    (:func:`training.audio.splits.loso_rows`), as ``training.audio_loso`` does for a detector.
 
 Embeddings (:mod:`training.audio.embeddings`): ``resemblyzer``, ``revocode`` (re-vocoding
-consistency, :mod:`training.audio.revocode`), ``detector:MODEL_ID``; ``a+b`` concatenates.
+consistency, :mod:`training.audio.revocode`), ``whisper[:LAYER,...]`` (Whisper-base's encoder,
+:mod:`training.audio.whisper`), ``detector:MODEL_ID``; ``a+b`` concatenates. ``--wild DIR``
+scores real clips that no split holds (recording set-ups no corpus source has) with every fit.
 
 ``--detector MODEL_ID`` measures a trained detector instead of an embedding (its clip
 probabilities at its card's temperature, by the app's feature path): within-source AUC, and
@@ -51,26 +55,32 @@ def within_source_auc(y: np.ndarray, s: np.ndarray, sources: np.ndarray) -> dict
 
 
 def linear_probe(x: np.ndarray, y: np.ndarray, split: np.ndarray, *,
-                 c: float | Sequence[float] = 0.1) -> dict[str, Any]:
+                 c: float | Sequence[float] = 0.1, extra: np.ndarray | None = None
+                 ) -> dict[str, Any]:
     """Fit on train, threshold on validation; scores of every clip and the split figures.
-    Given several inverse L2 strengths ``c``, the one with the highest validation ROC AUC."""
+    Given several inverse L2 strengths ``c``, the one with the highest validation ROC AUC.
+    ``extra``: more clips' vectors, scored by the same fit (``extra_scores``)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     train, val, test = split == "train", split == "validation", split == "test"
-    z = StandardScaler().fit(x[train]).transform(x)
-    best: tuple[float, float, np.ndarray] | None = None
+    scaler = StandardScaler().fit(x[train])
+    z = scaler.transform(x)
+    z_extra = scaler.transform(extra) if extra is not None and len(extra) else None
+    best: tuple[float, float, np.ndarray, np.ndarray] | None = None
     for strength in np.atleast_1d(c):
         clf = LogisticRegression(C=float(strength), max_iter=5000, class_weight="balanced")
         s = clf.fit(z[train], y[train]).decision_function(z)
         auc = roc_auc(s[val], y[val])
         if best is None or auc > best[0]:
-            best = (auc, float(strength), s)
+            best = (auc, float(strength), s,
+                    clf.decision_function(z_extra) if z_extra is not None else np.zeros(0))
     assert best is not None
-    val_auc, chosen, s = best
+    val_auc, chosen, s, s_extra = best
     val_eer, threshold = equal_error_rate(s[val], y[val])
     test_eer, _ = equal_error_rate(s[test], y[test])
-    return {"scores": s, "threshold": threshold, "c": chosen, "validation_eer": val_eer,
+    return {"scores": s, "extra_scores": s_extra, "threshold": threshold, "c": chosen,
+            "validation_eer": val_eer,
             "validation_auc": val_auc, "test_eer": test_eer,
             "test_auc": roc_auc(s[test], y[test])}
 
@@ -158,18 +168,21 @@ def embed_clips(names: str, clips: list, *, config: list[Path], cache_dir: Path
     return kept, x.astype(np.float64), " + ".join(labels)
 
 
-def split_report(kept: list, x: np.ndarray, *, c: float | Sequence[float] = 0.1
+def split_report(kept: list, x: np.ndarray, *, c: float | Sequence[float] = 0.1,
+                 wild: list | None = None, x_wild: np.ndarray | None = None
                  ) -> dict[str, Any]:
     """The linear probe on ``kept``'s own splits: EERs, test false alarms and misses at the
-    validation threshold, per real source and generator, and within-source AUC on test."""
+    validation threshold, per real source and generator, and within-source AUC on test.
+    ``wild`` (real clips no split holds, vectors ``x_wild``): the share of each of their sources
+    called fake at the validation threshold, and their ROC AUC against the test fakes."""
     y = np.array([k.label == "fake" for k in kept], dtype=int)
     split = np.array([k.split for k in kept])
     source = np.array([k.source for k in kept])
     gen = np.array([k.generator if k.label == "fake" else "" for k in kept])
-    r = linear_probe(x, y, split, c=c)
+    r = linear_probe(x, y, split, c=c, extra=x_wild)
     s, test = r["scores"], split == "test"
     fake = s >= r["threshold"]
-    out = {k: round(float(v), 4) for k, v in r.items() if k != "scores"}
+    out = {k: round(float(v), 4) for k, v in r.items() if k not in ("scores", "extra_scores")}
     out["n_test_real"] = int((test & (y == 0)).sum())
     out["n_test_fake"] = int((test & (y == 1)).sum())
     out["false_alarms"] = round(float(fake[test & (y == 0)].mean()), 4)
@@ -181,10 +194,19 @@ def split_report(kept: list, x: np.ndarray, *, c: float | Sequence[float] = 0.1
         g: round(float(1 - fake[test & (y == 1) & (gen == g)].mean()), 4)
         for g in sorted(set(gen[test & (y == 1)]))}
     out["within_source_auc"] = within_source_auc(y[test], s[test], source[test])
+    if wild:
+        sw, wild_source = r["extra_scores"], np.array([k.source for k in wild])
+        out["wild_called_fake"] = {
+            src: round(float((sw[wild_source == src] >= r["threshold"]).mean()), 4)
+            for src in sorted(set(wild_source))}
+        out["wild_auc"] = round(roc_auc(np.r_[sw, s[test & (y == 1)]],
+                                        np.r_[np.zeros(len(sw)),
+                                              np.ones(int((test & (y == 1)).sum()))]), 4)
     return out
 
 
-def loso_report(data: Path, kept: list, x: np.ndarray, *, c: float | Sequence[float] = 0.1
+def loso_report(data: Path, kept: list, x: np.ndarray, *, c: float | Sequence[float] = 0.1,
+                wild: list | None = None, x_wild: np.ndarray | None = None
                 ) -> list[dict[str, Any]]:
     """The linear probe on each leave-one-source-out fold of the corpus
     (:func:`training.audio.splits.loso_rows`: trained on the other sources' train and test
@@ -197,12 +219,25 @@ def loso_report(data: Path, kept: list, x: np.ndarray, *, c: float | Sequence[fl
     for src in loso_sources(rows):
         fold = {str(data / r["path"]): r["split"] for r in loso_rows(rows, src)}
         fold_clips = [dataclasses.replace(k, split=fold[str(k.path)]) for k in kept]
-        r = split_report(fold_clips, x, c=c)
+        r = split_report(fold_clips, x, c=c, wild=wild, x_wild=x_wild)
         r = {"source": src, **{k: r[k] for k in (
             "n_test_real", "n_test_fake", "c", "validation_eer", "validation_auc", "test_eer",
-            "test_auc", "false_alarms", "misses", "threshold", "let_through_by_generator")}}
+            "test_auc", "false_alarms", "misses", "threshold", "let_through_by_generator",
+            "wild_called_fake", "wild_auc") if k in r}}
         out.append(r)
     return out
+
+
+def wild_clips(root: Path, sources: str | None = None) -> list:
+    """The real clips of a ``training.audio_sources_v3`` folder (``manifest.jsonl``), as
+    :class:`~training.audio.data.Clip` of split ``wild``."""
+    from .data import Clip
+    from .sources_v3 import read_manifest
+
+    wanted = set(sources.split(",")) if sources else None
+    return [Clip(path=Path(root) / r["path"], label="real", split="wild", source=r["source"],
+                 language=r.get("language", ""), speaker=r.get("speaker", ""))
+            for r in read_manifest(root) if wanted is None or r["source"] in wanted]
 
 
 def print_report(label: str, r: dict[str, Any]) -> None:
@@ -219,6 +254,10 @@ def print_report(label: str, r: dict[str, Any]) -> None:
     print("  test, within-source ROC AUC (real against the fakes reading its texts):")
     for src, auc in r["within_source_auc"].items():
         print(f"    {src:<12} {auc:.3f}")
+    if "wild_called_fake" in r:
+        print(f"  real clips of no split (--wild): ROC AUC against the test fakes "
+              f"{r['wild_auc']:.3f}; called fake at the validation threshold: "
+              + ", ".join(f"{k} {v:.1%}" for k, v in r["wild_called_fake"].items()))
 
 
 def print_loso(folds: list[dict[str, Any]]) -> None:
@@ -234,6 +273,12 @@ def print_loso(folds: list[dict[str, Any]]) -> None:
               f"{f['false_alarms']:6.1%} {f['misses']:6.1%}  {' ' * 13}{cells}")
     print(f"    mean held-out EER {np.mean([f['test_eer'] for f in folds]):.1%}, AUC "
           f"{np.mean([f['test_auc'] for f in folds]):.3f}")
+    if folds and "wild_auc" in folds[0]:
+        print("  real clips of no split (--wild), per fold: ROC AUC against the fold's test "
+              "fakes; called fake at the fold's threshold")
+        for f in folds:
+            print(f"    {f['source']:<11} AUC {f['wild_auc']:.3f}; "
+                  + ", ".join(f"{k} {v:.1%}" for k, v in f["wild_called_fake"].items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="also fit and test the probe on each leave-one-source-out fold")
     parser.add_argument("--out", type=Path, default=None,
                         help="also write the figures to this JSON file")
+    parser.add_argument("--wild", type=Path, default=None, metavar="DIR",
+                        help="real clips no split holds (a training.audio_sources_v3 folder: "
+                             "manifest.jsonl), scored by every fit")
+    parser.add_argument("--wild-sources", default=None,
+                        help="--wild: only these sources (comma-separated)")
     parser.add_argument("--detector", default=None, metavar="MODEL_ID",
                         help="measure this trained detector instead of an embedding")
     parser.add_argument("--target", type=float, action="append", default=None,
@@ -265,12 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     clips, _ = load_clips(args.data)
     kept, x, label = embed_clips(args.embedding, clips, config=args.config,
                                  cache_dir=args.cache_dir)
+    wild, x_wild = (embed_clips(args.embedding, wild_clips(args.wild, args.wild_sources),
+                                config=args.config, cache_dir=args.cache_dir)[:2]
+                    if args.wild else (None, None))
     result: dict[str, Any] = {"embedding": args.embedding, "clips": len(kept),
                               "c_candidates": args.c,
-                              **split_report(kept, x, c=args.c)}
+                              **split_report(kept, x, c=args.c, wild=wild, x_wild=x_wild)}
     print_report(f"{label}: {len(kept)} clips", result)
     if args.loso:
-        result["loso"] = loso_report(args.data, kept, x, c=args.c)
+        result["loso"] = loso_report(args.data, kept, x, c=args.c, wild=wild, x_wild=x_wild)
         print_loso(result["loso"])
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
