@@ -206,8 +206,8 @@ def split_report(kept: list, x: np.ndarray, *, c: float | Sequence[float] = 0.1,
 
 
 def loso_report(data: Path, kept: list, x: np.ndarray, *, c: float | Sequence[float] = 0.1,
-                wild: list | None = None, x_wild: np.ndarray | None = None
-                ) -> list[dict[str, Any]]:
+                wild: list | None = None, x_wild: np.ndarray | None = None,
+                sources: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The linear probe on each leave-one-source-out fold of the corpus
     (:func:`training.audio.splits.loso_rows`: trained on the other sources' train and test
     clips, threshold on their validation clips, tested on the held-out source)."""
@@ -216,7 +216,7 @@ def loso_report(data: Path, kept: list, x: np.ndarray, *, c: float | Sequence[fl
 
     rows = read_metadata(data / "metadata.csv")
     out = []
-    for src in loso_sources(rows):
+    for src in sources or loso_sources(rows):
         fold = {str(data / r["path"]): r["split"] for r in loso_rows(rows, src)}
         fold_clips = [dataclasses.replace(k, split=fold[str(k.path)]) for k in kept]
         r = split_report(fold_clips, x, c=c, wild=wild, x_wild=x_wild)
@@ -295,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                              "highest validation ROC AUC (per fold with --loso)")
     parser.add_argument("--loso", action="store_true",
                         help="also fit and test the probe on each leave-one-source-out fold")
+    parser.add_argument("--loso-sources", default=None,
+                        help="--loso: only these held-out sources (comma-separated)")
     parser.add_argument("--out", type=Path, default=None,
                         help="also write the figures to this JSON file")
     parser.add_argument("--wild", type=Path, default=None, metavar="DIR",
@@ -323,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                               **split_report(kept, x, c=args.c, wild=wild, x_wild=x_wild)}
     print_report(f"{label}: {len(kept)} clips", result)
     if args.loso:
-        result["loso"] = loso_report(args.data, kept, x, c=args.c, wild=wild, x_wild=x_wild)
+        result["loso"] = loso_report(args.data, kept, x, c=args.c, wild=wild, x_wild=x_wild,
+                                     sources=args.loso_sources.split(",")
+                                     if args.loso_sources else None)
         print_loso(result["loso"])
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
