@@ -191,8 +191,9 @@ class Whisper(WaveEmbedder):
             if starts[-1] != len(wave) - self.WINDOW:
                 starts.append(len(wave) - self.WINDOW)
             windows = np.stack([wave[s:s + self.WINDOW] for s in starts])
-        mel = self._whisper.log_mel(self._torch.from_numpy(windows))
-        states = self._whisper.pooled_states(self._encoder, mel)[:, list(self.layers)]
+        with self._torch.no_grad():
+            mel = self._whisper.log_mel(self._torch.from_numpy(windows))
+            states = self._whisper.pooled_states(self._encoder, mel)[:, list(self.layers)]
         return states.mean(dim=0).reshape(-1).numpy()
 
 

@@ -34,6 +34,7 @@ measured on the saved file:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -138,8 +139,17 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     ranking = pair_ranking(spec, sets["train"], options.pair_loss)
     sampling = twin_draws(spec, sets["train"], options.twin_share)
     sampling = source_draws(sets["train"], options.balance_sources, sampling)
-    history, train_seconds, this_session = _train(spec, network, sets, options, ranking,
-                                                  sampling)
+    readout: dict[str, Any] = {}
+    if hasattr(network, "set_readout"):  # a frozen encoder: fit its linear read-out instead
+        history, train_seconds, readout = fit_readout(spec, network, sets)
+        this_session = train_seconds
+        options = dataclasses.replace(options, augment="none",
+                                      train=dataclasses.replace(options.train, epochs=0))
+        init = ("frozen pretrained encoder (Whisper-base, arch_args.encoder); no epochs: the "
+                "linear read-out fitted by scikit-learn (options.readout)")
+    else:
+        history, train_seconds, this_session = _train(spec, network, sets, options, ranking,
+                                                      sampling)
     save_weights(spec, network, options.out)
     handle = load_saved(spec, options.out)  # every figure below is for the file as shipped
 
@@ -187,7 +197,8 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
                                 **({"rooms": rooms.summary(clips)} if rooms is not None
                                    else {}),
                                 **({"balance_sources": options.balance_sources}
-                                   if options.balance_sources is not None else {})},
+                                   if options.balance_sources is not None else {}),
+                                **({"readout": readout} if readout else {})},
             # this session's time outside training (a resumed run trained earlier too)
             other_seconds=time.time() - t_start - this_session,
             total_seconds=time.time() - t_start),
@@ -327,6 +338,50 @@ def source_draws(train_set: FeatureSet, alpha: float | None, sampling: np.ndarra
         f"{s} {weights[real & (sources == s)].sum() / total:.1%}"
         for s in sorted(set(sources[real]))) + "\n")
     return weights
+
+
+#: the logistic read-out's inverse L2 strengths; the one with the best validation AUC is kept
+READOUT_C = (1e-3, 1e-2, 1e-1)
+
+
+def readout_features(network: Any, x: np.ndarray, *, batch_size: int = 16) -> np.ndarray:
+    """A frozen-encoder network's features (before its read-out) of every window of ``x``."""
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([network.features(torch.from_numpy(x[i:i + batch_size])).numpy()
+                               for i in range(0, len(x), batch_size)])
+
+
+def fit_readout(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet]
+                ) -> tuple[dict[str, Any], float, dict[str, Any]]:
+    """Fit a frozen-encoder network's read-out (``network.set_readout``): a logistic regression
+    with balanced classes on the training windows' standardised features, its strength from
+    :data:`READOUT_C` by the validation windows' ROC AUC. Returns a trainer-style history (no
+    epochs), the seconds taken and what was fitted (for the card)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ..metrics import roc_auc
+
+    t0 = time.time()
+    pos = spec.positive_index
+    x_train, x_val = (readout_features(network, sets[s].x) for s in ("train", "validation"))
+    y_train, y_val = ((sets[s].y == pos).astype(int) for s in ("train", "validation"))
+    mean, scale = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+    z_train, z_val = (x_train - mean) / scale, (x_val - mean) / scale
+    fits = []
+    for c in READOUT_C:
+        clf = LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(z_train, y_train)
+        fits.append((roc_auc(clf.decision_function(z_val), y_val), c, clf))
+    auc, c, clf = max(fits, key=lambda f: f[0])
+    network.set_readout(mean, scale, clf.coef_[0], float(clf.intercept_[0]))
+    seconds = time.time() - t0
+    info = {"model": "logistic regression, balanced classes, standardised features",
+            "features": int(x_train.shape[1]), "windows": {"train": len(x_train),
+                                                           "validation": len(x_val)},
+            "validation_auc_by_c": {str(cc): round(float(a), 4) for a, cc, _ in fits},
+            "c": c}
+    return {"epochs": [], "best_epoch": 0, "best_metric": float(auc)}, seconds, info
 
 
 def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],

@@ -22,3 +22,4 @@ for _name in ("xrv_densenet121", "xrv_resnet50"):
     register_lazy(_name, framework="torch", target=f".xrv_nets:build_{_name}")
     register_lazy_fetcher(_name, target=".xrv_nets:fetch_for_entry")
 register_lazy("rawnet2_slim", framework="torch", target=".waveform_nets:build_rawnet2_slim")
+register_lazy("whisper_readout", framework="torch", target=".whisper_nets:build_whisper_readout")

