@@ -77,9 +77,13 @@ def test_a_missing_or_different_encoder_file_is_refused_with_the_fix(tmp_path, e
 
     missing = _manager(tmp_path, [_entry(tmp_path / "nowhere.bin")])
     missing.verify()  # the other models' checks are not stopped by it
+    status = missing.status("tiny-whisper")
+    assert status.state == "unavailable" and "training.audio_whisper" in status.reason
     with pytest.raises(ModelUnavailableError, match="python -m training.audio_whisper"):
         missing.get("tiny-whisper")
-    assert "training.audio_whisper" in missing.status("tiny-whisper").reason
+    background = _manager(tmp_path, [_entry(tmp_path / "nowhere.bin")])
+    background.verify_in_background(start=False).run()  # the app's check, in this thread
+    assert "training.audio_whisper" in background.status("tiny-whisper").reason
     pinned = _manager(tmp_path, [_entry(encoder_file, arch_args={
         "encoder": str(encoder_file), "sha256": "0" * 64})])
     with pytest.raises(ModelUnavailableError, match="not the published Whisper-base file"):

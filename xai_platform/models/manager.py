@@ -140,11 +140,17 @@ class ModelManager:
 
     def verify(self) -> None:
         """Check every model's target layer exists and is convolutional (builds architectures,
-        so imports the frameworks in use). Raises :class:`ConfigError` on the first problem."""
+        so imports the frameworks in use). Raises :class:`ConfigError` on the first problem; a
+        model whose builder needs a file that is not here (e.g. a pretrained encoder to fetch)
+        is listed as unavailable with what to do, and the others are checked."""
         for spec in self.specs:
             fmt = get_format(spec.framework)
             if spec.target_layer and fmt.installed():
-                fmt.verify(spec)
+                try:
+                    fmt.verify(spec)
+                except ModelUnavailableError as exc:
+                    with self._lock:
+                        self._checks[spec.id] = str(exc)
 
     def verify_in_background(self, *, start: bool = True) -> threading.Thread:
         """Run the target-layer checks in a thread, one model at a time; a model that fails is

@@ -501,8 +501,6 @@ def verify(spec: ModelSpec) -> None:
         shape = layer_output_shape(net, spec, spec.target_layer)
     except ConfigError:
         raise
-    except ModelUnavailableError:  # the builder needs a file that is not here (a pretrained
-        return  # encoder to fetch): nothing to check yet; loading the model says what to do
     except (NotImplementedError, RuntimeError):  # an op without a meta kernel: use the CPU
         net = build_network(spec)
         shape = layer_output_shape(net, spec, spec.target_layer)
