@@ -204,7 +204,8 @@ def cmd_fetch(args: argparse.Namespace, config: PlatformConfig) -> int:
     for model_id in args.models:
         spec = manager.spec(model_id)
         found = get_format(spec.framework).weights_found(spec)
-        if spec.weights is not None and found and not args.force:
+        if spec.weights is not None and found and not manager.fetchable(model_id) \
+                and not args.force:
             print(f"{model_id}: weights already there ({spec.weights})")
             continue
         _fetch(manager, model_id, quiet=args.quiet)
@@ -223,7 +224,7 @@ def _offer_fetch(manager: Any, model_id: str, *, interactive: bool) -> None:
     """On a terminal, offer to fetch a model's missing published weights before using it."""
     if not (interactive and manager.fetchable(model_id) and sys.stdin.isatty()):
         return
-    answer = input(f"The weights of '{model_id}' are not here. Fetch them now? This needs "
+    answer = input(f"Weights of '{model_id}' are not here. Fetch them now? This needs "
                    "internet access. [y/N] ")
     if answer.strip().lower() in ("y", "yes"):
         _fetch(manager, model_id, quiet=False)

