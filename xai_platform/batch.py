@@ -43,7 +43,7 @@ from .service import Service, Session
 #: The first columns of the index, in this order; metric columns follow.
 INDEX_COLUMNS = (
     "input", "label", "mask", "method", "status", "error", "resumed", "prediction", "score",
-    "correct", "withheld", "confirmed", "untrained", "threshold", "verdict", "target", "window",
+    "correct", "withheld", "confirmed", "decided", "untrained", "threshold", "verdict", "target", "window",
     "seed", "params", "metrics", "weights_sha256", "input_sha256", "explain_seconds",
     "n_evaluations", "score_seconds", "score_evaluations", "seconds", "figure", "heatmap",
     "record")
@@ -323,9 +323,11 @@ def _explain_one(service: Service, session: Session, item: BatchItem, method: st
     p = analysis.prediction
     row = _base_row(item, method) | {
         "status": "ok", "error": None, "resumed": False, "prediction": p.label,
-        "score": float(p.score), "correct": (p.label == item.label) if item.label else None,
+        "score": float(p.score),
+        "correct": (p.label == item.label) if item.label and not p.undecided else None,
         # confirmed: false where a one-sided model's negative decision does not confirm the label
         "withheld": bool(p.withheld), "confirmed": not p.unconfirmed,
+        "decided": not p.undecided,
         "untrained": bool(p.untrained), "threshold": p.threshold,
         "verdict": p.verdict, "target": expl.target_label, "window": expl.extras.get("window"),
         "seed": expl.seed, "params": json.dumps(expl.params, sort_keys=True, default=str),

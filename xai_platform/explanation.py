@@ -28,6 +28,11 @@ class Prediction:
     ``familiarity`` holds the measured distance (None: the model has no such check).
     ``one_sided``: the model can flag ``labels[positive]`` but not confirm the other label
     (``ModelSpec.one_sided``), so a negative decision reads "no <positive> found".
+    ``band`` (below, above): the model's "cannot tell" band on p(positive), from its card
+    (fitted where the verdicts' errors on data unlike the training data were measured): at or
+    above ``above`` (or a flagged stretch) the input is called positive, at or below ``below``
+    negative, and between them no verdict is given (``undecided``; the headline says which
+    way the threshold leans).
     """
 
     labels: tuple[str, ...]
@@ -42,16 +47,31 @@ class Prediction:
     reason: str = ""
     familiarity: dict[str, Any] | None = None
     one_sided: bool = False
+    band: tuple[float, float] | None = None
 
     @property
     def index(self) -> int:
         """The predicted class: positive for a binary model when the mean reaches its threshold
-        or a stretch of windows was flagged, else the argmax."""
+        (with a band: its upper end; below its lower end negative, and between them the
+        threshold's lean) or a stretch of windows was flagged, else the argmax."""
         p = self.probabilities
         if self.positive is not None and self.threshold is not None and not self.multilabel:
-            hit = p[self.positive] >= self.threshold or bool(self.segments)
+            q = float(p[self.positive])
+            if self.band is not None and not self.segments and not self.undecided:
+                hit = q >= self.band[1]
+            else:
+                hit = q >= self.threshold or bool(self.segments)
             return self.positive if hit else 1 - self.positive
         return int(np.argmax(p))
+
+    @property
+    def undecided(self) -> bool:
+        """p(positive) lies strictly inside the model's "cannot tell" band and no stretch was
+        flagged: no verdict, only a lean."""
+        if (self.band is None or self.untrained or self.multilabel or self.positive is None
+                or self.threshold is None or self.segments):
+            return False
+        return self.band[0] < float(self.probabilities[self.positive]) < self.band[1]
 
     @property
     def label(self) -> str:
@@ -68,6 +88,8 @@ class Prediction:
     @property
     def headline(self) -> str:
         """The decision in a few words for the label box and figure titles."""
+        if self.undecided:
+            return f"cannot tell (leans {self.label})"
         if self.unconfirmed:
             return (f"no {self.labels[self.positive]} found "  # type: ignore[index]
                     f"(cannot confirm {self.label})")
@@ -101,10 +123,23 @@ class Prediction:
         p = float(self.probabilities[self.positive])
         if self.segments:
             where = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in self.segments)
-            return (f"{pos}: {self.segment_phrase or repr(pos)} at {where} (windows above this "
-                    f"model's threshold of {self.threshold:.2f}; p({pos}) over the whole input "
-                    f"{p:.2f})")
+            rule = (f"this model's threshold of {self.threshold:.2f}" if self.band is None
+                    else f"this model's 'cannot tell' band ({self.band[0]:.2f}-"
+                         f"{self.band[1]:.2f})")
+            return (f"{pos}: {self.segment_phrase or repr(pos)} at {where} (windows above "
+                    f"{rule}; p({pos}) over the whole input {p:.2f})")
         side = "above" if p >= self.threshold else "below"
+        if self.band is not None:
+            below, above = self.band
+            if self.undecided:
+                return (f"cannot tell: p({pos}) = {p:.2f} lies in this model's 'cannot tell' "
+                        f"band ({below:.2f}-{above:.2f}), where its verdicts on data unlike its "
+                        f"training data were wrong too often (see its card). It leans "
+                        f"'{self.label}' ({side} its threshold of {self.threshold:.2f}); "
+                        "the explanations show why, not a verdict")
+            return (f"{self.label}: p({pos}) = {p:.2f}, "
+                    f"{'above' if p >= above else 'below'} this model's 'cannot tell' band "
+                    f"({below:.2f}-{above:.2f})")
         if self.unconfirmed:
             return (f"no {pos} found: p({pos}) = {p:.2f}, {side} this model's threshold of "
                     f"{self.threshold:.2f}. This model cannot confirm '{self.label}': it "
@@ -118,6 +153,9 @@ class Prediction:
                 "multilabel": self.multilabel, "threshold": self.threshold,
                 "verdict": self.verdict, "withheld": self.withheld,
                 "one_sided": self.one_sided, "confirmed": not self.unconfirmed,
+                "decided": not self.undecided,
+                "band": None if self.band is None else {"below": self.band[0],
+                                                        "above": self.band[1]},
                 "reason": self.reason or None, "familiarity": self.familiarity,
                 "segments": [{"start_s": round(a, 3), "end_s": round(b, 3)}
                              for a, b in self.segments],

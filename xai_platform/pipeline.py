@@ -6,7 +6,9 @@ per window for inputs scored in windows over time (audio: see
 **Overall verdict rule**: the input's probability of each class is the mean of the window
 probabilities; a binary model calls it positive (e.g. "fake") when that mean reaches the
 model's decision threshold (from its card; 0.5 without one), **or** when the segment rule
-flags a stretch.
+flags a stretch. A model whose card has a "cannot tell" band
+(``calibration.band``) calls it positive only at or above the band, negative only at or below
+it, and gives no verdict in between (``prediction.undecided``).
 
 **Segment rule** (:func:`flagged_segments`): at least ``app.segment_windows`` (default 2)
 consecutive windows scoring the positive class at or above the threshold form a flagged
@@ -96,7 +98,7 @@ class Analysis:
         return Prediction(p.labels, self.window_probabilities[window], multilabel=p.multilabel,
                           untrained=p.untrained, positive=p.positive, threshold=p.threshold,
                           withheld=p.withheld, reason=p.reason, familiarity=p.familiarity,
-                          one_sided=p.one_sided)
+                          one_sided=p.one_sided, band=p.band)
 
 
 def flagged_segments(positive_probs: np.ndarray, starts_s: np.ndarray | None,
@@ -172,10 +174,13 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
     if positive is not None and threshold is None:
         threshold = 0.5
     multilabel = spec.output == "multilabel"
+    band = model.calibration.band if positive is not None and not multilabel else None
+    # with a "cannot tell" band, only windows above it flag a stretch
+    flag_at = threshold if band is None else max(threshold, band[1])
     segments: tuple[tuple[float, float], ...] = ()
     if positive is not None and not multilabel:
         segments = flagged_segments(_among(probs[:, positive], scored), prepared.starts_s,
-                                    modality.window_seconds(spec), threshold=threshold,
+                                    modality.window_seconds(spec), threshold=flag_at,
                                     min_windows=settings.segment_windows)
     unfit = not spec.verdict and not model.untrained
     # an unfit model's verdict is withheld whatever its inputs look like: no familiarity check
@@ -191,7 +196,7 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
                             reason=UNFIT_REASON if unfit
                             else known.reason if known is not None else "",
                             familiarity=known.to_dict() if known is not None else None,
-                            one_sided=spec.one_sided)
+                            one_sided=spec.one_sided, band=band)
     suspicious = int(np.argmax(_among(probs[:, positive] if positive is not None
                                       else probs.max(axis=1), scored)))
     notes = list(prepared.notes)
@@ -203,7 +208,12 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
                      f"at or above the threshold {threshold:.2f}.")
         if segments:
             notes.append(f"Segment rule: {settings.segment_windows} or more consecutive windows "
-                         f"at or above the threshold flag the input (app.segment_windows).")
+                         f"at or above {'the threshold' if band is None else 'the band'} "
+                         "flag the input (app.segment_windows).")
+    if band is not None:
+        notes.append(f"'Cannot tell' band: p({spec.labels[positive]}) between {band[0]:.2f} and "
+                     f"{band[1]:.2f} gets no verdict (fitted where this model's errors on data "
+                     "unlike its training data were measured; see its card).")
     if known is not None and not known.withheld:
         notes.append(f"Familiar input: distance to the training data "
                      f"{known.to_dict()['distance_ratio']:.2f}x the limit set on validation "

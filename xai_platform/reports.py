@@ -176,7 +176,7 @@ def prediction_section(prediction: Prediction, *, calibration: Calibration | Non
     """The verdict, every class's probability, the decision threshold and the calibration."""
     p = prediction
     parts = ["<h2>Prediction</h2>",
-             f"<p class=\"verdict{' bad' if p.untrained or p.withheld else ''}\">"
+             f"<p class=\"verdict{' bad' if p.untrained or p.withheld or p.undecided else ''}\">"
              f"{esc(p.verdict)}</p>"]
     rows = [[label, f"{float(v):.4f}"] for label, v in p.ranked()]
     parts.append(_table(["Class", "Probability"], rows))
@@ -189,6 +189,11 @@ def prediction_section(prediction: Prediction, *, calibration: Calibration | Non
                         f" (chosen on {esc(card.calibration.fitted_on)} data)"))
     elif p.multilabel:
         lines.append("Multi-label: each finding at or above 0.5 after the library's calibration.")
+    if p.band is not None and p.positive is not None:
+        fitted = (card.calibration.band or {}).get("fitted_on") if card is not None else None
+        lines.append(f"'Cannot tell' band on p({esc(p.labels[p.positive])}): "
+                     f"<b>{p.band[0]:.3f}-{p.band[1]:.3f}</b>, no verdict inside it"
+                     + (f" (fitted on {esc(fitted)})" if fitted else ""))
     if calibration is not None and calibration.temperature != 1.0:
         how = card.calibration.method if card is not None and card.calibration.method else \
             "temperature scaling"

@@ -93,6 +93,9 @@ class SplitMetrics:
     reliability: Mapping[str, Any] = field(default_factory=dict)  # {bins: [...], ece}
     by_language: Mapping[str, Any] | None = None
     by_generator: Mapping[str, Any] | None = None
+    #: what the calibration's "cannot tell" band does on this split (coverage, how often each
+    #: verdict is wrong; per source and per generator), where the card has a band
+    band: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,6 +136,9 @@ class CardCalibration:
     fitted_on: str = "validation"
     method: str | None = None
     verdict_rule: str | None = None
+    #: the "cannot tell" band on the positive class's calibrated probability, where fitted:
+    #: {"below": p, "above": p, "target": share, "fitted_on": "...", "method": "..."}
+    band: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -451,16 +457,34 @@ def calibration_from_card(card: ModelCard | None) -> Calibration:
     no threshold without a card, or with unusable values)."""
     if card is None:
         return Calibration()
-    return _calibration(card.calibration.temperature, card.calibration.threshold)
+    return _calibration(card.calibration.temperature, card.calibration.threshold,
+                        card.calibration.band)
 
 
-def _calibration(temperature: Any, threshold: Any) -> Calibration:
+def _calibration(temperature: Any, threshold: Any, band: Any = None) -> Calibration:
     try:
         temperature = float(temperature)
         threshold = None if threshold is None else float(threshold)
     except (TypeError, ValueError):
         return Calibration()
-    return Calibration(temperature=temperature if temperature > 0 else 1.0, threshold=threshold)
+    return Calibration(temperature=temperature if temperature > 0 else 1.0, threshold=threshold,
+                       band=_band(band))
+
+
+def _band(band: Any) -> tuple[float, float] | None:
+    """(below, above) from a card's band block; None (no band) where it is missing or unusable
+    (logged: the verdict then follows the threshold alone)."""
+    if band is None:
+        return None
+    try:
+        below, above = float(band["below"]), float(band["above"])
+    except (KeyError, TypeError, ValueError):
+        log.warning("calibration.band %r is not {below, above}: ignored", band)
+        return None
+    if not 0.0 <= below <= above <= 1.0:
+        log.warning("calibration.band needs 0 <= below <= above <= 1, got %r: ignored", band)
+        return None
+    return below, above
 
 
 def read_serving(weights: Path | None) -> tuple[Calibration, FamiliarityInfo | None]:
@@ -480,7 +504,8 @@ def read_serving(weights: Path | None) -> tuple[Calibration, FamiliarityInfo | N
         return Calibration(), None
     try:
         cal = raw["calibration"]
-        calibration = _calibration(cal.get("temperature", 1.0), cal.get("threshold"))
+        calibration = _calibration(cal.get("temperature", 1.0), cal.get("threshold"),
+                                   cal.get("band"))
     except (KeyError, AttributeError, TypeError):
         calibration = Calibration()
     try:

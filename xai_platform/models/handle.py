@@ -143,10 +143,13 @@ class ForwardPath:
 class Calibration:
     """Post-hoc calibration fitted on validation data (from the model card): probabilities are
     computed from logits / ``temperature``; ``threshold`` is the decision threshold on the
-    positive class. Explained scores (gradients) are not rescaled."""
+    positive class; ``band`` (below, above), where the card has one, is the "cannot tell" band
+    on the positive class's calibrated probability (:class:`xai_platform.explanation.
+    Prediction`). Explained scores (gradients) are not rescaled."""
 
     temperature: float = 1.0
     threshold: float | None = None
+    band: tuple[float, float] | None = None
 
 
 def output_transforms(kind: str, ops: SimpleNamespace, *, temperature: float = 1.0

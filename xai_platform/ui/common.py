@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import XAIError
 from ..explanation import Explanation
+from ..models.cards import calibration_from_card
 from ..modalities import all_modalities, get_modality
 from ..service import Service, Session
 
@@ -115,6 +116,11 @@ def model_status_markdown(service: Service, model_id: str | None) -> str:
     if metrics is not None:
         shown = {k: getattr(metrics, k) for k in ("roc_auc", "eer", "accuracy")}
         extra.append("Test split: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
+    band = calibration_from_card(card).band
+    if band is not None and spec.positive_label is not None:
+        extra.append(f"**Cannot-tell band:** p({spec.positive_label}) between {band[0]:.2f} and "
+                     f"{band[1]:.2f} gets no verdict, only the way it leans (the card says "
+                     "how it was fitted and how often each verdict was wrong on held-out data).")
     if spec.one_sided and spec.positive_label is not None:
         other = next(lab for lab in spec.labels if lab != spec.positive_label)
         extra.append(f"**One-sided:** it can flag '{spec.positive_label}' but not confirm "
@@ -132,7 +138,7 @@ def prediction_outputs(service: Service, session: Session, path: str | None, mod
     label = {lab: float(v) for lab, v in zip(p.labels, p.probabilities)}
     if p.withheld:  # gr.Label would show the top class in large type: show the withholding
         label = "verdict withheld"
-    elif p.unconfirmed:  # nor the label a one-sided model cannot confirm
+    elif p.undecided or p.unconfirmed:  # nor a label the model cannot decide or confirm
         label = p.headline
     lines = [f"### {'No verdict' if p.untrained else p.verdict}"]
     if p.untrained:

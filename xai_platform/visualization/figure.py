@@ -62,7 +62,7 @@ def title(expl: Explanation) -> str:
         verdict = f"VERDICT WITHHELD: {why} (model would answer {p.label} {p.score:.0%})"
     elif p.multilabel:
         verdict = f"top finding {p.label} {p.score:.0%}"
-    elif p.unconfirmed:
+    elif p.undecided or p.unconfirmed:
         pos = p.labels[p.positive]  # type: ignore[index]
         verdict = f"{p.headline}, p({pos}) {p.probabilities[p.positive]:.1%}"
     else:

@@ -1,0 +1,121 @@
+"""The "cannot tell" band: a model whose card has ``calibration.band`` gives a verdict only
+outside it, and says "cannot tell" (with the way it leans) inside it, on the verdict, the label,
+the figure title, the report and the batch record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import model_entry, needs_torch, tone, write_config
+from xai_platform.explanation import Prediction
+
+PAIR = ("real", "fake")
+
+
+def _p(fake: float, **kw) -> Prediction:
+    return Prediction(PAIR, np.array([1 - fake, fake], np.float32), positive=1, threshold=0.5,
+                      band=(0.25, 0.75), **kw)
+
+
+def test_inside_the_band_there_is_no_verdict_only_a_lean():
+    from xai_platform.visualization.figure import title
+
+    high, low, mid, mid_low = _p(0.8), _p(0.2), _p(0.6), _p(0.4)
+    assert high.label == "fake" and not high.undecided and high.headline == "fake"
+    assert high.verdict == "fake: p(fake) = 0.80, above this model's 'cannot tell' band (0.25-0.75)"
+    assert low.label == "real" and low.verdict.startswith("real: p(fake) = 0.20, below this")
+    assert mid.undecided and mid.headline == "cannot tell (leans fake)"
+    assert mid_low.undecided and mid_low.headline == "cannot tell (leans real)"
+    assert mid.verdict.startswith("cannot tell: p(fake) = 0.60 lies in this model's 'cannot "
+                                  "tell' band (0.25-0.75)")
+    assert "leans 'fake' (above its threshold of 0.50)" in mid.verdict
+    assert mid.to_dict()["decided"] is False and high.to_dict()["decided"] is True
+    assert mid.to_dict()["band"] == {"below": 0.25, "above": 0.75}
+    # the ends belong to the verdicts; a flagged stretch decides whatever the mean says
+    assert not _p(0.75).undecided and _p(0.75).label == "fake"
+    assert not _p(0.25).undecided and _p(0.25).label == "real"
+    flagged = _p(0.4, segments=((1.0, 3.0),), segment_phrase="synthetic speech")
+    assert not flagged.undecided and flagged.label == "fake"
+    # a threshold outside the band: the band's ends decide, the threshold only leans
+    wide = Prediction(PAIR, np.array([0.25, 0.75], np.float32), positive=1, threshold=0.8,
+                      band=(0.2, 0.7))
+    assert wide.label == "fake" and not wide.undecided
+    # no band: the threshold alone, as before
+    plain = Prediction(PAIR, np.array([0.4, 0.6], np.float32), positive=1, threshold=0.5)
+    assert not plain.undecided and plain.verdict.startswith("fake: p(fake) = 0.60, above this "
+                                                            "model's threshold")
+
+    class Expl:  # what figure.title reads
+        model_name, method_label, target_label, seconds, n_evaluations, seed = (
+            "M", "Grad-CAM", "fake", 0.1, 1, None)
+        prediction = mid
+
+    assert "cannot tell (leans fake), p(fake) 60.0%" in title(Expl)
+
+
+def test_the_band_is_read_from_the_card_and_a_bad_one_is_ignored(tmp_path):
+    from xai_platform.models.cards import read_calibration
+
+    weights = tmp_path / "mine.pt"
+    weights.write_bytes(b"\0")
+    card = tmp_path / "mine.card.json"
+    card.write_text(json.dumps({"calibration": {"temperature": 1.0, "threshold": 0.5,
+                                                "band": {"below": 0.2, "above": 0.6}}}))
+    assert read_calibration(weights).band == (0.2, 0.6)
+    for bad in ({"below": 0.7, "above": 0.6}, {"above": 0.6}, {"below": "x", "above": 0.6},
+                {"below": -0.1, "above": 0.6}):
+        card.write_text(json.dumps({"calibration": {"threshold": 0.5, "band": bad}}))
+        cal = read_calibration(weights)
+        assert cal.band is None and cal.threshold == 0.5
+
+
+@needs_torch
+def test_the_app_says_cannot_tell_for_a_model_with_a_band(tmp_path):
+    """End to end through the manager and the pipeline: the same recording gets a verdict
+    from the model without a band, "cannot tell" once its card puts p(fake) inside a band,
+    and a verdict again when the band lies below it; the notes say what the band is."""
+    import soundfile as sf
+
+    from training.weights import save_weights
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+    from xai_platform.pipeline import analyse, prepare
+    from xai_platform.reports import prediction_section
+
+    def manager_for(entry: dict, folder: Path) -> ModelManager:
+        config = load_config([write_config(folder / "m.yaml", [entry])], base=None)
+        return ModelManager(config, device="cpu", batch_size=8)
+
+    untrained = manager_for(model_entry(), tmp_path).get("tiny-torch-audio")
+    weights = save_weights(untrained.spec, untrained.net, tmp_path / "tiny.pt", half=False)
+    wav = tmp_path / "tone.wav"
+    sf.write(wav, tone(1.0, sr=16000), 16000)
+    card = tmp_path / "tiny.card.json"
+
+    def analysed(band: dict | None):
+        cal = {"temperature": 1.0, "threshold": 0.5, **({"band": band} if band else {})}
+        card.write_text(json.dumps({"calibration": cal}))
+        manager = manager_for(model_entry(weights=str(weights)), tmp_path)
+        handle = manager.get("tiny-torch-audio")
+        return handle, analyse(handle, prepare(wav, handle.spec, settings=manager.config.app))
+
+    _, plain = analysed(None)
+    fake = float(plain.prediction.probabilities[1])
+    assert not plain.prediction.undecided
+    handle, inside = analysed({"below": max(0.0, fake - 0.05), "above": min(1.0, fake + 0.05)})
+    assert inside.prediction.undecided and inside.prediction.headline.startswith("cannot tell")
+    assert any("'Cannot tell' band" in n for n in inside.notes)
+    html = prediction_section(inside.prediction, calibration=handle.calibration, card=None)
+    assert "cannot tell" in html and "no verdict inside it" in html
+    _, below = analysed({"below": 0.0, "above": max(0.0, fake - 0.01)})
+    assert not below.prediction.undecided and below.prediction.label == "fake"
+    assert below.prediction.verdict.startswith("fake:")
+    assert "'cannot tell' band" in below.prediction.verdict
+
+
+if __name__ == "__main__":  # pragma: no cover
+    pytest.main([__file__])
