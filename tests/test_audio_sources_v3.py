@@ -274,6 +274,10 @@ def test_tally_counts_refused_and_withheld_apart():
     assert t["a"]["fake"] == pytest.approx(1 / 3)  # of the three given a verdict
     assert t["a"]["fake_incl_withheld"] == pytest.approx(2 / 4)
     assert t["a"]["by_segment_rule"] == 1 and t["b"]["fake"] == 0.0
+    # "cannot tell" (inside a model's band) is an answer, never counted as called fake
+    answers[1] = {"verdict": "cannot tell", "withheld": False, "segment_only": False}
+    t = false_alarms.tally(rows, answers, "fake", ("source",))
+    assert t["a"]["cannot_tell"] == 1 and t["a"]["fake"] == pytest.approx(1 / 3)
 
 
 @needs_torch

@@ -140,9 +140,105 @@ def test_the_readout_is_fitted_on_training_windows_and_chosen_on_validation():
     toy.features = lambda t: t if isinstance(t, torch.Tensor) else torch.as_tensor(t)
     spec = SimpleNamespace(positive_index=1)
     sets = {"train": split(400), "validation": split(200)}
-    history, seconds, info = train.fit_readout(spec, toy, sets)
+    history, seconds, info, oos = train.fit_readout(spec, toy, sets)
+    assert oos is None  # no sources: the threshold comes from validation, as for any model
     mean, scale, weight, bias = toy.fitted
     assert np.argmax(np.abs(weight)) == 0 and weight[0] > 0  # the informative feature
     assert history["epochs"] == [] and history["best_metric"] > 0.9
     assert info["c"] == max(train.READOUT_C, key=lambda c: info["validation_auc_by_c"][str(c)])
     assert info["windows"] == {"train": 400, "validation": 200} and info["features"] == 6
+
+
+def test_the_threshold_and_band_come_from_sources_the_readout_never_saw():
+    """Each training source is scored by a read-out fitted without it. A source whose real
+    recordings sound unlike the others' (a set-up shift along the fake direction) then scores
+    as an unseen set-up would, and the band fitted on those scores keeps its real clips from
+    being called fake, where in-sample scores would not."""
+    from training.audio import train
+
+    rng = np.random.default_rng(3)
+    clips, x, y, owner = [], [], [], []
+    for source, shift in (("a", 0.0), ("b", 0.0), ("c", 0.0), ("odd", 1.5)):
+        for i in range(60):
+            label = i % 2
+            clips.append(SimpleNamespace(source=source, label=label))
+            for _ in range(2):  # two windows per clip
+                v = rng.normal(size=4)
+                v[0] += 2.0 * label + (shift if label == 0 else 0.0)
+                x.append(v), y.append(label), owner.append(len(clips) - 1)
+    x, y, owner = np.array(x, np.float32), np.array(y), np.array(owner)
+    fs = SimpleNamespace(x=x, y=y, clip=owner, clips=clips,
+                         y_clip=np.array([c.label for c in clips]))
+    groups = train.window_sources(fs)
+    assert groups is not None and set(groups) == {"a", "b", "c", "odd"}
+    oos = train.out_of_source_logits(x, y, groups, 1.0)
+    odd_real = (groups == "odd") & (y == 0)
+    # scored without its own source, the odd source's reals look faker than in-sample
+    from sklearn.linear_model import LogisticRegression
+    z = (x - x.mean(0)) / x.std(0)
+    inside = LogisticRegression(C=1.0, class_weight="balanced").fit(z, y).decision_function(z)
+    assert oos[odd_real].mean() > inside[odd_real].mean()
+    spec = SimpleNamespace(positive_index=1)
+    threshold, band = train.out_of_source_calibration(spec, oos, fs, 1.0, target=0.05)
+    assert band["below"] <= threshold <= band["above"] and band["clips"] == len(clips)
+    from training.audio.evaluate import clip_probabilities
+    p = clip_probabilities(oos, owner, len(clips), 1.0)  # the app's rule
+    reals = fs.y_clip == 0
+    assert np.mean(p[reals] >= band["above"]) <= 0.05 + 1e-9
+    assert np.mean(p[~reals] <= band["below"]) <= 0.05 + 1e-9
+    # fewer than three sources: no out-of-source scores
+    two = SimpleNamespace(clip=owner, clips=[SimpleNamespace(source="a" if c.source in "ab"
+                                                             else "") for c in clips])
+    assert train.window_sources(two) is None
+
+
+@needs_torch
+def test_a_missing_encoder_is_fetched_from_the_models_tab(tmp_path, encoder_file, monkeypatch):
+    """The read-out's weights are committed, but its encoder is not: the entry is listed as
+    fetchable, the fetch writes the published file where the entry reads it, and the failed
+    check is forgotten. An entry pinned to another file cannot be fetched."""
+    from training.weights import save_weights
+    from xai_platform.errors import ModelUnavailableError
+    from xai_platform.models.architectures import whisper_fetch
+    from xai_platform.ui.fetch_panel import fetch_weights, missing
+
+    handle = _manager(tmp_path, [_entry(encoder_file)]).get("tiny-whisper")
+    width = handle.net.head.in_features
+    handle.net.set_readout(np.zeros(width), np.ones(width), np.ones(width), 0.0)
+    weights = save_weights(handle.spec, handle.net, tmp_path / "readout.pt", half=False)
+    target = tmp_path / "cache" / "whisper-base.ct2.bin"
+    entry = _entry(target, weights=str(weights), arch_args={"encoder": str(target)})
+    manager = _manager(tmp_path, [entry, _entry(encoder_file, id="ready", weights=str(weights))])
+    manager.verify()
+    assert manager.status("tiny-whisper").state == "unavailable"
+    assert "Fetch weights" in manager.status("tiny-whisper").reason
+    assert manager.fetchable("tiny-whisper") and not manager.fetchable("ready")
+
+    calls = []
+
+    def fake_fetch(cache_dir, *, progress=None, **_):
+        calls.append(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        out = cache_dir / "whisper-base.ct2.bin"
+        out.write_bytes(encoder_file.read_bytes())
+        return out
+
+    monkeypatch.setattr(whisper_fetch, "fetch", fake_fetch)
+    service = SimpleNamespace(manager=manager, models=lambda: [SimpleNamespace(id="tiny-whisper"),
+                                                               SimpleNamespace(id="ready")])
+    assert missing(service) == ["tiny-whisper"]
+    assert "is ready" in fetch_weights(service, "tiny-whisper")
+    assert calls == [target.parent] and target.is_file()
+    assert not manager.fetchable("tiny-whisper")
+    # the check that failed for want of the file is forgotten; the file the toy fetch wrote is
+    # not the published one, so loading it is refused by its SHA-256 as any other file would be
+    assert "Fetch weights" not in (manager.status("tiny-whisper").reason or "")
+    with pytest.raises(ModelUnavailableError, match="not the published Whisper-base file"):
+        manager.get("tiny-whisper")
+
+    pinned = _manager(tmp_path, [_entry(tmp_path / "other.bin", weights=str(weights),
+                                        arch_args={"encoder": str(tmp_path / "other.bin"),
+                                                   "sha256": "1" * 64})])
+    assert pinned.fetchable("tiny-whisper")
+    with pytest.raises(ModelUnavailableError, match="put that file there by hand"):
+        pinned.fetch("tiny-whisper")

@@ -34,10 +34,13 @@ def model_info(spec: ModelSpec) -> ModelInfo:
 
 
 def calibration(temperature: float, threshold: float, *,
-                verdict_rule: str | None = None) -> CardCalibration:
-    """Temperature and threshold, both fitted on the validation split."""
-    return CardCalibration(temperature=temperature, threshold=threshold, fitted_on="validation",
-                           method=CALIBRATION_METHOD, verdict_rule=verdict_rule)
+                verdict_rule: str | None = None, fitted_on: str = "validation",
+                method: str = CALIBRATION_METHOD,
+                band: dict[str, Any] | None = None) -> CardCalibration:
+    """Temperature and threshold (by default both fitted on the validation split), and the
+    "cannot tell" band where one was fitted."""
+    return CardCalibration(temperature=temperature, threshold=threshold, fitted_on=fitted_on,
+                           method=method, verdict_rule=verdict_rule, band=band)
 
 
 def environment() -> dict[str, str]:
@@ -119,6 +122,41 @@ def pct(v: float | None) -> str:
     return "n/a" if v is None or v != v else f"{100 * v:.1f}%"
 
 
+def band_markdown(card: ModelCard) -> list[str]:
+    """The "cannot tell" band's section: how it was fitted and what it does on each split, per
+    source and per generator (empty without a band)."""
+    band = card.calibration.band
+    if not band:
+        return []
+    pos = card.model.positive_label
+    lines = ["## 'Cannot tell' band", "",
+             f"p({pos}) at or above {band['above']:.3f}: '{pos}'; at or below "
+             f"{band['below']:.3f}: the other label; in between no verdict ('cannot tell', with "
+             f"the way it leans). Fitted on {band.get('fitted_on', 'n/a')}: "
+             f"{band.get('method', '')}", "",
+             "| split | clips with a verdict | real called fake | fakes called real | "
+             "'fake' verdicts wrong | 'real' verdicts wrong |", "| --- | --- | --- | --- | --- | --- |"]
+    for split in ("validation", "test"):
+        b = card.metrics[split].band
+        if b:
+            lines.append(f"| {split} | {pct(b['coverage'])} | {pct(b['reals_called_fake'])} | "
+                         f"{pct(b['fakes_called_real'])} | {pct(b['fake_verdicts_wrong'])} | "
+                         f"{pct(b['real_verdicts_wrong'])} |")
+    test = card.metrics["test"].band or {}
+    if test.get("by_source"):
+        lines += ["", "Real clips of each test source:", "",
+                  "| source | real clips | called fake | cannot tell |", "| --- | --- | --- | --- |"]
+        lines += [f"| {k} | {r['n']} | {pct(r['called_fake'])} | {pct(r['cannot_tell'])} |"
+                  for k, r in test["by_source"].items()]
+    if test.get("by_generator"):
+        lines += ["", "Fake clips of each test generator:", "",
+                  "| generator | fake clips | called real | cannot tell |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {k} | {r['n']} | {pct(r['called_real'])} | {pct(r['cannot_tell'])} |"
+                  for k, r in test["by_generator"].items()]
+    return lines + [""]
+
+
 def audio_markdown(card: ModelCard) -> str:
     """An audio detector's card: verdict quality per split, language and generator,
     robustness, what the explanations point at, data and training."""
@@ -137,9 +175,11 @@ def audio_markdown(card: ModelCard) -> str:
                      f"{pct(r.accuracy)} | {pct(r.eer)} | {r.roc_auc:.4f} | "
                      f"{pct(r.false_alarm_rate)} | {pct(r.miss_rate)} |")
     cal, figure, val = card.calibration, card.reliability, m["validation"]
+    where = ("the equal-error point on validation" if cal.fitted_on == "validation"
+             else f"the equal-error point of {cal.fitted_on}")
     lines += [
         "", f"False alarms: real speech called fake; misses: fake speech called real, both at "
-            f"the decision threshold {cal.threshold:.3f} (the equal-error point on validation, "
+            f"the decision threshold {cal.threshold:.3f} ({where}, "
             f"after temperature scaling with T = {cal.temperature:.3f}). Expected "
             f"calibration error on test: {t.reliability['ece']:.3f} after, "
             f"{figure.uncalibrated_ece:.3f} before; "
@@ -147,6 +187,7 @@ def audio_markdown(card: ModelCard) -> str:
             f"calibrated for validation's class mix ({pct(val.n_positive / val.n)} "
             "fake); where fakes are rarer, read them as too high.", "",
     ]
+    lines += band_markdown(card)
     if card.robustness:
         lines += ["Robustness rows: every test clip, real and fake alike, degraded the same way "
                   "before scoring:"]
@@ -184,19 +225,27 @@ def audio_markdown(card: ModelCard) -> str:
                      f"{s.windows} windows; languages {', '.join(s.languages or ()) or 'n/a'}; "
                      f"generators {', '.join(s.generators or ())}")
     cap, match = tr.options.get("cap_per_language"), tr.options.get("match_speech_duration_s")
+    readout = tr.options.get("readout")
     lines += [f"- generators seen in training: {', '.join(d.generators_trained_on or ())}; any "
               "other kind of synthetic speech is unseen",
               "", "## Training", "",
-              f"- command: `{tr.command}`", f"- seed {tr.seed}; {tr.epochs_run} of "
-              f"{tr.epochs} epochs (best validation AUC at epoch {tr.best_epoch}); batch "
-              f"{tr.batch_size}, lr {tr.lr}; {tr.threads} CPU thread(s)",
+              f"- command: `{tr.command}`",
+              (f"- seed {tr.seed}; no epochs: a linear read-out of {readout['features']} "
+               f"features fitted by scikit-learn ({readout['model']}; C = {readout['c']}, "
+               "chosen on the validation windows' ROC AUC)" if readout else
+               f"- seed {tr.seed}; {tr.epochs_run} of "
+               f"{tr.epochs} epochs (best validation AUC at epoch {tr.best_epoch}); batch "
+               f"{tr.batch_size}, lr {tr.lr}; {tr.threads} CPU thread(s)"),
               f"- initialisation: {tr.init or 'random (seeded)'}",
               f"- augmentation (training windows only): {tr.augmentation or 'n/a'}"
               + (f"; at most {cap} clips per language and label" if cap else "")
               + (f"; as many real as fake clips per language and {match} s bin of speech "
                  "length" if match else ""),
-              f"- training time {tr.seconds:.0f} s ({tr.seconds_per_epoch:.0f} s per "
-              f"epoch), feature extraction and evaluation {tr.other_seconds:.0f} s",
+              (f"- fitting time {tr.seconds:.0f} s (the encoder's features of every training "
+               f"and validation window, and the fits), evaluation {tr.other_seconds:.0f} s"
+               if readout else
+               f"- training time {tr.seconds:.0f} s ({tr.seconds_per_epoch:.0f} s per "
+               f"epoch), feature extraction and evaluation {tr.other_seconds:.0f} s"),
               f"- weights: `{card.weights.file}` ({card.weights.bytes / 1e6:.2f} MB, "
               f"sha256 {card.weights.sha256[:16]}...)",
               f"- architecture `{model.architecture}` {dict(model.arch_args)}, "

@@ -106,6 +106,37 @@ def report(spec: ModelSpec, z: np.ndarray, fs: FeatureSet, *, temperature: float
     return out
 
 
+def band_report(spec: ModelSpec, z: np.ndarray, fs: FeatureSet, *, temperature: float,
+                below: float, above: float) -> dict[str, Any]:
+    """What a "cannot tell" band does on one split's clips (the app's rule: the mean of the
+    window probabilities; a verdict only at or above ``above`` or at or below ``below``):
+    coverage, how often each verdict is wrong, and per source (real clips: called fake, no
+    verdict) and per generator (fakes: called real, no verdict)."""
+    pos = spec.positive_index
+    y = (fs.y_clip == pos).astype(int)
+    p = clip_probabilities(z, fs.clip, len(fs.clips), temperature)
+    fake, real = p >= above, (p <= below) & (p < above)
+    out: dict[str, Any] = {
+        "coverage": float(np.mean(fake | real)),
+        "fake_verdicts": int(fake.sum()),
+        "fake_verdicts_wrong": float(np.mean(y[fake] == 0)) if fake.any() else 0.0,
+        "real_verdicts": int(real.sum()),
+        "real_verdicts_wrong": float(np.mean(y[real] == 1)) if real.any() else 0.0,
+        "reals_called_fake": float(np.mean(fake[y == 0])) if (y == 0).any() else 0.0,
+        "fakes_called_real": float(np.mean(real[y == 1])) if (y == 1).any() else 0.0}
+    out["by_source"] = {}
+    for source in sorted({c.source for c, lab in zip(fs.clips, y) if lab == 0 and c.source}):
+        sel = np.array([c.source == source for c in fs.clips]) & (y == 0)
+        out["by_source"][source] = {"n": int(sel.sum()), "called_fake": float(fake[sel].mean()),
+                                    "cannot_tell": float((~fake & ~real)[sel].mean())}
+    out["by_generator"] = {}
+    for gen in sorted({c.generator for c, lab in zip(fs.clips, y) if lab == 1}):
+        sel = np.array([c.generator == gen for c in fs.clips]) & (y == 1)
+        out["by_generator"][gen] = {"n": int(sel.sum()), "called_real": float(real[sel].mean()),
+                                    "cannot_tell": float((~fake & ~real)[sel].mean())}
+    return out
+
+
 def split_logits(handle: Any, clips: Sequence[Any], split: str, *, cache_dir: Any
                  ) -> tuple[FeatureSet, np.ndarray]:
     """One split's windows by the app's feature path (cached) and their positive-class logits."""

@@ -49,8 +49,8 @@ def sample_rows(rows: Sequence[dict[str, Any]], per_group: int | None, *, seed: 
 
 def verdicts(model: Any, rows: Sequence[dict[str, Any]], root: Path, settings: Any, *,
              log: Any = None) -> list[dict[str, Any]]:
-    """The app's answer for each clip: ``verdict`` (a label, ``refused`` when the input is
-    refused, e.g. too little speech), ``withheld``, the mean positive probability ``p`` and
+    """The app's answer for each clip: ``verdict`` (a label, ``cannot tell`` inside a model's
+    band, ``refused`` when the input is refused, e.g. too little speech), ``withheld``, the mean positive probability ``p`` and
     ``segment_only``: called positive by the segment rule alone."""
     from xai_platform.errors import InputError
     from xai_platform.pipeline import analyse, prepare
@@ -62,7 +62,8 @@ def verdicts(model: Any, rows: Sequence[dict[str, Any]], root: Path, settings: A
             prepared = prepare(Path(root) / r["path"], model.spec, settings=settings)
             pred = analyse(model, prepared, settings=settings).prediction
             p = float(pred.probabilities[pos])
-            out.append({"verdict": pred.label, "withheld": bool(pred.withheld), "p": p,
+            out.append({"verdict": "cannot tell" if pred.undecided else pred.label,
+                        "withheld": bool(pred.withheld), "p": p,
                         "segment_only": bool(pred.segments) and p < (pred.threshold or 0.5)})
         except InputError as exc:
             out.append({"verdict": "refused", "withheld": False, "p": None,
@@ -93,6 +94,8 @@ def tally(rows: Sequence[dict[str, Any]], answers: Sequence[dict[str, Any]], pos
             if judged else None,
             # fake only through the segment rule (the mean stayed under the threshold)
             "by_segment_rule": sum(x["segment_only"] for x in given),
+            # no verdict: inside the model's "cannot tell" band (counted as not called fake)
+            "cannot_tell": sum(x["verdict"] == "cannot tell" for x in given),
         }
     return out
 
@@ -172,7 +175,8 @@ def markdown(result: dict[str, Any]) -> str:
     models = list(result["models"])
     lines = [f"Real clips called fake, the app's verdict at each model's own threshold "
              f"({result['n_clips']} clips, at most {result['per_group']} per source and "
-             f"language, seed {result['seed']}); refused: too little speech for the app.", ""]
+             f"language, seed {result['seed']}); refused: too little speech for the app; "
+             "cannot tell: inside the model's band, no verdict (not called fake).", ""]
     for key, title in (("by_source", "source"), ("by_source_language", "source / language")):
         groups = list(result["models"][models[0]][key])
         lines += [f"| {title} | clips | " + " | ".join(f"`{m}`" for m in models) + " |",
@@ -184,6 +188,7 @@ def markdown(result: dict[str, Any]) -> str:
                 t = result["models"][m][key][g]
                 extra = [f"{t['refused']} refused"] if t["refused"] else []
                 extra += [f"{t['withheld']} withheld"] if t["withheld"] else []
+                extra += [f"{t['cannot_tell']} cannot tell"] if t.get("cannot_tell") else []
                 cells.append(_pct(t["fake"]) + (f" ({', '.join(extra)})" if extra else ""))
             lines.append(f"| {g} | {first['n']} | " + " | ".join(cells) + " |")
         overall = [_pct(result["models"][m]["overall"]["fake"]) for m in models]

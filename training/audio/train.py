@@ -56,12 +56,13 @@ from xai_platform.models.cards import (DataInfo, ModelCard, ReliabilityFigure, R
 
 from .. import cards
 from ..calibration import choose_threshold, fit_temperature, plot_reliability
-from ..metrics import reliability
+from ..metrics import reliability, roc_auc
 from ..trainer import PairRanking, TrainConfig, limit_threads, train
 from ..weights import imagenet_init, load_saved, save_weights
 from .augment import AUGMENTATIONS, augmentation
 from .data import SPLITS, Clip, load_clips
-from .evaluate import DEGRADATIONS, band_summary, clip_probabilities, report, window_logits
+from .evaluate import (DEGRADATIONS, band_report, band_summary, clip_probabilities, report,
+                       window_logits)
 from .features import (FeatureSet, Transform, cap_per_language, feature_set,
                        limit_real_speakers, match_speech_duration, pair_index, per_class_totals,
                        resplit, source_balancing, twin_sampling)
@@ -140,8 +141,9 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     sampling = twin_draws(spec, sets["train"], options.twin_share)
     sampling = source_draws(sets["train"], options.balance_sources, sampling)
     readout: dict[str, Any] = {}
+    oos: np.ndarray | None = None
     if hasattr(network, "set_readout"):  # a frozen encoder: fit its linear read-out instead
-        history, train_seconds, readout = fit_readout(spec, network, sets)
+        history, train_seconds, readout, oos = fit_readout(spec, network, sets)
         this_session = train_seconds
         options = dataclasses.replace(options, augment="none",
                                       train=dataclasses.replace(options.train, epochs=0))
@@ -156,8 +158,17 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     z = {s: window_logits(handle, fs.x) for s, fs in sets.items()}
     pos = spec.positive_index
     temperature, threshold = calibrate(spec, z["validation"], sets["validation"])
+    how: dict[str, Any] = {}
+    if oos is not None:  # the threshold and a "cannot tell" band from sources held out in turn
+        threshold, band = out_of_source_calibration(spec, oos, sets["train"], temperature)
+        how = {"fitted_on": OOS_FITTED_ON, "method": OOS_METHOD, "band": band}
     metrics = {s: report(spec, z[s], sets[s], temperature=temperature, threshold=threshold,
                          breakdown=s == "test") for s in ("validation", "test")}
+    if how:
+        for s in metrics:
+            metrics[s]["band"] = band_report(spec, z[s], sets[s], temperature=temperature,
+                                             below=how["band"]["below"],
+                                             above=how["band"]["above"])
     test = sets["test"]
     raw = reliability(clip_probabilities(z["test"], test.clip, len(test.clips), 1.0),
                       (test.y_clip == pos).astype(int))
@@ -203,7 +214,7 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
             other_seconds=time.time() - t_start - this_session,
             total_seconds=time.time() - t_start),
         metrics={s: SplitMetrics(**r) for s, r in metrics.items()},
-        calibration=cards.calibration(temperature, threshold, verdict_rule=VERDICT_RULE),
+        calibration=cards.calibration(temperature, threshold, verdict_rule=VERDICT_RULE, **how),
         reliability=ReliabilityFigure(file=plot.name, split="test",
                                       uncalibrated_ece=raw["ece"]),
         robustness=robustness, explanations=explanations,
@@ -354,11 +365,14 @@ def readout_features(network: Any, x: np.ndarray, *, batch_size: int = 16) -> np
 
 
 def fit_readout(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet]
-                ) -> tuple[dict[str, Any], float, dict[str, Any]]:
+                ) -> tuple[dict[str, Any], float, dict[str, Any], np.ndarray | None]:
     """Fit a frozen-encoder network's read-out (``network.set_readout``): a logistic regression
     with balanced classes on the training windows' standardised features, its strength from
-    :data:`READOUT_C` by the validation windows' ROC AUC. Returns a trainer-style history (no
-    epochs), the seconds taken and what was fitted (for the card)."""
+    :data:`READOUT_C` by the validation windows' ROC AUC. With at least
+    :data:`OOS_MIN_SOURCES` sources in training, also every training window's logit from the
+    same fit made without its source (:func:`out_of_source_logits`). Returns a trainer-style
+    history (no epochs), the seconds taken, what was fitted (for the card) and those logits
+    (None with fewer sources)."""
     from .probe import logistic_fits
 
     t0 = time.time()
@@ -370,13 +384,89 @@ def fit_readout(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet]
     fits = logistic_fits(z_train, y_train, z_val, y_val, READOUT_C)
     auc, c, clf = max(fits, key=lambda f: f[0])
     network.set_readout(mean, scale, clf.coef_[0], float(clf.intercept_[0]))
+    groups = window_sources(sets["train"])
+    oos = None if groups is None else out_of_source_logits(x_train, y_train, groups, c)
     seconds = time.time() - t0
     info = {"model": "logistic regression, balanced classes, standardised features",
             "features": int(x_train.shape[1]), "windows": {"train": len(x_train),
                                                            "validation": len(x_val)},
             "validation_auc_by_c": {str(cc): round(float(a), 4) for a, cc, _ in fits},
-            "c": c}
-    return {"epochs": [], "best_epoch": 0, "best_metric": float(auc)}, seconds, info
+            "c": c,
+            **({"out_of_source": {"sources": sorted(set(groups.tolist())),
+                                  "window_auc": round(float(roc_auc(oos[~np.isnan(oos)],
+                                                                    y_train[~np.isnan(oos)])),
+                                                      4)}}
+               if oos is not None else {})}
+    return {"epochs": [], "best_epoch": 0, "best_metric": float(auc)}, seconds, info, oos
+
+
+#: a read-out's threshold and band come from out-of-source logits when training has at least
+#: this many sources (one held out in turn); otherwise from validation, like any model
+OOS_MIN_SOURCES = 3
+#: the band's target: at most this share of the training sources' real clips called fake, and
+#: of their fakes called real, when each source is scored by a fit that never saw it
+BAND_TARGET = 0.05
+OOS_FITTED_ON = ("out-of-source scores: every training source's clips scored by the read-out "
+                 "fitted without that source")
+OOS_METHOD = ("temperature scaling of the positive logit on validation; threshold at the "
+              "equal-error point of the out-of-source scores; 'cannot tell' band where at most "
+              f"{BAND_TARGET:.0%} of their real clips are called fake and {BAND_TARGET:.0%} of "
+              "their fakes real")
+
+
+def window_sources(fs: FeatureSet) -> np.ndarray | None:
+    """(N,) the source of each window's clip ("" where unknown), or None with fewer than
+    :data:`OOS_MIN_SOURCES` known sources."""
+    clips = getattr(fs, "clips", None)
+    if clips is None:
+        return None
+    sources = np.array([c.source or "" for c in clips])[fs.clip]
+    return sources if len(set(sources.tolist()) - {""}) >= OOS_MIN_SOURCES else None
+
+
+def out_of_source_logits(x: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                         c: float) -> np.ndarray:
+    """(N,) each window's logit from the read-out (standardised, balanced logistic regression
+    of strength ``c``) fitted on the windows of every other group; NaN for a group whose
+    complement lacks a class. Scores that stand in for recording set-ups never heard: a
+    threshold chosen on them carries over to an unseen set-up better than one chosen on
+    validation (docs/AUDIO.md, twenty-fourth session)."""
+    from sklearn.linear_model import LogisticRegression
+
+    out = np.full(len(x), np.nan)
+    for group in np.unique(groups):
+        hold = groups == group
+        rest = ~hold
+        if len(np.unique(y[rest])) < 2:
+            continue
+        mean, scale = x[rest].mean(axis=0), x[rest].std(axis=0) + 1e-6
+        clf = LogisticRegression(C=float(c), max_iter=5000, class_weight="balanced")
+        clf.fit((x[rest] - mean) / scale, y[rest])
+        out[hold] = clf.decision_function((x[hold] - mean) / scale)
+    return out
+
+
+def out_of_source_calibration(spec: ModelSpec, z_oos: np.ndarray, train: FeatureSet,
+                              temperature: float, *, target: float = BAND_TARGET
+                              ) -> tuple[float, dict[str, Any]]:
+    """(threshold, band) on the clips' calibrated probabilities (the app's rule: mean of the
+    window probabilities) from out-of-source logits: the threshold at their equal-error
+    point; the band from where at most ``target`` of the real clips lie above it to where at
+    most ``target`` of the fakes lie below it (widened to hold the threshold). Clips with a
+    window left unscored are left out."""
+    from .probe import two_thresholds
+
+    pos = spec.positive_index
+    n = len(train.clips)
+    p = clip_probabilities(np.nan_to_num(z_oos), train.clip, n, temperature)
+    ok = np.bincount(train.clip, np.isnan(z_oos), minlength=n) == 0
+    y = (train.y_clip == pos).astype(int)
+    threshold = float(choose_threshold(p[ok], y[ok]))
+    t_real, t_fake = two_thresholds(y[ok], p[ok], target)
+    return threshold, {"below": float(min(t_real, threshold)),
+                       "above": float(max(t_fake, threshold)), "target": target,
+                       "clips": int(ok.sum()), "fitted_on": OOS_FITTED_ON,
+                       "method": OOS_METHOD}
 
 
 def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
