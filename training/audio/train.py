@@ -406,10 +406,12 @@ OOS_MIN_SOURCES = 3
 #: the band's target: at most this share of the training sources' real clips called fake, and
 #: of their fakes called real, when each source is scored by a fit that never saw it
 BAND_TARGET = 0.05
-OOS_FITTED_ON = ("out-of-source scores: every training source's clips scored by the read-out "
-                 "fitted without that source")
-OOS_METHOD = ("temperature scaling of the positive logit on validation; threshold at the "
-              "equal-error point of the out-of-source scores; 'cannot tell' band where at most "
+#: (read "fitted on <this> data") every training source's clips scored by the read-out fitted
+#: without that source
+OOS_FITTED_ON = "out-of-source training"
+OOS_METHOD = ("temperature scaling of the positive logit on validation; every training "
+              "source's clips scored by the read-out fitted without that source; threshold at "
+              "the equal-error point of those scores; 'cannot tell' band where at most "
               f"{BAND_TARGET:.0%} of their real clips are called fake and {BAND_TARGET:.0%} of "
               "their fakes real")
 

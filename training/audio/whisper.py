@@ -26,6 +26,7 @@ from __future__ import annotations
 from xai_platform.models.architectures.whisper_fetch import (  # noqa: F401  (re-exported)
     WHISPER_BASE,
     Published,
+    encoder_path,
     fetch,
 )
 from xai_platform.models.architectures.whisper_nets import (  # noqa: F401  (re-exported)

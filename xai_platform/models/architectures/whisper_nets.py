@@ -263,7 +263,7 @@ def load_encoder_file(path: Path, *, expected_sha256: str | None = WHISPER_BASE_
 
 def build_whisper_readout(spec: Any) -> WhisperReadout:
     """``whisper_readout``: arch_args ``states`` (default all), ``encoder`` (the CTranslate2
-    file; default ``data/whisper/whisper-base.ct2.bin`` under the repository), ``sha256`` (the
+    file; default ``~/.cache/xai-platform/whisper/whisper-base.ct2.bin``), ``sha256`` (the
     file's expected digest; default Whisper-base's; null: any); needs ``input.kind: waveform``
     at 16 kHz. Grad-CAM layer: ``encoder.conv2`` (a curve over time)."""
     from ...errors import ConfigError
