@@ -209,6 +209,10 @@ def test_a_missing_encoder_is_fetched_from_the_models_tab(tmp_path, encoder_file
     target = tmp_path / "cache" / "whisper-base.ct2.bin"
     entry = _entry(target, weights=str(weights), arch_args={"encoder": str(target)})
     manager = _manager(tmp_path, [entry, _entry(encoder_file, id="ready", weights=str(weights))])
+    # before any check has run (the app picks its default model from these): not "ready"
+    assert manager.status("tiny-whisper").state == "unavailable"
+    assert "Fetch weights" in manager.status("tiny-whisper").reason
+    assert manager.status("ready").state == "ready"
     manager.verify()
     assert manager.status("tiny-whisper").state == "unavailable"
     assert "Fetch weights" in manager.status("tiny-whisper").reason

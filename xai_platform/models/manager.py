@@ -107,6 +107,11 @@ class ModelManager:
                    f"needs training: run `{spec.train_command}`" if spec.train_command
                    else "put the trained weights there or fix `weights` in the config entry")
             return ModelStatus("unavailable", f"weights file {spec.weights} not found; {how}")
+        if spec.weights is not None and fetch_needed(spec, weights_found=True):
+            # e.g. a pretrained encoder its builder reads (a file check, nothing loads)
+            return ModelStatus("unavailable", "a pretrained file it reads is not on this machine; "
+                               "fetch it once (needs internet): the Models tab's Fetch weights "
+                               f"button, or `python -m xai_platform fetch {spec.id}`")
         if model_id in self._failures:
             return ModelStatus("unavailable", self._failures[model_id])
         if self._checks.get(model_id):
