@@ -135,7 +135,8 @@ def band_markdown(card: ModelCard) -> list[str]:
              f"the way it leans). Fitted on {band.get('fitted_on', 'n/a')} data"
              + (f" ({band['method']})" if band.get("method") else "") + ".", "",
              "| split | clips with a verdict | real called fake | fakes called real | "
-             "'fake' verdicts wrong | 'real' verdicts wrong |", "| --- | --- | --- | --- | --- | --- |"]
+             "'fake' verdicts wrong | 'real' verdicts wrong |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for split in ("validation", "test"):
         b = card.metrics[split].band
         if b:
@@ -145,7 +146,8 @@ def band_markdown(card: ModelCard) -> list[str]:
     test = card.metrics["test"].band or {}
     if test.get("by_source"):
         lines += ["", "Real clips of each test source:", "",
-                  "| source | real clips | called fake | cannot tell |", "| --- | --- | --- | --- |"]
+                  "| source | real clips | called fake | cannot tell |",
+                  "| --- | --- | --- | --- |"]
         lines += [f"| {k} | {r['n']} | {pct(r['called_fake'])} | {pct(r['cannot_tell'])} |"
                   for k, r in test["by_source"].items()]
     if test.get("by_generator"):

@@ -43,8 +43,8 @@ from .service import Service, Session
 #: The first columns of the index, in this order; metric columns follow.
 INDEX_COLUMNS = (
     "input", "label", "mask", "method", "status", "error", "resumed", "prediction", "score",
-    "correct", "withheld", "confirmed", "decided", "untrained", "threshold", "verdict", "target", "window",
-    "seed", "params", "metrics", "weights_sha256", "input_sha256", "explain_seconds",
+    "correct", "withheld", "confirmed", "decided", "untrained", "threshold", "verdict", "target",
+    "window", "seed", "params", "metrics", "weights_sha256", "input_sha256", "explain_seconds",
     "n_evaluations", "score_seconds", "score_evaluations", "seconds", "figure", "heatmap",
     "record")
 MASK_COLUMNS = ("mask", "mask_path", "lesion_mask", "lesion_mask_path")

@@ -112,18 +112,13 @@ def band_report(spec: ModelSpec, z: np.ndarray, fs: FeatureSet, *, temperature: 
     window probabilities; a verdict only at or above ``above`` or at or below ``below``):
     coverage, how often each verdict is wrong, and per source (real clips: called fake, no
     verdict) and per generator (fakes: called real, no verdict)."""
+    from .probe import verdict_rates
+
     pos = spec.positive_index
     y = (fs.y_clip == pos).astype(int)
     p = clip_probabilities(z, fs.clip, len(fs.clips), temperature)
     fake, real = p >= above, (p <= below) & (p < above)
-    out: dict[str, Any] = {
-        "coverage": float(np.mean(fake | real)),
-        "fake_verdicts": int(fake.sum()),
-        "fake_verdicts_wrong": float(np.mean(y[fake] == 0)) if fake.any() else 0.0,
-        "real_verdicts": int(real.sum()),
-        "real_verdicts_wrong": float(np.mean(y[real] == 1)) if real.any() else 0.0,
-        "reals_called_fake": float(np.mean(fake[y == 0])) if (y == 0).any() else 0.0,
-        "fakes_called_real": float(np.mean(real[y == 1])) if (y == 1).any() else 0.0}
+    out = verdict_rates(y, fake, real)
     out["by_source"] = {}
     for source in sorted({c.source for c, lab in zip(fs.clips, y) if lab == 0 and c.source}):
         sel = np.array([c.source == source for c in fs.clips]) & (y == 0)

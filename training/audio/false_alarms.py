@@ -50,8 +50,9 @@ def sample_rows(rows: Sequence[dict[str, Any]], per_group: int | None, *, seed: 
 def verdicts(model: Any, rows: Sequence[dict[str, Any]], root: Path, settings: Any, *,
              log: Any = None) -> list[dict[str, Any]]:
     """The app's answer for each clip: ``verdict`` (a label, ``cannot tell`` inside a model's
-    band, ``refused`` when the input is refused, e.g. too little speech), ``withheld``, the mean positive probability ``p`` and
-    ``segment_only``: called positive by the segment rule alone."""
+    band, ``refused`` when the input is refused, e.g. too little speech), ``withheld``, the
+    mean positive probability ``p`` and ``segment_only``: called positive by the segment rule
+    alone."""
     from xai_platform.errors import InputError
     from xai_platform.pipeline import analyse, prepare
 

@@ -54,16 +54,21 @@ def within_source_auc(y: np.ndarray, s: np.ndarray, sources: np.ndarray) -> dict
             for src in sorted(set(sources)) if len(set(y[sources == src])) == 2}
 
 
-def logistic_fits(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray,
-                  y_val: np.ndarray, c: float | Sequence[float]) -> list[tuple[float, float, Any]]:
-    """(validation ROC AUC, C, fitted model) of a logistic regression with balanced classes for
-    each inverse L2 strength in ``c``, in order (``max`` by AUC keeps the first best)."""
+def logistic(c: float) -> Any:
+    """The probe's and the read-out's classifier, unfitted: a logistic regression with balanced
+    classes and inverse L2 strength ``c``."""
     from sklearn.linear_model import LogisticRegression
 
+    return LogisticRegression(C=float(c), max_iter=5000, class_weight="balanced")
+
+
+def logistic_fits(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray,
+                  y_val: np.ndarray, c: float | Sequence[float]) -> list[tuple[float, float, Any]]:
+    """(validation ROC AUC, C, fitted model) of :func:`logistic` for each inverse L2 strength
+    in ``c``, in order (``max`` by AUC keeps the first best)."""
     fits = []
     for strength in np.atleast_1d(c):
-        clf = LogisticRegression(C=float(strength), max_iter=5000, class_weight="balanced")
-        clf.fit(z_train, y_train)
+        clf = logistic(strength).fit(z_train, y_train)
         fits.append((roc_auc(clf.decision_function(z_val), y_val), float(strength), clf))
     return fits
 
@@ -101,16 +106,23 @@ def two_thresholds(y: np.ndarray, p: np.ndarray, target: float) -> tuple[float, 
 
 def band_verdicts(y: np.ndarray, p: np.ndarray, t_real: float, t_fake: float) -> dict[str, float]:
     """What two thresholds do: coverage, how often each verdict is wrong, and the share of
-    real clips called fake and of fakes called real."""
+    real clips called fake and of fakes called real (:func:`verdict_rates`)."""
     fake = p > t_fake
-    real = (p < t_real) & ~fake
+    return verdict_rates(y, fake, (p < t_real) & ~fake)
+
+
+def verdict_rates(y: np.ndarray, fake: np.ndarray, real: np.ndarray) -> dict[str, Any]:
+    """The figures of a "cannot tell" band, given which clips got each verdict (``fake`` and
+    ``real``: (N,) bool, never both): coverage, how many verdicts of each kind and how often
+    each is wrong, the share of real clips (y 0) called fake and of fakes (y 1) called real
+    (0.0 where there is none to count)."""
+    def share(mask: np.ndarray) -> float:
+        return float(np.mean(mask)) if len(mask) else 0.0
+
     return {"coverage": float(np.mean(fake | real)),
-            "fake_verdicts": int(fake.sum()), "fake_verdicts_wrong": float(np.mean(y[fake] == 0))
-            if fake.any() else 0.0,
-            "real_verdicts": int(real.sum()), "real_verdicts_wrong": float(np.mean(y[real] == 1))
-            if real.any() else 0.0,
-            "reals_called_fake": float(np.mean(fake[y == 0])),
-            "fakes_called_real": float(np.mean(real[y == 1]))}
+            "fake_verdicts": int(fake.sum()), "fake_verdicts_wrong": share(y[fake] == 0),
+            "real_verdicts": int(real.sum()), "real_verdicts_wrong": share(y[real] == 1),
+            "reals_called_fake": share(fake[y == 0]), "fakes_called_real": share(real[y == 1])}
 
 
 def detector_scores(model_id: str, config: list[Path], data: Path, cache_dir: Path, *,

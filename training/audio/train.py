@@ -364,6 +364,11 @@ def readout_features(network: Any, x: np.ndarray, *, batch_size: int = 16) -> np
                                for i in range(0, len(x), batch_size)])
 
 
+def readout_scaling(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) that standardise a read-out's features, fitted on the windows ``x``."""
+    return x.mean(axis=0), x.std(axis=0) + 1e-6
+
+
 def fit_readout(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet]
                 ) -> tuple[dict[str, Any], float, dict[str, Any], np.ndarray | None]:
     """Fit a frozen-encoder network's read-out (``network.set_readout``): a logistic regression
@@ -379,7 +384,7 @@ def fit_readout(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet]
     pos = spec.positive_index
     x_train, x_val = (readout_features(network, sets[s].x) for s in ("train", "validation"))
     y_train, y_val = ((sets[s].y == pos).astype(int) for s in ("train", "validation"))
-    mean, scale = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+    mean, scale = readout_scaling(x_train)
     z_train, z_val = (x_train - mean) / scale, (x_val - mean) / scale
     fits = logistic_fits(z_train, y_train, z_val, y_val, READOUT_C)
     auc, c, clf = max(fits, key=lambda f: f[0])
@@ -433,7 +438,7 @@ def out_of_source_logits(x: np.ndarray, y: np.ndarray, groups: np.ndarray,
     complement lacks a class. Scores that stand in for recording set-ups never heard: a
     threshold chosen on them carries over to an unseen set-up better than one chosen on
     validation (docs/AUDIO.md, twenty-fourth session)."""
-    from sklearn.linear_model import LogisticRegression
+    from .probe import logistic
 
     out = np.full(len(x), np.nan)
     for group in np.unique(groups):
@@ -441,9 +446,8 @@ def out_of_source_logits(x: np.ndarray, y: np.ndarray, groups: np.ndarray,
         rest = ~hold
         if len(np.unique(y[rest])) < 2:
             continue
-        mean, scale = x[rest].mean(axis=0), x[rest].std(axis=0) + 1e-6
-        clf = LogisticRegression(C=float(c), max_iter=5000, class_weight="balanced")
-        clf.fit((x[rest] - mean) / scale, y[rest])
+        mean, scale = readout_scaling(x[rest])
+        clf = logistic(c).fit((x[rest] - mean) / scale, y[rest])
         out[hold] = clf.decision_function((x[hold] - mean) / scale)
     return out
 

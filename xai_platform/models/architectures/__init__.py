@@ -85,11 +85,6 @@ def get_fetcher(name: str) -> Callable[..., Any] | None:
     return None if target is None else _resolve(target)
 
 
-def has_fetcher(name: str) -> bool:
-    """Whether architecture ``name`` can fetch published weights (imports nothing)."""
-    return name in _FETCHERS
-
-
 def fetch_needed(spec: ModelSpec, *, weights_found: bool) -> bool:
     """Whether fetching would bring something the entry lacks: its weights file, or a file its
     architecture's ``missing`` check names. False without a fetcher."""
