@@ -144,18 +144,17 @@ def band_markdown(card: ModelCard) -> list[str]:
                          f"{pct(b['fakes_called_real'])} | {pct(b['fake_verdicts_wrong'])} | "
                          f"{pct(b['real_verdicts_wrong'])} |")
     test = card.metrics["test"].band or {}
-    if test.get("by_source"):
-        lines += ["", "Real clips of each test source:", "",
-                  "| source | real clips | called fake | cannot tell |",
-                  "| --- | --- | --- | --- |"]
-        lines += [f"| {k} | {r['n']} | {pct(r['called_fake'])} | {pct(r['cannot_tell'])} |"
-                  for k, r in test["by_source"].items()]
-    if test.get("by_generator"):
-        lines += ["", "Fake clips of each test generator:", "",
-                  "| generator | fake clips | called real | cannot tell |",
-                  "| --- | --- | --- | --- |"]
-        lines += [f"| {k} | {r['n']} | {pct(r['called_real'])} | {pct(r['cannot_tell'])} |"
-                  for k, r in test["by_generator"].items()]
+    tables = (("by_source", "Real clips of each test source", "source | real clips",
+               "called_fake"),
+              ("by_generator", "Fake clips of each test generator", "generator | fake clips",
+               "called_real"))
+    for key, caption, columns, verdict in tables:
+        if test.get(key):
+            lines += ["", f"{caption}:", "",
+                      f"| {columns} | {verdict.replace('_', ' ')} | cannot tell |",
+                      "| --- | --- | --- | --- |"]
+            lines += [f"| {k} | {r['n']} | {pct(r[verdict])} | {pct(r['cannot_tell'])} |"
+                      for k, r in test[key].items()]
     return lines + [""]
 
 
