@@ -17,6 +17,9 @@
 #   v3twm       data/audio_corpus_v3twm         (v3tw + the aligner's read, podcast and
 #                                                crowd-sourced speech in training: docs/AUDIO.md,
 #                                                twenty-first session; only 0ad stays a test)
+#   v3twl       data/audio_corpus_v3twl         (v3tw + a WORLD or LPC copy of every training
+#                                                recording: audio-whisper-readout's corpus,
+#                                                docs/AUDIO.md, twenty-fifth session; 5 min)
 #
 # Usage: bash scripts/build_audio_corpora.sh [STEP ...]   (no step: all of them, in order)
 # Progress: data/logs/build_<step>.log; a finished step leaves data/.built/<step>.
@@ -131,11 +134,16 @@ step_v3tw() { extend_wild ami,voxconverse data/audio_corpus_v3t data/audio_corpu
 
 step_v3twm() { extend_wild mfa data/audio_corpus_v3tw data/audio_corpus_v3twm; }
 
+step_v3twl() {
+  nice -n 10 $PY -m training.audio_paired --base data/audio_corpus_v3tw \
+    --out data/audio_corpus_v3twl --vocoder world,lpc
+}
+
 # what each step builds on
 declare -A NEEDS=([v3t]="v2 sources_v3" [v3g]="v3t" [v3k]="v3t" [v3gk]="v3g v3k"
-  [v3tw]="v3t wild" [v3twm]="v3tw")
+  [v3tw]="v3t wild" [v3twm]="v3tw" [v3twl]="v3tw")
 
-ALL=(packages v2 sources_v3 v3t v3g v3k v3gk wild v3tw v3twm)
+ALL=(packages v2 sources_v3 v3t v3g v3k v3gk wild v3tw v3twm v3twl)
 steps=("$@")
 ((${#steps[@]})) || steps=("${ALL[@]}")
 for s in "${steps[@]}"; do
