@@ -147,8 +147,8 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
         this_session = train_seconds
         options = dataclasses.replace(options, augment="none",
                                       train=dataclasses.replace(options.train, epochs=0))
-        init = ("frozen pretrained encoder (Whisper-base, arch_args.encoder); no epochs: the "
-                "linear read-out fitted by scikit-learn (options.readout)")
+        init = ("frozen pretrained encoder (Whisper-base, arch_args.encoder); only the read-out "
+                "is fitted (options.readout)")
     else:
         history, train_seconds, this_session = _train(spec, network, sets, options, ranking,
                                                       sampling)
