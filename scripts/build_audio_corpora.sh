@@ -18,8 +18,12 @@
 #                                                crowd-sourced speech in training: docs/AUDIO.md,
 #                                                twenty-first session; only 0ad stays a test)
 #   v3twl       data/audio_corpus_v3twl         (v3tw + a WORLD or LPC copy of every training
-#                                                recording: audio-whisper-readout's corpus,
-#                                                docs/AUDIO.md, twenty-fifth session; 5 min)
+#                                                recording: docs/AUDIO.md, twenty-fifth session;
+#                                                5 min)
+#   v3twlk      data/audio_corpus_v3twlk        (v3twl + a Kokoro reading of each training
+#                                                recording's text in a training voice of its
+#                                                language: audio-whisper-readout's corpus,
+#                                                twenty-fifth session; 10 min)
 #
 # Usage: bash scripts/build_audio_corpora.sh [STEP ...]   (no step: all of them, in order)
 # Progress: data/logs/build_<step>.log; a finished step leaves data/.built/<step>.
@@ -139,11 +143,17 @@ step_v3twl() {
     --out data/audio_corpus_v3twl --vocoder world,lpc
 }
 
+step_v3twlk() {
+  nice -n 10 $PY -m training.audio_paired --base data/audio_corpus_v3twl \
+    --out data/audio_corpus_v3twlk --vocoder none --tts kokoro
+}
+
 # what each step builds on
 declare -A NEEDS=([v3t]="v2 sources_v3" [v3g]="v3t" [v3k]="v3t" [v3gk]="v3g v3k"
-  [v3tw]="v3t wild" [v3twm]="v3tw" [v3twl]="v3tw")
+  [v3tw]="v3t wild" [v3twm]="v3tw" [v3twl]="v3tw"
+  [v3twlk]="v3twl")
 
-ALL=(packages v2 sources_v3 v3t v3g v3k v3gk wild v3tw v3twm v3twl)
+ALL=(packages v2 sources_v3 v3t v3g v3k v3gk wild v3tw v3twm v3twl v3twlk)
 steps=("$@")
 ((${#steps[@]})) || steps=("${ALL[@]}")
 for s in "${steps[@]}"; do
