@@ -24,6 +24,10 @@
 #                                                recording's text in a training voice of its
 #                                                language: audio-whisper-readout's corpus,
 #                                                twenty-fifth session; 10 min)
+#   v3twlkf     data/audio_corpus_v3twlkf       (v3twlk + a Kokoro reading of each training
+#                                                recording in a language no training voice
+#                                                speaks, by any training voice: twenty-sixth
+#                                                session; 10 min)
 #
 # Usage: bash scripts/build_audio_corpora.sh [STEP ...]   (no step: all of them, in order)
 # Progress: data/logs/build_<step>.log; a finished step leaves data/.built/<step>.
@@ -148,12 +152,17 @@ step_v3twlk() {
     --out data/audio_corpus_v3twlk --vocoder none --tts kokoro
 }
 
+step_v3twlkf() {
+  nice -n 10 $PY -m training.audio_paired --base data/audio_corpus_v3twlk \
+    --out data/audio_corpus_v3twlkf --vocoder none --tts kokoro --foreign-readings
+}
+
 # what each step builds on
 declare -A NEEDS=([v3t]="v2 sources_v3" [v3g]="v3t" [v3k]="v3t" [v3gk]="v3g v3k"
   [v3tw]="v3t wild" [v3twm]="v3tw" [v3twl]="v3tw"
-  [v3twlk]="v3twl")
+  [v3twlk]="v3twl" [v3twlkf]="v3twlk")
 
-ALL=(packages v2 sources_v3 v3t v3g v3k v3gk wild v3tw v3twm v3twl v3twlk)
+ALL=(packages v2 sources_v3 v3t v3g v3k v3gk wild v3tw v3twm v3twl v3twlk v3twlkf)
 steps=("$@")
 ((${#steps[@]})) || steps=("${ALL[@]}")
 for s in "${steps[@]}"; do

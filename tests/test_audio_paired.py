@@ -291,3 +291,34 @@ def test_readings_use_training_voices_of_the_language_in_turn_and_the_own_text()
     again = corpus_paired.plan_readings(rows, engines, generators=("kokoro",), bank=bank)[0]
     assert [(it.key, it.voice, it.text) for it in again] == [
         (it.key, it.voice, it.text) for it in items]  # seeded
+
+
+def test_foreign_readings_give_every_language_a_reading_by_training_voices_only():
+    """With foreign readers, a recording in a language no training voice speaks is read by a
+    training voice of another language, in the recording's language (Kokoro phonemises it);
+    held-out voices still never read, and recordings a voice of their language speaks keep
+    that voice. The builder's Kokoro call phonemises the recording's language."""
+    from training.audio.corpus_v2 import Engines
+    from training.audio.synth import kokoro_phonemiser
+
+    rows = [{"key": f"r{i}", "label": "real", "split": "train", "original": f"/o/{i}.ogg",
+             "source": "src", "language": lang, "text": f"Text {i}.", "speaker": ""}
+            for i, lang in enumerate(["en", "cs", "cs", "nl", "nds"])]
+    engines = Engines(voices={"kokoro": {"af_one": "en", "bf_test": "en", "ef_one": "es"}},
+                      vocoders=())
+    plain = corpus_paired.plan_readings(rows, engines, generators=("kokoro",), bank={})
+    assert [it.language for it in plain[0]] == ["en"] and plain[3] == {"cs": 2, "nl": 1, "nds": 1}
+    items, pair_of, _, unspoken = corpus_paired.plan_readings(
+        rows, engines, generators=("kokoro",), bank={}, foreign=("kokoro",))
+    assert not unspoken and len(items) == 5
+    by_lang = {it.language: it for it in items}
+    assert by_lang["en"].voice == "kokoro:af_one"  # its own language's voice, as before
+    assert {it.voice for it in items} <= {"kokoro:af_one", "kokoro:ef_one"}  # never bf_test
+    assert {it.voice for it in items if it.language == "cs"} == {"kokoro:af_one",
+                                                                "kokoro:ef_one"}  # in turn
+    assert all(pair_of[it.key] == f"r{str(it.origin.path)[3]}" for it in items)
+    assert kokoro_phonemiser("af_one", "en") == "en-us"
+    assert kokoro_phonemiser("bf_one", "en") == "en-gb"
+    assert kokoro_phonemiser("ef_one", "cs") == "cs"
+    assert kokoro_phonemiser("af_one", "nds") == "de"  # eSpeak NG has no Low German
+    assert kokoro_phonemiser("jf_one", "und") == "en-us"

@@ -57,6 +57,7 @@ from .texts_v3 import READ_AS, pick_text, text_pool
 from .vocoders import VOCODERS
 
 PAIRED_FIELDS = (*FIELDS, "pair_of")
+FOREIGN_READERS = ("kokoro",)  # engines whose voices read any eSpeak NG language
 COPY_TAG = "p0"  # the copies plan_copies makes are keyed <vocoder>-p0-<crc of the original>
 READING_TAG = "t0"  # the readings plan_readings makes: <generator>-t0-<crc of the original>
 READING_KEY = re.compile(rf"^[a-z]+-{READING_TAG}-")
@@ -125,9 +126,23 @@ def plan_copies(rows: Sequence[dict[str, Any]], *, vocoders: Sequence[str] = (TR
     return items, pair_of
 
 
+def foreign_voices(engines: Engines, generators: Sequence[str], language: str,
+                   split_plan: SplitPlan = DEFAULT_PLAN) -> list[str]:
+    """The training voices of ``generators`` (any language) that may read ``language``'s
+    text: those the split plan lets train in their own language and in ``language``."""
+    voices = []
+    for gen in generators:
+        for own in sorted(set(engines.voices.get(gen, {}).values())):
+            voices += [v for v in training_voices(engines, gen, own, split_plan)
+                       if split_plan.split_of({"generator": gen, "voice": v,
+                                               "language": language}) == "train"]
+    return sorted(voices)
+
+
 def plan_readings(rows: Sequence[dict[str, Any]], engines: Engines, *,
                   generators: Sequence[str], bank: dict[str, list[str]],
-                  split_plan: SplitPlan = DEFAULT_PLAN, seed: int = 0
+                  split_plan: SplitPlan = DEFAULT_PLAN, seed: int = 0,
+                  foreign: Sequence[str] = ()
                   ) -> tuple[list[Item], dict[str, str], dict[str, str], Counter[str]]:
     """One text-to-speech twin of every training recording in ``rows`` whose language a
     training voice of ``generators`` speaks: that voice (the voices of each language in turn,
@@ -135,7 +150,11 @@ def plan_readings(rows: Sequence[dict[str, Any]], engines: Engines, *,
     in its language, and the fake takes the recording's storage trip (its source's). Returns
     (the items, ``pair_of`` for each, the text origin of each (the recording's own, ``pool`` or
     ``textbank``), the recordings left without a twin per language: no training voice speaks
-    it, or no text)."""
+    it, or no text).
+
+    ``foreign``: engines of ``generators`` whose voices may read a language none of their
+    training voices speaks (Kokoro phonemises any eSpeak NG language): those recordings are
+    read by all of their training voices in a seeded turn, in the recording's language."""
     # one twin per recording, as in plan_copies (a base may list a recording twice)
     reals = sorted({r["original"]: r for r in rows if r["label"] == "real"
                     and r["split"] == "train" and r.get("original")}.values(),
@@ -151,6 +170,9 @@ def plan_readings(rows: Sequence[dict[str, Any]], engines: Engines, *,
         lang = READ_AS.get(real["language"], real["language"])
         if lang not in order:
             voices = [v for g in generators for v in training_voices(engines, g, lang, split_plan)]
+            if not voices and foreign:
+                voices = foreign_voices(engines, [g for g in generators if g in foreign], lang,
+                                        split_plan)
             perm = np.random.default_rng([seed, _crc32(f"readings|{lang}")]).permutation(
                 len(voices))
             order[lang] = [voices[j] for j in perm]
@@ -176,17 +198,18 @@ def plan_readings(rows: Sequence[dict[str, Any]], engines: Engines, *,
 
 def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCODER,),
                  seed: int = 0, validation_sources: Sequence[str] = (), copies: bool = True,
-                 readers: Sequence[str] = (), engines: Engines | None = None,
-                 bank: dict[str, list[str]] | None = None,
+                 readers: Sequence[str] = (), foreign_readings: bool = False,
+                 engines: Engines | None = None, bank: dict[str, list[str]] | None = None,
                  command: str = "", builder_kwargs: dict | None = None,
                  log: Callable[[str], None] = lambda m: sys.stderr.write(m + "\n")
                  ) -> dict[str, Any]:
     """Build (or finish) ``out``: the base corpus's clips as they are plus one vocoded copy
     of each training recording that lacks one (``vocoders`` in turn; none when empty), and one
     reading of its text by the text-to-speech ``readers`` (:func:`plan_readings`; ``engines``
-    and ``bank`` default to what is installed), after the training clips of
-    ``validation_sources`` moved to validation (``copies=False``: only the move, no new
-    copies). Returns the summary written to ``corpus.json``."""
+    and ``bank`` default to what is installed; ``foreign_readings``: recordings in languages no
+    training voice speaks are read by the voices of :data:`FOREIGN_READERS` among ``readers``),
+    after the training clips of ``validation_sources`` moved to validation (``copies=False``:
+    only the move, no new copies). Returns the summary written to ``corpus.json``."""
     t0 = time.time()
     base_meta = base / "metadata.csv"
     if not base_meta.is_file():
@@ -216,7 +239,7 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
                              f"({'; '.join(engines.missing.get(g, '') for g in missing)})")
         readings, read_of, origins, unspoken = plan_readings(
             rows, engines, generators=readers, bank=text_bank() if bank is None else bank,
-            seed=seed)
+            seed=seed, foreign=FOREIGN_READERS if foreign_readings else ())
         items, pair_of = items + readings, {**pair_of, **read_of}
     out.mkdir(parents=True, exist_ok=True)
     builder = Builder(out, seed=seed, log=log, **(builder_kwargs or {}))
@@ -230,8 +253,8 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
             f"({len(pair_of) - len(items)} have one already)")
     if copies and readers:
         log(f"  {len(items) - n_copies} training recordings get a {'/'.join(readers)} reading "
-            f"of their text; none for {sum(unspoken.values())} (no training voice speaks "
-            f"{', '.join(sorted(unspoken))}, or no text)")
+            "of their text" + (f"; none for {sum(unspoken.values())} (no training voice speaks "
+                               f"{', '.join(sorted(unspoken))}, or no text)" if unspoken else ""))
     if not copies:
         log(f"  no copies; {', '.join(validation_sources)} moved to validation")
     new = builder.run(items)
@@ -261,6 +284,9 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
             "readings": {"planned": len(items) - n_copies,
                          "by_voice": dict(sorted(Counter(
                              it.voice for it in items[n_copies:]).items())),
+                         "foreign": sum(1 for it in items[n_copies:]
+                                        if engines.voices[it.generator].get(
+                                            it.voice.split(":", 1)[1]) != it.language),
                          "none_for_language": dict(sorted(unspoken.items()))}}
            if copies and readers else {}),
         "validation_sources": list(validation_sources),
@@ -274,7 +300,11 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
                             if copies and vocoders else [])
                            + ([f"every training recording in a language a training voice of "
                                f"{'/'.join(readers)} speaks also has a reading of its text "
-                               "by that voice, in its set-up"] if copies and readers else []))
+                               "by that voice, in its set-up"
+                               + ("; the others, by any training voice of "
+                                  f"{'/'.join(g for g in readers if g in FOREIGN_READERS)} "
+                                  "in their own language" if foreign_readings else "")]
+                              if copies and readers else []))
                           if copies else "no copies added")
                        + (f" ({', '.join(validation_sources)} moved from training to "
                           "validation; test unchanged)" if validation_sources
@@ -298,6 +328,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="text-to-speech engines (e.g. kokoro) whose training voices also "
                              "read each training recording's text, in its set-up; with "
                              "--vocoder none, no vocoded copies")
+    parser.add_argument("--foreign-readings", action="store_true",
+                        help="recordings in languages no training voice of --tts speaks are "
+                             "read by any training voice of "
+                             f"{', '.join(FOREIGN_READERS)} in the recording's language "
+                             "(phonemised by eSpeak NG)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-copies", action="store_true",
                         help="add no copies: only move --validation-sources (a twin-free "
@@ -310,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     vocoders = () if args.vocoder == "none" else tuple(args.vocoder.split(","))
     summary = build_paired(args.out, base=args.base, vocoders=vocoders,
                            readers=tuple(filter(None, args.tts.split(","))),
-                           seed=args.seed,
+                           foreign_readings=args.foreign_readings, seed=args.seed,
                            copies=not args.no_copies,
                            validation_sources=tuple(filter(None,
                                                            args.validation_sources.split(","))),

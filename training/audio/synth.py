@@ -173,6 +173,16 @@ KOKORO_LANGUAGES = {"a": ("en", "en-us"), "b": ("en", "en-gb"), "e": ("es", "es"
                     "f": ("fr", "fr-fr"), "h": ("hi", "hi"), "i": ("it", "it"),
                     "j": ("en", "en-us"), "p": ("pt", "pt-br"), "z": ("zh", "cmn")}
 KOKORO_VOICE_DIRS = (ROOT / "data" / "kokoro-js" / "package" / "voices",)
+# A voice reading another language's text (a "foreign reading", training.audio.corpus_paired)
+# phonemises it in that language with eSpeak NG; languages eSpeak lacks are read as a near one.
+KOKORO_FOREIGN_ESPEAK = {"nds": "de", "en": "en-us"}
+
+
+def kokoro_phonemiser(voice: str, language: str) -> str:
+    """The eSpeak language Kokoro's phonemiser uses when ``voice`` reads ``language``: the
+    voice's own (:data:`KOKORO_LANGUAGES`) when it speaks it, else ``language``'s."""
+    own, espeak = KOKORO_LANGUAGES[voice[0]]
+    return espeak if language in (own, "", "und") else KOKORO_FOREIGN_ESPEAK.get(language, language)
 
 
 def installed_festival_voices() -> dict[str, str]:
@@ -278,9 +288,11 @@ class KokoroEngine:
     def __call__(self, text: str, language: str, rng: np.random.Generator, target_s: float,
                  tmp: Path, voice: str) -> tuple[np.ndarray, int, str, str]:
         speed = float(rng.uniform(0.8, 1.2))
-        wave, sr = self.model().create(text, voice, speed=speed,
-                                       lang=KOKORO_LANGUAGES[voice[0]][1])
-        return np.asarray(wave, np.float32), int(sr), f"kokoro:{voice}", f"speed={speed:.2f}"
+        lang = kokoro_phonemiser(voice, language)
+        wave, sr = self.model().create(text, voice, speed=speed, lang=lang)
+        foreign = "" if lang == KOKORO_LANGUAGES[voice[0]][1] else f" phonemiser={lang}"
+        return (np.asarray(wave, np.float32), int(sr), f"kokoro:{voice}",
+                f"speed={speed:.2f}{foreign}")
 
 
 def kokoro_available(voice_dir: Path | None = None) -> bool:
