@@ -26,8 +26,9 @@
 #                                                twenty-fifth session; 10 min)
 #   v3twlkf     data/audio_corpus_v3twlkf       (v3twlk + a Kokoro reading of each training
 #                                                recording in a language no training voice
-#                                                speaks, by any training voice: twenty-sixth
-#                                                session; 10 min)
+#                                                speaks, by any training voice: experiment E12,
+#                                                docs/AUDIO.md, twenty-sixth session; not
+#                                                adopted; 14 min)
 #
 # Usage: bash scripts/build_audio_corpora.sh [STEP ...]   (no step: all of them, in order)
 # Progress: data/logs/build_<step>.log; a finished step leaves data/.built/<step>.
