@@ -100,6 +100,7 @@ class AudioOptions:
     room_tone: bool = False  # lend the synthetic training fakes real room tone (room_tone.py)
     rooms: float | None = None  # share of training clips heard through a simulated room
     balance_sources: float | None = None  # exponent of the source-balanced sampler
+    nap: tuple[int, ...] = ()  # a read-out's set-up directions projected out: candidate counts
 
 
 def build(spec: ModelSpec, *, seed: int, threads: int) -> Any:
@@ -143,13 +144,16 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     readout: dict[str, Any] = {}
     oos: np.ndarray | None = None
     if hasattr(network, "set_readout"):  # a frozen encoder: fit its linear read-out instead
-        history, train_seconds, readout, oos = fit_readout(spec, network, sets)
+        history, train_seconds, readout, oos = fit_readout(spec, network, sets, nap=options.nap)
         this_session = train_seconds
         options = dataclasses.replace(options, augment="none",
                                       train=dataclasses.replace(options.train, epochs=0))
         init = ("frozen pretrained encoder (Whisper-base, arch_args.encoder); only the read-out "
                 "is fitted (options.readout)")
     else:
+        if options.nap:
+            raise SystemExit(f"--nap projects a read-out's input; '{spec.id}' has no read-out "
+                             "(a frozen-encoder architecture such as whisper_readout)")
         history, train_seconds, this_session = _train(spec, network, sets, options, ranking,
                                                       sampling)
     save_weights(spec, network, options.out)
@@ -353,6 +357,8 @@ def source_draws(train_set: FeatureSet, alpha: float | None, sampling: np.ndarra
 
 #: the logistic read-out's inverse L2 strengths; the one with the best validation AUC is kept
 READOUT_C = (1e-3, 1e-2, 1e-1)
+#: architectures whose networks are a frozen encoder with a fitted read-out (``set_readout``)
+READOUT_ARCHITECTURES = ("whisper_readout",)
 
 
 def readout_features(network: Any, x: np.ndarray, *, batch_size: int = 16) -> np.ndarray:
@@ -369,7 +375,44 @@ def readout_scaling(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), x.std(axis=0) + 1e-6
 
 
-def fit_readout(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet]
+def nap_directions(z: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int, *,
+                   min_windows: int = 20) -> np.ndarray:
+    """(d, k) orthonormal directions of the recording set-up in the standardised features
+    ``z``: the top ``k`` right singular vectors of each (group, class) mean's deviation from
+    its class mean, over the (group, class) cells of at least ``min_windows`` windows. Removing
+    them (nuisance attribute projection, as in speaker verification) leaves a read-out fewer
+    ways to tell the classes apart by where they were recorded."""
+    rows = []
+    for cls in np.unique(y):
+        in_class = y == cls
+        class_mean = z[in_class].mean(axis=0)
+        for group in np.unique(groups[in_class]):
+            cell = in_class & (groups == group)
+            if cell.sum() >= min_windows:
+                rows.append(z[cell].mean(axis=0) - class_mean)
+    if len(rows) <= k:
+        raise ValueError(f"{k} set-up directions need more than {k} (source, class) cells of "
+                         f"{min_windows} windows; there are {len(rows)}")
+    _, _, vt = np.linalg.svd(np.asarray(rows, dtype=np.float64), full_matrices=False)
+    return vt[:k].T
+
+
+def projected_readout(z: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int,
+                      c: float) -> tuple[np.ndarray, float]:
+    """(weights, bias) of :func:`training.audio.probe.logistic` of strength ``c`` fitted on the
+    standardised ``z`` with :func:`nap_directions` ``k`` projected out, folded into weights on
+    ``z`` itself (w' = (I - U U^T) w: the projection is linear, so the shipped read-out keeps
+    its form)."""
+    from .probe import logistic
+
+    u = nap_directions(z, y, groups, k)
+    clf = logistic(c).fit(z - (z @ u) @ u.T, y)
+    w = clf.coef_[0]
+    return w - u @ (u.T @ w), float(clf.intercept_[0])
+
+
+def fit_readout(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet], *,
+                nap: Sequence[int] = ()
                 ) -> tuple[dict[str, Any], float, dict[str, Any], np.ndarray | None]:
     """Fit a frozen-encoder network's read-out (``network.set_readout``): a logistic regression
     with balanced classes on the training windows' standardised features, its strength from
@@ -377,7 +420,12 @@ def fit_readout(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet]
     :data:`OOS_MIN_SOURCES` sources in training, also every training window's logit from the
     same fit made without its source (:func:`out_of_source_logits`). Returns a trainer-style
     history (no epochs), the seconds taken, what was fitted (for the card) and those logits
-    (None with fewer sources)."""
+    (None with fewer sources).
+
+    ``nap``: candidate numbers of recording set-up directions (:func:`nap_directions`, from the
+    training sources) to project out before the read-out, at the strength chosen without
+    them; the count with the highest validation window AUC is kept (docs/AUDIO.md, twenty-sixth
+    session, E16)."""
     from .probe import logistic_fits
 
     t0 = time.time()
@@ -388,15 +436,35 @@ def fit_readout(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet]
     z_train, z_val = (x_train - mean) / scale, (x_val - mean) / scale
     fits = logistic_fits(z_train, y_train, z_val, y_val, READOUT_C)
     auc, c, clf = max(fits, key=lambda f: f[0])
-    network.set_readout(mean, scale, clf.coef_[0], float(clf.intercept_[0]))
+    weights, bias = clf.coef_[0], float(clf.intercept_[0])
     groups = window_sources(sets["train"])
-    oos = None if groups is None else out_of_source_logits(x_train, y_train, groups, c)
+    projection: dict[str, Any] = {}
+    k = 0
+    if nap:
+        if groups is None:
+            raise SystemExit(f"--nap needs at least {OOS_MIN_SOURCES} training sources; "
+                             "the corpus names fewer")
+        by_k = {}
+        for cand in nap:
+            w, b = projected_readout(z_train, y_train, groups, cand, c)
+            by_k[cand] = (float(roc_auc(z_val @ w + b, y_val)), w, b)
+        k = max(by_k, key=lambda cand: by_k[cand][0])  # the first best
+        auc, weights, bias = by_k[k]
+        projection = {"nap": {
+            "method": ("the top k directions of the training sources' (source, class) means "
+                       "about their class means, projected out of the standardised features "
+                       "and folded into the read-out's weights"),
+            "k": int(k), "validation_auc_by_k": {str(cand): round(v[0], 4)
+                                                 for cand, v in by_k.items()}}}
+    network.set_readout(mean, scale, weights, bias)
+    oos = (None if groups is None
+           else out_of_source_logits(x_train, y_train, groups, c, nap_k=k))
     seconds = time.time() - t0
     info = {"model": "logistic regression, balanced classes, standardised features",
             "features": int(x_train.shape[1]), "windows": {"train": len(x_train),
                                                            "validation": len(x_val)},
             "validation_auc_by_c": {str(cc): round(float(a), 4) for a, cc, _ in fits},
-            "c": c,
+            "c": c, **projection,
             **({"out_of_source": {"sources": sorted(set(groups.tolist())),
                                   "window_auc": round(float(roc_auc(oos[~np.isnan(oos)],
                                                                     y_train[~np.isnan(oos)])),
@@ -432,12 +500,13 @@ def window_sources(fs: FeatureSet) -> np.ndarray | None:
 
 
 def out_of_source_logits(x: np.ndarray, y: np.ndarray, groups: np.ndarray,
-                         c: float) -> np.ndarray:
+                         c: float, *, nap_k: int = 0) -> np.ndarray:
     """(N,) each window's logit from the read-out (standardised, balanced logistic regression
     of strength ``c``) fitted on the windows of every other group; NaN for a group whose
     complement lacks a class. Scores that stand in for recording set-ups never heard: a
     threshold chosen on them carries over to an unseen set-up better than one chosen on
-    validation (docs/AUDIO.md, twenty-fourth session)."""
+    validation (docs/AUDIO.md, twenty-fourth session). ``nap_k``: the read-out projects that
+    many set-up directions out (:func:`projected_readout`), found without the held-out group."""
     from .probe import logistic
 
     out = np.full(len(x), np.nan)
@@ -447,6 +516,10 @@ def out_of_source_logits(x: np.ndarray, y: np.ndarray, groups: np.ndarray,
         if len(np.unique(y[rest])) < 2:
             continue
         mean, scale = readout_scaling(x[rest])
+        if nap_k:
+            w, b = projected_readout((x[rest] - mean) / scale, y[rest], groups[rest], nap_k, c)
+            out[hold] = (x[hold] - mean) / scale @ w + b
+            continue
         clf = logistic(c).fit((x[rest] - mean) / scale, y[rest])
         out[hold] = clf.decision_function((x[hold] - mean) / scale)
     return out
@@ -594,6 +667,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="draw each training window with weight n**-ALPHA, n the windows of "
                              "its label and source (0.5: square-root balancing of the sources; "
                              "each class keeps its number of draws)")
+    parser.add_argument("--nap", default="", metavar="K1,K2",
+                        help="a frozen encoder's read-out only: project the top K directions "
+                             "of the recording set-up (the training sources' means) out of its "
+                             "input; several: the K with the best validation window AUC")
     parser.add_argument("--no-robustness", action="store_true")
     parser.add_argument("--explain", default="gradcam,integrated_gradients",
                         help="methods for the band summary ('' for none)")
@@ -607,6 +684,9 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
     spec = load_config(args.config).model(args.model)
     out = (args.out or default_out(spec)).resolve()
     args.augment = args.augment or ("wave" if spec.input.waveform else "masks")
+    if args.nap and spec.architecture not in READOUT_ARCHITECTURES:
+        raise SystemExit(f"--nap projects a read-out's input; '{spec.id}' has no read-out "
+                         f"(architectures with one: {', '.join(READOUT_ARCHITECTURES)})")
     if spec.framework == "keras" and not out.name.endswith(".weights.h5"):
         raise SystemExit("Keras weights must be a .weights.h5 file; fix --out.")
     # One checkpoint folder per set of training settings: a run with other settings never
@@ -648,7 +728,8 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
         robustness=not args.no_robustness,
         explain=tuple(m for m in args.explain.split(",") if m), explain_clips=args.explain_clips,
         pair_loss=args.pair_loss, twin_share=args.twin_share, room_tone=args.room_tone,
-        rooms=args.rooms, balance_sources=args.balance_sources)
+        rooms=args.rooms, balance_sources=args.balance_sources,
+        nap=tuple(int(k) for k in args.nap.split(",") if k.strip()))
     card = run(spec, options)
     t, pct = card.metrics["test"], cards.pct
     print(f"{spec.id}: test EER {pct(t.eer)}, AUC {t.roc_auc:.4f}, accuracy "
