@@ -227,18 +227,18 @@ def audio_markdown(card: ModelCard) -> str:
                      f"generators {', '.join(s.generators or ())}")
     cap, match = tr.options.get("cap_per_language"), tr.options.get("match_speech_duration_s")
     readout = tr.options.get("readout")
+    nap = (readout or {}).get("nap")
+    projected = (f"; {nap['k']} directions of the recording set-up projected out of its input "
+                 f"({nap['method']}; k chosen on the validation windows' ROC AUC: "
+                 + ", ".join(f"{k}: {a}" for k, a in nap["validation_auc_by_k"].items()) + ")"
+                 if nap else "")
     lines += [f"- generators seen in training: {', '.join(d.generators_trained_on or ())}; any "
               "other kind of synthetic speech is unseen",
               "", "## Training", "",
               f"- command: `{tr.command}`",
               (f"- seed {tr.seed}; no epochs: a linear read-out of {readout['features']} "
                f"features fitted by scikit-learn ({readout['model']}; C = {readout['c']}, "
-               "chosen on the validation windows' ROC AUC)"
-               + (f"; {readout['nap']['k']} directions of the recording set-up projected out "
-                  f"of its input ({readout['nap']['method']}; k chosen on the validation "
-                  "windows' ROC AUC: "
-                  + ", ".join(f"{k}: {a}" for k, a in readout['nap']['validation_auc_by_k'].items())
-                  + ")" if readout.get("nap") else "") if readout else
+               f"chosen on the validation windows' ROC AUC){projected}" if readout else
                f"- seed {tr.seed}; {tr.epochs_run} of "
                f"{tr.epochs} epochs (best validation AUC at epoch {tr.best_epoch}); batch "
                f"{tr.batch_size}, lr {tr.lr}; {tr.threads} CPU thread(s)"),

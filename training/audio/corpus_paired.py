@@ -303,7 +303,7 @@ def build_paired(out: Path, *, base: Path, vocoders: Sequence[str] = (TRAIN_VOCO
                                "by that voice, in its set-up"
                                + ("; the others, by any training voice of "
                                   f"{'/'.join(g for g in readers if g in FOREIGN_READERS)} "
-                                  "in their own language" if foreign_readings else "")]
+                                  "in the recording's language" if foreign_readings else "")]
                               if copies and readers else []))
                           if copies else "no copies added")
                        + (f" ({', '.join(validation_sources)} moved from training to "

@@ -130,6 +130,9 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
         raise SystemExit(f"model '{spec.id}' is not an audio model.")
     if spec.positive_index is None or len(spec.labels) != 2:
         raise SystemExit(f"model '{spec.id}' must be binary with positive_label: fake.")
+    if options.nap and spec.architecture not in READOUT_ARCHITECTURES:
+        raise SystemExit(f"--nap projects a read-out's input; '{spec.id}' has no read-out "
+                         f"(architectures with one: {', '.join(READOUT_ARCHITECTURES)})")
     t_start = time.time()
     clips, info = load_clips(options.data, options.subset)
     tones = room_tones(clips, options)
@@ -151,9 +154,6 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
         init = ("frozen pretrained encoder (Whisper-base, arch_args.encoder); only the read-out "
                 "is fitted (options.readout)")
     else:
-        if options.nap:
-            raise SystemExit(f"--nap projects a read-out's input; '{spec.id}' has no read-out "
-                             "(a frozen-encoder architecture such as whisper_readout)")
         history, train_seconds, this_session = _train(spec, network, sets, options, ranking,
                                                       sampling)
     save_weights(spec, network, options.out)
@@ -516,12 +516,12 @@ def out_of_source_logits(x: np.ndarray, y: np.ndarray, groups: np.ndarray,
         if len(np.unique(y[rest])) < 2:
             continue
         mean, scale = readout_scaling(x[rest])
+        z_rest, z_hold = (x[rest] - mean) / scale, (x[hold] - mean) / scale
         if nap_k:
-            w, b = projected_readout((x[rest] - mean) / scale, y[rest], groups[rest], nap_k, c)
-            out[hold] = (x[hold] - mean) / scale @ w + b
-            continue
-        clf = logistic(c).fit((x[rest] - mean) / scale, y[rest])
-        out[hold] = clf.decision_function((x[hold] - mean) / scale)
+            w, b = projected_readout(z_rest, y[rest], groups[rest], nap_k, c)
+            out[hold] = z_hold @ w + b
+        else:
+            out[hold] = logistic(c).fit(z_rest, y[rest]).decision_function(z_hold)
     return out
 
 
@@ -684,9 +684,6 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
     spec = load_config(args.config).model(args.model)
     out = (args.out or default_out(spec)).resolve()
     args.augment = args.augment or ("wave" if spec.input.waveform else "masks")
-    if args.nap and spec.architecture not in READOUT_ARCHITECTURES:
-        raise SystemExit(f"--nap projects a read-out's input; '{spec.id}' has no read-out "
-                         f"(architectures with one: {', '.join(READOUT_ARCHITECTURES)})")
     if spec.framework == "keras" and not out.name.endswith(".weights.h5"):
         raise SystemExit("Keras weights must be a .weights.h5 file; fix --out.")
     # One checkpoint folder per set of training settings: a run with other settings never
