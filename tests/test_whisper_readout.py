@@ -161,7 +161,7 @@ def test_the_threshold_and_band_come_from_sources_the_readout_never_saw():
     for source, shift in (("a", 0.0), ("b", 0.0), ("c", 0.0), ("odd", 1.5)):
         for i in range(60):
             label = i % 2
-            clips.append(SimpleNamespace(source=source, label=label))
+            clips.append(SimpleNamespace(source=source, label=label, generator="g"))
             for _ in range(2):  # two windows per clip
                 v = rng.normal(size=4)
                 v[0] += 2.0 * label + (shift if label == 0 else 0.0)
@@ -186,6 +186,18 @@ def test_the_threshold_and_band_come_from_sources_the_readout_never_saw():
     reals = fs.y_clip == 0
     assert np.mean(p[reals] >= band["above"]) <= 0.05 + 1e-9
     assert np.mean(p[~reals] <= band["below"]) <= 0.05 + 1e-9
+    # the band holds the pool to its target, not each source: the card is told each one's
+    # share, and the odd set-up's is the one above the pool's
+    unseen = band["out_of_source"]["by_source"]
+    assert set(unseen) == {"a", "b", "c", "odd"} and unseen["odd"]["n"] == 30
+    sources = np.array([c.source for c in clips])
+    for source, r in unseen.items():
+        sel = reals & (sources == source)
+        assert r["called_fake"] == pytest.approx(np.mean(p[sel] >= band["above"]))
+    assert band["out_of_source"]["reals_called_fake"] == pytest.approx(
+        np.mean(p[reals] >= band["above"]))
+    assert unseen["odd"]["called_fake"] > 0.05 >= band["out_of_source"]["reals_called_fake"]
+    assert all(unseen[s]["called_fake"] < unseen["odd"]["called_fake"] for s in "abc")
     # fewer than three sources: no out-of-source scores
     two = SimpleNamespace(clip=owner, clips=[SimpleNamespace(source="a" if c.source in "ab"
                                                              else "") for c in clips])

@@ -155,6 +155,15 @@ def band_markdown(card: ModelCard) -> list[str]:
                       "| --- | --- | --- | --- |"]
             lines += [f"| {k} | {r['n']} | {pct(r[verdict])} | {pct(r['cannot_tell'])} |"
                       for k, r in test[key].items()]
+    unseen = (band.get("out_of_source") or {}).get("by_source")
+    if unseen:
+        lines += ["", "Real clips of each training source, scored by the fit that never heard "
+                  "that source (what a recording set-up the model never heard can expect; the "
+                  "band holds the pool of them, not each one, to its target):", "",
+                  "| training source | real clips | called fake | cannot tell |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {k} | {r['n']} | {pct(r['called_fake'])} | {pct(r['cannot_tell'])} |"
+                  for k, r in unseen.items()]
     return lines + [""]
 
 

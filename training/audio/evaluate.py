@@ -112,21 +112,27 @@ def band_report(spec: ModelSpec, z: np.ndarray, fs: FeatureSet, *, temperature: 
     window probabilities; a verdict only at or above ``above`` or at or below ``below``):
     coverage, how often each verdict is wrong, and per source (real clips: called fake, no
     verdict) and per generator (fakes: called real, no verdict)."""
+    pos = spec.positive_index
+    p = clip_probabilities(z, fs.clip, len(fs.clips), temperature)
+    return band_rates(p, (fs.y_clip == pos).astype(int), fs.clips, below=below, above=above)
+
+
+def band_rates(p: np.ndarray, y: np.ndarray, clips: Sequence[Any], *, below: float,
+               above: float) -> dict[str, Any]:
+    """:func:`band_report`'s figures from the clips' calibrated probabilities ``p`` and labels
+    ``y`` (1: the positive class)."""
     from .probe import verdict_rates
 
-    pos = spec.positive_index
-    y = (fs.y_clip == pos).astype(int)
-    p = clip_probabilities(z, fs.clip, len(fs.clips), temperature)
     fake, real = p >= above, (p <= below) & (p < above)
     out = verdict_rates(y, fake, real)
     out["by_source"] = {}
-    for source in sorted({c.source for c, lab in zip(fs.clips, y) if lab == 0 and c.source}):
-        sel = np.array([c.source == source for c in fs.clips]) & (y == 0)
+    for source in sorted({c.source for c, lab in zip(clips, y) if lab == 0 and c.source}):
+        sel = np.array([c.source == source for c in clips]) & (y == 0)
         out["by_source"][source] = {"n": int(sel.sum()), "called_fake": float(fake[sel].mean()),
                                     "cannot_tell": float((~fake & ~real)[sel].mean())}
     out["by_generator"] = {}
-    for gen in sorted({c.generator for c, lab in zip(fs.clips, y) if lab == 1}):
-        sel = np.array([c.generator == gen for c in fs.clips]) & (y == 1)
+    for gen in sorted({c.generator for c, lab in zip(clips, y) if lab == 1}):
+        sel = np.array([c.generator == gen for c in clips]) & (y == 1)
         out["by_generator"][gen] = {"n": int(sel.sum()), "called_real": float(real[sel].mean()),
                                     "cannot_tell": float((~fake & ~real)[sel].mean())}
     return out

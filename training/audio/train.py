@@ -61,8 +61,8 @@ from ..trainer import PairRanking, TrainConfig, limit_threads, train
 from ..weights import imagenet_init, load_saved, save_weights
 from .augment import AUGMENTATIONS, augmentation
 from .data import SPLITS, Clip, load_clips
-from .evaluate import (DEGRADATIONS, band_report, band_summary, clip_probabilities, report,
-                       window_logits)
+from .evaluate import (DEGRADATIONS, band_rates, band_report, band_summary, clip_probabilities,
+                       report, window_logits)
 from .features import (FeatureSet, Transform, cap_per_language, feature_set,
                        limit_real_speakers, match_speech_duration, pair_index, per_class_totals,
                        resplit, source_balancing, twin_sampling)
@@ -542,10 +542,18 @@ def out_of_source_calibration(spec: ModelSpec, z_oos: np.ndarray, train: Feature
     y = (train.y_clip == pos).astype(int)
     threshold = float(choose_threshold(p[ok], y[ok]))
     t_real, t_fake = two_thresholds(y[ok], p[ok], target)
-    return threshold, {"below": float(min(t_real, threshold)),
-                       "above": float(max(t_fake, threshold)), "target": target,
+    below, above = float(min(t_real, threshold)), float(max(t_fake, threshold))
+    # what a set-up the read-out never heard can expect: each training source's real clips,
+    # scored by the fit without it, against the pooled band
+    kept = np.flatnonzero(ok)
+    rates = band_rates(p[kept], y[kept], [train.clips[i] for i in kept], below=below,
+                       above=above)
+    return threshold, {"below": below, "above": above, "target": target,
                        "clips": int(ok.sum()), "fitted_on": OOS_FITTED_ON,
-                       "method": OOS_METHOD}
+                       "method": OOS_METHOD,
+                       "out_of_source": {"reals_called_fake": rates["reals_called_fake"],
+                                         "fakes_called_real": rates["fakes_called_real"],
+                                         "by_source": rates["by_source"]}}
 
 
 def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],
