@@ -531,8 +531,9 @@ def out_of_source_calibration(spec: ModelSpec, z_oos: np.ndarray, train: Feature
     """(threshold, band) on the clips' calibrated probabilities (the app's rule: mean of the
     window probabilities) from out-of-source logits: the threshold at their equal-error
     point; the band from where at most ``target`` of the real clips lie above it to where at
-    most ``target`` of the fakes lie below it (widened to hold the threshold). Clips with a
-    window left unscored are left out."""
+    most ``target`` of the fakes lie below it (widened to hold the threshold), and what that
+    pooled band does to each training source's real clips (``out_of_source``: one set-up can
+    sit far above the pool). Clips with a window left unscored are left out."""
     from .probe import two_thresholds
 
     pos = spec.positive_index
