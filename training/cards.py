@@ -144,26 +144,22 @@ def band_markdown(card: ModelCard) -> list[str]:
                          f"{pct(b['fakes_called_real'])} | {pct(b['fake_verdicts_wrong'])} | "
                          f"{pct(b['real_verdicts_wrong'])} |")
     test = card.metrics["test"].band or {}
-    tables = (("by_source", "Real clips of each test source", "source | real clips",
+    unseen = (band.get("out_of_source") or {}).get("by_source")
+    tables = ((test.get("by_source"), "Real clips of each test source", "source | real clips",
                "called_fake"),
-              ("by_generator", "Fake clips of each test generator", "generator | fake clips",
-               "called_real"))
-    for key, caption, columns, verdict in tables:
-        if test.get(key):
+              (test.get("by_generator"), "Fake clips of each test generator",
+               "generator | fake clips", "called_real"),
+              (unseen, "Real clips of each training source, scored by the fit that never heard "
+               "that source (what a recording set-up the model never heard can expect; the "
+               "band holds the pool of them, not each one, to its target)",
+               "training source | real clips", "called_fake"))
+    for rows, caption, columns, verdict in tables:
+        if rows:
             lines += ["", f"{caption}:", "",
                       f"| {columns} | {verdict.replace('_', ' ')} | cannot tell |",
                       "| --- | --- | --- | --- |"]
             lines += [f"| {k} | {r['n']} | {pct(r[verdict])} | {pct(r['cannot_tell'])} |"
-                      for k, r in test[key].items()]
-    unseen = (band.get("out_of_source") or {}).get("by_source")
-    if unseen:
-        lines += ["", "Real clips of each training source, scored by the fit that never heard "
-                  "that source (what a recording set-up the model never heard can expect; the "
-                  "band holds the pool of them, not each one, to its target):", "",
-                  "| training source | real clips | called fake | cannot tell |",
-                  "| --- | --- | --- | --- |"]
-        lines += [f"| {k} | {r['n']} | {pct(r['called_fake'])} | {pct(r['cannot_tell'])} |"
-                  for k, r in unseen.items()]
+                      for k, r in rows.items()]
     return lines + [""]
 
 
