@@ -16,7 +16,8 @@ import soundfile as sf
 from training.audio import corpus_v2, sources
 from training.audio.chain import ChannelAugment, telephone
 from training.audio.data import load_clips
-from training.audio.splits import HoldOut, SplitPlan, loso_rows, selection_rows
+from training.audio.splits import (HoldOut, SplitPlan, loso_rows, out_of_source_rows,
+                                   selection_rows)
 
 PLAN = SplitPlan(
     test=HoldOut(sources=("phone",), languages=("el",), speakers=("studio-en-b",),
@@ -184,6 +185,15 @@ def test_a_selection_fold_never_holds_a_test_clip_and_tests_recipes_on_the_same_
     for source in ("phone", "ktub"):
         with pytest.raises(SystemExit, match="no real training clips"):
             selection_rows(rows, source)
+    # An out-of-source fold scores a training source with a network that never heard it: the
+    # same grouping as the read-out's out-of-source calibration, so the source's twins are
+    # scored too; the plan's test clips are in no split, validation is kept.
+    fold = {r["key"]: r["split"] for r in out_of_source_rows(rows, "studio")}
+    assert fold == {"a": "test", "b": "test", "c": "test", "d": "train", "e": "train",
+                    "h": "validation"}
+    for source in ("phone", "ktub"):
+        with pytest.raises(SystemExit, match="no real training clips"):
+            out_of_source_rows(rows, source)
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,7 +254,7 @@ def test_build_writes_the_manifest_resumes_and_skips_a_missing_source(tmp_path, 
     clips, info = load_clips(out)
     assert Counter(c.split for c in clips) == Counter(r["split"] for r in rows)
     assert info["corpus"]["split_rule"].startswith("test if any attribute")
-    fold = corpus_v2.build_loso(out, "studio")
+    fold = corpus_v2.build_fold(out, "studio")
     fold_clips, _ = load_clips(fold)
     assert {c.split for c in fold_clips if "/studio/" in str(c.path)} == {"test"}
     assert all(c.path.is_file() for c in fold_clips)

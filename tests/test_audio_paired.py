@@ -83,7 +83,7 @@ def test_every_training_recording_gets_one_twin_and_the_other_splits_stay(tmp_pa
     assert {c.key: c.pair_of for c in clips if c.pair_of} == pairs
 
     # a leave-one-source-out fold keeps the pairs
-    fold = corpus_v2.build_loso(out, "src")
+    fold = corpus_v2.build_fold(out, "src")
     assert {r["key"]: r["pair_of"] for r in _rows(fold / "metadata.csv") if r["pair_of"]} == pairs
 
     logged: list[str] = []

@@ -60,8 +60,7 @@ from .chain import (SAMPLE_RATE, TRIM_TOP_DB, ChannelAugment, codec_round_trip, 
                     vorbis_round_trip)
 from .corpus import finished_rows, item_rng, tool_versions
 from .sources import READERS, Speech, read_sources, text_bank
-from .splits import (DEFAULT_PLAN, SPLITS, SplitPlan, loso_rows, loso_sources, selection_rows,
-                     selection_sources)
+from .splits import DEFAULT_PLAN, FOLDS, SPLITS, SplitPlan
 from .synth import (BINARIES, ESPEAK_VOICES, GENERATOR_KINDS, KOKORO_LANGUAGES, PICO_VOICES,
                     KokoroEngine, available_generators, installed_festival_voices,
                     kokoro_available, kokoro_voice_dir, pico_available, synth_espeak,
@@ -489,31 +488,31 @@ def read_metadata(path: Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(fh))
 
 
-def fold_name(source: str, selection: bool = False) -> str:
-    """The folder (and weights stem) of a leave-one-source-out fold: ``loso-<source>``, or
-    ``select-<source>`` for a selection fold."""
-    return f"{'select' if selection else 'loso'}-{source}"
+def fold_name(source: str, kind: str = "loso") -> str:
+    """The folder (and weights stem) of a fold: ``<kind>-<source>``, ``kind`` one of
+    :data:`training.audio.splits.FOLDS` (``loso``, ``select`` or ``oos``)."""
+    if kind not in FOLDS:
+        raise ValueError(f"unknown fold kind {kind!r}; one of {', '.join(FOLDS)}")
+    return f"{kind}-{source}"
 
 
-def build_loso(out: Path, source: str, *, selection: bool = False) -> Path:
-    """``out/loso-<source>/metadata.csv``: the leave-one-source-out fold of
-    :func:`training.audio.splits.loso_rows`, its paths pointing into ``out/clips`` (train with
-    ``--data out/loso-<source>``). ``selection``: ``out/select-<source>``, the fold of
-    :func:`training.audio.splits.selection_rows` (no test-split clip in it)."""
+def build_fold(out: Path, source: str, *, kind: str = "loso") -> Path:
+    """``out/<kind>-<source>/metadata.csv``: the fold of ``kind`` that holds ``source`` out
+    (:data:`training.audio.splits.FOLDS`: leave one source out, its selection variant without
+    the test split, or the out-of-source fold), its paths pointing into ``out/clips`` (train
+    with ``--data out/<kind>-<source>``)."""
     meta = read_metadata(out / "metadata.csv")
-    rows = selection_rows(meta, source) if selection else loso_rows(meta, source)
-    fold = out / fold_name(source, selection)
+    rows_of, _, rule = FOLDS[kind]
+    rows = rows_of(meta, source)
+    fold = out / fold_name(source, kind)
     fold.mkdir(parents=True, exist_ok=True)
     extra = [k for k in (rows[0] if rows else {}) if k not in METADATA_FIELDS]  # e.g. pair_of
     write_metadata(fold / "metadata.csv", [{**r, "path": f"../{r['path']}"} for r in rows],
                    fields=(*METADATA_FIELDS, *extra))
     counts = Counter((r["split"], r["label"]) for r in rows)
     (fold / "corpus.json").write_text(json.dumps({
-        "command": (f"python -m training.audio_corpus_v2 --out {out} "
-                    f"{'--select' if selection else '--loso'} {source}"),
-        "split_rule": (f"leave one source out: {source} is the test split"
-                       + (f"; the plan's test clips and the twins of {source} left out"
-                          if selection else "")),
+        "command": f"python -m training.audio_corpus_v2 --out {out} --{kind} {source}",
+        "split_rule": rule.format(source=source),
         "n_clips": len(rows), "counts": {f"{s}/{lab}": n for (s, lab), n in sorted(counts.items())},
     }, indent=2) + "\n")
     return fold
@@ -629,6 +628,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="like --loso, but a fold for choosing between recipes: the plan's "
                              "test clips and the held-out source's twins left out, written to "
                              "OUT/select-SOURCE ('all' for every training source)")
+    parser.add_argument("--oos", default=None, metavar="SOURCE",
+                        help="like --select, but the held-out training source's twins stay in "
+                             "its test split: the fold for out-of-source scores (the grouping "
+                             "of the read-out's out-of-source calibration), written to "
+                             "OUT/oos-SOURCE ('all' for every training source)")
     parser.add_argument("--card-only", action="store_true",
                         help="rewrite the card from the existing metadata.csv")
     extra = parser.add_argument_group(
@@ -669,17 +673,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"{key:16s} {n:5d}")
         print(f"metadata: {args.out / 'metadata.csv'}")
         return
-    if args.loso:
-        rows = read_metadata(args.out / "metadata.csv")
-        for source in (loso_sources(rows) if args.loso == "all" else [args.loso]):
-            print(f"leave out {source}: {build_loso(args.out, source) / 'metadata.csv'}")
-        return
-    if args.select:
-        rows = read_metadata(args.out / "metadata.csv")
-        for source in (selection_sources(rows) if args.select == "all" else [args.select]):
-            fold = build_loso(args.out, source, selection=True)
-            print(f"leave out {source}: {fold / 'metadata.csv'}")
-        return
+    for kind in FOLDS:
+        wanted = getattr(args, kind)
+        if wanted:
+            rows = read_metadata(args.out / "metadata.csv")
+            for source in (FOLDS[kind][1](rows) if wanted == "all" else [wanted]):
+                fold = build_fold(args.out, source, kind=kind)
+                print(f"leave out {source}: {fold / 'metadata.csv'}")
+            return
     if args.card_only:
         from .card import corpus_card, write_card
 

@@ -5,7 +5,7 @@ that one.
         --config config/research --weights-dir runs/audio/loso --out docs/audio-v2/loso
 
 For each real source of the corpus the fold is built (:func:`training.audio.corpus_v2.
-build_loso`: the source's real clips, their vocoded copies and the synthetic clips reading its
+build_fold`: the source's real clips, their vocoded copies and the synthetic clips reading its
 texts are the test split; validation keeps the plan's validation clips of the other sources),
 the model is trained on it with its entry's recipe unless ``<weights-dir>/loso-<source>.pt``
 already has a card (so a stopped run resumes fold by fold), and the report gathers each fold's
@@ -22,6 +22,17 @@ A.json B.json ...`` then sets the recipes' reports side by side over the sources
         --weights-dir runs/audio/select-v3gk --out docs/audio-v3/select_v3gk
     python -m training.audio_loso --compare docs/audio-v3/select_v3t.json \
         docs/audio-v3/select_v3gk.json --out docs/audio-v3/select
+
+``--out-of-source`` makes the folds a trained network needs for out-of-source scores
+(``oos-<source>``: the plan's test clips left out, each training source held out with its
+twins, grouped as the read-out's out-of-source calibration groups its windows) and writes,
+beside the report, ``<out>.scores.npz``: every held-out clip's key, source, label (1 fake)
+and calibrated probability from the fold that never saw its source, the scores a threshold
+or a "cannot tell" band for unseen set-ups is fitted on:
+
+    python -m training.audio_loso --out-of-source --data data/audio_corpus_v3twlk \
+        --model audio-cnn-v3t --config config/research --weights-dir runs/audio/oos-cnn \
+        --out runs/audio/oos-cnn/report
 """
 
 from __future__ import annotations
@@ -34,23 +45,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from xai_platform.config import load_config
 from xai_platform.models.cards import read_card
 
-from .corpus_v2 import build_loso, fold_name, read_metadata
-from .splits import loso_sources, selection_sources
+from .corpus_v2 import build_fold, fold_name, read_metadata
+from .splits import FOLDS
 
 
-def fold_weights(weights_dir: Path, source: str, selection: bool = False) -> Path:
-    return weights_dir / f"{fold_name(source, selection)}.pt"
+def fold_weights(weights_dir: Path, source: str, kind: str = "loso") -> Path:
+    return weights_dir / f"{fold_name(source, kind)}.pt"
 
 
 def train_command(model: str, configs: list[str], data: Path, source: str, weights: Path,
-                  extra: list[str], selection: bool = False) -> list[str]:
+                  extra: list[str], kind: str = "loso") -> list[str]:
     """The training run of one fold: the model entry's recipe on the fold's data."""
     cfg = [a for c in configs for a in ("--config", c)]
     return [sys.executable, "-m", "training.train_audio", "--model", model, *cfg,
-            "--data", str(data / fold_name(source, selection)), "--out", str(weights),
+            "--data", str(data / fold_name(source, kind)), "--out", str(weights),
             "--no-robustness", "--explain", "", *extra]
 
 
@@ -73,6 +86,28 @@ def recipe(model: str, configs: list[str]) -> list[str]:
     return out
 
 
+def out_of_source_scores(model: str, configs: list[str], data: Path, weights_dir: Path,
+                         sources: list[str], *, cache_dir: Path = Path("data/feature_cache")
+                         ) -> dict[str, np.ndarray]:
+    """Every held-out clip of the out-of-source folds of ``sources``, scored by the fold that
+    never saw its source (at that fold's calibrated temperature, the app's clip rule): key,
+    source, y (1 fake) and p, concatenated in ``sources``' order."""
+    from .probe import detector_scores
+
+    parts: dict[str, list[Any]] = {"key": [], "source": [], "y": [], "p": []}
+    for source in sources:
+        y, p, clips = detector_scores(model, [Path(c) for c in configs],
+                                      data / fold_name(source, "oos"), cache_dir,
+                                      splits=("test",),
+                                      weights=fold_weights(weights_dir, source, "oos"))["test"]
+        parts["key"] += [c.key for c in clips]
+        parts["source"] += [source] * len(clips)
+        parts["y"].append(np.asarray(y, np.int64))
+        parts["p"].append(np.asarray(p, np.float64))
+    return {"key": np.array(parts["key"]), "source": np.array(parts["source"]),
+            "y": np.concatenate(parts["y"]), "p": np.concatenate(parts["p"])}
+
+
 def fold_row(source: str, card: Any) -> dict[str, Any]:
     """One fold's figures from its card (test = the held-out source)."""
     test, val = card.metrics["test"], card.metrics["validation"]
@@ -86,16 +121,19 @@ def fold_row(source: str, card: Any) -> dict[str, Any]:
 
 
 def report_markdown(model: str, rows: list[dict[str, Any]], commands: dict[str, str],
-                    selection: bool = False) -> str:
+                    kind: str = "loso") -> str:
     what = ("Each row: trained on every other real source (and the synthetic and vocoded clips "
             "of their texts), threshold and temperature chosen on the fold's validation split, "
             "tested on the held-out source's real clips, their vocoded copies and the synthetic "
             "clips reading its texts.")
-    if selection:
+    if kind == "select":
         what += (" Folds for choosing between recipes: the corpus's test split is in none of "
                  "them, and the held-out source's twins are neither trained on nor tested.")
-    lines = [f"# Leave one real source out{' (selection folds)' if selection else ''}: "
-             f"`{model}`", "", what, "",
+    elif kind == "oos":
+        what += (" Out-of-source folds: the corpus's test split is in none of them; the "
+                 "held-out training source's twins are tested with it.")
+    title = {"loso": "", "select": " (selection folds)", "oos": " (out-of-source folds)"}[kind]
+    lines = [f"# Leave one real source out{title}: `{model}`", "", what, "",
              "| held-out source | real / fake clips | validation EER | test EER | ROC AUC | "
              "real called fake | fakes let through | threshold |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -156,11 +194,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="report stem (.md and .json)")
     parser.add_argument("--source", action="append", default=None,
                         help="only these sources (default: every real source)")
+    parser.add_argument("--cache-dir", type=Path, default=Path("data/feature_cache"),
+                        help="feature cache for --out-of-source's scores")
     parser.add_argument("--no-train", action="store_true",
                         help="report the folds already trained; train none")
-    parser.add_argument("--selection", action="store_true",
-                        help="folds for choosing between recipes: no test-split clip, only "
-                             "training sources held out, their twins left out")
+    kinds = parser.add_mutually_exclusive_group()
+    kinds.add_argument("--selection", action="store_true",
+                       help="folds for choosing between recipes: no test-split clip, only "
+                            "training sources held out, their twins left out")
+    kinds.add_argument("--out-of-source", action="store_true",
+                       help="out-of-source folds (no test-split clip, each training source "
+                            "held out with its twins) and OUT.scores.npz, every held-out clip's "
+                            "probability from the fold that never saw its source")
     parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="JSON",
                         help="only set these reports side by side (written to --out)")
     args = parser.parse_args(argv)
@@ -170,33 +215,36 @@ def main(argv: list[str] | None = None) -> int:
         args.out.with_suffix(".md").write_text(text)
         print(text)
         return 0
+    kind = "select" if args.selection else "oos" if args.out_of_source else "loso"
     rows_meta = read_metadata(args.data / "metadata.csv")
-    listed = selection_sources(rows_meta) if args.selection else loso_sources(rows_meta)
-    sources = args.source or listed
+    sources = args.source or FOLDS[kind][1](rows_meta)
     extra = recipe(args.model, args.config)
-    flag = "--select" if args.selection else "--loso"
     rows, commands = [], {}
     for source in sources:
-        weights = fold_weights(args.weights_dir, source, args.selection)
-        cmd = train_command(args.model, args.config, args.data, source, weights, extra,
-                            args.selection)
-        commands[source] = (f"python -m training.audio_corpus_v2 --out {args.data} {flag} "
+        weights = fold_weights(args.weights_dir, source, kind)
+        cmd = train_command(args.model, args.config, args.data, source, weights, extra, kind)
+        commands[source] = (f"python -m training.audio_corpus_v2 --out {args.data} --{kind} "
                             f"{source} && " + shlex.join(["python", *cmd[1:]]))
         if read_card(weights) is None:
             if args.no_train:
                 print(f"  {source}: not trained yet ({weights})", file=sys.stderr)
                 continue
-            build_loso(args.data, source, selection=args.selection)
+            build_fold(args.data, source, kind=kind)
             weights.parent.mkdir(parents=True, exist_ok=True)
             print(f"  {source}: training -> {weights}", file=sys.stderr)
             subprocess.run(cmd, check=True)
         rows.append(fold_row(source, read_card(weights)))
     if not rows:
         raise SystemExit("no fold is trained yet.")
-    report = report_markdown(args.model, rows, commands, args.selection)
+    if kind == "oos":
+        scores = out_of_source_scores(args.model, args.config, args.data, args.weights_dir,
+                                      [r["source"] for r in rows], cache_dir=args.cache_dir)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(args.out.with_suffix(".scores.npz"), **scores)
+    report = report_markdown(args.model, rows, commands, kind)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(
-        {"model": args.model, "data": str(args.data), "selection": args.selection,
+        {"model": args.model, "data": str(args.data), "selection": args.selection, "kind": kind,
          "folds": rows, "commands": commands}, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(report)
     print(report)

@@ -126,10 +126,12 @@ def verdict_rates(y: np.ndarray, fake: np.ndarray, real: np.ndarray) -> dict[str
 
 
 def detector_scores(model_id: str, config: list[Path], data: Path, cache_dir: Path, *,
-                    splits: tuple[str, ...] = ("validation", "test")
+                    splits: tuple[str, ...] = ("validation", "test"),
+                    weights: Path | None = None
                     ) -> dict[str, tuple[np.ndarray, np.ndarray, list]]:
     """Per split (``splits``): (y, clip probability, clips) of a trained detector at its
-    card's temperature."""
+    card's temperature. ``weights``: another weights file of the entry's architecture (a
+    fold's), with its own card; default the entry's."""
     from xai_platform.config import load_config
     from xai_platform.models.cards import read_card
 
@@ -137,10 +139,12 @@ def detector_scores(model_id: str, config: list[Path], data: Path, cache_dir: Pa
     from .evaluate import clip_probabilities, split_logits
 
     spec = load_config(config).model(model_id)
-    card = read_card(spec.weights)
+    weights = weights or spec.weights
+    card = read_card(weights)
     if card is None or card.calibration.temperature is None:
-        raise SystemExit(f"'{model_id}' has no trained weights with a calibrated card.")
-    handle = load_saved(spec, spec.weights)
+        raise SystemExit(f"'{model_id}' has no trained weights with a calibrated card "
+                         f"({weights}).")
+    handle = load_saved(spec, weights)
     clips, _ = load_clips(data)
     out = {}
     for split in splits:

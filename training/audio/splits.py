@@ -132,3 +132,31 @@ def selection_rows(rows: Sequence[dict[str, Any]], source: str) -> list[dict[str
 def selection_sources(rows: Iterable[dict[str, Any]]) -> list[str]:
     """The sources a selection fold can hold out: those with real clips in training."""
     return sorted({r["source"] for r in rows if r["label"] == "real" and r["split"] == "train"})
+
+
+def out_of_source_rows(rows: Sequence[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+    """A training source scored by a network that never heard it: the fold a trained network
+    needs for the out-of-source scores a frozen encoder's read-out gets by refitting
+    (:func:`training.audio.train.out_of_source_logits`, grouped the same way). The plan's test
+    clips are left out altogether; every *training* clip of ``source`` (its real clips, their
+    twins and the synthetic clips reading its texts) is the fold's test split; validation keeps
+    the plan's validation clips, of ``source`` too; the rest trains."""
+    if source not in selection_sources(rows):
+        raise SystemExit(f"'{source}' has no real training clips; an out-of-source fold holds "
+                         f"out one of {', '.join(selection_sources(rows))}.")
+    return [{**r, "split": "test" if r["source"] == source and r["split"] == "train"
+             else r["split"]} for r in rows if r["split"] != "test"]
+
+
+#: fold kinds (the folder prefix of ``<corpus>/<kind>-<source>``): how each builds its rows,
+#: which sources it can hold out, and what its test split holds
+FOLDS: dict[str, tuple[Any, Any, str]] = {
+    "loso": (loso_rows, loso_sources,
+             "leave one source out: {source} is the test split"),
+    "select": (selection_rows, selection_sources,
+               "leave one source out: {source} is the test split; the plan's test clips and "
+               "the twins of {source} left out"),
+    "oos": (out_of_source_rows, selection_sources,
+            "out of source: the training clips of {source} (with its twins) are the test "
+            "split; the plan's test clips left out"),
+}
