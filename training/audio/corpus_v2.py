@@ -501,10 +501,8 @@ def build_fold(out: Path, source: str, *, kind: str = "loso") -> Path:
     (:data:`training.audio.splits.FOLDS`: leave one source out, its selection variant without
     the test split, or the out-of-source fold), its paths pointing into ``out/clips`` (train
     with ``--data out/<kind>-<source>``)."""
-    meta = read_metadata(out / "metadata.csv")
-    rows_of, _, rule = FOLDS[kind]
-    rows = rows_of(meta, source)
     fold = out / fold_name(source, kind)
+    rows = FOLDS[kind].rows(read_metadata(out / "metadata.csv"), source)
     fold.mkdir(parents=True, exist_ok=True)
     extra = [k for k in (rows[0] if rows else {}) if k not in METADATA_FIELDS]  # e.g. pair_of
     write_metadata(fold / "metadata.csv", [{**r, "path": f"../{r['path']}"} for r in rows],
@@ -512,7 +510,7 @@ def build_fold(out: Path, source: str, *, kind: str = "loso") -> Path:
     counts = Counter((r["split"], r["label"]) for r in rows)
     (fold / "corpus.json").write_text(json.dumps({
         "command": f"python -m training.audio_corpus_v2 --out {out} --{kind} {source}",
-        "split_rule": rule.format(source=source),
+        "split_rule": FOLDS[kind].rule.format(source=source),
         "n_clips": len(rows), "counts": {f"{s}/{lab}": n for (s, lab), n in sorted(counts.items())},
     }, indent=2) + "\n")
     return fold
@@ -677,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         wanted = getattr(args, kind)
         if wanted:
             rows = read_metadata(args.out / "metadata.csv")
-            for source in (FOLDS[kind][1](rows) if wanted == "all" else [wanted]):
+            for source in (FOLDS[kind].sources(rows) if wanted == "all" else [wanted]):
                 fold = build_fold(args.out, source, kind=kind)
                 print(f"leave out {source}: {fold / 'metadata.csv'}")
             return

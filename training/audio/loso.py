@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     kind = "select" if args.selection else "oos" if args.out_of_source else "loso"
     rows_meta = read_metadata(args.data / "metadata.csv")
-    sources = args.source or FOLDS[kind][1](rows_meta)
+    sources = args.source or FOLDS[kind].sources(rows_meta)
     extra = recipe(args.model, args.config)
     rows, commands = [], {}
     for source in sources:
@@ -236,13 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(fold_row(source, read_card(weights)))
     if not rows:
         raise SystemExit("no fold is trained yet.")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if kind == "oos":
         scores = out_of_source_scores(args.model, args.config, args.data, args.weights_dir,
                                       [r["source"] for r in rows], cache_dir=args.cache_dir)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(args.out.with_suffix(".scores.npz"), **scores)
     report = report_markdown(args.model, rows, commands, kind)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(
         {"model": args.model, "data": str(args.data), "selection": args.selection, "kind": kind,
          "folds": rows, "commands": commands}, indent=2) + "\n")

@@ -10,9 +10,9 @@ synthesiser reading a test source's sentence is tested, never trained on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 SPLITS = ("train", "validation", "test")
 
@@ -148,15 +148,23 @@ def out_of_source_rows(rows: Sequence[dict[str, Any]], source: str) -> list[dict
              else r["split"]} for r in rows if r["split"] != "test"]
 
 
-#: fold kinds (the folder prefix of ``<corpus>/<kind>-<source>``): how each builds its rows,
-#: which sources it can hold out, and what its test split holds
-FOLDS: dict[str, tuple[Any, Any, str]] = {
-    "loso": (loso_rows, loso_sources,
-             "leave one source out: {source} is the test split"),
-    "select": (selection_rows, selection_sources,
-               "leave one source out: {source} is the test split; the plan's test clips and "
-               "the twins of {source} left out"),
-    "oos": (out_of_source_rows, selection_sources,
-            "out of source: the training clips of {source} (with its twins) are the test "
-            "split; the plan's test clips left out"),
+class Fold(NamedTuple):
+    """One kind of fold: how it builds its rows from the corpus's, which sources it can hold
+    out, and what its test split holds (``{source}`` filled in)."""
+
+    rows: Callable[[Sequence[dict[str, Any]], str], list[dict[str, Any]]]
+    sources: Callable[[Iterable[dict[str, Any]]], list[str]]
+    rule: str
+
+
+#: fold kinds, by the folder prefix of ``<corpus>/<kind>-<source>``
+FOLDS: dict[str, Fold] = {
+    "loso": Fold(loso_rows, loso_sources,
+                 "leave one source out: {source} is the test split"),
+    "select": Fold(selection_rows, selection_sources,
+                   "leave one source out: {source} is the test split; the plan's test clips "
+                   "and the twins of {source} left out"),
+    "oos": Fold(out_of_source_rows, selection_sources,
+                "out of source: the training clips of {source} (with its twins) are the test "
+                "split; the plan's test clips left out"),
 }
