@@ -65,6 +65,43 @@ def test_inside_the_band_there_is_no_verdict_only_a_lean():
     assert "cannot tell (leans fake), p(fake) 60.0%" in title(Expl)
 
 
+def test_a_fake_verdict_says_how_often_real_voices_of_unseen_setups_scored_as_high():
+    """A score alone does not say how often a real voice reaches it. With the card's
+    out-of-source real scores, a 'fake' verdict (or a lean towards fake) says what share of
+    real voices from set-ups the model never heard scored as high, pooled and for the set-up
+    that fared worst; a decision the other way says nothing of it."""
+    from xai_platform.explanation import UnseenSetups
+
+    unseen = UnseenSetups({"games": (0.1, 0.5, 0.8, 0.9), "letters": (0.05, 0.1, 0.2, 0.3, 0.4,
+                                                                       0.5, 0.6, 0.7, 0.85, 0.95)})
+    rates = unseen.at(0.8)  # a score equal to a real clip's counts as reached
+    assert rates["by_source"]["games"] == {"n": 4, "share": 0.5}
+    assert rates["by_source"]["letters"]["share"] == pytest.approx(0.2)
+    assert rates["pooled"] == pytest.approx(4 / 14) and rates["sources"] == 2
+    assert rates["worst_source"] == "games" and rates["worst"] == 0.5
+    assert unseen.at(0.99)["worst"] == 0 and unseen.at(0.0)["pooled"] == 1
+
+    high = _p(0.82, unseen=unseen)
+    assert high.verdict == ("fake: p(fake) = 0.82, above this model's 'cannot tell' band "
+                            "(0.25-0.75). Of real voices from 2 recording set-ups, each scored "
+                            "by a fit that never heard it, 21.4% scored this high (games: 25.0%, "
+                            "the most of any one set-up)")
+    assert high.to_dict()["unseen_setups"]["worst_source"] == "games"
+    top = _p(0.97, unseen=unseen)
+    assert top.verdict.endswith("each scored by a fit that never heard it, none scored this high")
+    lean = _p(0.62, unseen=unseen)
+    assert lean.undecided and lean.verdict.endswith(
+        "the explanations show why, not a verdict. Of real voices from 2 recording set-ups, each "
+        "scored by a fit that never heard it, 35.7% scored this high (games: 50.0%, the most of "
+        "any one set-up)")
+    assert lean.verdict == f"{lean.statement}. {lean.unseen_note}"
+    # towards the other label: no such sentence, but the figures stay in the record
+    for other in (_p(0.4, unseen=unseen), _p(0.1, unseen=unseen, one_sided=True)):
+        assert "scored this high" not in other.verdict and other.verdict == other.statement
+        assert other.to_dict()["unseen_setups"]["pooled"] > 0.5
+    assert _p(0.8).to_dict()["unseen_setups"] is None
+
+
 def test_the_band_is_read_from_the_card_and_a_bad_one_is_ignored(tmp_path):
     from xai_platform.models.cards import read_calibration
 
@@ -79,6 +116,16 @@ def test_the_band_is_read_from_the_card_and_a_bad_one_is_ignored(tmp_path):
         card.write_text(json.dumps({"calibration": {"threshold": 0.5, "band": bad}}))
         cal = read_calibration(weights)
         assert cal.band is None and cal.threshold == 0.5
+    # the out-of-source real scores beside the band; unusable ones leave the band as it is
+    good = {"below": 0.2, "above": 0.6, "out_of_source": {"real_scores": {"a": [0.9, 0.1]}}}
+    card.write_text(json.dumps({"calibration": {"threshold": 0.5, "band": good}}))
+    cal = read_calibration(weights)
+    assert cal.band == (0.2, 0.6) and cal.unseen.scores == {"a": (0.1, 0.9)}
+    for bad in ({"a": [1.5]}, {"a": []}, {"a": "x"}, [0.3], {}):
+        good["out_of_source"]["real_scores"] = bad
+        card.write_text(json.dumps({"calibration": {"threshold": 0.5, "band": good}}))
+        cal = read_calibration(weights)
+        assert cal.band == (0.2, 0.6) and cal.unseen is None
 
 
 @needs_torch
@@ -123,6 +170,21 @@ def test_the_app_says_cannot_tell_for_a_model_with_a_band(tmp_path):
     assert not below.prediction.undecided and below.prediction.label == "fake"
     assert below.prediction.verdict.startswith("fake:")
     assert "'cannot tell' band" in below.prediction.verdict
+    assert "scored this high" not in below.prediction.verdict
+    # with the card's out-of-source real scores (clip scores), a window's verdict says how
+    # often real voices of unseen set-ups reached its score; a verdict from a flagged stretch
+    # of windows does not (a clip's score is not a stretch's), but its record keeps the figures
+    first = float(plain.window_probabilities[0, 1])
+    scores = {"games": [first - 0.2, first + 0.01], "letters": [0.0, 0.0, 0.0, 0.0]}
+    _, told = analysed({"below": 0.0, "above": max(0.0, min(fake, first) - 0.01),
+                        "out_of_source": {"real_scores": scores}})
+    window = told.window_prediction(0)
+    assert window.unseen == told.prediction.unseen and window.label == "fake"
+    assert window.verdict.endswith("16.7% scored this high (games: 50.0%, the most of any one "
+                                   "set-up)")
+    assert window.to_dict()["unseen_setups"]["score"] == pytest.approx(first)
+    assert told.prediction.segments and "scored this high" not in told.prediction.verdict
+    assert told.prediction.to_dict()["unseen_setups"]["score"] == pytest.approx(fake)
 
 
 def test_the_shipped_banded_card_says_what_the_band_does_per_source_and_generator():
@@ -142,6 +204,14 @@ def test_the_shipped_banded_card_says_what_the_band_does_per_source_and_generato
     assert 0 < test["coverage"] < 1 and set(test["by_source"]) >= {"asterisk", "gcin"}
     text = audio_markdown(card)
     assert "## 'Cannot tell' band" in text and "| asterisk | 235 |" in text
+    # the real scores the verdict quotes agree with the card's table at the band's edge
+    unseen = calibration_from_card(card).unseen
+    by_source = card.calibration.band["out_of_source"]["by_source"]
+    assert unseen is not None and set(unseen.scores) == set(by_source)
+    at_edge = unseen.at(band[1])["by_source"]
+    for source, row in by_source.items():
+        assert at_edge[source]["n"] == row["n"]
+        assert at_edge[source]["share"] == pytest.approx(row["called_fake"], abs=0.5 / row["n"])
     assert "no epochs: a linear read-out" in text and "0 of 0 epochs" not in text
 
 

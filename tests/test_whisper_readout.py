@@ -197,6 +197,14 @@ def test_the_threshold_and_band_come_from_sources_the_readout_never_saw():
     assert band["out_of_source"]["reals_called_fake"] == pytest.approx(
         np.mean(p[reals] >= band["above"]))
     assert unseen["odd"]["called_fake"] > 0.05 >= band["out_of_source"]["reals_called_fake"]
+    # and the scores themselves, sorted, for the app to say how often a set-up's real voices
+    # reach an input's score
+    real_scores = band["out_of_source"]["real_scores"]
+    assert set(real_scores) == set(unseen)
+    for source, values in real_scores.items():
+        sel = reals & (sources == source)
+        assert values == sorted(values) and len(values) == unseen[source]["n"]
+        np.testing.assert_allclose(values, np.sort(p[sel]), atol=5e-5)
     assert all(unseen[s]["called_fake"] < unseen["odd"]["called_fake"] for s in "abc")
     # fewer than three sources: no out-of-source scores
     two = SimpleNamespace(clip=owner, clips=[SimpleNamespace(source="a" if c.source in "ab"

@@ -145,13 +145,16 @@ def band_markdown(card: ModelCard) -> list[str]:
                          f"{pct(b['real_verdicts_wrong'])} |")
     test = card.metrics["test"].band or {}
     unseen = (band.get("out_of_source") or {}).get("by_source")
+    quoted = ("; a 'fake' verdict, or a lean towards it, says what share of these clips reached "
+              "its input's score, from their scores kept in the JSON card"
+              if (band.get("out_of_source") or {}).get("real_scores") else "")
     tables = ((test.get("by_source"), "Real clips of each test source", "source | real clips",
                "called_fake"),
               (test.get("by_generator"), "Fake clips of each test generator",
                "generator | fake clips", "called_real"),
               (unseen, "Real clips of each training source, scored by the fit that never heard "
                "that source (what a recording set-up the model never heard can expect; the "
-               "band holds the pool of them, not each one, to its target)",
+               f"band holds the pool of them, not each one, to its target{quoted})",
                "training source | real clips", "called_fake"))
     for rows, caption, columns, verdict in tables:
         if rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,31 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float32]
 
 UNTRAINED_NOTE = "UNTRAINED model: random weights, the output is not a verdict"
+
+
+@dataclass(frozen=True)
+class UnseenSetups:
+    """How real voices from recording set-ups a model never heard score: each training
+    source's real clips, scored by a fit made without that source (a model card's
+    ``calibration.band.out_of_source.real_scores``), as sorted calibrated p(positive). A score
+    alone does not say how often a real voice reaches it; these do, set-up by set-up (one
+    set-up can sit far above the others: docs/AUDIO.md)."""
+
+    scores: Mapping[str, tuple[float, ...]]
+
+    def at(self, p: float) -> dict[str, Any]:
+        """The share of each set-up's real clips, and of all of them, scoring ``p`` or more;
+        the set-up with the largest share (``worst``)."""
+        counts = {source: (len(v) - int(np.searchsorted(np.asarray(v), p, side="left")), len(v))
+                  for source, v in self.scores.items()}
+        shares = {source: k / n for source, (k, n) in counts.items()}
+        worst = max(sorted(shares), key=lambda source: shares[source])
+        total = sum(n for _, n in counts.values())
+        return {"score": float(p), "sources": len(shares),
+                "pooled": sum(k for k, _ in counts.values()) / total,
+                "worst_source": worst, "worst": shares[worst],
+                "by_source": {source: {"n": n, "share": shares[source]}
+                              for source, (_, n) in counts.items()}}
 
 
 @dataclass(frozen=True)
@@ -32,7 +58,10 @@ class Prediction:
     (fitted where the verdicts' errors on data unlike the training data were measured): at or
     above ``above`` (or a flagged stretch) the input is called positive, at or below ``below``
     negative, and between them no verdict is given (``undecided``; the headline says which
-    way the threshold leans).
+    way the threshold leans). ``unseen``: how real voices from recording set-ups the model
+    never heard score (:class:`UnseenSetups`, from its card); a verdict for the positive label,
+    or a lean towards it, then says how often they reached this input's score
+    (:attr:`unseen_note`; not for a flagged stretch, whose windows are not a clip's score).
     """
 
     labels: tuple[str, ...]
@@ -48,6 +77,7 @@ class Prediction:
     familiarity: dict[str, Any] | None = None
     one_sided: bool = False
     band: tuple[float, float] | None = None
+    unseen: UnseenSetups | None = None
 
     @property
     def index(self) -> int:
@@ -99,16 +129,45 @@ class Prediction:
     def score(self) -> float:
         return float(self.probabilities[self.index])
 
+    @property
+    def unseen_false_alarms(self) -> dict[str, Any] | None:
+        """:meth:`UnseenSetups.at` this input's p(positive); None without them, or for a
+        model without a positive label."""
+        if self.unseen is None or self.positive is None or self.multilabel or self.untrained:
+            return None
+        return self.unseen.at(float(self.probabilities[self.positive]))
+
+    @property
+    def unseen_note(self) -> str:
+        """For a decision or lean towards the positive label from the input's score: how often
+        real voices of set-ups the model never heard scored as high ("" where the card has no
+        such scores, or where a flagged stretch decided: those are clip scores)."""
+        rates = self.unseen_false_alarms
+        if rates is None or self.withheld or self.index != self.positive or self.segments:
+            return ""
+        head = (f"Of real voices from {rates['sources']} recording set-ups, each scored by a fit "
+                "that never heard it, ")
+        if rates["worst"] == 0:
+            return head + "none scored this high"
+        return (head + f"{rates['pooled']:.1%} scored this high ({rates['worst_source']}: "
+                f"{rates['worst']:.1%}, the most of any one set-up)")
+
     def ranked(self) -> list[tuple[str, float]]:
         order = np.argsort(-self.probabilities, kind="stable")
         return [(self.labels[i], float(self.probabilities[i])) for i in order]
 
     @property
     def verdict(self) -> str:
-        """What a user may read as the answer: the decision and the calibrated probability
-        together ("lesion: p(lesion) = 0.17, above this model's threshold of 0.11"), where the
-        flagged stretches are ("fake: synthetic speech at 7.0-14.5 s; ..."); never a verdict
-        for an untrained model."""
+        """What a user may read as the answer: :attr:`statement`, then :attr:`unseen_note`
+        where there is one."""
+        note = self.unseen_note
+        return f"{self.statement}. {note}" if note else self.statement
+
+    @property
+    def statement(self) -> str:
+        """The decision and the calibrated probability together ("lesion: p(lesion) = 0.17,
+        above this model's threshold of 0.11"), where the flagged stretches are ("fake:
+        synthetic speech at 7.0-14.5 s; ..."); never a verdict for an untrained model."""
         if self.untrained:
             return f"no verdict ({UNTRAINED_NOTE}); highest output: {self.label} {self.score:.1%}"
         if self.withheld:
@@ -161,6 +220,7 @@ class Prediction:
                 "band": None if self.band is None else {"below": self.band[0],
                                                         "above": self.band[1]},
                 "reason": self.reason or None, "familiarity": self.familiarity,
+                "unseen_setups": self.unseen_false_alarms,
                 "segments": [{"start_s": round(a, 3), "end_s": round(b, 3)}
                              for a, b in self.segments],
                 "probabilities": {lab: float(p) for lab, p in zip(self.labels, self.probabilities)}}

@@ -533,7 +533,9 @@ def out_of_source_calibration(spec: ModelSpec, z_oos: np.ndarray, train: Feature
     point; the band from where at most ``target`` of the real clips lie above it to where at
     most ``target`` of the fakes lie below it (widened to hold the threshold), and what that
     pooled band does to each training source's real clips (``out_of_source``: one set-up can
-    sit far above the pool). Clips with a window left unscored are left out."""
+    sit far above the pool), with those clips' probabilities (``real_scores``, sorted, per
+    source), from which the app tells a user how often real voices of set-ups the model never
+    heard reach the score of their input. Clips with a window left unscored are left out."""
     from .probe import two_thresholds
 
     pos = spec.positive_index
@@ -549,12 +551,17 @@ def out_of_source_calibration(spec: ModelSpec, z_oos: np.ndarray, train: Feature
     kept = np.flatnonzero(ok)
     rates = band_rates(p[kept], y[kept], [train.clips[i] for i in kept], below=below,
                        above=above)
+    sources = np.array([train.clips[i].source or "" for i in kept])
+    reals = y[kept] == 0
+    real_scores = {source: sorted(round(float(v), 4) for v in p[kept][reals & (sources == source)])
+                   for source in rates["by_source"]}
     return threshold, {"below": below, "above": above, "target": target,
                        "clips": int(ok.sum()), "fitted_on": OOS_FITTED_ON,
                        "method": OOS_METHOD,
                        "out_of_source": {"reals_called_fake": rates["reals_called_fake"],
                                          "fakes_called_real": rates["fakes_called_real"],
-                                         "by_source": rates["by_source"]}}
+                                         "by_source": rates["by_source"],
+                                         "real_scores": real_scores}}
 
 
 def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],

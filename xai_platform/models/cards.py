@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..explanation import UnseenSetups
 from .handle import Calibration
 
 _WEIGHT_SUFFIXES = (".weights.h5", ".keras", ".pt", ".pth", ".h5", ".safetensors")
@@ -467,8 +468,9 @@ def _calibration(temperature: Any, threshold: Any, band: Any = None) -> Calibrat
         threshold = None if threshold is None else float(threshold)
     except (TypeError, ValueError):
         return Calibration()
+    band_edges = _band(band)
     return Calibration(temperature=temperature if temperature > 0 else 1.0, threshold=threshold,
-                       band=_band(band))
+                       band=band_edges, unseen=None if band_edges is None else _unseen(band))
 
 
 def _band(band: Any) -> tuple[float, float] | None:
@@ -485,6 +487,26 @@ def _band(band: Any) -> tuple[float, float] | None:
         log.warning("calibration.band needs 0 <= below <= above <= 1, got %r: ignored", band)
         return None
     return below, above
+
+
+def _unseen(band: Mapping[str, Any]) -> UnseenSetups | None:
+    """The band block's ``out_of_source.real_scores`` ({set-up: [p, ...]}); None where absent
+    or unusable (logged: the verdict then leaves out how often such voices score as high)."""
+    raw = (band.get("out_of_source") or {}).get("real_scores")
+    if raw is None:
+        return None
+    try:
+        scores = {str(source): tuple(sorted(float(v) for v in values))
+                  for source, values in raw.items()}
+    except (AttributeError, TypeError, ValueError):
+        log.warning("calibration.band.out_of_source.real_scores is not {set-up: [p, ...]}: "
+                    "ignored")
+        return None
+    if not scores or not all(v and 0.0 <= v[0] and v[-1] <= 1.0 for v in scores.values()):
+        log.warning("calibration.band.out_of_source.real_scores needs probabilities in [0, 1] "
+                    "for every set-up: ignored")
+        return None
+    return UnseenSetups(scores)
 
 
 def read_serving(weights: Path | None) -> tuple[Calibration, FamiliarityInfo | None]:

@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..config import AppSettings, ModelSpec
+from ..explanation import UnseenSetups
 from ..familiarity import Familiarity
 
 FloatArray = npt.NDArray[np.float32]
@@ -145,11 +146,14 @@ class Calibration:
     computed from logits / ``temperature``; ``threshold`` is the decision threshold on the
     positive class; ``band`` (below, above), where the card has one, is the "cannot tell" band
     on the positive class's calibrated probability (:class:`xai_platform.explanation.
-    Prediction`). Explained scores (gradients) are not rescaled."""
+    Prediction`); ``unseen``, where the card has them, how real voices from recording set-ups
+    the model never heard scored (:class:`xai_platform.explanation.UnseenSetups`). Explained
+    scores (gradients) are not rescaled."""
 
     temperature: float = 1.0
     threshold: float | None = None
     band: tuple[float, float] | None = None
+    unseen: UnseenSetups | None = None
 
 
 def output_transforms(kind: str, ops: SimpleNamespace, *, temperature: float = 1.0

@@ -140,7 +140,9 @@ def prediction_outputs(service: Service, session: Session, path: str | None, mod
         label = "verdict withheld"
     elif p.undecided or p.unconfirmed:  # nor a label the model cannot decide or confirm
         label = p.headline
-    lines = [f"### {'No verdict' if p.untrained else p.verdict}"]
+    lines = [f"### {'No verdict' if p.untrained else p.statement}"]
+    if p.unseen_note:
+        lines.append(f"**How often real voices score this high:** {p.unseen_note}.")
     if p.untrained:
         lines.append(f"Highest output: {p.label} {p.score:.1%}. **The model is untrained: this "
                      "is not a verdict.**")
