@@ -65,41 +65,56 @@ def test_inside_the_band_there_is_no_verdict_only_a_lean():
     assert "cannot tell (leans fake), p(fake) 60.0%" in title(Expl)
 
 
-def test_a_fake_verdict_says_how_often_real_voices_of_unseen_setups_scored_as_high():
+def test_a_verdict_says_how_often_real_voices_scored_as_high_or_fakes_as_low():
     """A score alone does not say how often a real voice reaches it. With the card's
     out-of-source real scores, a 'fake' verdict (or a lean towards fake) says what share of
     real voices from set-ups the model never heard scored as high, pooled and for the set-up
-    that fared worst; a decision the other way says nothing of it."""
-    from xai_platform.explanation import UnseenSetups
+    that fared worst; with its test split's fake scores, a verdict that found no fake (or a lean
+    towards real) says what share of those fakes scored as low."""
+    from xai_platform.explanation import ScoreShares
 
-    unseen = UnseenSetups({"games": (0.1, 0.5, 0.8, 0.9), "letters": (0.05, 0.1, 0.2, 0.3, 0.4,
-                                                                       0.5, 0.6, 0.7, 0.85, 0.95)})
-    rates = unseen.at(0.8)  # a score equal to a real clip's counts as reached
-    assert rates["by_source"]["games"] == {"n": 4, "share": 0.5}
-    assert rates["by_source"]["letters"]["share"] == pytest.approx(0.2)
-    assert rates["pooled"] == pytest.approx(4 / 14) and rates["sources"] == 2
-    assert rates["worst_source"] == "games" and rates["worst"] == 0.5
-    assert unseen.at(0.99)["worst"] == 0 and unseen.at(0.0)["pooled"] == 1
+    reals = ScoreShares({"games": (0.1, 0.5, 0.8, 0.9),
+                         "letters": (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 0.95)})
+    rates = reals.at(0.8)  # a score equal to a clip's counts as reached
+    assert rates["by_group"]["games"] == {"n": 4, "share": 0.5}
+    assert rates["by_group"]["letters"]["share"] == pytest.approx(0.2)
+    assert rates["pooled"] == pytest.approx(4 / 14) and rates["groups"] == 2
+    assert rates["worst_group"] == "games" and rates["worst"] == 0.5
+    assert reals.at(0.99)["worst"] == 0 and reals.at(0.0)["pooled"] == 1
+    fakes = ScoreShares({"vocoder": (0.05, 0.2, 0.3, 0.9), "tts": (0.6, 0.95)}, above=False)
+    low = fakes.at(0.2)  # from below, equal counts too
+    assert low["by_group"]["vocoder"]["share"] == 0.5 and low["by_group"]["tts"]["share"] == 0
+    assert low["pooled"] == pytest.approx(2 / 6) and low["worst_group"] == "vocoder"
 
-    high = _p(0.82, unseen=unseen)
+    both = dict(unseen_reals=reals, test_fakes=fakes)
+    high = _p(0.82, **both)
     assert high.verdict == ("fake: p(fake) = 0.82, above this model's 'cannot tell' band "
                             "(0.25-0.75). Of real voices from 2 recording set-ups, each scored "
                             "by a fit that never heard it, 21.4% scored this high (games: 25.0%, "
                             "the most of any one set-up)")
-    assert high.to_dict()["unseen_setups"]["worst_source"] == "games"
-    top = _p(0.97, unseen=unseen)
+    assert high.miss_note == "" and high.to_dict()["real_voices_as_high"]["worst_group"] == "games"
+    top = _p(0.97, **both)
     assert top.verdict.endswith("each scored by a fit that never heard it, none scored this high")
-    lean = _p(0.62, unseen=unseen)
+    lean = _p(0.62, **both)
     assert lean.undecided and lean.verdict.endswith(
         "the explanations show why, not a verdict. Of real voices from 2 recording set-ups, each "
         "scored by a fit that never heard it, 35.7% scored this high (games: 50.0%, the most of "
         "any one set-up)")
-    assert lean.verdict == f"{lean.statement}. {lean.unseen_note}"
-    # towards the other label: no such sentence, but the figures stay in the record
-    for other in (_p(0.4, unseen=unseen), _p(0.1, unseen=unseen, one_sided=True)):
-        assert "scored this high" not in other.verdict and other.verdict == other.statement
-        assert other.to_dict()["unseen_setups"]["pooled"] > 0.5
-    assert _p(0.8).to_dict()["unseen_setups"] is None
+    assert lean.verdict == f"{lean.statement}. {lean.false_alarm_note}"
+    # against the positive label: the fakes' side
+    none_found = _p(0.1, one_sided=True, **both)
+    assert none_found.false_alarm_note == "" and none_found.verdict == (
+        none_found.statement + ". Of the 'fake' clips of its test split (2 generators; voices, "
+        "languages and some generators training never had), 16.7% scored this low (vocoder: "
+        "25.0%, the most of any one generator)")
+    assert _p(0.02, **both).verdict.endswith("none scored this low")
+    lean_real = _p(0.35, **both)
+    assert lean_real.undecided and "50.0% scored this low (vocoder: 75.0%" in lean_real.verdict
+    # the figures stay in the record either way; none without the card's scores
+    assert none_found.to_dict()["real_voices_as_high"]["pooled"] > 0.5
+    assert high.to_dict()["fakes_as_low"]["pooled"] == pytest.approx(4 / 6)
+    plain = _p(0.8)
+    assert plain.to_dict()["real_voices_as_high"] is None and plain.verdict == plain.statement
 
 
 def test_the_band_is_read_from_the_card_and_a_bad_one_is_ignored(tmp_path):
@@ -120,12 +135,13 @@ def test_the_band_is_read_from_the_card_and_a_bad_one_is_ignored(tmp_path):
     good = {"below": 0.2, "above": 0.6, "out_of_source": {"real_scores": {"a": [0.9, 0.1]}}}
     card.write_text(json.dumps({"calibration": {"threshold": 0.5, "band": good}}))
     cal = read_calibration(weights)
-    assert cal.band == (0.2, 0.6) and cal.unseen.scores == {"a": (0.1, 0.9)}
+    assert cal.band == (0.2, 0.6) and cal.unseen_reals.scores == {"a": (0.1, 0.9)}
+    assert cal.unseen_reals.above
     for bad in ({"a": [1.5]}, {"a": []}, {"a": "x"}, [0.3], {}):
         good["out_of_source"]["real_scores"] = bad
         card.write_text(json.dumps({"calibration": {"threshold": 0.5, "band": good}}))
         cal = read_calibration(weights)
-        assert cal.band == (0.2, 0.6) and cal.unseen is None
+        assert cal.band == (0.2, 0.6) and cal.unseen_reals is None
 
 
 @needs_torch
@@ -179,12 +195,12 @@ def test_the_app_says_cannot_tell_for_a_model_with_a_band(tmp_path):
     _, told = analysed({"below": 0.0, "above": max(0.0, min(fake, first) - 0.01),
                         "out_of_source": {"real_scores": scores}})
     window = told.window_prediction(0)
-    assert window.unseen == told.prediction.unseen and window.label == "fake"
+    assert window.unseen_reals == told.prediction.unseen_reals and window.label == "fake"
     assert window.verdict.endswith("16.7% scored this high (games: 50.0%, the most of any one "
                                    "set-up)")
-    assert window.to_dict()["unseen_setups"]["score"] == pytest.approx(first)
+    assert window.to_dict()["real_voices_as_high"]["score"] == pytest.approx(first)
     assert told.prediction.segments and "scored this high" not in told.prediction.verdict
-    assert told.prediction.to_dict()["unseen_setups"]["score"] == pytest.approx(fake)
+    assert told.prediction.to_dict()["real_voices_as_high"]["score"] == pytest.approx(fake)
 
 
 def test_the_shipped_banded_card_says_what_the_band_does_per_source_and_generator():
@@ -204,14 +220,18 @@ def test_the_shipped_banded_card_says_what_the_band_does_per_source_and_generato
     assert 0 < test["coverage"] < 1 and set(test["by_source"]) >= {"asterisk", "gcin"}
     text = audio_markdown(card)
     assert "## 'Cannot tell' band" in text and "| asterisk | 235 |" in text
-    # the real scores the verdict quotes agree with the card's table at the band's edge
-    unseen = calibration_from_card(card).unseen
-    by_source = card.calibration.band["out_of_source"]["by_source"]
-    assert unseen is not None and set(unseen.scores) == set(by_source)
-    at_edge = unseen.at(band[1])["by_source"]
-    for source, row in by_source.items():
-        assert at_edge[source]["n"] == row["n"]
-        assert at_edge[source]["share"] == pytest.approx(row["called_fake"], abs=0.5 / row["n"])
+    # the scores the verdicts quote agree with the card's tables at the band's edges: real
+    # voices of unseen set-ups called fake, and the test split's fakes called real
+    cal = calibration_from_card(card)
+    for shares, table, edge, rate in (
+            (cal.unseen_reals, card.calibration.band["out_of_source"]["by_source"], band[1],
+             "called_fake"),
+            (cal.test_fakes, test["by_generator"], band[0], "called_real")):
+        assert shares is not None and set(shares.scores) == set(table)
+        at_edge = shares.at(edge)["by_group"]
+        for group, row in table.items():
+            assert at_edge[group]["n"] == row["n"]
+            assert at_edge[group]["share"] == pytest.approx(row[rate], abs=0.5 / row["n"])
     assert "no epochs: a linear read-out" in text and "0 of 0 epochs" not in text
 
 

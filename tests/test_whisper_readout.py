@@ -200,6 +200,14 @@ def test_the_threshold_and_band_come_from_sources_the_readout_never_saw():
     # and the scores themselves, sorted, for the app to say how often a set-up's real voices
     # reach an input's score
     real_scores = band["out_of_source"]["real_scores"]
+    assert "fake_scores" not in band["out_of_source"]  # the test split's fakes are quoted
+    from training.audio.evaluate import band_rates
+    y01 = (fs.y_clip == 1).astype(int)
+    kept = band_rates(p, y01, clips, below=band["below"], above=band["above"], keep=("fake",))
+    assert set(kept) >= {"fake_scores", "by_generator"} and "real_scores" not in kept
+    assert list(kept["fake_scores"]) == ["g"] and len(kept["fake_scores"]["g"]) == y01.sum()
+    assert kept["by_generator"]["g"]["called_real"] == pytest.approx(
+        np.mean(np.array(kept["fake_scores"]["g"]) <= band["below"]), abs=1e-3)
     assert set(real_scores) == set(unseen)
     for source, values in real_scores.items():
         sel = reals & (sources == source)

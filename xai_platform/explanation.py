@@ -15,28 +15,38 @@ UNTRAINED_NOTE = "UNTRAINED model: random weights, the output is not a verdict"
 
 
 @dataclass(frozen=True)
-class UnseenSetups:
-    """How real voices from recording set-ups a model never heard score: each training
-    source's real clips, scored by a fit made without that source (a model card's
-    ``calibration.band.out_of_source.real_scores``), as sorted calibrated p(positive). A score
-    alone does not say how often a real voice reaches it; these do, set-up by set-up (one
-    set-up can sit far above the others: docs/AUDIO.md)."""
+class ScoreShares:
+    """Clips of one kind a model was measured on, grouped, as sorted calibrated p(positive):
+    how often such clips reach a score, group by group. ``above``: count the clips at or above
+    a score (real voices, against a verdict for the positive label); else at or below (fakes,
+    against a verdict that found none). A score alone does not say this, and one group can sit
+    far from the others (docs/AUDIO.md).
+
+    From a model card: real voices of recording set-ups the model never heard
+    (``calibration.band.out_of_source.real_scores``: each training source scored by a fit made
+    without it) and the fakes of its test split (``metrics.test.band.fake_scores``: voices,
+    languages and generators training never had), by generator."""
 
     scores: Mapping[str, tuple[float, ...]]
+    above: bool = True
 
     def at(self, p: float) -> dict[str, Any]:
-        """The share of each set-up's real clips, and of all of them, scoring ``p`` or more;
-        the set-up with the largest share (``worst``)."""
-        counts = {source: (len(v) - int(np.searchsorted(np.asarray(v), p, side="left")), len(v))
-                  for source, v in self.scores.items()}
-        shares = {source: k / n for source, (k, n) in counts.items()}
-        worst = max(sorted(shares), key=lambda source: shares[source])
+        """The share of each group's clips, and of all of them, reaching ``p`` (from
+        :attr:`above` or below); the group with the largest share (``worst``)."""
+        counts = {}
+        for group, values in self.scores.items():
+            v = np.asarray(values)
+            k = (len(v) - int(np.searchsorted(v, p, side="left")) if self.above
+                 else int(np.searchsorted(v, p, side="right")))
+            counts[group] = (k, len(v))
+        shares = {group: k / n for group, (k, n) in counts.items()}
+        worst = max(sorted(shares), key=lambda group: shares[group])
         total = sum(n for _, n in counts.values())
-        return {"score": float(p), "sources": len(shares),
+        return {"score": float(p), "groups": len(shares),
                 "pooled": sum(k for k, _ in counts.values()) / total,
-                "worst_source": worst, "worst": shares[worst],
-                "by_source": {source: {"n": n, "share": shares[source]}
-                              for source, (_, n) in counts.items()}}
+                "worst_group": worst, "worst": shares[worst],
+                "by_group": {group: {"n": n, "share": shares[group]}
+                             for group, (_, n) in counts.items()}}
 
 
 @dataclass(frozen=True)
@@ -58,10 +68,12 @@ class Prediction:
     (fitted where the verdicts' errors on data unlike the training data were measured): at or
     above ``above`` (or a flagged stretch) the input is called positive, at or below ``below``
     negative, and between them no verdict is given (``undecided``; the headline says which
-    way the threshold leans). ``unseen``: how real voices from recording set-ups the model
-    never heard score (:class:`UnseenSetups`, from its card); a verdict for the positive label,
-    or a lean towards it, then says how often they reached this input's score
-    (:attr:`unseen_note`; not for a flagged stretch, whose windows are not a clip's score).
+    way the threshold leans). ``unseen_reals`` and ``test_fakes`` (:class:`ScoreShares`, from
+    the card): how real voices of recording set-ups the model never heard scored, and how the
+    fakes of its test split did; a verdict for the positive label, or a lean towards it, then
+    says how often those real voices reached this input's score (:attr:`false_alarm_note`),
+    and one against it how often those fakes scored as low (:attr:`miss_note`); neither for a
+    flagged stretch, whose windows are not a clip's score.
     """
 
     labels: tuple[str, ...]
@@ -77,7 +89,8 @@ class Prediction:
     familiarity: dict[str, Any] | None = None
     one_sided: bool = False
     band: tuple[float, float] | None = None
-    unseen: UnseenSetups | None = None
+    unseen_reals: ScoreShares | None = None
+    test_fakes: ScoreShares | None = None
 
     @property
     def index(self) -> int:
@@ -129,28 +142,54 @@ class Prediction:
     def score(self) -> float:
         return float(self.probabilities[self.index])
 
-    @property
-    def unseen_false_alarms(self) -> dict[str, Any] | None:
-        """:meth:`UnseenSetups.at` this input's p(positive); None without them, or for a
-        model without a positive label."""
-        if self.unseen is None or self.positive is None or self.multilabel or self.untrained:
+    def _shares(self, reference: ScoreShares | None) -> dict[str, Any] | None:
+        if reference is None or self.positive is None or self.multilabel or self.untrained:
             return None
-        return self.unseen.at(float(self.probabilities[self.positive]))
+        return reference.at(float(self.probabilities[self.positive]))
 
     @property
-    def unseen_note(self) -> str:
-        """For a decision or lean towards the positive label from the input's score: how often
-        real voices of set-ups the model never heard scored as high ("" where the card has no
-        such scores, or where a flagged stretch decided: those are clip scores)."""
-        rates = self.unseen_false_alarms
-        if rates is None or self.withheld or self.index != self.positive or self.segments:
+    def real_shares(self) -> dict[str, Any] | None:
+        """How often real voices of set-ups the model never heard reached this input's
+        p(positive) (:meth:`ScoreShares.at`); None without them."""
+        return self._shares(self.unseen_reals)
+
+    @property
+    def fake_shares(self) -> dict[str, Any] | None:
+        """How often the fakes of the model's test split scored this input's p(positive) or
+        lower; None without them."""
+        return self._shares(self.test_fakes)
+
+    def _quotes(self) -> bool:
+        return not (self.withheld or self.segments or self.positive is None)
+
+    @property
+    def false_alarm_note(self) -> str:
+        """For a decision or lean towards the positive label: how often real voices of set-ups
+        the model never heard scored as high ("" otherwise, or without them)."""
+        rates = self.real_shares
+        if rates is None or not self._quotes() or self.index != self.positive:
             return ""
-        head = (f"Of real voices from {rates['sources']} recording set-ups, each scored by a fit "
+        head = (f"Of real voices from {rates['groups']} recording set-ups, each scored by a fit "
                 "that never heard it, ")
         if rates["worst"] == 0:
             return head + "none scored this high"
-        return (head + f"{rates['pooled']:.1%} scored this high ({rates['worst_source']}: "
+        return (head + f"{rates['pooled']:.1%} scored this high ({rates['worst_group']}: "
                 f"{rates['worst']:.1%}, the most of any one set-up)")
+
+    @property
+    def miss_note(self) -> str:
+        """For a decision or lean against the positive label: how often the fakes of the
+        model's test split scored as low ("" otherwise, or without them)."""
+        rates = self.fake_shares
+        if rates is None or not self._quotes() or self.index == self.positive:
+            return ""
+        pos = self.labels[self.positive]  # type: ignore[index]
+        head = (f"Of the '{pos}' clips of its test split ({rates['groups']} generators; voices, "
+                "languages and some generators training never had), ")
+        if rates["worst"] == 0:
+            return head + "none scored this low"
+        return (head + f"{rates['pooled']:.1%} scored this low ({rates['worst_group']}: "
+                f"{rates['worst']:.1%}, the most of any one generator)")
 
     def ranked(self) -> list[tuple[str, float]]:
         order = np.argsort(-self.probabilities, kind="stable")
@@ -158,9 +197,9 @@ class Prediction:
 
     @property
     def verdict(self) -> str:
-        """What a user may read as the answer: :attr:`statement`, then :attr:`unseen_note`
-        where there is one."""
-        note = self.unseen_note
+        """What a user may read as the answer: :attr:`statement`, then the
+        :attr:`false_alarm_note` or :attr:`miss_note` where there is one."""
+        note = self.false_alarm_note or self.miss_note
         return f"{self.statement}. {note}" if note else self.statement
 
     @property
@@ -220,7 +259,7 @@ class Prediction:
                 "band": None if self.band is None else {"below": self.band[0],
                                                         "above": self.band[1]},
                 "reason": self.reason or None, "familiarity": self.familiarity,
-                "unseen_setups": self.unseen_false_alarms,
+                "real_voices_as_high": self.real_shares, "fakes_as_low": self.fake_shares,
                 "segments": [{"start_s": round(a, 3), "end_s": round(b, 3)}
                              for a, b in self.segments],
                 "probabilities": {lab: float(p) for lab, p in zip(self.labels, self.probabilities)}}

@@ -98,7 +98,8 @@ class Analysis:
         return Prediction(p.labels, self.window_probabilities[window], multilabel=p.multilabel,
                           untrained=p.untrained, positive=p.positive, threshold=p.threshold,
                           withheld=p.withheld, reason=p.reason, familiarity=p.familiarity,
-                          one_sided=p.one_sided, band=p.band, unseen=p.unseen)
+                          one_sided=p.one_sided, band=p.band, unseen_reals=p.unseen_reals,
+                          test_fakes=p.test_fakes)
 
 
 def flagged_segments(positive_probs: np.ndarray, starts_s: np.ndarray | None,
@@ -197,7 +198,8 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
                             else known.reason if known is not None else "",
                             familiarity=known.to_dict() if known is not None else None,
                             one_sided=spec.one_sided, band=band,
-                            unseen=model.calibration.unseen if band is not None else None)
+                            unseen_reals=model.calibration.unseen_reals if band else None,
+                            test_fakes=model.calibration.test_fakes if band else None)
     suspicious = int(np.argmax(_among(probs[:, positive] if positive is not None
                                       else probs.max(axis=1), scored)))
     notes = list(prepared.notes)

@@ -107,20 +107,25 @@ def report(spec: ModelSpec, z: np.ndarray, fs: FeatureSet, *, temperature: float
 
 
 def band_report(spec: ModelSpec, z: np.ndarray, fs: FeatureSet, *, temperature: float,
-                below: float, above: float) -> dict[str, Any]:
+                below: float, above: float, keep: Sequence[str] = ()) -> dict[str, Any]:
     """What a "cannot tell" band does on one split's clips (the app's rule: the mean of the
     window probabilities; a verdict only at or above ``above`` or at or below ``below``):
     coverage, how often each verdict is wrong, and per source (real clips: called fake, no
-    verdict) and per generator (fakes: called real, no verdict)."""
+    verdict) and per generator (fakes: called real, no verdict); ``keep``: :func:`band_rates`'
+    scores to keep."""
     pos = spec.positive_index
     p = clip_probabilities(z, fs.clip, len(fs.clips), temperature)
-    return band_rates(p, (fs.y_clip == pos).astype(int), fs.clips, below=below, above=above)
+    return band_rates(p, (fs.y_clip == pos).astype(int), fs.clips, below=below, above=above,
+                      keep=keep)
 
 
 def band_rates(p: np.ndarray, y: np.ndarray, clips: Sequence[Any], *, below: float,
-               above: float) -> dict[str, Any]:
+               above: float, keep: Sequence[str] = ()) -> dict[str, Any]:
     """:func:`band_report`'s figures from the clips' calibrated probabilities ``p`` and labels
-    ``y`` (1: the positive class)."""
+    ``y`` (1: the positive class). ``keep`` "real" adds ``real_scores`` (each source's real
+    clips' probabilities, sorted, to 4 decimals), "fake" ``fake_scores`` (each generator's
+    fakes'): from these the app says how often such clips reach an input's score
+    (:class:`xai_platform.explanation.ScoreShares`)."""
     from .probe import verdict_rates
 
     fake, real = p >= above, (p <= below) & (p < above)
@@ -135,6 +140,13 @@ def band_rates(p: np.ndarray, y: np.ndarray, clips: Sequence[Any], *, below: flo
         sel = np.array([c.generator == gen for c in clips]) & (y == 1)
         out["by_generator"][gen] = {"n": int(sel.sum()), "called_real": float(real[sel].mean()),
                                     "cannot_tell": float((~fake & ~real)[sel].mean())}
+    for kind, label, attribute, groups in (("real", 0, "source", "by_source"),
+                                           ("fake", 1, "generator", "by_generator")):
+        if kind in keep:
+            names = np.array([getattr(c, attribute) for c in clips], dtype=object)
+            out[f"{kind}_scores"] = {
+                name: sorted(round(float(v), 4) for v in p[(names == name) & (y == label)])
+                for name in out[groups]}
     return out
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..explanation import UnseenSetups
+from ..explanation import ScoreShares
 from .handle import Calibration
 
 _WEIGHT_SUFFIXES = (".weights.h5", ".keras", ".pt", ".pth", ".h5", ".safetensors")
@@ -458,8 +458,13 @@ def calibration_from_card(card: ModelCard | None) -> Calibration:
     no threshold without a card, or with unusable values)."""
     if card is None:
         return Calibration()
-    return _calibration(card.calibration.temperature, card.calibration.threshold,
-                        card.calibration.band)
+    calibration = _calibration(card.calibration.temperature, card.calibration.threshold,
+                               card.calibration.band)
+    test = card.metrics.get("test")
+    if calibration.band is None or test is None or not test.band:
+        return calibration
+    return dataclasses.replace(calibration, test_fakes=_shares(
+        test.band.get("fake_scores"), "metrics.test.band.fake_scores", above=False))
 
 
 def _calibration(temperature: Any, threshold: Any, band: Any = None) -> Calibration:
@@ -469,8 +474,11 @@ def _calibration(temperature: Any, threshold: Any, band: Any = None) -> Calibrat
     except (TypeError, ValueError):
         return Calibration()
     band_edges = _band(band)
+    unseen = None if band_edges is None else _shares(
+        (band.get("out_of_source") or {}).get("real_scores"),
+        "calibration.band.out_of_source.real_scores", above=True)
     return Calibration(temperature=temperature if temperature > 0 else 1.0, threshold=threshold,
-                       band=band_edges, unseen=None if band_edges is None else _unseen(band))
+                       band=band_edges, unseen_reals=unseen)
 
 
 def _band(band: Any) -> tuple[float, float] | None:
@@ -489,24 +497,21 @@ def _band(band: Any) -> tuple[float, float] | None:
     return below, above
 
 
-def _unseen(band: Mapping[str, Any]) -> UnseenSetups | None:
-    """The band block's ``out_of_source.real_scores`` ({set-up: [p, ...]}); None where absent
-    or unusable (logged: the verdict then leaves out how often such voices score as high)."""
-    raw = (band.get("out_of_source") or {}).get("real_scores")
+def _shares(raw: Any, where: str, *, above: bool) -> ScoreShares | None:
+    """{group: [p, ...]} from a card as :class:`ScoreShares`; None where absent or unusable
+    (logged: the verdict then leaves out how often such clips score as high or as low)."""
     if raw is None:
         return None
     try:
-        scores = {str(source): tuple(sorted(float(v) for v in values))
-                  for source, values in raw.items()}
+        scores = {str(group): tuple(sorted(float(v) for v in values))
+                  for group, values in raw.items()}
     except (AttributeError, TypeError, ValueError):
-        log.warning("calibration.band.out_of_source.real_scores is not {set-up: [p, ...]}: "
-                    "ignored")
+        log.warning("%s is not {group: [p, ...]}: ignored", where)
         return None
     if not scores or not all(v and 0.0 <= v[0] and v[-1] <= 1.0 for v in scores.values()):
-        log.warning("calibration.band.out_of_source.real_scores needs probabilities in [0, 1] "
-                    "for every set-up: ignored")
+        log.warning("%s needs probabilities in [0, 1] for every group: ignored", where)
         return None
-    return UnseenSetups(scores)
+    return ScoreShares(scores, above=above)
 
 
 def read_serving(weights: Path | None) -> tuple[Calibration, FamiliarityInfo | None]:

@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..config import AppSettings, ModelSpec
-from ..explanation import UnseenSetups
+from ..explanation import ScoreShares
 from ..familiarity import Familiarity
 
 FloatArray = npt.NDArray[np.float32]
@@ -146,14 +146,16 @@ class Calibration:
     computed from logits / ``temperature``; ``threshold`` is the decision threshold on the
     positive class; ``band`` (below, above), where the card has one, is the "cannot tell" band
     on the positive class's calibrated probability (:class:`xai_platform.explanation.
-    Prediction`); ``unseen``, where the card has them, how real voices from recording set-ups
-    the model never heard scored (:class:`xai_platform.explanation.UnseenSetups`). Explained
-    scores (gradients) are not rescaled."""
+    Prediction`); ``unseen_reals`` and ``test_fakes``, where the card has them, how real voices
+    of recording set-ups the model never heard scored and how the fakes of its test split did
+    (:class:`xai_platform.explanation.ScoreShares`). Explained scores (gradients) are not
+    rescaled."""
 
     temperature: float = 1.0
     threshold: float | None = None
     band: tuple[float, float] | None = None
-    unseen: UnseenSetups | None = None
+    unseen_reals: ScoreShares | None = None
+    test_fakes: ScoreShares | None = None
 
 
 def output_transforms(kind: str, ops: SimpleNamespace, *, temperature: float = 1.0

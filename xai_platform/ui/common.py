@@ -141,8 +141,10 @@ def prediction_outputs(service: Service, session: Session, path: str | None, mod
     elif p.undecided or p.unconfirmed:  # nor a label the model cannot decide or confirm
         label = p.headline
     lines = [f"### {'No verdict' if p.untrained else p.statement}"]
-    if p.unseen_note:
-        lines.append(f"**How often real voices score this high:** {p.unseen_note}.")
+    if p.false_alarm_note:
+        lines.append(f"**How often real voices score this high:** {p.false_alarm_note}.")
+    if p.miss_note:
+        lines.append(f"**How often fakes score this low:** {p.miss_note}.")
     if p.untrained:
         lines.append(f"Highest output: {p.label} {p.score:.1%}. **The model is untrained: this "
                      "is not a verdict.**")
