@@ -49,6 +49,15 @@ class ScoreShares:
                              for group, (_, n) in counts.items()}}
 
 
+def _shares_sentence(head: str, rates: Mapping[str, Any], way: str, group: str) -> str:
+    """``head``, then how many of the clips behind :meth:`ScoreShares.at`'s ``rates`` scored
+    this ``way`` ("high", "low"), pooled and in the worst ``group``."""
+    if rates["worst"] == 0:
+        return f"{head}none scored this {way}"
+    return (f"{head}{rates['pooled']:.1%} scored this {way} ({rates['worst_group']}: "
+            f"{rates['worst']:.1%}, the most of any one {group})")
+
+
 @dataclass(frozen=True)
 class Prediction:
     """A model's output for one input.
@@ -169,12 +178,9 @@ class Prediction:
         rates = self.real_shares
         if rates is None or not self._quotes() or self.index != self.positive:
             return ""
-        head = (f"Of real voices from {rates['groups']} recording set-ups, each scored by a fit "
-                "that never heard it, ")
-        if rates["worst"] == 0:
-            return head + "none scored this high"
-        return (head + f"{rates['pooled']:.1%} scored this high ({rates['worst_group']}: "
-                f"{rates['worst']:.1%}, the most of any one set-up)")
+        return _shares_sentence(f"Of real voices from {rates['groups']} recording set-ups, "
+                                "each scored by a fit that never heard it, ", rates, "high",
+                                "set-up")
 
     @property
     def miss_note(self) -> str:
@@ -184,12 +190,9 @@ class Prediction:
         if rates is None or not self._quotes() or self.index == self.positive:
             return ""
         pos = self.labels[self.positive]  # type: ignore[index]
-        head = (f"Of the '{pos}' clips of its test split ({rates['groups']} generators; voices, "
-                "languages and some generators training never had), ")
-        if rates["worst"] == 0:
-            return head + "none scored this low"
-        return (head + f"{rates['pooled']:.1%} scored this low ({rates['worst_group']}: "
-                f"{rates['worst']:.1%}, the most of any one generator)")
+        return _shares_sentence(f"Of the '{pos}' clips of its test split ({rates['groups']} "
+                                "generators; voices, languages and some generators training "
+                                "never had), ", rates, "low", "generator")
 
     def ranked(self) -> list[tuple[str, float]]:
         order = np.argsort(-self.probabilities, kind="stable")
