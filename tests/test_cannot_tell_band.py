@@ -82,6 +82,10 @@ def test_a_verdict_says_how_often_real_voices_scored_as_high_or_fakes_as_low():
     assert rates["worst_group"] == "games" and rates["worst"] == 0.5
     assert reals.at(0.99)["worst"] == 0 and reals.at(0.0)["pooled"] == 1
     fakes = ScoreShares({"vocoder": (0.05, 0.2, 0.3, 0.9), "tts": (0.6, 0.95)}, above=False)
+    # a handful of clips is not named the worst beside groups large enough to say something
+    small = ScoreShares({"few": (0.9, 0.95), "many": tuple(np.linspace(0, 0.92, 40))}).at(0.9)
+    assert small["by_group"]["few"]["share"] == 1 and small["worst_group"] == "many"
+    assert small["worst"] == pytest.approx(1 / 40)
     low = fakes.at(0.2)  # from below, equal counts too
     assert low["by_group"]["vocoder"]["share"] == 0.5 and low["by_group"]["tts"]["share"] == 0
     assert low["pooled"] == pytest.approx(2 / 6) and low["worst_group"] == "vocoder"

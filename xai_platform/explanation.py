@@ -29,10 +29,14 @@ class ScoreShares:
 
     scores: Mapping[str, tuple[float, ...]]
     above: bool = True
+    #: the fewest clips a group needs to be named the worst (a share of a handful of clips says
+    #: little); with no group that large, every group counts
+    WORST_MIN_CLIPS = 20
 
     def at(self, p: float) -> dict[str, Any]:
         """The share of each group's clips, and of all of them, reaching ``p`` (from
-        :attr:`above` or below); the group with the largest share (``worst``)."""
+        :attr:`above` or below); the group of :attr:`WORST_MIN_CLIPS` clips or more with the
+        largest share (``worst``)."""
         counts = {}
         for group, values in self.scores.items():
             v = np.asarray(values)
@@ -40,7 +44,8 @@ class ScoreShares:
                  else int(np.searchsorted(v, p, side="right")))
             counts[group] = (k, len(v))
         shares = {group: k / n for group, (k, n) in counts.items()}
-        worst = max(sorted(shares), key=lambda group: shares[group])
+        eligible = [g for g, (_, n) in counts.items() if n >= self.WORST_MIN_CLIPS] or list(counts)
+        worst = max(sorted(eligible), key=lambda group: shares[group])
         total = sum(n for _, n in counts.values())
         return {"score": float(p), "groups": len(shares),
                 "pooled": sum(k for k, _ in counts.values()) / total,
