@@ -196,7 +196,7 @@ def test_the_app_says_cannot_tell_for_a_model_with_a_band(tmp_path):
     # of windows does not (a clip's score is not a stretch's), but its record keeps the figures
     first = float(plain.window_probabilities[0, 1])
     scores = {"games": [first - 0.2, first + 0.01], "letters": [0.0, 0.0, 0.0, 0.0]}
-    _, told = analysed({"below": 0.0, "above": max(0.0, min(fake, first) - 0.01),
+    handle, told = analysed({"below": 0.0, "above": max(0.0, min(fake, first) - 0.01),
                         "out_of_source": {"real_scores": scores}})
     window = told.window_prediction(0)
     assert window.unseen_reals == told.prediction.unseen_reals and window.label == "fake"
@@ -205,6 +205,12 @@ def test_the_app_says_cannot_tell_for_a_model_with_a_band(tmp_path):
     assert window.to_dict()["real_voices_as_high"]["score"] == pytest.approx(first)
     assert told.prediction.segments and "scored this high" not in told.prediction.verdict
     assert told.prediction.to_dict()["real_voices_as_high"]["score"] == pytest.approx(fake)
+    # the report tables every set-up, worst first, and the pool
+    html = prediction_section(window, calibration=handle.calibration, card=None)
+    assert "by recording set-up, each scored by a fit that never heard it" in html
+    assert ("<tr><td>games</td><td>2</td><td>50.0%</td></tr><tr><td>letters</td><td>4</td>"
+            "<td>0.0%</td></tr><tr><td>all</td><td>6</td><td>16.7%</td></tr>") in html
+    assert "Test split clips labelled" not in html  # the card has no fake scores
 
 
 def test_the_shipped_banded_card_says_what_the_band_does_per_source_and_generator():

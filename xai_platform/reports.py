@@ -180,6 +180,7 @@ def prediction_section(prediction: Prediction, *, calibration: Calibration | Non
              f"{esc(p.verdict)}</p>"]
     rows = [[label, f"{float(v):.4f}"] for label, v in p.ranked()]
     parts.append(_table(["Class", "Probability"], rows))
+    parts += _shares_tables(p)
     lines = []
     if p.threshold is not None and p.positive is not None:
         lines.append(f"Decision threshold on p({esc(p.labels[p.positive])}): "
@@ -210,6 +211,28 @@ def prediction_section(prediction: Prediction, *, calibration: Calibration | Non
         parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes)
                      + "</ul>")
     return "\n".join(parts)
+
+
+def _shares_tables(p: Prediction) -> list[str]:
+    """Where the card has them, both sides whatever the verdict: how often real voices of
+    set-ups the model never heard reached this score, and how often its test split's fakes
+    scored as low, group by group (the verdict quotes only the pool and the worst group)."""
+    if p.positive is None:
+        return []
+    pos = p.labels[p.positive]
+    parts = []
+    for rates, caption, group in (
+            (p.real_shares, f"Real voices at or above this p({pos}), by recording set-up, each "
+             "scored by a fit that never heard it", "set-up"),
+            (p.fake_shares, f"Test split clips labelled {pos} at or below this p({pos}), by "
+             "generator", "generator")):
+        if not rates:
+            continue
+        by = sorted(rates["by_group"].items(), key=lambda kv: (-kv[1]["share"], kv[0]))
+        rows = [[name, r["n"], f"{r['share']:.1%}"] for name, r in by]
+        rows.append(["all", sum(r["n"] for _, r in by), f"{rates['pooled']:.1%}"])
+        parts += [f"<h3>{esc(caption)}</h3>", _table([group, "clips", "share"], rows)]
+    return parts
 
 
 def never_trained_on(spec: ModelSpec, card: ModelCard | None) -> list[str]:
