@@ -86,6 +86,11 @@ def test_a_verdict_says_how_often_real_voices_scored_as_high_or_fakes_as_low():
     small = ScoreShares({"few": (0.9, 0.95), "many": tuple(np.linspace(0, 0.92, 40))}).at(0.9)
     assert small["by_group"]["few"]["share"] == 1 and small["worst_group"] == "many"
     assert small["worst"] == pytest.approx(1 / 40)
+    # ... and where only such a handful reaches the score, the verdict does not say "none"
+    handful = _p(0.93, unseen_reals=ScoreShares({"few": (0.95,), "many": (0.1,) * 30}))
+    assert handful.real_shares["worst"] == 0 and handful.real_shares["pooled"] > 0
+    assert handful.verdict.endswith("3.2% scored this high, all of them in set-ups of fewer "
+                                    "than 20 clips")
     low = fakes.at(0.2)  # from below, equal counts too
     assert low["by_group"]["vocoder"]["share"] == 0.5 and low["by_group"]["tts"]["share"] == 0
     assert low["pooled"] == pytest.approx(2 / 6) and low["worst_group"] == "vocoder"

@@ -57,8 +57,11 @@ class ScoreShares:
 def _shares_sentence(head: str, rates: Mapping[str, Any], way: str, group: str) -> str:
     """``head``, then how many of the clips behind :meth:`ScoreShares.at`'s ``rates`` scored
     this ``way`` ("high", "low"), pooled and in the worst ``group``."""
-    if rates["worst"] == 0:
+    if rates["pooled"] == 0:  # not "worst": a group too small to be named may hold some
         return f"{head}none scored this {way}"
+    if rates["worst"] == 0:
+        return (f"{head}{rates['pooled']:.1%} scored this {way}, all of them in {group}s of "
+                f"fewer than {ScoreShares.WORST_MIN_CLIPS} clips")
     return (f"{head}{rates['pooled']:.1%} scored this {way} ({rates['worst_group']}: "
             f"{rates['worst']:.1%}, the most of any one {group})")
 
