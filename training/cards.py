@@ -144,10 +144,11 @@ def band_markdown(card: ModelCard) -> list[str]:
                          f"{pct(b['fakes_called_real'])} | {pct(b['fake_verdicts_wrong'])} | "
                          f"{pct(b['real_verdicts_wrong'])} |")
     test = card.metrics["test"].band or {}
-    unseen = (band.get("out_of_source") or {}).get("by_source")
+    out_of_source = band.get("out_of_source") or {}
+    unseen = out_of_source.get("by_source")
     quoted = ("; a 'fake' verdict, or a lean towards it, says what share of these clips reached "
               "its input's score, from their scores kept in the JSON card"
-              if (band.get("out_of_source") or {}).get("real_scores") else "")
+              if out_of_source.get("real_scores") else "")
     tables = ((test.get("by_source"), "Real clips of each test source", "source | real clips",
                "called_fake"),
               (test.get("by_generator"), "Fake clips of each test generator",

@@ -198,8 +198,8 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
                             else known.reason if known is not None else "",
                             familiarity=known.to_dict() if known is not None else None,
                             one_sided=spec.one_sided, band=band,
-                            unseen_reals=model.calibration.unseen_reals if band else None,
-                            test_fakes=model.calibration.test_fakes if band else None)
+                            unseen_reals=model.calibration.unseen_reals,
+                            test_fakes=model.calibration.test_fakes)
     suspicious = int(np.argmax(_among(probs[:, positive] if positive is not None
                                       else probs.max(axis=1), scored)))
     notes = list(prepared.notes)

@@ -130,20 +130,21 @@ def band_rates(p: np.ndarray, y: np.ndarray, clips: Sequence[Any], *, below: flo
 
     fake, real = p >= above, (p <= below) & (p < above)
     out = verdict_rates(y, fake, real)
+    sources = np.array([c.source for c in clips], dtype=object)
+    generators = np.array([c.generator for c in clips], dtype=object)
     out["by_source"] = {}
-    for source in sorted({c.source for c, lab in zip(clips, y) if lab == 0 and c.source}):
-        sel = np.array([c.source == source for c in clips]) & (y == 0)
+    for source in sorted({s for s, lab in zip(sources, y) if lab == 0 and s}):
+        sel = (sources == source) & (y == 0)
         out["by_source"][source] = {"n": int(sel.sum()), "called_fake": float(fake[sel].mean()),
                                     "cannot_tell": float((~fake & ~real)[sel].mean())}
     out["by_generator"] = {}
-    for gen in sorted({c.generator for c, lab in zip(clips, y) if lab == 1}):
-        sel = np.array([c.generator == gen for c in clips]) & (y == 1)
+    for gen in sorted({g for g, lab in zip(generators, y) if lab == 1}):
+        sel = (generators == gen) & (y == 1)
         out["by_generator"][gen] = {"n": int(sel.sum()), "called_real": float(real[sel].mean()),
                                     "cannot_tell": float((~fake & ~real)[sel].mean())}
-    for kind, label, attribute, groups in (("real", 0, "source", "by_source"),
-                                           ("fake", 1, "generator", "by_generator")):
+    for kind, label, names, groups in (("real", 0, sources, "by_source"),
+                                       ("fake", 1, generators, "by_generator")):
         if kind in keep:
-            names = np.array([getattr(c, attribute) for c in clips], dtype=object)
             out[f"{kind}_scores"] = {
                 name: sorted(round(float(v), 4) for v in p[(names == name) & (y == label)])
                 for name in out[groups]}
