@@ -10,6 +10,7 @@ its settings from ``rng``. Analysis runs at 16 kHz (the model rate).
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
 
 import numpy as np
@@ -52,12 +53,22 @@ def world_analysis(x: np.ndarray, period: float) -> tuple[np.ndarray, np.ndarray
 def griffin_lim(wave: np.ndarray, sr: int, rng: np.random.Generator
                 ) -> tuple[np.ndarray, int, str, str]:
     """The magnitude mel spectrogram inverted by Griffin-Lim phase reconstruction (Griffin and
-    Lim, IEEE TASSP 1984; ``librosa.feature.inverse.mel_to_audio``)."""
+    Lim, IEEE TASSP 1984; ``librosa.feature.inverse.mel_to_audio``). The initial phase is
+    seeded from the prepared samples (which hold ``rng``'s dither), so a rebuild gives the same
+    clip and ``rng`` is drawn from exactly as before; unseeded, librosa drew it from NumPy's
+    global state and every rebuild differed (docs/AUDIO.md, thirtieth session)."""
     x = prepared(wave, sr, rng).astype(np.float32)
     n_mels = int(rng.choice([64, 80, 128]))
     n_iter = int(rng.integers(16, 33))
-    y = mel_round_trip(x, n_mels=n_mels, n_iter=n_iter)
+    y = mel_round_trip(x, n_mels=n_mels, n_iter=n_iter, random_state=phase_seed(x))
     return _checked(y, "griffinlim"), RATE, "griffinlim:mel", f"n_mels={n_mels} n_iter={n_iter}"
+
+
+def phase_seed(x: np.ndarray) -> int:
+    """A seed for Griffin-Lim's initial phase from the samples themselves: the same input gives
+    the same phase on any run, and no two inputs share one pattern (a fixed seed would stamp the
+    same initial phase on every copy)."""
+    return int.from_bytes(hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest()[:4], "little")
 
 
 def mel_round_trip(x: np.ndarray, *, n_mels: int, n_iter: int,
