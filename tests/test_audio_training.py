@@ -121,6 +121,27 @@ def test_fake_or_real_layout_is_read(tmp_path):
         audio_data.load_clips(tmp_path)
 
 
+def test_the_card_hashes_each_split_s_audio_so_a_rerun_can_tell_other_bytes_from_other_arithmetic(
+        tmp_path):
+    root = tiny_corpus(tmp_path / "c", per_class=2)
+    before = audio_data.load_clips(root)[1]["split_sha256"]
+    # another test clip: the test split's hash and the manifest's change, not the training split's
+    sf.write(root / "clips/test/fake/cc/fake-0.wav", np.zeros(4000, np.float32), 16000)
+    after = audio_data.load_clips(root)[1]["split_sha256"]
+    assert after["train"] == before["train"] and after["validation"] == before["validation"]
+    assert after["test"] != before["test"]
+    # the same rows, one training clip's audio changed: only the training split's hash moves
+    meta = audio_data.load_clips(root)[1]["metadata_sha256"]
+    sf.write(root / "clips/train/real/aa/real-1.wav", np.zeros(4000, np.float32), 16000)
+    clips, info = audio_data.load_clips(root)
+    assert info["metadata_sha256"] == meta
+    assert info["split_sha256"]["train"] != after["train"]
+    assert info["split_sha256"]["test"] == after["test"]
+    # the corpus moved elsewhere: the hashes stay (paths are relative to the corpus)
+    shutil.copytree(root, tmp_path / "moved")
+    assert audio_data.load_clips(tmp_path / "moved")[1]["split_sha256"] == info["split_sha256"]
+
+
 def _klettres_tree(root: Path, languages: dict[str, list[str]]) -> Path:
     rng = np.random.default_rng(0)
     for lang, texts in languages.items():

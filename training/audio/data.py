@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,13 +78,30 @@ def load_fake_or_real(root: Path, subset: str | None = None) -> list[Clip]:
     return clips
 
 
+def split_digests(clips: list[Clip], root: Path) -> dict[str, str]:
+    """Each split's sha256 over its clips' paths (relative to ``root``), labels and audio bytes.
+
+    The manifest's hash (``metadata_sha256``) changes with any row; these tell a card whose
+    training audio differs from one whose only difference is elsewhere (a rerun that does not
+    reproduce a card: other bytes, or other arithmetic? docs/AUDIO.md, thirty-first session)."""
+    digests = {}
+    for split in SPLITS:
+        h = hashlib.sha256()
+        for rel, label, path in sorted((os.path.relpath(c.path, root), c.label, c.path)
+                                       for c in clips if c.split == split):
+            h.update(f"{rel}|{label}|{sha256(path)}\n".encode())
+        digests[split] = h.hexdigest()
+    return digests
+
+
 def load_clips(data: Path, subset: str | None = None) -> tuple[list[Clip], dict[str, Any]]:
     """The clips and a description of the source for the model card."""
     data = Path(data)
     if (data / "metadata.csv").is_file():
         clips = load_corpus(data)
         info: dict[str, Any] = {"kind": "offline corpus", "root": str(data),
-                                "metadata_sha256": sha256(data / "metadata.csv")}
+                                "metadata_sha256": sha256(data / "metadata.csv"),
+                                "split_sha256": split_digests(clips, data)}
         summary = data / "corpus.json"
         if summary.is_file():
             corpus = json.loads(summary.read_text(encoding="utf-8"))
