@@ -124,22 +124,25 @@ def test_fake_or_real_layout_is_read(tmp_path):
 def test_the_card_hashes_each_split_s_audio_so_a_rerun_can_tell_other_bytes_from_other_arithmetic(
         tmp_path):
     root = tiny_corpus(tmp_path / "c", per_class=2)
-    before = audio_data.load_clips(root)[1]["split_sha256"]
+    before = audio_data.load_clips(root, audio_digests=True)[1]["split_sha256"]
     # another test clip: the test split's hash and the manifest's change, not the training split's
     sf.write(root / "clips/test/fake/cc/fake-0.wav", np.zeros(4000, np.float32), 16000)
-    after = audio_data.load_clips(root)[1]["split_sha256"]
+    after = audio_data.load_clips(root, audio_digests=True)[1]["split_sha256"]
     assert after["train"] == before["train"] and after["validation"] == before["validation"]
     assert after["test"] != before["test"]
     # the same rows, one training clip's audio changed: only the training split's hash moves
     meta = audio_data.load_clips(root)[1]["metadata_sha256"]
     sf.write(root / "clips/train/real/aa/real-1.wav", np.zeros(4000, np.float32), 16000)
-    clips, info = audio_data.load_clips(root)
+    clips, info = audio_data.load_clips(root, audio_digests=True)
     assert info["metadata_sha256"] == meta
     assert info["split_sha256"]["train"] != after["train"]
     assert info["split_sha256"]["test"] == after["test"]
     # the corpus moved elsewhere: the hashes stay (paths are relative to the corpus)
     shutil.copytree(root, tmp_path / "moved")
-    assert audio_data.load_clips(tmp_path / "moved")[1]["split_sha256"] == info["split_sha256"]
+    assert audio_data.load_clips(tmp_path / "moved", audio_digests=True)[1]["split_sha256"] == info[
+        "split_sha256"]
+    # the tools that only need the clips do not read every clip for the card
+    assert "split_sha256" not in audio_data.load_clips(root)[1]
 
 
 def _klettres_tree(root: Path, languages: dict[str, list[str]]) -> Path:
@@ -229,6 +232,9 @@ def test_one_epoch_writes_weights_and_card_the_app_loads(tmp_path):
     assert ModelCard.from_dict(saved, strict=True) == card
     assert set(saved) == {f.name for f in dataclasses.fields(ModelCard)}  # as the X-ray card's
     assert saved["training"]["epochs_run"] == 1
+    # the card says which audio it was trained and judged on (docs/AUDIO.md, thirty-first session)
+    assert saved["data"]["details"]["split_sha256"] == audio_data.split_digests(
+        audio_data.load_clips(data)[0], data)
     test_data = saved["splits"]["test"]
     assert test_data.pop("windows") >= 12  # clips longer than the window give several
     assert test_data == {"n": 12, "n_positive": 6, "languages": ["cc"],

@@ -94,14 +94,18 @@ def split_digests(clips: list[Clip], root: Path) -> dict[str, str]:
     return digests
 
 
-def load_clips(data: Path, subset: str | None = None) -> tuple[list[Clip], dict[str, Any]]:
-    """The clips and a description of the source for the model card."""
+def load_clips(data: Path, subset: str | None = None, *, audio_digests: bool = False
+               ) -> tuple[list[Clip], dict[str, Any]]:
+    """The clips and a description of the source for the model card. ``audio_digests``: an
+    offline corpus's description also holds :func:`split_digests`, which reads every clip (the
+    trainer's card wants them; the tools that only need the clips do not)."""
     data = Path(data)
     if (data / "metadata.csv").is_file():
         clips = load_corpus(data)
         info: dict[str, Any] = {"kind": "offline corpus", "root": str(data),
-                                "metadata_sha256": sha256(data / "metadata.csv"),
-                                "split_sha256": split_digests(clips, data)}
+                                "metadata_sha256": sha256(data / "metadata.csv")}
+        if audio_digests:
+            info["split_sha256"] = split_digests(clips, data)
         summary = data / "corpus.json"
         if summary.is_file():
             corpus = json.loads(summary.read_text(encoding="utf-8"))

@@ -134,7 +134,7 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
         raise SystemExit(f"--nap projects a read-out's input; '{spec.id}' has no read-out "
                          f"(architectures with one: {', '.join(READOUT_ARCHITECTURES)})")
     t_start = time.time()
-    clips, info = load_clips(options.data, options.subset)
+    clips, info = load_clips(options.data, options.subset, audio_digests=True)
     tones = room_tones(clips, options)
     rooms = Rooms(options.rooms, seed=options.train.seed) if options.rooms else None
     sets = training_sets(spec, clips, options, tones, rooms)
