@@ -288,3 +288,86 @@ def test_a_missing_encoder_is_fetched_from_the_models_tab(tmp_path, encoder_file
     assert pinned.fetchable("tiny-whisper")
     with pytest.raises(ModelUnavailableError, match="put that file there by hand"):
         pinned.fetch("tiny-whisper")
+
+
+def _random_readout(net, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    width = net.head.in_features
+    net.set_readout(rng.normal(size=width), rng.uniform(0.5, 2, width), rng.normal(size=width),
+                    0.3)
+
+
+@needs_torch
+def test_the_comparison_page_reruns_lime_on_the_encoder_the_trained_run_computed(
+        tmp_path, encoder_file):
+    """The read-out runs in PyTorch (no ONNX graph), yet its randomised copy (the top three
+    layers re-initialised: all above the encoder's last layer) takes every LIME row's encoder
+    pass below the last layer from the trained run, and the randomisation score is the one
+    without sharing."""
+    import soundfile as sf
+
+    from xai_platform.evaluation.metrics import RANDOMIZE_LAYERS, randomization_test
+    from xai_platform.modalities import get_modality
+    from xai_platform.models.architectures import whisper_nets
+    from xai_platform.service import Service, Session
+    from xai_platform.ui.comparison import compare
+
+    manager = _manager(tmp_path, [_entry(encoder_file)])
+    handle = manager.get("tiny-whisper")
+    _random_readout(handle.net)
+    assert not handle.forward_path.fast
+    voice = tmp_path / "voice.wav"
+    sf.write(voice, tone(1.2, sr=16000, freq=300.0), 16000)
+    service, session = Service(manager), Session()
+    try:
+        [(_, _, _, expl, card)] = list(compare(service, session, "audio", str(voice), None,
+                                               "tiny-whisper", ["lime"], 0,
+                                               metrics=("randomization",)))
+        randomized = service.randomized("tiny-whisper")
+        assert "shares the trained model's trunk" in randomized.forward_path.reason
+        role, cache = whisper_nets._SHARED[randomized.net]
+        assert role == "lookup" and cache.hits >= expl.n_evaluations
+        plain = handle.randomized(RANDOMIZE_LAYERS, seed=0)  # not shared: a copy never is
+        assert plain.net not in whisper_nets._SHARED
+        kind = get_modality("audio")
+        expected = randomization_test(
+            kind.explained_model(handle, expl.display, expl.extras), expl.display, "lime",
+            target=expl.target, params=expl.params, seed=expl.seed, heatmap=expl.heatmap,
+            randomized=kind.explained_model(plain, expl.display, expl.extras))
+        assert card.values["randomization_rho"] == pytest.approx(expected["spearman"], abs=1e-6)
+    finally:
+        session.close()
+
+
+@needs_torch
+def test_shared_rows_give_the_copy_s_own_outputs_and_gradients_never_use_them(
+        tmp_path, encoder_file):
+    import torch
+
+    from xai_platform.models.shared_trunk import share_trunk
+
+    handle = _manager(tmp_path, [_entry(encoder_file)]).get("tiny-whisper")
+    _random_readout(handle.net)
+    plain, shared = handle.randomized(3, seed=0), handle.randomized(3, seed=0)
+    assert share_trunk(handle, shared).startswith("shares the trained model's trunk")
+    waves = np.stack([tone(0.5, sr=16000, freq=f, seed=i)
+                      for i, f in enumerate((150., 400., 1200.))])[:, None].astype(np.float32)
+    handle.predict(waves[:2])  # the trained run sees two of the three rows
+    np.testing.assert_allclose(shared.predict(waves), plain.predict(waves), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(shared.predict(waves[::-1]), plain.predict(waves[::-1]),
+                               atol=1e-6, rtol=0)
+    grads, _ = shared.input_gradients(waves, [0, 0, 0])
+    expected, _ = plain.input_gradients(waves, [0, 0, 0])
+    np.testing.assert_allclose(grads, expected, atol=1e-6, rtol=0)
+    assert torch.is_grad_enabled()
+
+
+@needs_torch
+def test_a_copy_re_initialised_below_the_last_layer_does_not_share(tmp_path, encoder_file):
+    from xai_platform.models.shared_trunk import share_trunk
+
+    handle = _manager(tmp_path, [_entry(encoder_file)]).get("tiny-whisper")
+    deep = handle.randomized(12, seed=0)  # reaches into the first layer
+    note = share_trunk(handle, deep)
+    assert note.startswith("trunk not shared") and "below the split" in note
+    assert note in deep.forward_path.reason

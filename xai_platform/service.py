@@ -194,9 +194,10 @@ class Service:
     # --- explanation quality -------------------------------------------------------------------
     def randomized(self, model_id: str):
         """The model with its top layers re-initialised (for the randomisation test), built once
-        per loaded model and shared read-only. On the fast path it reuses the trained model's
-        trunk from then on (:mod:`.models.shared_trunk`): build it before the explanations it
-        will re-run, and their batches are not computed twice."""
+        per loaded model and shared read-only. On the fast path, or where the network can split
+        itself, it reuses the trained model's trunk from then on (:mod:`.models.shared_trunk`):
+        build it before the explanations it will re-run, and their batches are not computed
+        twice."""
         handle = self.manager.get(model_id)
         with self._lock:
             cached = self._randomized.get(model_id)
@@ -204,9 +205,9 @@ class Service:
                 from .evaluation.metrics import RANDOMIZE_LAYERS
 
                 cached = (handle, handle.randomized(RANDOMIZE_LAYERS, seed=0))
-                if handle.forward_path.fast:
-                    from .models.shared_trunk import share_trunk
+                from .models.shared_trunk import can_split, share_trunk
 
+                if handle.forward_path.fast or can_split(handle):
                     share_trunk(handle, cached[1])
                 self._randomized[model_id] = cached
         return cached[1]

@@ -25,6 +25,10 @@ when the trunk is most of the cost (the head takes at most :data:`MAX_HEAD_SHARE
 forward pass on those planes): on a small network the hashing and copying would cost more than
 the trunk saves. Either way ``forward_path.reason`` of the randomised model says what happened.
 
+A network with no ONNX graph can still split itself (:func:`share_eager_trunk`): the Whisper
+read-out keeps each row's encoder pass up to its last layer in the same kind of cache, and its
+copy runs only the last layer and the read-out on the rows it finds.
+
 Under the opt-in bf16 path (:mod:`.reduced_precision`) the trained model's batches run on OpenVINO
 in bfloat16; there its compiled graph returns the frontier too (``add_outputs``), the head still
 runs in float32 on ONNX Runtime, and the check is the bf16 path's own: probabilities within
@@ -341,6 +345,8 @@ def share_trunk(trained: ModelHandle, randomized: ModelHandle, *,
         randomized.forward_path = randomized.forward_path.with_reason(text)
         return text
 
+    if not trained.forward_path.fast and can_split(trained):
+        return share_eager_trunk(trained, randomized, max_bytes=max_bytes)
     try:
         trained._forward_engine()
         if not isinstance(trained._exact, OnnxHandle):  # e.g. a Keras model on OpenVINO: do
@@ -419,4 +425,61 @@ def share_trunk(trained: ModelHandle, randomized: ModelHandle, *,
                     f"frontier tensors" + ("; the trunk in bf16, the head in float32)" if bf16
                                            else ")"))
     except Exception as exc:  # noqa: BLE001 - an unusual graph must not break the test
+        return note(f"trunk not shared: {first_line(exc)[:200]}")
+
+
+def can_split(handle: ModelHandle) -> bool:
+    """Whether ``handle``'s network can split itself for :func:`share_eager_trunk`."""
+    return hasattr(getattr(handle, "native", None), "share_frontier")
+
+
+def share_eager_trunk(trained: ModelHandle, randomized: ModelHandle, *,
+                      max_bytes: int | None = None) -> str:
+    """The same for a PyTorch network that runs eagerly (no ONNX graph) and can split itself:
+    one with ``share_frontier(role, cache)`` and ``above_frontier(name)``, such as
+    :class:`~.architectures.whisper_nets.WhisperReadout` (its encoder up to the last layer is
+    the trunk). Shared only when every parameter and buffer the copy re-initialised acts above
+    the split, and the copy's outputs on the example planes are the same to :data:`PARITY`
+    through the cache as without it. Returns what was done, or why not, and appends it to
+    ``randomized.forward_path.reason``; never raises."""
+    from .fast_forward import parity_planes
+
+    def note(text: str) -> str:
+        randomized.forward_path = randomized.forward_path.with_reason(text)
+        return text
+
+    a, b = getattr(trained, "native", None), getattr(randomized, "native", None)
+    try:
+        if not (can_split(trained) and type(a) is type(b)):
+            return note("trunk not shared: the network cannot split itself and has no ONNX "
+                        "graph")
+        import torch
+
+        mine = dict([*b.named_parameters(), *b.named_buffers()])
+        changed = [name for name, t in [*a.named_parameters(), *a.named_buffers()]
+                   if name not in mine or not torch.equal(t, mine[name])]
+        below = [name for name in changed if not a.above_frontier(name)]
+        if below:
+            return note(f"trunk not shared: the copy re-initialises {below[0]}, below the split")
+        planes = parity_planes(trained)
+        expected = randomized.raw_outputs(planes)
+        cache = ActivationCache(max_bytes or default_cache_bytes())
+        a.share_frontier("record", cache)
+        b.share_frontier("lookup", cache)
+        trained.raw_outputs(planes)
+        hits = cache.hits
+        got = randomized.raw_outputs(planes)
+        diff = float(np.max(np.abs(got - expected)))
+        if cache.hits - hits != len(planes) or not diff <= PARITY:
+            a.share_frontier(None)
+            b.share_frontier(None)
+            return note(f"trunk not shared: through the cache the copy's logits move by "
+                        f"{diff:.1e}")
+        return note(f"shares the trained model's trunk (the encoder below its last layer; "
+                    f"{len(changed)} re-initialised tensors above it)")
+    except Exception as exc:  # noqa: BLE001 - an unusual network must not break the test
+        if hasattr(a, "share_frontier"):
+            a.share_frontier(None)
+        if hasattr(b, "share_frontier"):
+            b.share_frontier(None)
         return note(f"trunk not shared: {first_line(exc)[:200]}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -156,34 +157,60 @@ def log_mel(waves: Any, filters: Any = None, window: Any = None) -> Any:
     return (mel + 4.0) / 4.0
 
 
+def _pooled(h: Any, weights: Any) -> Any:
+    """(N, 2 * d): the weighted mean and standard deviation over time of (N, T, d) states."""
+    mean = (h * weights).sum(dim=1)
+    std = (((h - mean[:, None]) ** 2 * weights).sum(dim=1) + 1e-10).sqrt()
+    return torch.cat([mean, std], dim=-1)
+
+
+def _layer(layer: Any, h: Any) -> Any:
+    out = layer(h, None)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def encoder_frontier(encoder: Any, mel: Any) -> tuple[Any, Any, Any]:
+    """The encoder run up to its last layer: (the pooled statistics of every state below it,
+    (N, n_layers, 2 * d_model); the last layer's input, (N, positions, d_model); the pooling
+    weights, (N, positions, 1)). :func:`states_from_frontier` finishes the pass. The steps are
+    ``WhisperEncoder.forward``'s in eval mode (no dropout or layer drop), module by module."""
+    import torch.nn.functional as F
+
+    floor = mel.amin(dim=(-2, -1), keepdim=True)
+    frame_live = (mel > floor + 1e-6).any(dim=1)  # (N, frames)
+    live = frame_live.reshape(frame_live.shape[0], -1, 2).any(dim=-1).float()  # (N, positions)
+    live = torch.where(live.sum(dim=1, keepdim=True) > 0, live, torch.ones_like(live))
+    weights = (live / live.sum(dim=1, keepdim=True))[:, :, None]
+    h = F.gelu(encoder.conv2(F.gelu(encoder.conv1(mel)))).permute(0, 2, 1)
+    h = h + encoder.embed_positions(torch.arange(encoder.embed_positions.num_embeddings,
+                                                 device=h.device))
+    low = [_pooled(h, weights)]
+    for layer in encoder.layers[:-1]:
+        h = _layer(layer, h)
+        low.append(_pooled(h, weights))
+    return torch.stack(low, dim=1), h, weights
+
+
+def states_from_frontier(encoder: Any, low: Any, h: Any, weights: Any) -> Any:
+    """:func:`pooled_states` from :func:`encoder_frontier`'s output: the last layer, the final
+    layer norm and their statistics after the ones below."""
+    h = _layer(encoder.layers[-1], h)
+    top = torch.stack([_pooled(h, weights), _pooled(encoder.layer_norm(h), weights)], dim=1)
+    return torch.cat([low, top], dim=1)
+
+
 def pooled_states(encoder: Any, mel: Any) -> Any:
     """(N, n_layers + 2, 2 * d_model): the mean and standard deviation over time of the
     encoder's input embedding, of every layer's output and of the final layer norm's output,
     over the positions whose two mel frames are not all at the floor (zero padding; an input
     that is all floor uses every position). Differentiable in ``mel`` (wrap it in
     ``torch.no_grad()`` when only the values are wanted)."""
-    layer_outputs: list[Any] = []
-    hooks = [layer.register_forward_hook(
-        lambda _module, _args, output: layer_outputs.append(
-            output[0] if isinstance(output, tuple) else output))
-        for layer in encoder.layers]
-    try:
-        out = encoder(mel, output_hidden_states=True)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    states = [out.hidden_states[0], *layer_outputs, out.last_hidden_state]
-    floor = mel.amin(dim=(-2, -1), keepdim=True)
-    frame_live = (mel > floor + 1e-6).any(dim=1)  # (N, frames)
-    live = frame_live.reshape(frame_live.shape[0], -1, 2).any(dim=-1).float()  # (N, positions)
-    live = torch.where(live.sum(dim=1, keepdim=True) > 0, live, torch.ones_like(live))
-    weights = (live / live.sum(dim=1, keepdim=True))[:, :, None]
-    pooled = []
-    for h in states:
-        mean = (h * weights).sum(dim=1)
-        std = (((h - mean[:, None]) ** 2 * weights).sum(dim=1) + 1e-10).sqrt()
-        pooled.append(torch.cat([mean, std], dim=-1))
-    return torch.stack(pooled, dim=1)
+    return states_from_frontier(encoder, *encoder_frontier(encoder, mel))
+
+
+#: the frontier sharing of each read-out (:meth:`WhisperReadout.share_frontier`), kept beside the
+#: module so that a copy (the randomisation test's) does not inherit it
+_SHARED: weakref.WeakKeyDictionary[Any, tuple[str, Any]] = weakref.WeakKeyDictionary()
 
 
 class WhisperReadout(nn.Module):
@@ -207,8 +234,56 @@ class WhisperReadout(nn.Module):
         """(N, n_samples) -> (N, width): the chosen states' statistics, before standardising."""
         if waves.dim() == 3:  # (N, 1, n_samples)
             waves = waves[:, 0]
-        mel = log_mel(waves, self.filters, self.window)
-        return pooled_states(self.encoder, mel)[:, list(self.states)].flatten(1)
+        share = _SHARED.get(self)
+        if share is None or torch.is_grad_enabled():
+            frontier = encoder_frontier(self.encoder, log_mel(waves, self.filters, self.window))
+        else:
+            frontier = self._shared_frontier(waves, *share)
+        return states_from_frontier(self.encoder, *frontier)[:, list(self.states)].flatten(1)
+
+    def share_frontier(self, role: str | None, cache: Any = None) -> None:
+        """``"record"``: keep every forward-only batch's :func:`encoder_frontier` per row in
+        ``cache`` (a :class:`~xai_platform.models.shared_trunk.ActivationCache`); ``"lookup"``:
+        take the rows found there instead of running the encoder up to its last layer; None:
+        neither. Gradient passes never use it. Not copied with the module."""
+        if role is None:
+            _SHARED.pop(self, None)
+        elif role in ("record", "lookup"):
+            _SHARED[self] = (role, cache)
+        else:
+            raise ValueError(f"role must be 'record', 'lookup' or None, not {role!r}")
+
+    def above_frontier(self, name: str) -> bool:
+        """Whether the parameter or buffer ``name`` acts after :func:`encoder_frontier`'s
+        output (the last layer, the final layer norm, the standardisation and the head), so
+        that changing it leaves the frontier as it is."""
+        return (name.startswith((f"encoder.layers.{len(self.encoder.layers) - 1}.",
+                                 "encoder.layer_norm.",
+                                 "head."))
+                or name in ("mean", "scale"))
+
+    def _shared_frontier(self, waves: torch.Tensor, role: str, cache: Any
+                         ) -> tuple[torch.Tensor, ...]:
+        rows = waves.detach().cpu().numpy()
+        if role == "record":
+            frontier = encoder_frontier(self.encoder, log_mel(waves, self.filters, self.window))
+            cache.put_batch(rows, [t.detach().cpu().numpy() for t in frontier])
+            return frontier
+        found, hit = cache.get_batch(rows)
+        if found is not None and len(hit) == len(rows):
+            return tuple(torch.from_numpy(t).to(waves.device) for t in found)
+        miss = np.setdiff1d(np.arange(len(rows)), hit)
+        computed = encoder_frontier(self.encoder, log_mel(waves[torch.from_numpy(miss)],
+                                                          self.filters, self.window))
+        if found is None:
+            return computed
+        out = []
+        for have, new in zip(found, computed):
+            t = torch.empty((len(rows), *new.shape[1:]), dtype=new.dtype, device=new.device)
+            t[torch.from_numpy(hit)] = torch.from_numpy(have).to(new.device)
+            t[torch.from_numpy(miss)] = new
+            out.append(t)
+        return tuple(out)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         return self.head((self.features(waves) - self.mean) / self.scale)
