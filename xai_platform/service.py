@@ -205,9 +205,9 @@ class Service:
                 from .evaluation.metrics import RANDOMIZE_LAYERS
 
                 cached = (handle, handle.randomized(RANDOMIZE_LAYERS, seed=0))
-                from .models.shared_trunk import can_split, share_trunk
+                from .models.shared_trunk import can_share, share_trunk
 
-                if handle.forward_path.fast or can_split(handle):
+                if can_share(handle):
                     share_trunk(handle, cached[1])
                 self._randomized[model_id] = cached
         return cached[1]

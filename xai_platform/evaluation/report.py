@@ -266,10 +266,10 @@ def evaluate_items(manager: ModelManager, model_id: str, items: Sequence[Item], 
     # one re-initialised copy per run (or per worker: the same, from ``seed``)
     if randomized is None and "randomization" in metrics:
         randomized = handle.randomized(n_layers, seed=seed)
-        from ..models.shared_trunk import can_split, share_trunk
+        from ..models.shared_trunk import can_share, share_trunk
 
-        if handle.forward_path.fast or can_split(handle):  # LIME / SHAP re-runs reuse the
-            share_trunk(handle, randomized)  # trunk's batches
+        if can_share(handle):  # LIME / SHAP re-runs reuse the trunk's batches
+            share_trunk(handle, randomized)
     for i, item in enumerate(items, 1):
         say = (lambda text, i=i, item=item: sys.stderr.write(
             f"[{i}/{len(items)}] {item.path.name} {text}\n")) if progress else (lambda text: None)

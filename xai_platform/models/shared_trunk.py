@@ -345,7 +345,7 @@ def share_trunk(trained: ModelHandle, randomized: ModelHandle, *,
         randomized.forward_path = randomized.forward_path.with_reason(text)
         return text
 
-    if not trained.forward_path.fast and can_split(trained):
+    if not trained.forward_path.fast and _splits_itself(trained):
         return share_eager_trunk(trained, randomized, max_bytes=max_bytes)
     try:
         trained._forward_engine()
@@ -428,8 +428,13 @@ def share_trunk(trained: ModelHandle, randomized: ModelHandle, *,
         return note(f"trunk not shared: {first_line(exc)[:200]}")
 
 
-def can_split(handle: ModelHandle) -> bool:
-    """Whether ``handle``'s network can split itself for :func:`share_eager_trunk`."""
+def can_share(handle: ModelHandle) -> bool:
+    """Whether :func:`share_trunk` can try for ``handle``: its forward batches run on the fast
+    path, or its network can split itself (:func:`share_eager_trunk`)."""
+    return handle.forward_path.fast or _splits_itself(handle)
+
+
+def _splits_itself(handle: ModelHandle) -> bool:
     return hasattr(getattr(handle, "native", None), "share_frontier")
 
 
@@ -449,8 +454,14 @@ def share_eager_trunk(trained: ModelHandle, randomized: ModelHandle, *,
         return text
 
     a, b = getattr(trained, "native", None), getattr(randomized, "native", None)
+
+    def unshare() -> None:
+        for net in (a, b):
+            if hasattr(net, "share_frontier"):
+                net.share_frontier(None)
+
     try:
-        if not (can_split(trained) and type(a) is type(b)):
+        if not (_splits_itself(trained) and type(a) is type(b)):
             return note("trunk not shared: the network cannot split itself and has no ONNX "
                         "graph")
         import torch
@@ -471,15 +482,11 @@ def share_eager_trunk(trained: ModelHandle, randomized: ModelHandle, *,
         got = randomized.raw_outputs(planes)
         diff = float(np.max(np.abs(got - expected)))
         if cache.hits - hits != len(planes) or not diff <= PARITY:
-            a.share_frontier(None)
-            b.share_frontier(None)
+            unshare()
             return note(f"trunk not shared: through the cache the copy's logits move by "
                         f"{diff:.1e}")
         return note(f"shares the trained model's trunk (the encoder below its last layer; "
                     f"{len(changed)} re-initialised tensors above it)")
     except Exception as exc:  # noqa: BLE001 - an unusual network must not break the test
-        if hasattr(a, "share_frontier"):
-            a.share_frontier(None)
-        if hasattr(b, "share_frontier"):
-            b.share_frontier(None)
+        unshare()
         return note(f"trunk not shared: {first_line(exc)[:200]}")
