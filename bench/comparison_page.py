@@ -18,7 +18,8 @@ Defaults: DenseNet-121 at 224 px (``bench-densenet121`` of bench/models.yaml: th
 architecture with random weights; what a request costs does not depend on what the weights
 learned) on examples/xray/rg1-chest-pa.dcm, and the shipped audio CNN (``audio-cnn``) on
 examples/audio/fake_espeak_de_letters_long.wav. ``--model audio-whisper-readout``: the app's
-default audio model on the same recording (its encoder has no ONNX path: "on" runs PyTorch).
+default audio model on the same recording ("on": its whole graph, encoder and STFT included,
+on ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 CASES = {
     "bench-densenet121": ("xray", ROOT / "examples/xray/rg1-chest-pa.dcm"),
     "audio-cnn": ("audio", ROOT / "examples/audio/fake_espeak_de_letters_long.wav"),
-    # the default audio model (its encoder fetched by scripts/setup.sh); no ONNX path
+    # the default audio model (its encoder fetched by scripts/setup.sh)
     "audio-whisper-readout": ("audio", ROOT / "examples/audio/fake_espeak_de_letters_long.wav"),
 }
 

@@ -34,12 +34,12 @@ def encoder_file(tmp_path_factory) -> Path:
     return path
 
 
-def _manager(folder: Path, entries: list[dict]):
+def _manager(folder: Path, entries: list[dict], *, fast: bool | None = None):
     from xai_platform.config import load_config
     from xai_platform.models import ModelManager
 
     config = load_config([write_config(folder / "w.yaml", entries)], base=None)
-    return ModelManager(config, device="cpu", batch_size=8)
+    return ModelManager(config, device="cpu", batch_size=8, fast_forward=fast)
 
 
 @needs_torch
@@ -52,6 +52,8 @@ def test_only_the_readout_is_saved_and_it_loads_back(tmp_path, encoder_file):
     manager.verify()  # encoder.conv2 is a 1-D convolutional map (C, L)
     handle = manager.get("tiny-whisper")
     net = handle.net
+    # the read-out is changed in place below; the fast path's graph was exported at load
+    handle.use_framework_forward("the read-out is set after load")
     rng = np.random.default_rng(0)
     width = net.head.in_features
     assert width == 2 * 16 * 4  # mean + std of d_model 16, four states (embedding, 2 layers, norm)
@@ -300,10 +302,10 @@ def _random_readout(net, seed: int = 0) -> None:
 @needs_torch
 def test_the_comparison_page_reruns_lime_on_the_encoder_the_trained_run_computed(
         tmp_path, encoder_file):
-    """The read-out runs in PyTorch (no ONNX graph), yet its randomised copy (the top three
-    layers re-initialised: all above the encoder's last layer) takes every LIME row's encoder
-    pass below the last layer from the trained run, and the randomisation score is the one
-    without sharing."""
+    """With the fast path off (or where its export fails) the read-out runs in PyTorch, yet
+    its randomised copy (the top three layers re-initialised: all above the encoder's last
+    layer) takes every LIME row's encoder pass below the last layer from the trained run, and
+    the randomisation score is the one without sharing."""
     import soundfile as sf
 
     from xai_platform.evaluation.metrics import RANDOMIZE_LAYERS, randomization_test
@@ -312,7 +314,7 @@ def test_the_comparison_page_reruns_lime_on_the_encoder_the_trained_run_computed
     from xai_platform.service import Service, Session
     from xai_platform.ui.comparison import compare
 
-    manager = _manager(tmp_path, [_entry(encoder_file)])
+    manager = _manager(tmp_path, [_entry(encoder_file)], fast=False)
     handle = manager.get("tiny-whisper")
     _random_readout(handle.net)
     assert not handle.forward_path.fast
@@ -346,7 +348,7 @@ def test_shared_rows_give_the_copy_s_own_outputs_and_gradients_never_use_them(
 
     from xai_platform.models.shared_trunk import share_trunk
 
-    handle = _manager(tmp_path, [_entry(encoder_file)]).get("tiny-whisper")
+    handle = _manager(tmp_path, [_entry(encoder_file)], fast=False).get("tiny-whisper")
     _random_readout(handle.net)
     plain, shared = handle.randomized(3, seed=0), handle.randomized(3, seed=0)
     assert share_trunk(handle, shared).startswith("shares the trained model's trunk")
@@ -366,8 +368,125 @@ def test_shared_rows_give_the_copy_s_own_outputs_and_gradients_never_use_them(
 def test_a_copy_re_initialised_below_the_last_layer_does_not_share(tmp_path, encoder_file):
     from xai_platform.models.shared_trunk import share_trunk
 
-    handle = _manager(tmp_path, [_entry(encoder_file)]).get("tiny-whisper")
+    handle = _manager(tmp_path, [_entry(encoder_file)], fast=False).get("tiny-whisper")
     deep = handle.randomized(12, seed=0)  # reaches into the first layer
     note = share_trunk(handle, deep)
     assert note.startswith("trunk not shared") and "below the split" in note
     assert note in deep.forward_path.reason
+
+
+def _saved_readout(tmp_path: Path, encoder_file: Path) -> Path:
+    """A read-out with random weights saved to a file, so that a model loaded from it (and
+    its fast path's graph, exported at load) has them."""
+    from training.weights import save_weights
+
+    handle = _manager(tmp_path, [_entry(encoder_file)], fast=False).get("tiny-whisper")
+    _random_readout(handle.net)
+    return save_weights(handle.spec, handle.net, tmp_path / "readout.pt", half=False)
+
+
+def _windows() -> np.ndarray:
+    """(5, 1, 8000): voiced tones, a short clip padded with zeros, and near-silence."""
+    waves = [tone(0.5, sr=16000, freq=f, seed=i) for i, f in enumerate((150., 400., 1200.))]
+    short = np.zeros(8000, dtype=np.float32)
+    short[:3000] = tone(3000 / 16000, sr=16000, freq=220.0, seed=3)
+    quiet = 1e-4 * np.random.default_rng(4).standard_normal(8000).astype(np.float32)
+    return np.stack([*waves, short, quiet])[:, None].astype(np.float32)
+
+
+@needs_torch
+def test_the_stft_as_a_convolution_gives_whisper_s_log_mel():
+    import torch
+
+    from xai_platform.models.architectures import whisper_nets as w
+
+    waves = torch.from_numpy(_windows()[:, 0])
+    window = torch.hann_window(w.N_FFT)
+    expected = w.log_mel(waves, w.mel_filters(), window)
+    got = w.log_mel_exportable(waves, w.mel_filters(), w.dft_basis(window))
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=2e-5, rtol=0)
+
+
+@needs_torch
+def test_the_read_out_runs_on_onnx_runtime_with_the_same_outputs_and_gradients(
+        tmp_path, encoder_file):
+    """The fast path exports the whole read-out, samples in (its STFT as a convolution), and
+    its forward passes match PyTorch's; gradients stay with PyTorch."""
+    weights = _saved_readout(tmp_path, encoder_file)
+    fast = _manager(tmp_path, [_entry(encoder_file, weights=str(weights))]).get("tiny-whisper")
+    plain = _manager(tmp_path, [_entry(encoder_file, weights=str(weights))],
+                     fast=False).get("tiny-whisper")
+    assert fast.forward_path.fast and fast.forward_path.engine == "onnxruntime"
+    assert fast.forward_path.max_abs_diff <= 1e-5
+    assert not plain.forward_path.fast
+    waves = _windows()
+    p_fast, p_plain = fast.predict(waves), plain.predict(waves)
+    assert np.ptp(p_plain[:, 1]) > 0.01  # the rows differ, so the check means something
+    np.testing.assert_allclose(p_fast, p_plain, atol=1e-5, rtol=0)
+    grads, _ = fast.input_gradients(waves, [1] * len(waves))
+    expected, _ = plain.input_gradients(waves, [1] * len(waves))
+    np.testing.assert_array_equal(grads, expected)
+
+
+@needs_torch
+def test_on_the_fast_path_the_randomised_copy_shares_the_exported_trunk(
+        tmp_path, encoder_file):
+    """The comparison page on the fast path: the randomised copy's graph is split from the
+    trained graph's (the layers it re-initialises all lie above the encoder's last layer) and
+    the randomisation score is the one of a copy that does not share."""
+    import soundfile as sf
+
+    from xai_platform.evaluation.metrics import RANDOMIZE_LAYERS, randomization_test
+    from xai_platform.modalities import get_modality
+    from xai_platform.service import Service, Session
+    from xai_platform.ui.comparison import compare
+
+    weights = _saved_readout(tmp_path, encoder_file)
+    manager = _manager(tmp_path, [_entry(encoder_file, weights=str(weights))])
+    handle = manager.get("tiny-whisper")
+    assert handle.forward_path.fast
+    voice = tmp_path / "voice.wav"
+    sf.write(voice, tone(1.2, sr=16000, freq=300.0), 16000)
+    service, session = Service(manager), Session()
+    try:
+        [(_, _, _, expl, card)] = list(compare(service, session, "audio", str(voice), None,
+                                               "tiny-whisper", ["lime"], 0,
+                                               metrics=("randomization",)))
+        randomized = service.randomized("tiny-whisper")
+        assert randomized.forward_path.fast
+        assert "shares the trained model's trunk" in randomized.forward_path.reason
+        plain = handle.randomized(RANDOMIZE_LAYERS, seed=0)
+        plain.use_framework_forward()
+        kind = get_modality("audio")
+        expected = randomization_test(
+            kind.explained_model(handle, expl.display, expl.extras), expl.display, "lime",
+            target=expl.target, params=expl.params, seed=expl.seed, heatmap=expl.heatmap,
+            randomized=kind.explained_model(plain, expl.display, expl.extras))
+        assert card.values["randomization_rho"] == pytest.approx(expected["spearman"], abs=1e-4)
+    finally:
+        session.close()
+
+
+@needs_torch
+def test_another_encoder_file_gets_its_own_graph_not_a_cached_one(tmp_path, encoder_file):
+    """The encoder is not in the read-out's state dict, but it is in the exported graph: the
+    graph cache's key covers it, so a read-out whose encoder file was replaced exports its own
+    graph instead of finding the old one's (which only the parity check would then catch)."""
+    import shutil
+
+    from test_audio_whisper import as_ct2, tiny_encoder, write_ct2
+
+    weights = _saved_readout(tmp_path, encoder_file)
+    path = tmp_path / "encoder" / "model.bin"
+    path.parent.mkdir()
+    shutil.copyfile(encoder_file, path)
+    first = _manager(tmp_path, [_entry(path, weights=str(weights))]).get("tiny-whisper")
+    assert first.forward_path.fast
+    variables = as_ct2(tiny_encoder())
+    variables["encoder/conv1/weight"] = variables["encoder/conv1/weight"] * 1.5
+    write_ct2(path, variables)  # the same path, other weights
+    other = _manager(tmp_path, [_entry(path, weights=str(weights))]).get("tiny-whisper")
+    assert other.weights_fingerprint() != first.weights_fingerprint()
+    assert other.forward_path.fast and other.forward_path.exported
+    assert "parity" not in other.forward_path.reason

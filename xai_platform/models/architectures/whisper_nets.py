@@ -157,6 +157,30 @@ def log_mel(waves: Any, filters: Any = None, window: Any = None) -> Any:
     return (mel + 4.0) / 4.0
 
 
+def dft_basis(window: Any) -> Any:
+    """(2 * (N_FFT // 2 + 1), 1, N_FFT) float32: the windowed cosine and negative sine of each
+    FFT bin, as 1-D convolution kernels (computed in float64)."""
+    k = torch.arange(N_FFT // 2 + 1, dtype=torch.float64)[:, None]
+    angle = 2.0 * np.pi * k * torch.arange(N_FFT, dtype=torch.float64)[None] / N_FFT
+    w = torch.as_tensor(window, dtype=torch.float64)[None]
+    return torch.cat([torch.cos(angle) * w, -torch.sin(angle) * w]).float()[:, None]
+
+
+def log_mel_exportable(waves: Any, filters: Any, basis: Any) -> Any:
+    """:func:`log_mel` with the STFT as a strided 1-D convolution with :func:`dft_basis`
+    (reflect padding as ``torch.stft``'s ``center=True``), which the ONNX exporter takes and
+    ``torch.stft`` it does not. The same numbers up to float32 rounding (the fast path's parity
+    check measures the difference of the outputs)."""
+    framed = torch.nn.functional.pad(waves[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")
+    spec = torch.nn.functional.conv1d(framed, basis, stride=HOP)  # (N, 2 * bins, frames + 1)
+    bins = N_FFT // 2 + 1
+    power = (spec[:, :bins] ** 2 + spec[:, bins:] ** 2)[..., :-1]
+    mel = torch.clamp(filters @ power, min=1e-10).log10()
+    top = mel.amax(dim=(-2, -1), keepdim=True)
+    mel = torch.maximum(mel, top - 8.0)
+    return (mel + 4.0) / 4.0
+
+
 def _pooled(h: Any, weights: Any) -> Any:
     """(N, 2 * d): the weighted mean and standard deviation over time of (N, T, d) states."""
     mean = (h * weights).sum(dim=1)
@@ -235,7 +259,10 @@ class WhisperReadout(nn.Module):
         if waves.dim() == 3:  # (N, 1, n_samples)
             waves = waves[:, 0]
         share = _SHARED.get(self)
-        if share is None or torch.is_grad_enabled():
+        if torch.onnx.is_in_onnx_export():  # the fast path's graph: no torch.stft in ONNX
+            mel = log_mel_exportable(waves, self.filters, dft_basis(self.window))
+            frontier = encoder_frontier(self.encoder, mel)
+        elif share is None or torch.is_grad_enabled():
             frontier = encoder_frontier(self.encoder, log_mel(waves, self.filters, self.window))
         else:
             frontier = self._shared_frontier(waves, *share)

@@ -89,11 +89,16 @@ class GraphHandle(ModelHandle):
         shape = (1, 1, 1, c) if channels_last else (1, c, 1, 1)
         self._scale = np.asarray(scale, dtype=np.float32).reshape(shape)
         self._shift = np.asarray(shift, dtype=np.float32).reshape(shape)
+        #: a raw-waveform network (only as the fast path's twin of a PyTorch one)
+        self.waveform = bool(getattr(spec.input, "waveform", False))
 
     def network_input(self, x: FloatArray) -> FloatArray:
         """(n, H, W) feature planes -> (n, C, H, W) float32 network input ((n, H, W, C) when
-        :attr:`channels_last`), scaled and shifted as every format does."""
+        :attr:`channels_last`), scaled and shifted as every format does; a waveform network's
+        (n, 1, n_samples) -> (n, n_samples), as PyTorch's input adapter gives it."""
         x = np.asarray(x, dtype=np.float32)
+        if self.waveform:
+            return x[:, 0] * self._scale.flat[0] + self._shift.flat[0]
         c = self.spec.input.channels
         if self.channels_last:
             out = np.empty((*x.shape, c), dtype=np.float32)
@@ -189,8 +194,15 @@ def session(path: Path | bytes, *, n_threads: int | None = None) -> Any:
 
 
 def check_input(sess: Any, spec: ModelSpec) -> None:
-    """The graph's input must be (N, C, H, W) as the config declares (symbolic dims pass)."""
+    """The graph's input must be (N, C, H, W) as the config declares (symbolic dims pass); a
+    waveform network's (the fast path's graph of a PyTorch one), (N, n_samples)."""
     shape = list(sess.get_inputs()[0].shape)
+    if getattr(spec.input, "waveform", False):
+        n = spec.input_shape[-1]
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n):
+            raise ModelUnavailableError(f"the ONNX graph takes input {shape}, but the waveform "
+                                        f"model's config declares [N, {n}] samples.")
+        return
     expected = [spec.input.channels, *spec.input_shape]
     fixed = [d if isinstance(d, int) else None for d in shape[1:]]
     if len(shape) != 4 or any(d is not None and d != e for d, e in zip(fixed, expected)):

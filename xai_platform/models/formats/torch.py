@@ -203,7 +203,9 @@ class TorchHandle(ModelHandle):
         """sha256 of what the exported graph depends on: every parameter and buffer as loaded
         (names, dtypes, shapes, bytes), the architecture and its arguments, the input shape,
         and the torch and package versions. Keys the ONNX cache, so an untrained network (seeded)
-        and a randomised copy are keyed as well as a weights file."""
+        and a randomised copy are keyed as well as a weights file. Tensors a network leaves out
+        of its own ``state_dict`` (the Whisper read-out's frozen encoder) are hashed too: the
+        graph holds them."""
         from ... import __version__
 
         torch = _torch()
@@ -212,21 +214,22 @@ class TorchHandle(ModelHandle):
              self.spec.architecture, dict(self.spec.arch_args), self.spec.input.channels,
              list(self.spec.input_shape)], sort_keys=True, default=str).encode())
         with self.lock:
-            for name, t in self.net.state_dict().items():
+            for name, t in torch.nn.Module.state_dict(self.net).items():
                 t = t.detach().to("cpu").contiguous()
                 digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
                 digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
     def export_onnx(self, path: Path) -> None:
-        """Write the network, (N, C, H, W) float32 -> raw outputs (N, K), to ``path`` as ONNX
-        with a dynamic batch axis. torch 2.14's default exporter (``dynamo=True``) needs
-        onnxscript, which is not installed; the TorchScript-based one exports our networks
-        (measured: DenseNet-121 at 224 px in 5 s against 20 s, the same ONNX Runtime speed and
-        parity), so it is used, its deprecation notice silenced."""
+        """Write the network, (N, C, H, W) float32 (a waveform model: (N, n_samples)) -> raw
+        outputs (N, K), to ``path`` as ONNX with a dynamic batch axis. torch 2.14's default
+        exporter (``dynamo=True``) needs onnxscript, which is not installed; the
+        TorchScript-based one exports our networks (measured: DenseNet-121 at 224 px in 5 s
+        against 20 s, the same ONNX Runtime speed and parity), so it is used, its deprecation
+        notice silenced. A network that computes differently for the export says so through
+        ``torch.onnx.is_in_onnx_export()`` (the Whisper read-out's STFT)."""
         torch = _torch()
-        h, w = self.spec.input_shape
-        example = torch.zeros(2, self.spec.input.channels, h, w, device=self.device)
+        example = example_input(self.spec, device=self.device).repeat_interleave(2, dim=0)
         with self.lock, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(self.net, (example,), str(path), dynamo=False,
@@ -525,11 +528,11 @@ class TorchFormat(ModelFormat):
 
     def capabilities_for(self, spec: ModelSpec) -> Capabilities:
         """A raw-waveform network takes (N, n_samples), not the (N, C, H, W) planes the
-        export and the pytorch-grad-cam reference feed it: neither applies to it."""
+        pytorch-grad-cam reference feeds it; its export takes the samples."""
         if getattr(spec.input, "waveform", False):
             from dataclasses import replace
 
-            return replace(self.capabilities, onnx_export=False, reference_cam=False)
+            return replace(self.capabilities, reference_cam=False)
         return self.capabilities
 
     def check_spec(self, spec: ModelSpec) -> None:
