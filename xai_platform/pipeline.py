@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +94,10 @@ class Analysis:
         return self.suspicious_window if self.explained_window is None else self.explained_window
 
     def window_prediction(self, window: int) -> Prediction:
-        p = self.prediction
-        return Prediction(p.labels, self.window_probabilities[window], multilabel=p.multilabel,
-                          untrained=p.untrained, positive=p.positive, threshold=p.threshold,
-                          withheld=p.withheld, reason=p.reason, familiarity=p.familiarity,
-                          one_sided=p.one_sided, band=p.band, unseen_reals=p.unseen_reals,
-                          test_fakes=p.test_fakes)
+        """The prediction for one window: the recording's, with that window's probabilities
+        and no flagged stretches (a stretch is a run of windows, not one)."""
+        return replace(self.prediction, probabilities=self.window_probabilities[window],
+                       segments=(), segment_phrase="")
 
 
 def flagged_segments(positive_probs: np.ndarray, starts_s: np.ndarray | None,

@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(args.out.with_suffix(".scores.npz"), **scores)
     report = report_markdown(args.model, rows, commands, kind)
     args.out.with_suffix(".json").write_text(json.dumps(
-        {"model": args.model, "data": str(args.data), "selection": args.selection, "kind": kind,
+        {"model": args.model, "data": str(args.data), "kind": kind,
          "folds": rows, "commands": commands}, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(report)
     print(report)
