@@ -306,39 +306,54 @@ def test_the_comparison_page_reruns_lime_on_the_encoder_the_trained_run_computed
     its randomised copy (the top three layers re-initialised: all above the encoder's last
     layer) takes every LIME row's encoder pass below the last layer from the trained run, and
     the randomisation score is the one without sharing."""
-    import soundfile as sf
-
-    from xai_platform.evaluation.metrics import RANDOMIZE_LAYERS, randomization_test
-    from xai_platform.modalities import get_modality
+    from xai_platform.evaluation.metrics import RANDOMIZE_LAYERS
     from xai_platform.models.architectures import whisper_nets
-    from xai_platform.service import Service, Session
-    from xai_platform.ui.comparison import compare
 
     manager = _manager(tmp_path, [_entry(encoder_file)], fast=False)
     handle = manager.get("tiny-whisper")
     _random_readout(handle.net)
     assert not handle.forward_path.fast
-    voice = tmp_path / "voice.wav"
+    expl, card, randomized = _lime_on_the_comparison_page(manager, tmp_path)
+    assert "shares the trained model's trunk" in randomized.forward_path.reason
+    role, cache = whisper_nets._SHARED[randomized.net]
+    assert role == "lookup" and cache.hits >= expl.n_evaluations
+    plain = handle.randomized(RANDOMIZE_LAYERS, seed=0)  # not shared: a copy never is
+    assert plain.net not in whisper_nets._SHARED
+    assert card.values["randomization_rho"] == pytest.approx(
+        _randomization_rho(handle, plain, expl), abs=1e-6)
+
+
+def _lime_on_the_comparison_page(manager, folder: Path):
+    """LIME with the randomisation check on the comparison page, for a 1.2 s tone: (the
+    explanation, its scorecard, the page's randomised copy of the model)."""
+    import soundfile as sf
+
+    from xai_platform.service import Service, Session
+    from xai_platform.ui.comparison import compare
+
+    voice = folder / "voice.wav"
     sf.write(voice, tone(1.2, sr=16000, freq=300.0), 16000)
     service, session = Service(manager), Session()
     try:
         [(_, _, _, expl, card)] = list(compare(service, session, "audio", str(voice), None,
                                                "tiny-whisper", ["lime"], 0,
                                                metrics=("randomization",)))
-        randomized = service.randomized("tiny-whisper")
-        assert "shares the trained model's trunk" in randomized.forward_path.reason
-        role, cache = whisper_nets._SHARED[randomized.net]
-        assert role == "lookup" and cache.hits >= expl.n_evaluations
-        plain = handle.randomized(RANDOMIZE_LAYERS, seed=0)  # not shared: a copy never is
-        assert plain.net not in whisper_nets._SHARED
-        kind = get_modality("audio")
-        expected = randomization_test(
-            kind.explained_model(handle, expl.display, expl.extras), expl.display, "lime",
-            target=expl.target, params=expl.params, seed=expl.seed, heatmap=expl.heatmap,
-            randomized=kind.explained_model(plain, expl.display, expl.extras))
-        assert card.values["randomization_rho"] == pytest.approx(expected["spearman"], abs=1e-6)
     finally:
         session.close()
+    return expl, card, service.randomized("tiny-whisper")
+
+
+def _randomization_rho(handle, plain, expl) -> float:
+    """The randomisation check's rank correlation for ``expl`` against the copy ``plain``,
+    which shares nothing with ``handle``."""
+    from xai_platform.evaluation.metrics import randomization_test
+    from xai_platform.modalities import get_modality
+
+    kind = get_modality("audio")
+    return randomization_test(
+        kind.explained_model(handle, expl.display, expl.extras), expl.display, "lime",
+        target=expl.target, params=expl.params, seed=expl.seed, heatmap=expl.heatmap,
+        randomized=kind.explained_model(plain, expl.display, expl.extras))["spearman"]
 
 
 @needs_torch
@@ -435,37 +450,19 @@ def test_on_the_fast_path_the_randomised_copy_shares_the_exported_trunk(
     """The comparison page on the fast path: the randomised copy's graph is split from the
     trained graph's (the layers it re-initialises all lie above the encoder's last layer) and
     the randomisation score is the one of a copy that does not share."""
-    import soundfile as sf
-
-    from xai_platform.evaluation.metrics import RANDOMIZE_LAYERS, randomization_test
-    from xai_platform.modalities import get_modality
-    from xai_platform.service import Service, Session
-    from xai_platform.ui.comparison import compare
+    from xai_platform.evaluation.metrics import RANDOMIZE_LAYERS
 
     weights = _saved_readout(tmp_path, encoder_file)
     manager = _manager(tmp_path, [_entry(encoder_file, weights=str(weights))])
     handle = manager.get("tiny-whisper")
     assert handle.forward_path.fast
-    voice = tmp_path / "voice.wav"
-    sf.write(voice, tone(1.2, sr=16000, freq=300.0), 16000)
-    service, session = Service(manager), Session()
-    try:
-        [(_, _, _, expl, card)] = list(compare(service, session, "audio", str(voice), None,
-                                               "tiny-whisper", ["lime"], 0,
-                                               metrics=("randomization",)))
-        randomized = service.randomized("tiny-whisper")
-        assert randomized.forward_path.fast
-        assert "shares the trained model's trunk" in randomized.forward_path.reason
-        plain = handle.randomized(RANDOMIZE_LAYERS, seed=0)
-        plain.use_framework_forward()
-        kind = get_modality("audio")
-        expected = randomization_test(
-            kind.explained_model(handle, expl.display, expl.extras), expl.display, "lime",
-            target=expl.target, params=expl.params, seed=expl.seed, heatmap=expl.heatmap,
-            randomized=kind.explained_model(plain, expl.display, expl.extras))
-        assert card.values["randomization_rho"] == pytest.approx(expected["spearman"], abs=1e-4)
-    finally:
-        session.close()
+    expl, card, randomized = _lime_on_the_comparison_page(manager, tmp_path)
+    assert randomized.forward_path.fast
+    assert "shares the trained model's trunk" in randomized.forward_path.reason
+    plain = handle.randomized(RANDOMIZE_LAYERS, seed=0)
+    plain.use_framework_forward()
+    assert card.values["randomization_rho"] == pytest.approx(
+        _randomization_rho(handle, plain, expl), abs=1e-4)
 
 
 @needs_torch
