@@ -25,9 +25,10 @@ when the trunk is most of the cost (the head takes at most :data:`MAX_HEAD_SHARE
 forward pass on those planes): on a small network the hashing and copying would cost more than
 the trunk saves. Either way ``forward_path.reason`` of the randomised model says what happened.
 
-A network with no ONNX graph can still split itself (:func:`share_eager_trunk`): the Whisper
-read-out keeps each row's encoder pass up to its last layer in the same kind of cache, and its
-copy runs only the last layer and the read-out on the rows it finds.
+A network that runs without an ONNX graph (the fast path off, or its export failed) can still
+split itself (:func:`share_eager_trunk`): the Whisper read-out keeps each row's encoder pass up
+to its last layer in the same kind of cache, and its copy runs only the last layer and the
+read-out on the rows it finds. On the fast path its graphs are split like any other's.
 
 Under the opt-in bf16 path (:mod:`.reduced_precision`) the trained model's batches run on OpenVINO
 in bfloat16; there its compiled graph returns the frontier too (``add_outputs``), the head still
