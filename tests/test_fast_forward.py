@@ -217,6 +217,14 @@ def test_randomised_copy_gets_the_fast_path_on_its_first_forward_batch(tmp_path)
                                atol=1e-5, rtol=0)
 
 
+def test_with_the_switch_off_the_randomised_copy_says_so(tmp_path):
+    from xai_platform.models.manager import FAST_FORWARD_OFF
+
+    handle = _manager(tmp_path, fast_forward=False).get("tiny-torch-xray")
+    copy = handle.randomized(2, seed=0)
+    assert not copy.forward_path.fast and copy.forward_path.reason == FAST_FORWARD_OFF
+
+
 def test_the_record_says_which_engine_ran_the_forward_passes(tmp_path, png_file):
     from xai_platform.service import Service, Session
 

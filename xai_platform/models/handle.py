@@ -306,9 +306,12 @@ class ModelHandle(ABC):
 
     def derive_fast_forward(self, other: ModelHandle) -> ModelHandle:
         """Give ``other`` (a copy derived from this model) the same fast-path settings, set up
-        lazily; returns ``other``."""
+        lazily, or, where this model has none (the switch is off, the format exports nothing),
+        the reason it has none; returns ``other``."""
         if self._fast_options is not None:
             other.use_fast_forward(**self._fast_options, lazy=True)
+        else:
+            other.forward_path = ForwardPath(other.framework, self.forward_path.reason)
         return other
 
     def _forward_engine(self) -> ModelHandle:
