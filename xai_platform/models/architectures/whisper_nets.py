@@ -150,7 +150,12 @@ def log_mel(waves: Any, filters: Any = None, window: Any = None) -> Any:
     filters = mel_filters() if filters is None else filters
     window = torch.hann_window(N_FFT) if window is None else window
     stft = torch.stft(waves, N_FFT, HOP, window=window, return_complex=True)
-    power = stft[..., :-1].abs() ** 2
+    return _scaled_log_mel(stft[..., :-1].abs() ** 2, filters)
+
+
+def _scaled_log_mel(power: Any, filters: Any) -> Any:
+    """Whisper's scale of a power spectrogram (N, bins, frames): mel filters, log10 floored 8
+    decades below each input's maximum, then (x + 4) / 4."""
     mel = torch.clamp(filters @ power, min=1e-10).log10()
     top = mel.amax(dim=(-2, -1), keepdim=True)
     mel = torch.maximum(mel, top - 8.0)
@@ -174,11 +179,7 @@ def log_mel_exportable(waves: Any, filters: Any, basis: Any) -> Any:
     framed = torch.nn.functional.pad(waves[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")
     spec = torch.nn.functional.conv1d(framed, basis, stride=HOP)  # (N, 2 * bins, frames + 1)
     bins = N_FFT // 2 + 1
-    power = (spec[:, :bins] ** 2 + spec[:, bins:] ** 2)[..., :-1]
-    mel = torch.clamp(filters @ power, min=1e-10).log10()
-    top = mel.amax(dim=(-2, -1), keepdim=True)
-    mel = torch.maximum(mel, top - 8.0)
-    return (mel + 4.0) / 4.0
+    return _scaled_log_mel((spec[:, :bins] ** 2 + spec[:, bins:] ** 2)[..., :-1], filters)
 
 
 def _pooled(h: Any, weights: Any) -> Any:
@@ -259,14 +260,18 @@ class WhisperReadout(nn.Module):
         if waves.dim() == 3:  # (N, 1, n_samples)
             waves = waves[:, 0]
         share = _SHARED.get(self)
-        if torch.onnx.is_in_onnx_export():  # the fast path's graph: no torch.stft in ONNX
-            mel = log_mel_exportable(waves, self.filters, dft_basis(self.window))
-            frontier = encoder_frontier(self.encoder, mel)
-        elif share is None or torch.is_grad_enabled():
-            frontier = encoder_frontier(self.encoder, log_mel(waves, self.filters, self.window))
+        if share is None or torch.is_grad_enabled() or torch.onnx.is_in_onnx_export():
+            frontier = encoder_frontier(self.encoder, self._log_mel(waves))
         else:
             frontier = self._shared_frontier(waves, *share)
         return states_from_frontier(self.encoder, *frontier)[:, list(self.states)].flatten(1)
+
+    def _log_mel(self, waves: torch.Tensor) -> torch.Tensor:
+        """Whisper's front-end; for the fast path's ONNX export, which has no ``torch.stft``,
+        its STFT as a convolution (:func:`log_mel_exportable`)."""
+        if torch.onnx.is_in_onnx_export():
+            return log_mel_exportable(waves, self.filters, dft_basis(self.window))
+        return log_mel(waves, self.filters, self.window)
 
     def share_frontier(self, role: str | None, cache: Any = None) -> None:
         """``"record"``: keep every forward-only batch's :func:`encoder_frontier` per row in
@@ -293,15 +298,14 @@ class WhisperReadout(nn.Module):
                          ) -> tuple[torch.Tensor, ...]:
         rows = waves.detach().cpu().numpy()
         if role == "record":
-            frontier = encoder_frontier(self.encoder, log_mel(waves, self.filters, self.window))
+            frontier = encoder_frontier(self.encoder, self._log_mel(waves))
             cache.put_batch(rows, [t.detach().cpu().numpy() for t in frontier])
             return frontier
         found, hit = cache.get_batch(rows)
         if found is not None and len(hit) == len(rows):
             return tuple(torch.from_numpy(t).to(waves.device) for t in found)
         miss = np.setdiff1d(np.arange(len(rows)), hit)
-        computed = encoder_frontier(self.encoder, log_mel(waves[torch.from_numpy(miss)],
-                                                          self.filters, self.window))
+        computed = encoder_frontier(self.encoder, self._log_mel(waves[torch.from_numpy(miss)]))
         if found is None:
             return computed
         out = []
