@@ -100,8 +100,16 @@ def test_bench_prints_cost_per_method_with_library_baselines(tiny_config_path):
     for name in ("gradcam", "integrated_gradients", "lime (lime_image, batch 10, quickshift)",
                  "shap (KernelExplainer)", "gradcam (pytorch-grad-cam)"):
         assert name in table.stdout
-    rows = json.loads(run_cli(*args, "--json").stdout)["rows"]
+    report = json.loads(run_cli(*args, "--json").stdout)
+    rows = report["rows"]
     by = {(r["model"], r["method"]): r for r in rows}
+    # the total is the methods' own rows added up, the library baselines left out
+    own = [r for r in rows if r["model"] == "tiny-torch-xray" and "(" not in r["method"]]
+    total = report["totals"]["tiny-torch-xray"]
+    assert sorted(total["methods"]) == sorted(r["method"] for r in own) and len(own) == 6
+    assert total["evaluations"] == sum(r["evaluations"] for r in own)
+    assert total["seconds"] == pytest.approx(sum(r["seconds"] for r in own))
+    assert "tiny-torch-xray: 6 methods in" in table.stderr
     assert by[("tiny-torch-xray", "lime")]["evaluations"] == 60
     assert by[("tiny-keras-audio", "gradcam")]["evaluations"] == 1
     assert by[("tiny-torch-xray", "integrated_gradients")]["evaluations"] >= 4

@@ -254,6 +254,19 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def totals(rows: list[Row], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per model, the methods' median seconds and model evaluations added up (the library
+    baselines left out): what running every method once on one input costs."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r.method in methods:
+            t = out.setdefault(r.model, {"seconds": 0.0, "evaluations": 0, "methods": []})
+            t["seconds"] += r.seconds
+            t["evaluations"] += r.evaluations
+            t["methods"].append(r.method)
+    return out
+
+
 def _load_average() -> list[float] | None:
     """The machine's 1, 5 and 15 minute load averages (None where the OS gives none)."""
     try:
@@ -280,9 +293,14 @@ def run_bench(service: Service, model_ids: Sequence[str], *, methods: Sequence[s
         rows += bench_model(handle, methods, repeats=repeats, batch_size=bs,
                             params={**DEFAULT_PARAMS, **params}, baselines=baselines,
                             speeds=speeds.setdefault(model_id, {}))
+    total = totals(rows, methods)
+    for model_id, t in total.items():
+        print(f"{model_id}: {len(t['methods'])} methods in {t['seconds']:.3f} s together "
+              f"({t['evaluations']} model evaluations)", file=sys.stderr)
     if as_json:
         print(json.dumps({"machine": platform.platform(), "load_average": _load_average(),
-                          "models": speeds, "rows": [asdict(r) for r in rows]}, indent=2))
+                          "models": speeds, "rows": [asdict(r) for r in rows],
+                          "totals": total}, indent=2))
     else:
         print(table(rows))
     return 0
