@@ -68,6 +68,20 @@ def test_batches_the_trained_model_never_saw_run_the_whole_graph(tmp_path):
     np.testing.assert_allclose(handle.predict(x), handle._predict_batch(x), atol=1e-5, rtol=0)
 
 
+def test_every_session_of_the_split_lets_its_idle_threads_sleep(tmp_path):
+    """The trained graph, the copy's head and its whole graph run in turn within one request:
+    threads that spin after a run would take the cores from the next session."""
+    from xai_platform.models.shared_trunk import share_trunk
+
+    handle, _, shared = _pair(tmp_path)
+    share_trunk(handle, shared, max_head_share=1.0)
+    sessions = [handle._fast.session, shared._fast.session, shared._fast.head]
+    assert len({id(s) for s in sessions}) == 3
+    for s in sessions:
+        entry = s.get_session_options().get_session_config_entry
+        assert entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_the_comparison_page_reruns_lime_on_the_cached_trunk(tmp_path, monkeypatch):
     """As the XAI Comparison page calls it (``ui.comparison.compare``, LIME with the
     randomisation test): the randomised model is built before LIME runs, and LIME's re-run on
