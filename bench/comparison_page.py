@@ -11,6 +11,7 @@ evaluations and the metrics' seconds and evaluations; then the request's wall-cl
 
     .venv/bin/python bench/comparison_page.py                       # both models, off then on
     .venv/bin/python bench/comparison_page.py --model audio-cnn --only on
+    .venv/bin/python bench/comparison_page.py --model audio-cnn --only on --requests 4
     .venv/bin/python bench/comparison_page.py --only bf16           # OpenVINO bf16 (opt-in path)
     .venv/bin/python bench/comparison_page.py --json > out/comparison.json
 
@@ -122,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gradient-batch-size", type=int, default=None,
                         help="rows per backward pass (app.gradient_batch_size; default: the "
                              "config's)")
+    parser.add_argument("--requests", type=int, default=1,
+                        help="Compare presses in a row on the same loaded model, each on a fresh "
+                             "session (default 1). The first one also makes the randomisation "
+                             "test's copy of the model, as an app's first request does; the "
+                             "others are what a running app answers")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
 
@@ -157,30 +163,33 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{model_id}, fast path {mode}: loaded in {loaded:.1f} s; forward passes: "
                   f"{handle.forward_path.describe()}", file=sys.stderr)
             warm_up(service, model_id, path)
-            result = run_request(service, model_id, modality, path, metrics)
-            result |= {"model": model_id, "fast_forward": mode, "load_seconds": round(loaded, 2),
-                       "forward_path": handle.forward_path.to_dict()}
-            results.append(result)
-            print(f"  upload (decode, prepare, predict) {result['upload_seconds']:.2f} s",
-                  file=sys.stderr)
-            for r in result["methods"]:
-                print(f"  {r['method']:<22} {r['seconds']:7.2f} s  explain {r['explain_seconds']:7.2f}"
-                      f" s / {r['explain_evaluations']:5d} evals  metrics {r['metrics_seconds']:7.2f}"
-                      f" s / {r['metrics_evaluations']:5d} evals", file=sys.stderr)
-            print(f"  total {result['total_seconds']:.1f} s ({result['evaluations']} model "
-                  "evaluations)", file=sys.stderr)
+            for request in range(1, args.requests + 1):
+                result = run_request(service, model_id, modality, path, metrics)
+                result |= {"model": model_id, "fast_forward": mode, "request": request,
+                           "load_seconds": round(loaded, 2),
+                           "forward_path": handle.forward_path.to_dict()}
+                results.append(result)
+                print(f"  request {request}: upload (decode, prepare, predict) "
+                      f"{result['upload_seconds']:.2f} s", file=sys.stderr)
+                for r in result["methods"]:
+                    print(f"  {r['method']:<22} {r['seconds']:7.2f} s  explain "
+                          f"{r['explain_seconds']:7.2f} s / {r['explain_evaluations']:5d} evals  "
+                          f"metrics {r['metrics_seconds']:7.2f} s / "
+                          f"{r['metrics_evaluations']:5d} evals", file=sys.stderr)
+                print(f"  total {result['total_seconds']:.1f} s ({result['evaluations']} model "
+                      "evaluations)", file=sys.stderr)
     if args.json:
         print(json.dumps({"machine": platform.platform(), "load_average": load,
                           "metrics": list(metrics), "results": results}, indent=2))
     else:
         for model_id in dict.fromkeys(r["model"] for r in results):
             mine = [r for r in results if r["model"] == model_id]
-            print(f"\n| {model_id}: fast path | upload (s) | "
+            print(f"\n| {model_id}: fast path | request | upload (s) | "
                   + " | ".join(r["method"] for r in mine[0]["methods"])
                   + " | total (s) | evaluations |")
-            print("|---|" + "---:|" * (len(mine[0]["methods"]) + 3))
+            print("|---|" + "---:|" * (len(mine[0]["methods"]) + 4))
             for res in mine:
-                print(f"| {res['fast_forward']} | {res['upload_seconds']:.2f} | "
+                print(f"| {res['fast_forward']} | {res['request']} | {res['upload_seconds']:.2f} | "
                       + " | ".join(f"{r['seconds']:.2f}" for r in res["methods"])
                       + f" | {res['total_seconds']:.1f} | {res['evaluations']} |")
     return 0
