@@ -151,8 +151,16 @@ def test_both_pages_in_a_real_browser(app_url, files):
 
         # ... then every compatible method, one card per row, scorecards and the ranking.
         page.get_by_role("button", name="Compare").click()
-        expect(page.get_by_text(re.compile(r"All \d methods done"))).to_be_visible(
-            timeout=600_000)
+        done = page.get_by_text(re.compile(r"All \d methods done"))
+        expect(done).to_be_visible(timeout=600_000)
+        # Each card's figure is sent once, when its method finishes (later updates skip the
+        # finished cards): every card still shows its figure at the end.
+        # (Counted in the DOM: Gradio loads a figure lazily once it scrolls into view; a hidden
+        # tab's figures have no offsetParent.)
+        n_done = int(re.search(r"All (\d) methods", done.inner_text()).group(1))
+        page.wait_for_function(
+            "n => Array.from(document.querySelectorAll(\"img[src*='/file=']\"))"
+            ".filter(i => i.offsetParent !== null).length === n", arg=n_done, timeout=30_000)
         for label in ("Grad-CAM", "Integrated Gradients", "LIME", "SHAP"):
             expect(page.get_by_role("heading", name=label, exact=True)).to_be_visible()
         expect(page.get_by_text("Which explanation to trust for this input")).to_be_visible()

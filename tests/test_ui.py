@@ -131,6 +131,25 @@ def test_comparison_runs_fastest_first(service, session, png_file):
     assert session.computed == computed
 
 
+def test_progress_reaches_the_page_at_most_twice_a_second(monkeypatch):
+    """Every batch reports progress; the page gets the first report and then one per interval
+    (each update makes the browser re-render, which slowed a comparison on two cores)."""
+    from xai_platform.ui import common
+
+    clock = [100.0]
+    monkeypatch.setattr(common.time, "monotonic", lambda: clock[0])
+    seen = []
+    report = common.throttled(lambda f, desc="": seen.append((f, desc)), interval=0.5)
+    for i in range(8):  # eight batches 0.125 s apart
+        report(i / 8, desc=f"LIME: batch {i + 1}")
+        clock[0] += 0.125
+    assert [d for _, d in seen] == ["LIME: batch 1", "LIME: batch 5"]
+    clock[0] += 1.0
+    report(1.0, desc="scoring the explanation")
+    assert seen[-1] == (1.0, "scoring the explanation")
+    assert common.throttled(None) is None
+
+
 def test_errors_reach_the_user_as_messages(service, session, tmp_path, caplog):
     import logging
 

@@ -10,7 +10,8 @@ import gradio as gr
 from ..explainers import Param, all_methods, get_method
 from ..modalities import all_modalities, get_modality
 from ..service import Service, Session
-from .common import ask, figure_image, input_path, method_details_markdown, user_errors
+from .common import (ask, figure_image, input_path, method_details_markdown, throttled,
+                     user_errors)
 
 AUTO_WINDOW = "the one behind the verdict"
 PREDICTED = "the verdict's class"
@@ -197,14 +198,14 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
     def on_explain(sess, modality, audio, image, model_id, method_id, seed_v, window_v, target_v,
                    *values, progress=gr.Progress()):
         out = run_explain(service, sess, modality, audio, image, model_id, method_id, seed_v,
-                          window_v, target_v, list(values), progress=progress)
+                          window_v, target_v, list(values), progress=throttled(progress))
         return (*out, gr.update(visible=out[4] is not None or out[5] is not None))
 
     @user_errors
     def on_report(sess, modality, audio, image, model_id, method_id, seed_v, window_v, target_v,
                   *values, progress=gr.Progress()):
         path = run_report(service, sess, modality, audio, image, model_id, method_id, seed_v,
-                          window_v, target_v, list(values), progress=progress)
+                          window_v, target_v, list(values), progress=throttled(progress))
         return gr.update(value=path, visible=True)
 
     def on_cancel(sess):

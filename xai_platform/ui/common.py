@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -193,6 +194,31 @@ def timeline_figure(timeline: list[tuple[float, float | None]], analysis) -> Any
         ax.legend(fontsize=7, loc="upper right")
         ax.set_title("score per window", fontsize=9)
     return fig
+
+
+PROGRESS_INTERVAL = 0.5
+"""Seconds between two progress updates sent to the page. Each one makes the browser re-render
+the status, and where the browser shares the machine's cores with the app that work slows the
+explanations: a comparison on two cores sent 80 updates and took 9.0-9.8 s in headless
+Chromium, 7.5 s with one update per 0.5 s (docs/BENCHMARKS.md, thirty-fourth session)."""
+
+
+def throttled(progress: Callable[..., Any] | None, interval: float = PROGRESS_INTERVAL
+              ) -> Callable[..., Any] | None:
+    """``progress`` (a ``gr.Progress``) passed on at most once per ``interval`` seconds (the
+    first call always); None stays None. The handler's next yield shows the final state."""
+    if progress is None:
+        return None
+    last = -float("inf")
+
+    def report(*args: Any, **kwargs: Any) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= interval:
+            last = now
+            progress(*args, **kwargs)
+
+    return report
 
 
 def figure_image(expl: Explanation) -> np.ndarray:

@@ -15,7 +15,8 @@ from ..errors import CancelledError
 from ..explainers import all_methods, get_method
 from ..explanation import Explanation
 from ..service import Service, Session
-from .common import ask, figure_image, input_path, method_details_markdown, user_errors
+from .common import (ask, figure_image, input_path, method_details_markdown, throttled,
+                     user_errors)
 
 
 def caption(expl: Explanation) -> str:
@@ -160,51 +161,60 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
     def on_compare(sess, modality, audio, image, model_id, chosen, seed_v, chosen_metrics,
                    progress=gr.Progress()):
         n = len(slots)
-        cols = [gr.update(visible=False)] * n
-        caps, imgs, dets, cards_md = [""] * n, [None] * n, [""] * n, [""] * n
         explanations, cards = {}, {}
         hidden_plot = gr.update(visible=False, value=None)
         total = len(chosen or [])
-        yield (f"Running {total} methods...", *cols, *caps, *imgs, *dets, *cards_md,
-               "", hidden_plot)
+        # The first update clears the cards of an earlier comparison; later ones send only
+        # what changed (the new card), so finished figures are not encoded and sent again
+        # after every method (gr.skip(): the component keeps what it shows).
+        yield (f"Running {total} methods...", *[gr.update(visible=False)] * n, *[""] * n,
+               *[None] * n, *[""] * n, *[""] * n, "", hidden_plot)
+        skip = gr.skip()
+
+        def card_update(k: int, col, cap, img, det, score) -> tuple:
+            parts = []
+            for value in (col, cap, img, det, score):
+                part = [skip] * n
+                part[k] = value
+                parts += part
+            return tuple(parts)
+
+        unchanged = (skip,) * (5 * n)
         try:
             for done, total, method, expl, card in compare(
                     service, sess, modality, audio, image, model_id, list(chosen or []), seed_v,
-                    progress=progress, metrics=tuple(chosen_metrics or ())):
-                k = done - 1
+                    progress=throttled(progress), metrics=tuple(chosen_metrics or ())):
                 explanations[method] = expl
-                cols[k] = gr.update(visible=True)
-                caps[k] = caption(expl)
-                imgs[k] = figure_image(expl)
-                dets[k] = method_details_markdown(method)
+                figure = figure_image(expl)
+                score = ""
                 if card is not None:
                     from ..evaluation.scorecard import scorecard_markdown
 
                     cards[method] = card
-                    cards_md[k] = scorecard_markdown(card)
+                    score = scorecard_markdown(card)
                 note = " (untrained model: no verdict)" if expl.untrained else ""
-                yield (f"{done} of {total} methods done{note}", *cols, *caps, *imgs, *dets,
-                       *cards_md, "", hidden_plot)
+                yield (f"{done} of {total} methods done{note}",
+                       *card_update(done - 1, gr.update(visible=True), caption(expl), figure,
+                                    method_details_markdown(method), score), skip, skip)
         except CancelledError:
             done = len(explanations)
             text, figure = summary_outputs(explanations, cards,
                                            partial=f"partial: {done} of {total} methods")
-            yield (cancelled_status(done, total), *cols, *caps, *imgs, *dets, *cards_md, text,
+            yield (cancelled_status(done, total), *unchanged, text,
                    gr.update(visible=figure is not None, value=figure))
             return
         text, figure = summary_outputs(explanations, cards)
         yield (f"All {len(explanations)} methods done." + (" Ranking and agreement below."
                                                            if len(explanations) > 1 else ""),
-               *cols, *caps, *imgs,
-               *dets, *cards_md, text,
-               gr.update(visible=figure is not None, value=figure))
+               *unchanged, text, gr.update(visible=figure is not None, value=figure))
 
     @user_errors
     def on_report(sess, modality, audio, image, model_id, chosen, seed_v, chosen_metrics,
                   progress=gr.Progress()):
         path = comparison_report(service, sess, modality, audio, image, model_id,
                                  list(chosen or []), seed_v,
-                                 metrics=tuple(chosen_metrics or ()), progress=progress)
+                                 metrics=tuple(chosen_metrics or ()),
+                                 progress=throttled(progress))
         return gr.update(value=path, visible=True)
 
     def on_cancel(sess):
