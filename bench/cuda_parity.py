@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xai_platform.bench import sample_input  # noqa: E402
+from xai_platform.bench import forward_seconds, sample_input  # noqa: E402
 from xai_platform.config import load_config  # noqa: E402
 from xai_platform.modalities import get_modality  # noqa: E402
 from xai_platform.models import ModelManager  # noqa: E402
@@ -52,14 +51,10 @@ def inputs(handle, n: int, examples: Path | None, settings) -> np.ndarray:
 
 
 def per_evaluation_ms(handle, x: np.ndarray, batch: int, repeats: int = 5) -> float:
-    b = np.repeat(x[:1], batch, axis=0)
-    handle.predict(b, batch_size=batch)  # warm-up: cuDNN picks its kernels for this shape
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        handle.predict(b, batch_size=batch)  # returns NumPy: the GPU has finished
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times)) / batch
+    """Milliseconds per evaluation of one full batch (the bench's :func:`forward_seconds`,
+    after a warm-up batch in which cuDNN picks its kernels for this shape)."""
+    forward_seconds(handle, x[0], batch, batch, 1)
+    return 1e3 * forward_seconds(handle, x[0], batch, batch, repeats) / batch
 
 
 def main(argv=None) -> int:

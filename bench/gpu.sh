@@ -78,8 +78,8 @@ for f in sorted(out.glob("parity-*.json")):
         print(f"{p['model']:<20} {mode:>12}: max |p_gpu - p_cpu| {m['max_abs_diff']:.1e} over "
               f"{p['inputs']} inputs, {m['decisions_changed']} decisions changed, "
               f"{m['ms_per_evaluation']:.3f} ms/evaluation at batch {m['batch_size']}")
-print("| run | " + " | ".join(["gradcam", "gradcampp", "saliency", "integrated_gradients",
-                                "shap", "lime"]) + " | six together (s) | evaluations |")
+methods = ["gradcam", "gradcampp", "saliency", "integrated_gradients", "shap", "lime"]
+print("| run | " + " | ".join(methods) + " | six together (s) | evaluations |")
 for f in sorted(out.glob("bench-*.json")):
     try:
         b = json.loads(f.read_text())
@@ -87,8 +87,7 @@ for f in sorted(out.glob("bench-*.json")):
         continue
     secs = {r["method"]: r["seconds"] for r in b["rows"]}
     t = b["totals"]["bench-densenet121"]
-    print(f"| {f.stem} | " + " | ".join(f"{secs.get(m, float('nan')):.3f}" for m in
-          ["gradcam", "gradcampp", "saliency", "integrated_gradients", "shap", "lime"])
+    print(f"| {f.stem} | " + " | ".join(f"{secs.get(m, float('nan')):.3f}" for m in methods)
           + f" | {t['seconds']:.3f} | {t['evaluations']} |")
     for r in b["rows"]:
         if "(" in r["method"]:

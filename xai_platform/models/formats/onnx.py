@@ -185,7 +185,7 @@ def session(path: Path | bytes, *, n_threads: int | None = None) -> Any:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: no graph-optimisation notices on the terminal
     # Idle worker threads sleep instead of spinning. A request runs several sessions in turn
-    # (the trained graph, the randomised copy's head and whole graph, the VAD), and each one's
+    # (the trained graph, the randomised copy's head and its whole graph), and each one's
     # spinning threads took the cores from the next: with two cores the randomisation check of
     # SHAP took 0.87 s instead of 0.41 s (docs/BENCHMARKS.md, thirty-fourth session). A single
     # session loses nothing at 16 rows or more a batch, about 0.2 ms at one row.
