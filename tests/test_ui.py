@@ -419,3 +419,37 @@ def test_examples_offered_are_inputs_not_masks():
     assert not any(n.endswith(".mask.png") or n.endswith(".csv") for n in xray)
     assert example_files("audio") and all(Path(p).suffix in (".wav", ".flac", ".ogg", ".mp3")
                                           for p in example_files("audio"))
+
+
+def test_every_figure_reaches_the_page_as_drawn(manager):
+    """The page's figures and plots travel as PNG: Gradio's default (lossy WebP at quality 80,
+    colour at half resolution) smeared a heatmap's single cells."""
+    import base64
+    import io
+
+    import gradio as gr
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from xai_platform.ui.app import build_app
+
+    demo = build_app(manager, manager.config.app)
+    shown = [b for b in demo.blocks.values()
+             if isinstance(b, gr.Plot) or (isinstance(b, gr.Image) and not b.interactive)]
+    images = [b for b in shown if isinstance(b, gr.Image)]
+    plots = [b for b in shown if isinstance(b, gr.Plot)]
+    # the preview, the classification figure, one card per method; the timeline, the band
+    # read-outs, the agreement matrix
+    assert len(images) >= 3 and len(plots) >= 3
+    # one-pixel cells of saturated colours: what chroma subsampling and lossy coding smear
+    cells = (np.random.default_rng(0).random((40, 60, 3)) > 0.5).astype(np.uint8) * 255
+    for image in images:
+        sent = image.postprocess(cells)
+        assert Path(sent.path).suffix == ".png", image.label
+        assert np.array_equal(np.asarray(Image.open(sent.path).convert("RGB")), cells), image.label
+    figure = Figure(figsize=(2, 2), dpi=50)
+    figure.subplots().imshow(cells, interpolation="nearest")
+    for plot in plots:
+        header, data = plot.postprocess(figure).plot.split(",", 1)
+        assert header == "data:image/png;base64", plot.label
+        assert Image.open(io.BytesIO(base64.b64decode(data))).format == "PNG"

@@ -24,8 +24,9 @@ from ..models import ModelManager
 from ..preload import preload
 from ..service import SESSION_ROOT, Service, Session
 from . import classification, comparison, fetch_panel, plugin_panel
-from .common import (example_files, file_types, input_kind, input_path, model_choices,
-                     model_status_markdown, prediction_outputs, user_error, user_errors)
+from .common import (FIGURE_FORMAT, example_files, file_types, input_kind, input_path,
+                     model_choices, model_status_markdown, prediction_outputs, user_error,
+                     user_errors)
 
 log = logging.getLogger("xai_platform.ui")
 
@@ -81,13 +82,13 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
                                 label="File (X-ray: PNG, JPEG or DICOM)",
                                 visible=first_kind == "file")
                 preview = gr.Image(label="Input as loaded", type="numpy", interactive=False,
-                                   height=220, visible=False)
+                                   height=220, visible=False, format=FIGURE_FORMAT)
             with gr.Column(scale=1):
                 predict_btn = gr.Button("Predict", variant="primary")
                 label = gr.Label(label="Model output (probabilities)", num_top_classes=6,
                                  show_heading=False)
                 verdict = gr.Markdown()
-        timeline = gr.Plot(label="Score per window", visible=False)
+        timeline = gr.Plot(label="Score per window", visible=False, format=FIGURE_FORMAT)
         example_columns = {}
         with gr.Row():
             for m in modalities:

@@ -10,8 +10,8 @@ import gradio as gr
 from ..explainers import Param, all_methods, get_method
 from ..modalities import all_modalities, get_modality
 from ..service import Service, Session
-from .common import (ask, figure_image, input_path, method_details_markdown, throttled,
-                     user_errors)
+from .common import (FIGURE_FORMAT, ask, figure_image, input_path, method_details_markdown,
+                     throttled, user_errors)
 
 AUTO_WINDOW = "the one behind the verdict"
 PREDICTED = "the verdict's class"
@@ -162,12 +162,13 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         cancel_btn = gr.Button("Cancel", variant="stop")
         report_btn = gr.Button("Download report")
     summary = gr.Markdown()
-    figure = gr.Image(label="input | heatmap | overlay", type="numpy", interactive=False)
+    figure = gr.Image(label="input | heatmap | overlay", type="numpy", interactive=False,
+                      format=FIGURE_FORMAT)
     # The modality's extra views (audio: band / time profiles and two clips), shown only for a
     # modality that has them; the plot's own titles name its panels.
     with gr.Row(visible=get_modality(header["first_modality"]).has_readout) as audio_row:
         readouts = gr.Plot(label="attribution per frequency band and per time segment",
-                           show_label=False)
+                           show_label=False, format=FIGURE_FORMAT)
         with gr.Column():
             clips_md = gr.Markdown()
             clip_kept = gr.Audio(label="important regions kept", interactive=False)

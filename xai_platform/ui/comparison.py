@@ -15,8 +15,8 @@ from ..errors import CancelledError
 from ..explainers import all_methods, get_method
 from ..explanation import Explanation
 from ..service import Service, Session
-from .common import (ask, figure_image, input_path, method_details_markdown, throttled,
-                     user_errors)
+from .common import (FIGURE_FORMAT, ask, figure_image, input_path, method_details_markdown,
+                     throttled, user_errors)
 
 
 def caption(expl: Explanation) -> str:
@@ -135,7 +135,8 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
     status = gr.Markdown(min_height=40)
     ranking = gr.Markdown()
     # The figure carries its own title; the ranking text ends with the section's heading.
-    agreement_plot = gr.Plot(label="Agreement between methods", show_label=False, visible=False)
+    agreement_plot = gr.Plot(label="Agreement between methods", show_label=False, visible=False,
+                             format=FIGURE_FORMAT)
     images, captions, details, scores = [], [], [], []
     slots = []
     # One card per row, the figure at full width: readable without zooming.
@@ -143,7 +144,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         with gr.Column(visible=False) as col:
             captions.append(gr.Markdown())
             images.append(gr.Image(type="numpy", interactive=False, show_label=False,
-                                   buttons=["fullscreen"]))
+                                   buttons=["fullscreen"], format=FIGURE_FORMAT))
             with gr.Row(equal_height=False):
                 scores.append(gr.Markdown())
                 with gr.Accordion("What this method computes", open=False):
