@@ -71,6 +71,43 @@ def test_the_tibia_radiograph_is_refused():
 
 @needs_torch
 @needs_lungs
+def test_the_segmenter_on_onnx_runtime_finds_pytorchs_lungs(tmp_path, monkeypatch):
+    """The gate's U-Net runs on ONNX Runtime only where it gives PyTorch's mask; the check's
+    verdict is kept beside the graph and redone when the engines change."""
+    import json
+
+    from xai_platform import anatomy
+
+    monkeypatch.setenv("XAI_ONNX_CACHE", str(tmp_path))
+    pixels = load_image(_rg("RG1_UNCR.dcm"), name="RG1").pixels
+    fast = anatomy.LungSegmenter(anatomy.weights_path())
+    assert fast.engine == "onnxruntime", fast.engine_note
+    plain = anatomy.LungSegmenter(anatomy.weights_path(), fast=False)
+    assert plain.engine == "torch"
+    lungs = fast(pixels)
+    assert np.array_equal(lungs, plain(pixels)) and 0.3 < lungs.mean() < 0.5
+    [verdict_file] = tmp_path.glob("*.segmenter.json")
+    # a later load trusts the kept verdict (no PyTorch pass) ...
+    from xai_platform.models.formats.torch import TorchHandle
+
+    calls = []
+
+    real_raw = TorchHandle.raw_outputs
+    monkeypatch.setattr(TorchHandle, "raw_outputs",
+                        lambda self, x: calls.append(len(x)) or real_raw(self, x))
+    assert anatomy.LungSegmenter(anatomy.weights_path()).engine == "onnxruntime" and not calls
+    # ... unless the engines changed, and a graph that fails the check is not used
+    verdict = json.loads(verdict_file.read_text())
+    verdict_file.write_text(json.dumps({**verdict, "onnxruntime": "0.0"}))
+    monkeypatch.setattr(anatomy.LungSegmenter, "PARITY", 0.0)
+    refused = anatomy.LungSegmenter(anatomy.weights_path())
+    assert calls == [1] and refused.engine == "torch"
+    assert "differ from PyTorch's by up to" in refused.engine_note
+    assert np.array_equal(refused(pixels), lungs)
+
+
+@needs_torch
+@needs_lungs
 @pytest.mark.parametrize("name", ["RG1_UNCR.dcm", "RG1_UNCI.dcm", "RG1_J2KR.dcm",
                                   "RG1_J2KI.dcm"])
 def test_the_real_chest_radiograph_passes_in_every_transfer_syntax(name):
