@@ -71,8 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     from xai_platform.ui.app import build_app, launch
 
     demo = build_app(manager, config.app)
+    # prevent_thread_lock: the checks start after the page is served; warm_up: the imports the
+    # first request needs, and the X-ray gate's segmenter where X-ray uploads are checked
+    gate = config.app.check_inputs and any(s.modality == "xray" for s in manager.specs)
     launch(demo, host=args.host, port=args.port, share=args.share, auth=auth,
-           concurrency=args.concurrency or config.app.concurrency, prevent_thread_lock=True)
+           concurrency=args.concurrency or config.app.concurrency, prevent_thread_lock=True,
+           warm_up=True, gate=gate)
     if checks is not None:
         checks.start()
     demo.block_thread()

@@ -57,6 +57,30 @@ def test_share_without_internet_still_serves_locally(tiny):
         proc.wait(timeout=30)
 
 
+def test_the_app_warms_up_for_the_first_request_once_the_page_is_served(tmp_path):
+    # `python app.py` imports what the first explanation and figure need, and loads the X-ray
+    # gate's segmenter, in the background after serving, and says when it is done (it never
+    # did: the thread was started only by a launch() that blocks, which app.py does not use).
+    models = [m for m in TINY_MODELS if m["framework"] == "torch"]  # an X-ray model among them
+    checked = write_config(tmp_path / "checked.yaml", models, app={"check_inputs": True})
+    port = _free_port()
+    proc, _ = _start(["--port", str(port), "--no-verify", "--config", str(checked)])
+    try:
+        deadline, ready = time.time() + 240, ""
+        while time.time() < deadline and not ready:
+            line = proc.stdout.readline()
+            ready = line if "Ready for the first request" in line else ""
+        assert ready, "no 'Ready for the first request' line"
+        assert "libraries imported and one figure drawn" in ready
+        from xai_platform.anatomy import lung_segmenter
+
+        if lung_segmenter() is not None:
+            assert "lung segmenter loaded" in ready
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_auth_protects_the_api(tiny):
     from gradio_client import Client
 

@@ -4,15 +4,18 @@ The page is served before any framework or plotting library is imported (start-u
 first explanation would otherwise wait about 1 s (two cores) for matplotlib, lime, scikit-image,
 scikit-learn, cv2 and pytorch-grad-cam, and its figure about 0.7 s more for matplotlib's first
 draw (fonts, text layout); the randomisation test reads the exported graphs with onnx (0.6 s to
-import). :func:`xai_platform.ui.app.launch` runs :func:`preload` in a background thread once the
-page is up; the benchmarks run it in their warm-up, so a timed call measures the method, not
-its imports.
+import). The first X-ray upload would also wait for the gate's lung segmenter (loaded and its
+ONNX Runtime graph checked: about 0.7 s; exported the first time on a machine: about 8 s).
+``python app.py`` runs :func:`warm_up` in a background thread once the page is up
+(:func:`xai_platform.ui.app.launch`); the benchmarks run :func:`preload` in their warm-up, so a
+timed call measures the method, not its imports.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import time
 
 log = logging.getLogger(__name__)
 
@@ -38,3 +41,23 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
 
         warm_up()
     return done
+
+
+def warm_up(*, gate: bool = False) -> str:
+    """:func:`preload`, then (``gate``) the X-ray gate's lung segmenter; returns the line the
+    app prints when it is done."""
+    start = time.perf_counter()
+    done = preload()
+    parts = [f"{len(done)} libraries imported and one figure drawn"]
+    if gate:
+        try:
+            from .anatomy import lung_segmenter
+
+            segmenter = lung_segmenter()
+        except Exception as exc:  # noqa: BLE001 - the first X-ray upload reports it instead
+            log.warning("preload: the lung segmenter did not load (%s)", exc)
+        else:
+            if segmenter is not None:
+                parts.append(f"the X-ray gate's lung segmenter loaded ({segmenter.engine})")
+    return (f"[xai] Ready for the first request: {', '.join(parts)} in "
+            f"{time.perf_counter() - start:.1f} s")

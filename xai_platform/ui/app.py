@@ -21,7 +21,7 @@ from ..explainers import get_method
 from ..memory import pin_mmap_threshold, release_free_memory
 from ..modalities import all_modalities, get_modality
 from ..models import ModelManager
-from ..preload import preload
+from ..preload import warm_up as warm_up_app
 from ..service import SESSION_ROOT, Service, Session
 from . import classification, comparison, fetch_panel, plugin_panel
 from .common import (FIGURE_FORMAT, example_files, file_types, input_kind, input_path,
@@ -287,7 +287,12 @@ def set_concurrency(demo: gr.Blocks, limit: int) -> None:
 
 
 def launch(demo: gr.Blocks, *, host: str, port: int, share: bool, auth: Any, concurrency: int,
-           prevent_thread_lock: bool = False) -> gr.Blocks:
+           prevent_thread_lock: bool = False, warm_up: bool | None = None,
+           gate: bool = False) -> gr.Blocks:
+    """Serve ``demo``. ``warm_up`` (default: when this call blocks): once the page is served,
+    import in a background thread what the first request would otherwise wait for
+    (:func:`xai_platform.preload.warm_up`; ``gate``: also the X-ray gate's lung segmenter) and
+    print a line when done. Tests that launch a page leave it off: they import what they use."""
     pin_mmap_threshold()  # memory freed by requests goes back to the system (xai_platform.memory)
     set_concurrency(demo, concurrency)
     SESSION_ROOT.mkdir(parents=True, exist_ok=True)
@@ -302,7 +307,9 @@ def launch(demo: gr.Blocks, *, host: str, port: int, share: bool, auth: Any, con
         print(f"[xai] Public link: {demo.share_url}"
               + ("" if auth else "  (no --auth: anyone with the link can use the app)"), flush=True)
     print(f"[xai] Serving on {local}", flush=True)
-    if not prevent_thread_lock:  # the app proper (tests that launch a page import what they use)
-        threading.Thread(target=preload, name="xai-preload", daemon=True).start()
+    if warm_up if warm_up is not None else not prevent_thread_lock:
+        threading.Thread(target=lambda: print(warm_up_app(gate=gate), flush=True),
+                         name="xai-preload", daemon=True).start()
+    if not prevent_thread_lock:
         demo.block_thread()
     return demo
