@@ -237,6 +237,10 @@ def test_the_flag_reaches_the_record_the_page_and_the_cli(tmp_path, capsys):
     assert focus["flagged"] and focus["speech_share"] == 0.0 and focus["silence_share"] == 1.0
     assert focus["message"] in expl.notes
     assert "**Warning: Only 0% of the attribution lies on speech" in focus_markdown(expl)
+    # the comparison page's card says it too
+    from xai_platform.ui.comparison import caption
+
+    assert "**Warning: Only 0% of the attribution lies on speech" in caption(expl)
     # The default window holds speech: its record carries the share too.
     default = service.explain(session, path, "tiny-torch-audio", "saliency")
     assert 0.0 <= service.record(default)["focus"]["speech_share"] <= 1.0

@@ -10,8 +10,8 @@ import gradio as gr
 from ..explainers import Param, all_methods, get_method
 from ..modalities import all_modalities, get_modality
 from ..service import Service, Session
-from .common import (FIGURE_FORMAT, ask, figure_image, input_path, method_details_markdown,
-                     throttled, user_errors)
+from .common import (FIGURE_FORMAT, ask, figure_image, focus_markdown, input_path,
+                     method_details_markdown, throttled, user_errors)
 
 AUTO_WINDOW = "the one behind the verdict"
 PREDICTED = "the verdict's class"
@@ -82,16 +82,6 @@ def parse_window(choice: str | None) -> int | None:
     if not choice or choice == AUTO_WINDOW:
         return None
     return int(choice.split(":", 1)[0]) - 1
-
-
-def focus_markdown(expl) -> str:
-    """Where the map looks relative to what this upload holds (X-ray: the lungs; audio: the
-    speech), with the modality's warning when it looks elsewhere."""
-    focus = expl.extras.get("focus")
-    if not focus:
-        return ""
-    line = f"  \n{focus.get('summary', '')}".rstrip()
-    return line + (f" **Warning: {focus['message']}**" if focus.get("flagged") else "")
 
 
 def run_explain(service: Service, session: Session, modality: str, audio: str | None,

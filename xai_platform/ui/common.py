@@ -235,6 +235,16 @@ def figure_image(expl: Explanation) -> np.ndarray:
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
+def focus_markdown(expl: Explanation) -> str:
+    """Where the map looks relative to what this upload holds (X-ray: the lungs; audio: the
+    speech), with the modality's warning when it looks elsewhere (both pages)."""
+    focus = expl.extras.get("focus")
+    if not focus:
+        return ""
+    line = f"  \n{focus.get('summary', '')}".rstrip()
+    return line + (f" **Warning: {focus['message']}**" if focus.get("flagged") else "")
+
+
 def method_details_markdown(method_id: str) -> str:
     from ..explainers import get_method
 

@@ -15,14 +15,17 @@ from ..errors import CancelledError
 from ..explainers import all_methods, get_method
 from ..explanation import Explanation
 from ..service import Service, Session
-from .common import (FIGURE_FORMAT, ask, figure_image, input_path, method_details_markdown,
-                     throttled, user_errors)
+from .common import (FIGURE_FORMAT, ask, figure_image, focus_markdown, input_path,
+                     method_details_markdown, throttled, user_errors)
 
 
 def caption(expl: Explanation) -> str:
+    """A card's heading: the method, its cost, the class explained, where the map looks (audio:
+    on speech or on silence, with the warning when mostly on silence; X-ray: the lungs) and a
+    flat map's note."""
     seed = f" · seed {expl.seed}" if expl.seed is not None else ""
     return (f"### {expl.method_label}\n{expl.seconds:.2f} s · {expl.n_evaluations} model "
-            f"evaluations{seed} · explaining '{expl.target_label}'"
+            f"evaluations{seed} · explaining '{expl.target_label}'" + focus_markdown(expl)
             + (f"\n\n**{expl.flat_note}**" if expl.flat else ""))
 
 
