@@ -24,11 +24,13 @@ log = logging.getLogger("xai_platform.ui")
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-# How figures and plots travel to the page. Gradio's default for gr.Image and gr.Plot is lossy
-# WebP (quality 80, colour at half resolution), which smears a heatmap's single cells and
-# fades its faint ones (on an audio saliency figure 2% of the pixels moved by more than 16
-# levels of 255, up to 143); PNG shows the figure as drawn, for about the same encoding time.
+#: How figures and plots travel to the page. Gradio's default for gr.Image and gr.Plot is lossy
+#: WebP (quality 80, colour at half resolution), which smears a heatmap's single cells and
+#: fades its faint ones (on an audio saliency figure 2% of the pixels moved by more than 16
+#: levels of 255, up to 143); PNG shows the figure as drawn, for about the same encoding time.
 FIGURE_FORMAT = "png"
+
+
 def input_kind(modality: str) -> str:
     """The upload widget a modality's ``input_kind`` picks: "audio" (upload or microphone),
     anything else "file"."""
