@@ -91,7 +91,6 @@ def test_the_segmenter_on_onnx_runtime_finds_pytorchs_lungs(tmp_path, monkeypatc
     from xai_platform.models.formats.torch import TorchHandle
 
     calls = []
-
     real_raw = TorchHandle.raw_outputs
     monkeypatch.setattr(TorchHandle, "raw_outputs",
                         lambda self, x: calls.append(len(x)) or real_raw(self, x))

@@ -287,10 +287,10 @@ def set_concurrency(demo: gr.Blocks, limit: int) -> None:
 
 
 def launch(demo: gr.Blocks, *, host: str, port: int, share: bool, auth: Any, concurrency: int,
-           prevent_thread_lock: bool = False, warm_up: bool | None = None,
+           prevent_thread_lock: bool = False, warm_up: bool = False,
            gate: bool = False) -> gr.Blocks:
-    """Serve ``demo``. ``warm_up`` (default: when this call blocks): once the page is served,
-    import in a background thread what the first request would otherwise wait for
+    """Serve ``demo``. ``warm_up`` (``python app.py``): once the page is served, import in a
+    background thread what the first request would otherwise wait for
     (:func:`xai_platform.preload.warm_up`; ``gate``: also the X-ray gate's lung segmenter) and
     print a line when done. Tests that launch a page leave it off: they import what they use."""
     pin_mmap_threshold()  # memory freed by requests goes back to the system (xai_platform.memory)
@@ -307,7 +307,7 @@ def launch(demo: gr.Blocks, *, host: str, port: int, share: bool, auth: Any, con
         print(f"[xai] Public link: {demo.share_url}"
               + ("" if auth else "  (no --auth: anyone with the link can use the app)"), flush=True)
     print(f"[xai] Serving on {local}", flush=True)
-    if warm_up if warm_up is not None else not prevent_thread_lock:
+    if warm_up:
         threading.Thread(target=lambda: print(warm_up_app(gate=gate), flush=True),
                          name="xai-preload", daemon=True).start()
     if not prevent_thread_lock:
