@@ -8,6 +8,8 @@ session, so nothing is cached between the two runs. The model is loaded and warm
 the clock starts (a running app has it loaded; the load, with the ONNX export or the cached
 graph, is printed on its own line). Per method it prints the explanation's seconds and model
 evaluations and the metrics' seconds and evaluations; then the request's wall-clock total.
+The C allocator is set as ``app.py`` sets it (``xai_platform.memory``; before the thirty-sixth
+session the script left glibc's default, which the app does not run with).
 
     .venv/bin/python bench/comparison_page.py                       # both models, off then on
     .venv/bin/python bench/comparison_page.py --model audio-cnn --only on
@@ -131,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
 
+    from xai_platform.memory import pin_mmap_threshold
+
+    pin_mmap_threshold()  # as app.py, before anything is loaded: the app's allocator
     import torch  # noqa: F401  (before TensorFlow, which the page's imports may load)
 
     from xai_platform.config import load_config

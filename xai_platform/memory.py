@@ -7,15 +7,18 @@ such free it *raises* the threshold to that block's size (up to 32 MiB): from th
 buffers come from the per-thread heaps ("arenas"), and memory freed there is seldom returned to
 the system. Measured with ``bench/soak.py`` (docs/BENCHMARKS.md, "Soak"): live Python objects
 and malloc's bytes in use stayed flat while its free-but-kept bytes grew from 0.15 to 2.5 GB
-in 312 requests, RSS with them. Pinning the threshold (which also turns its adjustment off)
-keeps every large buffer an ``mmap`` that goes back to the system on ``free``;
-:func:`release_free_memory` hands back what the heaps keep of the small ones.
+in 312 requests, RSS with them. Fixing the threshold (which also turns its adjustment off)
+keeps every buffer above it an ``mmap`` that goes back to the system on ``free``;
+:func:`release_free_memory` hands back what the heaps keep of the smaller ones.
 
-The price is CPU: each large buffer is a fresh mapping whose pages the kernel zeroes, so the
-soak's server spent about 40% of its CPU time in the kernel and ~1.5x the CPU per request of a
-run with only the trim (which alone did not keep RSS flat: +8.6% after 208 requests and
-rising). To trade memory back for CPU, set ``MALLOC_MMAP_THRESHOLD_`` (e.g. 33554432): an
-explicit setting in the environment is left as it is.
+It is fixed at 4 MiB, not at glibc's starting 128 KiB. Every buffer above the threshold is a
+fresh mapping whose pages the kernel faults in and zeroes, and an explanation churns through
+many buffers of 128 KiB to 4 MiB (the rows of a perturbation batch, activations). Measured on
+the audio CNN's comparison page (two cores): at 128 KiB 0.53-0.77 million page faults, 1.0-2.0
+s of kernel CPU and a median 6.1 s a request; at 4 MiB 0.10-0.18 million, 0.3-0.4 s and 5.0 s;
+with glibc's own adjustment 4.8 s. The server's RSS over ``bench/soak.py``'s four passes stayed
+within 1.1% at 4 MiB and within 0.9% at 128 KiB, at the same 3.6 GB. An explicit
+``MALLOC_MMAP_THRESHOLD_`` in the environment is left as it is.
 
 Only glibc is touched; elsewhere (macOS, Windows, musl) both functions do nothing.
 """
@@ -27,7 +30,7 @@ import os
 import sys
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
-MMAP_THRESHOLD = 128 * 1024  # glibc's own default, kept fixed
+MMAP_THRESHOLD = 4 * 1024 * 1024  # kept fixed (see above)
 
 _libc: ctypes.CDLL | None | bool = False  # False: not looked up yet
 
@@ -48,7 +51,8 @@ def glibc() -> ctypes.CDLL | None:
 
 
 def pin_mmap_threshold() -> bool:
-    """Fix glibc's mmap threshold at 128 KiB (idempotent). True if it was set."""
+    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD` (idempotent). True if it was
+    set."""
     lib = glibc()
     if lib is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
