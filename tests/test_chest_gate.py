@@ -74,11 +74,13 @@ def test_the_tibia_radiograph_is_refused():
 def test_the_segmenter_on_onnx_runtime_finds_pytorchs_lungs(tmp_path, monkeypatch):
     """The gate's U-Net runs on ONNX Runtime only where it gives PyTorch's mask; the check's
     verdict is kept beside the graph and redone when the engines change."""
+    import hashlib
     import json
 
     from xai_platform import anatomy
 
     monkeypatch.setenv("XAI_ONNX_CACHE", str(tmp_path))
+    parity = anatomy.LungSegmenter.PARITY
     pixels = load_image(_rg("RG1_UNCR.dcm"), name="RG1").pixels
     fast = anatomy.LungSegmenter(anatomy.weights_path())
     assert fast.engine == "onnxruntime", fast.engine_note
@@ -103,6 +105,16 @@ def test_the_segmenter_on_onnx_runtime_finds_pytorchs_lungs(tmp_path, monkeypatc
     assert calls == [1] and refused.engine == "torch"
     assert "differ from PyTorch's by up to" in refused.engine_note
     assert np.array_equal(refused(pixels), lungs)
+    # a cached graph that is whole (its sha256 as recorded) but does not load is exported again
+    monkeypatch.setattr(anatomy.LungSegmenter, "PARITY", parity)
+    [graph] = tmp_path.glob("*.onnx")
+    graph.write_bytes(b"not an ONNX graph")
+    record = graph.with_suffix(".json")
+    record.write_text(json.dumps({**json.loads(record.read_text()),
+                                  "onnx_sha256": hashlib.sha256(graph.read_bytes()).hexdigest()}))
+    again = anatomy.LungSegmenter(anatomy.weights_path())
+    assert again.engine == "onnxruntime", again.engine_note
+    assert graph.stat().st_size > 1_000_000 and np.array_equal(again(pixels), lungs)
 
 
 @needs_torch

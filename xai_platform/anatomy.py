@@ -111,7 +111,12 @@ class LungSegmenter:
 
         try:
             graph = onnx_graph(self.handle)
-            twin = onnx_format.OnnxHandle(self.handle.spec, onnx_format.session(graph))
+            try:
+                session = onnx_format.session(graph)
+            except Exception:  # noqa: BLE001 - whole but unreadable here (another version's)
+                graph = onnx_graph(self.handle, fresh=True)
+                session = onnx_format.session(graph)
+            twin = onnx_format.OnnxHandle(self.handle.spec, session)
             # The check's verdict is kept beside the graph: a later load of the same graph
             # (its sha256 checked by onnx_graph) with the same engines skips the 2.7 s check.
             versions = {"onnx_sha256": json.loads(graph.with_suffix(".json").read_text())

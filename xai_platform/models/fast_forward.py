@@ -219,15 +219,17 @@ def _export(kind: GraphKind, handle: ModelHandle, files: list[Path], meta_file: 
     return seconds
 
 
-def onnx_graph(handle: ModelHandle, *, cache_dir: Path | str | None = None) -> Path:
+def onnx_graph(handle: ModelHandle, *, cache_dir: Path | str | None = None,
+               fresh: bool = False) -> Path:
     """The ONNX graph of the PyTorch model ``handle`` in the cache, exported and recorded as
-    :func:`attach` does where the cache has no whole copy. For a network whose outputs are not
-    a classifier's (the lung segmenter's per-pixel logits), which :func:`attach` cannot check:
+    :func:`attach` does where the cache has no whole copy (``fresh``: exported again even so,
+    for a whole graph its caller could not load). For a network whose outputs are not a
+    classifier's (the lung segmenter's per-pixel logits), which :func:`attach` cannot check:
     its caller checks parity on what it uses. Raises what the export raises."""
     folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     key = handle.weights_fingerprint()  # type: ignore[attr-defined]
     files, meta_file = _files(ONNX, folder, key)
-    if not _cached(ONNX, files, meta_file)[0]:
+    if fresh or not _cached(ONNX, files, meta_file)[0]:
         _export(ONNX, handle, files, meta_file, key)
     return files[0]
 
