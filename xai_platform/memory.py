@@ -7,17 +7,23 @@ such free it *raises* the threshold to that block's size (up to 32 MiB): from th
 buffers come from the per-thread heaps ("arenas"), and memory freed there is seldom returned to
 the system. Measured with ``bench/soak.py`` (docs/BENCHMARKS.md, "Soak"): live Python objects
 and malloc's bytes in use stayed flat while its free-but-kept bytes grew from 0.15 to 2.5 GB
-in 312 requests, RSS with them. Fixing the threshold (which also turns its adjustment off)
-keeps every buffer above it an ``mmap`` that goes back to the system on ``free``;
-:func:`release_free_memory` hands back what the heaps keep of the smaller ones.
+in 312 requests, RSS with them. Fixing the threshold turns that adjustment off, and with it
+glibc's matching rise of the trim threshold (to twice the mmap threshold): the heaps give back
+the free memory at their top beyond 128 KiB, every buffer above the threshold is an ``mmap``
+that goes back to the system on ``free``, and :func:`release_free_memory` hands back the free
+pages inside the heaps.
 
-It is fixed at 4 MiB, not at glibc's starting 128 KiB. Every buffer above the threshold is a
-fresh mapping whose pages the kernel faults in and zeroes, and an explanation churns through
-many buffers of 128 KiB to 4 MiB (the rows of a perturbation batch, activations). Measured on
-the audio CNN's comparison page (two cores): at 128 KiB 0.53-0.77 million page faults, 1.0-2.0
-s of kernel CPU and a median 6.1 s a request; at 4 MiB 0.10-0.18 million, 0.3-0.4 s and 5.0 s;
-with glibc's own adjustment 4.8 s. The server's RSS over ``bench/soak.py``'s four passes stayed
-within 1.1% at 4 MiB and within 0.9% at 128 KiB, at the same 3.6 GB. An explicit
+It is fixed at 32 MiB (the most glibc's own adjustment reaches), not at its starting
+128 KiB. Every buffer above the threshold is a fresh mapping whose pages the kernel faults in
+and zeroes, and an explanation churns through many buffers of 128 KiB to tens of MiB (the rows
+of a perturbation batch, activations: DenseNet-121's are 4-30 MB at 8 rows). Measured on the
+comparison page (two cores; docs/BENCHMARKS.md, thirty-sixth session): the audio CNN's took
+0.53-0.76 million page faults, 1.2-1.7 s of kernel CPU and a median 6.1 s a request at 128
+KiB, 0.06-0.19 million, 0.2-0.4 s and 5.0 s at 32 MiB (4.75 s with glibc's adjustment);
+DenseNet-121's 92-107 s at 128 KiB, 76-88 s at 4 MiB and 72-75 s at 32 MiB (kernel CPU 29-32,
+15-18 and 3 s). The memory stays flat: over ``bench/soak.py``'s four passes the server's RSS moved by
+1.0% (3459 to 3424 MB; 128 KiB: 3617 to 3585 MB), and over three rounds of one DenseNet and
+three audio requests in one process by 0.2% (3747 to 3755 MB). An explicit
 ``MALLOC_MMAP_THRESHOLD_`` in the environment is left as it is.
 
 Only glibc is touched; elsewhere (macOS, Windows, musl) both functions do nothing.
@@ -30,7 +36,7 @@ import os
 import sys
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
-MMAP_THRESHOLD = 4 * 1024 * 1024  # kept fixed (see above)
+MMAP_THRESHOLD = 32 * 1024 * 1024  # kept fixed (see above)
 
 _libc: ctypes.CDLL | None | bool = False  # False: not looked up yet
 
