@@ -21,9 +21,9 @@ comparison page (two cores; docs/BENCHMARKS.md, thirty-sixth session): the audio
 0.53-0.76 million page faults, 1.2-1.7 s of kernel CPU and a median 6.1 s a request at 128
 KiB, 0.06-0.19 million, 0.2-0.4 s and 5.0 s at 32 MiB (4.75 s with glibc's adjustment);
 DenseNet-121's 92-107 s at 128 KiB, 76-88 s at 4 MiB and 72-75 s at 32 MiB (kernel CPU 29-32,
-15-18 and 3 s). The memory stays flat: over ``bench/soak.py``'s four passes the server's RSS moved by
-1.0% (3459 to 3424 MB; 128 KiB: 3617 to 3585 MB), and over three rounds of one DenseNet and
-three audio requests in one process by 0.2% (3747 to 3755 MB). An explicit
+15-18 and 3 s). The memory stays flat: over ``bench/soak.py``'s four passes the server's RSS
+moved by 1.0% (3459 to 3424 MB; 128 KiB: 3617 to 3585 MB), and over three rounds of one
+DenseNet and three audio requests in one process by 0.2% (3747 to 3755 MB). An explicit
 ``MALLOC_MMAP_THRESHOLD_`` in the environment is left as it is.
 
 Only glibc is touched; elsewhere (macOS, Windows, musl) both functions do nothing.
