@@ -71,6 +71,43 @@ def test_figure_has_three_panels_and_a_title(request, manager, model_id, fixture
 
 
 @needs_torch
+def test_a_drawn_figure_dies_young_and_the_collector_comes_back(manager, wav_file, monkeypatch):
+    """The figure's objects stay in the youngest generation while it is drawn, so the first
+    young collection frees it; otherwise the drawing's own collections promote them to where only
+    a full collection (0.4-0.5 s in the app) frees them (visualization.figure.collector_paused)."""
+    import gc
+    import weakref
+
+    from xai_platform.ui import common
+    from xai_platform.visualization import figure
+
+    handle = manager.get("tiny-torch-audio")
+    analysis = analyse(handle, prepare(wav_file, handle.spec, settings=manager.config.app))
+    expl = explain(handle, analysis, "saliency")
+    drawn = []
+    real_render = figure.render
+
+    def render(e, **kw):
+        fig = real_render(e, **kw)
+        drawn.append(weakref.ref(fig))
+        return fig
+
+    monkeypatch.setattr(figure, "render", render)
+    for draw in (common.figure_image, figure.to_png):
+        gc.collect()
+        draw(expl)
+        assert gc.isenabled()
+        gc.collect(0)
+        assert drawn.pop()() is None, f"{draw.__name__}: the figure outlived a young collection"
+    gc.disable()  # a caller's choice is kept
+    try:
+        common.figure_image(expl)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+@needs_torch
 def test_a_map_that_shows_nothing_says_so(manager, png_file):
     """A model whose output ignores its input (all weights zero: saturated or dead) gives LIME a
     zero map; the user is told it is flat instead of being shown an empty picture as an answer."""

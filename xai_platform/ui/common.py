@@ -230,11 +230,14 @@ def throttled(progress: Callable[..., Any] | None, interval: float = PROGRESS_IN
 
 def figure_image(expl: Explanation) -> np.ndarray:
     """The three-panel figure as an RGB array for gr.Image."""
-    from ..visualization.figure import render
+    from ..visualization.figure import collector_paused, render
 
-    fig = render(expl, dpi=90)
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    with collector_paused():
+        fig = render(expl, dpi=90)
+        fig.canvas.draw()
+        image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        del fig  # garbage before the collector resumes: the first young collection frees it
+    return image
 
 
 def focus_markdown(expl: Explanation) -> str:
