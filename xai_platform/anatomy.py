@@ -132,7 +132,7 @@ class LungSegmenter:
             else:
                 plane = get_modality("xray").sample_plane(self.handle.spec,
                                                           np.random.default_rng(0))[None]
-                expected, got = self.handle.raw_outputs(plane), self._run(twin, plane)
+                expected, got = self.handle.raw_outputs(plane), twin.raw_outputs(plane)
                 same_shape = expected.shape == got.shape
                 diff = float(np.max(np.abs(expected - got))) if same_shape else float("inf")
                 same_mask = same_shape and np.array_equal(expected[:, 1] > expected[:, 0],
@@ -152,16 +152,10 @@ class LungSegmenter:
                                 f"to {diff:.1e}" + ("" if same_mask else ", and its mask too"))
             log.warning("lung segmenter: %s", self.engine_note)
 
-    @staticmethod
-    def _run(twin: Any, planes: np.ndarray) -> np.ndarray:
-        return twin.session.run(None, {twin.input_name: twin.network_input(planes)})[0]
-
     def logits(self, planes: npt.ArrayLike) -> np.ndarray:
         """(n, 512, 512) planes -> (n, 2, 512, 512) logits (background, lung)."""
-        planes = np.asarray(planes, dtype=np.float32)
-        if self._twin is not None:
-            return self._run(self._twin, planes)
-        return self.handle.raw_outputs(planes)
+        engine = self._twin if self._twin is not None else self.handle
+        return engine.raw_outputs(np.asarray(planes, dtype=np.float32))
 
     def __call__(self, pixels: npt.ArrayLike) -> BoolArray:
         import cv2

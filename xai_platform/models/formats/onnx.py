@@ -113,9 +113,12 @@ class GraphHandle(ModelHandle):
         """The graph's first output for one batch (n, C, H, W); called under :attr:`lock`."""
         raise NotImplementedError
 
-    def _raw(self, x: FloatArray) -> np.ndarray:
+    def raw_outputs(self, x: FloatArray) -> FloatArray:
         with self.lock:
-            out = np.asarray(self._run(self.network_input(x)))
+            return np.asarray(self._run(self.network_input(x)))
+
+    def _raw(self, x: FloatArray) -> np.ndarray:
+        out = self.raw_outputs(x)
         if out.ndim != 2 or out.shape[1] != self.spec.num_outputs:
             raise ModelUnavailableError(
                 f"model '{self.spec.id}' outputs shape {out.shape}, but its config declares "
