@@ -230,14 +230,9 @@ def throttled(progress: Callable[..., Any] | None, interval: float = PROGRESS_IN
 
 def figure_image(expl: Explanation) -> np.ndarray:
     """The three-panel figure as an RGB array for gr.Image."""
-    from ..visualization.figure import collector_paused, render
+    from ..visualization.figure import to_rgb
 
-    with collector_paused():
-        fig = render(expl, dpi=90)
-        fig.canvas.draw()
-        image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-        del fig  # garbage before the collector resumes: the first young collection frees it
-    return image
+    return to_rgb(expl, dpi=90)
 
 
 def focus_markdown(expl: Explanation) -> str:

@@ -151,6 +151,16 @@ def collector_paused() -> Iterator[None]:
                 gc.enable()
 
 
+def to_rgb(expl: Explanation, *, dpi: int = 110) -> np.ndarray:
+    """The standard figure as an (H, W, 3) uint8 array."""
+    with collector_paused():
+        fig = render(expl, dpi=dpi)
+        fig.canvas.draw()
+        image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        del fig  # garbage before the collector resumes: the first young collection frees it
+    return image
+
+
 def to_png(expl: Explanation, *, dpi: int = 110) -> bytes:
     with collector_paused():
         fig = render(expl, dpi=dpi)
