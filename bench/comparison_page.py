@@ -7,7 +7,9 @@ ranking and the agreement figure; ``ui.common.figure_image`` draws each card), o
 session, so nothing is cached between the two runs. The model is loaded and warmed up before
 the clock starts (a running app has it loaded; the load, with the ONNX export or the cached
 graph, is printed on its own line). Per method it prints the explanation's seconds and model
-evaluations and the metrics' seconds and evaluations; then the request's wall-clock total.
+evaluations, the metrics' seconds and evaluations and the card's figure's seconds; then the
+request's wall-clock total, with the cards' figures and the summary (ranking and agreement
+figure) in it.
 The C allocator is set as ``app.py`` sets it (``xai_platform.memory``; before the thirty-sixth
 session the script left glibc's default, which the app does not run with).
 
@@ -65,6 +67,7 @@ def run_request(service, model_id: str, modality: str, path: Path, metrics: tupl
         last = time.perf_counter()
         for _, _, method, expl, card in compare(service, session, modality, audio, image,
                                                 model_id, methods, 0, metrics=metrics):
+            drawn = time.perf_counter()
             figure_image(expl)
             explanations[method], cards[method] = expl, card
             now = time.perf_counter()
@@ -73,13 +76,17 @@ def run_request(service, model_id: str, modality: str, path: Path, metrics: tupl
                 "method": method, "seconds": round(now - last, 3),
                 "explain_seconds": round(expl.seconds, 3), "explain_evaluations": expl.n_evaluations,
                 "metrics_seconds": round(sum(c.seconds for c in costs.values()), 3),
-                "metrics_evaluations": int(sum(c.evaluations for c in costs.values()))})
+                "metrics_evaluations": int(sum(c.evaluations for c in costs.values())),
+                "figure_seconds": round(now - drawn, 3)})
             last = now
+        summary_start = time.perf_counter()
         summary_outputs(explanations, cards)  # ranking and the agreement figure
         total = time.perf_counter() - start
     finally:
         session.close()
     return {"upload_seconds": round(upload, 3), "methods": rows, "total_seconds": round(total, 3),
+            "figures_seconds": round(sum(r["figure_seconds"] for r in rows), 3),
+            "summary_seconds": round(start + total - summary_start, 3),
             "evaluations": sum(r["explain_evaluations"] + r["metrics_evaluations"] for r in rows)}
 
 
@@ -180,9 +187,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {r['method']:<22} {r['seconds']:7.2f} s  explain "
                           f"{r['explain_seconds']:7.2f} s / {r['explain_evaluations']:5d} evals  "
                           f"metrics {r['metrics_seconds']:7.2f} s / "
-                          f"{r['metrics_evaluations']:5d} evals", file=sys.stderr)
+                          f"{r['metrics_evaluations']:5d} evals  figure "
+                          f"{r['figure_seconds']:5.2f} s", file=sys.stderr)
                 print(f"  total {result['total_seconds']:.1f} s ({result['evaluations']} model "
-                      "evaluations)", file=sys.stderr)
+                      f"evaluations; the cards' figures {result['figures_seconds']:.2f} s, the "
+                      f"ranking and agreement figure {result['summary_seconds']:.2f} s)",
+                      file=sys.stderr)
     if args.json:
         print(json.dumps({"machine": platform.platform(), "load_average": load,
                           "metrics": list(metrics), "results": results}, indent=2))
@@ -191,11 +201,12 @@ def main(argv: list[str] | None = None) -> int:
             mine = [r for r in results if r["model"] == model_id]
             print(f"\n| {model_id}: fast path | request | upload (s) | "
                   + " | ".join(r["method"] for r in mine[0]["methods"])
-                  + " | total (s) | evaluations |")
-            print("|---|" + "---:|" * (len(mine[0]["methods"]) + 4))
+                  + " | figures (s) | summary (s) | total (s) | evaluations |")
+            print("|---|" + "---:|" * (len(mine[0]["methods"]) + 6))
             for res in mine:
                 print(f"| {res['fast_forward']} | {res['request']} | {res['upload_seconds']:.2f} | "
                       + " | ".join(f"{r['seconds']:.2f}" for r in res["methods"])
+                      + f" | {res['figures_seconds']:.2f} | {res['summary_seconds']:.2f}"
                       + f" | {res['total_seconds']:.1f} | {res['evaluations']} |")
     return 0
 

@@ -71,6 +71,56 @@ def test_figure_has_three_panels_and_a_title(request, manager, model_id, fixture
 
 
 @needs_torch
+@pytest.mark.parametrize("model_id, fixture", [("tiny-torch-audio", "wav_file"),
+                                               ("tiny-torch-xray", "png_file")])
+@pytest.mark.parametrize("scale", [1e-7, 1.0, 1e5])
+def test_figure_layout_clips_and_overlaps_nothing(request, manager, model_id, fixture, scale):
+    """The figure's own layout (visualization.figure._place, measured from the tick labels'
+    text): every panel, the colour bar and their tick labels, axis labels and titles lie inside
+    the figure and apart from each other, for maps of very small and very large values (the
+    colour bar's labels change width with them: '1e-7' above the bar, '100000' beside it)."""
+    import dataclasses
+
+    from xai_platform.visualization.figure import render
+
+    handle = manager.get(model_id)
+    analysis = analyse(handle, prepare(request.getfixturevalue(fixture), handle.spec,
+                                       settings=manager.config.app))
+    expl = explain(handle, analysis, "integrated_gradients", params={"n_steps": 4})
+    expl = dataclasses.replace(expl, heatmap=expl.heatmap * scale + (scale if scale > 1 else 0))
+    fig = render(expl, dpi=90)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+
+    def drawn_labels(axis):  # the tick labels drawn: those of ticks inside the axis' limits
+        low, high = sorted(axis.get_view_interval())
+        return [label for tick in axis.get_major_ticks()
+                if low - 1e-9 * (high - low) <= tick.get_loc() <= high + 1e-9 * (high - low)
+                for label in (tick.label1, tick.label2)]
+
+    def texts(ax):
+        found = [*drawn_labels(ax.xaxis), *drawn_labels(ax.yaxis), ax.xaxis.label,
+                 ax.yaxis.label, ax.title, ax.xaxis.offsetText, ax.yaxis.offsetText]
+        return [t.get_window_extent(renderer) for t in found
+                if t.get_visible() and t.get_text()]
+
+    def apart(a, b):
+        return min(a.x1, b.x1) - max(a.x0, b.x0) <= 0.5 or min(a.y1, b.y1) - max(a.y0, b.y0) <= 0.5
+
+    title = fig._suptitle.get_window_extent(renderer)
+    parts = [(ax.get_window_extent(renderer), texts(ax)) for ax in fig.axes]
+    assert len(parts) == 4 and all(p[1] for p in parts[1:2])  # the heatmap's title at least
+    for box in [title] + [b for panel, words in parts for b in [panel, *words]]:
+        assert (box.x0 >= -0.5 and box.y0 >= -0.5 and box.x1 <= fig.bbox.x1 + 0.5
+                and box.y1 <= fig.bbox.y1 + 0.5), f"{box} outside the figure"
+    for i, (panel, words) in enumerate(parts):
+        assert all(apart(w, title) for w in [panel, *words]), "runs into the figure's title"
+        for other, other_words in parts[i + 1:]:
+            for w in [panel, *words]:
+                assert all(apart(w, o) for o in [other, *other_words]), (w, other)
+
+
+@needs_torch
 def test_a_drawn_figure_dies_young_and_the_collector_comes_back(manager, wav_file, monkeypatch):
     """The figure's objects stay in the youngest generation while it is drawn, so the first
     young collection frees it; otherwise the drawing's own collections promote them to where only

@@ -76,20 +76,22 @@ def title(expl: Explanation) -> str:
     return f"{head}\n{verdict} | explaining '{expl.target_label}' | {cost}{seed}"
 
 
+FIGSIZE = (13.0, 4.4)  # inches: three panels in a row, two title lines above
+
+
 def render(expl: Explanation, *, dpi: int = 110) -> Figure:
-    """The standard figure for one explanation."""
+    """The standard figure for one explanation, laid out by :func:`_place`."""
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(13.0, 4.4), dpi=dpi, layout="constrained")
+        fig = Figure(figsize=FIGSIZE, dpi=dpi)
         FigureCanvasAgg(fig)
-        ax_in, ax_heat, ax_over = fig.subplots(1, 3)
+        ax_in, ax_heat, ax_over = (fig.add_axes((0.0, 0.0, 1.0, 1.0)) for _ in range(3))
+        ax_bar = fig.add_axes((0.0, 0.0, 1.0, 1.0), label="<colorbar>")
         modality = get_modality(expl.modality)
         modality.draw_input(ax_in, expl)
         ax_in.set_title(modality.input_title(expl))
         image = _draw_heat(ax_heat, expl)
         modality.label_axes(ax_heat, expl, panel="heatmap")
         ax_heat.set_title("attribution (signed)" if expl.signed else "attribution")
-        bar = fig.colorbar(image, ax=ax_heat, fraction=0.046, pad=0.02)
-        bar.set_label("against  |  for the class" if expl.signed else "importance")
         modality.draw_input(ax_over, expl)
         modality.label_axes(ax_over, expl, panel="overlay")
         heat = _draw_heat(ax_over, expl)
@@ -97,26 +99,157 @@ def render(expl: Explanation, *, dpi: int = 110) -> Figure:
         ax_over.set_title("overlay")
         color = "firebrick" if expl.untrained else "black"
         fig.suptitle(title(expl), color=color, fontsize=10.5)
+        _place(fig, (ax_in, ax_heat, ax_over), ax_bar, image,
+               "against  |  for the class" if expl.signed else "importance")
     return fig
+
+
+_PAD = 0.05  # inches: the figure's border, and the least space between two panels' decorations
+_BAR_WIDTH, _BAR_GAP = 0.16, 0.12  # inches: the colour bar, and its gap to the heatmap
+
+
+def _place(fig: Figure, panels: tuple[Axes, Axes, Axes], bar_ax: Axes, image,
+           bar_label: str) -> None:
+    """Put the three panels and the colour bar where their decorations (tick labels, axis
+    labels, titles) fit, measured from the decorations' own text.
+
+    This does what matplotlib's constrained layout did here, for less: the layout engine
+    measured every artist's bounding box in two passes per figure, while the strings that decide
+    the margins are a dozen. An audio card's figure took 240-280 ms with it and 185-200 ms with
+    this (two cores; docs/BENCHMARKS.md, thirty-seventh session). Panels of a fixed aspect
+    (images of square pixels) get boxes of their own shape, and the row is centred."""
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.get_size_inches()
+    # Vertical: the two title lines and the panels' titles above, the x decorations below.
+    suptitle = fig._suptitle
+    top = (suptitle.get_window_extent(renderer).y0 / fig.dpi if suptitle is not None
+           else height) - _PAD
+    top -= max(_text_height(ax.title, renderer, fig.dpi) for ax in panels)
+    top -= matplotlib.rcParams["axes.titlepad"] / 72
+    bottom = _PAD + max(max(_decoration(ax.xaxis, renderer, fig.dpi) for ax in panels),
+                        _half_height(renderer, fig.dpi))  # the colour bar's lowest tick label
+    box_h = top - bottom
+    bar_ax.set_position(_fraction((0.0, bottom, _BAR_WIDTH, box_h), width, height))
+    bar = fig.colorbar(image, cax=bar_ax)
+    bar.set_label(bar_label)
+    # Horizontal: each panel's y decoration on its left, half its widest x tick label past
+    # either side; the colour bar and its labels after the heatmap.
+    left = [_decoration(ax.yaxis, renderer, fig.dpi) for ax in panels]
+    over = [_overhang(ax.xaxis, renderer, fig.dpi) for ax in panels]
+    bar_block = max(over[1], _BAR_GAP + _BAR_WIDTH + _decoration(bar_ax.yaxis, renderer, fig.dpi))
+    gaps = [max(left[0], over[0]), over[0] + max(left[1], over[1]) + _PAD,
+            bar_block + max(left[2], over[2]) + _PAD, over[2]]
+    free = width - 2 * _PAD - sum(gaps)
+    box_w = [min(free / 3, _aspect_width(ax, box_h)) for ax in panels]
+    spare = (free - sum(box_w)) / 4  # around and between the panels: the row is centred
+    x = _PAD
+    for i, ax in enumerate(panels):
+        x += spare + gaps[i]
+        ax.set_position(_fraction((x, bottom, box_w[i], box_h), width, height))
+        x += box_w[i]
+        if i == 1:
+            bar_ax.set_position(_fraction((x + _BAR_GAP, bottom, _BAR_WIDTH, box_h),
+                                          width, height))
+
+
+def _fraction(box: tuple[float, float, float, float], width: float, height: float):
+    x, y, w, h = box
+    return (x / width, y / height, w / width, h / height)
+
+
+def _aspect_width(ax: Axes, box_h: float) -> float:
+    """The width (inches) a panel of fixed aspect takes at height ``box_h``; infinite for a
+    panel that fills its box."""
+    aspect = ax.get_aspect()
+    if aspect == "auto":
+        return float("inf")
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    return box_h * abs(x1 - x0) / (abs(y1 - y0) * float(aspect))
+
+
+def _text_height(text, renderer, dpi: float) -> float:
+    """The height (inches) of a text artist as drawn; 0 when it is empty."""
+    if text is None or not text.get_text():
+        return 0.0
+    return text.get_window_extent(renderer).height / dpi
+
+
+def _drawn_locs(axis) -> list[float]:
+    """The major tick positions the axis will draw: those inside its limits."""
+    low, high = sorted(axis.get_view_interval())
+    slack = (high - low) * 1e-9
+    return [v for v in axis.get_majorticklocs() if low - slack <= v <= high + slack]
+
+
+def _tick_labels(axis) -> list[str]:
+    """The major tick labels the axis will draw for its current limits."""
+    locs = _drawn_locs(axis)
+    return [s for s in axis.major.formatter.format_ticks(locs) if s] if locs else []
+
+
+def _label_extents(axis, renderer, dpi: float) -> list[tuple[float, float]]:
+    """(width, height) in inches of each tick label the axis will draw."""
+    from matplotlib import cbook
+
+    labels = _tick_labels(axis)
+    if not labels:
+        return []
+    prop = axis.get_major_ticks()[0].label1.get_fontproperties()
+    sizes = (renderer.get_text_width_height_descent(s, prop, ismath=cbook.is_math_text(s))
+             for s in labels)
+    return [(w / dpi, h / dpi) for w, h, _ in sizes]
+
+
+def _half_height(renderer, dpi: float) -> float:
+    """Half the height (inches) of a y tick label: how far the lowest reaches below its panel."""
+    from matplotlib.font_manager import FontProperties
+
+    prop = FontProperties(size=matplotlib.rcParams["ytick.labelsize"])
+    return renderer.get_text_width_height_descent("0", prop, ismath=False)[1] / dpi / 2
+
+
+def _overhang(axis, renderer, dpi: float) -> float:
+    """How far (inches) an x axis' tick labels may reach past the panel's sides."""
+    return max((w / 2 for w, _ in _label_extents(axis, renderer, dpi)), default=0.0)
+
+
+def _decoration(axis, renderer, dpi: float) -> float:
+    """The depth (inches) of an axis' decoration outside its panel: tick marks, tick labels
+    (those the locator and formatter give for the current limits) and the axis label."""
+    name = axis.axis_name
+    depth = 0.0
+    if _drawn_locs(axis):
+        params = axis.get_tick_params()
+        depth += (params.get("length", matplotlib.rcParams[f"{name}tick.major.size"])
+                  + params.get("pad", matplotlib.rcParams[f"{name}tick.major.pad"])) / 72
+    extents = _label_extents(axis, renderer, dpi)
+    if extents:
+        depth += max(w if name == "y" else h for w, h in extents)
+    if axis.label.get_text():
+        box = axis.label.get_window_extent(renderer)
+        depth += axis.labelpad / 72 + (box.width if name == "y" else box.height) / dpi
+    return depth
 
 
 def warm_up() -> None:
     """Draw one throw-away figure of :func:`render`'s layout (three image panels, titles, axis
-    labels, a colorbar). matplotlib loads its fonts and sets up its text layout and colorbar
-    machinery on the first draw of a process (about 0.7 s on two cores), which the first
-    explanation's figure would otherwise wait for; :mod:`xai_platform.preload` calls this."""
+    labels, a colour bar, placed by :func:`_place`). matplotlib loads its fonts and sets up its
+    text layout and colour bar machinery on the first draw of a process (about 0.7 s on two
+    cores), which the first explanation's figure would otherwise wait for;
+    :mod:`xai_platform.preload` calls this."""
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(13.0, 4.4), dpi=110, layout="constrained")
+        fig = Figure(figsize=FIGSIZE, dpi=110)
         canvas = FigureCanvasAgg(fig)
-        axes = fig.subplots(1, 3)
+        axes = [fig.add_axes((0.0, 0.0, 1.0, 1.0)) for _ in range(4)]
         plane = np.linspace(-1.0, 1.0, 32 * 32).reshape(32, 32)
-        for ax in axes:
+        for ax in axes[:3]:
             image = ax.imshow(plane, cmap="RdBu_r", aspect="auto")
             ax.set_title("input | heatmap | overlay")
             ax.set_xlabel("time (s)")
             ax.set_ylabel("frequency (Hz)")
-        fig.colorbar(image, ax=axes[1], fraction=0.046)
         fig.suptitle("warm-up")
+        _place(fig, tuple(axes[:3]), axes[3], image, "importance")
         canvas.draw()
 
 
