@@ -198,5 +198,12 @@ def test_a_plain_png_radiograph_gets_its_lung_share_without_a_mask(tmp_path):
         assert 0.0 <= focus["lung_share"] <= 1.0 and 0.0 <= focus["border_share"] <= 1.0
         card = service.score(session, expl, ("faithfulness",))
         assert card.values["lung_share"] == pytest.approx(focus["lung_share"])
+        # The comparison page's card: the shares once, in the scorecard, not also in the heading
+        from xai_platform.evaluation.scorecard import scorecard_markdown
+        from xai_platform.ui.comparison import caption
+
+        line = f"{focus['lung_share']:.0%} of the attribution lies inside the lung fields"
+        assert line in caption(expl) and line not in caption(expl, card)
+        assert "Share inside lungs" in scorecard_markdown(card)
     finally:
         session.close()

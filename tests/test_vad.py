@@ -241,6 +241,8 @@ def test_the_flag_reaches_the_record_the_page_and_the_cli(tmp_path, capsys):
     from xai_platform.ui.comparison import caption
 
     assert "**Warning: Only 0% of the attribution lies on speech" in caption(expl)
+    card = service.score(session, expl, ("faithfulness",))  # no speech share in it: kept
+    assert "**Warning: Only 0% of the attribution lies on speech" in caption(expl, card)
     # The default window holds speech: its record carries the share too.
     default = service.explain(session, path, "tiny-torch-audio", "saliency")
     assert 0.0 <= service.record(default)["focus"]["speech_share"] <= 1.0

@@ -19,13 +19,19 @@ from .common import (FIGURE_FORMAT, ask, figure_image, focus_markdown, input_pat
                      method_details_markdown, throttled, user_errors)
 
 
-def caption(expl: Explanation) -> str:
+def caption(expl: Explanation, card: Any = None) -> str:
     """A card's heading: the method, its cost, the class explained, where the map looks (audio:
     on speech or on silence, with the warning when mostly on silence; X-ray: the lungs) and a
-    flat map's note."""
+    flat map's note. Where the card's scorecard already lists every share the focus line
+    gives (X-ray: share inside the lungs, on the border, and the warning among its flags), the
+    line is left to the scorecard."""
     seed = f" · seed {expl.seed}" if expl.seed is not None else ""
+    focus = expl.extras.get("focus") or {}
+    shares = [k for k in focus if k.endswith("_share")]
+    scored = card is not None and shares and all(k in card.values for k in shares)
     return (f"### {expl.method_label}\n{expl.seconds:.2f} s · {expl.n_evaluations} model "
-            f"evaluations{seed} · explaining '{expl.target_label}'" + focus_markdown(expl)
+            f"evaluations{seed} · explaining '{expl.target_label}'"
+            + ("" if scored else focus_markdown(expl))
             + (f"\n\n**{expl.flat_note}**" if expl.flat else ""))
 
 
@@ -198,8 +204,8 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
                     score = scorecard_markdown(card)
                 note = " (untrained model: no verdict)" if expl.untrained else ""
                 yield (f"{done} of {total} methods done{note}",
-                       *card_update(done - 1, gr.update(visible=True), caption(expl), figure,
-                                    method_details_markdown(method), score), skip, skip)
+                       *card_update(done - 1, gr.update(visible=True), caption(expl, card),
+                                    figure, method_details_markdown(method), score), skip, skip)
         except CancelledError:
             done = len(explanations)
             text, figure = summary_outputs(explanations, cards,
