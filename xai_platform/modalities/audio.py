@@ -311,7 +311,12 @@ class Audio(Modality):
         self.label_axes(ax, expl, panel="input")
 
     def label_axes(self, ax: Axes, expl: Explanation, *, panel: str) -> None:
+        from matplotlib.ticker import MaxNLocator
+
         ax.set_xlabel("time (s)")
+        # At most six times a panel (1.0, 1.5, ... for a 2 s window): matplotlib's default gave
+        # nine (1.00, 1.25, ...) whose labels ran into the next panel's.
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
         if panel == "overlay":  # keeps the input's frequency ticks
             ax.set_ylabel("")
         elif panel == "heatmap" or expl.axes is None:
