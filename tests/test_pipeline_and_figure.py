@@ -88,7 +88,36 @@ def test_figure_layout_clips_and_overlaps_nothing(request, manager, model_id, fi
                                        settings=manager.config.app))
     expl = explain(handle, analysis, "integrated_gradients", params={"n_steps": 4})
     expl = dataclasses.replace(expl, heatmap=expl.heatmap * scale + (scale if scale > 1 else 0))
+    _assert_laid_out(render(expl, dpi=90))
+
+
+@needs_torch
+@pytest.mark.parametrize("shape", [(16, 64), (64, 16)])
+def test_a_wide_or_tall_image_keeps_its_shape_and_its_colour_bar(manager, png_file, shape):
+    """Square pixels whatever the shape (a modality plug-in's input need not be square): each
+    panel keeps the image's aspect, the colour bar is as high as the heatmap, and the layout
+    checks above hold."""
+    import dataclasses
+
+    from xai_platform.visualization.figure import render
+
+    handle = manager.get("tiny-torch-xray")
+    analysis = analyse(handle, prepare(png_file, handle.spec, settings=manager.config.app))
+    expl = explain(handle, analysis, "saliency")
+    rng = np.random.default_rng(0)
+    expl = dataclasses.replace(expl, display=rng.random(shape).astype(np.float32),
+                               heatmap=rng.random(shape).astype(np.float32))
     fig = render(expl, dpi=90)
+    _assert_laid_out(fig)
+    heat, bar = fig.axes[1].get_window_extent(), fig.axes[3].get_window_extent()
+    assert heat.width / heat.height == pytest.approx(shape[1] / shape[0], rel=0.02)
+    assert bar.height == pytest.approx(heat.height, abs=1.0) and bar.y0 == pytest.approx(
+        heat.y0, abs=1.0)
+
+
+def _assert_laid_out(fig) -> None:
+    """Every panel, the colour bar and their tick labels, axis labels and titles lie inside the
+    figure and apart from each other and from the figure's title."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
 

@@ -141,14 +141,18 @@ def _place(fig: Figure, panels: tuple[Axes, Axes, Axes], bar_ax: Axes, image,
             bar_block + max(left[2], over[2]) + _PAD, over[2]]
     free = width - 2 * _PAD - sum(gaps)
     box_w = [min(free / 3, _aspect_width(ax, box_h)) for ax in panels]
+    # A fixed-aspect panel held by the width (a wide image) is as high as its image, centred.
+    box_hs = [min(box_h, w / _aspect_width(ax, 1.0)) if ax.get_aspect() != "auto" else box_h
+              for ax, w in zip(panels, box_w)]
     spare = (free - sum(box_w)) / 4  # around and between the panels: the row is centred
     x = _PAD
     for i, ax in enumerate(panels):
         x += spare + gaps[i]
-        ax.set_position(_fraction((x, bottom, box_w[i], box_h), width, height))
+        y = bottom + (box_h - box_hs[i]) / 2
+        ax.set_position(_fraction((x, y, box_w[i], box_hs[i]), width, height))
         x += box_w[i]
-        if i == 1:
-            bar_ax.set_position(_fraction((x + _BAR_GAP, bottom, _BAR_WIDTH, box_h),
+        if i == 1:  # the colour bar as high as the heatmap
+            bar_ax.set_position(_fraction((x + _BAR_GAP, y, _BAR_WIDTH, box_hs[i]),
                                           width, height))
 
 
