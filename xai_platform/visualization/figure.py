@@ -139,7 +139,8 @@ def _place(fig: Figure, panels: tuple[Axes, Axes, Axes], bar_ax: Axes, image,
     bar_block = max(over[1], _BAR_GAP + _BAR_WIDTH + _decoration(bar_ax.yaxis, renderer, fig.dpi))
     gaps = [max(left[0], over[0]), over[0] + max(left[1], over[1]) + _PAD,
             bar_block + max(left[2], over[2]) + _PAD, over[2]]
-    free = width - 2 * _PAD - sum(gaps)
+    # Labels too wide for the row leave the panels crowded, never of no width.
+    free = max(width - 2 * _PAD - sum(gaps), 0.3 * width)
     box_w = [min(free / 3, _aspect_width(ax, box_h)) for ax in panels]
     # A fixed-aspect panel held by the width (a wide image) is as high as its image, centred.
     box_hs = [min(box_h, w / _aspect_width(ax, 1.0)) if ax.get_aspect() != "auto" else box_h
