@@ -155,6 +155,31 @@ def test_preload_imports_what_the_first_figure_needs_and_skips_what_is_missing()
     assert {"xai_platform.visualization.figure", "lime.lime_base", "onnx"} <= set(lines["LOADED"])
 
 
+FIRST_AUDIO = """
+import sys
+from xai_platform.preload import preload
+preload()
+before = set(sys.modules)
+from xai_platform.config import load_config
+from xai_platform.pipeline import prepare
+config = load_config()
+spec = next(s for s in config.models if s.modality == "audio" and s.input.kind == "log_mel")
+prepare("examples/audio/real_klettres_de_b.wav", spec, settings=config.app)
+print("NEW", *sorted(m for m in set(sys.modules) - before
+                     if m.split(".")[0] in ("librosa", "numba", "llvmlite")))
+"""
+
+
+def test_the_first_audio_upload_does_not_wait_for_librosa_and_numba():
+    # librosa loads its spectral features, and numba with them (which compiles kernels as it
+    # imports), on first use: 1.4 s of the app's first audio request until the preload did it.
+    result = subprocess.run([sys.executable, "-c", FIRST_AUDIO], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("NEW"))
+    assert line.split()[1:] == []
+
+
 def test_the_concurrency_limit_lets_that_many_requests_run_at_once():
     import threading
 

@@ -3,7 +3,7 @@
 The page is served before any framework or plotting library is imported (start-up time), so the
 first explanation would otherwise wait about 1 s (two cores) for matplotlib, lime, scikit-image,
 scikit-learn, cv2 and pytorch-grad-cam, and its figure about 0.7 s more for matplotlib's first
-draw (fonts, text layout); the randomisation test reads the exported graphs with onnx (0.6 s to
+draw (fonts, text layout); the first audio upload 1.4 s for librosa's spectral features; the randomisation test reads the exported graphs with onnx (0.6 s to
 import). The first X-ray upload would also wait for the gate's lung segmenter (loaded and its
 ONNX Runtime graph checked: about 0.7 s; exported the first time on a machine: about 8 s).
 ``python app.py`` runs :func:`warm_up` in a background thread once the page is up
@@ -19,10 +19,14 @@ import time
 
 log = logging.getLogger(__name__)
 
-#: what the first explanation and figure of a session would otherwise import
+#: what the first explanation and figure of a session would otherwise import; and the first
+#: audio upload's spectrogram: librosa loads its spectral features (and with them numba, which
+#: compiles some of librosa's kernels as it imports) on first use, 1.4 s of the first audio
+#: request's time here, measured in the app's first Compare press (0.05 s once imported)
 PRELOAD = ("matplotlib.backends.backend_agg", "xai_platform.visualization.figure",
            "xai_platform.evaluation.scorecard", "skimage.segmentation", "skimage.metrics",
-           "lime.lime_base", "sklearn.linear_model", "cv2", "pytorch_grad_cam", "onnx")
+           "lime.lime_base", "sklearn.linear_model", "cv2", "pytorch_grad_cam", "onnx",
+           "librosa.feature.spectral")
 
 
 def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
