@@ -133,8 +133,9 @@ def _assert_laid_out(fig) -> None:
         return [t.get_window_extent(renderer) for t in found
                 if t.get_visible() and t.get_text()]
 
-    def apart(a, b):
-        return min(a.x1, b.x1) - max(a.x0, b.x0) <= 0.5 or min(a.y1, b.y1) - max(a.y0, b.y0) <= 0.5
+    def apart(a, b, margin=-0.5):  # pixels between them at least (negative: may touch)
+        return (max(a.x0, b.x0) - min(a.x1, b.x1) >= margin
+                or max(a.y0, b.y0) - min(a.y1, b.y1) >= margin)
 
     title = fig._suptitle.get_window_extent(renderer)
     parts = [(ax.get_window_extent(renderer), texts(ax)) for ax in fig.axes]
@@ -147,6 +148,10 @@ def _assert_laid_out(fig) -> None:
         for other, other_words in parts[i + 1:]:
             for w in [panel, *words]:
                 assert all(apart(w, o) for o in [other, *other_words]), (w, other)
+            # Two panels' tick labels read apart, not as one number ("2.00.0"): a tenth of an
+            # inch between them at least.
+            for w in words:
+                assert all(apart(w, o, 0.1 * fig.dpi) for o in other_words), (w, other)
 
 
 @needs_torch

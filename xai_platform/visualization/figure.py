@@ -104,7 +104,8 @@ def render(expl: Explanation, *, dpi: int = 110) -> Figure:
     return fig
 
 
-_PAD = 0.05  # inches: the figure's border, and the least space between two panels' decorations
+_PAD = 0.05  # inches: the figure's border
+_GAP = 0.2  # inches: the least space between two panels' decorations (tick labels apart)
 _BAR_WIDTH, _BAR_GAP = 0.16, 0.12  # inches: the colour bar, and its gap to the heatmap
 
 
@@ -137,8 +138,8 @@ def _place(fig: Figure, panels: tuple[Axes, Axes, Axes], bar_ax: Axes, image,
     left = [_decoration(ax.yaxis, renderer, fig.dpi) for ax in panels]
     over = [_overhang(ax.xaxis, renderer, fig.dpi) for ax in panels]
     bar_block = max(over[1], _BAR_GAP + _BAR_WIDTH + _decoration(bar_ax.yaxis, renderer, fig.dpi))
-    gaps = [max(left[0], over[0]), over[0] + max(left[1], over[1]) + _PAD,
-            bar_block + max(left[2], over[2]) + _PAD, over[2]]
+    gaps = [max(left[0], over[0]), over[0] + max(left[1], over[1]) + _GAP,
+            bar_block + max(left[2], over[2]) + _GAP, over[2]]
     # Labels too wide for the row leave the panels crowded, never of no width.
     free = max(width - 2 * _PAD - sum(gaps), 0.3 * width)
     box_w = [min(free / 3, _aspect_width(ax, box_h)) for ax in panels]
