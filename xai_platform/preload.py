@@ -3,9 +3,10 @@
 The page is served before any framework or plotting library is imported (start-up time), so the
 first explanation would otherwise wait about 1 s (two cores) for matplotlib, lime, scikit-image,
 scikit-learn, cv2 and pytorch-grad-cam, and its figure about 0.7 s more for matplotlib's first
-draw (fonts, text layout); the first audio upload 1.4 s for librosa's spectral features; the randomisation test reads the exported graphs with onnx (0.6 s to
-import). The first X-ray upload would also wait for the gate's lung segmenter (loaded and its
-ONNX Runtime graph checked: about 0.7 s; exported the first time on a machine: about 8 s).
+draw (fonts, text layout); the first audio upload 1.4 s for librosa's spectral features; the
+randomisation test reads the exported graphs with onnx (0.6 s to import). The first X-ray upload
+would also wait for the gate's lung segmenter (loaded and its ONNX Runtime graph checked: about
+0.7 s; exported the first time on a machine: about 8 s).
 ``python app.py`` runs :func:`warm_up` in a background thread once the page is up
 (:func:`xai_platform.ui.app.launch`); the benchmarks run :func:`preload` in their warm-up, so a
 timed call measures the method, not its imports.

@@ -127,7 +127,9 @@ def _place(fig: Figure, panels: tuple[Axes, Axes, Axes], bar_ax: Axes, image,
            else height) - _PAD
     top -= max(_text_height(ax.title, renderer, fig.dpi) for ax in panels)
     top -= matplotlib.rcParams["axes.titlepad"] / 72
-    bottom = _PAD + max(max(_decoration(ax.xaxis, renderer, fig.dpi) for ax in panels),
+    x_labels = [_label_extents(ax.xaxis, renderer, fig.dpi) for ax in panels]
+    bottom = _PAD + max(max(_decoration(ax.xaxis, extents, renderer, fig.dpi)
+                            for ax, extents in zip(panels, x_labels)),
                         _half_height(renderer, fig.dpi))  # the colour bar's lowest tick label
     box_h = top - bottom
     bar_ax.set_position(_fraction((0.0, bottom, _BAR_WIDTH, box_h), width, height))
@@ -135,17 +137,20 @@ def _place(fig: Figure, panels: tuple[Axes, Axes, Axes], bar_ax: Axes, image,
     bar.set_label(bar_label)
     # Horizontal: each panel's y decoration on its left, half its widest x tick label past
     # either side; the colour bar and its labels after the heatmap.
-    left = [_decoration(ax.yaxis, renderer, fig.dpi) for ax in panels]
-    over = [_overhang(ax.xaxis, renderer, fig.dpi) for ax in panels]
-    bar_block = max(over[1], _BAR_GAP + _BAR_WIDTH + _decoration(bar_ax.yaxis, renderer, fig.dpi))
+    left = [_decoration(ax.yaxis, _label_extents(ax.yaxis, renderer, fig.dpi), renderer,
+                        fig.dpi) for ax in panels]
+    over = [max((w / 2 for w, _ in extents), default=0.0) for extents in x_labels]
+    bar_labels = _label_extents(bar_ax.yaxis, renderer, fig.dpi)
+    bar_block = max(over[1], _BAR_GAP + _BAR_WIDTH
+                    + _decoration(bar_ax.yaxis, bar_labels, renderer, fig.dpi))
     gaps = [max(left[0], over[0]), over[0] + max(left[1], over[1]) + _GAP,
             bar_block + max(left[2], over[2]) + _GAP, over[2]]
     # Labels too wide for the row leave the panels crowded, never of no width.
     free = max(width - 2 * _PAD - sum(gaps), 0.3 * width)
-    box_w = [min(free / 3, _aspect_width(ax, box_h)) for ax in panels]
+    ratios = [_aspect_ratio(ax) for ax in panels]
+    box_w = [min(free / 3, box_h * r) for r in ratios]
     # A fixed-aspect panel held by the width (a wide image) is as high as its image, centred.
-    box_hs = [min(box_h, w / _aspect_width(ax, 1.0)) if ax.get_aspect() != "auto" else box_h
-              for ax, w in zip(panels, box_w)]
+    box_hs = [box_h if r == float("inf") else min(box_h, free / 3 / r) for r in ratios]
     spare = (free - sum(box_w)) / 4  # around and between the panels: the row is centred
     x = _PAD
     for i, ax in enumerate(panels):
@@ -163,15 +168,15 @@ def _fraction(box: tuple[float, float, float, float], width: float, height: floa
     return (x / width, y / height, w / width, h / height)
 
 
-def _aspect_width(ax: Axes, box_h: float) -> float:
-    """The width (inches) a panel of fixed aspect takes at height ``box_h``; infinite for a
-    panel that fills its box."""
+def _aspect_ratio(ax: Axes) -> float:
+    """Width over height of a panel of fixed aspect (an image of square pixels); infinite for
+    a panel that fills its box."""
     aspect = ax.get_aspect()
     if aspect == "auto":
         return float("inf")
     x0, x1 = ax.get_xlim()
     y0, y1 = ax.get_ylim()
-    return box_h * abs(x1 - x0) / (abs(y1 - y0) * float(aspect))
+    return abs(x1 - x0) / (abs(y1 - y0) * float(aspect))
 
 
 def _text_height(text, renderer, dpi: float) -> float:
@@ -215,21 +220,15 @@ def _half_height(renderer, dpi: float) -> float:
     return renderer.get_text_width_height_descent("0", prop, ismath=False)[1] / dpi / 2
 
 
-def _overhang(axis, renderer, dpi: float) -> float:
-    """How far (inches) an x axis' tick labels may reach past the panel's sides."""
-    return max((w / 2 for w, _ in _label_extents(axis, renderer, dpi)), default=0.0)
-
-
-def _decoration(axis, renderer, dpi: float) -> float:
+def _decoration(axis, extents: list[tuple[float, float]], renderer, dpi: float) -> float:
     """The depth (inches) of an axis' decoration outside its panel: tick marks, tick labels
-    (those the locator and formatter give for the current limits) and the axis label."""
+    (``extents``: :func:`_label_extents` of the axis) and the axis label."""
     name = axis.axis_name
     depth = 0.0
     if _drawn_locs(axis):
         params = axis.get_tick_params()
         depth += (params.get("length", matplotlib.rcParams[f"{name}tick.major.size"])
                   + params.get("pad", matplotlib.rcParams[f"{name}tick.major.pad"])) / 72
-    extents = _label_extents(axis, renderer, dpi)
     if extents:
         depth += max(w if name == "y" else h for w, h in extents)
     if axis.label.get_text():
