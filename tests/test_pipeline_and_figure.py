@@ -115,6 +115,64 @@ def test_a_wide_or_tall_image_keeps_its_shape_and_its_colour_bar(manager, png_fi
         heat.y0, abs=1.0)
 
 
+@needs_torch
+def test_the_cards_of_one_input_share_their_drawing_and_draw_as_a_whole_figure(
+        manager, wav_file, png_file, tmp_path):
+    """A card drawn over a kept background (the input panel, the frames, ticks and labels of an
+    earlier card of the same input) is pixel for pixel the figure drawn whole: signed and
+    unsigned maps, a colour bar whose labels need another layout, another input."""
+    import dataclasses
+
+    from xai_platform.visualization import figure
+
+    def whole(expl):
+        fig = figure.render(expl, dpi=90)
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3]
+
+    built = []
+    real = figure._Card.__init__
+
+    def counting(self, *args, **kw):
+        built.append(args[0].method)
+        real(self, *args, **kw)
+
+    import soundfile as sf
+
+    other_wav = tmp_path / "other.wav"
+    sf.write(other_wav, tone(1.2, sr=22050, freq=660.0), 22050)
+    for model_id, path, other in (("tiny-torch-audio", wav_file, other_wav),
+                                  ("tiny-torch-xray", png_file, None)):
+        handle = manager.get(model_id)
+        analysis = analyse(handle, prepare(path, handle.spec, settings=manager.config.app))
+        saliency = explain(handle, analysis, "saliency")
+        ig = explain(handle, analysis, "integrated_gradients", params={"n_steps": 4})
+        wide = dataclasses.replace(ig, heatmap=ig.heatmap * 1e5 + 1e5)  # labels '100000'
+        flipped = dataclasses.replace(saliency, heatmap=saliency.heatmap[::-1].copy(),
+                                      method="flipped")
+        cards = [saliency, ig, flipped, wide, saliency]
+        if other is not None:
+            cards.append(explain(handle, analyse(handle, prepare(
+                other, handle.spec, settings=manager.config.app)), "saliency"))
+        figure._cards.clear()
+        built.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(figure._Card, "__init__", counting)
+            drawn = [figure.to_rgb(e, dpi=90) for e in cards]
+        for expl, image in zip(cards, drawn):
+            assert np.array_equal(image, whole(expl)), (model_id, expl.method)
+        # drawn whole: the first card, the one whose labels do not fit the kept layout, the
+        # first after it (the kept card is the wide one's) and another input's
+        assert built == ["saliency", "integrated_gradients", "saliency"] + (
+            ["saliency"] if other is not None else []), built
+    # A kept card holds the input it drew: a session's close (its user gone) drops them.
+    from xai_platform.service import Session
+
+    assert figure._cards._cards
+    Session().close()
+    assert not figure._cards._cards
+
+
 def _assert_laid_out(fig) -> None:
     """Every panel, the colour bar and their tick labels, axis labels and titles lie inside the
     figure and apart from each other and from the figure's title."""
@@ -177,12 +235,16 @@ def test_a_drawn_figure_dies_young_and_the_collector_comes_back(manager, wav_fil
         return fig
 
     monkeypatch.setattr(figure, "render", render)
+    figure._cards.clear()
     for draw in (common.figure_image, figure.to_png):
         gc.collect()
         draw(expl)
         assert gc.isenabled()
         gc.collect(0)
-        assert drawn.pop()() is None, f"{draw.__name__}: the figure outlived a young collection"
+        alive = drawn.pop()()  # a card's figure, kept for the next explanation of the input
+        kept = [card.fig for _, card in figure._cards._cards]
+        assert alive is None or any(alive is fig for fig in kept), (
+            f"{draw.__name__}: the figure outlived a young collection")
     gc.disable()  # a caller's choice is kept
     try:
         common.figure_image(expl)

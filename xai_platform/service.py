@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata
 import json
 import shutil
+import sys
 import tempfile
 import threading
 from collections import OrderedDict
@@ -89,6 +90,9 @@ class Session:
     def close(self) -> None:
         if self._dir is not None and self._own_dir:
             shutil.rmtree(self._dir, ignore_errors=True)
+        figure = sys.modules.get("xai_platform.visualization.figure")
+        if figure is not None:  # drawn figures kept for the next card hold the inputs drawn
+            figure.forget_kept()
 
     def __deepcopy__(self, memo: dict) -> Session:  # gr.State copies its initial value per user
         return Session()

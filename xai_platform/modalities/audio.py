@@ -31,7 +31,8 @@ import numpy as np
 from ..errors import ConfigError, InputError
 from ..params import Param
 from ..validation import check_choice, check_positive, parse_fields
-from .base import FloatArray, IntArray, Modality, PreparedInput, Readout, register_modality
+from .base import (FloatArray, IntArray, Modality, PreparedInput, Readout, digest,
+                   register_modality)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -325,6 +326,13 @@ class Audio(Modality):
             ticks = np.linspace(0, expl.display.shape[0] - 1, 6).round().astype(int)
             ax.set_yticks(ticks, [_hz(expl.axes.band_centers_hz[t]) for t in ticks])
             ax.set_ylabel(f"frequency (Hz, {_KIND_WORDS[expl.axes.kind][1]})")
+
+    def figure_key(self, expl: Explanation) -> tuple:
+        # what draw_input and label_axes read: the plane and the axes (window, bands)
+        a = expl.axes
+        axes = None if a is None else (a.kind, a.start_s, a.duration_s,
+                                       digest(a.band_centers_hz))
+        return (type(self).__qualname__, digest(expl.display), axes)
 
     def record(self, expl: Explanation) -> dict[str, Any]:
         out = super().record(expl)

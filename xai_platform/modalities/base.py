@@ -45,6 +45,15 @@ IntArray = npt.NDArray[np.int64]
 Source = str | Path | bytes | tuple[int, Any]
 
 
+def digest(array: np.ndarray) -> tuple:
+    """A key for an array's contents: its shape, its type and a hash of its bytes."""
+    import hashlib
+
+    data = np.ascontiguousarray(array)
+    return (data.shape, data.dtype.str,
+            hashlib.blake2b(data.view(np.uint8).reshape(-1), digest_size=16).digest())
+
+
 class InputSpec(Protocol):
     """What every modality's input spec offers the rest of the platform."""
 
@@ -221,6 +230,18 @@ class Modality(ABC):
         the input panel's)."""
         ax.set_xticks([])
         ax.set_yticks([])
+
+    def figure_key(self, expl: Explanation) -> tuple | None:
+        """A key for what :meth:`draw_input`, :meth:`label_axes`, :meth:`input_title` and
+        :meth:`imshow_kwargs` draw of ``expl``: the input panel and every panel's frame, ticks
+        and labels. Figures of explanations with equal keys draw those parts alike, so the
+        cards of one input share them (:func:`~xai_platform.visualization.figure.to_rgb`).
+        None: nothing is shared. That is the default for a modality that overrides any of the
+        four without saying here what they depend on."""
+        drawing = ("draw_input", "label_axes", "input_title", "imshow_kwargs")
+        if any(getattr(type(self), name) is not getattr(Modality, name) for name in drawing):
+            return None
+        return (type(self).__qualname__, digest(expl.display))
 
     def record(self, expl: Explanation) -> dict[str, Any]:
         """Modality-specific fields of the explanation record (default: the :meth:`focus`

@@ -15,6 +15,7 @@ import gc
 import io
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -41,11 +42,20 @@ def _limits(heatmap: np.ndarray, signed: bool) -> tuple[float, float]:
     return lo, hi if hi > lo else lo + 1.0
 
 
+_CMAPS = {True: "RdBu_r", False: "inferno"}  # by whether the map is signed
+_HEAT_TITLES = {True: "attribution (signed)", False: "attribution"}
+_BAR_LABELS = {True: "against  |  for the class", False: "importance"}
+
+
 def _draw_heat(ax: Axes, expl: Explanation, *, alpha: float | None = None):
     lo, hi = _limits(expl.heatmap, expl.signed)
-    cmap = "RdBu_r" if expl.signed else "inferno"
-    return ax.imshow(expl.heatmap, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest",
-                     alpha=alpha, **get_modality(expl.modality).imshow_kwargs(expl))
+    return ax.imshow(expl.heatmap, cmap=_CMAPS[expl.signed], vmin=lo, vmax=hi,
+                     interpolation="nearest", alpha=alpha,
+                     **get_modality(expl.modality).imshow_kwargs(expl))
+
+
+def _title_color(expl: Explanation) -> str:
+    return "firebrick" if expl.untrained else "black"
 
 
 def _overlay_alpha(expl: Explanation) -> np.ndarray:
@@ -91,16 +101,14 @@ def render(expl: Explanation, *, dpi: int = 110) -> Figure:
         ax_in.set_title(modality.input_title(expl))
         image = _draw_heat(ax_heat, expl)
         modality.label_axes(ax_heat, expl, panel="heatmap")
-        ax_heat.set_title("attribution (signed)" if expl.signed else "attribution")
+        ax_heat.set_title(_HEAT_TITLES[expl.signed])
         modality.draw_input(ax_over, expl)
         modality.label_axes(ax_over, expl, panel="overlay")
         heat = _draw_heat(ax_over, expl)
         heat.set_alpha(_overlay_alpha(expl))
         ax_over.set_title("overlay")
-        color = "firebrick" if expl.untrained else "black"
-        fig.suptitle(title(expl), color=color, fontsize=10.5)
-        _place(fig, (ax_in, ax_heat, ax_over), ax_bar, image,
-               "against  |  for the class" if expl.signed else "importance")
+        fig.suptitle(title(expl), color=_title_color(expl), fontsize=10.5)
+        _place(fig, (ax_in, ax_heat, ax_over), ax_bar, image, _BAR_LABELS[expl.signed])
     return fig
 
 
@@ -119,28 +127,60 @@ def _place(fig: Figure, panels: tuple[Axes, Axes, Axes], bar_ax: Axes, image,
     the margins are a dozen. An audio card's figure took 240-280 ms with it and 185-200 ms with
     this (two cores; docs/BENCHMARKS.md, thirty-seventh session). Panels of a fixed aspect
     (images of square pixels) get boxes of their own shape, and the row is centred."""
-    renderer = fig.canvas.get_renderer()
+    rows = _rows(fig, panels)
     width, height = fig.get_size_inches()
-    # Vertical: the two title lines and the panels' titles above, the x decorations below.
+    bar_ax.set_position(_fraction((0.0, rows.bottom, _BAR_WIDTH, rows.height), width, height))
+    bar = fig.colorbar(image, cax=bar_ax)
+    bar.set_label(bar_label)
+    _apply(fig, (*panels, bar_ax), _columns(fig, panels, bar_ax, rows))
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The vertical layout: the panels' row and the x tick labels' extents under it."""
+
+    bottom: float  # inches
+    height: float
+    x_labels: tuple[tuple[tuple[float, float], ...], ...]  # per panel, as _label_extents
+
+
+def _rows(fig: Figure, panels: tuple[Axes, Axes, Axes]) -> _Rows:
+    """The two title lines and the panels' titles above the row, the x decorations below."""
+    renderer = fig.canvas.get_renderer()
+    height = fig.get_size_inches()[1]
     suptitle = fig._suptitle
     top = (suptitle.get_window_extent(renderer).y0 / fig.dpi if suptitle is not None
            else height) - _PAD
     top -= max(_text_height(ax.title, renderer, fig.dpi) for ax in panels)
     top -= matplotlib.rcParams["axes.titlepad"] / 72
-    x_labels = [_label_extents(ax.xaxis, renderer, fig.dpi) for ax in panels]
-    bottom = _PAD + max(max(_decoration(ax.xaxis, extents, renderer, fig.dpi)
+    x_labels = tuple(tuple(_label_extents(ax.xaxis, renderer, fig.dpi)) for ax in panels)
+    bottom = _PAD + max(max(_decoration(ax.xaxis, list(extents), renderer, fig.dpi)
                             for ax, extents in zip(panels, x_labels)),
                         _half_height(renderer, fig.dpi))  # the colour bar's lowest tick label
-    box_h = top - bottom
-    bar_ax.set_position(_fraction((0.0, bottom, _BAR_WIDTH, box_h), width, height))
-    bar = fig.colorbar(image, cax=bar_ax)
-    bar.set_label(bar_label)
-    # Horizontal: each panel's y decoration on its left, half its widest x tick label past
-    # either side; the colour bar and its labels after the heatmap.
+    return _Rows(bottom, top - bottom, x_labels)
+
+
+_BAR_LABEL_ROOM = "\N{MINUS SIGN}0.000"
+"""The colour bar's tick labels get at least this string's width, so that the cards of one
+input, whose colour bars differ (0.0 to 1.0, -0.06 to 0.06, ...), have their panels in the same
+places: the page's cards line up, and they share their drawing (:func:`to_rgb`)."""
+
+
+def _columns(fig: Figure, panels: tuple[Axes, Axes, Axes], bar_ax: Axes, rows: _Rows
+             ) -> tuple[tuple[float, float, float, float], ...]:
+    """Each panel's box and the colour bar's (inches): each panel's y decoration on its left,
+    half its widest x tick label past either side; the colour bar and its labels after the
+    heatmap."""
+    renderer = fig.canvas.get_renderer()
+    width = fig.get_size_inches()[0]
     left = [_decoration(ax.yaxis, _label_extents(ax.yaxis, renderer, fig.dpi), renderer,
                         fig.dpi) for ax in panels]
-    over = [max((w / 2 for w, _ in extents), default=0.0) for extents in x_labels]
+    over = [max((w / 2 for w, _ in extents), default=0.0) for extents in rows.x_labels]
     bar_labels = _label_extents(bar_ax.yaxis, renderer, fig.dpi)
+    if bar_labels:
+        prop = bar_ax.yaxis.get_major_ticks()[0].label1.get_fontproperties()
+        room = renderer.get_text_width_height_descent(_BAR_LABEL_ROOM, prop, ismath=False)
+        bar_labels.append((room[0] / fig.dpi, room[1] / fig.dpi))
     bar_block = max(over[1], _BAR_GAP + _BAR_WIDTH
                     + _decoration(bar_ax.yaxis, bar_labels, renderer, fig.dpi))
     gaps = [max(left[0], over[0]), over[0] + max(left[1], over[1]) + _GAP,
@@ -148,19 +188,27 @@ def _place(fig: Figure, panels: tuple[Axes, Axes, Axes], bar_ax: Axes, image,
     # Labels too wide for the row leave the panels crowded, never of no width.
     free = max(width - 2 * _PAD - sum(gaps), 0.3 * width)
     ratios = [_aspect_ratio(ax) for ax in panels]
-    box_w = [min(free / 3, box_h * r) for r in ratios]
+    box_w = [min(free / 3, rows.height * r) for r in ratios]
     # A fixed-aspect panel held by the width (a wide image) is as high as its image, centred.
-    box_hs = [box_h if r == float("inf") else min(box_h, free / 3 / r) for r in ratios]
+    box_hs = [rows.height if r == float("inf") else min(rows.height, free / 3 / r)
+              for r in ratios]
     spare = (free - sum(box_w)) / 4  # around and between the panels: the row is centred
+    boxes = []
     x = _PAD
-    for i, ax in enumerate(panels):
+    for i in range(3):
         x += spare + gaps[i]
-        y = bottom + (box_h - box_hs[i]) / 2
-        ax.set_position(_fraction((x, y, box_w[i], box_hs[i]), width, height))
+        y = rows.bottom + (rows.height - box_hs[i]) / 2
+        boxes.append((x, y, box_w[i], box_hs[i]))
         x += box_w[i]
         if i == 1:  # the colour bar as high as the heatmap
-            bar_ax.set_position(_fraction((x + _BAR_GAP, y, _BAR_WIDTH, box_hs[i]),
-                                          width, height))
+            bar_box = (x + _BAR_GAP, y, _BAR_WIDTH, box_hs[i])
+    return (*boxes, bar_box)
+
+
+def _apply(fig: Figure, axes: tuple[Axes, ...], boxes) -> None:
+    width, height = fig.get_size_inches()
+    for ax, box in zip(axes, boxes):
+        ax.set_position(_fraction(box, width, height))
 
 
 def _fraction(box: tuple[float, float, float, float], width: float, height: float):
@@ -232,9 +280,25 @@ def _decoration(axis, extents: list[tuple[float, float]], renderer, dpi: float) 
     if extents:
         depth += max(w if name == "y" else h for w, h in extents)
     if axis.label.get_text():
-        box = axis.label.get_window_extent(renderer)
-        depth += axis.labelpad / 72 + (box.width if name == "y" else box.height) / dpi
+        depth += axis.labelpad / 72 + _line_depth(axis.label, name, renderer) / dpi
     return depth
+
+
+def _line_depth(label, name: str, renderer) -> float:
+    """The depth (pixels) of an axis label across its axis: its text's, but at least that of a
+    line with the font's lowest glyphs ("lp|"), so that labels of one font take the same room
+    whatever their letters ("importance" is a third of a pixel thinner than "against | for the
+    class", and the colour bar's label is one or the other)."""
+    from matplotlib.text import Text
+
+    depths = []
+    for text in (label.get_text(), "lp|"):
+        probe = Text(text=text, fontproperties=label.get_fontproperties(),
+                     rotation=label.get_rotation())
+        probe.set_figure(label.get_figure(root=True))
+        box = probe.get_window_extent(renderer)
+        depths.append(box.width if name == "y" else box.height)
+    return max(depths)
 
 
 def warm_up() -> None:
@@ -290,21 +354,145 @@ def collector_paused() -> Iterator[None]:
 
 
 def to_rgb(expl: Explanation, *, dpi: int = 110) -> np.ndarray:
-    """The standard figure as an (H, W, 3) uint8 array."""
+    """The standard figure as an (H, W, 3) uint8 array.
+
+    The cards of one input share what depends only on the input (:class:`_Card`): the first
+    draws the whole figure, the next ones only the heatmap, the overlay's heat, the colour bar
+    and the titles over it."""
+    key = get_modality(expl.modality).figure_key(expl)
     with collector_paused():
-        fig = render(expl, dpi=dpi)
-        fig.canvas.draw()
-        image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-        del fig  # garbage before the collector resumes: the first young collection frees it
+        card = _cards.take((key, dpi, expl.heatmap.shape)) if key is not None else None
+        if card is None or not card.show(expl):
+            card = _Card(expl, dpi)
+        image = card.draw()
+        if key is not None:
+            _cards.keep((key, dpi, expl.heatmap.shape), card)
+        del card  # the cache holds it, or it is garbage for the first young collection
     return image
 
 
+class _Card:
+    """One explanation's figure, drawn in two layers.
+
+    The background is everything that depends only on the input: the input panel, every
+    panel's frame position, ticks and axis labels, the overlay's input image. It is drawn once
+    with the rest hidden and kept. :meth:`show` puts another explanation of the same input into
+    the figure (the heatmap, the overlay's heat, the colour bar, the titles), and :meth:`draw`
+    draws those over the background in the order a whole draw would: the figure is pixel for
+    pixel matplotlib's whole draw of it, over a fresh background or a kept one (tested). The six
+    audio cards of a comparison page took 1.25-1.8 s drawn whole and take 0.5-0.6 s so
+    (docs/BENCHMARKS.md, thirty-eighth session)."""
+
+    def __init__(self, expl: Explanation, dpi: int) -> None:
+        self.fig = render(expl, dpi=dpi)
+        _, self.heat_ax, self.over_ax, self.bar_ax = self.fig.axes
+        self.heat, self.over = self.heat_ax.images[-1], self.over_ax.images[-1]
+        self.boxes = self._boxes()
+        # Hidden while the background is drawn. The heatmap's title is only made transparent:
+        # the draw places it from its own extent, and a hidden text has none (matplotlib would
+        # move it off the figure).
+        title_alpha = self.heat_ax.title.get_alpha()
+        layers = [a for a in self._layers() if a is not self.heat_ax.title]
+        for artist in layers:
+            artist.set_visible(False)
+        self.heat_ax.title.set_alpha(0.0)
+        self.fig.canvas.draw()
+        self.background = self.fig.canvas.copy_from_bbox(self.fig.bbox)
+        self.heat_ax.title.set_alpha(title_alpha)
+        for artist in layers:
+            artist.set_visible(True)
+
+    def _layers(self) -> list:
+        """What depends on the explanation, in the order a whole draw draws it: within an
+        axes the images, then the spines (over the image's edge), then the title."""
+        return [self.heat, *self.heat_ax.spines.values(), self.heat_ax.title,
+                self.over, *self.over_ax.spines.values(), self.bar_ax, self.fig._suptitle]
+
+    def show(self, expl: Explanation) -> bool:
+        """Put ``expl`` (of the same input) into the figure; False when its colour bar's
+        labels need another layout than the background's (the card must be drawn anew)."""
+        from matplotlib.colors import Normalize
+
+        lo, hi = _limits(expl.heatmap, expl.signed)
+        for image in (self.heat, self.over):
+            with image.callbacks.blocked(signal="changed"):  # the colour bar follows once
+                image.set_data(expl.heatmap)
+                image.set_cmap(_CMAPS[expl.signed])
+                image.set_norm(Normalize(vmin=lo, vmax=hi))
+        self.over.set_alpha(_overlay_alpha(expl))
+        with matplotlib.rc_context(STYLE):
+            self.heat_ax.set_title(_HEAT_TITLES[expl.signed])
+            self.fig.suptitle(title(expl), color=_title_color(expl), fontsize=10.5)
+            bar = self.bar_ax._colorbar
+            bar.update_normal(self.heat)
+            bar.set_label(_BAR_LABELS[expl.signed])
+        return self._boxes() == self.boxes
+
+    def _boxes(self) -> tuple:
+        """Where :func:`_place` puts the panels and the colour bar for what the figure holds,
+        measured as it measures them: with the colour bar as high as the row."""
+        panels = tuple(self.fig.axes[:3])
+        width, height = self.fig.get_size_inches()
+        placed = self.bar_ax.get_position(original=True)
+        with matplotlib.rc_context(STYLE):
+            rows = _rows(self.fig, panels)
+            self.bar_ax.set_position(_fraction((0.0, rows.bottom, _BAR_WIDTH, rows.height),
+                                               width, height))
+            boxes = _columns(self.fig, panels, self.bar_ax, rows)
+        self.bar_ax.set_position(placed)
+        return boxes
+
+    def draw(self) -> np.ndarray:
+        canvas = self.fig.canvas
+        canvas.restore_region(self.background)
+        with matplotlib.rc_context(STYLE):
+            for artist in self._layers():
+                self.fig.draw_artist(artist)
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+class _Kept:
+    """The last few cards drawn (an input's page figures at 90 dpi and its exported PNGs at
+    110 dpi, for two users), each lent to one thread at a time (figures are not thread-safe)."""
+
+    def __init__(self, size: int = 4) -> None:
+        self._size, self._cards, self._lock = size, [], threading.Lock()
+
+    def take(self, key) -> _Card | None:
+        with self._lock:
+            for i, (k, card) in enumerate(self._cards):
+                if k == key:
+                    del self._cards[i]
+                    return card
+        return None
+
+    def keep(self, key, card: _Card) -> None:
+        with self._lock:
+            self._cards.append((key, card))
+            del self._cards[:-self._size]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cards.clear()
+
+
+_cards = _Kept()
+
+
+def forget_kept() -> None:
+    """Drop the kept cards (:class:`_Kept`), which hold the inputs they drew; a session's
+    close calls it. A card is only reused for an input of the same contents, whose figure it
+    draws pixel for pixel as a fresh one would, so nothing of one user's input reaches
+    another's page; this keeps it from staying in memory after the user has gone."""
+    _cards.clear()
+
+
 def to_png(expl: Explanation, *, dpi: int = 110) -> bytes:
-    with collector_paused():
-        fig = render(expl, dpi=dpi)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        del fig  # garbage before the collector resumes: the first young collection frees it
+    """The standard figure as PNG, drawn as :func:`to_rgb` draws it."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(to_rgb(expl, dpi=dpi)).save(buf, format="png", dpi=(dpi, dpi))
     return buf.getvalue()
 
 
