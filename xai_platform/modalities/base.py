@@ -35,7 +35,6 @@ from ..registry import Registry
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
     from ..config import AppSettings, ModelSpec
     from ..explanation import Explanation
