@@ -1,4 +1,4 @@
-"""Small helpers on files that several layers share."""
+"""Small helpers on files and contents that several layers share."""
 
 from __future__ import annotations
 
@@ -13,6 +13,17 @@ def sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def array_key(array) -> bytes:
+    """A key for a NumPy array's contents: a 128-bit hash of its bytes, its shape and its type
+    (the shared trunk's cache keys batches by it; the figure's cards, inputs)."""
+    import numpy as np
+
+    a = np.ascontiguousarray(array)
+    digest = hashlib.blake2b(memoryview(a).cast("B"), digest_size=16)
+    digest.update(repr((a.shape, a.dtype.str)).encode())
+    return digest.digest()
 
 
 def folder_sha256(folder: Path) -> str:

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ..files import array_key
 from ..params import Param
 from ..validation import check_choice, check_positive, parse_fields
-from .base import (FloatArray, IntArray, Modality, PreparedInput, Readout, digest,
-                   register_modality)
+from .base import FloatArray, IntArray, Modality, PreparedInput, Readout, register_modality
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -331,8 +331,8 @@ class Audio(Modality):
         # what draw_input and label_axes read: the plane and the axes (window, bands)
         a = expl.axes
         axes = None if a is None else (a.kind, a.start_s, a.duration_s,
-                                       digest(a.band_centers_hz))
-        return (type(self).__qualname__, digest(expl.display), axes)
+                                       array_key(a.band_centers_hz))
+        return (type(self).__qualname__, array_key(expl.display), axes)
 
     def record(self, expl: Explanation) -> dict[str, Any]:
         out = super().record(expl)

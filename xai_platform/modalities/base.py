@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import InputError
+from ..files import array_key
 from ..params import Param
 from ..registry import Registry
 
@@ -42,15 +43,6 @@ if TYPE_CHECKING:
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 Source = str | Path | bytes | tuple[int, Any]
-
-
-def digest(array: np.ndarray) -> tuple:
-    """A key for an array's contents: its shape, its type and a hash of its bytes."""
-    import hashlib
-
-    data = np.ascontiguousarray(array)
-    return (data.shape, data.dtype.str,
-            hashlib.blake2b(data.view(np.uint8).reshape(-1), digest_size=16).digest())
 
 
 class InputSpec(Protocol):
@@ -240,7 +232,7 @@ class Modality(ABC):
         drawing = ("draw_input", "label_axes", "input_title", "imshow_kwargs")
         if any(getattr(type(self), name) is not getattr(Modality, name) for name in drawing):
             return None
-        return (type(self).__qualname__, digest(expl.display))
+        return (type(self).__qualname__, array_key(expl.display))
 
     def record(self, expl: Explanation) -> dict[str, Any]:
         """Modality-specific fields of the explanation record (default: the :meth:`focus`

@@ -39,7 +39,6 @@ batch not in the cache runs the randomised model's own bf16 graph.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -50,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import first_line
+from ..files import array_key
 from .formats.onnx import OnnxHandle, session
 from .reduced_precision import (PRECISION, TOLERANCE, OpenVinoHandle, compile_cpu,
                                 decision_changes)
@@ -67,12 +67,8 @@ PARITY = 1e-6
 """Largest difference of raw outputs (logits) the split may make on the example planes."""
 
 
-def batch_key(net_input: np.ndarray) -> bytes:
-    """A key for one network input batch: its shape, dtype and a 128-bit hash of its bytes."""
-    a = np.ascontiguousarray(net_input)
-    digest = hashlib.blake2b(memoryview(a).cast("B"), digest_size=16)
-    digest.update(repr((a.shape, a.dtype.str)).encode())
-    return digest.digest()
+batch_key = array_key
+"""A key for one network input batch: its shape, dtype and a 128-bit hash of its bytes."""
 
 
 def row_keys(net_input: np.ndarray) -> list[bytes]:
