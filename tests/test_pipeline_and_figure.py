@@ -227,14 +227,14 @@ def test_a_drawn_figure_dies_young_and_the_collector_comes_back(manager, wav_fil
     analysis = analyse(handle, prepare(wav_file, handle.spec, settings=manager.config.app))
     expl = explain(handle, analysis, "saliency")
     drawn = []
-    real_render = figure.render
+    real_render = figure._render
 
-    def render(e, **kw):
-        fig = real_render(e, **kw)
+    def render(e, dpi):
+        fig, boxes = real_render(e, dpi)
         drawn.append(weakref.ref(fig))
-        return fig
+        return fig, boxes
 
-    monkeypatch.setattr(figure, "render", render)
+    monkeypatch.setattr(figure, "_render", render)
     figure._cards.clear()
     for draw in (common.figure_image, figure.to_png):
         gc.collect()

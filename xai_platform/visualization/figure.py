@@ -91,6 +91,11 @@ FIGSIZE = (13.0, 4.4)  # inches: three panels in a row, two title lines above
 
 def render(expl: Explanation, *, dpi: int = 110) -> Figure:
     """The standard figure for one explanation, laid out by :func:`_place`."""
+    return _render(expl, dpi)[0]
+
+
+def _render(expl: Explanation, dpi: int) -> tuple[Figure, tuple]:
+    """:func:`render`'s figure and the boxes :func:`_place` put its axes in."""
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=FIGSIZE, dpi=dpi)
         FigureCanvasAgg(fig)
@@ -108,8 +113,8 @@ def render(expl: Explanation, *, dpi: int = 110) -> Figure:
         heat.set_alpha(_overlay_alpha(expl))
         ax_over.set_title("overlay")
         fig.suptitle(title(expl), color=_title_color(expl), fontsize=10.5)
-        _place(fig, (ax_in, ax_heat, ax_over), ax_bar, image, _BAR_LABELS[expl.signed])
-    return fig
+        boxes = _place(fig, (ax_in, ax_heat, ax_over), ax_bar, image, _BAR_LABELS[expl.signed])
+    return fig, boxes
 
 
 _PAD = 0.05  # inches: the figure's border
@@ -118,7 +123,7 @@ _BAR_WIDTH, _BAR_GAP = 0.16, 0.12  # inches: the colour bar, and its gap to the 
 
 
 def _place(fig: Figure, panels: tuple[Axes, Axes, Axes], bar_ax: Axes, image,
-           bar_label: str) -> None:
+           bar_label: str) -> tuple:
     """Put the three panels and the colour bar where their decorations (tick labels, axis
     labels, titles) fit, measured from the decorations' own text.
 
@@ -126,13 +131,15 @@ def _place(fig: Figure, panels: tuple[Axes, Axes, Axes], bar_ax: Axes, image,
     measured every artist's bounding box in two passes per figure, while the strings that decide
     the margins are a dozen. An audio card's figure took 240-280 ms with it and 185-200 ms with
     this (two cores; docs/BENCHMARKS.md, thirty-seventh session). Panels of a fixed aspect
-    (images of square pixels) get boxes of their own shape, and the row is centred."""
+    (images of square pixels) get boxes of their own shape, and the row is centred. Returns
+    the boxes (inches: the three panels', then the colour bar's)."""
     rows = _rows(fig, panels)
-    width, height = fig.get_size_inches()
-    bar_ax.set_position(_fraction((0.0, rows.bottom, _BAR_WIDTH, rows.height), width, height))
+    _bar_on_row(fig, bar_ax, rows)
     bar = fig.colorbar(image, cax=bar_ax)
     bar.set_label(bar_label)
-    _apply(fig, (*panels, bar_ax), _columns(fig, panels, bar_ax, rows))
+    boxes = _columns(fig, panels, bar_ax, rows)
+    _apply(fig, (*panels, bar_ax), boxes)
+    return boxes
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,13 @@ def _columns(fig: Figure, panels: tuple[Axes, Axes, Axes], bar_ax: Axes, rows: _
         if i == 1:  # the colour bar as high as the heatmap
             bar_box = (x + _BAR_GAP, y, _BAR_WIDTH, box_hs[i])
     return (*boxes, bar_box)
+
+
+def _bar_on_row(fig: Figure, bar_ax: Axes, rows: _Rows) -> None:
+    """The colour bar as high as the row, where its tick labels are measured (its locator
+    chooses them by its height); :func:`_columns` then puts it beside the heatmap."""
+    width, height = fig.get_size_inches()
+    bar_ax.set_position(_fraction((0.0, rows.bottom, _BAR_WIDTH, rows.height), width, height))
 
 
 def _apply(fig: Figure, axes: tuple[Axes, ...], boxes) -> None:
@@ -384,10 +398,9 @@ class _Card:
     (docs/BENCHMARKS.md, thirty-eighth session)."""
 
     def __init__(self, expl: Explanation, dpi: int) -> None:
-        self.fig = render(expl, dpi=dpi)
+        self.fig, self.boxes = _render(expl, dpi)
         _, self.heat_ax, self.over_ax, self.bar_ax = self.fig.axes
         self.heat, self.over = self.heat_ax.images[-1], self.over_ax.images[-1]
-        self.boxes = self._boxes()
         # Hidden while the background is drawn. The heatmap's title is only made transparent:
         # the draw places it from its own extent, and a hidden text has none (matplotlib would
         # move it off the figure).
@@ -432,12 +445,10 @@ class _Card:
         """Where :func:`_place` puts the panels and the colour bar for what the figure holds,
         measured as it measures them: with the colour bar as high as the row."""
         panels = tuple(self.fig.axes[:3])
-        width, height = self.fig.get_size_inches()
         placed = self.bar_ax.get_position(original=True)
         with matplotlib.rc_context(STYLE):
             rows = _rows(self.fig, panels)
-            self.bar_ax.set_position(_fraction((0.0, rows.bottom, _BAR_WIDTH, rows.height),
-                                               width, height))
+            _bar_on_row(self.fig, self.bar_ax, rows)
             boxes = _columns(self.fig, panels, self.bar_ax, rows)
         self.bar_ax.set_position(placed)
         return boxes
@@ -445,9 +456,8 @@ class _Card:
     def draw(self) -> np.ndarray:
         canvas = self.fig.canvas
         canvas.restore_region(self.background)
-        with matplotlib.rc_context(STYLE):
-            for artist in self._layers():
-                self.fig.draw_artist(artist)
+        for artist in self._layers():  # as the background was: outside the style's context
+            self.fig.draw_artist(artist)
         return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
