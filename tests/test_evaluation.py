@@ -82,8 +82,8 @@ def test_perfect_map_beats_random_maps_on_deletion_and_insertion(modality):
     assert perfect.deletion_auc < rand_del and perfect.insertion_auc > rand_ins
     assert perfect.fractions.shape == perfect.deletion.shape == (21,)
     assert perfect.fractions[0] == 0 and perfect.fractions[-1] == 1
-    # 42 planes, scored twice when the region model's probability saturates (log-odds)
-    assert perfect.n_evaluations == (42 if perfect.scale == "probability" else 84)
+    # 42 planes, once (the log-odds, when the probability saturates, from the same passes)
+    assert perfect.n_evaluations == 42
     # a random order removes and restores evidence at about the same pace (a little less
     # evenly on the log-odds, which are not bounded like probabilities)
     assert abs(rand_del - rand_ins) < (0.03 if perfect.scale == "probability" else 0.05)
@@ -216,8 +216,7 @@ def test_scorecard_ranks_a_perfect_map_above_a_random_one(audio_model):
     perfect = cards["perfect"]
     assert set(perfect.values) == {"deletion_auc", "insertion_auc", "pointing_game",
                                    "top_k_iou", "mass_inside"}
-    evals = 42 if perfect.details["faithfulness_scale"] == "probability" else 84
-    assert perfect.costs["faithfulness"].evaluations == evals
+    assert perfect.costs["faithfulness"].evaluations == 42  # on either scale (one pass)
     assert perfect.costs["localisation"].evaluations == 0
     json.dumps(perfect.to_dict())
     ranking = scorecard.rank_methods(cards)
@@ -225,7 +224,7 @@ def test_scorecard_ranks_a_perfect_map_above_a_random_one(audio_model):
     assert set(ranking[0].ranks) == {"insertion_auc", "deletion_auc", "pointing_game",
                                      "top_k_iou", "mass_inside"}
     text = scorecard.scorecard_markdown(perfect)
-    assert "Deletion AUC" in text and f"{evals} evals" in text and "Pointing game | yes" in text
+    assert "Deletion AUC" in text and "42 evals" in text and "Pointing game | yes" in text
 
 
 def test_scorecard_from_an_explanation_runs_every_metric(audio_model):
@@ -296,24 +295,69 @@ def test_a_method_failing_its_checks_ranks_below_every_method_that_passes():
     assert "No map here can be trusted for this input" in scorecard.trust_verdict(none_pass)
 
 
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_outputs_give_the_probabilities_and_scores_of_one_forward_pass(framework):
+    """What the faithfulness curves read when the probability saturates: both outputs of each
+    plane, from the torch and the Keras engines alike, as predict and scores give them."""
+    if framework == "keras":
+        pytest.importorskip("tensorflow")
+    handle = region_handle(framework, "audio")
+    rng = np.random.default_rng(0)
+    planes = np.stack([region_input("audio"), *rng.uniform(-80, 0, (2, SIZE, SIZE))])
+    probs, scores = handle.outputs(planes, batch_size=2)  # two batches
+    assert handle.outputs_in_one_pass and probs.dtype == scores.dtype == np.float32
+    np.testing.assert_allclose(probs, handle.predict(planes), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(scores, handle.scores(planes), rtol=0, atol=1e-5)
+
+
 def test_saturated_probability_scores_faithfulness_on_the_log_odds(audio_model, monkeypatch):
     """p = 1.0 for every plane (as p(fake) on a saturated recording): the probability curves
     say nothing, so deletion and insertion run on the log-odds; when those do not move either,
     the metric is marked uninformative and not ranked on."""
     x = region_input("audio")
-    saturated = lambda planes: np.tile(np.float32([0.0, 1.0]), (len(planes), 1))  # noqa: E731
-    monkeypatch.setattr(audio_model, "_predict_batch", saturated)
+    rows = {"probabilities": 0, "scores": 0}  # planes each kind of forward pass saw
+    real_scores = audio_model._scores_batch
+
+    def saturated(planes):
+        rows["probabilities"] += len(planes)
+        return np.tile(np.float32([0.0, 1.0]), (len(planes), 1))
+
+    def scores(planes):
+        rows["scores"] += len(planes)
+        return real_scores(planes)
+
+    def both(planes):  # one pass: the probabilities and the scores of the same raw outputs
+        rows["probabilities"] += len(planes)
+        return np.tile(np.float32([0.0, 1.0]), (len(planes), 1)), real_scores(planes)
+
+    for name, fn in (("_predict_batch", saturated), ("_scores_batch", scores),
+                     ("_outputs_batch", both)):
+        monkeypatch.setattr(audio_model, name, fn)
+    # the torch engine gives both from one pass: the log-odds cost no second pass
+    assert audio_model.outputs_in_one_pass
     perfect = m.deletion_insertion(audio_model, x, region_mask().astype(np.float32), target=1)
     rand = m.deletion_insertion(audio_model, x, random_maps(1)[0], target=1)
-    assert perfect.scale == rand.scale == "logit" and perfect.n_evaluations == 84
+    assert perfect.scale == rand.scale == "logit" and perfect.n_evaluations == 42
+    assert rows == {"probabilities": 84, "scores": 0}
     assert perfect.deletion[0] == pytest.approx(1.0) and perfect.deletion[-1] == pytest.approx(0.0)
     assert perfect.deletion_auc < rand.deletion_auc and perfect.insertion_auc > rand.insertion_auc
+    # an engine that gives them one at a time (a format without _outputs_batch) scores the
+    # planes a second time, with the same curves
+    monkeypatch.setattr(type(audio_model), "outputs_in_one_pass", False)
+    rows.update(probabilities=0)
+    twice = m.deletion_insertion(audio_model, x, region_mask().astype(np.float32), target=1)
+    assert twice.n_evaluations == 84 and rows == {"probabilities": 42, "scores": 42}
+    np.testing.assert_array_equal(twice.deletion, perfect.deletion)
+    np.testing.assert_array_equal(twice.insertion, perfect.insertion)
+    monkeypatch.setattr(type(audio_model), "outputs_in_one_pass", True)
     card = scorecard.score_explanation(audio_model, x, region_mask() * 1.0, method="gradcam",
                                        target=1, metrics=("faithfulness",))
     assert "saturated" in card.flags and "(log-odds)" in scorecard.scorecard_markdown(card)
 
     flat = lambda planes: np.tile(np.float32([-3.0, 3.0]), (len(planes), 1))  # noqa: E731
     monkeypatch.setattr(audio_model, "_scores_batch", flat)
+    monkeypatch.setattr(audio_model, "_outputs_batch", lambda planes: (saturated(planes),
+                                                                       flat(planes)))
     dead = m.deletion_insertion(audio_model, x, region_mask().astype(np.float32), target=1)
     assert dead.scale == "uninformative" and math.isnan(dead.deletion_auc)
     assert dead.to_dict()["deletion_auc"] is None

@@ -85,6 +85,11 @@ def test_view_of_the_window_itself_is_the_waveform_model(wave_manager):
     np.testing.assert_allclose(view.waveforms(plane[None])[0, 0], wave, atol=2e-5)
     np.testing.assert_allclose(view.predict(plane[None]), handle.predict(wave[None, None]),
                                atol=1e-5)
+    # both outputs of one resynthesis and one forward pass (the faithfulness curves' log-odds)
+    probs, scores = view.outputs(plane[None])
+    assert view.outputs_in_one_pass == handle.outputs_in_one_pass
+    np.testing.assert_allclose(probs, view.predict(plane[None]), atol=1e-6)
+    np.testing.assert_allclose(scores, view.scores(plane[None]), atol=1e-5)
     # a plane at the floor everywhere turns every cell down: far quieter, same length
     floor = np.full_like(plane, plane.min())
     quiet = view.waveforms(floor[None])[0, 0]

@@ -214,7 +214,13 @@ def log_odds(model: ModelHandle, planes: np.ndarray, target: int, *,
     """The model's score for ``target`` before the final squashing, as log-odds against the
     other classes (for a multi-label model, the label's own log-odds). planes: (N, H, W);
     returns (N,)."""
-    s = model.scores(planes, batch_size=batch_size).astype(np.float64)
+    return _target_log_odds(model, model.scores(planes, batch_size=batch_size), target)
+
+
+def _target_log_odds(model: ModelHandle, scores: np.ndarray,
+                     target: int) -> npt.NDArray[np.float64]:
+    """:func:`log_odds` from the model's scores (N, K)."""
+    s = np.asarray(scores, dtype=np.float64)
     if s.shape[1] == 1 or model.spec.output == "multilabel":
         return s[:, target]
     others = np.delete(s, target, axis=1)
@@ -230,10 +236,12 @@ def deletion_insertion(model: ModelHandle, x: np.ndarray, heatmap: np.ndarray, *
     Deletion replaces pixels by the modality's masked value
     (:func:`~xai_platform.explainers.perturbation.masked_value`), strongest evidence first
     (:func:`ranking`); insertion starts from the fully masked input and puts pixels back in the
-    same order. Both curves, ``2 * (steps + 1)`` planes, go through ``model.predict`` in batches;
-    when the full input's probability is saturated (:data:`SATURATION_GAP`) they go through
-    ``model.scores`` as well and the curves are over the rescaled log-odds
-    (:class:`FaithfulnessCurves`).
+    same order. Both curves, ``2 * (steps + 1)`` planes, go through the model in batches;
+    when the full input's probability is saturated (:data:`SATURATION_GAP`) the curves are over
+    the rescaled log-odds (:class:`FaithfulnessCurves`), from the same forward passes
+    (``model.outputs``) where the model's engine gives probabilities and scores together
+    (:attr:`~xai_platform.models.handle.ModelHandle.outputs_in_one_pass`), else from a second
+    pass (``model.scores``).
 
     x, heatmap: (H, W); modality: default the model's. Returns :class:`FaithfulnessCurves`.
     """
@@ -249,14 +257,21 @@ def deletion_insertion(model: ModelHandle, x: np.ndarray, heatmap: np.ndarray, *
     removed = (position[None, :] < counts[:, None]).reshape(-1, *x.shape)  # (steps+1, H, W)
     planes = np.concatenate([np.where(removed, baseline[None], x[None]),
                              np.where(removed, x[None], baseline[None])]).astype(np.float32)
-    probs = model.predict(planes, batch_size=batch_size)[:, int(target)].astype(np.float32)
+    scores = None
+    if model.outputs_in_one_pass:  # the scores come with the probabilities, at no extra cost
+        probs, scores = model.outputs(planes, batch_size=batch_size)
+    else:
+        probs = model.predict(planes, batch_size=batch_size)
+    probs = probs[:, int(target)].astype(np.float32)
     fractions = (counts / n).astype(np.float32)
     evaluations, scale = len(planes), "probability"
     # probs[0]: the full input; probs[steps]: the fully masked one (the same for every map)
     full = float(probs[0])
     if full > 1 - SATURATION_GAP or full < SATURATION_GAP:
-        logits = log_odds(model, planes, int(target), batch_size=batch_size)
-        evaluations += len(planes)
+        if scores is None:  # a second pass over the planes
+            scores = model.scores(planes, batch_size=batch_size)
+            evaluations += len(planes)
+        logits = _target_log_odds(model, scores, int(target))
         gap = logits[0] - logits[steps]
         if abs(gap) >= MIN_LOGIT_GAP:
             probs, scale = ((logits - logits[steps]) / gap).astype(np.float32), "logit"

@@ -366,7 +366,8 @@ class ModelHandle(ABC):
 
     def _outputs_batch(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """(probabilities, explained scores) of one batch; a format overrides it to take both
-        from one forward pass (the fast path's parity check)."""
+        from one forward pass (:meth:`outputs`: the fast path's parity check, the faithfulness
+        curves on the log-odds)."""
         return self._predict_batch(x), self._scores_batch(x)
 
     def layer_gradients(self, x: FloatArray, targets: npt.NDArray[np.int64], *,
@@ -475,3 +476,20 @@ class ModelHandle(ABC):
         """Explained scores (N, K) float32, e.g. logits, before any calibration (training and
         calibration use these; ONNX Runtime when the fast path is on)."""
         return self._batched(self._forward_engine()._scores_batch, x, batch_size, None)
+
+    def outputs(self, x: np.ndarray, *, batch_size: int | None = None
+                ) -> tuple[FloatArray, FloatArray]:
+        """(:meth:`predict`, :meth:`scores`) of feature planes (N, H, W), each (N, K) float32:
+        from one forward pass per batch where the engine gives both
+        (:attr:`outputs_in_one_pass`), else from two."""
+        x = self.check_batch(x)
+        engine, size = self._forward_engine(), batch_size or self.default_batch_size
+        parts = [engine._outputs_batch(x[i:i + size]) for i in range(0, len(x), size)]
+        return tuple(np.concatenate([part[k] for part in parts]).astype(np.float32, copy=False)
+                     for k in (0, 1))  # type: ignore[return-value]
+
+    @property
+    def outputs_in_one_pass(self) -> bool:
+        """Whether :meth:`outputs` costs one forward pass a row (the forward engine takes both
+        from the same raw outputs), not two."""
+        return type(self._forward_engine())._outputs_batch is not ModelHandle._outputs_batch

@@ -129,6 +129,13 @@ class SpectrogramView(ModelHandle):
     def _scores_batch(self, x: FloatArray) -> FloatArray:
         return self.model.scores(self.waveforms(x), batch_size=len(x))
 
+    def _outputs_batch(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        return self.model.outputs(self.waveforms(x), batch_size=len(x))
+
+    @property
+    def outputs_in_one_pass(self) -> bool:
+        return self.model.outputs_in_one_pass
+
     def input_gradients(self, x: FloatArray, targets: npt.NDArray[np.int64]
                         ) -> tuple[FloatArray, FloatArray]:
         """(d score / d P: (N, bands, frames), scores (N,)): the model's waveform gradient

@@ -209,6 +209,7 @@ class KerasHandle(ModelHandle):
             input_signature=[x_sig], autograph=False)
         self._input_grad_fn = tf.function(self._input_grads, input_signature=[x_sig, t_sig],
                                           autograph=False)
+        self._outputs_fn: Any = None
         self._layer_fns: dict[str, Any] = {}
         self._sigs = (x_sig, t_sig)
 
@@ -331,6 +332,19 @@ class KerasHandle(ModelHandle):
         _, tf = _frameworks()
         with tf.device(self.device):
             return self._scores_fn(tf.constant(x)).numpy()
+
+    def _outputs_batch(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        _, tf = _frameworks()
+        if self._outputs_fn is None:  # traced on first use (only the metrics ask for both)
+            def both(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                raw = self.model(self._adapt(x), training=False)
+                return self._probs(raw), self._scores(raw)
+
+            self._outputs_fn = tf.function(both, input_signature=[self._sigs[0]],
+                                           autograph=False)
+        with tf.device(self.device):
+            probs, scores = self._outputs_fn(tf.constant(x))
+        return probs.numpy(), scores.numpy()
 
     def layer_gradients(self, x, targets, *, layer=None) -> LayerGradients:
         _, tf = _frameworks()
