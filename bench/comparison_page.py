@@ -3,9 +3,10 @@ and on (and, when asked, in bf16).
 
 It drives the same calls the page's Compare button makes (``ui.comparison.compare``: every
 method that applies, fastest first, each scored with the page's default metrics, then the
-ranking and the agreement figure; ``ui.common.figure_image`` draws each card), on a fresh
-session, so nothing is cached between the two runs. The model is loaded and warmed up before
-the clock starts (a running app has it loaded; the load, with the ONNX export or the cached
+ranking and the agreement figure; ``ui.common.figure_file`` draws each card and writes the
+PNG the page hands Gradio; before the thirty-ninth session it drew an array, which Gradio then
+encoded off the clock), on a fresh session, so nothing is cached between the two runs. The
+model is loaded and warmed up before the clock starts (a running app has it loaded; the load, with the ONNX export or the cached
 graph, is printed on its own line). Per method it prints the explanation's seconds and model
 evaluations, the metrics' seconds and evaluations and the card's figure's seconds; then the
 request's wall-clock total, with the cards' figures and the summary (ranking and agreement
@@ -53,7 +54,7 @@ def run_request(service, model_id: str, modality: str, path: Path, metrics: tupl
                 ) -> dict:
     """One Compare press on a fresh session: (per-method rows, total seconds)."""
     from xai_platform.service import Session
-    from xai_platform.ui.common import figure_image
+    from xai_platform.ui.common import figure_file
     from xai_platform.ui.comparison import compare, summary_outputs
 
     session = Session()
@@ -68,7 +69,7 @@ def run_request(service, model_id: str, modality: str, path: Path, metrics: tupl
         for _, _, method, expl, card in compare(service, session, modality, audio, image,
                                                 model_id, methods, 0, metrics=metrics):
             drawn = time.perf_counter()
-            figure_image(expl)
+            figure_file(service, session, expl)
             explanations[method], cards[method] = expl, card
             now = time.perf_counter()
             costs = card.costs if card is not None else {}

@@ -220,7 +220,6 @@ def test_a_drawn_figure_dies_young_and_the_collector_comes_back(manager, wav_fil
     import gc
     import weakref
 
-    from xai_platform.ui import common
     from xai_platform.visualization import figure
 
     handle = manager.get("tiny-torch-audio")
@@ -236,7 +235,10 @@ def test_a_drawn_figure_dies_young_and_the_collector_comes_back(manager, wav_fil
 
     monkeypatch.setattr(figure, "_render", render)
     figure._cards.clear()
-    for draw in (common.figure_image, figure.to_png):
+    def card(e):  # a Comparison card: another dpi, so a figure of its own
+        return figure.to_rgb(e, dpi=90)
+
+    for draw in (card, figure.to_png):
         gc.collect()
         draw(expl)
         assert gc.isenabled()
@@ -247,7 +249,7 @@ def test_a_drawn_figure_dies_young_and_the_collector_comes_back(manager, wav_fil
             f"{draw.__name__}: the figure outlived a young collection")
     gc.disable()  # a caller's choice is kept
     try:
-        common.figure_image(expl)
+        figure.to_rgb(expl)
         assert not gc.isenabled()
     finally:
         gc.enable()

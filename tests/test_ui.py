@@ -92,7 +92,12 @@ def test_classification_handler_returns_figure_record_and_downloads(service, ses
     out = run_explain(service, session, "audio", str(wav_file), None, "tiny-torch-audio",
                       "integrated_gradients", 0, None, None, values)
     figure, summary, record, downloads, readouts, kept, removed, clips_md = out
-    assert figure.ndim == 3 and figure.shape[2] == 3 and figure.shape[1] > 800
+    # the page shows the download itself (one figure drawn and encoded): a whole PNG file
+    assert figure == downloads[0] and Path(figure).parent == session.dir
+    from PIL import Image
+
+    with Image.open(figure) as shown:
+        assert shown.format == "PNG" and shown.mode == "RGB" and shown.width > 800
     assert "Integrated Gradients" in summary and "Untrained model" in summary
     assert record["method"] == "integrated_gradients" and "libraries" in record
     assert record["libraries"]["xai_platform"] and "torch" in record["libraries"]

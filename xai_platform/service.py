@@ -251,6 +251,20 @@ class Service:
                        "heatmap_stats": heatmap_summary(expl)})
         return record
 
+    def figure(self, session: Session, expl: Explanation, *, dpi: int = 110,
+               stem: str | None = None) -> Path:
+        """The explanation's three-panel figure as a PNG file in the session's folder, as the
+        pages show it and the Classification page's download holds it: drawn at ``dpi``,
+        compressed fast (:data:`~xai_platform.visualization.figure.FAST_PNG_LEVEL`; a page
+        hands Gradio the file, which it would otherwise encode again from an array at level
+        6). ``stem`` names it (default: model, method, a content hash, and the dpi unless 110);
+        written whole or not at all."""
+        from .visualization.figure import FAST_PNG_LEVEL, to_png
+
+        stem = stem or (_stem(expl) + ("" if dpi == 110 else f"__{dpi}dpi"))
+        return write_atomic(session.dir / f"{stem}.png",
+                            to_png(expl, dpi=dpi, compress_level=FAST_PNG_LEVEL))
+
     def export(self, session: Session, expl: Explanation, *, stem: str | None = None,
                extra: dict[str, Any] | None = None) -> tuple[Path, Path, Path]:
         """Write the figure (PNG), the JSON record and the heatmap (``.npy``, float32) into the
@@ -259,10 +273,8 @@ class Service:
         record last, so a record on disk means its figure and heatmap are complete."""
         import io
 
-        from .visualization.figure import to_png
-
         stem = stem or _stem(expl)
-        png = write_atomic(session.dir / f"{stem}.png", to_png(expl))
+        png = self.figure(session, expl, stem=stem)
         buf = io.BytesIO()
         np.save(buf, expl.heatmap)
         heatmap = write_atomic(session.dir / f"{stem}.npy", buf.getvalue())

@@ -10,7 +10,7 @@ import gradio as gr
 from ..explainers import Param, all_methods, get_method
 from ..modalities import all_modalities, get_modality
 from ..service import Service, Session
-from .common import (FIGURE_FORMAT, ask, figure_image, focus_markdown, input_path,
+from .common import (FIGURE_FORMAT, ask, focus_markdown, input_path,
                      method_details_markdown, throttled, user_errors)
 
 AUTO_WINDOW = "the one behind the verdict"
@@ -108,7 +108,8 @@ def run_explain(service: Service, session: Session, modality: str, audio: str | 
     readout = service.readout(session, path, expl)
     clips = list(readout.clips) if readout is not None else []
     clip_kept, clip_removed = (clips + [None, None])[:2]
-    return (figure_image(expl), summary, service.record(expl), [str(png), str(record)],
+    # the page shows the download itself: one figure drawn and encoded, which Gradio serves
+    return (str(png), summary, service.record(expl), [str(png), str(record)],
             readout.figure if readout is not None else None, clip_kept, clip_removed,
             readout.text if readout is not None else "")
 

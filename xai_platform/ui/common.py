@@ -228,11 +228,15 @@ def throttled(progress: Callable[..., Any] | None, interval: float = PROGRESS_IN
     return report
 
 
-def figure_image(expl: Explanation) -> np.ndarray:
-    """The three-panel figure as an RGB array for gr.Image."""
-    from ..visualization.figure import to_rgb
+CARD_DPI = 90
+"""The Comparison page's cards (the Classification page shows its download, at 110 dpi)."""
 
-    return to_rgb(expl, dpi=90)
+
+def figure_file(service: Service, session: Session, expl: Explanation) -> str:
+    """A Comparison card for gr.Image: the three-panel figure as a PNG in the session's folder
+    (:meth:`Service.figure` at :data:`CARD_DPI`), which Gradio serves as it is instead of
+    encoding an array again."""
+    return str(service.figure(session, expl, dpi=CARD_DPI))
 
 
 def focus_markdown(expl: Explanation) -> str:

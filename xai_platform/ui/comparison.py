@@ -15,7 +15,7 @@ from ..errors import CancelledError
 from ..explainers import all_methods, get_method
 from ..explanation import Explanation
 from ..service import Service, Session
-from .common import (FIGURE_FORMAT, ask, figure_image, focus_markdown, input_path,
+from .common import (FIGURE_FORMAT, ask, figure_file, focus_markdown, input_path,
                      method_details_markdown, throttled, user_errors)
 
 
@@ -195,7 +195,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
                     service, sess, modality, audio, image, model_id, list(chosen or []), seed_v,
                     progress=throttled(progress), metrics=tuple(chosen_metrics or ())):
                 explanations[method] = expl
-                figure = figure_image(expl)
+                figure = figure_file(service, sess, expl)
                 score = ""
                 if card is not None:
                     from ..evaluation.scorecard import scorecard_markdown
