@@ -36,6 +36,12 @@ model, see its prediction and **why**: Grad-CAM, Grad-CAM++, LIME, SHAP, Integra
 gradient saliency, each as input | heatmap | overlay."""
 
 
+#: Markdown tables (the ranking, the scorecards): Gradio's prose style lets a word break
+#: anywhere (word-break: break-word), so the browser sized the ranking's first column below its
+#: header and showed "Ran" over "k". Words now break only where a cell cannot hold them.
+PAGE_CSS = ".prose th, .prose td { word-break: normal; overflow-wrap: break-word; }"
+
+
 def _preview(modality: str, path: str | None, settings: AppSettings) -> np.ndarray | None:
     return get_modality(modality).preview(path, settings) if path else None
 
@@ -298,7 +304,7 @@ def launch(demo: gr.Blocks, *, host: str, port: int, share: bool, auth: Any, con
     SESSION_ROOT.mkdir(parents=True, exist_ok=True)
     demo.launch(server_name=host, server_port=port, share=share, auth=auth, show_error=False,
                 quiet=False, prevent_thread_lock=True, footer_links=["api", "gradio"],
-                allowed_paths=[str(SESSION_ROOT)])
+                allowed_paths=[str(SESSION_ROOT)], css=PAGE_CSS)
     local = f"http://{host}:{port}"
     if share and not getattr(demo, "share_url", None):
         print(f"[xai] The public share link could not be created (no internet or the tunnel is "
