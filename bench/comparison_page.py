@@ -6,11 +6,11 @@ method that applies, fastest first, each scored with the page's default metrics,
 ranking and the agreement figure; ``ui.common.figure_file`` draws each card and writes the
 PNG the page hands Gradio; before the thirty-ninth session it drew an array, which Gradio then
 encoded off the clock), on a fresh session, so nothing is cached between the two runs. The
-model is loaded and warmed up before the clock starts (a running app has it loaded; the load, with the ONNX export or the cached
-graph, is printed on its own line). Per method it prints the explanation's seconds and model
-evaluations, the metrics' seconds and evaluations and the card's figure's seconds; then the
-request's wall-clock total, with the cards' figures and the summary (ranking and agreement
-figure) in it.
+model is loaded and warmed up before the clock starts (a running app has it loaded; the load,
+with the ONNX export or the cached graph, is printed on its own line). Per method it prints
+the explanation's seconds and model evaluations, the metrics' seconds and evaluations and the
+card's figure's seconds; then the request's wall-clock total, with the cards' figures and the
+summary (ranking and agreement figure) in it.
 The C allocator is set as ``app.py`` sets it (``xai_platform.memory``; before the thirty-sixth
 session the script left glibc's default, which the app does not run with).
 

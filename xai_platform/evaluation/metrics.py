@@ -209,17 +209,10 @@ MIN_LOGIT_GAP = 1e-3
 """... and are marked uninformative when the log-odds differ by less than this as well."""
 
 
-def log_odds(model: ModelHandle, planes: np.ndarray, target: int, *,
-             batch_size: int) -> npt.NDArray[np.float64]:
+def log_odds(model: ModelHandle, scores: np.ndarray, target: int) -> npt.NDArray[np.float64]:
     """The model's score for ``target`` before the final squashing, as log-odds against the
-    other classes (for a multi-label model, the label's own log-odds). planes: (N, H, W);
-    returns (N,)."""
-    return _target_log_odds(model, model.scores(planes, batch_size=batch_size), target)
-
-
-def _target_log_odds(model: ModelHandle, scores: np.ndarray,
-                     target: int) -> npt.NDArray[np.float64]:
-    """:func:`log_odds` from the model's scores (N, K)."""
+    other classes (for a multi-label model, the label's own log-odds). scores: the model's
+    (:meth:`~xai_platform.models.handle.ModelHandle.scores`), (N, K); returns (N,)."""
     s = np.asarray(scores, dtype=np.float64)
     if s.shape[1] == 1 or model.spec.output == "multilabel":
         return s[:, target]
@@ -271,7 +264,7 @@ def deletion_insertion(model: ModelHandle, x: np.ndarray, heatmap: np.ndarray, *
         if scores is None:  # a second pass over the planes
             scores = model.scores(planes, batch_size=batch_size)
             evaluations += len(planes)
-        logits = _target_log_odds(model, scores, int(target))
+        logits = log_odds(model, scores, int(target))
         gap = logits[0] - logits[steps]
         if abs(gap) >= MIN_LOGIT_GAP:
             probs, scale = ((logits - logits[steps]) / gap).astype(np.float32), "logit"

@@ -207,11 +207,15 @@ class KerasHandle(ModelHandle):
         self._scores_fn = tf.function(
             lambda x: self._scores(self.model(self._adapt(x), training=False)),
             input_signature=[x_sig], autograph=False)
+        self._outputs_fn = tf.function(self._outputs, input_signature=[x_sig], autograph=False)
         self._input_grad_fn = tf.function(self._input_grads, input_signature=[x_sig, t_sig],
                                           autograph=False)
-        self._outputs_fn: Any = None
         self._layer_fns: dict[str, Any] = {}
         self._sigs = (x_sig, t_sig)
+
+    def _outputs(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        raw = self.model(self._adapt(x), training=False)
+        return self._probs(raw), self._scores(raw)
 
     def _input_grads(self, x: tf.Tensor, t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         _, tf = _frameworks()
@@ -335,13 +339,6 @@ class KerasHandle(ModelHandle):
 
     def _outputs_batch(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         _, tf = _frameworks()
-        if self._outputs_fn is None:  # traced on first use (only the metrics ask for both)
-            def both(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-                raw = self.model(self._adapt(x), training=False)
-                return self._probs(raw), self._scores(raw)
-
-            self._outputs_fn = tf.function(both, input_signature=[self._sigs[0]],
-                                           autograph=False)
         with tf.device(self.device):
             probs, scores = self._outputs_fn(tf.constant(x))
         return probs.numpy(), scores.numpy()
