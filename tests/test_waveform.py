@@ -189,6 +189,38 @@ def test_prediction_windows_and_listening_clips_use_the_samples(wave_manager, vo
 
 
 @needs_torch
+def test_band_readout_names_no_band_for_a_map_over_time_only(wave_manager, voice):
+    """Grad-CAM from a 1-D layer repeats one curve in every band: its readout must not call the
+    lowest bands the strongest (they tie), nor draw equal bars as if every band mattered."""
+    from xai_platform.service import Service, Session
+
+    service = Service(wave_manager)
+    session = Session()
+    try:
+        cam = service.explain(session, voice, "tiny-wave", "gradcampp")
+        assert cam.heatmap.max() > 0 and np.ptp(cam.heatmap, axis=0).max() == 0
+        text = service.readout(session, voice, cam).text
+        assert "Strongest bands" not in text and " Hz (" not in text
+        assert "No band stands out: the map is the same in every band" in text
+        assert "top 20% of the time frames kept" in text
+        band_axes = service.readout(session, voice, cam).figure.axes[0]
+        assert not band_axes.patches  # no bars, a note instead
+        assert "no band stands out" in band_axes.texts[0].get_text()
+        # this untrained model's Grad-CAM finds no evidence for its class: no band either
+        empty = service.explain(session, voice, "tiny-wave", "gradcam")
+        assert empty.extras.get("no_positive_evidence")
+        assert ("No band stands out: the map has no evidence for the class in any band"
+                in service.readout(session, voice, empty).text)
+
+        lime = service.explain(session, voice, "tiny-wave", "lime", params=CHEAP["lime"])
+        text = service.readout(session, voice, lime).text
+        assert "Strongest bands: " in text and "time-frequency cells" in text
+        assert service.readout(session, voice, lime).figure.axes[0].patches
+    finally:
+        session.close()
+
+
+@needs_torch
 def test_check_model_runs_a_waveform_model(tmp_path, voice, capsys):
     from xai_platform.cli import main
 

@@ -174,6 +174,7 @@ def band_summary(handle: Any, fs: FeatureSet, z: np.ndarray, *, methods: Sequenc
     half fake), each explained on its most suspicious window for its true class: attribution
     (positive part) summed over time per band, normalised per clip, averaged."""
     from xai_platform import explainers
+    from xai_platform.visualization.readouts import varies_with_frequency
 
     spec = handle.spec
     centres = audio.band_centers_hz(spec.input)
@@ -199,7 +200,8 @@ def band_summary(handle: Any, fs: FeatureSet, z: np.ndarray, *, methods: Sequenc
             heat = explainers.run(method, model, x, target=target, params=params,
                                   seed=seed).attribution.heatmap
             band = np.maximum(heat, 0).sum(axis=1)
-            if band.sum() > 0:
+            # a map over time only (Grad-CAM from a 1-D layer) is flat over the bands
+            if band.sum() > 0 and varies_with_frequency(heat):
                 profiles[spec.labels[target]].append(band / band.sum())
             sys.stderr.write(f"\r  explaining with {method}: {k + 1}/{len(picked)} "
                              f"[{time.time() - start:.0f} s]   ")

@@ -372,7 +372,8 @@ class Audio(Modality):
                 base: Path) -> Readout | None:
         """Band / time profiles and the two listening clips of the explained window."""
         from ..listening import listening_clips, save_clips
-        from ..visualization.readouts import render_readouts, top_bands
+        from ..visualization.readouts import (no_bands_reason, render_readouts, top_bands,
+                                              varies_with_frequency)
 
         window = int(expl.extras.get("window", 0))
         waves = prepared.data.get("waveforms")
@@ -380,11 +381,18 @@ class Audio(Modality):
             return None
         clips = listening_clips(model, expl, waves[window])
         kept, removed = save_clips(clips, base)
-        bands = ", ".join(f"{hz:.0f} Hz ({share:.0%})" for hz, share in top_bands(expl))
-        text = (f"Listen: the top {clips.share:.0%} of the time-frequency cells kept "
+        cells = ("time-frequency cells" if varies_with_frequency(expl.heatmap)
+                 else "time frames")
+        reason = no_bands_reason(expl)
+        if reason is None:
+            bands = "Strongest bands: " + ", ".join(f"{hz:.0f} Hz ({share:.0%})"
+                                                    for hz, share in top_bands(expl))
+        else:  # a flat band profile would name the lowest bands as "strongest"
+            bands = f"No band stands out: {reason}"
+        text = (f"Listen: the top {clips.share:.0%} of the {cells} kept "
                 f"(p({clips.target_label}) = {clips.score_kept:.1%}) and removed "
                 f"(p = {clips.score_removed:.1%}); the original window scores "
-                f"{clips.score_original:.1%}. Strongest bands: {bands}.")
+                f"{clips.score_original:.1%}. {bands}.")
         record = {"kept": str(kept), "removed": str(removed), "share": clips.share,
                   "score_original": clips.score_original, "score_kept": clips.score_kept,
                   "score_removed": clips.score_removed}

@@ -23,11 +23,36 @@ def band_and_time_profiles(expl: Explanation, *, n_segments: int = 20) -> tuple[
     return per_band, starts, per_time
 
 
-def top_bands(expl: Explanation, k: int = 3) -> list[tuple[float, float]]:
-    """The ``k`` mel bands with most evidence: (centre Hz, share of the total)."""
+def varies_with_frequency(heatmap: np.ndarray) -> bool:
+    """Whether a map (n_bands, n_frames) differs between frequency bands anywhere.
+
+    Grad-CAM from a layer with a time axis only (Whisper's encoder positions, a 1-D
+    convolution over samples) repeats one curve in every band: its band profile is flat by
+    construction and names no band, whatever the model hears.
+    """
+    scale = float(np.abs(heatmap).max(initial=0.0))
+    return scale > 0 and float(np.ptp(heatmap, axis=0).max()) > 1e-6 * scale
+
+
+def no_bands_reason(expl: Explanation) -> str | None:
+    """Why the band profile cannot name bands (a sentence), or None when it can."""
     per_band, _, _ = band_and_time_profiles(expl)
-    total = float(per_band.sum()) or 1.0
-    order = np.argsort(-per_band)[:k]
+    if not per_band.sum() > 0:
+        return "the map has no evidence for the class in any band"
+    if not varies_with_frequency(expl.heatmap):
+        return ("the map is the same in every band (it comes from a layer with a time axis "
+                "only); saliency, Integrated Gradients, SHAP or LIME show frequencies")
+    return None
+
+
+def top_bands(expl: Explanation, k: int = 3) -> list[tuple[float, float]]:
+    """The ``k`` mel bands with most evidence: (centre Hz, share of the total); none when the
+    map cannot name bands (:func:`no_bands_reason`)."""
+    if no_bands_reason(expl) is not None:
+        return []
+    per_band, _, _ = band_and_time_profiles(expl)
+    total = float(per_band.sum())
+    order = np.argsort(-per_band, kind="stable")[:k]
     return [(float(expl.axes.band_centers_hz[i]), float(per_band[i] / total)) for i in order]
 
 
@@ -40,7 +65,14 @@ def render_readouts(expl: Explanation, *, dpi: int = 110) -> Figure:
         FigureCanvasAgg(fig)
         ax_f, ax_t = fig.subplots(1, 2)
         hz = expl.axes.band_centers_hz
-        ax_f.barh(np.arange(len(per_band)), per_band, color="#b2182b", height=0.9)
+        reason = no_bands_reason(expl)
+        if reason is None:
+            ax_f.barh(np.arange(len(per_band)), per_band, color="#b2182b", height=0.9)
+        else:  # equal bars would read as "every band matters alike"
+            ax_f.text(0.5, 0.5, "no band stands out:\n" + reason.split(" (")[0].split(";")[0],
+                      transform=ax_f.transAxes, ha="center", va="center", wrap=True,
+                      fontsize="small", color="0.35")
+            ax_f.set_xticks([])
         ticks = np.linspace(0, len(hz) - 1, 6).round().astype(int)
         ax_f.set_yticks(ticks, [f"{hz[t]:.0f}" for t in ticks])
         ax_f.set_ylim(-0.5, len(per_band) - 0.5)  # the top band's tick label inside the axes
