@@ -91,6 +91,51 @@ def test_mp3_falls_back_to_ffmpeg(tmp_path, monkeypatch):
         audio.decode_audio(path, max_seconds=0.5)
 
 
+def ffmpeg_encode(tmp_path: Path, wave: np.ndarray, sr: int, name: str, *args: str) -> Path:
+    ffmpeg = shutil.which("ffmpeg") or pytest.skip("the ffmpeg binary is not installed")
+    src = write(tmp_path / "src.wav", wave, sr)
+    out = tmp_path / name
+    proc = subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", *args[:2], "-i",
+                           str(src), *args[2:], str(out)], capture_output=True, check=False)
+    if proc.returncode != 0:
+        pytest.skip(f"ffmpeg cannot write {name} here: {proc.stderr.decode()[-200:]}")
+    return out
+
+
+@pytest.mark.parametrize("name, codec", [("memo.m4a", "aac"), ("lossless.m4a", "alac"),
+                                         ("browser.webm", "libopus")])
+def test_phone_and_browser_recordings_decode_through_ffmpeg(tmp_path, name, codec):
+    """A phone's voice memo (AAC or ALAC in MP4) and a browser's recording (Opus in WebM):
+    libsndfile reads neither; the ffmpeg binary does, from a path or from bytes."""
+    sr = 48000 if codec == "libopus" else 44100
+    path = ffmpeg_encode(tmp_path, tone(sr, 1.0), sr, name, "-f", "wav", "-c:a", codec)
+    wave, got_sr = audio.decode_audio(path)
+    assert got_sr == sr and wave.dtype == np.float32 and wave.ndim == 1
+    assert abs(len(wave) - sr) <= 0.05 * sr  # the encoder's priming and padding at most
+    assert np.sqrt(np.mean(wave**2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.1)
+    from_bytes, _ = audio.decode_audio(path.read_bytes())
+    np.testing.assert_array_equal(from_bytes, wave)
+    with pytest.raises(InputError, match=r"limit is 0\.5 s"):
+        audio.decode_audio(path, max_seconds=0.5)
+
+
+def test_m4a_without_ffmpeg_and_video_without_sound(tmp_path, monkeypatch):
+    memo = ffmpeg_encode(tmp_path, tone(16000, 0.5), 16000, "memo.m4a", "-f", "wav",
+                         "-c:a", "aac")
+    video = tmp_path / "silent-film.mp4"
+    proc = subprocess.run([shutil.which("ffmpeg"), "-nostdin", "-loglevel", "error", "-y",
+                           "-f", "lavfi", "-i", "color=c=black:s=16x16:d=1", "-c:v", "mpeg4",
+                           str(video)], capture_output=True, check=False)
+    if proc.returncode == 0:
+        with pytest.raises(InputError, match=r"could not be decoded as MP4/M4A audio.*no "
+                                             r"sound track \(it has no audio stream\)"):
+            audio.decode_audio(video)
+    monkeypatch.setattr(audio.shutil, "which", lambda name: None)
+    with pytest.raises(InputError, match="MP4/M4A audio, which only the ffmpeg program "
+                                         "decodes, and it is not installed here. Install"):
+        audio.decode_audio(memo)
+
+
 def test_stereo_downmix_and_bytes(tmp_path):
     left, right = tone(16000, 0.5, freq=300), tone(16000, 0.5, freq=700, amp=0.2)
     path = write(tmp_path / "stereo.wav", np.stack([left, right], axis=1), 16000,
@@ -128,7 +173,7 @@ def test_missing_and_empty_files(tmp_path):
     with pytest.raises(InputError, match="No file at .*Check the path"):
         audio.decode_audio(tmp_path / "nope.wav")
     (tmp_path / "empty.wav").write_bytes(b"")
-    with pytest.raises(InputError, match=r"empty \(0 bytes\)\. Upload a WAV, FLAC, OGG or MP3"):
+    with pytest.raises(InputError, match=r"empty \(0 bytes\)\. Upload a WAV, FLAC, OGG, MP3 or M4A"):
         audio.decode_audio(tmp_path / "empty.wav")
     with pytest.raises(InputError, match="empty"):
         audio.decode_audio(b"")
@@ -147,13 +192,13 @@ def test_corrupt_wav(tmp_path, rng):
 
 def test_unsupported_files(tmp_path, rng):
     (tmp_path / "notes.txt").write_text("hello, this is not a recording\n")
-    with pytest.raises(InputError, match="text file, not audio. Upload a WAV, FLAC, OGG or MP3"):
+    with pytest.raises(InputError, match="text file, not audio. Upload a WAV, FLAC, OGG, MP3 or M4A"):
         audio.decode_audio(tmp_path / "notes.txt")
     (tmp_path / "voice.wav").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     with pytest.raises(InputError, match="PNG image, not audio"):
         audio.decode_audio(tmp_path / "voice.wav")
-    with pytest.raises(InputError, match="MP4/M4A audio, which is not supported. Convert it"):
-        audio.decode_audio(b"\x00\x00\x00\x20ftypM4A " + bytes(100))
+    with pytest.raises(InputError, match="HEIC or AVIF image, not audio"):
+        audio.decode_audio(b"\x00\x00\x00\x18ftypheic" + bytes(100))
     (tmp_path / "data.xyz").write_bytes(b"\x00" + rng.integers(0, 256, 999, np.uint8).tobytes())
     with pytest.raises(InputError, match=r"'\.xyz' files are not supported\. Upload a WAV"):
         audio.decode_audio(tmp_path / "data.xyz")

@@ -42,8 +42,10 @@ if TYPE_CHECKING:
     from ..preprocessing.audio import AudioWindows
     from ..preprocessing.vad import Speech
 
-#: every suffix the decoder reads (libsndfile, or the ffmpeg binary for MP3 / Ogg / Opus)
-EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3")
+#: every suffix the decoder reads (libsndfile, or the ffmpeg binary for MP3 / Ogg / Opus and,
+#: only with it, M4A / MP4 / WebM)
+EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4",
+              ".webm")
 NORMALIZATIONS = ("db", "none")
 #: the front-ends: log-mel, a linear-frequency filterbank (log_linear in preprocessing.audio),
 #: or the raw waveform (the model's own front-end; explained on the log-mel of the window)

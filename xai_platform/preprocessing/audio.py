@@ -31,12 +31,16 @@ from ..errors import InputError
 
 FloatArray = npt.NDArray[np.float32]
 
-ACCEPTED = "WAV, FLAC, OGG or MP3"
+ACCEPTED = "WAV, FLAC, OGG, MP3 or M4A"
 _AUDIO_SUFFIXES = frozenset(EXTENSIONS)
 # Formats whose support in libsndfile depends on its version (MP3 since 1.1, Opus since 1.0.29):
 # when libsndfile cannot open them, the ffmpeg binary decodes them instead.
 _FFMPEG_KINDS = frozenset({"MP3", "OGG"})
 _FFMPEG_SUFFIXES = frozenset({".mp3", ".ogg", ".oga", ".opus"})
+# Containers libsndfile never reads: phones' voice memos (AAC or ALAC in MP4), browsers'
+# recordings (Opus in WebM). Only the ffmpeg binary decodes them.
+_FFMPEG_ONLY_KINDS = frozenset({"MP4/M4A", "WebM/Matroska"})
+_FFMPEG_ONLY_SUFFIXES = frozenset({".m4a", ".mp4", ".webm"})
 _FFMPEG_TIMEOUT_S = 300
 _SNIFF_BYTES = 4096
 _BLOCK_FRAMES = 1 << 20
@@ -65,7 +69,9 @@ def _sniff(head: bytes) -> str | None:
         return "MP3"
     if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
         return "AIFF"
-    if head[4:8] == b"ftyp":
+    if head[4:8] == b"ftyp":  # ISO media: audio or video, unless the brand is a still image
+        if head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"avif"):
+            return "a HEIC or AVIF image"
         return "MP4/M4A"
     if head[:4] == b"\x1aE\xdf\xa3":
         return "WebM/Matroska"
@@ -88,8 +94,7 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-_AUDIO_KINDS = frozenset({"WAV", "FLAC", "OGG", "MP3", "AIFF"})
-_OTHER_AUDIO_KINDS = frozenset({"MP4/M4A", "WebM/Matroska"})
+_AUDIO_KINDS = frozenset({"WAV", "FLAC", "OGG", "MP3", "AIFF", "MP4/M4A", "WebM/Matroska"})
 
 
 class _Undecodable(Exception):
@@ -167,19 +172,23 @@ def _decode_ffmpeg(path: Path | None, data: bytes | None, *, max_seconds: float,
                              "Convert it to WAV or FLAC and upload that.") from None
         if proc.returncode != 0 or not out.exists():
             lines = proc.stderr.decode(errors="replace").strip().splitlines() or ["no audio"]
+            if any("matches no streams" in line for line in lines):  # -map 0:a:0: no audio
+                raise _Undecodable("it has no audio stream")
             raise _Undecodable(lines[-1].replace(f"file:{path.resolve()}: ", ""))
         return _decode_soundfile(out, max_seconds=max_seconds, label=label)
 
 
 def decode_audio(source: str | Path | bytes, *,
                  max_seconds: float = 600.0) -> tuple[FloatArray, int]:
-    """Decode a WAV, FLAC, OGG (Vorbis, Opus) or MP3 file, or its bytes, to mono.
+    """Decode a WAV, FLAC, OGG (Vorbis, Opus), MP3, M4A (AAC, ALAC) or WebM file, or its
+    bytes, to mono.
 
     Any sample rate and channel count is accepted; channels are averaged. The length is read
     from the header and checked against ``max_seconds`` before the audio is decoded. MP3 goes
     through the ``ffmpeg`` binary when that is installed (libsndfile's MP3 decoder prints to
     the terminal); libsndfile decodes everything else it can, and Ogg files it cannot open
-    (older libsndfile) go through ffmpeg too.
+    (older libsndfile) go through ffmpeg too. MP4 / M4A and WebM need ffmpeg (the first
+    audio stream of a video is read).
 
     Returns:
         wave: (n_samples,) float32 in [-1, 1], at the file's own sample rate.
@@ -213,10 +222,19 @@ def decode_audio(source: str | Path | bytes, *,
         raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
 
     kind = _sniff(head)
-    if kind in _OTHER_AUDIO_KINDS:
-        raise InputError(f"{label} is {kind} audio, which is not supported. Convert it to "
-                         f"{ACCEPTED} (for example `ffmpeg -i input output.wav`) and upload "
-                         "that.")
+    if kind in _FFMPEG_ONLY_KINDS or (kind is None and suffix in _FFMPEG_ONLY_SUFFIXES):
+        if shutil.which("ffmpeg") is None:
+            raise InputError(f"{label} is {kind or suffix.lstrip('.').upper()} audio, which "
+                             "only the ffmpeg program decodes, and it is not installed here. "
+                             "Install ffmpeg (`apt-get install ffmpeg`, `brew install ffmpeg`), "
+                             "or convert the file to WAV or FLAC and upload that.")
+        try:
+            return _decode_ffmpeg(path, data, max_seconds=max_seconds, label=label)
+        except _Undecodable as exc:
+            named = kind or suffix.lstrip(".").upper()
+            raise InputError(f"{label} could not be decoded as {named} audio: it is damaged, "
+                             f"truncated or holds no sound track ({str(exc).rstrip('.')}). "
+                             f"Export it again as {ACCEPTED} and upload that.") from None
     if kind is not None and kind not in _AUDIO_KINDS:
         raise InputError(f"{label} is {kind}, not audio. Upload a {ACCEPTED} recording.")
 

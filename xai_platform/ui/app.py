@@ -82,7 +82,7 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
                 status = gr.Markdown(model_status_markdown(service, default_model))
             with gr.Column(scale=1):
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
-                                 label="Audio (WAV, FLAC, OGG, MP3 or microphone)",
+                                 label="Audio (WAV, FLAC, OGG, MP3, M4A or microphone)",
                                  visible=first_kind == "audio")
                 image = gr.File(file_types=file_types("file"), type="filepath",
                                 label="File (X-ray: PNG, JPEG or DICOM)",
