@@ -179,7 +179,9 @@ def timeline_figure(timeline: list[tuple[float, float | None]], analysis) -> Any
         ax = fig.subplots()
         xs = [t for t, _ in timeline]
         ys = [np.nan if v is None else v for _, v in timeline]  # a gap where not scored
-        ax.plot(xs, ys, "o-", color="#b2182b")
+        # a marker per window while they stay apart; a long recording's hundreds merge into a band
+        few = len(xs) <= 80
+        ax.plot(xs, ys, "o-" if few else "-", color="#b2182b", lw=1.5 if few else 1.0)
         skipped = [t for t, v in timeline if v is None]
         if skipped:  # windows left out of the verdict (audio: no speech)
             ax.plot(skipped, [0.02] * len(skipped), "x", color="grey",
