@@ -390,7 +390,7 @@ class Audio(Modality):
             bands = "Strongest bands: " + ", ".join(f"{hz:.0f} Hz ({share:.0%})"
                                                     for hz, share in top_bands(expl))
         else:  # a flat band profile would name the lowest bands as "strongest"
-            bands = f"No band stands out: {reason}"
+            bands = "No band stands out: " + "".join(reason)
         text = (f"Listen: the top {clips.share:.0%} of the {cells} kept "
                 f"(p({clips.target_label}) = {clips.score_kept:.1%}) and removed "
                 f"(p = {clips.score_removed:.1%}); the original window scores "

@@ -34,14 +34,16 @@ def varies_with_frequency(heatmap: np.ndarray) -> bool:
     return scale > 0 and float(np.ptp(heatmap, axis=0).max()) > 1e-6 * scale
 
 
-def no_bands_reason(expl: Explanation) -> str | None:
-    """Why the band profile cannot name bands (a sentence), or None when it can."""
+def no_bands_reason(expl: Explanation) -> tuple[str, str] | None:
+    """Why the band profile cannot name bands: (the reason, what it means), or None when it
+    can."""
     per_band, _, _ = band_and_time_profiles(expl)
     if not per_band.sum() > 0:
-        return "the map has no evidence for the class in any band"
+        return "the map has no evidence for the class in any band", ""
     if not varies_with_frequency(expl.heatmap):
-        return ("the map is the same in every band (it comes from a layer with a time axis "
-                "only); saliency, Integrated Gradients, SHAP or LIME show frequencies")
+        return ("the map is the same in every band",
+                " (it comes from a layer with a time axis only); saliency, Integrated Gradients, "
+                "SHAP or LIME show frequencies")
     return None
 
 
@@ -69,7 +71,7 @@ def render_readouts(expl: Explanation, *, dpi: int = 110) -> Figure:
         if reason is None:
             ax_f.barh(np.arange(len(per_band)), per_band, color="#b2182b", height=0.9)
         else:  # equal bars would read as "every band matters alike"
-            ax_f.text(0.5, 0.5, "no band stands out:\n" + reason.split(" (")[0].split(";")[0],
+            ax_f.text(0.5, 0.5, "no band stands out:\n" + reason[0],
                       transform=ax_f.transAxes, ha="center", va="center", wrap=True,
                       fontsize="small", color="0.35")
             ax_f.set_xticks([])
