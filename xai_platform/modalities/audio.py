@@ -374,8 +374,12 @@ class Audio(Modality):
                 base: Path) -> Readout | None:
         """Band / time profiles and the two listening clips of the explained window."""
         from ..listening import listening_clips, save_clips
-        from ..visualization.readouts import (no_bands_reason, render_readouts, top_bands,
-                                              varies_with_frequency)
+        from ..visualization.readouts import (
+            no_bands_reason,
+            render_readouts,
+            top_bands,
+            varies_with_frequency,
+        )
 
         window = int(expl.extras.get("window", 0))
         waves = prepared.data.get("waveforms")

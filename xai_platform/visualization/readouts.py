@@ -42,8 +42,8 @@ def no_bands_reason(expl: Explanation) -> tuple[str, str] | None:
         return "the map has no evidence for the class in any band", ""
     if not varies_with_frequency(expl.heatmap):
         return ("the map is the same in every band",
-                " (it comes from a layer with a time axis only); saliency, Integrated Gradients, "
-                "SHAP or LIME show frequencies")
+                (" (it comes from a layer with a time axis only); saliency, Integrated "
+                 "Gradients, SHAP or LIME show frequencies"))
     return None
 
 
