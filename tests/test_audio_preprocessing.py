@@ -35,17 +35,21 @@ def write(path: Path, wave: np.ndarray, sr: int, **kwargs) -> Path:
     return path
 
 
-def ffmpeg_mp3(tmp_path: Path, wave: np.ndarray, sr: int) -> Path:
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        pytest.skip("the ffmpeg binary is not installed")
+def ffmpeg_encode(tmp_path: Path, wave: np.ndarray, sr: int, name: str, *options: str) -> Path:
+    """``wave`` written by the ffmpeg binary to ``tmp_path / name`` with its output
+    ``options``; the test is skipped where ffmpeg is missing or cannot write that format."""
+    ffmpeg = shutil.which("ffmpeg") or pytest.skip("the ffmpeg binary is not installed")
     src = write(tmp_path / "src.wav", wave, sr)
-    out = tmp_path / "clip.mp3"
+    out = tmp_path / name
     proc = subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(src),
-                           "-b:a", "128k", str(out)], capture_output=True, check=False)
+                           *options, str(out)], capture_output=True, check=False)
     if proc.returncode != 0:
-        pytest.skip(f"ffmpeg cannot encode MP3 here: {proc.stderr.decode()[-200:]}")
+        pytest.skip(f"ffmpeg cannot write {name} here: {proc.stderr.decode()[-200:]}")
     return out
+
+
+def ffmpeg_mp3(tmp_path: Path, wave: np.ndarray, sr: int) -> Path:
+    return ffmpeg_encode(tmp_path, wave, sr, "clip.mp3", "-b:a", "128k")
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,24 +95,13 @@ def test_mp3_falls_back_to_ffmpeg(tmp_path, monkeypatch):
         audio.decode_audio(path, max_seconds=0.5)
 
 
-def ffmpeg_encode(tmp_path: Path, wave: np.ndarray, sr: int, name: str, *args: str) -> Path:
-    ffmpeg = shutil.which("ffmpeg") or pytest.skip("the ffmpeg binary is not installed")
-    src = write(tmp_path / "src.wav", wave, sr)
-    out = tmp_path / name
-    proc = subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", *args[:2], "-i",
-                           str(src), *args[2:], str(out)], capture_output=True, check=False)
-    if proc.returncode != 0:
-        pytest.skip(f"ffmpeg cannot write {name} here: {proc.stderr.decode()[-200:]}")
-    return out
-
-
 @pytest.mark.parametrize("name, codec", [("memo.m4a", "aac"), ("lossless.m4a", "alac"),
                                          ("browser.webm", "libopus")])
 def test_phone_and_browser_recordings_decode_through_ffmpeg(tmp_path, name, codec):
     """A phone's voice memo (AAC or ALAC in MP4) and a browser's recording (Opus in WebM):
     libsndfile reads neither; the ffmpeg binary does, from a path or from bytes."""
     sr = 48000 if codec == "libopus" else 44100
-    path = ffmpeg_encode(tmp_path, tone(sr, 1.0), sr, name, "-f", "wav", "-c:a", codec)
+    path = ffmpeg_encode(tmp_path, tone(sr, 1.0), sr, name, "-c:a", codec)
     wave, got_sr = audio.decode_audio(path)
     assert got_sr == sr and wave.dtype == np.float32 and wave.ndim == 1
     assert abs(len(wave) - sr) <= 0.05 * sr  # the encoder's priming and padding at most
@@ -120,8 +113,7 @@ def test_phone_and_browser_recordings_decode_through_ffmpeg(tmp_path, name, code
 
 
 def test_m4a_without_ffmpeg_and_video_without_sound(tmp_path, monkeypatch):
-    memo = ffmpeg_encode(tmp_path, tone(16000, 0.5), 16000, "memo.m4a", "-f", "wav",
-                         "-c:a", "aac")
+    memo = ffmpeg_encode(tmp_path, tone(16000, 0.5), 16000, "memo.m4a", "-c:a", "aac")
     video = tmp_path / "silent-film.mp4"
     proc = subprocess.run([shutil.which("ffmpeg"), "-nostdin", "-loglevel", "error", "-y",
                            "-f", "lavfi", "-i", "color=c=black:s=16x16:d=1", "-c:v", "mpeg4",

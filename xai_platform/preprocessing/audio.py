@@ -223,15 +223,15 @@ def decode_audio(source: str | Path | bytes, *,
 
     kind = _sniff(head)
     if kind in _FFMPEG_ONLY_KINDS or (kind is None and suffix in _FFMPEG_ONLY_SUFFIXES):
+        named = kind or suffix.lstrip(".").upper()
         if shutil.which("ffmpeg") is None:
-            raise InputError(f"{label} is {kind or suffix.lstrip('.').upper()} audio, which "
-                             "only the ffmpeg program decodes, and it is not installed here. "
-                             "Install ffmpeg (`apt-get install ffmpeg`, `brew install ffmpeg`), "
-                             "or convert the file to WAV or FLAC and upload that.")
+            raise InputError(f"{label} is {named} audio, which only the ffmpeg program "
+                             "decodes, and it is not installed here. Install ffmpeg (`apt-get "
+                             "install ffmpeg`, `brew install ffmpeg`), or convert the file to "
+                             "WAV or FLAC and upload that.")
         try:
             return _decode_ffmpeg(path, data, max_seconds=max_seconds, label=label)
         except _Undecodable as exc:
-            named = kind or suffix.lstrip(".").upper()
             raise InputError(f"{label} could not be decoded as {named} audio: it is damaged, "
                              f"truncated or holds no sound track ({str(exc).rstrip('.')}). "
                              f"Export it again as {ACCEPTED} and upload that.") from None
