@@ -165,7 +165,8 @@ def test_missing_and_empty_files(tmp_path):
     with pytest.raises(InputError, match="No file at .*Check the path"):
         audio.decode_audio(tmp_path / "nope.wav")
     (tmp_path / "empty.wav").write_bytes(b"")
-    with pytest.raises(InputError, match=r"empty \(0 bytes\)\. Upload a WAV, FLAC, OGG, MP3 or M4A"):
+    with pytest.raises(InputError,
+                       match=r"empty \(0 bytes\)\. Upload a WAV, FLAC, OGG, MP3 or M4A"):
         audio.decode_audio(tmp_path / "empty.wav")
     with pytest.raises(InputError, match="empty"):
         audio.decode_audio(b"")
@@ -184,7 +185,8 @@ def test_corrupt_wav(tmp_path, rng):
 
 def test_unsupported_files(tmp_path, rng):
     (tmp_path / "notes.txt").write_text("hello, this is not a recording\n")
-    with pytest.raises(InputError, match="text file, not audio. Upload a WAV, FLAC, OGG, MP3 or M4A"):
+    with pytest.raises(InputError,
+                       match="text file, not audio. Upload a WAV, FLAC, OGG, MP3 or M4A"):
         audio.decode_audio(tmp_path / "notes.txt")
     (tmp_path / "voice.wav").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     with pytest.raises(InputError, match="PNG image, not audio"):
