@@ -31,7 +31,9 @@
 #                                                adopted; 14 min)
 #
 # Usage: bash scripts/build_audio_corpora.sh [STEP ...]   (no step: all of them, in order)
-# Progress: data/logs/build_<step>.log; a finished step leaves data/.built/<step>.
+# Progress: data/logs/build_<step>.log; a finished step leaves data/.built/<step>, and a corpus
+# its clips' digests (data/audio_corpus_<step>/clips.sha256; compare another machine's build
+# with python -m training.audio.digests compare).
 # Needs scripts/setup.sh's .venv first. Hours of CPU in all on two cores: run it in the
 # background (nohup ... &) and read the logs.
 set -euo pipefail
@@ -182,6 +184,10 @@ for s in "${steps[@]}"; do
   start=$SECONDS
   "step_$s" >"data/logs/build_$s.log" 2>&1 || {
     echo "[corpora] $s failed: see data/logs/build_$s.log (rerun to resume)" >&2; exit 1; }
+  if [[ -f data/audio_corpus_$s/metadata.csv ]]; then
+    # each clip's sha256: which clips another machine's build changes (training.audio.digests)
+    $PY -m training.audio.digests write "data/audio_corpus_$s" >>"data/logs/build_$s.log"
+  fi
   echo "[corpora] $s: done in $(( (SECONDS - start) / 60 )) min" >&2
   date -u +%FT%TZ > "data/.built/$s"
 done

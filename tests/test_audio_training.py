@@ -17,6 +17,7 @@ import yaml
 from conftest import needs_torch
 from training.audio import augment as audio_augment
 from training.audio import data as audio_data
+from training.audio import digests as audio_digests
 from training.audio import evaluate as audio_evaluate
 from training.audio import features as audio_features
 from training.audio import corpus as audio_corpus
@@ -235,6 +236,11 @@ def test_one_epoch_writes_weights_and_card_the_app_loads(tmp_path):
     # the card says which audio it was trained and judged on (docs/AUDIO.md, thirty-first session)
     assert saved["data"]["details"]["split_sha256"] == audio_data.split_digests(
         audio_data.load_clips(data)[0], data)
+    # and each clip's digest beside it, so a rebuild can name the clips that differ
+    beside = tmp_path / "weights" / "tiny-audio.clips.sha256.gz"
+    assert "clip_sha256" not in saved["data"]["details"]
+    assert audio_digests.compare(audio_data.load_clips(data)[0], data,
+                                 audio_digests.read_digests(beside)).same == 36
     test_data = saved["splits"]["test"]
     assert test_data.pop("windows") >= 12  # clips longer than the window give several
     assert test_data == {"n": 12, "n_positive": 6, "languages": ["cc"],

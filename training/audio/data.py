@@ -78,34 +78,47 @@ def load_fake_or_real(root: Path, subset: str | None = None) -> list[Clip]:
     return clips
 
 
-def split_digests(clips: list[Clip], root: Path) -> dict[str, str]:
-    """Each split's sha256 over its clips' paths (relative to ``root``), labels and audio bytes.
+def clip_digests(clips: list[Clip], root: Path) -> dict[str, str]:
+    """Each clip's sha256 (of its file's bytes), by its path relative to ``root``
+    (:mod:`training.audio.digests` writes and compares them)."""
+    return {os.path.relpath(c.path, root): sha256(c.path) for c in clips}
+
+
+def split_digests(clips: list[Clip], root: Path,
+                  digests: dict[str, str] | None = None) -> dict[str, str]:
+    """Each split's sha256 over its clips' paths (relative to ``root``), labels and audio bytes
+    (``digests``: :func:`clip_digests` of ``clips``, read from the files when None).
 
     The manifest's hash (``metadata_sha256``) changes with any row; these tell a card whose
     training audio differs from one whose only difference is elsewhere (a rerun that does not
-    reproduce a card: other bytes, or other arithmetic? docs/AUDIO.md, thirty-first session)."""
-    digests = {}
+    reproduce a card: other bytes, or other arithmetic? docs/AUDIO.md, thirty-first session).
+    Which clips differ: :mod:`training.audio.digests`."""
+    digests = clip_digests(clips, root) if digests is None else digests
+    out = {}
     for split in SPLITS:
         h = hashlib.sha256()
-        for rel, label, path in sorted((os.path.relpath(c.path, root), c.label, c.path)
-                                       for c in clips if c.split == split):
-            h.update(f"{rel}|{label}|{sha256(path)}\n".encode())
-        digests[split] = h.hexdigest()
-    return digests
+        for rel, label in sorted((os.path.relpath(c.path, root), c.label)
+                                 for c in clips if c.split == split):
+            h.update(f"{rel}|{label}|{digests[rel]}\n".encode())
+        out[split] = h.hexdigest()
+    return out
 
 
 def load_clips(data: Path, subset: str | None = None, *, audio_digests: bool = False
                ) -> tuple[list[Clip], dict[str, Any]]:
     """The clips and a description of the source for the model card. ``audio_digests``: an
-    offline corpus's description also holds :func:`split_digests`, which reads every clip (the
-    trainer's card wants them; the tools that only need the clips do not)."""
+    offline corpus's description also holds :func:`split_digests` and each clip's digest
+    (``clip_sha256``, :func:`clip_digests`), which read every clip (the trainer's card and the
+    digests file beside it want them; the tools that only need the clips do not)."""
     data = Path(data)
     if (data / "metadata.csv").is_file():
         clips = load_corpus(data)
         info: dict[str, Any] = {"kind": "offline corpus", "root": str(data),
                                 "metadata_sha256": sha256(data / "metadata.csv")}
         if audio_digests:
-            info["split_sha256"] = split_digests(clips, data)
+            digests = clip_digests(clips, data)
+            info["split_sha256"] = split_digests(clips, data, digests)
+            info["clip_sha256"] = digests
         summary = data / "corpus.json"
         if summary.is_file():
             corpus = json.loads(summary.read_text(encoding="utf-8"))

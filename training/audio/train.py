@@ -61,6 +61,7 @@ from ..trainer import PairRanking, TrainConfig, limit_threads, train
 from ..weights import imagenet_init, load_saved, save_weights
 from .augment import AUGMENTATIONS, augmentation
 from .data import SPLITS, Clip, load_clips
+from .digests import write_digests
 from .evaluate import (DEGRADATIONS, band_rates, band_report, band_summary, clip_probabilities,
                        report, window_logits)
 from .features import (FeatureSet, Transform, cap_per_language, feature_set,
@@ -227,6 +228,8 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
         robustness=robustness, explanations=explanations,
         weights=cards.weights_info(spec, options.out))
     cards.write_card(options.out, card)
+    if "clip_sha256" in info:  # which clips a rebuilt corpus changes (training.audio.digests)
+        write_digests(stem.with_name(f"{stem.name}.clips.sha256.gz"), info["clip_sha256"])
     return card
 
 
@@ -597,7 +600,7 @@ def _split_info(fs: FeatureSet, pos: int) -> SplitInfo:
 
 def _details(info: dict[str, Any]) -> dict[str, Any]:
     """What the data source recorded, less what the card names elsewhere."""
-    details = {k: v for k, v in info.items() if k not in ("kind", "root")}
+    details = {k: v for k, v in info.items() if k not in ("kind", "root", "clip_sha256")}
     if "corpus" in details:
         details["corpus"] = {k: v for k, v in details["corpus"].items() if k != "command"}
     return details
