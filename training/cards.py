@@ -9,6 +9,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,32 @@ def pct(v: float | None) -> str:
     return "n/a" if v is None or v != v else f"{100 * v:.1f}%"
 
 
+def short_speech_markdown(band: Mapping[str, Any], pos: str) -> list[str]:
+    """The band's short-speech part (``band.short_speech``): the band for recordings with
+    little speech where one was adopted, and what each speech limit did on validation."""
+    short = band.get("short_speech")
+    if not short:
+        return []
+    pooled = short.get("validation_pooled") or {}
+    head = (f"Recordings with less than {short['below_s']:g} s of speech (Silero VAD) get a "
+            f"wider band: p({pos}) at or above {short['above']:.3f}, at or below "
+            f"{short['below']:.3f}, from {short['clips']['real']} real and "
+            f"{short['clips']['fake']} fake out-of-source training clips that short."
+            if short.get("adopted") else
+            "No wider band for recordings with little speech: no speech limit met the rule.")
+    lines = [head + f" Rule: {short.get('method', 'n/a')}.", "",
+             "| speech under | out-of-source clips (real / fake) | band | validation errors "
+             "| validation verdicts |", "| --- | --- | --- | --- | --- |",
+             f"| (pooled band) | | {band['below']:.3f}-{band['above']:.3f} | "
+             f"{pooled.get('errors', 'n/a')} | {pct(pooled.get('verdicts'))} |"]
+    for limit, row in (short.get("candidates") or {}).items():
+        v = row.get("validation")
+        lines.append(f"| {limit} s | {row['clips']['real']} / {row['clips']['fake']} | "
+                     + (f"{row['below']:.3f}-{row['above']:.3f} | {v['errors']} | "
+                        f"{pct(v['verdicts'])} |" if v else "too few clips | | |"))
+    return lines + [""]
+
+
 def band_markdown(card: ModelCard) -> list[str]:
     """The "cannot tell" band's section: how it was fitted and what it does on each split, per
     source and per generator (empty without a band)."""
@@ -134,6 +161,9 @@ def band_markdown(card: ModelCard) -> list[str]:
              f"{band['below']:.3f}: the other label; in between no verdict ('cannot tell', with "
              f"the way it leans). Fitted on {band.get('fitted_on', 'n/a')} data"
              + (f" ({band['method']})" if band.get("method") else "") + ".", "",
+             *short_speech_markdown(band, pos),
+             *(["Below, each clip is judged with the band its speech gives it.", ""]
+               if (band.get("short_speech") or {}).get("adopted") else []),
              "| split | clips with a verdict | real called fake | fakes called real | "
              "'fake' verdicts wrong | 'real' verdicts wrong |",
              "| --- | --- | --- | --- | --- | --- |"]

@@ -8,7 +8,9 @@ probabilities; a binary model calls it positive (e.g. "fake") when that mean rea
 model's decision threshold (from its card; 0.5 without one), **or** when the segment rule
 flags a stretch. A model whose card has a "cannot tell" band
 (``calibration.band``) calls it positive only at or above the band, negative only at or below
-it, and gives no verdict in between (``prediction.undecided``).
+it, and gives no verdict in between (``prediction.undecided``). Where the card also has a wider
+band for short inputs (``calibration.band.short_speech``), an input holding less than its
+``below_s`` seconds of what the model judges (audio: speech) gets that band instead.
 
 **Segment rule** (:func:`flagged_segments`): at least ``app.segment_windows`` (default 2)
 consecutive windows scoring the positive class at or above the threshold form a flagged
@@ -174,6 +176,11 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
         threshold = 0.5
     multilabel = spec.output == "multilabel"
     band = model.calibration.band if positive is not None and not multilabel else None
+    short = model.calibration.short_band
+    pooled = band
+    if (band is not None and short is not None and prepared.judged_seconds is not None
+            and prepared.judged_seconds < short[0]):
+        band = short[1:]  # less evidence: the card's wider band for short inputs
     # with a "cannot tell" band, only windows above it flag a stretch
     flag_at = threshold if band is None else max(threshold, band[1])
     segments: tuple[tuple[float, float], ...] = ()
@@ -215,6 +222,12 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
         notes.append(f"'Cannot tell' band: p({spec.labels[positive]}) between {band[0]:.2f} and "
                      f"{band[1]:.2f} gets no verdict (fitted where this model's errors on data "
                      "unlike its training data were measured; see its card).")
+    if band is not None and band != pooled:
+        notes.append(f"Short input: {prepared.judged_seconds:.2f} s to judge, under the "
+                     f"{short[0]:g} s below which this model's verdicts on data unlike its "
+                     "training data were wrong more often, so its wider band "
+                     f"{band[0]:.2f}-{band[1]:.2f} applies instead of "
+                     f"{pooled[0]:.2f}-{pooled[1]:.2f} (see its card).")
     if known is not None and not known.withheld:
         notes.append(f"Familiar input: distance to the training data "
                      f"{known.to_dict()['distance_ratio']:.2f}x the limit set on validation "

@@ -106,10 +106,25 @@ def report(spec: ModelSpec, z: np.ndarray, fs: FeatureSet, *, temperature: float
     return out
 
 
+def speech_seconds(clips: Sequence[Any], sample_rate: int) -> np.ndarray:
+    """(N,) seconds of speech Silero VAD finds in each clip as the app loads it (decoded and
+    resampled to ``sample_rate``): what a card's short-speech band is chosen by."""
+    from xai_platform.preprocessing import audio
+    from xai_platform.preprocessing.vad import detect_speech
+
+    out = np.empty(len(clips))
+    for i, clip in enumerate(clips):
+        wave, sr = audio.decode_audio(clip.path)
+        out[i] = detect_speech(audio.resample(wave, sr, sample_rate), sample_rate).seconds
+    return out
+
+
 def band_report(spec: ModelSpec, z: np.ndarray, fs: FeatureSet, *, temperature: float,
-                below: float, above: float, keep: Sequence[str] = ()) -> dict[str, Any]:
+                below: float | np.ndarray, above: float | np.ndarray,
+                keep: Sequence[str] = ()) -> dict[str, Any]:
     """What a "cannot tell" band does on one split's clips (the app's rule: the mean of the
-    window probabilities; a verdict only at or above ``above`` or at or below ``below``):
+    window probabilities; a verdict only at or above ``above`` or at or below ``below``, each
+    one value or one per clip):
     coverage, how often each verdict is wrong, and per source (real clips: called fake, no
     verdict) and per generator (fakes: called real, no verdict); ``keep``: :func:`band_rates`'
     scores to keep."""
@@ -119,8 +134,9 @@ def band_report(spec: ModelSpec, z: np.ndarray, fs: FeatureSet, *, temperature: 
                       keep=keep)
 
 
-def band_rates(p: np.ndarray, y: np.ndarray, clips: Sequence[Any], *, below: float,
-               above: float, keep: Sequence[str] = ()) -> dict[str, Any]:
+def band_rates(p: np.ndarray, y: np.ndarray, clips: Sequence[Any], *,
+               below: float | np.ndarray, above: float | np.ndarray,
+               keep: Sequence[str] = ()) -> dict[str, Any]:
     """:func:`band_report`'s figures from the clips' calibrated probabilities ``p`` and labels
     ``y`` (1: the positive class). ``keep`` "real" adds ``real_scores`` (each source's real
     clips' probabilities, sorted, to 4 decimals), "fake" ``fake_scores`` (each generator's

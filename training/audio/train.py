@@ -63,7 +63,7 @@ from .augment import AUGMENTATIONS, augmentation
 from .data import SPLITS, Clip, load_clips
 from .digests import write_digests
 from .evaluate import (DEGRADATIONS, band_rates, band_report, band_summary, clip_probabilities,
-                       report, window_logits)
+                       report, speech_seconds, window_logits)
 from .features import (FeatureSet, Transform, cap_per_language, feature_set,
                        limit_real_speakers, match_speech_duration, pair_index, per_class_totals,
                        resplit, source_balancing, twin_sampling)
@@ -164,8 +164,19 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     pos = spec.positive_index
     temperature, threshold = calibrate(spec, z["validation"], sets["validation"])
     how: dict[str, Any] = {}
+    speech: dict[str, np.ndarray] = {}
     if oos is not None:  # the threshold and a "cannot tell" band from sources held out in turn
         threshold, band = out_of_source_calibration(spec, oos, sets["train"], temperature)
+        # and a wider one for recordings with little speech, where validation prefers it
+        speech = {s: speech_seconds(fs.clips, spec.input.sample_rate) for s, fs in sets.items()}
+        p_oos, ok = oos_clip_probabilities(oos, sets["train"], temperature)
+        pos_clip = {s: (fs.y_clip == spec.positive_index).astype(int) for s, fs in sets.items()}
+        p_val = clip_probabilities(z["validation"], sets["validation"].clip,
+                                   len(sets["validation"].clips), temperature)
+        band["short_speech"] = short_speech_band(
+            (pos_clip["train"][ok], p_oos[ok], speech["train"][ok]),
+            (pos_clip["validation"], p_val, speech["validation"]), threshold=threshold,
+            below=band["below"], above=band["above"])
         how = {"fitted_on": OOS_FITTED_ON, "method": OOS_METHOD, "band": band}
     metrics = {s: report(spec, z[s], sets[s], temperature=temperature, threshold=threshold,
                          breakdown=s == "test") for s in ("validation", "test")}
@@ -173,9 +184,9 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
         for s in metrics:
             # the test split's fakes (voices, languages and generators training never had)
             # are what the app quotes beside a verdict that found no fake
+            below, above = band_edges(how["band"], speech[s])
             metrics[s]["band"] = band_report(spec, z[s], sets[s], temperature=temperature,
-                                             below=how["band"]["below"],
-                                             above=how["band"]["above"],
+                                             below=below, above=above,
                                              keep=("fake",) if s == "test" else ())
     test = sets["test"]
     raw = reliability(clip_probabilities(z["test"], test.clip, len(test.clips), 1.0),
@@ -531,6 +542,16 @@ def out_of_source_logits(x: np.ndarray, y: np.ndarray, groups: np.ndarray,
     return out
 
 
+def oos_clip_probabilities(z_oos: np.ndarray, train: FeatureSet, temperature: float
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(p, ok): each training clip's calibrated probability from its windows' out-of-source
+    logits (the app's rule), and whether every window of it was scored (a clip of a source
+    whose complement lacks a class is not)."""
+    n = len(train.clips)
+    p = clip_probabilities(np.nan_to_num(z_oos), train.clip, n, temperature)
+    return p, np.bincount(train.clip, np.isnan(z_oos), minlength=n) == 0
+
+
 def out_of_source_calibration(spec: ModelSpec, z_oos: np.ndarray, train: FeatureSet,
                               temperature: float, *, target: float = BAND_TARGET
                               ) -> tuple[float, dict[str, Any]]:
@@ -545,9 +566,7 @@ def out_of_source_calibration(spec: ModelSpec, z_oos: np.ndarray, train: Feature
     from .probe import two_thresholds
 
     pos = spec.positive_index
-    n = len(train.clips)
-    p = clip_probabilities(np.nan_to_num(z_oos), train.clip, n, temperature)
-    ok = np.bincount(train.clip, np.isnan(z_oos), minlength=n) == 0
+    p, ok = oos_clip_probabilities(z_oos, train, temperature)
     y = (train.y_clip == pos).astype(int)
     threshold = float(choose_threshold(p[ok], y[ok]))
     t_real, t_fake = two_thresholds(y[ok], p[ok], target)
@@ -564,6 +583,86 @@ def out_of_source_calibration(spec: ModelSpec, z_oos: np.ndarray, train: Feature
                                          "fakes_called_real": rates["fakes_called_real"],
                                          "by_source": rates["by_source"],
                                          "real_scores": rates["real_scores"]}}
+
+
+#: speech lengths (s) under which a recording may get a wider band, tried in turn; the short
+#: clips of each must number at least SHORT_MIN_CLIPS per class out of source; one is adopted
+#: only with SHORT_MIN_FEWER fewer validation errors at most SHORT_MAX_VERDICTS_LOST fewer
+#: verdicts (docs/AUDIO.md, forty-first session, rule S41-B)
+SHORT_SPEECH_S = (0.5, 0.75, 1.0, 1.5, 2.0)
+SHORT_MIN_CLIPS = 150
+SHORT_MIN_FEWER = 3
+SHORT_MAX_VERDICTS_LOST = 0.05
+SHORT_METHOD = ("a recording with less speech (Silero VAD) than below_s gets the pooled band "
+                "widened to hold the band fitted the same way on the out-of-source training "
+                "clips with that little speech (at least "
+                f"{SHORT_MIN_CLIPS} of each class); below_s is the one of "
+                f"{', '.join(f'{v:g}' for v in SHORT_SPEECH_S)} s with the fewest validation "
+                "errors (real clips called fake plus fakes called real), adopted only with at "
+                f"least {SHORT_MIN_FEWER} fewer than the pooled band and at most "
+                f"{SHORT_MAX_VERDICTS_LOST * 100:g} points fewer verdicts")
+
+
+def band_edges(band: dict[str, Any], speech: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(below, above) per clip: the short-speech band (``band["short_speech"]``, where
+    adopted) for clips with less speech than its ``below_s``, the pooled band for the rest."""
+    below = np.full(len(speech), band["below"])
+    above = np.full(len(speech), band["above"])
+    short = band.get("short_speech") or {}
+    if short.get("adopted"):
+        few = np.asarray(speech) < short["below_s"]
+        below[few], above[few] = short["below"], short["above"]
+    return below, above
+
+
+def short_speech_band(oos: tuple[np.ndarray, np.ndarray, np.ndarray],
+                      val: tuple[np.ndarray, np.ndarray, np.ndarray], *, threshold: float,
+                      below: float, above: float, target: float = BAND_TARGET
+                      ) -> dict[str, Any]:
+    """A wider "cannot tell" band for recordings with little speech (S40-B: their verdicts on
+    set-ups never heard are wrong more often), by :data:`SHORT_METHOD`. ``oos`` and ``val``:
+    (y, calibrated p, speech seconds) of the out-of-source training clips and of the
+    validation clips. Returns the card's ``band.short_speech``: ``adopted``, and where it is,
+    ``below_s``, ``below`` and ``above``; what each candidate did on validation either way."""
+    from .probe import two_thresholds
+
+    y_o, p_o, s_o = oos
+    y_v, p_v, s_v = val
+
+    def errors(lo: np.ndarray | float, hi: np.ndarray | float) -> tuple[int, float]:
+        fake = p_v >= hi
+        real = (p_v <= lo) & ~fake
+        return int(np.sum(fake & (y_v == 0)) + np.sum(real & (y_v == 1))), float(
+            np.mean(fake | real))
+
+    pooled = errors(below, above)
+    out: dict[str, Any] = {"adopted": False, "method": SHORT_METHOD, "target": target,
+                           "validation_pooled": {"errors": pooled[0], "verdicts": pooled[1]},
+                           "candidates": {}}
+    best = None
+    for limit in SHORT_SPEECH_S:
+        few = s_o < limit
+        n_real, n_fake = int(np.sum(few & (y_o == 0))), int(np.sum(few & (y_o == 1)))
+        row: dict[str, Any] = {"clips": {"real": n_real, "fake": n_fake}}
+        out["candidates"][f"{limit:g}"] = row
+        if min(n_real, n_fake) < SHORT_MIN_CLIPS:
+            continue
+        t_real, t_fake = two_thresholds(y_o[few], p_o[few], target)
+        lo, hi = min(below, t_real, threshold), max(above, t_fake, threshold)
+        short_v = s_v < limit
+        n_err, verdicts = errors(np.where(short_v, lo, below), np.where(short_v, hi, above))
+        row.update(below=float(lo), above=float(hi), validation={"errors": n_err,
+                                                                  "verdicts": verdicts})
+        key = (n_err, -verdicts, limit)
+        if best is None or key < best[0]:
+            best = (key, limit, lo, hi, n_real, n_fake)
+    if best is not None:
+        (n_err, neg_verdicts, _), limit, lo, hi, n_real, n_fake = best
+        if (n_err <= pooled[0] - SHORT_MIN_FEWER
+                and -neg_verdicts >= pooled[1] - SHORT_MAX_VERDICTS_LOST):
+            out.update(adopted=True, below_s=float(limit), below=float(lo), above=float(hi),
+                       clips={"real": n_real, "fake": n_fake})
+    return out
 
 
 def _train(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet],

@@ -246,7 +246,8 @@ class Audio(Modality):
         return PreparedInput(name, self.name, planes, starts_s=np.asarray(windows.starts),
                              notes=tuple(notes), data=data,
                              scored=None if scored is None or scored.all() else scored,
-                             unscored_label="no speech")
+                             unscored_label="no speech",
+                             judged_seconds=data["speech"].seconds if "speech" in data else None)
 
     def window_seconds(self, spec: ModelSpec) -> float:
         return float(spec.input.duration)

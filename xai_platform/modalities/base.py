@@ -65,7 +65,9 @@ class PreparedInput:
     else None; data: what the modality keeps for its readouts (e.g. each window's waveform);
     scored: (n,) bool, the windows that hold what the model judges (audio: speech), or None
     for all of them: the others are left out of the verdict and the timeline, and shown as
-    ``unscored_label`` ("no speech").
+    ``unscored_label`` ("no speech"). ``judged_seconds``: how many seconds of what the model
+    judges the input holds (audio: speech found by voice activity detection), None where the
+    modality does not measure it; a card's band for short inputs reads it.
     """
 
     name: str
@@ -76,6 +78,7 @@ class PreparedInput:
     data: Mapping[str, Any] = field(default_factory=dict)
     scored: np.ndarray | None = None
     unscored_label: str = ""
+    judged_seconds: float | None = None
 
     @property
     def scored_mask(self) -> np.ndarray:

@@ -478,7 +478,28 @@ def _calibration(temperature: Any, threshold: Any, band: Any = None) -> Calibrat
         (band.get("out_of_source") or {}).get("real_scores"),
         "calibration.band.out_of_source.real_scores", above=True)
     return Calibration(temperature=temperature if temperature > 0 else 1.0, threshold=threshold,
-                       band=band_edges, unseen_reals=unseen)
+                       band=band_edges, unseen_reals=unseen,
+                       short_band=None if band_edges is None else _short_band(band, band_edges))
+
+
+def _short_band(band: Mapping[str, Any], pooled: tuple[float, float]
+                ) -> tuple[float, float, float] | None:
+    """(seconds, below, above) from a band's adopted ``short_speech`` block; None where there
+    is none or it is unusable (logged): it must hold the pooled band, never narrow it."""
+    short = band.get("short_speech")
+    if not isinstance(short, Mapping) or not short.get("adopted"):
+        return None
+    try:
+        seconds, below, above = (float(short[k]) for k in ("below_s", "below", "above"))
+    except (KeyError, TypeError, ValueError):
+        log.warning("calibration.band.short_speech %r is not {below_s, below, above}: ignored",
+                    short)
+        return None
+    if not (seconds > 0 and 0.0 <= below <= pooled[0] and pooled[1] <= above <= 1.0):
+        log.warning("calibration.band.short_speech needs below_s > 0 and a band holding the "
+                    "pooled one, got %r: ignored", short)
+        return None
+    return seconds, below, above
 
 
 def _band(band: Any) -> tuple[float, float] | None:

@@ -148,12 +148,15 @@ class Calibration:
     on the positive class's calibrated probability (:class:`xai_platform.explanation.
     Prediction`); ``unseen_reals`` and ``test_fakes``, where the card has them, how real voices
     of recording set-ups the model never heard scored and how the fakes of its test split did
-    (:class:`xai_platform.explanation.ScoreShares`). Explained scores (gradients) are not
-    rescaled."""
+    (:class:`xai_platform.explanation.ScoreShares`). ``short_band`` (seconds, below, above),
+    where the card adopted one: the wider band for inputs holding less than that many seconds
+    of what the model judges (audio: speech; ``PreparedInput.judged_seconds``). Explained
+    scores (gradients) are not rescaled."""
 
     temperature: float = 1.0
     threshold: float | None = None
     band: tuple[float, float] | None = None
+    short_band: tuple[float, float, float] | None = None
     unseen_reals: ScoreShares | None = None
     test_fakes: ScoreShares | None = None
 

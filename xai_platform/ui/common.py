@@ -124,11 +124,15 @@ def model_status_markdown(service: Service, model_id: str | None) -> str:
     if metrics is not None:
         shown = {k: getattr(metrics, k) for k in ("roc_auc", "eer", "accuracy")}
         extra.append("Test split: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
-    band = calibration_from_card(card).band
+    calibration = calibration_from_card(card)
+    band, short = calibration.band, calibration.short_band
     if band is not None and spec.positive_label is not None:
         extra.append(f"**Cannot-tell band:** p({spec.positive_label}) between {band[0]:.2f} and "
                      f"{band[1]:.2f} gets no verdict, only the way it leans (the card says "
-                     "how it was fitted and how often each verdict was wrong on held-out data).")
+                     "how it was fitted and how often each verdict was wrong on held-out data)"
+                     + (f"; between {short[1]:.2f} and {short[2]:.2f} for an input with less "
+                        f"than {short[0]:g} s to judge (of speech, for audio)."
+                        if short is not None else "."))
     if spec.one_sided and spec.positive_label is not None:
         other = next(lab for lab in spec.labels if lab != spec.positive_label)
         extra.append(f"**One-sided:** it can flag '{spec.positive_label}' but not confirm "
