@@ -487,3 +487,53 @@ def test_another_encoder_file_gets_its_own_graph_not_a_cached_one(tmp_path, enco
     assert other.weights_fingerprint() != first.weights_fingerprint()
     assert other.forward_path.fast and other.forward_path.exported
     assert "parity" not in other.forward_path.reason
+
+
+@needs_torch
+def test_training_a_readout_with_sources_writes_the_band_its_short_speech_check_and_digests(
+        tmp_path, encoder_file):
+    """``train_audio`` end to end on a read-out with four training sources: out-of-source
+    scores give the card its band; the short-speech check runs on the clips' speech (Silero
+    VAD) and, with a handful of clips, tries no limit and adopts none, which the card says; the
+    split tables use the band each clip gets; the clips' digests sit beside the card."""
+    import json
+
+    import soundfile as sf
+
+    from test_audio_training import voice
+    from training.audio import corpus_v2, digests
+    from training.audio import train as audio_train
+
+    rng = np.random.default_rng(0)
+    data, rows = tmp_path / "corpus", []
+    layout = [("train", s) for s in ("a", "b", "c", "d")] + [("validation", "v"), ("test", "t")]
+    for split, source in layout:
+        for label in ("real", "fake"):
+            for i in range(4):
+                rel = f"clips/{split}/{label}/{source}/{label}-{i}.wav"
+                (data / rel).parent.mkdir(parents=True, exist_ok=True)
+                sf.write(data / rel, voice(rng, 16000, 0.6, fake=label == "fake"), 16000)
+                rows.append({"path": rel, "label": label, "source": source, "split": split,
+                             "language": "en", "key": rel,
+                             "generator": source if label == "real" else "espeak-ng"})
+    corpus_v2.write_metadata(data / "metadata.csv", rows)
+    weights = tmp_path / "w" / "tiny-whisper.pt"
+    config = write_config(tmp_path / "t.yaml", [_entry(encoder_file, weights=str(weights),
+                                                       train_command="python -m ...")])
+    audio_train.main(["--model", "tiny-whisper", "--config", str(config), "--data", str(data),
+                      "--cache-dir", str(tmp_path / "cache"), "--no-robustness",
+                      "--explain", "", "--threads", "1"])
+    card = json.loads(weights.with_name("tiny-whisper.card.json").read_text())
+    band = card["calibration"]["band"]
+    assert card["calibration"]["fitted_on"] == "out-of-source training"
+    assert band["below"] <= card["calibration"]["threshold"] <= band["above"]
+    short = band["short_speech"]
+    assert short["adopted"] is False and "below_s" not in short
+    assert set(short["candidates"]) == {"0.5", "0.75", "1", "1.5", "2"}
+    assert all("validation" not in row for row in short["candidates"].values())
+    markdown = weights.with_name("tiny-whisper.card.md").read_text()
+    assert "No wider band for recordings with little speech" in markdown
+    assert "| 0.75 s |" in markdown and "too few clips" in markdown
+    assert card["metrics"]["test"]["band"]["coverage"] is not None
+    beside = digests.read_digests(weights.with_name("tiny-whisper.clips.sha256.gz"))
+    assert len(beside) == len(rows)
