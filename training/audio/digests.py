@@ -112,14 +112,13 @@ class Comparison:
         return "\n".join(lines)
 
 
-def compare(clips: Sequence[Clip], root: Path, theirs: Mapping[str, str],
-            mine: Mapping[str, str] | None = None) -> Comparison:
-    """``clips`` (of the corpus at ``root``; their digests ``mine``, read from the files when
-    None) against another build's digests ``theirs``."""
-    mine = clip_digests(clips, root) if mine is None else mine
+def compare(clips: Sequence[Clip], root: Path, theirs: Mapping[str, str]) -> Comparison:
+    """``clips`` (of the corpus at ``root``, their digests read from the files) against another
+    build's digests ``theirs``."""
+    mine = clip_digests(clips, root)
     out = Comparison(only_there=sorted(set(theirs) - set(mine)))
     by_rel = {os.path.relpath(clip.path, root): clip for clip in clips}
-    for rel in sorted(mine):
+    for rel, clip in sorted(by_rel.items()):
         if rel not in theirs:
             out.only_here.append(rel)
             continue
@@ -128,9 +127,6 @@ def compare(clips: Sequence[Clip], root: Path, theirs: Mapping[str, str],
             out.differ.append(rel)
         else:
             out.same += 1
-        clip = by_rel.get(rel)
-        if clip is None:
-            continue
         out.count("split", clip.split, differs)
         out.count("class", clip.label, differs)
         out.count("source" if clip.label == "real" else "generator",

@@ -15,6 +15,7 @@ import soundfile as sf
 
 from xai_platform.config import ModelSpec
 from xai_platform.modalities import get_modality
+from xai_platform.modalities.audio import AudioInput
 from xai_platform.models.cards import ExplanationSummary
 from xai_platform.preprocessing import audio
 
@@ -106,17 +107,25 @@ def report(spec: ModelSpec, z: np.ndarray, fs: FeatureSet, *, temperature: float
     return out
 
 
-def speech_seconds(clips: Sequence[Any], sample_rate: int) -> np.ndarray:
-    """(N,) seconds of speech Silero VAD finds in each clip as the app loads it (decoded and
-    resampled to ``sample_rate``): what a card's short-speech band is chosen by."""
-    from xai_platform.preprocessing import audio
+def speech_seconds(clips: Sequence[Any], spec: AudioInput) -> np.ndarray:
+    """(N,) seconds of speech Silero VAD finds in each clip as the app loads it for a model
+    with input ``spec``: what a card's short-speech band is chosen by."""
     from xai_platform.preprocessing.vad import detect_speech
 
     out = np.empty(len(clips))
     for i, clip in enumerate(clips):
-        wave, sr = audio.decode_audio(clip.path)
-        out[i] = detect_speech(audio.resample(wave, sr, sample_rate), sample_rate).seconds
+        windows = audio.load_for_model(clip.path, spec)
+        out[i] = detect_speech(windows.waveform, windows.sample_rate).seconds
     return out
+
+
+def band_calls(p: np.ndarray, below: float | np.ndarray, above: float | np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(fake, real): the clips a "cannot tell" band calls positive (at or above ``above``) and
+    negative (at or below ``below``, not positive); the rest get no verdict. The app's rule
+    (:class:`xai_platform.explanation.Prediction`)."""
+    fake = p >= above
+    return fake, (p <= below) & ~fake
 
 
 def band_report(spec: ModelSpec, z: np.ndarray, fs: FeatureSet, *, temperature: float,
@@ -144,7 +153,7 @@ def band_rates(p: np.ndarray, y: np.ndarray, clips: Sequence[Any], *,
     (:class:`xai_platform.explanation.ScoreShares`)."""
     from .probe import verdict_rates
 
-    fake, real = p >= above, (p <= below) & (p < above)
+    fake, real = band_calls(p, below, above)
     out = verdict_rates(y, fake, real)
     sources = np.array([c.source for c in clips], dtype=object)
     generators = np.array([c.generator for c in clips], dtype=object)

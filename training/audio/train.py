@@ -62,8 +62,8 @@ from ..weights import imagenet_init, load_saved, save_weights
 from .augment import AUGMENTATIONS, augmentation
 from .data import SPLITS, Clip, load_clips
 from .digests import write_digests
-from .evaluate import (DEGRADATIONS, band_rates, band_report, band_summary, clip_probabilities,
-                       report, speech_seconds, window_logits)
+from .evaluate import (DEGRADATIONS, band_calls, band_rates, band_report, band_summary,
+                       clip_probabilities, report, speech_seconds, window_logits)
 from .features import (FeatureSet, Transform, cap_per_language, feature_set,
                        limit_real_speakers, match_speech_duration, pair_index, per_class_totals,
                        resplit, source_balancing, twin_sampling)
@@ -168,14 +168,13 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     if oos is not None:  # the threshold and a "cannot tell" band from sources held out in turn
         threshold, band = out_of_source_calibration(spec, oos, sets["train"], temperature)
         # and a wider one for recordings with little speech, where validation prefers it
-        speech = {s: speech_seconds(fs.clips, spec.input.sample_rate) for s, fs in sets.items()}
+        speech = {s: speech_seconds(fs.clips, spec.input) for s, fs in sets.items()}
         p_oos, ok = oos_clip_probabilities(oos, sets["train"], temperature)
-        pos_clip = {s: (fs.y_clip == spec.positive_index).astype(int) for s, fs in sets.items()}
-        p_val = clip_probabilities(z["validation"], sets["validation"].clip,
-                                   len(sets["validation"].clips), temperature)
+        val = sets["validation"]
+        p_val = clip_probabilities(z["validation"], val.clip, len(val.clips), temperature)
         band["short_speech"] = short_speech_band(
-            (pos_clip["train"][ok], p_oos[ok], speech["train"][ok]),
-            (pos_clip["validation"], p_val, speech["validation"]), threshold=threshold,
+            ((sets["train"].y_clip == pos)[ok], p_oos[ok], speech["train"][ok]),
+            (val.y_clip == pos, p_val, speech["validation"]), threshold=threshold,
             below=band["below"], above=band["above"])
         how = {"fitted_on": OOS_FITTED_ON, "method": OOS_METHOD, "band": band}
     metrics = {s: report(spec, z[s], sets[s], temperature=temperature, threshold=threshold,
@@ -626,14 +625,13 @@ def short_speech_band(oos: tuple[np.ndarray, np.ndarray, np.ndarray],
     ``below_s``, ``below`` and ``above``; what each candidate did on validation either way."""
     from .probe import two_thresholds
 
-    y_o, p_o, s_o = oos
-    y_v, p_v, s_v = val
+    y_o, p_o, s_o = (np.asarray(a) for a in oos)
+    y_v, p_v, s_v = (np.asarray(a) for a in val)
+    y_o, y_v = y_o.astype(bool), y_v.astype(bool)
 
     def errors(lo: np.ndarray | float, hi: np.ndarray | float) -> tuple[int, float]:
-        fake = p_v >= hi
-        real = (p_v <= lo) & ~fake
-        return int(np.sum(fake & (y_v == 0)) + np.sum(real & (y_v == 1))), float(
-            np.mean(fake | real))
+        fake, real = band_calls(p_v, lo, hi)
+        return int(np.sum(fake & ~y_v) + np.sum(real & y_v)), float(np.mean(fake | real))
 
     pooled = errors(below, above)
     out: dict[str, Any] = {"adopted": False, "method": SHORT_METHOD, "target": target,
@@ -642,7 +640,7 @@ def short_speech_band(oos: tuple[np.ndarray, np.ndarray, np.ndarray],
     best = None
     for limit in SHORT_SPEECH_S:
         few = s_o < limit
-        n_real, n_fake = int(np.sum(few & (y_o == 0))), int(np.sum(few & (y_o == 1)))
+        n_real, n_fake = int(np.sum(few & ~y_o)), int(np.sum(few & y_o))
         row: dict[str, Any] = {"clips": {"real": n_real, "fake": n_fake}}
         out["candidates"][f"{limit:g}"] = row
         if min(n_real, n_fake) < SHORT_MIN_CLIPS:
