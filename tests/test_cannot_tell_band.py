@@ -169,6 +169,11 @@ def test_a_short_speech_band_is_read_only_where_adopted_and_never_narrower(tmp_p
 
     good = {"adopted": True, "below_s": 0.75, "below": 0.2, "above": 0.8}
     assert short_band(good) == (0.75, 0.2, 0.8)
+    # the one rule that picks between them (the app's verdicts, the trainer's test figures):
+    # the short band strictly below the limit; the pooled one where the speech is not measured
+    cal = read_calibration(weights)
+    assert cal.band_for(0.74) == (0.2, 0.8)
+    assert cal.band_for(0.75) == cal.band_for(3.0) == cal.band_for(None) == (0.3, 0.7)
     assert short_band({**good, "adopted": False}) is None  # measured, not adopted
     for bad in ({**good, "below": 0.4}, {**good, "above": 0.6}, {**good, "below_s": 0},
                 {**good, "below_s": "x"}, {"adopted": True}, "x"):

@@ -175,12 +175,11 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
     if positive is not None and threshold is None:
         threshold = 0.5
     multilabel = spec.output == "multilabel"
-    band = model.calibration.band if positive is not None and not multilabel else None
-    short = model.calibration.short_band
-    pooled = band
-    if (band is not None and short is not None and prepared.judged_seconds is not None
-            and prepared.judged_seconds < short[0]):
-        band = short[1:]  # less evidence: the card's wider band for short inputs
+    pooled = band = None
+    if positive is not None and not multilabel:
+        # less evidence: the card's wider band for short inputs, where it has one
+        pooled = model.calibration.band
+        band = model.calibration.band_for(prepared.judged_seconds)
     # with a "cannot tell" band, only windows above it flag a stretch
     flag_at = threshold if band is None else max(threshold, band[1])
     segments: tuple[tuple[float, float], ...] = ()
@@ -222,7 +221,8 @@ def analyse(model: ModelHandle, prepared: PreparedInput, *,
         notes.append(f"'Cannot tell' band: p({spec.labels[positive]}) between {band[0]:.2f} and "
                      f"{band[1]:.2f} gets no verdict (fitted where this model's errors on data "
                      "unlike its training data were measured; see its card).")
-    if band is not None and band != pooled:
+    short = model.calibration.short_band
+    if band is not None and band != pooled and short is not None:
         notes.append(f"Short input: {prepared.judged_seconds:.2f} s to judge, under the "
                      f"{short[0]:g} s below which this model's verdicts on data unlike its "
                      "training data were wrong more often, so its wider band "

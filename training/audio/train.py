@@ -603,15 +603,15 @@ SHORT_METHOD = ("a recording with less speech (Silero VAD) than below_s gets the
 
 
 def band_edges(band: dict[str, Any], speech: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(below, above) per clip: the short-speech band (``band["short_speech"]``, where
-    adopted) for clips with less speech than its ``below_s``, the pooled band for the rest."""
-    below = np.full(len(speech), band["below"])
-    above = np.full(len(speech), band["above"])
-    short = band.get("short_speech") or {}
-    if short.get("adopted"):
-        few = np.asarray(speech) < short["below_s"]
-        below[few], above[few] = short["below"], short["above"]
-    return below, above
+    """(below, above) per clip with ``speech`` seconds: the band the app gives such a clip from
+    this card block (:func:`xai_platform.models.cards.band_calibration`, then
+    :meth:`~xai_platform.models.handle.Calibration.band_for`), so that the card's figures are
+    the app's rule."""
+    from xai_platform.models.cards import band_calibration
+
+    calibration = band_calibration(band)
+    edges = np.array([calibration.band_for(float(s)) for s in speech], dtype=np.float64)
+    return edges.reshape(-1, 2)[:, 0], edges.reshape(-1, 2)[:, 1]
 
 
 def short_speech_band(oos: tuple[np.ndarray, np.ndarray, np.ndarray],

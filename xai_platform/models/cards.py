@@ -482,6 +482,14 @@ def _calibration(temperature: Any, threshold: Any, band: Any = None) -> Calibrat
                        short_band=None if band_edges is None else _short_band(band, band_edges))
 
 
+def band_calibration(band: Any) -> Calibration:
+    """A card's ``calibration.band`` block read as the app reads it: the pooled band and the
+    short-input band where one was adopted (:meth:`Calibration.band_for` picks between them);
+    no band where the block is unusable. For code that applies the app's rule outside it (the
+    audio trainer's test figures)."""
+    return _calibration(1.0, None, band)
+
+
 def _short_band(band: Mapping[str, Any], pooled: tuple[float, float]
                 ) -> tuple[float, float, float] | None:
     """(seconds, below, above) from a band's adopted ``short_speech`` block; None where there

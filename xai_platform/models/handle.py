@@ -160,6 +160,15 @@ class Calibration:
     unseen_reals: ScoreShares | None = None
     test_fakes: ScoreShares | None = None
 
+    def band_for(self, seconds: float | None) -> tuple[float, float] | None:
+        """The band an input holding ``seconds`` of what the model judges gets: the short-input
+        band below its limit (strictly), else the pooled band; None without a band. The one
+        rule for the app's verdicts and the audio trainer's test figures."""
+        if (self.band is not None and self.short_band is not None and seconds is not None
+                and seconds < self.short_band[0]):
+            return self.short_band[1:]
+        return self.band
+
 
 def output_transforms(kind: str, ops: SimpleNamespace, *, temperature: float = 1.0
                       ) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
