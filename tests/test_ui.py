@@ -136,6 +136,50 @@ def test_comparison_runs_fastest_first(service, session, png_file):
     assert session.computed == computed
 
 
+def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(service, png_file):
+    """The first comparison on a model has no estimate and its bar moves by methods; the
+    methods' times are kept (not a cached rerun's), and the next comparison on a fresh session
+    is paced by them and counts down; another set of metrics was never timed."""
+    import re
+
+    from xai_platform.service import Session
+    from xai_platform.ui.comparison import compare, estimate_text
+
+    model, methods, metrics = "tiny-torch-xray", ["lime", "gradcam"], ("faithfulness",)
+
+    def run(session):
+        seen = []
+        list(compare(service, session, "xray", None, str(png_file), model, methods, 0,
+                     progress=lambda f, desc="": seen.append((f, desc)), metrics=metrics))
+        return seen
+
+    assert estimate_text(service, model, methods, metrics) == ""
+    first = Session()
+    seen = run(first)
+    assert not any("left" in desc for _, desc in seen)
+    assert 0.5 <= min(f for f, desc in seen if desc.startswith("LIME")) < 0.55  # by methods
+    assert any(desc == "LIME: evaluating samples" for _, desc in seen)  # the label once
+    timed = service.times.get(model, methods, metrics)
+    assert set(timed) == {"gradcam", "lime"} and all(e > 0 and s > 0 for e, s in timed.values())
+    assert estimate_text(service, model, methods, metrics).startswith("about ")
+    run(first)  # cached: nothing computed, nothing re-timed
+    assert service.times.get(model, methods, metrics) == timed
+    assert estimate_text(service, model, methods, metrics + ("randomization",)) == ""
+
+    # Grad-CAM took 2 s, LIME 8 s (6 explaining, 2 scoring): LIME starts at 20% with 8 s left
+    service.times.record(model, "gradcam", metrics, 1.0, 1.0)
+    service.times.record(model, "lime", metrics, 6.0, 2.0)
+    text = estimate_text(service, model, methods, metrics)
+    assert text.startswith("about 10 s") and "LIME 8 s, Grad-CAM 2 s" in text
+    seen = run(Session())
+    lime = [(f, desc) for f, desc in seen if desc.startswith("LIME")]
+    assert lime[0][0] == pytest.approx(0.2, abs=0.03) and lime[0][1].endswith("about 8 s left")
+    assert lime[-1] == (pytest.approx(0.8), "LIME: scoring the explanation · about 2 s left")
+    left = [int(re.search(r"about (\d+) s left", desc).group(1)) for _, desc in seen]
+    assert left == sorted(left, reverse=True)
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen)
+
+
 def test_progress_reaches_the_page_at_most_twice_a_second(monkeypatch):
     """Every batch reports progress; the page gets the first report and then one per interval
     (each update makes the browser re-render, which slowed a comparison on two cores)."""

@@ -115,6 +115,34 @@ class ModelRow:
         return f"{self.name}{tag}"
 
 
+class MethodTimes:
+    """How long each method took on each model in this process: (seconds explaining, seconds
+    scoring) per model, method and set of metrics, the latest computation (a cached result
+    costs nothing and is not recorded). The Comparison page says from them how long a
+    comparison will take and paces its progress bar by them. Shared by every session: a
+    duration is not a result."""
+
+    def __init__(self) -> None:
+        self._times: dict[tuple[str, str, tuple[str, ...]], tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, model_id: str, method: str, metrics: tuple[str, ...], explain_s: float,
+               score_s: float) -> None:
+        with self._lock:
+            self._times[(model_id, method, tuple(sorted(metrics)))] = (explain_s, score_s)
+
+    def get(self, model_id: str, methods: list[str], metrics: tuple[str, ...]
+            ) -> dict[str, tuple[float, float]] | None:
+        """Every method's (explain, score) seconds on ``model_id`` with these metrics; None
+        unless each of them was timed (an estimate missing a method would mislead)."""
+        key = tuple(sorted(metrics))
+        with self._lock:
+            found = {m: self._times.get((model_id, m, key)) for m in methods}
+        if not methods or any(t is None for t in found.values()):
+            return None
+        return found  # type: ignore[return-value]
+
+
 class Service:
     """The platform behind the UI: models, inputs, predictions, explanations, exports."""
 
@@ -123,6 +151,7 @@ class Service:
         self.settings = settings or manager.config.app
         self._lock = threading.Lock()
         self._randomized: dict[str, tuple] = {}
+        self.times = MethodTimes()
 
     # --- catalogue ----------------------------------------------------------------------------
     def models(self, modality: str | None = None) -> list[ModelRow]:

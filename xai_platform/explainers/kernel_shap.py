@@ -353,7 +353,7 @@ def kernel_shap(model: ModelHandle, x: FloatArray, *, target: int, ctx: ExplainC
     baseline = masked_value(x, ctx.modality)
     if estimator == "partition" or adaptive:  # the estimators that evaluate in rounds
         evaluate = target_evaluator(model, x, baseline, segments, ctx, target=target,
-                                    total=int(n_evaluations), what="SHAP: evaluating coalitions")
+                                    total=int(n_evaluations), what="evaluating coalitions")
         active = ~sampling.null_features(x, baseline, segments)
         budget = max(int(n_evaluations), 2)
         if estimator == "partition":
@@ -371,7 +371,7 @@ def kernel_shap(model: ModelHandle, x: FloatArray, *, target: int, ctx: ExplainC
     coalitions, weights = kernel_coalitions(m, max(n_evaluations - 2, 0), ctx.rng)
     everything = np.concatenate([np.zeros((1, m), bool), np.ones((1, m), bool), coalitions])
     probs = evaluate_coalitions(model, x, baseline, segments, everything,
-                                ctx, what="SHAP: evaluating coalitions")[:, target]
+                                ctx, what="evaluating coalitions")[:, target]
     phi = solve_shapley(coalitions, weights, probs[2:].astype(np.float64), float(probs[0]),
                         float(probs[1]))
     return Attribution(paint(segments, phi), n_evaluations=len(everything),

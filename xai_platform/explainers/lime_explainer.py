@@ -213,7 +213,7 @@ def lime(model: ModelHandle, x: FloatArray, *, target: int, ctx: ExplainContext,
     baseline = masked_value(x, ctx.modality)
     if adaptive:
         evaluate = target_evaluator(model, x, baseline, segments, ctx, target=target,
-                                    total=int(num_samples), what="LIME: evaluating samples")
+                                    total=int(num_samples), what="evaluating samples")
 
         active = ~rounds.null_features(x, baseline, segments)
         weights, n, info = adaptive_lime(evaluate, active, int(num_samples), ctx.rng,
@@ -227,7 +227,7 @@ def lime(model: ModelHandle, x: FloatArray, *, target: int, ctx: ExplainContext,
         coalitions = ctx.rng.integers(0, 2, size=(num_samples, m)).astype(bool)
         coalitions[0] = True
     probabilities = evaluate_coalitions(model, x, baseline, segments,
-                                        coalitions, ctx, what="LIME: evaluating samples")
+                                        coalitions, ctx, what="evaluating samples")
     weights, intercept, r2 = fit_surrogate(coalitions, probabilities, target,
                                            kernel_width=kernel_width, seed=ctx.seed)
     return Attribution(paint(segments, weights), n_evaluations=num_samples,

@@ -10,7 +10,7 @@ import gradio as gr
 from ..explainers import Param, all_methods, get_method
 from ..modalities import all_modalities, get_modality
 from ..service import Service, Session
-from .common import (FIGURE_FORMAT, ask, focus_markdown, input_path,
+from .common import (FIGURE_FORMAT, ask, focus_markdown, input_path, step_text,
                      method_details_markdown, throttled, user_errors)
 
 AUTO_WINDOW = "the one behind the verdict"
@@ -92,7 +92,8 @@ def run_explain(service: Service, session: Session, modality: str, audio: str | 
     if not method_id:
         raise ask("Choose a method first.", "No method chosen")
     params = collect_params(method_id, modality, values)
-    report = (lambda f, what: progress(f, desc=what)) if progress is not None else None
+    report = (None if progress is None else
+              lambda f, what: progress(f, desc=step_text(get_method(method_id).label, what)))
     expl = service.explain(session, path, model_id, method_id, params=params, seed=int(seed or 0),
                            window=parse_window(window),
                            target=None if target in (None, "", PREDICTED) else target,
@@ -122,7 +123,8 @@ def run_report(service: Service, session: Session, modality: str, audio: str | N
     path = input_path(modality, audio, image)
     if not method_id:
         raise ask("Choose a method first.", "No method chosen")
-    report = (lambda f, what: progress(f, desc=what)) if progress is not None else None
+    report = (None if progress is None else
+              lambda f, what: progress(f, desc=step_text(get_method(method_id).label, what)))
     expl = service.explain(session, path, model_id, method_id,
                            params=collect_params(method_id, modality, values),
                            seed=int(seed or 0), window=parse_window(window),

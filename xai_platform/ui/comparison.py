@@ -7,6 +7,7 @@ parameters and seed shows the stored explanation.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import gradio as gr
@@ -16,7 +17,7 @@ from ..explainers import all_methods, get_method
 from ..explanation import Explanation
 from ..service import Service, Session
 from .common import (FIGURE_FORMAT, ask, figure_file, focus_markdown, input_path,
-                     method_details_markdown, throttled, user_errors)
+                     method_details_markdown, step_text, throttled, user_errors)
 
 
 def caption(expl: Explanation, card: Any = None) -> str:
@@ -41,35 +42,88 @@ METRICS = [("faithfulness (deletion / insertion)", "faithfulness"),
 DEFAULT_METRICS = ["faithfulness", "randomization"]
 
 
+def run_order(methods: list[str]) -> list[str]:
+    """The order a comparison runs its methods: fastest first."""
+    return sorted(methods, key=lambda m: (get_method(m).speed, m))
+
+
+def seconds_left(times: dict[str, tuple[float, float]] | None, methods: list[str],
+                 done: int) -> float | None:
+    """What the methods after the first ``done`` (in :func:`run_order`) took together the last
+    time on this model (:class:`~xai_platform.service.MethodTimes`); None without a time for
+    each."""
+    if times is None:
+        return None
+    return sum(sum(times[m]) for m in run_order(methods)[done:])
+
+
+def estimate_text(service: Service, model_id: str, methods: list[str],
+                  metrics: tuple[str, ...]) -> str:
+    """How long these methods will take, from what they took on this model before in this
+    app ("" the first time): the total and the two slowest."""
+    times = service.times.get(model_id, methods, metrics)
+    total = seconds_left(times, methods, 0)
+    if times is None or total is None:
+        return ""
+    slowest = sorted(times, key=lambda m: -sum(times[m]))[:2]
+    parts = ", ".join(f"{get_method(m).label} {sum(times[m]):.0f} s" for m in slowest)
+    hint = " Untick the slowest for a quicker look." if total >= 20 else ""
+    return (f"about {total:.0f} s, as long as these methods took on this model before "
+            f"({parts}).{hint}")
+
+
 def compare(service: Service, session: Session, modality: str, audio: str | None,
             image: str | None, model_id: str, methods: list[str], seed: int, progress=None,
             metrics: tuple[str, ...] = ()):
     """Yield (done, total, method id, explanation, scorecard or None) as each method finishes,
     fastest first; the scorecard when ``metrics`` are asked for. The session's Cancel flag is
     cleared once at the start and checked between methods (and inside each explainer's
-    batches): cancelling raises :class:`CancelledError` after the methods already done."""
+    batches): cancelling raises :class:`CancelledError` after the methods already done.
+
+    Each method computed (not cached) is timed into ``service.times``, from its start until
+    the caller asks for the next (so a page's drawing of the card counts); where every method
+    has a time on this model, ``progress`` advances by those times and says how long is left,
+    else by methods."""
     path = input_path(modality, audio, image)
     if not methods:
         raise ask("Tick at least one method.", "No method chosen")
-    order = sorted(methods, key=lambda m: (get_method(m).speed, m))
+    order = run_order(methods)
+    times = service.times.get(model_id, order, metrics)
+    weight = {m: sum(times[m]) if times else 1.0 for m in order}
+    total_weight = sum(weight.values())
     session.cancel.clear()
     if "randomization" in metrics and any(get_method(m).uses_features for m in order):
         try:  # before LIME / SHAP run: their re-runs then reuse the trunk's batches
             service.randomized(model_id)
         except NotImplementedError:
             pass  # a format that cannot re-initialise: the scorecard says so, as before
+    before = 0.0
     for i, method in enumerate(order):
-        def report(f: float, what: str, i=i, label=get_method(method).label) -> None:
-            if progress is not None:
-                progress((i + f) / len(order), desc=f"{label}: {what}")
+        def report(f: float, what: str, i=i, before=before, method=method) -> None:
+            if progress is None:
+                return
+            text = step_text(get_method(method).label, what)
+            if times is None:
+                progress((i + f) / len(order), desc=text)
+                return
+            done = before + f * times[method][0]  # scoring (f = 1) has no steps of its own
+            progress(done / total_weight,
+                     desc=f"{text} · about {max(total_weight - done, 0.0):.0f} s left")
         if session.cancel.is_set():
             raise CancelledError(f"cancelled after {i} of {len(order)} methods.")
+        computed, start = session.computed, time.perf_counter()
         expl = service.explain(session, path, model_id, method, seed=int(seed or 0),
                                progress=report, new_request=False)
+        explained = time.perf_counter()
         if metrics:
             report(1.0, "scoring the explanation")
         card = service.score(session, expl, tuple(metrics)) if metrics else None
+        before += weight[method]
         yield i + 1, len(order), method, expl, card
+        # back from the page, which drew the card: its time counts as the method's too
+        if session.computed > computed:  # a cached result took no time worth remembering
+            service.times.record(model_id, method, tuple(metrics), explained - start,
+                                 time.perf_counter() - explained)
 
 
 def summary_outputs(explanations: dict[str, Explanation], cards: dict[str, Any], *,
@@ -174,10 +228,14 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         explanations, cards = {}, {}
         hidden_plot = gr.update(visible=False, value=None)
         total = len(chosen or [])
+        metric_ids = tuple(chosen_metrics or ())
+        times = service.times.get(model_id, list(chosen or []), metric_ids)
+        estimate = estimate_text(service, model_id, list(chosen or []), metric_ids)
         # The first update clears the cards of an earlier comparison; later ones send only
         # what changed (the new card), so finished figures are not encoded and sent again
         # after every method (gr.skip(): the component keeps what it shows).
-        yield (f"Running {total} methods...", *[gr.update(visible=False)] * n, *[""] * n,
+        yield (f"Running {total} methods" + (f": {estimate}" if estimate else "..."),
+               *[gr.update(visible=False)] * n, *[""] * n,
                *[None] * n, *[""] * n, *[""] * n, "", hidden_plot)
         skip = gr.skip()
 
@@ -193,7 +251,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         try:
             for done, total, method, expl, card in compare(
                     service, sess, modality, audio, image, model_id, list(chosen or []), seed_v,
-                    progress=throttled(progress), metrics=tuple(chosen_metrics or ())):
+                    progress=throttled(progress), metrics=metric_ids):
                 explanations[method] = expl
                 figure = figure_file(service, sess, expl)
                 score = ""
@@ -203,6 +261,9 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
                     cards[method] = card
                     score = scorecard_markdown(card)
                 note = " (untrained model: no verdict)" if expl.untrained else ""
+                left = seconds_left(times, list(chosen or []), done) if done < total else None
+                if left is not None:
+                    note += f" · about {left:.0f} s left"
                 yield (f"{done} of {total} methods done{note}",
                        *card_update(done - 1, gr.update(visible=True), caption(expl, card),
                                     figure, method_details_markdown(method), score), skip, skip)
