@@ -139,11 +139,13 @@ def test_comparison_runs_fastest_first(service, session, png_file):
 def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(service, png_file):
     """The first comparison on a model has no estimate and its bar moves by methods; the
     methods' times are kept (not a cached rerun's), and the next comparison on a fresh session
-    is paced by them and counts down; another set of metrics was never timed."""
+    is paced by them and counts down; another set of metrics was never timed. The
+    Classification page counts down a method that ran with the same parameters before."""
     import re
 
     from xai_platform.service import Session
-    from xai_platform.ui.comparison import compare, estimate_text
+    from xai_platform.ui.classification import paced
+    from xai_platform.ui.comparison import compare, estimate_text, timed
 
     model, methods, metrics = "tiny-torch-xray", ["lime", "gradcam"], ("faithfulness",)
 
@@ -159,16 +161,18 @@ def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(servic
     assert not any("left" in desc for _, desc in seen)
     assert 0.5 <= min(f for f, desc in seen if desc.startswith("LIME")) < 0.55  # by methods
     assert any(desc == "LIME: evaluating samples" for _, desc in seen)  # the label once
-    timed = service.times.get(model, methods, metrics)
-    assert set(timed) == {"gradcam", "lime"} and all(e > 0 and s > 0 for e, s in timed.values())
+    times = timed(service, model, methods, metrics)
+    assert set(times) == {"gradcam", "lime"} and all(e > 0 and s > 0 for e, s in times.values())
     assert estimate_text(service, model, methods, metrics).startswith("about ")
     run(first)  # cached: nothing computed, nothing re-timed
-    assert service.times.get(model, methods, metrics) == timed
+    assert timed(service, model, methods, metrics) == times
     assert estimate_text(service, model, methods, metrics + ("randomization",)) == ""
 
     # Grad-CAM took 2 s, LIME 8 s (6 explaining, 2 scoring): LIME starts at 20% with 8 s left
-    service.times.record(model, "gradcam", metrics, 1.0, 1.0)
-    service.times.record(model, "lime", metrics, 6.0, 2.0)
+    for method, explain_s, score_s in (("gradcam", 1.0, 1.0), ("lime", 6.0, 2.0)):
+        defaults = service.resolved(model, method)
+        service.times.record_explain(model, method, defaults, explain_s)
+        service.times.record_score(model, method, defaults, metrics, score_s)
     text = estimate_text(service, model, methods, metrics)
     assert text.startswith("about 10 s") and "LIME 8 s, Grad-CAM 2 s" in text
     seen = run(Session())
@@ -178,6 +182,19 @@ def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(servic
     left = [int(re.search(r"about (\d+) s left", desc).group(1)) for _, desc in seen]
     assert left == sorted(left, reverse=True)
     assert [f for f, _ in seen] == sorted(f for f, _ in seen)
+
+    # the Classification page: LIME's explanation time with these parameters, not others'
+    lime_s = service.times.explain_seconds(model, "lime", service.resolved(model, "lime"))
+    assert lime_s is not None and lime_s > 0
+    assert service.times.explain_seconds(
+        model, "lime", service.resolved(model, "lime", {"num_samples": 200})) is None
+    shown = []
+    report = paced(lambda f, desc: shown.append(desc), "LIME", 40.0)
+    report(0.25, "evaluating samples")
+    assert shown == ["LIME: evaluating samples · about 30 s left"]
+    paced(lambda f, desc: shown.append(desc), "LIME", None)(0.5, "evaluating samples")
+    assert shown[-1] == "LIME: evaluating samples"
+    assert paced(None, "LIME", 40.0) is None
 
 
 def test_progress_reaches_the_page_at_most_twice_a_second(monkeypatch):

@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,31 +117,53 @@ class ModelRow:
 
 
 class MethodTimes:
-    """How long each method took on each model in this process: (seconds explaining, seconds
-    scoring) per model, method and set of metrics, the latest computation (a cached result
-    costs nothing and is not recorded). The Comparison page says from them how long a
-    comparison will take and paces its progress bar by them. Shared by every session: a
-    duration is not a result."""
+    """How long explanations took in this process: a method's explanation per model and
+    resolved parameters (recorded by :meth:`Service.explain` when it computes one), and its
+    scoring per model, parameters and metrics (recorded by the Comparison page, the drawing of
+    its card included). The latest computation counts; a cached result is not timed. From them
+    the pages say how long a request will take and pace their progress bars. Shared by every
+    session: a duration is not a result."""
 
     def __init__(self) -> None:
-        self._times: dict[tuple[str, str, tuple[str, ...]], tuple[float, float]] = {}
+        self._explain: dict[tuple[str, str, str], float] = {}
+        self._score: dict[tuple[str, str, str, tuple[str, ...]], float] = {}
         self._lock = threading.Lock()
 
-    def record(self, model_id: str, method: str, metrics: tuple[str, ...], explain_s: float,
-               score_s: float) -> None:
-        with self._lock:
-            self._times[(model_id, method, tuple(sorted(metrics)))] = (explain_s, score_s)
+    @staticmethod
+    def _key(params: dict[str, Any]) -> str:
+        return json.dumps(params, sort_keys=True, default=str)
 
-    def get(self, model_id: str, methods: list[str], metrics: tuple[str, ...]
-            ) -> dict[str, tuple[float, float]] | None:
-        """Every method's (explain, score) seconds on ``model_id`` with these metrics; None
-        unless each of them was timed (an estimate missing a method would mislead)."""
-        key = tuple(sorted(metrics))
+    def record_explain(self, model_id: str, method: str, params: dict[str, Any],
+                       seconds: float) -> None:
         with self._lock:
-            found = {m: self._times.get((model_id, m, key)) for m in methods}
-        if not methods or any(t is None for t in found.values()):
-            return None
-        return found  # type: ignore[return-value]
+            self._explain[(model_id, method, self._key(params))] = seconds
+
+    def record_score(self, model_id: str, method: str, params: dict[str, Any],
+                     metrics: tuple[str, ...], seconds: float) -> None:
+        with self._lock:
+            self._score[(model_id, method, self._key(params), tuple(sorted(metrics)))] = seconds
+
+    def explain_seconds(self, model_id: str, method: str, params: dict[str, Any]
+                        ) -> float | None:
+        """What the method took to explain on this model with these resolved parameters."""
+        with self._lock:
+            return self._explain.get((model_id, method, self._key(params)))
+
+    def comparison(self, model_id: str, params: dict[str, dict[str, Any]],
+                   metrics: tuple[str, ...]) -> dict[str, tuple[float, float]] | None:
+        """(explain, score) seconds of each method of ``params`` (method -> its resolved
+        parameters) on ``model_id`` with these metrics; None unless each was timed (an
+        estimate missing a method would mislead)."""
+        found = {}
+        with self._lock:
+            for method, resolved in params.items():
+                key = (model_id, method, self._key(resolved))
+                explain = self._explain.get(key)
+                score = (self._score.get((*key, tuple(sorted(metrics)))) if metrics else 0.0)
+                if explain is None or score is None:
+                    return None
+                found[method] = (explain, score)
+        return found or None
 
 
 class Service:
@@ -163,6 +186,12 @@ class Service:
             rows.append(ModelRow(spec.id, spec.name, spec.modality, spec.framework, status.state,
                                  status.reason, spec.notice))
         return rows
+
+    def resolved(self, model_id: str, method: str, params: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+        """The method's parameters for this model's inputs, defaults filled in (what
+        :meth:`explain` runs it with)."""
+        return get_method(method).resolve_params(params, modality=self.spec(model_id).modality)
 
     def spec(self, model_id: str) -> ModelSpec:
         return self.manager.spec(model_id)
@@ -215,9 +244,11 @@ class Service:
             return cached
         if new_request:
             session.cancel.clear()
+        start = time.perf_counter()
         expl = explain(self.manager.get(model_id), analysis, method, window=window, target=target,
                        params=resolved, seed=int(seed), batch_size=batch_size,
                        progress=progress, cancel=session.cancel)
+        self.times.record_explain(model_id, method, resolved, time.perf_counter() - start)
         session.computed += 1
         session.explanations[key] = expl
         while len(session.explanations) > session.max_explanations:

@@ -84,6 +84,20 @@ def parse_window(choice: str | None) -> int | None:
     return int(choice.split(":", 1)[0]) - 1
 
 
+def paced(progress, label: str, seconds: float | None):
+    """``report(f, what)`` for an explainer: ``progress`` with the method's label and step,
+    and how long is left where the method took ``seconds`` on this model with these parameters
+    before; None without ``progress``."""
+    if progress is None:
+        return None
+
+    def report(f: float, what: str) -> None:
+        left = "" if seconds is None else f" · about {max(seconds * (1 - f), 0.0):.0f} s left"
+        progress(f, desc=step_text(label, what) + left)
+
+    return report
+
+
 def run_explain(service: Service, session: Session, modality: str, audio: str | None,
                 image: str | None, model_id: str, method_id: str, seed: float, window: str | None,
                 target: str | None, values: list[Any], progress=None):
@@ -92,8 +106,8 @@ def run_explain(service: Service, session: Session, modality: str, audio: str | 
     if not method_id:
         raise ask("Choose a method first.", "No method chosen")
     params = collect_params(method_id, modality, values)
-    report = (None if progress is None else
-              lambda f, what: progress(f, desc=step_text(get_method(method_id).label, what)))
+    report = paced(progress, get_method(method_id).label, service.times.explain_seconds(
+        model_id, method_id, service.resolved(model_id, method_id, params)))
     expl = service.explain(session, path, model_id, method_id, params=params, seed=int(seed or 0),
                            window=parse_window(window),
                            target=None if target in (None, "", PREDICTED) else target,
@@ -123,10 +137,10 @@ def run_report(service: Service, session: Session, modality: str, audio: str | N
     path = input_path(modality, audio, image)
     if not method_id:
         raise ask("Choose a method first.", "No method chosen")
-    report = (None if progress is None else
-              lambda f, what: progress(f, desc=step_text(get_method(method_id).label, what)))
-    expl = service.explain(session, path, model_id, method_id,
-                           params=collect_params(method_id, modality, values),
+    params = collect_params(method_id, modality, values)
+    report = paced(progress, get_method(method_id).label, service.times.explain_seconds(
+        model_id, method_id, service.resolved(model_id, method_id, params)))
+    expl = service.explain(session, path, model_id, method_id, params=params,
                            seed=int(seed or 0), window=parse_window(window),
                            target=None if target in (None, "", PREDICTED) else target,
                            progress=report)

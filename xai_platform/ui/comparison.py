@@ -57,11 +57,19 @@ def seconds_left(times: dict[str, tuple[float, float]] | None, methods: list[str
     return sum(sum(times[m]) for m in run_order(methods)[done:])
 
 
+def timed(service: Service, model_id: str, methods: list[str], metrics: tuple[str, ...]
+          ) -> dict[str, tuple[float, float]] | None:
+    """Each method's (explain, score) seconds on this model with its default parameters (what
+    a comparison runs) and these metrics, from ``service.times``; None unless each was timed."""
+    return service.times.comparison(model_id, {m: service.resolved(model_id, m) for m in methods},
+                                    metrics)
+
+
 def estimate_text(service: Service, model_id: str, methods: list[str],
                   metrics: tuple[str, ...]) -> str:
     """How long these methods will take, from what they took on this model before in this
     app ("" the first time): the total and the two slowest."""
-    times = service.times.get(model_id, methods, metrics)
+    times = timed(service, model_id, methods, metrics)
     total = seconds_left(times, methods, 0)
     if times is None or total is None:
         return ""
@@ -80,15 +88,16 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
     cleared once at the start and checked between methods (and inside each explainer's
     batches): cancelling raises :class:`CancelledError` after the methods already done.
 
-    Each method computed (not cached) is timed into ``service.times``, from its start until
-    the caller asks for the next (so a page's drawing of the card counts); where every method
-    has a time on this model, ``progress`` advances by those times and says how long is left,
-    else by methods."""
+    Each explanation computed (not cached) is timed by the service, and its scoring here, from
+    the end of the explanation until the caller asks for the next method (so a page's drawing
+    of the card counts); where every method has both times on this model, ``progress``
+    advances by them and says how long is left, else by methods."""
     path = input_path(modality, audio, image)
     if not methods:
         raise ask("Tick at least one method.", "No method chosen")
     order = run_order(methods)
-    times = service.times.get(model_id, order, metrics)
+    defaults = {m: service.resolved(model_id, m) for m in order}  # what service.explain runs
+    times = service.times.comparison(model_id, defaults, metrics)
     weight = {m: sum(times[m]) if times else 1.0 for m in order}
     total_weight = sum(weight.values())
     session.cancel.clear()
@@ -111,7 +120,7 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
                      desc=f"{text} · about {max(total_weight - done, 0.0):.0f} s left")
         if session.cancel.is_set():
             raise CancelledError(f"cancelled after {i} of {len(order)} methods.")
-        computed, start = session.computed, time.perf_counter()
+        computed = session.computed
         expl = service.explain(session, path, model_id, method, seed=int(seed or 0),
                                progress=report, new_request=False)
         explained = time.perf_counter()
@@ -120,10 +129,10 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
         card = service.score(session, expl, tuple(metrics)) if metrics else None
         before += weight[method]
         yield i + 1, len(order), method, expl, card
-        # back from the page, which drew the card: its time counts as the method's too
-        if session.computed > computed:  # a cached result took no time worth remembering
-            service.times.record(model_id, method, tuple(metrics), explained - start,
-                                 time.perf_counter() - explained)
+        # back from the page, which drew the card: its time counts as the scoring's too
+        if metrics and session.computed > computed:  # a cached result took no time
+            service.times.record_score(model_id, method, defaults[method], tuple(metrics),
+                                       time.perf_counter() - explained)
 
 
 def summary_outputs(explanations: dict[str, Explanation], cards: dict[str, Any], *,
@@ -229,7 +238,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         hidden_plot = gr.update(visible=False, value=None)
         total = len(chosen or [])
         metric_ids = tuple(chosen_metrics or ())
-        times = service.times.get(model_id, list(chosen or []), metric_ids)
+        times = timed(service, model_id, list(chosen or []), metric_ids)
         estimate = estimate_text(service, model_id, list(chosen or []), metric_ids)
         # The first update clears the cards of an earlier comparison; later ones send only
         # what changed (the new card), so finished figures are not encoded and sent again
