@@ -24,6 +24,16 @@ if not os.environ.get("XAI_ONNX_CACHE"):
     os.environ["XAI_ONNX_CACHE"] = tempfile.mkdtemp(prefix="xai-onnx-tests-")
     atexit.register(shutil.rmtree, os.environ["XAI_ONNX_CACHE"], ignore_errors=True)
 
+# Likewise the app's times of its pages (service.MethodTimes), which the served app keeps.
+if not os.environ.get("XAI_TIMES_FILE"):
+    import atexit
+    import shutil
+    import tempfile
+
+    _times = tempfile.mkdtemp(prefix="xai-times-tests-")
+    os.environ["XAI_TIMES_FILE"] = os.path.join(_times, "times.json")
+    atexit.register(shutil.rmtree, _times, ignore_errors=True)
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

@@ -171,8 +171,8 @@ def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(servic
     # Grad-CAM took 2 s, LIME 8 s (6 explaining, 2 scoring): LIME starts at 20% with 8 s left
     for method, explain_s, score_s in (("gradcam", 1.0, 1.0), ("lime", 6.0, 2.0)):
         defaults = service.resolved(model, method)
-        service.times.record_explain(model, method, defaults, explain_s)
-        service.times.record_score(model, method, defaults, metrics, score_s)
+        service.times.record_explain(service.timed_as(model), method, defaults, explain_s)
+        service.times.record_score(service.timed_as(model), method, defaults, metrics, score_s)
     text = estimate_text(service, model, methods, metrics)
     assert text.startswith("about 10 s") and "LIME 8 s, Grad-CAM 2 s" in text
     seen = run(Session())
@@ -184,10 +184,11 @@ def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(servic
     assert [f for f, _ in seen] == sorted(f for f, _ in seen)
 
     # the Classification page: LIME's explanation time with these parameters, not others'
-    lime_s = service.times.explain_seconds(model, "lime", service.resolved(model, "lime"))
+    lime_s = service.times.explain_seconds(service.timed_as(model), "lime",
+                                           service.resolved(model, "lime"))
     assert lime_s is not None and lime_s > 0
-    assert service.times.explain_seconds(
-        model, "lime", service.resolved(model, "lime", {"num_samples": 200})) is None
+    assert service.times.explain_seconds(service.timed_as(model), "lime", service.resolved(
+        model, "lime", {"num_samples": 200})) is None
     shown = []
     report = paced(lambda f, desc: shown.append(desc), "LIME", 40.0)
     report(0.25, "evaluating samples")
@@ -195,6 +196,38 @@ def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(servic
     paced(lambda f, desc: shown.append(desc), "LIME", None)(0.5, "evaluating samples")
     assert shown[-1] == "LIME: evaluating samples"
     assert paced(None, "LIME", 40.0) is None
+
+
+def test_the_app_keeps_its_times_between_runs_per_machine_and_model(tmp_path, monkeypatch,
+                                                                     caplog):
+    """A restarted app reads the times it wrote; another machine, model weights or engine
+    starts without them; an unreadable file is ignored and rewritten."""
+    from xai_platform import service as service_module
+    from xai_platform.service import MethodTimes
+
+    file = tmp_path / "cache" / "times.json"
+    params = {"num_samples": 1000}
+    times = MethodTimes(file)
+    times.record_explain("m sha1 onnxruntime float32", "lime", params, 12.5)
+    times.record_score("m sha1 onnxruntime float32", "lime", params, ("faithfulness",), 3.0)
+    again = MethodTimes(file)
+    assert again.explain_seconds("m sha1 onnxruntime float32", "lime", params) == 12.5
+    assert again.comparison("m sha1 onnxruntime float32", {"lime": params},
+                            ("faithfulness",)) == {"lime": (12.5, 3.0)}
+    assert again.explain_seconds("m sha2 onnxruntime float32", "lime", params) is None
+    assert again.explain_seconds("m sha1 torch float32", "lime", params) is None
+    monkeypatch.setattr(service_module, "machine_fingerprint", lambda: "another CPU x64")
+    elsewhere = MethodTimes(file)
+    assert elsewhere.explain_seconds("m sha1 onnxruntime float32", "lime", params) is None
+    elsewhere.record_explain("m sha1 onnxruntime float32", "lime", params, 1.0)
+    monkeypatch.undo()
+    assert MethodTimes(file).explain_seconds("m sha1 onnxruntime float32", "lime", params) == 12.5
+    file.write_text("{not json")
+    broken = MethodTimes(file)
+    assert broken.explain_seconds("m sha1 onnxruntime float32", "lime", params) is None
+    assert "unreadable" in caplog.text
+    broken.record_explain("m sha1 onnxruntime float32", "lime", params, 2.0)
+    assert MethodTimes(file).explain_seconds("m sha1 onnxruntime float32", "lime", params) == 2.0
 
 
 def test_progress_reaches_the_page_at_most_twice_a_second(monkeypatch):

@@ -14,6 +14,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import logging
+import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -37,6 +40,8 @@ from .models import ModelManager
 from .files import sha256 as file_digest
 from .files import write_atomic
 from .pipeline import Analysis, analyse, explain, prepare
+
+log = logging.getLogger(__name__)
 
 #: Session folders live here; the app serves files from it (Gradio's allowed_paths), and every
 #: folder has an unguessable random name.
@@ -116,50 +121,104 @@ class ModelRow:
         return f"{self.name}{tag}"
 
 
-class MethodTimes:
-    """How long explanations took in this process: a method's explanation per model and
-    resolved parameters (recorded by :meth:`Service.explain` when it computes one), and its
-    scoring per model, parameters and metrics (recorded by the Comparison page, the drawing of
-    its card included). The latest computation counts; a cached result is not timed. From them
-    the pages say how long a request will take and pace their progress bars. Shared by every
-    session: a duration is not a result."""
+#: where the app keeps its pages' times between runs (``$XAI_TIMES_FILE``, else the cache)
+TIMES_ENV = "XAI_TIMES_FILE"
 
-    def __init__(self) -> None:
-        self._explain: dict[tuple[str, str, str], float] = {}
-        self._score: dict[tuple[str, str, str, tuple[str, ...]], float] = {}
+
+def default_times_file() -> Path:
+    """The app's times file: ``$XAI_TIMES_FILE``, else ``xai-platform/times.json`` in the user's
+    cache folder."""
+    if os.environ.get(TIMES_ENV):
+        return Path(os.environ[TIMES_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "xai-platform" / "times.json"
+
+
+def machine_fingerprint() -> str:
+    """This machine as the times depend on it: the CPU's model name and how many there are."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} x{os.cpu_count()}"
+
+
+class MethodTimes:
+    """How long explanations took: a method's explanation per model and resolved parameters
+    (recorded by :meth:`Service.explain` when it computes one), and its scoring per model,
+    parameters and metrics (recorded by the Comparison page, the drawing of its card included).
+    The latest computation counts; a cached result is not timed. From them the pages say how
+    long a request will take and pace their progress bars. Shared by every session: a duration
+    is not a result.
+
+    ``file``: kept there between runs (JSON, written whole after each record), under this
+    machine's :func:`machine_fingerprint`; a model is named with its weights and engine by the
+    service, so other weights, another engine or another machine start without times. A file
+    that cannot be read is ignored (logged) and rewritten."""
+
+    def __init__(self, file: Path | None = None) -> None:
+        self.file = file
+        self._machine = machine_fingerprint()
         self._lock = threading.Lock()
+        self._all: dict[str, Any] = {}
+        self._times: dict[str, float] = {}
+        if file is not None and file.is_file():
+            try:
+                self._all = json.loads(file.read_text(encoding="utf-8"))
+                mine = self._all.get("machines", {}).get(self._machine, {})
+                self._times = {str(k): float(v) for k, v in mine.items()
+                               if isinstance(v, (int, float)) and v >= 0}
+            except (OSError, ValueError, AttributeError) as exc:
+                log.warning("times file %s unreadable (%s); starting without times", file, exc)
+                self._all, self._times = {}, {}
 
     @staticmethod
-    def _key(params: dict[str, Any]) -> str:
-        return json.dumps(params, sort_keys=True, default=str)
+    def _key(*parts: Any) -> str:
+        return json.dumps(parts, sort_keys=True, default=str)
 
-    def record_explain(self, model_id: str, method: str, params: dict[str, Any],
+    def _set(self, key: str, seconds: float) -> None:
+        with self._lock:
+            self._times[key] = float(seconds)
+            if self.file is None:
+                return
+            machines = self._all.get("machines")
+            if not isinstance(machines, dict):
+                machines = self._all["machines"] = {}
+            machines[self._machine] = dict(self._times)
+            try:
+                write_atomic(self.file, json.dumps(self._all, indent=0, sort_keys=True))
+            except OSError as exc:
+                log.warning("times file %s not written (%s)", self.file, exc)
+
+    def record_explain(self, model: str, method: str, params: dict[str, Any],
                        seconds: float) -> None:
-        with self._lock:
-            self._explain[(model_id, method, self._key(params))] = seconds
+        self._set(self._key("explain", model, method, params), seconds)
 
-    def record_score(self, model_id: str, method: str, params: dict[str, Any],
+    def record_score(self, model: str, method: str, params: dict[str, Any],
                      metrics: tuple[str, ...], seconds: float) -> None:
-        with self._lock:
-            self._score[(model_id, method, self._key(params), tuple(sorted(metrics)))] = seconds
+        self._set(self._key("score", model, method, params, sorted(metrics)), seconds)
 
-    def explain_seconds(self, model_id: str, method: str, params: dict[str, Any]
+    def explain_seconds(self, model: str, method: str, params: dict[str, Any]
                         ) -> float | None:
         """What the method took to explain on this model with these resolved parameters."""
         with self._lock:
-            return self._explain.get((model_id, method, self._key(params)))
+            return self._times.get(self._key("explain", model, method, params))
 
-    def comparison(self, model_id: str, params: dict[str, dict[str, Any]],
+    def comparison(self, model: str, params: dict[str, dict[str, Any]],
                    metrics: tuple[str, ...]) -> dict[str, tuple[float, float]] | None:
         """(explain, score) seconds of each method of ``params`` (method -> its resolved
-        parameters) on ``model_id`` with these metrics; None unless each was timed (an
-        estimate missing a method would mislead)."""
+        parameters) on ``model`` with these metrics; None unless each was timed (an estimate
+        missing a method would mislead)."""
         found = {}
         with self._lock:
             for method, resolved in params.items():
-                key = (model_id, method, self._key(resolved))
-                explain = self._explain.get(key)
-                score = (self._score.get((*key, tuple(sorted(metrics)))) if metrics else 0.0)
+                explain = self._times.get(self._key("explain", model, method, resolved))
+                score = (self._times.get(self._key("score", model, method, resolved,
+                                                   sorted(metrics))) if metrics else 0.0)
                 if explain is None or score is None:
                     return None
                 found[method] = (explain, score)
@@ -174,7 +233,7 @@ class Service:
         self.settings = settings or manager.config.app
         self._lock = threading.Lock()
         self._randomized: dict[str, tuple] = {}
-        self.times = MethodTimes()
+        self.times = MethodTimes()  # the app keeps them between runs (ui.app.build_app)
 
     # --- catalogue ----------------------------------------------------------------------------
     def models(self, modality: str | None = None) -> list[ModelRow]:
@@ -186,6 +245,13 @@ class Service:
             rows.append(ModelRow(spec.id, spec.name, spec.modality, spec.framework, status.state,
                                  status.reason, spec.notice))
         return rows
+
+    def timed_as(self, model_id: str) -> str:
+        """The model as its times are kept: its id, weights and forward engine (other weights
+        or another engine take other times)."""
+        forward = self.manager.forward_path(model_id)
+        engine = "not loaded" if forward is None else f"{forward.engine} {forward.precision}"
+        return f"{model_id} {(self.manager.weights_hash(model_id) or 'no weights')[:16]} {engine}"
 
     def resolved(self, model_id: str, method: str, params: dict[str, Any] | None = None
                  ) -> dict[str, Any]:
@@ -248,7 +314,8 @@ class Service:
         expl = explain(self.manager.get(model_id), analysis, method, window=window, target=target,
                        params=resolved, seed=int(seed), batch_size=batch_size,
                        progress=progress, cancel=session.cancel)
-        self.times.record_explain(model_id, method, resolved, time.perf_counter() - start)
+        self.times.record_explain(self.timed_as(model_id), method, resolved,
+                                  time.perf_counter() - start)
         session.computed += 1
         session.explanations[key] = expl
         while len(session.explanations) > session.max_explanations:

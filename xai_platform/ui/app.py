@@ -22,7 +22,7 @@ from ..memory import pin_mmap_threshold, release_free_memory
 from ..modalities import all_modalities, get_modality
 from ..models import ModelManager
 from ..preload import warm_up as warm_up_app
-from ..service import SESSION_ROOT, Service, Session
+from ..service import SESSION_ROOT, MethodTimes, Service, Session, default_times_file
 from . import classification, comparison, fetch_panel, plugin_panel
 from .common import (FIGURE_FORMAT, example_files, file_types, input_kind, input_path,
                      model_choices, model_status_markdown, prediction_outputs, user_error,
@@ -66,6 +66,8 @@ def models_table(service: Service) -> str:
 
 def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.Blocks:
     service = Service(manager, settings)
+    # the pages' times kept between runs, so that a restarted app still says how long they take
+    service.times = MethodTimes(default_times_file())
     modalities = [m for m in all_modalities() if service.models(m.name)] or all_modalities()
     first_modality = modalities[0].name
     first_kind = input_kind(first_modality)

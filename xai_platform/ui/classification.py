@@ -107,7 +107,7 @@ def run_explain(service: Service, session: Session, modality: str, audio: str | 
         raise ask("Choose a method first.", "No method chosen")
     params = collect_params(method_id, modality, values)
     report = paced(progress, get_method(method_id).label, service.times.explain_seconds(
-        model_id, method_id, service.resolved(model_id, method_id, params)))
+        service.timed_as(model_id), method_id, service.resolved(model_id, method_id, params)))
     expl = service.explain(session, path, model_id, method_id, params=params, seed=int(seed or 0),
                            window=parse_window(window),
                            target=None if target in (None, "", PREDICTED) else target,
@@ -139,7 +139,7 @@ def run_report(service: Service, session: Session, modality: str, audio: str | N
         raise ask("Choose a method first.", "No method chosen")
     params = collect_params(method_id, modality, values)
     report = paced(progress, get_method(method_id).label, service.times.explain_seconds(
-        model_id, method_id, service.resolved(model_id, method_id, params)))
+        service.timed_as(model_id), method_id, service.resolved(model_id, method_id, params)))
     expl = service.explain(session, path, model_id, method_id, params=params,
                            seed=int(seed or 0), window=parse_window(window),
                            target=None if target in (None, "", PREDICTED) else target,

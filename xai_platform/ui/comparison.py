@@ -61,8 +61,8 @@ def timed(service: Service, model_id: str, methods: list[str], metrics: tuple[st
           ) -> dict[str, tuple[float, float]] | None:
     """Each method's (explain, score) seconds on this model with its default parameters (what
     a comparison runs) and these metrics, from ``service.times``; None unless each was timed."""
-    return service.times.comparison(model_id, {m: service.resolved(model_id, m) for m in methods},
-                                    metrics)
+    return service.times.comparison(service.timed_as(model_id),
+                                    {m: service.resolved(model_id, m) for m in methods}, metrics)
 
 
 def estimate_text(service: Service, model_id: str, methods: list[str],
@@ -97,7 +97,7 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
         raise ask("Tick at least one method.", "No method chosen")
     order = run_order(methods)
     defaults = {m: service.resolved(model_id, m) for m in order}  # what service.explain runs
-    times = service.times.comparison(model_id, defaults, metrics)
+    times = service.times.comparison(service.timed_as(model_id), defaults, metrics)
     weight = {m: sum(times[m]) if times else 1.0 for m in order}
     total_weight = sum(weight.values())
     session.cancel.clear()
@@ -131,8 +131,8 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
         yield i + 1, len(order), method, expl, card
         # back from the page, which drew the card: its time counts as the scoring's too
         if metrics and session.computed > computed:  # a cached result took no time
-            service.times.record_score(model_id, method, defaults[method], tuple(metrics),
-                                       time.perf_counter() - explained)
+            service.times.record_score(service.timed_as(model_id), method, defaults[method],
+                                       tuple(metrics), time.perf_counter() - explained)
 
 
 def summary_outputs(explanations: dict[str, Explanation], cards: dict[str, Any], *,
