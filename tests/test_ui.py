@@ -156,6 +156,7 @@ def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(servic
         return seen
 
     assert estimate_text(service, model, methods, metrics) == ""
+    assert estimate_text(service, None, methods, metrics) == ""  # no model yet: no error here
     first = Session()
     seen = run(first)
     assert not any("left" in desc for _, desc in seen)

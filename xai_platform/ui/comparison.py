@@ -60,7 +60,10 @@ def seconds_left(times: dict[str, tuple[float, float]] | None, methods: list[str
 def timed(service: Service, model_id: str, methods: list[str], metrics: tuple[str, ...]
           ) -> dict[str, tuple[float, float]] | None:
     """Each method's (explain, score) seconds on this model with its default parameters (what
-    a comparison runs) and these metrics, from ``service.times``; None unless each was timed."""
+    a comparison runs) and these metrics, from ``service.times``; None unless each was timed
+    (and with no method or model chosen, which the comparison itself then asks for)."""
+    if not methods or not model_id:
+        return None
     return service.times.comparison(service.timed_as(model_id),
                                     {m: service.resolved(model_id, m) for m in methods}, metrics)
 
