@@ -193,6 +193,11 @@ def test_both_pages_in_a_real_browser(app_url, files):
         assert checks and checks == sorted(checks, key=lambda c: c == "fails"), checks
         if "passes" not in checks:
             expect(page.get_by_text("No map here can be trusted for this input")).to_be_visible()
+        # every method now has a time on this model: the page says what to expect, above the
+        # Compare button, before the next press
+        expect(page.get_by_text(re.compile(r"Expected: about \d+ s, as long as these methods "
+                                           r"took on this model before"))).to_be_visible(
+            timeout=30_000)
         _shoot(page, "comparison.png")
 
         # X-ray: switch modality, upload, predict, explain.

@@ -75,6 +75,7 @@ class Session:
         self.scorecards: dict[tuple, Any] = {}
         self.cancel = threading.Event()
         self.computed = 0  # explanations actually computed (cache misses), for tests and stats
+        self.scored = 0  # scorecards actually computed (the comparison page times these)
         self._dir: Path | None = folder
         self._own_dir = folder is None
 
@@ -358,6 +359,7 @@ class Service:
                 self.manager.get(expl.model_id), None, expl, metrics=metrics,
                 randomized=randomized, region_mask=region_mask,
                 lung_mask=expl.extras.get("focus_mask"))
+            session.scored += 1
             while len(session.scorecards) > session.max_explanations:
                 session.scorecards.pop(next(iter(session.scorecards)))
         return session.scorecards[key]

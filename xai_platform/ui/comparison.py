@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..errors import CancelledError
+from ..errors import CancelledError, XAIError
 from ..explainers import all_methods, get_method
 from ..explanation import Explanation
 from ..service import Service, Session
@@ -91,9 +91,10 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
     cleared once at the start and checked between methods (and inside each explainer's
     batches): cancelling raises :class:`CancelledError` after the methods already done.
 
-    Each explanation computed (not cached) is timed by the service, and its scoring here, from
-    the end of the explanation until the caller asks for the next method (so a page's drawing
-    of the card counts); where every method has both times on this model, ``progress``
+    Each explanation computed (not cached) is timed by the service, and each scorecard computed
+    here, from the end of the explanation until the caller asks for the next method (so a
+    page's drawing of the card counts); where every method has both times on this model,
+    ``progress``
     advances by them and says how long is left, else by methods."""
     path = input_path(modality, audio, image)
     if not methods:
@@ -123,7 +124,7 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
                      desc=f"{text} · about {max(total_weight - done, 0.0):.0f} s left")
         if session.cancel.is_set():
             raise CancelledError(f"cancelled after {i} of {len(order)} methods.")
-        computed = session.computed
+        scored = session.scored
         expl = service.explain(session, path, model_id, method, seed=int(seed or 0),
                                progress=report, new_request=False)
         explained = time.perf_counter()
@@ -133,7 +134,7 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
         before += weight[method]
         yield i + 1, len(order), method, expl, card
         # back from the page, which drew the card: its time counts as the scoring's too
-        if metrics and session.computed > computed:  # a cached result took no time
+        if session.scored > scored:  # a cached scorecard took no time
             service.times.record_score(service.timed_as(model_id), method, defaults[method],
                                        tuple(metrics), time.perf_counter() - explained)
 
@@ -199,6 +200,8 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
     metrics = gr.CheckboxGroup(METRICS, value=DEFAULT_METRICS,
                                label="Score the explanations (each metric costs extra model "
                                      "evaluations, shown in the scorecards; untick all to skip)")
+    # how long the ticked methods took on this model before: seen before Compare is pressed
+    expected = gr.Markdown()
     with gr.Row():
         run = gr.Button("Compare", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
@@ -300,6 +303,14 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
                                  progress=throttled(progress))
         return gr.update(value=path, visible=True)
 
+    def on_expected(model_id, chosen, chosen_metrics):
+        try:
+            text = estimate_text(service, model_id, list(chosen or []),
+                                 tuple(chosen_metrics or ()))
+        except (XAIError, OSError):  # a hint: the Compare button reports what is wrong
+            return ""
+        return f"*Expected: {text}*" if text else ""
+
     def on_cancel(sess):
         # The running comparison sees the flag at its next batch and reports what finished.
         sess.cancel.set()
@@ -307,14 +318,18 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
 
     header["model"].change(on_model, [header["model"]], [methods, hidden],
                            api_visibility="private")
+    expecting = ([header["model"], methods, metrics], [expected])
+    for changed in (methods, metrics):
+        changed.change(on_expected, *expecting, show_progress="hidden", api_visibility="private")
     run.click(on_compare, [session, header["modality"], header["audio"], header["image"],
                            header["model"], methods, seed, metrics],
               [status, *slots, *captions, *images, *details, *scores, ranking, agreement_plot],
-              show_progress_on=[status], api_visibility="private")
+              show_progress_on=[status], api_visibility="private").then(
+        on_expected, *expecting, show_progress="hidden", api_visibility="private")
     cancel.click(on_cancel, [session], [status], queue=False, show_progress="hidden",
                  api_visibility="private")
     report_btn.click(on_report, [session, header["modality"], header["audio"], header["image"],
                                  header["model"], methods, seed, metrics], [report_file],
                      api_visibility="private")
     return {"report": report_btn, "report_file": report_file, "methods": methods, "hidden": hidden, "run": run, "status": status,
-            "on_model": on_model}
+            "on_model": on_model, "expected": expected, "on_expected": on_expected}
