@@ -155,8 +155,9 @@ def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(servic
                      progress=lambda f, desc="": seen.append((f, desc)), metrics=metrics))
         return seen
 
-    assert estimate_text(service, model, methods, metrics) == ""
-    assert estimate_text(service, None, methods, metrics) == ""  # no model yet: no error here
+    assert estimate_text(timed(service, model, methods, metrics), methods) == ""
+    # no model yet: no estimate, and no error here
+    assert estimate_text(timed(service, None, methods, metrics), methods) == ""
     first = Session()
     # Grad-CAM explained on the Classification page first: its scorecard is still timed
     service.explain(first, str(png_file), model, "gradcam")
@@ -166,17 +167,18 @@ def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(servic
     assert any(desc == "LIME: evaluating samples" for _, desc in seen)  # the label once
     times = timed(service, model, methods, metrics)
     assert set(times) == {"gradcam", "lime"} and all(e > 0 and s > 0 for e, s in times.values())
-    assert estimate_text(service, model, methods, metrics).startswith("about ")
+    assert estimate_text(timed(service, model, methods, metrics), methods).startswith("about ")
     run(first)  # cached: nothing computed, nothing re-timed
     assert timed(service, model, methods, metrics) == times
-    assert estimate_text(service, model, methods, metrics + ("randomization",)) == ""
+    unscored = metrics + ("randomization",)
+    assert estimate_text(timed(service, model, methods, unscored), methods) == ""
 
     # Grad-CAM took 2 s, LIME 8 s (6 explaining, 2 scoring): LIME starts at 20% with 8 s left
     for method, explain_s, score_s in (("gradcam", 1.0, 1.0), ("lime", 6.0, 2.0)):
         defaults = service.resolved(model, method)
         service.times.record_explain(service.timed_as(model), method, defaults, explain_s)
         service.times.record_score(service.timed_as(model), method, defaults, metrics, score_s)
-    text = estimate_text(service, model, methods, metrics)
+    text = estimate_text(timed(service, model, methods, metrics), methods)
     assert text.startswith("about 10 s") and "LIME 8 s, Grad-CAM 2 s" in text
     seen = run(Session())
     lime = [(f, desc) for f, desc in seen if desc.startswith("LIME")]

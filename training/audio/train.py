@@ -610,8 +610,9 @@ def band_edges(band: dict[str, Any], speech: np.ndarray) -> tuple[np.ndarray, np
     from xai_platform.models.cards import band_calibration
 
     calibration = band_calibration(band)
-    edges = np.array([calibration.band_for(float(s)) for s in speech], dtype=np.float64)
-    return edges.reshape(-1, 2)[:, 0], edges.reshape(-1, 2)[:, 1]
+    edges = np.array([calibration.band_for(float(s)) for s in speech],
+                     dtype=np.float64).reshape(-1, 2)
+    return edges[:, 0], edges[:, 1]
 
 
 def short_speech_band(oos: tuple[np.ndarray, np.ndarray, np.ndarray],

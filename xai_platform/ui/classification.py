@@ -98,6 +98,14 @@ def paced(progress, label: str, seconds: float | None):
     return report
 
 
+def paced_for(service: Service, progress, model_id: str, method_id: str,
+              params: dict[str, Any]):
+    """:func:`paced` for this method on this model with these parameters, from the time the
+    service kept of it."""
+    return paced(progress, get_method(method_id).label, service.times.explain_seconds(
+        service.timed_as(model_id), method_id, service.resolved(model_id, method_id, params)))
+
+
 def run_explain(service: Service, session: Session, modality: str, audio: str | None,
                 image: str | None, model_id: str, method_id: str, seed: float, window: str | None,
                 target: str | None, values: list[Any], progress=None):
@@ -106,8 +114,7 @@ def run_explain(service: Service, session: Session, modality: str, audio: str | 
     if not method_id:
         raise ask("Choose a method first.", "No method chosen")
     params = collect_params(method_id, modality, values)
-    report = paced(progress, get_method(method_id).label, service.times.explain_seconds(
-        service.timed_as(model_id), method_id, service.resolved(model_id, method_id, params)))
+    report = paced_for(service, progress, model_id, method_id, params)
     expl = service.explain(session, path, model_id, method_id, params=params, seed=int(seed or 0),
                            window=parse_window(window),
                            target=None if target in (None, "", PREDICTED) else target,
@@ -138,8 +145,7 @@ def run_report(service: Service, session: Session, modality: str, audio: str | N
     if not method_id:
         raise ask("Choose a method first.", "No method chosen")
     params = collect_params(method_id, modality, values)
-    report = paced(progress, get_method(method_id).label, service.times.explain_seconds(
-        service.timed_as(model_id), method_id, service.resolved(model_id, method_id, params)))
+    report = paced_for(service, progress, model_id, method_id, params)
     expl = service.explain(session, path, model_id, method_id, params=params,
                            seed=int(seed or 0), window=parse_window(window),
                            target=None if target in (None, "", PREDICTED) else target,

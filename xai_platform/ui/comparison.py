@@ -68,11 +68,9 @@ def timed(service: Service, model_id: str, methods: list[str], metrics: tuple[st
                                     {m: service.resolved(model_id, m) for m in methods}, metrics)
 
 
-def estimate_text(service: Service, model_id: str, methods: list[str],
-                  metrics: tuple[str, ...]) -> str:
-    """How long these methods will take, from what they took on this model before in this
-    app ("" the first time): the total and the two slowest."""
-    times = timed(service, model_id, methods, metrics)
+def estimate_text(times: dict[str, tuple[float, float]] | None, methods: list[str]) -> str:
+    """How long these methods will take, from what they took on this model before
+    (:func:`timed`; "" without a time for each): the total and the two slowest."""
     total = seconds_left(times, methods, 0)
     if times is None or total is None:
         return ""
@@ -94,8 +92,7 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
     Each explanation computed (not cached) is timed by the service, and each scorecard computed
     here, from the end of the explanation until the caller asks for the next method (so a
     page's drawing of the card counts); where every method has both times on this model,
-    ``progress``
-    advances by them and says how long is left, else by methods."""
+    ``progress`` advances by them and says how long is left, else by methods."""
     path = input_path(modality, audio, image)
     if not methods:
         raise ask("Tick at least one method.", "No method chosen")
@@ -245,7 +242,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         total = len(chosen or [])
         metric_ids = tuple(chosen_metrics or ())
         times = timed(service, model_id, list(chosen or []), metric_ids)
-        estimate = estimate_text(service, model_id, list(chosen or []), metric_ids)
+        estimate = estimate_text(times, list(chosen or []))
         # The first update clears the cards of an earlier comparison; later ones send only
         # what changed (the new card), so finished figures are not encoded and sent again
         # after every method (gr.skip(): the component keeps what it shows).
@@ -305,8 +302,8 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
 
     def on_expected(model_id, chosen, chosen_metrics):
         try:
-            text = estimate_text(service, model_id, list(chosen or []),
-                                 tuple(chosen_metrics or ()))
+            text = estimate_text(timed(service, model_id, list(chosen or []),
+                                       tuple(chosen_metrics or ())), list(chosen or []))
         except (XAIError, OSError):  # a hint: the Compare button reports what is wrong
             return ""
         return f"*Expected: {text}*" if text else ""
