@@ -203,6 +203,39 @@ def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(servic
     assert paced(None, "LIME", 40.0) is None
 
 
+def test_the_estimate_is_there_before_the_model_loads(service, png_file):
+    """A fresh page lists the methods before the model loads, and the engine (chosen at load)
+    names the times: until then the estimate takes the engine the model ran on here before and
+    says loading comes first; with times of two engines it waits for the load."""
+    from xai_platform.service import Session
+    from xai_platform.ui.classification import paced_for
+    from xai_platform.ui.comparison import compare, estimate_text, loading, timed
+
+    model, methods, metrics = "tiny-torch-xray", ["gradcam"], ("faithfulness",)
+    list(compare(service, Session(), "xray", None, str(png_file), model, methods, 0,
+                 metrics=metrics))
+    loaded = estimate_text(timed(service, model, methods, metrics), methods,
+                           loading(service, model))
+    assert loaded.startswith("about ") and "loading" not in loaded
+    ran_as = service.timed_as(model)
+
+    service.manager.unload(model)  # as after a restart: the times are kept, the model is not
+    assert service.timed_as(model).endswith(" not loaded") and loading(service, model)
+    assert service.looked_up_as(model) == ran_as
+    text = estimate_text(timed(service, model, methods, metrics), methods, loading(service, model))
+    assert text.startswith("about ") and "after loading the model" in text
+    shown = []  # the Classification page's countdown too
+    paced_for(service, lambda f, desc: shown.append(desc), model, "gradcam", {})(0.5, "computing")
+    assert shown[-1].startswith("Grad-CAM: computing · about ")
+
+    # times of a second engine for the same weights: which one loads is not known yet
+    other = ran_as.rsplit(" ", 2)[0] + " openvino bf16"
+    service.times.record_explain(other, "gradcam", service.resolved(model, "gradcam"), 1.0)
+    assert estimate_text(timed(service, model, methods, metrics), methods) == ""
+    service.manager.get(model)
+    assert timed(service, model, methods, metrics) is not None
+
+
 def test_the_app_keeps_its_times_between_runs_per_machine_and_model(tmp_path, monkeypatch,
                                                                      caplog):
     """A restarted app reads the times it wrote; another machine, model weights or engine
@@ -219,6 +252,8 @@ def test_the_app_keeps_its_times_between_runs_per_machine_and_model(tmp_path, mo
     assert again.explain_seconds("m sha1 onnxruntime float32", "lime", params) == 12.5
     assert again.comparison("m sha1 onnxruntime float32", {"lime": params},
                             ("faithfulness",)) == {"lime": (12.5, 3.0)}
+    assert again.models("m sha1") == ["m sha1 onnxruntime float32"]
+    assert again.models("m sha") == again.models("m sha2") == []
     assert again.explain_seconds("m sha2 onnxruntime float32", "lime", params) is None
     assert again.explain_seconds("m sha1 torch float32", "lime", params) is None
     monkeypatch.setattr(service_module, "machine_fingerprint", lambda: "another CPU x64")

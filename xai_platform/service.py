@@ -203,6 +203,21 @@ class MethodTimes:
                      metrics: tuple[str, ...], seconds: float) -> None:
         self._set(self._key("score", model, method, params, sorted(metrics)), seconds)
 
+    def models(self, weights: str) -> list[str]:
+        """The models (as :meth:`Service.timed_as` names them: id, weights, engine) with an
+        explanation timed here whose name starts with ``weights`` (id and weights)."""
+        with self._lock:
+            keys = list(self._times)
+        found = set()
+        for key in keys:
+            try:
+                kind, model = json.loads(key)[:2]
+            except (ValueError, TypeError):
+                continue
+            if kind == "explain" and isinstance(model, str) and model.startswith(weights + " "):
+                found.add(model)
+        return sorted(found)
+
     def explain_seconds(self, model: str, method: str, params: dict[str, Any]
                         ) -> float | None:
         """What the method took to explain on this model with these resolved parameters."""
@@ -252,7 +267,21 @@ class Service:
         or another engine take other times)."""
         forward = self.manager.forward_path(model_id)
         engine = "not loaded" if forward is None else f"{forward.engine} {forward.precision}"
-        return f"{model_id} {(self.manager.weights_hash(model_id) or 'no weights')[:16]} {engine}"
+        return f"{self._weights_named(model_id)} {engine}"
+
+    def _weights_named(self, model_id: str) -> str:
+        return f"{model_id} {(self.manager.weights_hash(model_id) or 'no weights')[:16]}"
+
+    def looked_up_as(self, model_id: str) -> str:
+        """The model as its times are looked up: once loaded, as they are kept
+        (:meth:`timed_as`). Before it loads (its engine is chosen then: the parity check, the
+        precision flag), as it ran on this machine before, where its times were kept for one
+        engine only; else as not loaded, which has no times."""
+        name = self.timed_as(model_id)
+        if self.manager.forward_path(model_id) is not None:
+            return name
+        ran = self.times.models(self._weights_named(model_id))
+        return ran[0] if len(ran) == 1 else name
 
     def resolved(self, model_id: str, method: str, params: dict[str, Any] | None = None
                  ) -> dict[str, Any]:

@@ -118,7 +118,7 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
         with gr.Tabs():
             with gr.Tab("Classification", id="classification"):
                 cls = classification.build(service, header, session)
-            with gr.Tab("XAI Comparison", id="comparison"):
+            with gr.Tab("XAI Comparison", id="comparison") as comparison_tab:
                 cmp = comparison.build(service, header, session)
             with gr.Tab("Models", id="models"):
                 table = gr.Markdown(models_table(service))
@@ -173,7 +173,13 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
         model.change(on_model_status, [model], [status, label, verdict], api_visibility="private")
         image.change(on_image, [modality, image], [preview], api_visibility="private")
         predict_btn.click(on_predict, [session, modality, audio, image, model],
-                          [label, verdict, timeline, cls["window"]], api_visibility="private")
+                          [label, verdict, timeline, cls["window"]], api_visibility="private"
+                          ).then(cmp["on_expected"], *cmp["expecting"], show_progress="hidden",
+                                 api_visibility="private")
+        # the model may have loaded since the methods were listed (its engine, then known,
+        # names its times): the comparison's estimate as the tab opens
+        comparison_tab.select(cmp["on_expected"], *cmp["expecting"], show_progress="hidden",
+                              api_visibility="private")
         demo.load(lambda m: (*cls["on_model"](m), *cmp["on_model"](m)), [model],
                   [cls["method"], cls["hidden"], cls["target"], cmp["methods"], cmp["hidden"]],
                   api_visibility="private")

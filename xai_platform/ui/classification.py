@@ -103,7 +103,8 @@ def paced_for(service: Service, progress, model_id: str, method_id: str,
     """:func:`paced` for this method on this model with these parameters, from the time the
     service kept of it."""
     return paced(progress, get_method(method_id).label, service.times.explain_seconds(
-        service.timed_as(model_id), method_id, service.resolved(model_id, method_id, params)))
+        service.looked_up_as(model_id), method_id,
+        service.resolved(model_id, method_id, params)))
 
 
 def run_explain(service: Service, session: Session, modality: str, audio: str | None,

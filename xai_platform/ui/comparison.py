@@ -61,24 +61,32 @@ def timed(service: Service, model_id: str, methods: list[str], metrics: tuple[st
           ) -> dict[str, tuple[float, float]] | None:
     """Each method's (explain, score) seconds on this model with its default parameters (what
     a comparison runs) and these metrics, from ``service.times``; None unless each was timed
-    (and with no method or model chosen, which the comparison itself then asks for)."""
+    (and with no method or model chosen, which the comparison itself then asks for). Before
+    the model loads, the times of the engine it ran on before (:meth:`Service.looked_up_as`)."""
     if not methods or not model_id:
         return None
-    return service.times.comparison(service.timed_as(model_id),
+    return service.times.comparison(service.looked_up_as(model_id),
                                     {m: service.resolved(model_id, m) for m in methods}, metrics)
 
 
-def estimate_text(times: dict[str, tuple[float, float]] | None, methods: list[str]) -> str:
+def estimate_text(times: dict[str, tuple[float, float]] | None, methods: list[str],
+                  loading: bool = False) -> str:
     """How long these methods will take, from what they took on this model before
-    (:func:`timed`; "" without a time for each): the total and the two slowest."""
+    (:func:`timed`; "" without a time for each): the total and the two slowest, and whether
+    loading the model comes first (not counted)."""
     total = seconds_left(times, methods, 0)
     if times is None or total is None:
         return ""
     slowest = sorted(times, key=lambda m: -sum(times[m]))[:2]
     parts = ", ".join(f"{get_method(m).label} {sum(times[m]):.0f} s" for m in slowest)
     hint = " Untick the slowest for a quicker look." if total >= 20 else ""
-    return (f"about {total:.0f} s, as long as these methods took on this model before "
-            f"({parts}).{hint}")
+    return (f"about {total:.0f} s" + (" after loading the model" if loading else "")
+            + f", as long as these methods took on this model before ({parts}).{hint}")
+
+
+def loading(service: Service, model_id: str | None) -> bool:
+    """Whether the model still has to load before a comparison on it starts."""
+    return bool(model_id) and service.manager.forward_path(model_id) is None
 
 
 def compare(service: Service, session: Session, modality: str, audio: str | None,
@@ -98,7 +106,7 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
         raise ask("Tick at least one method.", "No method chosen")
     order = run_order(methods)
     defaults = {m: service.resolved(model_id, m) for m in order}  # what service.explain runs
-    times = service.times.comparison(service.timed_as(model_id), defaults, metrics)
+    times = service.times.comparison(service.looked_up_as(model_id), defaults, metrics)
     weight = {m: sum(times[m]) if times else 1.0 for m in order}
     total_weight = sum(weight.values())
     session.cancel.clear()
@@ -242,7 +250,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         total = len(chosen or [])
         metric_ids = tuple(chosen_metrics or ())
         times = timed(service, model_id, list(chosen or []), metric_ids)
-        estimate = estimate_text(times, list(chosen or []))
+        estimate = estimate_text(times, list(chosen or []), loading(service, model_id))
         # The first update clears the cards of an earlier comparison; later ones send only
         # what changed (the new card), so finished figures are not encoded and sent again
         # after every method (gr.skip(): the component keeps what it shows).
@@ -303,7 +311,8 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
     def on_expected(model_id, chosen, chosen_metrics):
         try:
             text = estimate_text(timed(service, model_id, list(chosen or []),
-                                       tuple(chosen_metrics or ())), list(chosen or []))
+                                       tuple(chosen_metrics or ())), list(chosen or []),
+                                 loading(service, model_id))
         except (XAIError, OSError):  # a hint: the Compare button reports what is wrong
             return ""
         return f"*Expected: {text}*" if text else ""
@@ -329,4 +338,5 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
                                  header["model"], methods, seed, metrics], [report_file],
                      api_visibility="private")
     return {"report": report_btn, "report_file": report_file, "methods": methods, "hidden": hidden, "run": run, "status": status,
-            "on_model": on_model, "expected": expected, "on_expected": on_expected}
+            "on_model": on_model, "expected": expected, "on_expected": on_expected,
+            "expecting": expecting}
