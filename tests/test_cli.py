@@ -68,6 +68,51 @@ def test_explain_json_writes_figure_and_heatmap(request, tmp_path, tiny_config_p
         assert 0 <= listening["score_kept"] <= 1 and 0 <= listening["score_removed"] <= 1
 
 
+@needs_torch
+def test_explain_with_metrics_ranks_the_methods_as_the_comparison_page(tmp_path,
+                                                                        tiny_config_path,
+                                                                        png_file):
+    """`explain --metrics`: each explanation's scorecard, and per input which maps to trust,
+    the methods ranked and how far the maps agree; the printout names a failing check."""
+    args = ["explain", str(png_file), "--model", "tiny-torch-xray", "--method", "gradcam",
+            "--method", "saliency", "--metrics", "faithfulness", "randomization",
+            "--out", str(tmp_path / "out"), "--config", str(tiny_config_path)]
+    result = run_cli(*args, "--json", "--report")
+    assert result.returncode == 0, result.stderr
+    def not_json(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    (entry,) = json.loads(result.stdout, parse_constant=not_json)["results"]
+    cards = {e["method"]: e["scorecard"] for e in entry["explanations"]}
+    assert set(cards) == {"gradcam", "saliency"}
+    assert all({"insertion_auc", "deletion_auc", "randomization_rho"} <= set(c["values"])
+               for c in cards.values())
+    comparison = entry["comparison"]
+    ranking = comparison["ranking"]
+    assert sorted(r["method"] for r in ranking) == ["gradcam", "saliency"]
+    assert [r["rank"] for r in ranking] == sorted(r["rank"] for r in ranking)
+    assert all(r["passes"] == ("fails_randomization" not in cards[r["method"]]["flags"]
+                               and "chance_order" not in cards[r["method"]]["flags"])
+               for r in ranking)
+    assert comparison["trust"] and len(comparison["agreement"]["spearman"]) == 2
+    report = open(entry["report"], encoding="utf-8").read()
+    assert "Mean rank" in report and comparison["trust"] in report  # the ranking too
+
+    printed = run_cli(*args)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.count("scores: Insertion AUC") == 2
+    assert comparison["trust"] in printed.stdout
+    for r in ranking:
+        label = {"gradcam": "Grad-CAM", "saliency": "Gradient saliency"}[r["method"]]
+        line = next(x for x in printed.stdout.splitlines() if f"{r['rank']}. {label}:" in x)
+        assert ("(fails the randomisation check" in line) == \
+            ("fails_randomization" in cards[r["method"]]["flags"])
+    without = run_cli(*args[:8], "--out", str(tmp_path / "plain"), "--json",
+                      "--config", str(tiny_config_path))
+    (plain,) = json.loads(without.stdout)["results"]
+    assert "comparison" not in plain and "scorecard" not in plain["explanations"][0]
+
+
 @pytest.mark.parametrize("args, message", [
     (["explain", "missing.wav", "--model", "tiny-torch-audio"], "missing.wav: file not found"),
     (["explain", "README.md", "--model", "tiny-torch-audio"], "README.md"),

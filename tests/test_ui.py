@@ -410,9 +410,30 @@ def test_api_compare_and_errors(served, inputs):
     url, _ = served
     client = _client(url)
     summary, figures = client.predict(handle_file(str(inputs[1][0])), "tiny-torch-xray",
-                                      ["gradcam", "saliency"], 0, api_name="/compare")
-    assert [r["method"] for r in summary["results"]] == ["gradcam", "saliency"]
+                                      ["saliency", "gradcam"], 0, api_name="/compare")
+    assert [r["method"] for r in summary["results"]] == ["gradcam", "saliency"]  # fastest first
     assert len(figures) == 2
+    assert "ranking" not in summary and "scorecard" not in summary["results"][0]
+    assert summary["agreement"]["methods"] == ["gradcam", "saliency"]
+    # what the page shows below its cards: scorecards, the ranking, which maps to trust
+    scored, _ = client.predict(handle_file(str(inputs[1][0])), "tiny-torch-xray",
+                               ["gradcam", "saliency"], 0, ["faithfulness", "randomization"],
+                               api_name="/compare")
+    cards = {r["method"]: r["scorecard"] for r in scored["results"]}
+    assert all({"insertion_auc", "deletion_auc", "randomization_rho"} <= set(c["values"])
+               for c in cards.values())
+    assert sorted(r["method"] for r in scored["ranking"]) == ["gradcam", "saliency"]
+    assert scored["ranking"][0]["rank"] == 1 and scored["trust"]
+    for r in scored["ranking"]:
+        failing = {"fails_randomization": "the randomisation check",
+                   "chance_order": "deletion / insertion no better than chance"}
+        assert r["passes"] == (not r["fails"])
+        assert set(r["fails"]) == {failing[f] for f in cards[r["method"]]["flags"]
+                                   if f in failing}
+    assert len(scored["agreement"]["spearman"]) == 2
+    with pytest.raises(Exception, match="unknown metric 'speed'"):
+        client.predict(handle_file(str(inputs[1][0])), "tiny-torch-xray", ["gradcam"], 0,
+                       ["speed"], api_name="/compare")
     with pytest.raises(Exception, match="unknown method"):
         client.predict(handle_file(str(inputs[1][0])), "tiny-torch-xray", "magic", None, 0,
                        api_name="/explain")

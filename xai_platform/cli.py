@@ -7,7 +7,9 @@
     python -m xai_platform check-model CONFIG.yaml [--input FILE] [--model ID] [--json]
     python -m xai_platform explain INPUT... --model ID [--method ID ...] [--out DIR]
                                    [--seed N] [--param NAME=VALUE ...] [--target LABEL]
-                                   [--window N] [--report] [--json]
+                                   [--window N] [--metrics NAME ...] [--report] [--json]
+        --metrics: each explanation's scorecard and, per input, the comparison page's
+        ranking (which maps to trust) and the agreement between the maps.
     python -m xai_platform explain-batch INPUTS --model ID [--method ID ...] --out DIR
                                    [--seed N] [--param NAME=VALUE ...] [--metrics NAME ...]
                                    [--target LABEL] [--window N] [--report] [--quiet]
@@ -238,7 +240,40 @@ def _own_params(params: dict[str, Any], method: str, modality: str) -> dict[str,
             if any(p.name == k for p in get_method(method).params_for(modality))}
 
 
+def scores_line(card) -> str:
+    """A scorecard's main values on one line (the faithfulness curves' areas, the
+    randomisation check, stability), what they cost, and its flags' titles (the JSON record
+    has their whole text)."""
+    from .evaluation.scorecard import FLAGS, VALUES
+
+    parts = []
+    for name in ("insertion_auc", "deletion_auc", "randomization_rho", "stability_spearman"):
+        value = card.values.get(name)
+        if value is None:
+            continue
+        text = f"{VALUES[name].label} {value:.2f}" if value == value else f"{VALUES[name].label} n/a"
+        if name == "randomization_rho":
+            text += " (pass)" if card.values.get("randomization_passed") else " (fail)"
+        parts.append(text)
+    cost = card.metric_cost
+    flags = "".join(f"; {FLAGS.get(code, code).lower()}" for code in card.flags)
+    return ("; ".join(parts) + f" ({cost.seconds:.2f} s, {cost.evaluations} evaluations)"
+            + flags)
+
+
+def comparison_lines(record: dict[str, Any], labels: dict[str, str]) -> str:
+    """The ranking of :func:`~xai_platform.evaluation.scorecard.comparison_record` as lines:
+    which maps to trust, then the methods best first."""
+    lines = [record["trust"]]
+    for r in record["ranking"]:
+        why = f" (fails {'; '.join(r['fails'])})" if r["fails"] else ""
+        lines.append(f"  {r['rank']}. {labels.get(r['method'], r['method'])}: mean rank "
+                     f"{r['mean_rank']:.2f}{why}")
+    return "\n  ".join(lines)
+
+
 def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from .evaluation.scorecard import comparison_record, json_safe
     from .explainers import compatible_methods, get_method
     from .service import Service, Session
 
@@ -258,6 +293,8 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
     out.mkdir(parents=True, exist_ok=True)
     session = Session(folder=out)
     show = not args.json and not args.quiet
+    metrics = tuple(args.metrics or ())
+    service.prepare_scoring(spec.id, methods, metrics)
     results = []
     for source in args.inputs:
         analysis = service.analyse(session, source, spec.id)
@@ -272,7 +309,7 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
         timeline = service.timeline_records(analysis)
         if len(timeline) > 1:
             entry["timeline"] = timeline
-        explanations = []
+        explanations, cards, heatmaps = [], {}, {}
         stem = _safe_stem(analysis.prepared.name)
         for method in methods:
             # Only this method's parameters (a shared --param list may name others').
@@ -295,17 +332,29 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
                 record["listening"] = dict(readout.record)
                 if show:
                     print(f"    {readout.text}")
+            heatmaps[method] = expl.heatmap
+            card = service.score(session, expl, metrics) if metrics else None
+            if card is not None:
+                cards[method] = card
+                record["scorecard"] = json_safe(card.to_dict())
             explanations.append(record)
             if show:
                 print(f"  {expl.method_label}: {figure} ({expl.seconds:.2f} s, "
                       f"{expl.n_evaluations} evaluations)")
+                if card is not None:
+                    print(f"    scores: {scores_line(card)}")
         entry["explanations"] = explanations
+        if cards:
+            entry["comparison"] = comparison_record(cards, heatmaps)
+            if show:
+                print("  " + comparison_lines(entry["comparison"], {
+                    r["method"]: r["method_label"] for r in explanations}))
         if args.report:
             done = [service.explain(session, source, spec.id, m, window=args.window,
                                     target=args.target, seed=args.seed,
                                     params=_own_params(params, m, spec.modality))
                     for m in methods]  # cached: computed above
-            entry["report"] = str(service.report(session, source, spec.id, done,
+            entry["report"] = str(service.report(session, source, spec.id, done, cards=cards,
                                                  stem=f"{stem}__{spec.id}__report"))
             if show:
                 print(f"  report: {entry['report']}")
@@ -481,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check_model)
 
+    from .evaluation.scorecard import COSTLY_METRICS
+
     p = sub.add_parser("explain", parents=[common], help="predict and explain inputs")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio or image files")
     p.add_argument("--model", required=True)
@@ -493,13 +544,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="label to explain (default: the prediction)")
     p.add_argument("--window", type=int, default=None,
                    help="audio window to explain (default: the most suspicious)")
+    p.add_argument("--metrics", nargs="+", default=[], choices=COSTLY_METRICS,
+                   help="score each explanation (the comparison page ticks faithfulness and "
+                        "randomization) and rank the methods per input: which maps to trust")
     p.add_argument("--report", action="store_true",
                    help="also write one self-contained HTML report per input (all its methods)")
     p.add_argument("--json", action="store_true", help="print results as JSON on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_explain)
-
-    from .evaluation.scorecard import COSTLY_METRICS
 
     p = sub.add_parser("explain-batch", parents=[common],
                        help="explain a data set: resumable, one index table, a summary report")

@@ -337,7 +337,7 @@ def comparison_section(explanations: Sequence[Explanation],
                        cards: Mapping[str, Scorecard]) -> str:
     """The ranking (where every method has a scorecard) and the agreement matrix."""
     from .evaluation.metrics import agreement
-    from .evaluation.scorecard import rank_methods, render_agreement, trust_verdict
+    from .evaluation.scorecard import FAILING_FLAGS, rank_methods, render_agreement, trust_verdict
 
     labels = {e.method: e.method_label for e in explanations}
     parts = ["<h2>Comparison</h2>"]
@@ -345,7 +345,8 @@ def comparison_section(explanations: Sequence[Explanation],
         ranking = rank_methods({e.method: cards[e.method] for e in explanations})
         parts.append(f"<p>{esc(trust_verdict(ranking).replace('**', ''))}</p>")
         parts.append(_table(["Rank", "Method", "Checks", "Mean rank"], [
-            [r.rank, labels[r.method], "passes" if r.passes else "fails: " + ", ".join(r.failed),
+            [r.rank, labels[r.method],
+             "passes" if r.passes else "fails: " + "; ".join(FAILING_FLAGS[f] for f in r.failed),
              f"{r.mean_rank:.2f}"] for r in ranking]))
     matrix = agreement({e.method: e.heatmap for e in explanations})
     names = [labels[k] for k in matrix["methods"]]

@@ -373,6 +373,17 @@ class Service:
                 self._randomized[model_id] = cached
         return cached[1]
 
+    def prepare_scoring(self, model_id: str, methods: list[str], metrics: tuple[str, ...]
+                        ) -> None:
+        """Before a run of ``methods`` scored with ``metrics``: where the randomisation check
+        will re-run LIME or SHAP, build the randomised model first (:meth:`randomized`), so
+        its re-runs reuse the trained run's trunk batches."""
+        if "randomization" in metrics and any(get_method(m).uses_features for m in methods):
+            try:
+                self.randomized(model_id)
+            except NotImplementedError:
+                pass  # a format that cannot re-initialise: the scorecard says so
+
     def score(self, session: Session, expl: Explanation, metrics: tuple[str, ...], *,
               region_mask: np.ndarray | None = None):
         """The scorecard of one explanation (cached per session). ``region_mask``: (H, W) bool

@@ -384,6 +384,43 @@ def compare(model: ModelHandle, explanations: Mapping[str, Explanation], *,
     return Comparison(cards, rank_methods(cards), agreement)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` (dicts, lists, tuples, numbers, NumPy scalars and arrays) as strict JSON: NaN
+    and infinities as None (a metric that did not apply), NumPy as Python."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.generic, float)):
+        item = value.item() if isinstance(value, np.generic) else value
+        return item if not isinstance(item, float) or np.isfinite(item) else None
+    return value
+
+
+def comparison_record(cards: Mapping[str, Scorecard], heatmaps: Mapping[str, np.ndarray]
+                      ) -> dict[str, Any]:
+    """What the comparison page says below the cards, as JSON (the API's ``/compare`` and the
+    CLI's ``explain --metrics``): ``trust``, the sentence on which maps may be trusted;
+    ``ranking``, best first (rank, mean rank, the rank per criterion, whether the method passes
+    the checks and, where not, which it fails); ``agreement`` between every two maps (methods,
+    rank correlation, top-k IoU; with two or more maps). Without scorecards, only the
+    agreement."""
+    out: dict[str, Any] = {}
+    if cards:
+        ranking = rank_methods(cards)
+        out["trust"] = trust_verdict(ranking).replace("**", "")
+        out["ranking"] = [{"method": r.method, "rank": r.rank, "mean_rank": r.mean_rank,
+                           "ranks": dict(r.ranks), "passes": r.passes,
+                           "fails": [FAILING_FLAGS[f] for f in r.failed]} for r in ranking]
+    if len(heatmaps) > 1:
+        matrix = m.agreement(dict(heatmaps))
+        out["agreement"] = {"methods": matrix["methods"],
+                            "spearman": np.round(matrix["spearman"], 6).tolist(),
+                            "top_k": matrix["top_k"],
+                            "top_k_iou": np.round(matrix["top_k_iou"], 6).tolist()}
+    return json_safe(out)
+
+
 # --- rendering -------------------------------------------------------------------------------
 
 def render_agreement(matrix: np.ndarray, labels: Sequence[str], *, title: str = "",

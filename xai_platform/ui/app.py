@@ -257,19 +257,32 @@ def register_api(service: Service) -> None:
             return service.record(expl), FileData(path=str(png)), FileData(path=str(heatmap))
 
     def compare(file: FileData, model: str, methods: list[str] | None = None,
-                seed: int = 0) -> tuple[dict, list[FileData]]:
+                seed: int = 0, metrics: list[str] | None = None
+                ) -> tuple[dict, list[FileData]]:
         """Several methods on the same input and model (default: all that apply), fastest
-        first: one record and one figure per method."""
+        first: one record and one figure per method. ``metrics`` (any of faithfulness,
+        randomization, stability; the page ticks the first two): each record gets its
+        scorecard, and the summary the page's ranking ("trust", "ranking") and the agreement
+        between maps."""
+        from ..evaluation.scorecard import comparison_record, json_safe
+        from .comparison import compare_path
+
         chosen = methods or service.methods(model)[0]
-        chosen = sorted(chosen, key=lambda m: (get_method(m).speed, m))
-        records, figures = [], []
+        records, figures, cards, heatmaps = [], [], {}, {}
         with sessions.open() as sess:
-            for method in chosen:
-                expl = service.explain(sess, path_of(file), model, method, seed=seed)
+            for _, _, method, expl, card in compare_path(
+                    service, sess, path_of(file), model, list(chosen), seed,
+                    metrics=tuple(metrics or ())):
                 png, _, _ = service.export(sess, expl)
-                records.append(service.record(expl))
+                record = service.record(expl)
+                if card is not None:
+                    cards[method] = card
+                    record["scorecard"] = json_safe(card.to_dict())
+                records.append(record)
+                heatmaps[method] = expl.heatmap
                 figures.append(FileData(path=str(png)))
-        return {"model": model, "results": records}, figures
+        return {"model": model, "results": records,
+                **comparison_record(cards, heatmaps)}, figures
 
     def models() -> dict:
         """Every configured model with its status and the methods that apply."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..errors import CancelledError, XAIError
+from ..errors import CancelledError, InputError, XAIError
 from ..explainers import all_methods, get_method
 from ..explanation import Explanation
 from ..service import Service, Session
@@ -92,6 +92,15 @@ def loading(service: Service, model_id: str | None) -> bool:
 def compare(service: Service, session: Session, modality: str, audio: str | None,
             image: str | None, model_id: str, methods: list[str], seed: int, progress=None,
             metrics: tuple[str, ...] = ()):
+    """The page's comparison of its upload (:func:`compare_path`)."""
+    if not methods:
+        raise ask("Tick at least one method.", "No method chosen")
+    yield from compare_path(service, session, input_path(modality, audio, image), model_id,
+                            methods, seed, progress=progress, metrics=metrics)
+
+
+def compare_path(service: Service, session: Session, path: str | None, model_id: str,
+                 methods: list[str], seed: int, progress=None, metrics: tuple[str, ...] = ()):
     """Yield (done, total, method id, explanation, scorecard or None) as each method finishes,
     fastest first; the scorecard when ``metrics`` are asked for. The session's Cancel flag is
     cleared once at the start and checked between methods (and inside each explainer's
@@ -101,20 +110,21 @@ def compare(service: Service, session: Session, modality: str, audio: str | None
     here, from the end of the explanation until the caller asks for the next method (so a
     page's drawing of the card counts); where every method has both times on this model,
     ``progress`` advances by them and says how long is left, else by methods."""
-    path = input_path(modality, audio, image)
+    from ..evaluation.scorecard import COSTLY_METRICS
+
     if not methods:
-        raise ask("Tick at least one method.", "No method chosen")
+        raise InputError("No method to compare: name at least one.")
+    unknown = [name for name in metrics if name not in COSTLY_METRICS]
+    if unknown:  # before any method runs
+        raise InputError(f"unknown metric '{unknown[0]}'; use any of: "
+                         f"{', '.join(COSTLY_METRICS)}.")
     order = run_order(methods)
     defaults = {m: service.resolved(model_id, m) for m in order}  # what service.explain runs
     times = service.times.comparison(service.looked_up_as(model_id), defaults, metrics)
     weight = {m: sum(times[m]) if times else 1.0 for m in order}
     total_weight = sum(weight.values())
     session.cancel.clear()
-    if "randomization" in metrics and any(get_method(m).uses_features for m in order):
-        try:  # before LIME / SHAP run: their re-runs then reuse the trunk's batches
-            service.randomized(model_id)
-        except NotImplementedError:
-            pass  # a format that cannot re-initialise: the scorecard says so, as before
+    service.prepare_scoring(model_id, order, metrics)
     before = 0.0
     for i, method in enumerate(order):
         def report(f: float, what: str, i=i, before=before, method=method) -> None:
