@@ -32,7 +32,7 @@ import numpy as np
 
 from . import __version__
 from .config import AppSettings, ModelSpec
-from .errors import InputError
+from .errors import CancelledError, InputError
 from .explainers import compatibility, get_method
 from .explanation import Explanation
 from .modalities import Readout, get_modality
@@ -146,6 +146,17 @@ def machine_fingerprint() -> str:
     except OSError:
         pass
     return f"{name} x{os.cpu_count()}"
+
+
+def run_order(methods: list[str]) -> list[str]:
+    """The order a comparison runs its methods: fastest first."""
+    return sorted(methods, key=lambda m: (get_method(m).speed, m))
+
+
+def step_text(label: str, what: str) -> str:
+    """A progress line: the method's label, then its step where it names one ("LIME:
+    evaluating samples")."""
+    return f"{label}: {what}" if what else label
 
 
 class MethodTimes:
@@ -372,6 +383,65 @@ class Service:
                     share_trunk(handle, cached[1])
                 self._randomized[model_id] = cached
         return cached[1]
+
+    def compare(self, session: Session, path: str | Path | None, model_id: str,
+                methods: list[str], *, seed: int = 0, metrics: tuple[str, ...] = (),
+                progress: Callable[..., None] | None = None):
+        """Several methods on one input and model, as the XAI Comparison page and ``/compare``
+        run them: yield (done, total, method id, explanation, scorecard or None) as each
+        method finishes, fastest first (:func:`run_order`); the scorecard when ``metrics``
+        (any of :data:`~xai_platform.evaluation.scorecard.COSTLY_METRICS`) are asked for. The
+        session's Cancel flag is cleared once at the start and checked between methods (and
+        inside each explainer's batches): cancelling raises :class:`CancelledError` after the
+        methods already done.
+
+        Each explanation computed (not cached) is timed (:meth:`explain`), and each scorecard
+        computed here, from the end of the explanation until the caller asks for the next
+        method (so a page's drawing of the card counts); where every method has both times on
+        this model, ``progress(fraction, text)`` advances by them and says how long is left,
+        else by methods."""
+        from .evaluation.scorecard import COSTLY_METRICS
+
+        if not methods:
+            raise InputError("No method to compare: name at least one.")
+        unknown = [name for name in metrics if name not in COSTLY_METRICS]
+        if unknown:  # before any method runs
+            raise InputError(f"unknown metric '{unknown[0]}'; use any of: "
+                             f"{', '.join(COSTLY_METRICS)}.")
+        order = run_order(methods)
+        defaults = {m: self.resolved(model_id, m) for m in order}  # what explain runs
+        times = self.times.comparison(self.looked_up_as(model_id), defaults, metrics)
+        weight = {m: sum(times[m]) if times else 1.0 for m in order}
+        total_weight = sum(weight.values())
+        session.cancel.clear()
+        self.prepare_scoring(model_id, order, metrics)
+        before = 0.0
+        for i, method in enumerate(order):
+            def report(f: float, what: str, i=i, before=before, method=method) -> None:
+                if progress is None:
+                    return
+                text = step_text(get_method(method).label, what)
+                if times is None:
+                    progress((i + f) / len(order), text)
+                    return
+                done = before + f * times[method][0]  # scoring (f = 1) has no steps of its own
+                progress(done / total_weight,
+                         f"{text} · about {max(total_weight - done, 0.0):.0f} s left")
+            if session.cancel.is_set():
+                raise CancelledError(f"cancelled after {i} of {len(order)} methods.")
+            scored = session.scored
+            expl = self.explain(session, path, model_id, method, seed=int(seed or 0),
+                                progress=report, new_request=False)
+            explained = time.perf_counter()
+            if metrics:
+                report(1.0, "scoring the explanation")
+            card = self.score(session, expl, tuple(metrics)) if metrics else None
+            before += weight[method]
+            yield i + 1, len(order), method, expl, card
+            # back from the caller, which drew the card: its time counts as the scoring's too
+            if session.scored > scored:  # a cached scorecard took no time
+                self.times.record_score(self.timed_as(model_id), method, defaults[method],
+                                        tuple(metrics), time.perf_counter() - explained)
 
     def prepare_scoring(self, model_id: str, methods: list[str], metrics: tuple[str, ...]
                         ) -> None:

@@ -265,13 +265,12 @@ def register_api(service: Service) -> None:
         scorecard, and the summary the page's ranking ("trust", "ranking") and the agreement
         between maps."""
         from ..evaluation.scorecard import comparison_record, json_safe
-        from .comparison import compare_path
 
         chosen = methods or service.methods(model)[0]
         records, figures, cards, heatmaps = [], [], {}, {}
         with sessions.open() as sess:
-            for _, _, method, expl, card in compare_path(
-                    service, sess, path_of(file), model, list(chosen), seed,
+            for _, _, method, expl, card in service.compare(
+                    sess, path_of(file), model, list(chosen), seed=seed,
                     metrics=tuple(metrics or ())):
                 png, _, _ = service.export(sess, expl)
                 record = service.record(expl)

@@ -9,9 +9,9 @@ import gradio as gr
 
 from ..explainers import Param, all_methods, get_method
 from ..modalities import all_modalities, get_modality
-from ..service import Service, Session
-from .common import (FIGURE_FORMAT, ask, focus_markdown, input_path, step_text,
-                     method_details_markdown, throttled, user_errors)
+from ..service import Service, Session, step_text
+from .common import (FIGURE_FORMAT, ask, focus_markdown, input_path, method_details_markdown,
+                     throttled, user_errors)
 
 AUTO_WINDOW = "the one behind the verdict"
 PREDICTED = "the verdict's class"

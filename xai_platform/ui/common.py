@@ -216,12 +216,6 @@ explanations: a comparison on two cores sent 80 updates and took 9.0-9.8 s in he
 Chromium, 7.5 s with one update per 0.5 s (docs/BENCHMARKS.md, thirty-fourth session)."""
 
 
-def step_text(label: str, what: str) -> str:
-    """A progress line: the method's label, then its step where it names one ("LIME:
-    evaluating samples")."""
-    return f"{label}: {what}" if what else label
-
-
 def throttled(progress: Callable[..., Any] | None, interval: float = PROGRESS_INTERVAL
               ) -> Callable[..., Any] | None:
     """``progress`` (a ``gr.Progress``) passed on at most once per ``interval`` seconds (the

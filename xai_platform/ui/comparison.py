@@ -7,17 +7,16 @@ parameters and seed shows the stored explanation.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import gradio as gr
 
-from ..errors import CancelledError, InputError, XAIError
+from ..errors import CancelledError, XAIError
 from ..explainers import all_methods, get_method
 from ..explanation import Explanation
-from ..service import Service, Session
+from ..service import Service, Session, run_order
 from .common import (FIGURE_FORMAT, ask, figure_file, focus_markdown, input_path,
-                     method_details_markdown, step_text, throttled, user_errors)
+                     method_details_markdown, throttled, user_errors)
 
 
 def caption(expl: Explanation, card: Any = None) -> str:
@@ -40,11 +39,6 @@ METRICS = [("faithfulness (deletion / insertion)", "faithfulness"),
            ("sanity (model randomisation)", "randomization"),
            ("stability over 5 seeds (LIME, SHAP)", "stability")]
 DEFAULT_METRICS = ["faithfulness", "randomization"]
-
-
-def run_order(methods: list[str]) -> list[str]:
-    """The order a comparison runs its methods: fastest first."""
-    return sorted(methods, key=lambda m: (get_method(m).speed, m))
 
 
 def seconds_left(times: dict[str, tuple[float, float]] | None, methods: list[str],
@@ -92,66 +86,11 @@ def loading(service: Service, model_id: str | None) -> bool:
 def compare(service: Service, session: Session, modality: str, audio: str | None,
             image: str | None, model_id: str, methods: list[str], seed: int, progress=None,
             metrics: tuple[str, ...] = ()):
-    """The page's comparison of its upload (:func:`compare_path`)."""
+    """The page's comparison of its upload (:meth:`Service.compare`)."""
     if not methods:
         raise ask("Tick at least one method.", "No method chosen")
-    yield from compare_path(service, session, input_path(modality, audio, image), model_id,
-                            methods, seed, progress=progress, metrics=metrics)
-
-
-def compare_path(service: Service, session: Session, path: str | None, model_id: str,
-                 methods: list[str], seed: int, progress=None, metrics: tuple[str, ...] = ()):
-    """Yield (done, total, method id, explanation, scorecard or None) as each method finishes,
-    fastest first; the scorecard when ``metrics`` are asked for. The session's Cancel flag is
-    cleared once at the start and checked between methods (and inside each explainer's
-    batches): cancelling raises :class:`CancelledError` after the methods already done.
-
-    Each explanation computed (not cached) is timed by the service, and each scorecard computed
-    here, from the end of the explanation until the caller asks for the next method (so a
-    page's drawing of the card counts); where every method has both times on this model,
-    ``progress`` advances by them and says how long is left, else by methods."""
-    from ..evaluation.scorecard import COSTLY_METRICS
-
-    if not methods:
-        raise InputError("No method to compare: name at least one.")
-    unknown = [name for name in metrics if name not in COSTLY_METRICS]
-    if unknown:  # before any method runs
-        raise InputError(f"unknown metric '{unknown[0]}'; use any of: "
-                         f"{', '.join(COSTLY_METRICS)}.")
-    order = run_order(methods)
-    defaults = {m: service.resolved(model_id, m) for m in order}  # what service.explain runs
-    times = service.times.comparison(service.looked_up_as(model_id), defaults, metrics)
-    weight = {m: sum(times[m]) if times else 1.0 for m in order}
-    total_weight = sum(weight.values())
-    session.cancel.clear()
-    service.prepare_scoring(model_id, order, metrics)
-    before = 0.0
-    for i, method in enumerate(order):
-        def report(f: float, what: str, i=i, before=before, method=method) -> None:
-            if progress is None:
-                return
-            text = step_text(get_method(method).label, what)
-            if times is None:
-                progress((i + f) / len(order), desc=text)
-                return
-            done = before + f * times[method][0]  # scoring (f = 1) has no steps of its own
-            progress(done / total_weight,
-                     desc=f"{text} · about {max(total_weight - done, 0.0):.0f} s left")
-        if session.cancel.is_set():
-            raise CancelledError(f"cancelled after {i} of {len(order)} methods.")
-        scored = session.scored
-        expl = service.explain(session, path, model_id, method, seed=int(seed or 0),
-                               progress=report, new_request=False)
-        explained = time.perf_counter()
-        if metrics:
-            report(1.0, "scoring the explanation")
-        card = service.score(session, expl, tuple(metrics)) if metrics else None
-        before += weight[method]
-        yield i + 1, len(order), method, expl, card
-        # back from the page, which drew the card: its time counts as the scoring's too
-        if session.scored > scored:  # a cached scorecard took no time
-            service.times.record_score(service.timed_as(model_id), method, defaults[method],
-                                       tuple(metrics), time.perf_counter() - explained)
+    yield from service.compare(session, input_path(modality, audio, image), model_id, methods,
+                               seed=seed, progress=progress, metrics=metrics)
 
 
 def summary_outputs(explanations: dict[str, Explanation], cards: dict[str, Any], *,
