@@ -14,25 +14,27 @@ import yaml
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def _run_folder(variable: str, prefix: str, name: str = "") -> None:
+    """Point ``variable`` at a folder of this test run (or a file ``name`` in it), removed at
+    exit, unless the caller set it."""
+    if os.environ.get(variable):
+        return
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix=prefix)
+    os.environ[variable] = os.path.join(folder, name) if name else folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
 # The ONNX graphs of the fast path (models/fast_forward.py) go to a folder of this test run,
 # never to the user's ~/.cache; the same tiny model loaded by many tests is exported once.
-if not os.environ.get("XAI_ONNX_CACHE"):
-    import atexit
-    import shutil
-    import tempfile
-
-    os.environ["XAI_ONNX_CACHE"] = tempfile.mkdtemp(prefix="xai-onnx-tests-")
-    atexit.register(shutil.rmtree, os.environ["XAI_ONNX_CACHE"], ignore_errors=True)
-
+_run_folder("XAI_ONNX_CACHE", "xai-onnx-tests-")
 # Likewise the app's times of its pages (service.MethodTimes), which the served app keeps.
-if not os.environ.get("XAI_TIMES_FILE"):
-    import atexit
-    import shutil
-    import tempfile
-
-    _times = tempfile.mkdtemp(prefix="xai-times-tests-")
-    os.environ["XAI_TIMES_FILE"] = os.path.join(_times, "times.json")
-    atexit.register(shutil.rmtree, _times, ignore_errors=True)
+_run_folder("XAI_TIMES_FILE", "xai-times-tests-", "times.json")
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
