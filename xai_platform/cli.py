@@ -245,19 +245,20 @@ def scores_line(card) -> str:
     randomisation check, stability), what they cost, and its flags' titles (the JSON record
     has their whole text)."""
     from .evaluation.scorecard import FLAGS, VALUES
+    from .explanation import counted
 
     parts = []
     for name in ("insertion_auc", "deletion_auc", "randomization_rho", "stability_spearman"):
         value = card.values.get(name)
         if value is None:
             continue
-        text = f"{VALUES[name].label} {value:.2f}" if value == value else f"{VALUES[name].label} n/a"
+        text = f"{VALUES[name].label} " + (f"{value:.2f}" if value == value else "n/a")
         if name == "randomization_rho":
             text += " (pass)" if card.values.get("randomization_passed") else " (fail)"
         parts.append(text)
     cost = card.metric_cost
     flags = "".join(f"; {FLAGS.get(code, code).lower()}" for code in card.flags)
-    return ("; ".join(parts) + f" ({cost.seconds:.2f} s, {cost.evaluations} evaluations)"
+    return ("; ".join(parts) + f" ({cost.seconds:.2f} s, {counted(cost.evaluations, 'evaluation')})"
             + flags)
 
 
@@ -275,6 +276,7 @@ def comparison_lines(record: dict[str, Any], labels: dict[str, str]) -> str:
 def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
     from .evaluation.scorecard import comparison_record, json_safe
     from .explainers import compatible_methods, get_method
+    from .explanation import counted
     from .service import Service, Session
 
     service = Service(_manager(args, config), config.app)
@@ -340,7 +342,7 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
             explanations.append(record)
             if show:
                 print(f"  {expl.method_label}: {figure} ({expl.seconds:.2f} s, "
-                      f"{expl.n_evaluations} evaluations)")
+                      f"{counted(expl.n_evaluations, 'evaluation')})")
                 if card is not None:
                     print(f"    scores: {scores_line(card)}")
         entry["explanations"] = explanations

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .explanation import Explanation, Prediction
+from .explanation import Explanation, Prediction, counted
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -312,8 +312,7 @@ def scorecard_table(card: Scorecard) -> str:
                          {"zero": "near 0"}.get(info.better, info.better)])
     cost = card.metric_cost
     text = _table(["Metric", "Value", "Better"], rows)
-    text += f"<p class=\"meta\">Metrics cost {cost.seconds:.2f} s, {cost.evaluations} model " \
-            "evaluations.</p>"
+    text += f"<p class=\"meta\">Metrics cost {cost.seconds:.2f} s, {counted(cost.evaluations)}.</p>"
     if card.flags:
         text += "".join(f"<p class=\"warn\">⚠ {esc(f)}</p>" for f in card.flags.values())
     return text
@@ -323,8 +322,8 @@ def method_section(expl: Explanation, card: Scorecard | None) -> str:
     from .visualization.figure import to_png
 
     head = (f"<h3>{esc(expl.method_label)}</h3><p class=\"meta\">explaining "
-            f"'{esc(expl.target_label)}' · {expl.seconds:.2f} s · {expl.n_evaluations} model "
-            "evaluations" + (f" · seed {expl.seed}" if expl.seed is not None else "") + "</p>")
+            f"'{esc(expl.target_label)}' · {expl.seconds:.2f} s · {counted(expl.n_evaluations)}"
+            + (f" · seed {expl.seed}" if expl.seed is not None else "") + "</p>")
     flat = f"<p class=\"warn\">{esc(expl.flat_note)}</p>" if expl.flat else ""
     figure = (f"<img alt=\"{esc(expl.method_label)}: input | heatmap | overlay\" "
               f"src=\"{data_uri(to_png(expl, dpi=90), 'image/png')}\">")

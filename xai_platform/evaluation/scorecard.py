@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import explainers
 from ..errors import XAIError
-from ..explanation import Explanation
+from ..explanation import Explanation, counted
 from ..modalities import get_modality
 from ..models.handle import ModelHandle
 from . import metrics as m
@@ -463,7 +463,7 @@ def _fmt(name: str, value: float) -> str:
 def _cost_text(cost: Cost | None) -> str:
     if cost is None:
         return ""
-    return f"{cost.seconds:.2f} s, {cost.evaluations} evals"
+    return f"{cost.seconds:.2f} s, {counted(cost.evaluations, 'eval')}"
 
 
 COMPACT_HIDDEN = ("randomization_ssim", "randomization_passed",
@@ -493,7 +493,7 @@ def scorecard_markdown(card: Scorecard) -> str:
         rows.append(f"| {info.label} | {value} | {better} | {cost} |")
     total = card.metric_cost
     text = "\n".join(rows)
-    text += f"\n\nMetrics cost {total.seconds:.2f} s and {total.evaluations} model evaluations"
+    text += f"\n\nMetrics cost {total.seconds:.2f} s and {counted(total.evaluations)}"
     if card.explanation is not None:
         text += f" (the explanation: {_cost_text(card.explanation)})"
     text += "."

@@ -8,6 +8,7 @@ from typing import Any
 import gradio as gr
 
 from ..explainers import Param, all_methods, get_method
+from ..explanation import counted
 from ..modalities import all_modalities, get_modality
 from ..service import Service, Session, step_text
 from .common import (FIGURE_FORMAT, ask, focus_markdown, input_path, method_details_markdown,
@@ -122,7 +123,7 @@ def run_explain(service: Service, session: Session, modality: str, audio: str | 
                            progress=report)
     png, record, _ = service.export(session, expl)
     summary = (f"**{expl.method_label}** explaining **{expl.target_label}** · "
-               f"{expl.seconds:.2f} s · {expl.n_evaluations} model evaluations"
+               f"{expl.seconds:.2f} s · {counted(expl.n_evaluations)}"
                + (f" · seed {expl.seed}" if expl.seed is not None else "")
                + ("  \n**Untrained model: this explains random weights, not a verdict.**"
                   if expl.untrained else "")

@@ -13,7 +13,7 @@ import gradio as gr
 
 from ..errors import CancelledError, XAIError
 from ..explainers import all_methods, get_method
-from ..explanation import Explanation
+from ..explanation import Explanation, counted
 from ..service import Service, Session, run_order
 from .common import (FIGURE_FORMAT, ask, figure_file, focus_markdown, input_path,
                      method_details_markdown, throttled, user_errors)
@@ -29,8 +29,8 @@ def caption(expl: Explanation, card: Any = None) -> str:
     focus = expl.extras.get("focus") or {}
     shares = [k for k in focus if k.endswith("_share")]
     scored = card is not None and shares and all(k in card.values for k in shares)
-    return (f"### {expl.method_label}\n{expl.seconds:.2f} s · {expl.n_evaluations} model "
-            f"evaluations{seed} · explaining '{expl.target_label}'"
+    return (f"### {expl.method_label}\n{expl.seconds:.2f} s · {counted(expl.n_evaluations)}"
+            f"{seed} · explaining '{expl.target_label}'"
             + ("" if scored else focus_markdown(expl))
             + (f"\n\n**{expl.flat_note}**" if expl.flat else ""))
 

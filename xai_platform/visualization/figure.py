@@ -27,7 +27,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ..explanation import Explanation  # noqa: E402
+from ..explanation import Explanation, counted  # noqa: E402
 from ..modalities import get_modality  # noqa: E402
 
 STYLE = {"font.size": 9, "axes.titlesize": 10, "font.family": "DejaVu Sans"}
@@ -81,7 +81,7 @@ def title(expl: Explanation) -> str:
         verdict = f"{p.headline}, p({pos}) {p.probabilities[p.positive]:.1%}"
     else:
         verdict = f"prediction {p.label} {p.score:.1%}"
-    cost = f"{expl.seconds:.2f} s, {expl.n_evaluations} model evaluations"
+    cost = f"{expl.seconds:.2f} s, {counted(expl.n_evaluations)}"
     seed = f", seed {expl.seed}" if expl.seed is not None else ""
     return f"{head}\n{verdict} | explaining '{expl.target_label}' | {cost}{seed}"
 
