@@ -164,7 +164,8 @@ def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(servic
     seen = run(first)
     assert not any("left" in desc for _, desc in seen)
     assert 0.5 <= min(f for f, desc in seen if desc.startswith("LIME")) < 0.55  # by methods
-    assert any(desc == "LIME: evaluating samples" for _, desc in seen)  # the label once
+    # the label once; the bar counts methods, and says so
+    assert any(desc == "LIME: evaluating samples · method 2 of 2" for _, desc in seen)
     times = timed(service, model, methods, metrics)
     assert set(times) == {"gradcam", "lime"} and all(e > 0 and s > 0 for e, s in times.values())
     assert estimate_text(timed(service, model, methods, metrics), methods).startswith("about ")
@@ -220,6 +221,11 @@ def test_the_estimate_is_there_before_the_model_loads(service, png_file):
     ran_as = service.timed_as(model)
 
     service.manager.unload(model)  # as after a restart: the times are kept, the model is not
+    seen = []  # the comparison says what it waits for before the first method
+    list(compare(service, Session(), "xray", None, str(png_file), model, methods, 0,
+                 progress=lambda f, desc="": seen.append(desc), metrics=metrics))
+    assert seen[0] == f"Loading {service.spec(model).name}" and len(seen) > 1
+    service.manager.unload(model)
     assert service.timed_as(model).endswith(" not loaded") and loading(service, model)
     assert service.looked_up_as(model) == ran_as
     text = estimate_text(timed(service, model, methods, metrics), methods, loading(service, model))

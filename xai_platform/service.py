@@ -414,6 +414,8 @@ class Service:
         weight = {m: sum(times[m]) if times else 1.0 for m in order}
         total_weight = sum(weight.values())
         session.cancel.clear()
+        if progress is not None and self.manager.forward_path(model_id) is None:
+            progress(0.0, f"Loading {self.spec(model_id).name}")  # the first request's wait
         self.prepare_scoring(model_id, order, metrics)
         before = 0.0
         for i, method in enumerate(order):
@@ -421,8 +423,8 @@ class Service:
                 if progress is None:
                     return
                 text = step_text(get_method(method).label, what)
-                if times is None:
-                    progress((i + f) / len(order), text)
+                if times is None:  # not timed yet: the bar counts methods, and says so
+                    progress((i + f) / len(order), f"{text} · method {i + 1} of {len(order)}")
                     return
                 done = before + f * times[method][0]  # scoring (f = 1) has no steps of its own
                 progress(done / total_weight,

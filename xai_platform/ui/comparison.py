@@ -41,6 +41,11 @@ METRICS = [("faithfulness (deletion / insertion)", "faithfulness"),
 DEFAULT_METRICS = ["faithfulness", "randomization"]
 
 
+FIRST_RUN = ("... No estimate yet: these methods and metrics have not all run on this model "
+             "here. This comparison is timed; the next one says how long it will take.")
+"""The status of a comparison without an estimate (:func:`estimate_text`)."""
+
+
 def seconds_left(times: dict[str, tuple[float, float]] | None, methods: list[str],
                  done: int) -> float | None:
     """What the methods after the first ``done`` (in :func:`run_order`) took together the last
@@ -203,7 +208,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         # The first update clears the cards of an earlier comparison; later ones send only
         # what changed (the new card), so finished figures are not encoded and sent again
         # after every method (gr.skip(): the component keeps what it shows).
-        yield (f"Running {total} methods" + (f": {estimate}" if estimate else "..."),
+        yield (f"Running {total} methods" + (f": {estimate}" if estimate else FIRST_RUN),
                *[gr.update(visible=False)] * n, *[""] * n,
                *[None] * n, *[""] * n, *[""] * n, "", hidden_plot)
         skip = gr.skip()
