@@ -195,6 +195,18 @@ def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(servic
     assert lime_s is not None and lime_s > 0
     assert service.times.explain_seconds(service.timed_as(model), "lime", service.resolved(
         model, "lime", {"num_samples": 200})) is None
+    # ... and says it above the Explain button, for these settings only
+    from xai_platform.ui.classification import expected_text, param_slots
+
+    values = [slot.param.default for slot in param_slots()]
+    said = expected_text(service, model, "lime", "xray", values)
+    took = "under a second" if lime_s < 1 else f"about {lime_s:.0f} s"
+    assert said == (f"*Expected: {took}, as long as LIME took on this model before with these "
+                    "settings.*")
+    fewer = [200 if (slot.method, slot.param.name) == ("lime", "num_samples") else value
+             for slot, value in zip(param_slots(), values)]
+    assert expected_text(service, model, "lime", "xray", fewer) == ""
+    assert expected_text(service, model, None, "xray", values) == ""
     shown = []
     report = paced(lambda f, desc: shown.append(desc), "LIME", 40.0)
     report(0.25, "evaluating samples")

@@ -116,7 +116,7 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
         header = {"modality": modality, "model": model, "audio": audio, "image": image,
                   "first_modality": first_modality}
         with gr.Tabs():
-            with gr.Tab("Classification", id="classification"):
+            with gr.Tab("Classification", id="classification") as classification_tab:
                 cls = classification.build(service, header, session)
             with gr.Tab("XAI Comparison", id="comparison") as comparison_tab:
                 cmp = comparison.build(service, header, session)
@@ -175,11 +175,15 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
         predict_btn.click(on_predict, [session, modality, audio, image, model],
                           [label, verdict, timeline, cls["window"]], api_visibility="private"
                           ).then(cmp["on_expected"], *cmp["expecting"], show_progress="hidden",
-                                 api_visibility="private")
+                                 api_visibility="private"
+                                 ).then(cls["on_expected"], *cls["expecting"],
+                                        show_progress="hidden", api_visibility="private")
         # the model may have loaded since the methods were listed (its engine, then known,
         # names its times): the comparison's estimate as the tab opens
         comparison_tab.select(cmp["on_expected"], *cmp["expecting"], show_progress="hidden",
                               api_visibility="private")
+        classification_tab.select(cls["on_expected"], *cls["expecting"], show_progress="hidden",
+                                  api_visibility="private")
         demo.load(lambda m: (*cls["on_model"](m), *cmp["on_model"](m)), [model],
                   [cls["method"], cls["hidden"], cls["target"], cmp["methods"], cmp["hidden"]],
                   api_visibility="private")

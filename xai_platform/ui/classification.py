@@ -7,12 +7,13 @@ from typing import Any
 
 import gradio as gr
 
+from ..errors import XAIError
 from ..explainers import Param, all_methods, get_method
 from ..explanation import counted
 from ..modalities import all_modalities, get_modality
 from ..service import Service, Session, step_text
-from .common import (FIGURE_FORMAT, ask, focus_markdown, input_path, method_details_markdown,
-                     throttled, user_errors)
+from .common import (FIGURE_FORMAT, ask, focus_markdown, input_path, loading,
+                     method_details_markdown, throttled, user_errors)
 
 AUTO_WINDOW = "the one behind the verdict"
 PREDICTED = "the verdict's class"
@@ -108,6 +109,24 @@ def paced_for(service: Service, progress, model_id: str, method_id: str,
         service.resolved(model_id, method_id, params)))
 
 
+def expected_text(service: Service, model_id: str | None, method_id: str | None,
+                  modality: str, values: list[Any]) -> str:
+    """What the page says above the Explain button: how long this method with these settings
+    took on this model before (:meth:`Service.looked_up_as`); "" when it never ran here."""
+    if not model_id or not method_id:
+        return ""
+    params = collect_params(method_id, modality, values)
+    seconds = service.times.explain_seconds(service.looked_up_as(model_id), method_id,
+                                            service.resolved(model_id, method_id, params))
+    if seconds is None:
+        return ""
+    took = "under a second" if seconds < 1 else f"about {seconds:.0f} s"
+    return (f"*Expected: {took}" + (" after loading the model" if loading(service, model_id)
+                                     else "")
+            + f", as long as {get_method(method_id).label} took on this model before with "
+            "these settings.*")
+
+
 def run_explain(service: Service, session: Session, modality: str, audio: str | None,
                 image: str | None, model_id: str, method_id: str, seed: float, window: str | None,
                 target: str | None, values: list[Any], progress=None):
@@ -172,6 +191,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
     slots = param_slots()
     with gr.Row():
         controls = [control_for(s.param) for s in slots]
+    expected = gr.Markdown()  # how long the method took here before: seen before Explain
     with gr.Row():
         explain_btn = gr.Button("Explain", variant="primary")
         cancel_btn = gr.Button("Cancel", variant="stop")
@@ -228,6 +248,12 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         sess.cancel.set()
         gr.Info("Cancelling: the running explanation stops at its next batch.")
 
+    def on_expected(model_id, method_id, modality, *values):
+        try:
+            return expected_text(service, model_id, method_id, modality, list(values))
+        except (XAIError, OSError):  # a hint: the Explain button reports what is wrong
+            return ""
+
     model.change(on_model, [model], [method, hidden, target], api_visibility="private")
     method.change(on_method, [model, method], [details, *controls], api_visibility="private")
     event = explain_btn.click(
@@ -236,6 +262,10 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
          window, target, *controls],
         [figure, summary, record, downloads, readouts, clip_kept, clip_removed, clips_md, audio_row],
         api_visibility="private")
+    expecting = ([model, method, header["modality"], *controls], [expected])
+    event.then(on_expected, *expecting, show_progress="hidden", api_visibility="private")
+    for changed in (method, *controls):
+        changed.change(on_expected, *expecting, show_progress="hidden", api_visibility="private")
     cancel_btn.click(on_cancel, [session], None, cancels=[event], queue=False,
                      api_visibility="private")
     report_btn.click(
@@ -245,4 +275,5 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         [report_file], api_visibility="private")
     return {"report": report_btn, "report_file": report_file, "method": method, "window": window, "target": target, "figure": figure,
             "summary": summary, "explain": explain_btn, "on_model": on_model,
-            "hidden": hidden, "readout_row": audio_row}
+            "hidden": hidden, "readout_row": audio_row, "on_expected": on_expected,
+            "expecting": expecting}

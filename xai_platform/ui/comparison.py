@@ -15,7 +15,7 @@ from ..errors import CancelledError, XAIError
 from ..explainers import all_methods, get_method
 from ..explanation import Explanation, counted
 from ..service import Service, Session, run_order
-from .common import (FIGURE_FORMAT, ask, figure_file, focus_markdown, input_path,
+from .common import (FIGURE_FORMAT, ask, figure_file, focus_markdown, input_path, loading,
                      method_details_markdown, throttled, user_errors)
 
 
@@ -81,11 +81,6 @@ def estimate_text(times: dict[str, tuple[float, float]] | None, methods: list[st
     hint = " Untick the slowest for a quicker look." if total >= 20 else ""
     return (f"about {total:.0f} s" + (" after loading the model" if loading else "")
             + f", as long as these methods took on this model before ({parts}).{hint}")
-
-
-def loading(service: Service, model_id: str | None) -> bool:
-    """Whether the model still has to load before a comparison on it starts."""
-    return bool(model_id) and service.manager.forward_path(model_id) is None
 
 
 def compare(service: Service, session: Session, modality: str, audio: str | None,
