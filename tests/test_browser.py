@@ -146,7 +146,7 @@ def test_both_pages_in_a_real_browser(app_url, files):
             expect(page.get_by_text(re.compile(r"fake: synthetic speech at \d+\.\d-\d+\.\d s"))
                    .first).to_be_visible()
         page.get_by_role("button", name="Explain").click()
-        expect(page.get_by_text(re.compile(r"model evaluations"))).to_be_visible(timeout=120_000)
+        expect(page.get_by_text(re.compile(r"\d+ model evaluation"))).to_be_visible(timeout=120_000)
         expect(page.get_by_text("important regions kept").first).to_be_visible()
         if "partly_synthetic" in wav.name and wav.stat().st_size > 200_000:
             # The default explanation explains what the headline says.
@@ -214,7 +214,7 @@ def test_both_pages_in_a_real_browser(app_url, files):
         expect(page.get_by_text("important regions kept")).to_have_count(0)
         page.get_by_role("button", name="Explain").click()
         # The summary now names an X-ray class, not the audio one explained before.
-        expect(page.get_by_text(re.compile(r"explaining (?!fake|real)\S+ · .*model evaluations"))
+        expect(page.get_by_text(re.compile(r"explaining (?!fake|real)\S+ · .*model evaluations?"))
                .first).to_be_visible(timeout=120_000)
         _shoot(page, "xray.png")
 
