@@ -246,10 +246,25 @@ def test_the_estimate_is_there_before_the_model_loads(service, png_file):
     paced_for(service, lambda f, desc: shown.append(desc), model, "gradcam", {})(0.5, "computing")
     assert shown[-1].startswith("Grad-CAM: computing · about ")
 
-    # times of a second engine for the same weights: which one loads is not known yet
-    other = ran_as.rsplit(" ", 2)[0] + " openvino bf16"
+    # times of the same weights at another precision: these settings' precision decides
+    assert service.manager.fast_forward and service.manager.forward_precision == "float32"
+    weights = ran_as.rsplit(" ", 2)[0]
+    service.times.record_explain(weights + " openvino bf16", "gradcam",
+                                 service.resolved(model, "gradcam"), 1.0)
+    assert service.looked_up_as(model) == ran_as
+    # ... and of a second engine at this precision: which one loads is not known yet
+    other = ran_as.replace("onnxruntime", "openvino") if "onnxruntime" in ran_as else \
+        ran_as.rsplit(" ", 2)[0] + " onnxruntime float32"
     service.times.record_explain(other, "gradcam", service.resolved(model, "gradcam"), 1.0)
     assert estimate_text(timed(service, model, methods, metrics), methods) == ""
+    # the fast path off: the model's own framework runs it
+    service.times.record_explain(weights + " torch float32", "gradcam",
+                                 service.resolved(model, "gradcam"), 1.0)
+    service.manager.fast_forward = False
+    try:
+        assert service.looked_up_as(model) == weights + " torch float32"
+    finally:
+        service.manager.fast_forward = True
     service.manager.get(model)
     assert timed(service, model, methods, metrics) is not None
 

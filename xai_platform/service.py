@@ -287,11 +287,16 @@ class Service:
         """The model as its times are looked up: once loaded, as they are kept
         (:meth:`timed_as`). Before it loads (its engine is chosen then: the parity check, the
         precision flag), as it ran on this machine before, where its times were kept for one
-        engine only; else as not loaded, which has no times."""
+        engine, or for one engine of the precision these settings ask for (the fast path off:
+        of the model's own framework); else as not loaded, which has no times."""
         name = self.timed_as(model_id)
         if self.manager.forward_path(model_id) is not None:
             return name
         ran = self.times.models(self._weights_named(model_id))
+        if len(ran) > 1 and self.manager.fast_forward:
+            ran = [m for m in ran if m.endswith(" " + self.manager.forward_precision)]
+        elif len(ran) > 1:
+            ran = [m for m in ran if m.split(" ")[-2] == self.spec(model_id).framework]
         return ran[0] if len(ran) == 1 else name
 
     def resolved(self, model_id: str, method: str, params: dict[str, Any] | None = None
