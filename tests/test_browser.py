@@ -199,6 +199,16 @@ def test_both_pages_in_a_real_browser(app_url, files):
                                            r"took on this model before"))).to_be_visible(
             timeout=30_000)
         _shoot(page, "comparison.png")
+        # another model with the same methods but never run here: no estimate; and back
+        model_box = page.get_by_role("combobox", name="Model", exact=True)
+        shown = model_box.input_value()
+        model_box.click()
+        page.get_by_role("option").filter(has_not_text=shown).first.click()
+        expect(page.get_by_text(re.compile(r"Expected: about"))).to_have_count(0, timeout=30_000)
+        model_box.click()
+        page.get_by_role("option", name=shown, exact=True).click()
+        expect(page.get_by_text(re.compile(r"Expected: about \d+ s"))).to_be_visible(
+            timeout=30_000)
 
         # X-ray: switch modality, upload, predict, explain.
         page.get_by_label("Chest X-ray").check()

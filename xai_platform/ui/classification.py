@@ -254,7 +254,10 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         except (XAIError, OSError):  # a hint: the Explain button reports what is wrong
             return ""
 
-    model.change(on_model, [model], [method, hidden, target], api_visibility="private")
+    expecting = ([model, method, header["modality"], *controls], [expected])
+    # another model may keep the same method, which then fires no change of its own
+    model.change(on_model, [model], [method, hidden, target], api_visibility="private").then(
+        on_expected, *expecting, show_progress="hidden", api_visibility="private")
     method.change(on_method, [model, method], [details, *controls], api_visibility="private")
     event = explain_btn.click(
         on_explain,
@@ -262,7 +265,6 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
          window, target, *controls],
         [figure, summary, record, downloads, readouts, clip_kept, clip_removed, clips_md, audio_row],
         api_visibility="private")
-    expecting = ([model, method, header["modality"], *controls], [expected])
     event.then(on_expected, *expecting, show_progress="hidden", api_visibility="private")
     for changed in (method, *controls):
         changed.change(on_expected, *expecting, show_progress="hidden", api_visibility="private")

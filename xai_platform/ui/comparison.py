@@ -271,9 +271,11 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         sess.cancel.set()
         return "Cancelling: the comparison stops at the running method's next batch..."
 
-    header["model"].change(on_model, [header["model"]], [methods, hidden],
-                           api_visibility="private")
     expecting = ([header["model"], methods, metrics], [expected])
+    # another model may list the same methods, which then fire no change of their own
+    header["model"].change(on_model, [header["model"]], [methods, hidden],
+                           api_visibility="private").then(
+        on_expected, *expecting, show_progress="hidden", api_visibility="private")
     for changed in (methods, metrics):
         changed.change(on_expected, *expecting, show_progress="hidden", api_visibility="private")
     run.click(on_compare, [session, header["modality"], header["audio"], header["image"],
