@@ -222,13 +222,13 @@ def test_the_estimate_is_there_before_the_model_loads(service, png_file):
     says loading comes first; with times of two engines it waits for the load."""
     from xai_platform.service import Session
     from xai_platform.ui.classification import paced_for
-    from xai_platform.ui.comparison import compare, estimate_text, loading, timed
+    from xai_platform.ui.comparison import compare, estimate_text, timed
 
     model, methods, metrics = "tiny-torch-xray", ["gradcam"], ("faithfulness",)
     list(compare(service, Session(), "xray", None, str(png_file), model, methods, 0,
                  metrics=metrics))
     loaded = estimate_text(timed(service, model, methods, metrics), methods,
-                           loading(service, model))
+                           not service.loaded(model))
     assert loaded.startswith("about ") and "loading" not in loaded
     ran_as = service.timed_as(model)
 
@@ -238,9 +238,10 @@ def test_the_estimate_is_there_before_the_model_loads(service, png_file):
                  progress=lambda f, desc="": seen.append(desc), metrics=metrics))
     assert seen[0] == f"Loading {service.spec(model).name}" and len(seen) > 1
     service.manager.unload(model)
-    assert service.timed_as(model).endswith(" not loaded") and loading(service, model)
+    assert service.timed_as(model).endswith(" not loaded") and not service.loaded(model)
     assert service.looked_up_as(model) == ran_as
-    text = estimate_text(timed(service, model, methods, metrics), methods, loading(service, model))
+    text = estimate_text(timed(service, model, methods, metrics), methods,
+                         not service.loaded(model))
     assert text.startswith("about ") and "after loading the model" in text
     shown = []  # the Classification page's countdown too
     paced_for(service, lambda f, desc: shown.append(desc), model, "gradcam", {})(0.5, "computing")

@@ -244,7 +244,7 @@ def scores_line(card) -> str:
     """A scorecard's main values on one line (the faithfulness curves' areas, the
     randomisation check, stability), what they cost, and its flags' titles (the JSON record
     has their whole text)."""
-    from .evaluation.scorecard import FLAGS, VALUES
+    from .evaluation.scorecard import FLAGS, VALUES, value_text
     from .explanation import counted
 
     parts = []
@@ -252,7 +252,7 @@ def scores_line(card) -> str:
         value = card.values.get(name)
         if value is None:
             continue
-        text = f"{VALUES[name].label} " + (f"{value:.2f}" if value == value else "n/a")
+        text = f"{VALUES[name].label} {value_text(name, value)}"
         if name == "randomization_rho":
             text += " (pass)" if card.values.get("randomization_passed") else " (fail)"
         parts.append(text)

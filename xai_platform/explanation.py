@@ -14,7 +14,6 @@ FloatArray = npt.NDArray[np.float32]
 UNTRAINED_NOTE = "UNTRAINED model: random weights, the output is not a verdict"
 
 
-
 def counted(n: int, noun: str = "model evaluation") -> str:
     """``n`` and the noun, plural unless one: "1 model evaluation", "52 model evaluations"."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -289,15 +289,19 @@ class Service:
         precision flag), as it ran on this machine before, where its times were kept for one
         engine, or for one engine of the precision these settings ask for (the fast path off:
         of the model's own framework); else as not loaded, which has no times."""
-        name = self.timed_as(model_id)
-        if self.manager.forward_path(model_id) is not None:
-            return name
-        ran = self.times.models(self._weights_named(model_id))
+        if self.loaded(model_id):
+            return self.timed_as(model_id)
+        weights = self._weights_named(model_id)
+        ran = self.times.models(weights)
         if len(ran) > 1 and self.manager.fast_forward:
             ran = [m for m in ran if m.endswith(" " + self.manager.forward_precision)]
         elif len(ran) > 1:
             ran = [m for m in ran if m.split(" ")[-2] == self.spec(model_id).framework]
-        return ran[0] if len(ran) == 1 else name
+        return ran[0] if len(ran) == 1 else f"{weights} not loaded"
+
+    def loaded(self, model_id: str | None) -> bool:
+        """Whether the model is loaded (a request on it then starts without loading it)."""
+        return bool(model_id) and self.manager.forward_path(model_id) is not None
 
     def resolved(self, model_id: str, method: str, params: dict[str, Any] | None = None
                  ) -> dict[str, Any]:
@@ -419,7 +423,7 @@ class Service:
         weight = {m: sum(times[m]) if times else 1.0 for m in order}
         total_weight = sum(weight.values())
         session.cancel.clear()
-        if progress is not None and self.manager.forward_path(model_id) is None:
+        if progress is not None and not self.loaded(model_id):
             progress(0.0, f"Loading {self.spec(model_id).name}")  # the first request's wait
         self.prepare_scoring(model_id, order, metrics)
         before = 0.0

@@ -450,7 +450,8 @@ def render_agreement(matrix: np.ndarray, labels: Sequence[str], *, title: str = 
     return fig
 
 
-def _fmt(name: str, value: float) -> str:
+def value_text(name: str, value: float) -> str:
+    """A metric's value as the scorecards show it ("n/a" where it did not apply)."""
     if not np.isfinite(value):
         return "n/a"
     if name in ("randomization_passed", "pointing_game"):
@@ -478,7 +479,7 @@ def scorecard_markdown(card: Scorecard) -> str:
     last_group = None
     for name in shown:
         info = VALUES[name]
-        value = _fmt(name, card.values[name])
+        value = value_text(name, card.values[name])
         if name == "randomization_rho":
             value += " (pass)" if card.values.get("randomization_passed") else " (fail)"
         if name in ("insertion_auc", "deletion_auc") and \

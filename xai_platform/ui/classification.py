@@ -12,8 +12,8 @@ from ..explainers import Param, all_methods, get_method
 from ..explanation import counted
 from ..modalities import all_modalities, get_modality
 from ..service import Service, Session, step_text
-from .common import (FIGURE_FORMAT, ask, focus_markdown, input_path, loading,
-                     method_details_markdown, throttled, user_errors)
+from .common import (FIGURE_FORMAT, ask, focus_markdown, input_path, method_details_markdown,
+                     throttled, user_errors)
 
 AUTO_WINDOW = "the one behind the verdict"
 PREDICTED = "the verdict's class"
@@ -100,29 +100,35 @@ def paced(progress, label: str, seconds: float | None):
     return report
 
 
+def kept_seconds(service: Service, model_id: str, method_id: str, params: dict[str, Any]
+                 ) -> float | None:
+    """What this method with these parameters took on this model before (the time the service
+    kept, :meth:`Service.looked_up_as`); None when it never ran here."""
+    return service.times.explain_seconds(service.looked_up_as(model_id), method_id,
+                                         service.resolved(model_id, method_id, params))
+
+
 def paced_for(service: Service, progress, model_id: str, method_id: str,
               params: dict[str, Any]):
     """:func:`paced` for this method on this model with these parameters, from the time the
     service kept of it."""
-    return paced(progress, get_method(method_id).label, service.times.explain_seconds(
-        service.looked_up_as(model_id), method_id,
-        service.resolved(model_id, method_id, params)))
+    return paced(progress, get_method(method_id).label,
+                 kept_seconds(service, model_id, method_id, params))
 
 
 def expected_text(service: Service, model_id: str | None, method_id: str | None,
                   modality: str, values: list[Any]) -> str:
     """What the page says above the Explain button: how long this method with these settings
-    took on this model before (:meth:`Service.looked_up_as`); "" when it never ran here."""
+    took on this model before (:func:`kept_seconds`); "" when it never ran here."""
     if not model_id or not method_id:
         return ""
-    params = collect_params(method_id, modality, values)
-    seconds = service.times.explain_seconds(service.looked_up_as(model_id), method_id,
-                                            service.resolved(model_id, method_id, params))
+    seconds = kept_seconds(service, model_id, method_id,
+                           collect_params(method_id, modality, values))
     if seconds is None:
         return ""
     took = "under a second" if seconds < 1 else f"about {seconds:.0f} s"
-    return (f"*Expected: {took}" + (" after loading the model" if loading(service, model_id)
-                                     else "")
+    return (f"*Expected: {took}" + ("" if service.loaded(model_id)
+                                     else " after loading the model")
             + f", as long as {get_method(method_id).label} took on this model before with "
             "these settings.*")
 

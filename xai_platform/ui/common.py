@@ -94,11 +94,6 @@ def _is_generator(fn: Callable[..., Any]) -> bool:
     return inspect.isgeneratorfunction(fn)
 
 
-def loading(service: Service, model_id: str | None) -> bool:
-    """Whether the model still has to load before a request on it starts."""
-    return bool(model_id) and service.manager.forward_path(model_id) is None
-
-
 def input_path(modality: str, audio: str | None, image: str | None) -> str | None:
     """The upload of the selected modality: the audio widget's or the file widget's."""
     return audio if input_kind(modality) == "audio" else image

@@ -15,7 +15,7 @@ from ..errors import CancelledError, XAIError
 from ..explainers import all_methods, get_method
 from ..explanation import Explanation, counted
 from ..service import Service, Session, run_order
-from .common import (FIGURE_FORMAT, ask, figure_file, focus_markdown, input_path, loading,
+from .common import (FIGURE_FORMAT, ask, figure_file, focus_markdown, input_path,
                      method_details_markdown, throttled, user_errors)
 
 
@@ -199,7 +199,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         total = len(chosen or [])
         metric_ids = tuple(chosen_metrics or ())
         times = timed(service, model_id, list(chosen or []), metric_ids)
-        estimate = estimate_text(times, list(chosen or []), loading(service, model_id))
+        estimate = estimate_text(times, list(chosen or []), not service.loaded(model_id))
         # The first update clears the cards of an earlier comparison; later ones send only
         # what changed (the new card), so finished figures are not encoded and sent again
         # after every method (gr.skip(): the component keeps what it shows).
@@ -261,7 +261,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         try:
             text = estimate_text(timed(service, model_id, list(chosen or []),
                                        tuple(chosen_metrics or ())), list(chosen or []),
-                                 loading(service, model_id))
+                                 not service.loaded(model_id))
         except (XAIError, OSError):  # a hint: the Compare button reports what is wrong
             return ""
         return f"*Expected: {text}*" if text else ""
