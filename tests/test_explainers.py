@@ -295,7 +295,6 @@ def test_every_configured_model_and_compatible_method(model_id, method):
     shape (cheap parameters: this checks wiring, not quality)."""
     from xai_platform.bench import sample_input
     from xai_platform.config import load_config
-    from xai_platform.models import ModelManager
 
     manager = _shared_manager(load_config)
     status = manager.status(model_id)

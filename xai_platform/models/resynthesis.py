@@ -38,8 +38,6 @@ import numpy.typing as npt
 from .handle import FloatArray, LayerGradients, ModelHandle
 
 if TYPE_CHECKING:
-    import torch
-
     from ..explainers.registry import MethodInfo
     from ..modalities.audio import AudioInput
 

@@ -43,7 +43,7 @@ def fetch_weights(service: Service, model_id: str | None,
 def build(service: Service, table: Any, render_table: Callable[[Service], str]) -> None:
     """The row, inside the Models tab; ``table`` is refreshed after a fetch."""
     ids = missing(service)
-    with gr.Group(visible=bool(ids)) as group:
+    with gr.Group(visible=bool(ids)):
         gr.Markdown(NOTE)
         with gr.Row():
             pick = gr.Dropdown(choices=ids, value=ids[0] if ids else None,

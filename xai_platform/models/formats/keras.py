@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from ..architectures import check_architecture, get_builder
 from ..handle import (Calibration, FloatArray, LayerGradients, ModelHandle, normalization,
                       output_transforms)
 from .base import Capabilities, ModelFormat, register_format
+
+if TYPE_CHECKING:  # annotations only: TensorFlow loads with the first Keras model
+    import tensorflow as tf
 
 #: ``architecture:`` of a whole saved ``.keras`` model (no builder)
 KERAS_FILE = "keras_file"
