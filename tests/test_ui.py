@@ -162,7 +162,8 @@ def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(servic
     # Grad-CAM explained on the Classification page first: its scorecard is still timed
     service.explain(first, str(png_file), model, "gradcam")
     seen = run(first)
-    assert not any("left" in desc for _, desc in seen)
+    # no time for the whole comparison; at most a long method's own (see test_pace...)
+    assert not any("left" in desc.replace("left in this method", "") for _, desc in seen)
     assert 0.5 <= min(f for f, desc in seen if desc.startswith("LIME")) < 0.55  # by methods
     # the label once; the bar counts methods, and says so
     assert any(desc == "LIME: evaluating samples · method 2 of 2" for _, desc in seen)
@@ -214,6 +215,47 @@ def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(servic
     paced(lambda f, desc: shown.append(desc), "LIME", None)(0.5, "evaluating samples")
     assert shown[-1] == "LIME: evaluating samples"
     assert paced(None, "LIME", 40.0) is None
+
+
+def test_a_method_never_timed_counts_down_from_its_own_pace(service, png_file, monkeypatch):
+    """Without an earlier run, a long method's time left comes from its reports so far: the
+    pace after its first report (loading and the first batch left out), nothing before a
+    tenth of it and two seconds have passed, nothing once it is done. The first comparison on
+    a model and the Classification page both say it."""
+    from xai_platform.service import Pace, Session
+    from xai_platform.ui.classification import paced
+    from xai_platform.ui.comparison import compare
+
+    now = [100.0]
+    pace = Pace(clock=lambda: now[0])
+    said = []
+    for t, f in ((100.0, 0.02), (101.0, 0.06), (101.5, 0.15), (104.0, 0.22), (106.0, 0.42),
+                 (110.0, 0.82), (112.0, 1.0)):
+        now[0] = t
+        said.append(pace.left(f))
+    # 0.02 done at the first report; 0.2 more in 4 s: 0.78 left at that pace is 15.6 s
+    assert said[:3] == [None, None, None] and said[3] == pytest.approx(15.6)
+    assert said[4] == pytest.approx(6.0 * 0.58 / 0.4) and said[5] == pytest.approx(10 * 0.18 / 0.8)
+    assert said[6] is None  # done: what follows (scoring) has no steps to pace
+
+    shown = []
+    now[0] = 0.0
+    report = paced(lambda f, desc: shown.append(desc), "LIME", None, Pace(lambda: now[0]))
+    for t, f in ((0.0, 0.1), (2.0, 0.3), (6.0, 0.4)):
+        now[0] = t
+        report(f, "evaluating samples")
+    assert shown == ["LIME: evaluating samples", "LIME: evaluating samples · about 7 s left",
+                     "LIME: evaluating samples · about 12 s left"]
+
+    # through a first comparison (the bar by methods), with the thresholds lowered so that a
+    # tiny model's LIME is long enough
+    monkeypatch.setattr(Pace, "MIN_SECONDS", 0.0)
+    seen = []
+    list(compare(service, Session(), "xray", None, str(png_file), "tiny-torch-xray",
+                 ["lime", "gradcam"], 0, progress=lambda f, desc="": seen.append(desc)))
+    counted = [d for d in seen if d.startswith("LIME: evaluating samples · method 2 of 2 · about")]
+    assert counted and all(d.endswith(" s left in this method") for d in counted)
+    assert not any("left" in d for d in seen if d.startswith("Grad-CAM"))
 
 
 def test_the_estimate_is_there_before_the_model_loads(service, png_file):

@@ -159,6 +159,33 @@ def step_text(label: str, what: str) -> str:
     return f"{label}: {what}" if what else label
 
 
+class Pace:
+    """How long a method has left from its own pace, where no earlier run of it says: its
+    reports' fractions (an explainer reports evaluations done over its total) against the
+    seconds since its first report, so loading the model and the first batch are left out.
+    Says nothing until :data:`MIN_DONE` more of the method is done and :data:`MIN_SECONDS`
+    have passed (a fast method never gets a countdown), nor once the method is done (what
+    follows, such as scoring, has no steps)."""
+
+    MIN_DONE = 0.1
+    MIN_SECONDS = 2.0
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._first: tuple[float, float] | None = None  # (fraction, seconds) at the first report
+
+    def left(self, f: float) -> float | None:
+        """Seconds left at fraction ``f`` done, or None while it cannot tell."""
+        now = self._clock()
+        if self._first is None:
+            self._first = (f, now)
+            return None
+        f0, t0 = self._first
+        if f >= 1.0 or f - f0 < self.MIN_DONE or now - t0 < self.MIN_SECONDS:
+            return None
+        return (now - t0) * (1.0 - f) / (f - f0)
+
+
 class MethodTimes:
     """How long explanations took: a method's explanation per model and resolved parameters
     (recorded by :meth:`Service.explain` when it computes one), and its scoring per model,
@@ -408,7 +435,7 @@ class Service:
         computed here, from the end of the explanation until the caller asks for the next
         method (so a page's drawing of the card counts); where every method has both times on
         this model, ``progress(fraction, text)`` advances by them and says how long is left,
-        else by methods."""
+        else by methods, with the time left in a long method from its own pace (:class:`Pace`)."""
         from .evaluation.scorecard import COSTLY_METRICS
 
         if not methods:
@@ -428,12 +455,16 @@ class Service:
         self.prepare_scoring(model_id, order, metrics)
         before = 0.0
         for i, method in enumerate(order):
-            def report(f: float, what: str, i=i, before=before, method=method) -> None:
+            def report(f: float, what: str, i=i, before=before, method=method,
+                       pace=Pace()) -> None:
                 if progress is None:
                     return
                 text = step_text(get_method(method).label, what)
                 if times is None:  # not timed yet: the bar counts methods, and says so
-                    progress((i + f) / len(order), f"{text} · method {i + 1} of {len(order)}")
+                    left = pace.left(f)
+                    text += f" · method {i + 1} of {len(order)}"
+                    progress((i + f) / len(order), text if left is None
+                             else f"{text} · about {left:.0f} s left in this method")
                     return
                 done = before + f * times[method][0]  # scoring (f = 1) has no steps of its own
                 progress(done / total_weight,

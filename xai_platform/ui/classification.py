@@ -11,7 +11,7 @@ from ..errors import XAIError
 from ..explainers import Param, all_methods, get_method
 from ..explanation import counted
 from ..modalities import all_modalities, get_modality
-from ..service import Service, Session, step_text
+from ..service import Pace, Service, Session, step_text
 from .common import (FIGURE_FORMAT, ask, focus_markdown, input_path, method_details_markdown,
                      throttled, user_errors)
 
@@ -86,16 +86,19 @@ def parse_window(choice: str | None) -> int | None:
     return int(choice.split(":", 1)[0]) - 1
 
 
-def paced(progress, label: str, seconds: float | None):
+def paced(progress, label: str, seconds: float | None, pace: Pace | None = None):
     """``report(f, what)`` for an explainer: ``progress`` with the method's label and step,
-    and how long is left where the method took ``seconds`` on this model with these parameters
-    before; None without ``progress``."""
+    and how long is left: from ``seconds`` where the method took them on this model with these
+    parameters before, else from its own pace so far (``pace``, a fresh :class:`Pace` by
+    default); None without ``progress``."""
     if progress is None:
         return None
+    pace = pace or Pace()
 
     def report(f: float, what: str) -> None:
-        left = "" if seconds is None else f" · about {max(seconds * (1 - f), 0.0):.0f} s left"
-        progress(f, desc=step_text(label, what) + left)
+        left = max(seconds * (1 - f), 0.0) if seconds is not None else pace.left(f)
+        progress(f, desc=step_text(label, what)
+                 + ("" if left is None else f" · about {left:.0f} s left"))
 
     return report
 
