@@ -220,8 +220,8 @@ def test_a_comparison_says_how_long_it_will_take_from_what_it_took_before(servic
 def test_a_method_never_timed_counts_down_from_its_own_pace(service, png_file, monkeypatch):
     """Without an earlier run, a long method's time left comes from its reports so far: the
     pace after its first report (loading and the first batch left out), nothing before a
-    tenth of it and two seconds have passed, nothing once it is done. The first comparison on
-    a model and the Classification page both say it."""
+    tenth of it and two seconds have passed, nothing under a second, nothing once it is done.
+    The first comparison on a model and the Classification page both say it."""
     from xai_platform.service import Pace, Session
     from xai_platform.ui.classification import paced
     from xai_platform.ui.comparison import compare
@@ -230,13 +230,14 @@ def test_a_method_never_timed_counts_down_from_its_own_pace(service, png_file, m
     pace = Pace(clock=lambda: now[0])
     said = []
     for t, f in ((100.0, 0.02), (101.0, 0.06), (101.5, 0.15), (104.0, 0.22), (106.0, 0.42),
-                 (110.0, 0.82), (112.0, 1.0)):
+                 (110.0, 0.82), (111.5, 0.95), (112.0, 1.0)):
         now[0] = t
         said.append(pace.left(f))
     # 0.02 done at the first report; 0.2 more in 4 s: 0.78 left at that pace is 15.6 s
     assert said[:3] == [None, None, None] and said[3] == pytest.approx(15.6)
     assert said[4] == pytest.approx(6.0 * 0.58 / 0.4) and said[5] == pytest.approx(10 * 0.18 / 0.8)
-    assert said[6] is None  # done: what follows (scoring) has no steps to pace
+    assert said[6] is None  # 0.6 s: not "about 0 s left"
+    assert said[7] is None  # done: what follows (scoring) has no steps to pace
 
     shown = []
     now[0] = 0.0
@@ -250,6 +251,7 @@ def test_a_method_never_timed_counts_down_from_its_own_pace(service, png_file, m
     # through a first comparison (the bar by methods), with the thresholds lowered so that a
     # tiny model's LIME is long enough
     monkeypatch.setattr(Pace, "MIN_SECONDS", 0.0)
+    monkeypatch.setattr(Pace, "MIN_LEFT", 0.0)
     seen = []
     list(compare(service, Session(), "xray", None, str(png_file), "tiny-torch-xray",
                  ["lime", "gradcam"], 0, progress=lambda f, desc="": seen.append(desc)))

@@ -164,11 +164,13 @@ class Pace:
     reports' fractions (an explainer reports evaluations done over its total) against the
     seconds since its first report, so loading the model and the first batch are left out.
     Says nothing until :data:`MIN_DONE` more of the method is done and :data:`MIN_SECONDS`
-    have passed (a fast method never gets a countdown), nor once the method is done (what
-    follows, such as scoring, has no steps)."""
+    have passed (a fast method never gets a countdown), nor under :data:`MIN_LEFT` before the
+    end ("about 0 s left"), nor once the method is done (what follows, such as scoring, has no
+    steps)."""
 
     MIN_DONE = 0.1
     MIN_SECONDS = 2.0
+    MIN_LEFT = 1.0
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self._clock = clock
@@ -183,7 +185,8 @@ class Pace:
         f0, t0 = self._first
         if f >= 1.0 or f - f0 < self.MIN_DONE or now - t0 < self.MIN_SECONDS:
             return None
-        return (now - t0) * (1.0 - f) / (f - f0)
+        left = (now - t0) * (1.0 - f) / (f - f0)
+        return left if left >= self.MIN_LEFT else None
 
 
 class MethodTimes:
