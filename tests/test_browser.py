@@ -146,6 +146,12 @@ def test_both_pages_in_a_real_browser(app_url, files):
             expect(page.get_by_text(re.compile(r"fake: synthetic speech at \d+\.\d-\d+\.\d s"))
                    .first).to_be_visible()
         page.get_by_role("button", name="Explain").click()
+        # one progress display (on the figure) while it runs, not one per output
+        bars = []
+        for _ in range(8):
+            bars.append(page.locator("[class*=progress-text]:visible").count())
+            page.wait_for_timeout(200)
+        assert 1 in bars and max(bars) == 1, bars
         expect(page.get_by_text(re.compile(r"\d+ model evaluation"))).to_be_visible(timeout=120_000)
         expect(page.get_by_text("important regions kept").first).to_be_visible()
         if "partly_synthetic" in wav.name and wav.stat().st_size > 200_000:

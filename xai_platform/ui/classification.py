@@ -273,7 +273,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         [session, header["modality"], header["audio"], header["image"], model, method, seed,
          window, target, *controls],
         [figure, summary, record, downloads, readouts, clip_kept, clip_removed, clips_md, audio_row],
-        api_visibility="private")
+        show_progress_on=[figure], api_visibility="private")  # one bar, not one per output
     event.then(on_expected, *expecting, show_progress="hidden", api_visibility="private")
     for changed in (method, *controls):
         changed.change(on_expected, *expecting, show_progress="hidden", api_visibility="private")
