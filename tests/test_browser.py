@@ -139,6 +139,12 @@ def test_both_pages_in_a_real_browser(app_url, files):
         page.locator("input[type=file]").first.set_input_files(str(wav))
         page.wait_for_timeout(1500)
         page.get_by_role("button", name="Predict").click()
+        # one progress display (on the probabilities) while it runs, not one per output
+        bars = []
+        for _ in range(8):
+            bars.append(page.locator("[class*=progress-text]:visible").count())
+            page.wait_for_timeout(200)
+        assert 1 in bars and max(bars) == 1, bars
         expect(page.get_by_text(re.compile(r"windows of 2 s"))).to_be_visible(timeout=60_000)
         expect(page.get_by_text("score per window", exact=False).first).to_be_visible()
         if "partly_synthetic" in wav.name and wav.stat().st_size > 200_000:

@@ -173,7 +173,8 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
         model.change(on_model_status, [model], [status, label, verdict], api_visibility="private")
         image.change(on_image, [modality, image], [preview], api_visibility="private")
         predict_btn.click(on_predict, [session, modality, audio, image, model],
-                          [label, verdict, timeline, cls["window"]], api_visibility="private"
+                          [label, verdict, timeline, cls["window"]], show_progress_on=[label],
+                          api_visibility="private"  # one spinner, not one per output
                           ).then(cmp["on_expected"], *cmp["expecting"], show_progress="hidden",
                                  api_visibility="private"
                                  ).then(cls["on_expected"], *cls["expecting"],
