@@ -124,6 +124,16 @@ def _ranking_rows(page) -> list[str]:
     return [r.inner_text() for r in table.locator("tbody tr").all()]
 
 
+def _one_progress_display(page) -> None:
+    """Just after a button was pressed: the page shows one progress display while the request
+    runs (sampled for 1.6 s), not one per output component."""
+    bars = []
+    for _ in range(8):
+        bars.append(page.locator("[class*=progress-text]:visible").count())
+        page.wait_for_timeout(200)
+    assert 1 in bars and max(bars) == 1, bars
+
+
 def test_both_pages_in_a_real_browser(app_url, files):
     from playwright.sync_api import expect, sync_playwright
 
@@ -139,12 +149,7 @@ def test_both_pages_in_a_real_browser(app_url, files):
         page.locator("input[type=file]").first.set_input_files(str(wav))
         page.wait_for_timeout(1500)
         page.get_by_role("button", name="Predict").click()
-        # one progress display (on the probabilities) while it runs, not one per output
-        bars = []
-        for _ in range(8):
-            bars.append(page.locator("[class*=progress-text]:visible").count())
-            page.wait_for_timeout(200)
-        assert 1 in bars and max(bars) == 1, bars
+        _one_progress_display(page)  # on the probabilities, not one per output
         expect(page.get_by_text(re.compile(r"windows of 2 s"))).to_be_visible(timeout=60_000)
         expect(page.get_by_text("score per window", exact=False).first).to_be_visible()
         if "partly_synthetic" in wav.name and wav.stat().st_size > 200_000:
@@ -152,12 +157,7 @@ def test_both_pages_in_a_real_browser(app_url, files):
             expect(page.get_by_text(re.compile(r"fake: synthetic speech at \d+\.\d-\d+\.\d s"))
                    .first).to_be_visible()
         page.get_by_role("button", name="Explain").click()
-        # one progress display (on the figure) while it runs, not one per output
-        bars = []
-        for _ in range(8):
-            bars.append(page.locator("[class*=progress-text]:visible").count())
-            page.wait_for_timeout(200)
-        assert 1 in bars and max(bars) == 1, bars
+        _one_progress_display(page)  # on the figure, not one per output
         expect(page.get_by_text(re.compile(r"\d+ model evaluation"))).to_be_visible(timeout=120_000)
         expect(page.get_by_text("important regions kept").first).to_be_visible()
         if "partly_synthetic" in wav.name and wav.stat().st_size > 200_000:
