@@ -249,6 +249,31 @@ def test_both_pages_in_a_real_browser(app_url, files):
         browser.close()
 
 
+def test_switching_modality_as_the_page_loads_gives_no_error(app_url):
+    """The page's first events carry the first modality's model. A user who picked "Chest
+    X-ray" at once got an error toast listing the model choices (2 of 4 tries here before the
+    fix) and sometimes no method description. Tried at a few delays after the page appears."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        for delay_ms in (0, 100, 200, 300):
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(app_url, wait_until="load")
+            radio = page.get_by_label("Chest X-ray")
+            expect(radio).to_be_visible(timeout=60_000)
+            page.wait_for_timeout(delay_ms)
+            radio.check()
+            toasts = []
+            for _ in range(8):
+                page.wait_for_timeout(400)
+                toasts += page.locator(".toast-body").all_inner_texts()
+            assert not toasts, (delay_ms, toasts)
+            expect(page.get_by_text("Paper:").first).to_be_visible()
+            assert "X-ray" in page.get_by_role("combobox", name="Model", exact=True).input_value()
+            page.close()
+        browser.close()
+
 def test_api_page_lists_only_the_named_endpoints(app_url):
     from playwright.sync_api import expect, sync_playwright
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import HAS_TORCH, chest_like, tone
+from conftest import HAS_TORCH, ROOT, chest_like, tone
 
 pytestmark = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
 
@@ -397,6 +397,58 @@ def test_errors_reach_the_user_as_messages(service, session, tmp_path, caplog):
         crashing()
     assert info.value.title == "Unexpected error (ZeroDivisionError)"
 
+
+
+def test_a_choice_sent_before_the_page_changed_its_list_is_no_error(tmp_path):
+    """Seen in Chromium: a user who picks "Chest X-ray" as the page loads got an error toast,
+    "Value: audio-whisper-readout is not in the list of choices: [...]", and sometimes no
+    method description. The page's load events carry the audio model; the modality's update
+    had changed the model list before the server handled them. Here the same order of events
+    goes through Gradio's own processing."""
+    import asyncio
+
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    from conftest import TINY_MODELS, write_config
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+    from xai_platform.ui.app import build_app
+    from xai_platform.ui.common import STALE_MESSAGE
+
+    models = [m for m in TINY_MODELS if m["framework"] == "torch"]
+    config = load_config([write_config(tmp_path / "tiny.yaml", models)], base=None)
+    demo = build_app(ModelManager(config, device="cpu"), config.app)
+
+    def handler(name, n_outputs=None):
+        return next(f for f in demo.fns.values()
+                    if f.name == name and n_outputs in (None, len(f.outputs)))
+
+    async def events():
+        state = SessionState(demo)
+        update = await demo.process_api(handler("on_modality"), ["xray"], state)
+        assert update["data"][0]["value"] == "tiny-torch-xray"
+        # sent before that update: the page's own events skip theirs, with no error
+        skipped = [await demo.process_api(handler(name, n), inputs, state) for name, n, inputs in (
+            ("on_model_status", None, ["tiny-torch-audio"]),
+            ("on_method", None, ["tiny-torch-audio", "gradcam"]),
+            ("on_model", 3, ["tiny-torch-audio"]),  # the Classification page's
+            ("on_model", 2, ["tiny-torch-audio"]))]  # the Comparison page's
+        # a pressed button asks to be pressed again
+        with pytest.raises(gr.Error, match="press the button again") as info:
+            await demo.process_api(handler("on_predict"),
+                                   [None, "xray", None, None, "tiny-torch-audio"], state)
+        return skipped, info.value
+
+    skipped, error = asyncio.run(events())
+    assert all(out == {"__type__": "update"} for result in skipped for out in result["data"])
+    assert str(error).strip("'") == STALE_MESSAGE and error.title == "Choices changed"
+    # drawn by the page as Gradio's own components
+    model = handler("on_model_status").inputs[0]
+    methods = handler("on_model", 2).outputs[0]
+    assert (model.get_block_name(), methods.get_block_name()) == ("dropdown", "checkboxgroup")
+    # and Gradio wrote no type stub beside the module that defines them
+    assert not list((ROOT / "xai_platform" / "ui").glob("*.pyi"))
 
 # --- the served app, through gradio_client ---------------------------------------------------
 

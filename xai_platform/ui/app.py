@@ -24,9 +24,9 @@ from ..models import ModelManager
 from ..preload import warm_up as warm_up_app
 from ..service import SESSION_ROOT, MethodTimes, Service, Session, default_times_file
 from . import classification, comparison, fetch_panel, plugin_panel
-from .common import (FIGURE_FORMAT, example_files, file_types, input_kind, input_path,
-                     model_choices, model_status_markdown, prediction_outputs, user_error,
-                     user_errors)
+from .common import (FIGURE_FORMAT, CurrentDropdown, example_files, file_types, input_kind,
+                     input_path, model_choices, model_status_markdown, prediction_outputs,
+                     skip_stale, user_error, user_errors)
 
 log = logging.getLogger("xai_platform.ui")
 
@@ -80,7 +80,7 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
             with gr.Column(scale=1):
                 modality = gr.Radio([(m.label, m.name) for m in modalities],
                                     value=first_modality, label="Modality")
-                model = gr.Dropdown(choices=choices, value=default_model, label="Model")
+                model = CurrentDropdown(choices=choices, value=default_model, label="Model")
                 status = gr.Markdown(model_status_markdown(service, default_model))
             with gr.Column(scale=1):
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
@@ -148,6 +148,7 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
 
         timer.tick(on_tick, None, [table, timer], api_visibility="private")
 
+        @skip_stale
         @user_errors
         def on_model_status(model_id):
             return model_status_markdown(service, model_id), None, ""
@@ -185,7 +186,7 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
                               api_visibility="private")
         classification_tab.select(cls["on_expected"], *cls["expecting"], show_progress="hidden",
                                   api_visibility="private")
-        demo.load(lambda m: (*cls["on_model"](m), *cmp["on_model"](m)), [model],
+        demo.load(skip_stale(lambda m: (*cls["on_model"](m), *cmp["on_model"](m))), [model],
                   [cls["method"], cls["hidden"], cls["target"], cmp["methods"], cmp["hidden"]],
                   api_visibility="private")
         register_api(service)

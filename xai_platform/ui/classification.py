@@ -12,8 +12,8 @@ from ..explainers import Param, all_methods, get_method
 from ..explanation import counted
 from ..modalities import all_modalities, get_modality
 from ..service import Pace, Service, Session, step_text
-from .common import (FIGURE_FORMAT, ask, focus_markdown, input_path, method_details_markdown,
-                     throttled, user_errors)
+from .common import (FIGURE_FORMAT, CurrentDropdown, ask, focus_markdown, input_path,
+                     method_details_markdown, skip_stale, throttled, user_errors)
 
 AUTO_WINDOW = "the one behind the verdict"
 PREDICTED = "the verdict's class"
@@ -188,15 +188,17 @@ def run_report(service: Service, session: Session, modality: str, audio: str | N
 def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[str, Any]:
     with gr.Row():
         with gr.Column(scale=2):
-            method = gr.Dropdown(label="Method (only those that apply to this model)", choices=[])
+            method = CurrentDropdown(label="Method (only those that apply to this model)",
+                                     choices=[])
             details = gr.Markdown()
             hidden = gr.Markdown()
         with gr.Column(scale=1):
             seed = gr.Number(value=0, precision=0, label="Seed (LIME; SHAP with the kernel estimator)")
             first = get_modality(header["first_modality"]).window_label
-            window = gr.Dropdown(label=first or "Window", choices=[AUTO_WINDOW], value=AUTO_WINDOW,
-                                 visible=first is not None)
-            target = gr.Dropdown(label="Explain which class", choices=[PREDICTED], value=PREDICTED)
+            window = CurrentDropdown(label=first or "Window", choices=[AUTO_WINDOW],
+                                     value=AUTO_WINDOW, visible=first is not None)
+            target = CurrentDropdown(label="Explain which class", choices=[PREDICTED],
+                                     value=PREDICTED)
     slots = param_slots()
     with gr.Row():
         controls = [control_for(s.param) for s in slots]
@@ -226,6 +228,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
 
     model = header["model"]
 
+    @skip_stale
     @user_errors
     def on_model(model_id):
         choices, default, hidden_md = method_choices(service, model_id)
@@ -233,6 +236,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         return (gr.update(choices=choices, value=default), hidden_md,
                 gr.update(choices=[PREDICTED, *labels], value=PREDICTED))
 
+    @skip_stale
     @user_errors
     def on_method(model_id, method_id):
         visible = slot_visibility(service, model_id, method_id)
@@ -257,6 +261,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         sess.cancel.set()
         gr.Info("Cancelling: the running explanation stops at its next batch.")
 
+    @skip_stale
     def on_expected(model_id, method_id, modality, *values):
         try:
             return expected_text(service, model_id, method_id, modality, list(values))
@@ -264,8 +269,11 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
             return ""
 
     expecting = ([model, method, header["modality"], *controls], [expected])
-    # another model may keep the same method, which then fires no change of its own
+    # another model may keep the same method, which then fires no change of its own: its
+    # details, controls and time follow the model (and a method change the page sent before
+    # the model changed was skipped as stale)
     model.change(on_model, [model], [method, hidden, target], api_visibility="private").then(
+        on_method, [model, method], [details, *controls], api_visibility="private").then(
         on_expected, *expecting, show_progress="hidden", api_visibility="private")
     method.change(on_method, [model, method], [details, *controls], api_visibility="private")
     event = explain_btn.click(

@@ -3,11 +3,12 @@ handling at the UI edge, and small renderers. Handlers are plain functions of pl
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +64,102 @@ def ask(message: str, title: str) -> gr.Error:
     return gr.Error(message, title=title, print_exception=False)
 
 
+class _Stale:
+    def __repr__(self) -> str:
+        return "STALE"
+
+
+#: What a :class:`CurrentDropdown` or :class:`CurrentCheckboxGroup` hands a handler for a value
+#: its choices no longer hold: the page sent it before an update changed them (the events of a
+#: page that is still loading, then the user switches the modality at once). Not the user's
+#: mistake, and nothing to compute.
+STALE: Any = _Stale()
+
+
+def _current(preprocess: Callable[[Any], Any], payload: Any) -> Any:
+    try:
+        return preprocess(payload)
+    except gr.Error:  # Gradio's "Value: ... is not in the list of choices: [...]"
+        return STALE
+
+
+@contextlib.contextmanager
+def _no_stub_file() -> Iterator[None]:
+    """Gradio writes a type stub (``common.pyi``) beside the module of every component class
+    defined outside it, for its custom-component workflow; such a stub would hide the rest of
+    this module from type checkers. Off while the two classes below are defined."""
+    import gradio.component_meta as meta
+
+    original = getattr(meta, "create_or_modify_pyi", None)
+    if original is None:
+        yield
+        return
+    meta.create_or_modify_pyi = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        meta.create_or_modify_pyi = original
+
+
+with _no_stub_file():
+    class CurrentDropdown(gr.Dropdown):
+        """A dropdown whose choices the app changes (the models of a modality, the methods of
+        a model, its classes, a recording's windows). An event the page sent before such a
+        change carries a value the new choices lack, and Gradio would answer it with an error
+        toast listing the choices. Here the handler gets :data:`STALE` instead: an automatic
+        event skips its update (:func:`skip_stale`; the change brings its own), a pressed
+        button asks the user to press it again (:func:`user_errors`)."""
+
+        is_template = True  # drawn by the page as Gradio's dropdown
+
+        def preprocess(self, payload: Any) -> Any:
+            return _current(super().preprocess, payload)
+
+    class CurrentCheckboxGroup(gr.CheckboxGroup):
+        """:class:`CurrentDropdown` for a group of checkboxes (the comparison's methods)."""
+
+        is_template = True
+
+        def preprocess(self, payload: Any) -> Any:
+            return _current(super().preprocess, payload)
+
+
+def _stale(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    return any(a is STALE for a in (*args, *kwargs.values()))
+
+
+def skip_stale(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """For a handler the page fires by itself (a change, a load, a tab): no update
+    (``gr.skip()``) where an input is :data:`STALE`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any):
+        return gr.skip() if _stale(args, kwargs) else fn(*args, **kwargs)
+
+    return wrapper
+
+
+#: A pressed button whose request carried a :data:`STALE` choice
+STALE_MESSAGE = ("The page was still changing its choices (another modality or model) when "
+                 "this request left it. Check the model and method shown, then press the button "
+                 "again.")
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn platform errors into a readable message (:func:`user_error`) at the UI edge."""
+    """Turn platform errors into a readable message (:func:`user_error`) at the UI edge, and a
+    request sent with a :data:`STALE` choice into :data:`STALE_MESSAGE`."""
 
     def report(exc: Exception) -> gr.Error:
         return user_error(exc, fn.__name__)
 
+    def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if _stale(args, kwargs):
+            raise gr.Error(STALE_MESSAGE, title="Choices changed", print_exception=False)
+
     if _is_generator(fn):
         @functools.wraps(fn)
         def gen_wrapper(*args: Any, **kwargs: Any):
+            check(args, kwargs)
             try:
                 yield from fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - the UI edge
@@ -80,6 +168,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any):
+        check(args, kwargs)
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the UI edge

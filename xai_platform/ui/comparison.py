@@ -15,8 +15,8 @@ from ..errors import CancelledError, XAIError
 from ..explainers import all_methods, get_method
 from ..explanation import Explanation, counted
 from ..service import Service, Session, run_order
-from .common import (FIGURE_FORMAT, ask, figure_file, focus_markdown, input_path,
-                     method_details_markdown, throttled, user_errors)
+from .common import (FIGURE_FORMAT, CurrentCheckboxGroup, ask, figure_file, focus_markdown,
+                     input_path, method_details_markdown, skip_stale, throttled, user_errors)
 
 
 def caption(expl: Explanation, card: Any = None) -> str:
@@ -148,7 +148,7 @@ def cancelled_status(done: int, total: int) -> str:
 def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[str, Any]:
     methods_all = all_methods()
     with gr.Row():
-        methods = gr.CheckboxGroup(label="Methods (default: all that apply)", choices=[])
+        methods = CurrentCheckboxGroup(label="Methods (default: all that apply)", choices=[])
         seed = gr.Number(value=0, precision=0, label="Seed", scale=0, min_width=120)
     hidden = gr.Markdown()
     metrics = gr.CheckboxGroup(METRICS, value=DEFAULT_METRICS,
@@ -183,6 +183,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
                     details.append(gr.Markdown())
         slots.append(col)
 
+    @skip_stale
     @user_errors
     def on_model(model_id):
         ok, why_not = service.methods(model_id) if model_id else ([], {})
@@ -257,6 +258,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
                                  progress=throttled(progress))
         return gr.update(value=path, visible=True)
 
+    @skip_stale
     def on_expected(model_id, chosen, chosen_metrics):
         try:
             text = estimate_text(timed(service, model_id, list(chosen or []),
