@@ -108,7 +108,7 @@ def feature_set(clips: Sequence[Clip], spec: ModelSpec, split: str, *, cache_dir
             sys.stderr.write(f"\r  features {split} ({variant}): {i + 1}/{len(mine)} clips "
                              f"[{time.time() - start:.0f} s]   ")
             sys.stderr.flush()
-    sys.stderr.write(f"\n" + (f"  skipped {skipped} silent or unreadable clips\n" if skipped else ""))
+    sys.stderr.write("\n" + (f"  skipped {skipped} silent or unreadable clips\n" if skipped else ""))
     x = np.concatenate(planes).astype(np.float32)
     y, clip = np.asarray(ys, np.int64), np.asarray(owners, np.int64)
     if x_path is not None and meta_path is not None:

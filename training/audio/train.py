@@ -102,6 +102,7 @@ class AudioOptions:
     rooms: float | None = None  # share of training clips heard through a simulated room
     balance_sources: float | None = None  # exponent of the source-balanced sampler
     nap: tuple[int, ...] = ()  # a read-out's set-up directions projected out: candidate counts
+    nap_rule: str = "best"  # how the count is chosen (NAP_RULES)
 
 
 def build(spec: ModelSpec, *, seed: int, threads: int) -> Any:
@@ -148,7 +149,8 @@ def run(spec: ModelSpec, options: AudioOptions) -> ModelCard:
     readout: dict[str, Any] = {}
     oos: np.ndarray | None = None
     if hasattr(network, "set_readout"):  # a frozen encoder: fit its linear read-out instead
-        history, train_seconds, readout, oos = fit_readout(spec, network, sets, nap=options.nap)
+        history, train_seconds, readout, oos = fit_readout(spec, network, sets, nap=options.nap,
+                                                           nap_rule=options.nap_rule)
         this_session = train_seconds
         options = dataclasses.replace(options, augment="none",
                                       train=dataclasses.replace(options.train, epochs=0))
@@ -428,7 +430,7 @@ def projected_readout(z: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int,
 
 
 def fit_readout(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet], *,
-                nap: Sequence[int] = ()
+                nap: Sequence[int] = (), nap_rule: str = "best"
                 ) -> tuple[dict[str, Any], float, dict[str, Any], np.ndarray | None]:
     """Fit a frozen-encoder network's read-out (``network.set_readout``): a logistic regression
     with balanced classes on the training windows' standardised features, its strength from
@@ -441,7 +443,8 @@ def fit_readout(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet], *,
     ``nap``: candidate numbers of recording set-up directions (:func:`nap_directions`, from the
     training sources) to project out before the read-out, at the strength chosen without
     them; the count with the highest validation window AUC is kept (docs/AUDIO.md, twenty-sixth
-    session, E16)."""
+    session, E16), or with ``nap_rule="within-se"`` the smallest count within one standard error
+    of it (:func:`smallest_within_se`)."""
     from .probe import logistic_fits
 
     t0 = time.time()
@@ -465,13 +468,21 @@ def fit_readout(spec: ModelSpec, network: Any, sets: dict[str, FeatureSet], *,
             w, b = projected_readout(z_train, y_train, groups, cand, c)
             by_k[cand] = (float(roc_auc(z_val @ w + b, y_val)), w, b)
         k = max(by_k, key=lambda cand: by_k[cand][0])  # the first best
+        within: dict[str, Any] = {}
+        if nap_rule == "within-se":
+            k, se = smallest_within_se({cand: z_val @ v[1] + v[2] for cand, v in by_k.items()},
+                                       y_val, sets["validation"].clip)
+            within = {"rule": NAP_RULES[nap_rule],
+                      "standard_error_to_best_by_k": {str(c): round(v, 4) for c, v in se.items()}}
+        elif nap_rule != "best":
+            raise ValueError(f"unknown nap_rule {nap_rule!r}; one of {', '.join(NAP_RULES)}")
         auc, weights, bias = by_k[k]
         projection = {"nap": {
             "method": ("the top k directions of the training sources' (source, class) means "
                        "about their class means, projected out of the standardised features "
                        "and folded into the read-out's weights"),
             "k": int(k), "validation_auc_by_k": {str(cand): round(v[0], 4)
-                                                 for cand, v in by_k.items()}}}
+                                                 for cand, v in by_k.items()}, **within}}
     network.set_readout(mean, scale, weights, bias)
     oos = (None if groups is None
            else out_of_source_logits(x_train, y_train, groups, c, nap_k=k))
@@ -503,6 +514,41 @@ OOS_METHOD = ("temperature scaling of the positive logit on validation; every tr
               "the equal-error point of those scores; 'cannot tell' band where at most "
               f"{BAND_TARGET:.0%} of their real clips are called fake and {BAND_TARGET:.0%} of "
               "their fakes real")
+
+
+#: how ``--nap``'s count is chosen among its candidates
+NAP_RULES = {
+    "best": "the highest validation window AUC (the first of equals)",
+    "within-se": ("the smallest count whose validation window AUC is within one standard error "
+                  "of the best's (the paired difference over 200 bootstrap resamples of the "
+                  "validation clips, seed 0)"),
+}
+
+
+def smallest_within_se(scores: dict[int, np.ndarray], y: np.ndarray, clip: np.ndarray, *,
+                       draws: int = 200, seed: int = 0) -> tuple[int, dict[int, float]]:
+    """The smallest candidate whose window AUC is within one standard error of the best's, the
+    error of the paired difference (best minus candidate) over ``draws`` resamples of the clips
+    (``clip``: each window's clip; its windows go with it). ``scores``: candidate -> (N,)
+    scores. Returns it and every candidate's standard error. A difference of a ten-thousandth
+    between counts, as on the default card's corpus, then no longer decides (docs/AUDIO.md,
+    forty-fifth session)."""
+    ks = sorted(scores)
+    auc = {k: float(roc_auc(scores[k], y)) for k in ks}
+    best = max(ks, key=lambda k: auc[k])
+    rng = np.random.default_rng(seed)
+    clips = np.unique(clip)
+    rows = [np.flatnonzero(clip == c) for c in clips]
+    diffs = {k: [] for k in ks}
+    for _ in range(draws):
+        idx = np.concatenate([rows[i] for i in rng.integers(0, len(clips), len(clips))])
+        if len(np.unique(y[idx])) < 2:
+            continue
+        top = roc_auc(scores[best][idx], y[idx])
+        for k in ks:
+            diffs[k].append(top - roc_auc(scores[k][idx], y[idx]))
+    se = {k: float(np.std(diffs[k], ddof=1)) for k in ks}
+    return min(k for k in ks if auc[best] - auc[k] <= se[k]), se
 
 
 def window_sources(fs: FeatureSet) -> np.ndarray | None:
@@ -787,6 +833,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="a frozen encoder's read-out only: project the top K directions "
                              "of the recording set-up (the training sources' means) out of its "
                              "input; several: the K with the best validation window AUC")
+    parser.add_argument("--nap-rule", choices=sorted(NAP_RULES), default="best",
+                        help="how --nap's count is chosen: " + "; ".join(
+                            f"{k}: {v}" for k, v in NAP_RULES.items()))
     parser.add_argument("--no-robustness", action="store_true")
     parser.add_argument("--explain", default="gradcam,integrated_gradients",
                         help="methods for the band summary ('' for none)")
@@ -842,7 +891,7 @@ def main(argv: Sequence[str] | None = None) -> ModelCard:
         explain=tuple(m for m in args.explain.split(",") if m), explain_clips=args.explain_clips,
         pair_loss=args.pair_loss, twin_share=args.twin_share, room_tone=args.room_tone,
         rooms=args.rooms, balance_sources=args.balance_sources,
-        nap=tuple(int(k) for k in args.nap.split(",") if k.strip()))
+        nap=tuple(int(k) for k in args.nap.split(",") if k.strip()), nap_rule=args.nap_rule)
     card = run(spec, options)
     t, pct = card.metrics["test"], cards.pct
     print(f"{spec.id}: test EER {pct(t.eer)}, AUC {t.roc_auc:.4f}, accuracy "
