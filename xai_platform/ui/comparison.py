@@ -204,7 +204,9 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         # The first update clears the cards of an earlier comparison; later ones send only
         # what changed (the new card), so finished figures are not encoded and sent again
         # after every method (gr.skip(): the component keeps what it shows).
-        yield (f"Running {total} methods" + (f": {estimate}" if estimate else FIRST_RUN),
+        # the model is named: the page keeps these results when another model is chosen
+        on = f" on {service.spec(model_id).name}" if model_id else ""
+        yield (f"Running {total} methods{on}" + (f": {estimate}" if estimate else FIRST_RUN),
                *[gr.update(visible=False)] * n, *[""] * n,
                *[None] * n, *[""] * n, *[""] * n, "", hidden_plot)
         skip = gr.skip()
@@ -245,7 +247,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
                    gr.update(visible=figure is not None, value=figure))
             return
         text, figure = summary_outputs(explanations, cards)
-        yield (f"All {len(explanations)} methods done." + (" Ranking and agreement below."
+        yield (f"All {len(explanations)} methods done{on}." + (" Ranking and agreement below."
                                                            if len(explanations) > 1 else ""),
                *unchanged, text, gr.update(visible=figure is not None, value=figure))
 
