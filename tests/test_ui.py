@@ -399,6 +399,26 @@ def test_errors_reach_the_user_as_messages(service, session, tmp_path, caplog):
 
 
 
+def test_a_button_pressed_with_nothing_uploaded_says_where_the_file_goes():
+    """Seen in Chromium: a DICOM dropped on the audio box (the first modality) is turned away
+    by the box, and Predict then said only "No input yet: upload a file (or record audio)
+    first". The message names the modality whose box is shown and how to get the other's."""
+    import gradio as gr
+
+    from xai_platform.ui.common import input_path, user_errors
+
+    assert input_path("audio", "voice.wav", None) == "voice.wav"
+    assert input_path("xray", "voice.wav", "chest.png") == "chest.png"
+    with pytest.raises(gr.Error) as info:
+        user_errors(input_path)("audio", None, "chest.dcm")  # the X-ray box's file is not used
+    assert "upload a file for 'Audio: real or synthetic voice?'" in str(info.value)
+    assert "microphone" in str(info.value)
+    assert "For 'Chest X-ray', choose it under Modality first" in str(info.value)
+    with pytest.raises(gr.Error, match="choose it under Modality first") as info:
+        user_errors(input_path)("xray", "voice.wav", None)
+    assert "upload a file for 'Chest X-ray'" in str(info.value)
+    assert "microphone" not in str(info.value)
+
 def test_a_choice_sent_before_the_page_changed_its_list_is_no_error(tmp_path):
     """Seen in Chromium: a user who picks "Chest X-ray" as the page loads got an error toast,
     "Value: audio-whisper-readout is not in the list of choices: [...]", and sometimes no

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from ..errors import XAIError
+from ..errors import InputError, XAIError
 from ..explanation import Explanation
 from ..models.cards import calibration_from_card
 from ..modalities import all_modalities, get_modality
@@ -183,9 +183,28 @@ def _is_generator(fn: Callable[..., Any]) -> bool:
     return inspect.isgeneratorfunction(fn)
 
 
-def input_path(modality: str, audio: str | None, image: str | None) -> str | None:
-    """The upload of the selected modality: the audio widget's or the file widget's."""
-    return audio if input_kind(modality) == "audio" else image
+def input_path(modality: str, audio: str | None, image: str | None) -> str:
+    """The upload of the selected modality: the audio widget's or the file widget's. Nothing
+    there: an :class:`InputError` that says where to put it (:func:`no_input_message`)."""
+    path = audio if input_kind(modality) == "audio" else image
+    if not path:
+        raise InputError(no_input_message(modality))
+    return path
+
+
+def no_input_message(modality: str) -> str:
+    """What a button pressed with nothing uploaded says. The upload box follows the Modality
+    choice, and the box of one modality turns away another's files (an X-ray dropped on the
+    audio box is not kept), so it names the other modalities too."""
+    mod = get_modality(modality)
+    record = " (or record one with the microphone)" if input_kind(modality) == "audio" else ""
+    others = [m.label for m in all_modalities() if m.name != mod.name]
+    text = (f"Nothing to analyse yet: upload a file for '{mod.label}'{record}, then press the "
+            "button again.")
+    if others:
+        text += (f" For {' or '.join(repr(o) for o in others)}, choose it under Modality first: "
+                 "the upload box follows that choice.")
+    return text
 
 
 def model_choices(service: Service, modality: str) -> tuple[list[tuple[str, str]], str | None]:

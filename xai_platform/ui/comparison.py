@@ -194,6 +194,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
     @user_errors
     def on_compare(sess, modality, audio, image, model_id, chosen, seed_v, chosen_metrics,
                    progress=gr.Progress()):
+        input_path(modality, audio, image)  # nothing uploaded: say so before "Running ..."
         n = len(slots)
         explanations, cards = {}, {}
         hidden_plot = gr.update(visible=False, value=None)
