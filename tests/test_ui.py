@@ -73,6 +73,29 @@ def test_a_one_sided_model_says_so_and_never_answers_the_other_label(tmp_path, s
     assert verdict.startswith("### no fake found: p(fake) = 0.20, below this model's threshold")
 
 
+def test_records_and_reports_do_not_lay_out_the_server_s_folders(service, session, png_file,
+                                                                 tmp_path):
+    """The explanation record (the page's JSON, the downloads, the API) and the HTML report
+    named the weights by their absolute path on the server ("/home/.../weights/x.pt"); a share
+    link may be public. They name it from the project's root, or by file name outside it; the
+    sha256 beside it identifies the file."""
+    from xai_platform.config import ROOT, load_config, shown_weights
+    from xai_platform.reports import card_section
+
+    assert shown_weights(ROOT / "weights" / "audio" / "audio-cnn.pt") == \
+        "weights/audio/audio-cnn.pt"
+    assert shown_weights(tmp_path / "private" / "mine.pt") == "mine.pt"
+    assert shown_weights(None) is None
+    spec = service.spec
+    service.spec = lambda model_id: dataclasses.replace(spec(model_id),
+                                                        weights=tmp_path / "private" / "mine.pt")
+    expl = service.explain(session, png_file, "tiny-torch-xray", "gradcam")
+    record = service.record(expl)
+    assert record["weights"] == "mine.pt" and str(tmp_path) not in repr(record)
+    shipped = load_config().model("audio-cnn")
+    html = card_section(shipped, None, weights_sha256="ab12")
+    assert "Weights: weights/audio/audio-cnn.pt; sha256" in html and str(ROOT) not in html
+
 def test_same_request_is_computed_once_per_session(service, session, png_file):
     kw = dict(params={"num_samples": 100}, seed=1)
     a = service.explain(session, str(png_file), "tiny-torch-xray", "lime", **kw)

@@ -170,6 +170,20 @@ _REQUIRED = ("id", "name", "framework", "modality", "architecture", "weights", "
              "input", "output")
 
 
+def shown_weights(path: Path | str | None) -> str | None:
+    """A weights file as records and reports name it: relative to the project
+    (``weights/audio/audio-cnn.pt``), else by its file name only. Records and reports go to the
+    page's users (a share link may be public), who need not learn the server's folders; the
+    sha256 beside the name identifies the file."""
+    if path is None:
+        return None
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return path.name
+
+
 def resolve_weights(value: str | None, *, weights_dir: Path) -> Path | None:
     if value is None:
         return None

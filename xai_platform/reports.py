@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .config import shown_weights
 from .explanation import Explanation, Prediction, counted
 
 if TYPE_CHECKING:
@@ -270,7 +271,8 @@ def card_section(spec: ModelSpec, card: ModelCard | None, *, weights_sha256: str
     parts = ["<h2>Model</h2>",
              f"<p><b>{esc(spec.name)}</b> (<code>{esc(spec.id)}</code>, {esc(spec.framework)}, "
              f"{esc(spec.modality)}). {esc(spec.description or '')}</p>",
-             f"<p class=\"meta\">Weights: {esc(spec.weights or 'none (untrained)')}; sha256 "
+             "<p class=\"meta\">Weights: "
+             f"{esc(shown_weights(spec.weights) or 'none (untrained)')}; sha256 "
              f"<code>{esc(weights_sha256 or '–')}</code></p>"]
     if card is None:
         parts.append("<p class=\"warn\">No model card: this model has no recorded training "

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .config import AppSettings, ModelSpec
+from .config import AppSettings, ModelSpec, shown_weights
 from .errors import CancelledError, InputError
 from .explainers import compatibility, get_method
 from .explanation import Explanation
@@ -528,7 +528,7 @@ class Service:
         spec = self.spec(expl.model_id)
         record = expl.to_record()
         forward = self.manager.forward_path(expl.model_id)
-        record.update({"weights": str(spec.weights) if spec.weights else None,
+        record.update({"weights": shown_weights(spec.weights),
                        "weights_sha256": self.manager.weights_hash(expl.model_id),
                        "framework": spec.framework, "libraries": library_versions(),
                        "forward": forward.to_dict() if forward is not None else None,
