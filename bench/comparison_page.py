@@ -11,13 +11,16 @@ with the ONNX export or the cached graph, is printed on its own line). Per metho
 the explanation's seconds and model evaluations, the metrics' seconds and evaluations and the
 card's figure's seconds; then the request's wall-clock total, with the cards' figures and the
 summary (ranking and agreement figure) in it.
-The C allocator is set as ``app.py`` sets it (``xai_platform.memory``; before the thirty-sixth
+With several set-ups (the fast path off and on, ``--channels-last both``) each is loaded and
+warmed up first, and then they take turns, request by request, so their ratios come from one
+run. The C allocator is set as ``app.py`` sets it (``xai_platform.memory``; before the thirty-sixth
 session the script left glibc's default, which the app does not run with).
 
     .venv/bin/python bench/comparison_page.py                       # both models, off then on
     .venv/bin/python bench/comparison_page.py --model audio-cnn --only on
     .venv/bin/python bench/comparison_page.py --model audio-cnn --only on --requests 4
     .venv/bin/python bench/comparison_page.py --only bf16           # OpenVINO bf16 (opt-in path)
+    .venv/bin/python bench/comparison_page.py --only on --channels-last both --requests 3
     .venv/bin/python bench/comparison_page.py --json > out/comparison.json
 
 Defaults: DenseNet-121 at 224 px (``bench-densenet121`` of bench/models.yaml: the shipped
@@ -138,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
                              "session (default 1). The first one also makes the randomisation "
                              "test's copy of the model, as an app's first request does; the "
                              "others are what a running app answers")
+    parser.add_argument("--channels-last", choices=("on", "off", "both"), default="on",
+                        help="PyTorch 2-D CNNs' weights channels-last (app.channels_last; "
+                             "default on, as the app runs); both: a set-up with each, their "
+                             "requests taking turns")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
 
@@ -158,32 +165,45 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()}, load average {load}; metrics {', '.join(metrics)}",
           file=sys.stderr)
     results = []
+    layouts = {"on": [True], "off": [False], "both": [False, True]}[args.channels_last]
     for model_id in args.model or ["bench-densenet121", "audio-cnn"]:
         modality, path = CASES[model_id]
+        setups = []  # (fast path, channels-last, service, handle, load seconds)
         for mode in ([args.only] if args.only else ["off", "on"]):
-            cfg = replace(config, app=replace(
-                config.app, fast_forward=mode != "off",
-                forward_precision="bf16" if mode == "bf16" else "float32",
-                batch_size=args.batch_size or config.app.batch_size,
-                gradient_batch_size=args.gradient_batch_size or config.app.gradient_batch_size))
-            if args.batch_size:  # the flag also overrides a model entry's own batch_size
-                cfg = replace(cfg, models=tuple(replace(s, batch_size=None) for s in cfg.models))
-            manager = ModelManager(cfg, device="cpu")
-            service = Service(manager, cfg.app)
-            t = time.perf_counter()
-            handle = manager.get(model_id)
-            loaded = time.perf_counter() - t
-            print(f"\n{model_id}, fast path {mode}: loaded in {loaded:.1f} s; forward passes: "
-                  f"{handle.forward_path.describe()}", file=sys.stderr)
-            warm_up(service, model_id, path)
-            for request in range(1, args.requests + 1):
+            for channels_last in layouts:
+                cfg = replace(config, app=replace(
+                    config.app, fast_forward=mode != "off", channels_last=channels_last,
+                    forward_precision="bf16" if mode == "bf16" else "float32",
+                    batch_size=args.batch_size or config.app.batch_size,
+                    gradient_batch_size=args.gradient_batch_size
+                    or config.app.gradient_batch_size))
+                if args.batch_size:  # the flag also overrides a model entry's own batch_size
+                    cfg = replace(cfg, models=tuple(replace(s, batch_size=None)
+                                                    for s in cfg.models))
+                manager = ModelManager(cfg, device="cpu")
+                service = Service(manager, cfg.app)
+                t = time.perf_counter()
+                handle = manager.get(model_id)
+                loaded = time.perf_counter() - t
+                print(f"\n{model_id}, fast path {mode}, channels-last weights "
+                      f"{'on' if handle.channels_last else 'off'}: loaded in {loaded:.1f} s; "
+                      f"forward passes: {handle.forward_path.describe()}", file=sys.stderr)
+                warm_up(service, model_id, path)
+                setups.append((mode, service, handle, loaded))
+        # the set-ups take turns, request by request: a slower spell of the machine falls on
+        # all of them, so their ratios are measured in one run
+        for request in range(1, args.requests + 1):
+            for mode, service, handle, loaded in setups:
                 result = run_request(service, model_id, modality, path, metrics)
-                result |= {"model": model_id, "fast_forward": mode, "request": request,
+                result |= {"model": model_id, "fast_forward": mode,
+                           "channels_last": handle.channels_last, "request": request,
                            "load_seconds": round(loaded, 2),
                            "forward_path": handle.forward_path.to_dict()}
                 results.append(result)
-                print(f"  request {request}: upload (decode, prepare, predict) "
-                      f"{result['upload_seconds']:.2f} s", file=sys.stderr)
+                print(f"  {model_id}, fast path {mode}, channels-last "
+                      f"{'on' if handle.channels_last else 'off'}, request {request}: upload "
+                      f"(decode, prepare, predict) {result['upload_seconds']:.2f} s",
+                      file=sys.stderr)
                 for r in result["methods"]:
                     print(f"  {r['method']:<22} {r['seconds']:7.2f} s  explain "
                           f"{r['explain_seconds']:7.2f} s / {r['explain_evaluations']:5d} evals  "
@@ -200,12 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for model_id in dict.fromkeys(r["model"] for r in results):
             mine = [r for r in results if r["model"] == model_id]
-            print(f"\n| {model_id}: fast path | request | upload (s) | "
+            print(f"\n| {model_id}: fast path | channels-last | request | upload (s) | "
                   + " | ".join(r["method"] for r in mine[0]["methods"])
                   + " | figures (s) | summary (s) | total (s) | evaluations |")
-            print("|---|" + "---:|" * (len(mine[0]["methods"]) + 6))
+            print("|---|---|" + "---:|" * (len(mine[0]["methods"]) + 6))
             for res in mine:
-                print(f"| {res['fast_forward']} | {res['request']} | {res['upload_seconds']:.2f} | "
+                print(f"| {res['fast_forward']} | {'on' if res['channels_last'] else 'off'} | "
+                      f"{res['request']} | {res['upload_seconds']:.2f} | "
                       + " | ".join(f"{r['seconds']:.2f}" for r in res["methods"])
                       + f" | {res['figures_seconds']:.2f} | {res['summary_seconds']:.2f}"
                       + f" | {res['total_seconds']:.1f} | {res['evaluations']} |")

@@ -119,6 +119,11 @@ class AppSettings:
     #: CPU, DenseNet-121 at 224 px took 2-4x longer per row at 24-48 rows than at 4-16 (the
     #: allocator page-faults its larger buffers again on every pass; docs/BENCHMARKS.md)
     gradient_batch_size: int = 8
+    #: PyTorch networks with 2-D convolutions keep their 4-D weights channels-last on the CPU,
+    #: so oneDNN runs them without reordering: gradient passes (Grad-CAM, saliency, Integrated
+    #: Gradients) and PyTorch forward passes 1.2-1.6x faster, the same results to float
+    #: rounding (docs/BENCHMARKS.md, forty-sixth session); false keeps PyTorch's default layout
+    channels_last: bool = True
     device: str = "auto"
     #: refuse inputs a modality can tell are not what its models expect (an X-ray upload that
     #: is not a frontal chest radiograph); off only for tests with synthetic images

@@ -286,6 +286,12 @@ class ModelHandle(ABC):
         self._fast_options: dict[str, Any] | None = None
         self._fast_pending = False
 
+    def use_channels_last(self) -> bool:
+        """Lay the network's weights out for the CPU's convolution kernels where the format
+        gains from it (PyTorch: :meth:`TorchHandle.use_channels_last`); True when it did. The
+        results stay the same to float rounding."""
+        return False
+
     # --- the exact fast path for forward passes ----------------------------------------------
     def use_fast_forward(self, *, cache_dir: Any = None, threads: int | None = None,
                          precision: str = "float32", lazy: bool = False) -> ForwardPath:

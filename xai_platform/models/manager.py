@@ -216,6 +216,8 @@ class ModelManager:
                     calibration=calibration)
                 handle.familiarity = read_familiarity(spec.weights, familiarity_info)
                 handle.gradient_batch_size = self.config.app.gradient_batch_size
+                if self.config.app.channels_last:
+                    handle.use_channels_last()
                 if not self.fast_forward:
                     reduced = self.forward_precision != "float32"
                     handle.forward_path = ForwardPath(handle.framework, FAST_FORWARD_OFF + (
