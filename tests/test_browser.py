@@ -240,6 +240,18 @@ def test_both_pages_in_a_real_browser(app_url, files):
         expect(page.get_by_text(re.compile(r"explaining (?!fake|real)\S+ · .*model evaluations?"))
                .first).to_be_visible(timeout=120_000)
         _shoot(page, "xray.png")
+        # Another file: the last file's verdict goes with it (seen: "lesion: p(lesion) = 1.00"
+        # stayed above the next image, whose explanation then said "prediction normal 93.4%")
+        verdict = page.get_by_role("heading",  # the headline beside the probabilities
+                                   name=re.compile(r"(normal|lesion): p\((normal|lesion)\) = \d"))
+        expect(verdict).to_have_count(1)
+        example = page.get_by_role("button", name="synthetic-mass-normal.png", exact=True)
+        if example.count():  # picked from the examples while a file is loaded
+            example.click()
+        else:  # the file removed, another uploaded
+            page.get_by_role("button", name="Clear").last.click()
+            page.locator("input[type=file]").last.set_input_files(str(png))
+        expect(verdict).to_have_count(0, timeout=30_000)
 
         # Models tab: readable, downloads say "fetch weights".
         page.get_by_role("tab", name="Models").click()

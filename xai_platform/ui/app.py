@@ -159,6 +159,15 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
             return gr.update(value=picture, visible=picture is not None,
                              label=f"{get_modality(mod).label} as loaded")
 
+        def on_new_input():
+            """Another file (uploaded, recorded or an example): the prediction shown was the
+            last file's, beside this one's preview; it goes, as on a change of model or
+            modality (seen in Chromium: "lesion: p(lesion) = 1.00" stayed above the next
+            image, whose explanation then said "prediction normal 93.4%")."""
+            return (None, "", gr.update(value=None, visible=False),
+                    gr.update(choices=[classification.AUTO_WINDOW],
+                              value=classification.AUTO_WINDOW))
+
         @user_errors
         def on_predict(sess, mod, audio_path, image_path, model_id):
             path = input_path(mod, audio_path, image_path)
@@ -173,6 +182,10 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
                          timeline, cls["window"], cls["readout_row"]], api_visibility="private")
         model.change(on_model_status, [model], [status, label, verdict], api_visibility="private")
         image.change(on_image, [modality, image], [preview], api_visibility="private")
+        for source in (audio, image):
+            # unqueued: done at once, well before a Predict pressed after the upload returns
+            source.change(on_new_input, None, [label, verdict, timeline, cls["window"]],
+                          queue=False, show_progress="hidden", api_visibility="private")
         predict_btn.click(on_predict, [session, modality, audio, image, model],
                           [label, verdict, timeline, cls["window"]], show_progress_on=[label],
                           api_visibility="private"  # one spinner, not one per output
