@@ -182,8 +182,8 @@ def test_both_pages_in_a_real_browser(app_url, files):
 
         # ... then every compatible method, one card per row, scorecards and the ranking.
         page.get_by_role("button", name="Compare").click()
-        # the status names the model (the results stay when another model is chosen)
-        done = page.get_by_text(re.compile(r"All \d methods done on \S"))
+        # the status names the model and the file (the results stay when another is chosen)
+        done = page.get_by_text(re.compile(rf"All \d methods done on \S.* for {wav.name}"))
         expect(done).to_be_visible(timeout=600_000)
         # Each card's figure is sent once, when its method finishes (later updates skip the
         # finished cards): every card still shows its figure at the end.

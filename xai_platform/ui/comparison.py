@@ -7,6 +7,7 @@ parameters and seed shows the stored explanation.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -194,7 +195,8 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
     @user_errors
     def on_compare(sess, modality, audio, image, model_id, chosen, seed_v, chosen_metrics,
                    progress=gr.Progress()):
-        input_path(modality, audio, image)  # nothing uploaded: say so before "Running ..."
+        # nothing uploaded: say so before "Running ..."
+        file_name = Path(input_path(modality, audio, image)).name.replace("`", "'")
         n = len(slots)
         explanations, cards = {}, {}
         hidden_plot = gr.update(visible=False, value=None)
@@ -205,8 +207,9 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         # The first update clears the cards of an earlier comparison; later ones send only
         # what changed (the new card), so finished figures are not encoded and sent again
         # after every method (gr.skip(): the component keeps what it shows).
-        # the model is named: the page keeps these results when another model is chosen
-        on = f" on {service.spec(model_id).name}" if model_id else ""
+        # the model and the file are named: the page keeps these results when another model
+        # or file is chosen (the cards' inputs are spectrograms or small images)
+        on = (f" on {service.spec(model_id).name}" if model_id else "") + f" for `{file_name}`"
         yield (f"Running {total} methods{on}" + (f": {estimate}" if estimate else FIRST_RUN),
                *[gr.update(visible=False)] * n, *[""] * n,
                *[None] * n, *[""] * n, *[""] * n, "", hidden_plot)
