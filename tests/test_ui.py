@@ -122,6 +122,7 @@ def test_classification_handler_returns_figure_record_and_downloads(service, ses
     with Image.open(figure) as shown:
         assert shown.format == "PNG" and shown.mode == "RGB" and shown.width > 800
     assert "Integrated Gradients" in summary and "Untrained model" in summary
+    assert f"`{wav_file.name}`" in summary  # it stays on the page when another file is chosen
     assert record["method"] == "integrated_gradients" and "libraries" in record
     assert record["libraries"]["xai_platform"] and "torch" in record["libraries"]
     assert len(downloads) == 2 and downloads[0].endswith(".png") and downloads[1].endswith(".json")

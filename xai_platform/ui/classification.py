@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -153,6 +154,8 @@ def run_explain(service: Service, session: Session, modality: str, audio: str | 
     summary = (f"**{expl.method_label}** explaining **{expl.target_label}** · "
                f"{expl.seconds:.2f} s · {counted(expl.n_evaluations)}"
                + (f" · seed {expl.seed}" if expl.seed is not None else "")
+               # the file: the explanation stays on the page when another one is chosen
+               + " · `" + Path(path).name.replace("`", "'") + "`"
                + ("  \n**Untrained model: this explains random weights, not a verdict.**"
                   if expl.untrained else "")
                + (f"  \n**{expl.flat_note}**" if expl.flat else "")
