@@ -260,7 +260,10 @@ def prediction_outputs(service: Service, session: Session, path: str | None, mod
         label = "verdict withheld"
     elif p.undecided or p.unconfirmed:  # nor a label the model cannot decide or confirm
         label = p.headline
-    lines = [f"### {'No verdict' if p.untrained else p.statement}"]
+    # the file it is about: a prediction that returns after another file was chosen (the
+    # choice clears the panel at once) still says whose it is
+    name = Path(path or "").name.replace("`", "'")
+    lines = [f"### {'No verdict' if p.untrained else p.statement}", f"For `{name}`"]
     if p.false_alarm_note:
         lines.append(f"**How often real voices score this high:** {p.false_alarm_note}.")
     if p.miss_note:
