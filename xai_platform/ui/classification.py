@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -13,8 +12,8 @@ from ..explainers import Param, all_methods, get_method
 from ..explanation import counted
 from ..modalities import all_modalities, get_modality
 from ..service import Pace, Service, Session, step_text
-from .common import (FIGURE_FORMAT, CurrentDropdown, ask, focus_markdown, input_path,
-                     method_details_markdown, skip_stale, throttled, user_errors)
+from .common import (FIGURE_FORMAT, CurrentDropdown, ask, file_label, focus_markdown,
+                     input_path, method_details_markdown, skip_stale, throttled, user_errors)
 
 AUTO_WINDOW = "the one behind the verdict"
 PREDICTED = "the verdict's class"
@@ -155,7 +154,7 @@ def run_explain(service: Service, session: Session, modality: str, audio: str | 
                f"{expl.seconds:.2f} s · {counted(expl.n_evaluations)}"
                + (f" · seed {expl.seed}" if expl.seed is not None else "")
                # the file: the explanation stays on the page when another one is chosen
-               + " · `" + Path(path).name.replace("`", "'") + "`"
+               + f" · {file_label(path)}"
                + ("  \n**Untrained model: this explains random weights, not a verdict.**"
                   if expl.untrained else "")
                + (f"  \n**{expl.flat_note}**" if expl.flat else "")

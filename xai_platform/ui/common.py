@@ -192,6 +192,12 @@ def input_path(modality: str, audio: str | None, image: str | None) -> str:
     return path
 
 
+def file_label(path: str | None) -> str:
+    """The uploaded file's name as the page shows it, in code type (no markdown read into it):
+    what a prediction, explanation or comparison that stays on the page is about."""
+    return "`" + Path(path or "").name.replace("`", "'") + "`"
+
+
 def no_input_message(modality: str) -> str:
     """What a button pressed with nothing uploaded says. The upload box follows the Modality
     choice, and the box of one modality turns away another's files (an X-ray dropped on the
@@ -262,8 +268,7 @@ def prediction_outputs(service: Service, session: Session, path: str | None, mod
         label = p.headline
     # the file it is about: a prediction that returns after another file was chosen (the
     # choice clears the panel at once) still says whose it is
-    name = Path(path or "").name.replace("`", "'")
-    lines = [f"### {'No verdict' if p.untrained else p.statement}", f"For `{name}`"]
+    lines = [f"### {'No verdict' if p.untrained else p.statement}", f"For {file_label(path)}"]
     if p.false_alarm_note:
         lines.append(f"**How often real voices score this high:** {p.false_alarm_note}.")
     if p.miss_note:

@@ -7,7 +7,6 @@ parameters and seed shows the stored explanation.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -16,8 +15,9 @@ from ..errors import CancelledError, XAIError
 from ..explainers import all_methods, get_method
 from ..explanation import Explanation, counted
 from ..service import Service, Session, run_order
-from .common import (FIGURE_FORMAT, CurrentCheckboxGroup, ask, figure_file, focus_markdown,
-                     input_path, method_details_markdown, skip_stale, throttled, user_errors)
+from .common import (FIGURE_FORMAT, CurrentCheckboxGroup, ask, figure_file, file_label,
+                     focus_markdown, input_path, method_details_markdown, skip_stale, throttled,
+                     user_errors)
 
 
 def caption(expl: Explanation, card: Any = None) -> str:
@@ -196,7 +196,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
     def on_compare(sess, modality, audio, image, model_id, chosen, seed_v, chosen_metrics,
                    progress=gr.Progress()):
         # nothing uploaded: say so before "Running ..."
-        file_name = Path(input_path(modality, audio, image)).name.replace("`", "'")
+        shown = file_label(input_path(modality, audio, image))
         n = len(slots)
         explanations, cards = {}, {}
         hidden_plot = gr.update(visible=False, value=None)
@@ -209,7 +209,7 @@ def build(service: Service, header: dict[str, Any], session: gr.State) -> dict[s
         # after every method (gr.skip(): the component keeps what it shows).
         # the model and the file are named: the page keeps these results when another model
         # or file is chosen (the cards' inputs are spectrograms or small images)
-        on = (f" on {service.spec(model_id).name}" if model_id else "") + f" for `{file_name}`"
+        on = (f" on {service.spec(model_id).name}" if model_id else "") + f" for {shown}"
         yield (f"Running {total} methods{on}" + (f": {estimate}" if estimate else FIRST_RUN),
                *[gr.update(visible=False)] * n, *[""] * n,
                *[None] * n, *[""] * n, *[""] * n, "", hidden_plot)
