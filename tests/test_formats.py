@@ -304,6 +304,13 @@ def test_plugin_panel_checks_an_upload_privately_and_refuses_code(files, manager
     assert out.startswith("**Plugs in.**") and "methods that apply: shap, lime" in out
     assert [row.id for row in service.models()] == before  # nobody else sees it
     assert upload.exists()  # the upload itself is untouched; the private copy is gone
+    # weights that do not load: the report's status says so too (it said "ready", from
+    # before the load, under "FAILED")
+    wrong = yaml.safe_dump(_entry(id="panel-onnx", framework="onnx", architecture="onnx",
+                                  weights="model.onnx", input={**IMAGE, "size": 40}))
+    out = check_plugin(wrong, str(upload), None, service=service)
+    assert "FAILED" in out and "declares" in out
+    assert "status: unavailable" in out and "status: ready" not in out
     with pytest.raises(ConfigError, match="names a file on the server"):
         check_plugin(text, None, None, service=service)
     script = tmp_path / "upload" / "net.pt"

@@ -124,6 +124,7 @@ def check_model(spec: ModelSpec, *, settings: AppSettings | None = None,
     settings = settings or AppSettings()
     report = ModelCheck(spec.id, spec.framework, spec.modality, list(spec.labels),
                         target_layer=spec.target_layer)
+    manager = None
     try:
         manager = ModelManager(PlatformConfig(models=(spec,), app=settings), device=device,
                                cache_size=1)
@@ -171,4 +172,8 @@ def check_model(spec: ModelSpec, *, settings: AppSettings | None = None,
         report.error = f"{type(exc).__name__}: {exc}"
         if debug:
             report.error += "\n" + traceback.format_exc()
+    if report.error and manager is not None:
+        # the state after the attempt ("unavailable" once a load failed; the error says why),
+        # not the one read before it, which only saw the weights file there
+        report.status = manager.status(spec.id).state
     return report
