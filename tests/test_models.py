@@ -136,7 +136,10 @@ def test_mismatched_weights_say_what_to_check(tmp_path, tiny_config):
     config = load_config([write_config(tmp_path / "c.yaml", [
         TINY_MODELS[1] | {"weights": str(path), "arch_args": {"width": 8, "depth": 2}}])],
         base=None)
-    with pytest.raises(ModelUnavailableError, match="does not fit architecture"):
+    # which tensor, both shapes, what to check (not torch's message as a Python list)
+    with pytest.raises(ModelUnavailableError, match=r"does not fit architecture 'custom_cnn': "
+                       r"\S+ is \[\d+(, \d+)*\] in the file, \[\d+(, \d+)*\] in the architecture"
+                       r" \(and \d+ more\); check `arch_args`"):
         ModelManager(config).get("tiny-torch-xray")
 
 

@@ -509,13 +509,22 @@ def load_weights(net: nn.Module, spec: ModelSpec, path: Path) -> None:
             f"weights file {path} cannot be loaded safely (weights_only=True): {first[:200]}. "
             "Only plain state_dicts load; a file that pickles code is refused.") from None
     state = _state_dict(obj, path)
+    expected = net.state_dict()
+    wrong = [f"{name} is {list(t.shape)} in the file, {list(expected[name].shape)} in the "
+             "architecture" for name, t in state.items()
+             if name in expected and tuple(t.shape) != tuple(expected[name].shape)]
+    if wrong:
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        raise ModelUnavailableError(
+            f"weights file {path} does not fit architecture '{spec.architecture}': {wrong[0]}"
+            f"{more}; check `arch_args`, `labels` and `input.channels` in the config entry.")
     missing, unexpected = [], []
     try:
         result = net.load_state_dict(state, strict=False)
         missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     except RuntimeError as exc:
         raise ModelUnavailableError(f"weights file {path} does not fit architecture "
-                                    f"'{spec.architecture}': {str(exc).splitlines()[1:2]}") from None
+                                    f"'{spec.architecture}': {first_line(exc)[:240]}") from None
     if missing or unexpected:
         raise ModelUnavailableError(
             f"weights file {path} does not fit architecture '{spec.architecture}' "
