@@ -120,6 +120,12 @@ def test_explain_with_metrics_ranks_the_methods_as_the_comparison_page(tmp_path,
     (["explain", "x.wav", "--model", "tiny-torch-audio", "--method", "magic"],
      "unknown method 'magic'"),
     (["models", "--config", "/does/not/exist.yaml"], "does not exist"),
+    # a typo of a parameter's name ran the default unnoticed
+    (["explain", "x.wav", "--model", "tiny-torch-audio", "--method", "lime", "--method",
+      "gradcam", "--param", "nsamples=100"],
+     "no chosen method takes a parameter 'nsamples' for audio inputs (LIME: num_samples"),
+    (["explain-batch", "x.wav", "--model", "tiny-torch-audio", "--method", "lime", "--param",
+      "nsamples=100", "--out", "/tmp/never-written"], "no chosen method takes a parameter"),
 ])
 def test_bad_input_exits_non_zero_with_one_line(tiny_config_path, args, message):
     if "--config" not in args:

@@ -211,10 +211,24 @@ def run_batch(service: Service, items: Sequence[BatchItem], settings: BatchSetti
     return BatchResult.from_rows(rows, index, time.perf_counter() - started)
 
 
+def check_params(params: dict[str, Any], methods: Sequence[str], modality: str) -> None:
+    """A shared ``--param`` list may name any chosen method's parameters; one that no chosen
+    method takes is a typo (``nsamples`` for ``num_samples``), which would otherwise run with
+    the default unnoticed."""
+    taken = {m: [p.name for p in get_method(m).params_for(modality)] for m in methods}
+    unknown = [k for k in params if not any(k in names for names in taken.values())]
+    if unknown:
+        offered = "; ".join(f"{get_method(m).label}: {', '.join(names) or 'none'}"
+                            for m, names in taken.items())
+        raise XAIError(f"no chosen method takes a parameter '{unknown[0]}' for {modality} "
+                       f"inputs ({offered}).")
+
+
 def check_settings(service: Service, settings: BatchSettings) -> None:
     """Fail before any input on what would fail for every input: a method that does not apply
-    to the model, a parameter out of range."""
+    to the model, a parameter no chosen method takes or out of range."""
     spec = service.spec(settings.model)
+    check_params(settings.params, settings.methods, spec.modality)
     for method in settings.methods:
         info = get_method(method)
         reason = info.reason_incompatible(spec)

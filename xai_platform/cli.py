@@ -274,6 +274,7 @@ def comparison_lines(record: dict[str, Any], labels: dict[str, str]) -> str:
 
 
 def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from .batch import check_params
     from .evaluation.scorecard import comparison_record, json_safe
     from .explainers import compatible_methods, get_method
     from .explanation import counted
@@ -288,6 +289,7 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
         if reason:
             raise XAIError(f"method '{m}' does not apply to model '{spec.id}': {reason}")
     params = _params(args.param)
+    check_params(params, methods, spec.modality)
     for source in args.inputs:  # before loading the model: a typo should fail fast
         if not Path(source).is_file():
             raise XAIError(f"{source}: file not found. Check the path.")
@@ -398,13 +400,13 @@ def cmd_explain_batch(args: argparse.Namespace, config: PlatformConfig) -> int:
     service = Service(_manager(args, config), config.app)
     spec = service.spec(args.model)
     methods = tuple(args.method or [m.id for m in compatible_methods(spec)][:1])
-    out = Path(args.out)
-    items = list_batch_inputs(args.inputs, spec.modality, exclude=out)
-    out.mkdir(parents=True, exist_ok=True)
     settings = BatchSettings(model=spec.id, methods=methods, params=_params(args.param),
                              seed=args.seed, target=args.target, window=args.window,
                              metrics=tuple(args.metrics or ()))
-    check_settings(service, settings)
+    check_settings(service, settings)  # before the inputs are listed: a typo fails fast
+    out = Path(args.out)
+    items = list_batch_inputs(args.inputs, spec.modality, exclude=out)
+    out.mkdir(parents=True, exist_ok=True)
     bar = _BatchProgress(not args.quiet, tty=sys.stderr.isatty())
     if args.ray:  # imported only here: without --ray nothing of Ray is loaded
         try:
