@@ -126,6 +126,7 @@ def test_explain_with_metrics_ranks_the_methods_as_the_comparison_page(tmp_path,
      "no chosen method takes a parameter 'nsamples' for audio inputs (LIME: num_samples"),
     (["explain-batch", "x.wav", "--model", "tiny-torch-audio", "--method", "lime", "--param",
       "nsamples=100", "--out", "/tmp/never-written"], "no chosen method takes a parameter"),
+    (["check-model"], "name the model to check (--model ID"),
 ])
 def test_bad_input_exits_non_zero_with_one_line(tiny_config_path, args, message):
     if "--config" not in args:
@@ -135,6 +136,13 @@ def test_bad_input_exits_non_zero_with_one_line(tiny_config_path, args, message)
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_model_checks_a_configured_model_by_its_id(tiny_config_path):
+    result = run_cli("check-model", "--model", "tiny-torch-xray", "--config",
+                     str(tiny_config_path))
+    assert result.returncode == 0, result.stderr
+    assert "model 'tiny-torch-xray' (torch, xray): OK" in result.stdout
 
 
 @needs_torch

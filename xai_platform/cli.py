@@ -176,7 +176,11 @@ def cmd_check_model(args: argparse.Namespace, config: PlatformConfig) -> int:
     model fails)."""
     from .model_check import check_model
 
-    own = load_config([args.file], base=None)
+    if args.file is None and not args.model:
+        raise XAIError("name the model to check (--model ID, see `models`), or pass the config "
+                       "file with its entry.")
+    # a configured model (config/ and --config) is checked as the app would load it
+    own = load_config([args.file], base=None) if args.file else config
     specs = [own.model(args.model)] if args.model else list(own.models)
     if not specs:
         raise XAIError(f"{args.file} declares no models.")
@@ -527,7 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-model", parents=[common],
                        help="check a model entry: it loads, predicts, and which methods apply")
-    p.add_argument("file", metavar="CONFIG.yaml", help="a config file with the model entry")
+    p.add_argument("file", metavar="CONFIG.yaml", nargs="?", default=None,
+                   help="a config file with the model entry (default: the configured models; "
+                        "then name one with --model)")
     p.add_argument("--input", default=None, metavar="FILE",
                    help="an input to run (default: the modality's sample plane)")
     p.add_argument("--model", default=None, help="check only this model id of the file")
