@@ -44,7 +44,8 @@ def test_prediction_of_an_untrained_model_is_not_a_verdict(service, session, wav
     label, verdict, _ = prediction_outputs(service, session, str(wav_file), "tiny-torch-audio")
     assert set(label) == {"real", "fake"} and abs(sum(label.values()) - 1) < 1e-5
     assert verdict.startswith("### No verdict") and "not a verdict" in verdict
-    assert f"For `{wav_file.name}`" in verdict  # whose prediction it is
+    # whose prediction it is, as a paragraph of its own (it ran into the next line's words)
+    assert f"\nFor `{wav_file.name}`\n\n" in verdict
 
 
 def test_a_one_sided_model_says_so_and_never_answers_the_other_label(tmp_path, session, wav_file):

@@ -268,7 +268,8 @@ def prediction_outputs(service: Service, session: Session, path: str | None, mod
         label = p.headline
     # the file it is about: a prediction that returns after another file was chosen (the
     # choice clears the panel at once) still says whose it is
-    lines = [f"### {'No verdict' if p.untrained else p.statement}", f"For {file_label(path)}"]
+    lines = [f"### {'No verdict' if p.untrained else p.statement}",
+             f"For {file_label(path)}\n"]  # a paragraph of its own, not the next line's start
     if p.false_alarm_note:
         lines.append(f"**How often real voices score this high:** {p.false_alarm_note}.")
     if p.miss_note:
