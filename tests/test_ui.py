@@ -496,6 +496,32 @@ def test_a_choice_sent_before_the_page_changed_its_list_is_no_error(tmp_path):
     # and Gradio wrote no type stub beside the module that defines them
     assert not list((ROOT / "xai_platform" / "ui").glob("*.pyi"))
 
+def test_another_model_clears_what_predict_showed(tmp_path):
+    """The window timeline and the window list are the last model's (its windows, its
+    scores): a model change empties them with the probabilities and the headline, as another
+    file or modality does."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    from conftest import TINY_MODELS, write_config
+    from xai_platform.config import load_config
+    from xai_platform.models import ModelManager
+    from xai_platform.ui.app import build_app
+    from xai_platform.ui.classification import AUTO_WINDOW
+
+    models = [m for m in TINY_MODELS if m["framework"] == "torch"]
+    config = load_config([write_config(tmp_path / "tiny.yaml", models)], base=None)
+    demo = build_app(ModelManager(config, device="cpu"), config.app)
+    fn = next(f for f in demo.fns.values() if f.name == "on_model_status")
+    out = asyncio.run(demo.process_api(fn, ["tiny-torch-audio"], SessionState(demo)))["data"]
+    label, verdict, timeline, window = out[1:]
+    assert not label and verdict == ""  # the label drawn empty
+    assert timeline.get("visible") is False and timeline.get("value") is None
+    assert window.get("value") == AUTO_WINDOW
+    assert window.get("choices") == [[AUTO_WINDOW, AUTO_WINDOW]]
+
+
 # --- the served app, through gradio_client ---------------------------------------------------
 
 def _free_port() -> int:

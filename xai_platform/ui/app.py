@@ -137,10 +137,8 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
                     gr.update(visible=kind == "file"), gr.update(visible=False),
                     *[gr.update(visible=has and name == mod)
                       for name, (_, has) in example_columns.items()],
-                    None, "", gr.update(visible=False),
-                    gr.update(visible=windowed, choices=[classification.AUTO_WINDOW],
-                              value=classification.AUTO_WINDOW,
-                              label=get_modality(mod).window_label or "Window"),
+                    *cleared_prediction(visible=windowed,
+                                        label=get_modality(mod).window_label or "Window"),
                     gr.update(visible=get_modality(mod).has_readout))
 
         def on_tick():
@@ -151,22 +149,13 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
         @skip_stale
         @user_errors
         def on_model_status(model_id):
-            return model_status_markdown(service, model_id), None, ""
+            return model_status_markdown(service, model_id), *cleared_prediction()
 
         @user_errors
         def on_image(mod, path):
             picture = _preview(mod, path, service.settings)
             return gr.update(value=picture, visible=picture is not None,
                              label=f"{get_modality(mod).label} as loaded")
-
-        def on_new_input():
-            """Another file (uploaded, recorded or an example): the prediction shown was the
-            last file's, beside this one's preview; it goes, as on a change of model or
-            modality (seen in Chromium: "lesion: p(lesion) = 1.00" stayed above the next
-            image, whose explanation then said "prediction normal 93.4%")."""
-            return (None, "", gr.update(value=None, visible=False),
-                    gr.update(choices=[classification.AUTO_WINDOW],
-                              value=classification.AUTO_WINDOW))
 
         @user_errors
         def on_predict(sess, mod, audio_path, image_path, model_id):
@@ -176,18 +165,22 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
             return (label_v, verdict_v, gr.update(value=fig, visible=fig is not None),
                     gr.update(choices=windows, value=windows[0]))
 
+        shown = [label, verdict, timeline, cls["window"]]  # what Predict shows
         modality.change(on_modality, [modality],
                         [model, audio, image, preview,
-                         *[col for col, _ in example_columns.values()], label, verdict,
-                         timeline, cls["window"], cls["readout_row"]], api_visibility="private")
-        model.change(on_model_status, [model], [status, label, verdict], api_visibility="private")
+                         *[col for col, _ in example_columns.values()], *shown,
+                         cls["readout_row"]], api_visibility="private")
+        model.change(on_model_status, [model], [status, *shown], api_visibility="private")
         image.change(on_image, [modality, image], [preview], api_visibility="private")
         for source in (audio, image):
-            # unqueued: done at once, well before a Predict pressed after the upload returns
-            source.change(on_new_input, None, [label, verdict, timeline, cls["window"]],
-                          queue=False, show_progress="hidden", api_visibility="private")
-        predict_btn.click(on_predict, [session, modality, audio, image, model],
-                          [label, verdict, timeline, cls["window"]], show_progress_on=[label],
+            # Another file (uploaded, recorded or an example): the prediction shown was the last
+            # file's, beside this one's preview (seen in Chromium: "lesion: p(lesion) = 1.00"
+            # stayed above the next image, whose explanation then said "prediction normal
+            # 93.4%"). Unqueued: done at once, well before a Predict pressed after the upload.
+            source.change(cleared_prediction, None, shown, queue=False, show_progress="hidden",
+                          api_visibility="private")
+        predict_btn.click(on_predict, [session, modality, audio, image, model], shown,
+                          show_progress_on=[label],
                           api_visibility="private"  # one spinner, not one per output
                           ).then(cmp["on_expected"], *cmp["expecting"], show_progress="hidden",
                                  api_visibility="private"
@@ -204,6 +197,16 @@ def build_app(manager: ModelManager, settings: AppSettings | None = None) -> gr.
                   api_visibility="private")
         register_api(service)
     return demo
+
+
+def cleared_prediction(**window: Any) -> tuple[Any, ...]:
+    """What Predict shows (the probabilities, the headline, the window timeline, the window
+    list), emptied: after another file, model or modality it was about the last one (a model's
+    windows and their scores are its own). ``window``: more of the window list's update (a
+    modality's label and visibility)."""
+    auto = classification.AUTO_WINDOW
+    return (None, "", gr.update(value=None, visible=False),
+            gr.update(choices=[auto], value=auto, **window))
 
 
 class ApiSessions:
