@@ -127,6 +127,9 @@ def test_explain_with_metrics_ranks_the_methods_as_the_comparison_page(tmp_path,
     (["explain-batch", "x.wav", "--model", "tiny-torch-audio", "--method", "lime", "--param",
       "nsamples=100", "--out", "/tmp/never-written"], "no chosen method takes a parameter"),
     (["check-model"], "name the model to check (--model ID"),
+    # out of range: said before anything loads or runs, as explain-batch says it
+    (["explain", "x.wav", "--model", "tiny-torch-audio", "--method", "lime", "--param",
+      "num_samples=5"], "LIME: parameter 'num_samples' must lie in [50, 10000], got 5"),
 ])
 def test_bad_input_exits_non_zero_with_one_line(tiny_config_path, args, message):
     if "--config" not in args:

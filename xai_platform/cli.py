@@ -278,7 +278,7 @@ def comparison_lines(record: dict[str, Any], labels: dict[str, str]) -> str:
 
 
 def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
-    from .batch import check_params
+    from .batch import BatchSettings, check_settings
     from .evaluation.scorecard import comparison_record, json_safe
     from .explainers import compatible_methods, get_method
     from .explanation import counted
@@ -288,12 +288,10 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
     _offer_fetch(service.manager, args.model, interactive=not (args.json or args.quiet))
     spec = service.spec(args.model)
     methods = args.method or [m.id for m in compatible_methods(spec)][:1] or []
-    for m in methods:
-        reason = get_method(m).reason_incompatible(spec)
-        if reason:
-            raise XAIError(f"method '{m}' does not apply to model '{spec.id}': {reason}")
     params = _params(args.param)
-    check_params(params, methods, spec.modality)
+    # as explain-batch: a method that does not apply, a parameter no chosen method takes or out
+    # of range, before anything loads
+    check_settings(service, BatchSettings(model=spec.id, methods=tuple(methods), params=params))
     for source in args.inputs:  # before loading the model: a typo should fail fast
         if not Path(source).is_file():
             raise XAIError(f"{source}: file not found. Check the path.")
