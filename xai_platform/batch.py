@@ -234,8 +234,7 @@ def check_settings(service: Service, settings: BatchSettings) -> None:
         reason = info.reason_incompatible(spec)
         if reason:
             raise XAIError(f"method '{method}' does not apply to model '{spec.id}': {reason}")
-        info.resolve_params({k: v for k, v in settings.params.items()
-                             if any(p.name == k for p in info.params_for(spec.modality))},
+        info.resolve_params(info.taken_from(settings.params, modality=spec.modality),
                             modality=spec.modality)
 
 
@@ -257,9 +256,8 @@ def _fingerprint(service: Service, item: BatchItem, method: str, settings: Batch
                  weights: str | None, input_sha256: str | None) -> dict[str, Any]:
     spec = service.spec(settings.model)
     info = get_method(method)
-    own = {k: v for k, v in settings.params.items()
-           if any(p.name == k for p in info.params_for(spec.modality))}
-    resolved = info.resolve_params(own, modality=spec.modality)
+    resolved = info.resolve_params(info.taken_from(settings.params, modality=spec.modality),
+                                   modality=spec.modality)
     return {"model": spec.id, "weights_sha256": weights, "method": method, "params": resolved,
             "seed": settings.seed if info.uses_seed(resolved) else None, "target": settings.target,
             "window": settings.window, "metrics": sorted(settings.metrics),

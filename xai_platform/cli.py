@@ -236,14 +236,6 @@ def _offer_fetch(manager: Any, model_id: str, *, interactive: bool) -> None:
         _fetch(manager, model_id, quiet=False)
 
 
-def _own_params(params: dict[str, Any], method: str, modality: str) -> dict[str, Any]:
-    """Only ``method``'s parameters (a shared --param list may name others')."""
-    from .explainers import get_method
-
-    return {k: v for k, v in params.items()
-            if any(p.name == k for p in get_method(method).params_for(modality))}
-
-
 def scores_line(card) -> str:
     """A scorecard's main values on one line (the faithfulness curves' areas, the
     randomisation check, stability), what they cost, and its flags' titles (the JSON record
@@ -319,7 +311,7 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
         stem = _safe_stem(analysis.prepared.name)
         for method in methods:
             # Only this method's parameters (a shared --param list may name others').
-            own = _own_params(params, method, spec.modality)
+            own = get_method(method).taken_from(params, modality=spec.modality)
             bar = _Progress(get_method(method).label, enabled=not args.quiet and sys.stderr.isatty())
             start = time.perf_counter()
             expl = service.explain(session, source, spec.id, method, window=args.window,
@@ -358,7 +350,8 @@ def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
         if args.report:
             done = [service.explain(session, source, spec.id, m, window=args.window,
                                     target=args.target, seed=args.seed,
-                                    params=_own_params(params, m, spec.modality))
+                                    params=get_method(m).taken_from(params,
+                                                                    modality=spec.modality))
                     for m in methods]  # cached: computed above
             entry["report"] = str(service.report(session, source, spec.id, done, cards=cards,
                                                  stem=f"{stem}__{spec.id}__report"))

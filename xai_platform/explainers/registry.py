@@ -105,6 +105,12 @@ class MethodInfo:
 
         return own + get_modality(modality).params()
 
+    def taken_from(self, shared: dict[str, Any], *, modality: str) -> dict[str, Any]:
+        """The entries of a parameter list shared by several methods (the CLI's ``--param``, a
+        batch's settings) that this method takes for ``modality`` inputs."""
+        names = {p.name for p in self.params_for(modality)}
+        return {k: v for k, v in shared.items() if k in names}
+
     def resolve_params(self, given: dict[str, Any] | None, *, modality: str) -> dict[str, Any]:
         """Defaults filled in, every value checked against its declared range."""
         given = dict(given or {})
